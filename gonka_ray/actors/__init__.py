@@ -1,0 +1,1 @@
+"""Ray actors of a participant: transport agent, executor, verifier, ledger replica, MLNode."""

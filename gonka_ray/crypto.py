@@ -1,0 +1,177 @@
+"""Ed25519 keys, addresses and signatures (PyNaCl / libsodium).
+
+Invariants:
+- A signature always covers ``WIRE_SIGNATURE_DOMAIN + purpose + b"\\x00" + message`` so that bytes
+  signed for one purpose (a wire envelope, a consensus vote) can never be replayed as another.
+- ``address(pk)`` is ``"gonka" + hex(sha256(pk)[:20])``: stable, printable, derived only from the
+  public key.
+- Key files hold the 32-byte seed in hex and are created with mode 0600; loading a file that
+  others can read is refused, as ssh does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+
+from gonka_ray.constants import WIRE_SIGNATURE_DOMAIN
+from gonka_ray.exceptions import BadSignature, InvalidKey, KeyFileError
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+SEED_BYTES = 32
+ADDRESS_PREFIX = "gonka"
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).digest()
+
+
+def address(public_key: bytes) -> str:
+    """The printable account address of an Ed25519 public key.
+
+    Raises:
+        InvalidKey: ``public_key`` is not 32 bytes.
+    """
+    if not isinstance(public_key, bytes | bytearray) or len(public_key) != PUBLIC_KEY_BYTES:
+        raise InvalidKey("an Ed25519 public key is 32 bytes", field="public_key")
+    return ADDRESS_PREFIX + hashlib.sha256(public_key).hexdigest()[:40]
+
+
+def is_address(text: str) -> bool:
+    """True when ``text`` has the shape of an address (not whether it exists)."""
+    if not isinstance(text, str) or not text.startswith(ADDRESS_PREFIX):
+        return False
+    body = text[len(ADDRESS_PREFIX) :]
+    return len(body) == 40 and all(c in "0123456789abcdef" for c in body)
+
+
+def _signed_bytes(purpose: bytes, message: bytes) -> bytes:
+    return WIRE_SIGNATURE_DOMAIN + purpose + b"\x00" + message
+
+
+@lru_cache(maxsize=4096)
+def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    # NOTE: building a VerifyKey costs about as much as a verify; peers are few, so cache them.
+    return nacl.signing.VerifyKey(public_key)
+
+
+def verify(public_key: bytes, purpose: bytes, message: bytes, signature: bytes) -> None:
+    """Check ``signature`` by ``public_key`` over ``message`` signed for ``purpose``.
+
+    Raises:
+        BadSignature: wrong length, malformed key, or the signature does not verify.
+    """
+    if len(signature) != SIGNATURE_BYTES or len(public_key) != PUBLIC_KEY_BYTES:
+        raise BadSignature("signature or public key has the wrong length")
+    try:
+        _verify_key(bytes(public_key)).verify(_signed_bytes(purpose, message), bytes(signature))
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        raise BadSignature("signature does not verify") from None
+
+
+def is_valid_signature(public_key: bytes, purpose: bytes, message: bytes, signature: bytes) -> bool:
+    """Like :func:`verify` but returns a bool."""
+    try:
+        verify(public_key, purpose, message, signature)
+    except BadSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An Ed25519 signing key with its public key and address.
+
+    Build with :meth:`generate`, :meth:`from_seed` or :meth:`load`; never pickle it across a trust
+    boundary (actors receive key *files* or seeds from their own operator only).
+    """
+
+    seed: bytes = field(repr=False)
+    _signing_key: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    public_key: bytes = field(init=False)
+    address: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bytes) or len(self.seed) != SEED_BYTES:
+            raise InvalidKey("an Ed25519 seed is 32 bytes", field="seed")
+        sk = nacl.signing.SigningKey(self.seed)
+        object.__setattr__(self, "_signing_key", sk)
+        object.__setattr__(self, "public_key", bytes(sk.verify_key))
+        object.__setattr__(self, "address", address(bytes(sk.verify_key)))
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """A fresh key from the OS random source."""
+        return cls(os.urandom(SEED_BYTES))
+
+    @classmethod
+    def from_seed(cls, seed: bytes | str) -> KeyPair:
+        """A key from a 32-byte seed, or from any string (hashed: for tests and demos only)."""
+        if isinstance(seed, str):
+            seed = sha256(b"gonka_ray/test-key/" + seed.encode())
+        return cls(seed)
+
+    def sign(self, purpose: bytes, message: bytes) -> bytes:
+        """64-byte signature over ``message`` for ``purpose`` (see module docstring)."""
+        return self._signing_key.sign(_signed_bytes(purpose, message)).signature
+
+    def save(self, path: str | Path) -> Path:
+        """Write the key to ``path`` with mode 0600; refuses to overwrite an existing file.
+
+        Raises:
+            KeyFileError: the file exists or cannot be written.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps(
+            {"type": "ed25519", "seed": self.seed.hex(), "address": self.address}, indent=2
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
+        except OSError as exc:
+            raise KeyFileError(f"cannot create key file {path}: {exc}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(body + "\n")
+        os.chmod(path, 0o600)  # NOTE: umask may have narrowed it further; never widen
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> KeyPair:
+        """Read a key written by :meth:`save`.
+
+        Raises:
+            KeyFileError: missing, readable by group/others, or not a gonka_ray key file.
+        """
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise KeyFileError(f"cannot read key file {path}: {exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(
+                f"{path} is accessible by group or others (mode {oct(mode & 0o777)}); "
+                f"run: chmod 600 {path}"
+            )
+        try:
+            data = json.loads(path.read_text())
+            seed = bytes.fromhex(data["seed"])
+            if data.get("type") != "ed25519":
+                raise ValueError("type is not ed25519")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyFileError(f"{path} is not a gonka_ray key file: {exc}") from None
+        key = cls(seed)
+        if data.get("address") not in (None, key.address):
+            raise KeyFileError(f"{path}: address does not match the seed")
+        return key

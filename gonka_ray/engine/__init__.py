@@ -1,0 +1,1 @@
+"""Engines: one interface (``base.InferenceEngine``) over transformers, vLLM and a fake engine."""

@@ -1,0 +1,1 @@
+"""The BFT ledger: pure consensus core, deterministic state machine, storage, replica actor."""

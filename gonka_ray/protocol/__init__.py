@@ -1,0 +1,1 @@
+"""Pure protocol rules (no Ray): selection, sampling decisions, reputation, status, rewards."""

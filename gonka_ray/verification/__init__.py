@@ -1,0 +1,1 @@
+"""Pure verification math (no Ray): artifacts, distance, replay, calibration."""

@@ -1,0 +1,24 @@
+"""The one loopback Ray a test session shares (cluster and e2e tiers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def shared_ray() -> Iterator[object]:
+    """Start Ray on loopback once (or reuse the running one) and shut it down at the end."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=4,
+            namespace="gonka_ray_tests",
+            log_to_driver=False,
+        )
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gonka_ray import crypto, wire
+from gonka_ray.exceptions import (
+    BadSignature,
+    MalformedMessage,
+    NonCanonicalEncoding,
+    OversizeField,
+    TruncatedMessage,
+    UnauthorizedSigner,
+    UnknownMessageType,
+    UnsupportedVersion,
+    WireError,
+)
+from tests.strategies import any_message
+
+KEY = crypto.KeyPair.from_seed("alice")
+OTHER = crypto.KeyPair.from_seed("mallory")
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def request(**over) -> wire.InferenceRequest:
+    sampling = wire.SamplingSpec(
+        temperature=0.7, top_p=0.9, top_k=0, max_tokens=16, seed=42, logprobs=5, stop=("\n",)
+    )
+    fields = dict(
+        model="smollm2-135m-instruct",
+        messages=(wire.ChatMessage("user", "hi"),),
+        prompt=None,
+        sampling=sampling,
+        timestamp_ms=1_700_000_000_000,
+        nonce=7,
+        max_escrow=1000,
+    )
+    fields.update(over)
+    return wire.InferenceRequest(**fields)
+
+
+@FAST
+@given(any_message)
+def test_encode_decode_encode_is_identity(msg) -> None:
+    data = wire.encode(msg)
+    back = wire.decode(data)
+    assert back == msg
+    assert wire.encode(back) == data
+
+
+@FAST
+@given(any_message)
+def test_envelope_roundtrip(msg) -> None:
+    env = wire.seal(msg, KEY)
+    opened = wire.open_envelope(env)
+    assert opened.message == msg
+    assert opened.signer == KEY.public_key
+    assert opened.raw == env
+    assert wire.seal(opened.message, KEY) == env  # Ed25519 is deterministic
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_flipped_byte_in_an_envelope_is_rejected(data) -> None:
+    env = bytearray(wire.seal(request(), KEY))
+    i = data.draw(st.integers(0, len(env) - 1))
+    bit = data.draw(st.integers(0, 7))
+    env[i] ^= 1 << bit
+    with pytest.raises(WireError):
+        wire.open_envelope(bytes(env))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_every_truncation_is_typed(data) -> None:
+    env = wire.seal(request(), KEY)
+    cut = data.draw(st.integers(0, len(env) - 1))
+    with pytest.raises(WireError):
+        wire.open_envelope(env[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_random_bytes_never_crash(blob) -> None:
+    for fn in (wire.open_envelope, wire.decode, wire.peek_type):
+        try:
+            fn(blob)
+        except WireError:
+            pass
+
+
+def test_truncated_is_its_own_type() -> None:
+    env = wire.seal(request(), KEY)
+    with pytest.raises(TruncatedMessage):
+        wire.open_envelope(env[:-10])
+    with pytest.raises(TruncatedMessage):
+        wire.open_envelope(b"")
+
+
+def test_unknown_type_and_wrong_version() -> None:
+    body = wire.encode_body(wire.Ping(1, 2))
+    with pytest.raises(UnknownMessageType):
+        wire.decode(msgpack.packb(["NoSuchType", 1, [1, 2]]))
+    with pytest.raises(UnsupportedVersion):
+        wire.decode(msgpack.packb(["Ping", 99, [1, 2]]))
+    forged = msgpack.packb(["Ping", 2, body, KEY.public_key, b"\x00" * 64])
+    with pytest.raises(UnsupportedVersion):
+        wire.open_envelope(forged)
+
+
+def test_expected_type_is_enforced() -> None:
+    env = wire.seal(wire.Ping(1, 2), KEY)
+    with pytest.raises(UnknownMessageType, match="expected InferenceRequest"):
+        wire.open_envelope(env, expect=wire.InferenceRequest)
+    assert wire.open_envelope(env, expect=(wire.InferenceRequest, wire.Ping)).message.nonce == 1
+
+
+def test_oversize_fields_are_rejected_on_both_sides() -> None:
+    with pytest.raises(OversizeField):
+        wire.encode(request(model="m" * 129))
+    raw = msgpack.packb(
+        [
+            "InferenceRequest",
+            1,
+            ["m" * 129, *wire._encode_fields(wire.InferenceRequest, request())[1:]],
+        ],
+        use_bin_type=True,
+    )
+    with pytest.raises(OversizeField):
+        wire.decode(raw)
+    with pytest.raises(OversizeField):
+        wire.decode(msgpack.packb(["Ping", 1, [-1, 0]]))  # U64 rejects negatives
+    with pytest.raises(OversizeField):
+        wire.decode(b"\x00" * (wire.WIRE_MAX_MESSAGE_BYTES + 1))
+
+
+def test_non_canonical_encodings_are_rejected() -> None:
+    good = wire.encode(wire.Ping(1, 2))
+    # 1 encoded as uint16 instead of a positive fixint: same value, different bytes
+    padded = b"\x93\xa4Ping\x01\x92\xcd\x00\x01\x02"
+    assert msgpack.unpackb(padded) == msgpack.unpackb(good)
+    with pytest.raises(NonCanonicalEncoding):
+        wire.decode(padded)
+    # a float32 where float64 is canonical
+    spec = wire._encode_fields(wire.InferenceRequest, request())
+    body32 = msgpack.packb(spec, use_bin_type=True, use_single_float=True)
+    with pytest.raises(NonCanonicalEncoding):
+        wire.decode_body(wire.InferenceRequest, body32)
+
+
+def test_shape_and_type_errors_name_the_field() -> None:
+    with pytest.raises(MalformedMessage, match="nonce"):
+        wire.decode(msgpack.packb(["Ping", 1, ["x", 2]]))
+    with pytest.raises(MalformedMessage, match="fields"):
+        wire.decode(msgpack.packb(["Ping", 1, [1]]))
+    with pytest.raises(MalformedMessage):
+        wire.decode(msgpack.packb({"type": "Ping"}))
+    with pytest.raises(MalformedMessage, match="trailing"):
+        wire.decode(wire.encode(wire.Ping(1, 2)) + b"\x00")
+    with pytest.raises(MalformedMessage, match="expected int"):
+        wire.encode(wire.Ping(True, 2))  # bools are not ints on the wire
+    with pytest.raises(MalformedMessage, match="finite"):
+        wire.encode(request(sampling=wire.SamplingSpec(float("nan"), 1.0, 0, 1, 0, 0, ())))
+
+
+def test_signature_by_another_key_and_changed_body() -> None:
+    env = wire.seal(request(), KEY)
+    type_name, version, body, signer, sig = msgpack.unpackb(env)
+    swapped = msgpack.packb([type_name, version, body, OTHER.public_key, sig], use_bin_type=True)
+    with pytest.raises(BadSignature):
+        wire.open_envelope(swapped)
+    changed = wire.encode_body(request(max_escrow=10**9))
+    tampered = msgpack.packb([type_name, version, changed, signer, sig], use_bin_type=True)
+    with pytest.raises(BadSignature):
+        wire.open_envelope(tampered)
+
+
+def test_authorize_hook() -> None:
+    env = wire.seal(wire.Ping(1, 2), KEY)
+    with pytest.raises(UnauthorizedSigner):
+        wire.open_envelope(env, authorize=lambda pk, msg: pk == OTHER.public_key)
+    assert wire.open_envelope(env, authorize=lambda pk, msg: pk == KEY.public_key).signer_address
+
+
+def test_digest_and_ids_are_content_addressed() -> None:
+    a, b = request(), request(nonce=8)
+    assert wire.digest(a) == wire.digest(request()) != wire.digest(b)
+    assert wire.open_envelope(wire.seal(a, KEY)).id != wire.open_envelope(wire.seal(b, KEY)).id
+
+
+def test_redeclaring_a_message_fails() -> None:
+    with pytest.raises(TypeError):
+
+        @wire.message("Ping", version=1)
+        class Ping2:
+            nonce: int
