@@ -13,6 +13,8 @@ EXTRAS := dev,bench$(if $(filter none,$(GONKA_VLLM)),,$(comma)$(GONKA_VLLM))
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)-$(GONKA_VLLM)
 PYTEST := $(VENV)/bin/pytest
 export RAY_AUTH_MODE ?= disabled
+# Ray maps 127.0.0.1 to the host's routable address unless this is 0: keep everything on loopback.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export VLLM_HOST_IP ?= 127.0.0.1
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
