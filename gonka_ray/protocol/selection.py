@@ -1,0 +1,68 @@
+"""Executor selection: a deterministic, weighted, verifiable draw (DESIGN §2.3).
+
+``select_executor(inference_id, attempt, candidates, exclude)`` returns the same participant on
+every machine, so the ledger can recompute the draw and reject a ``StartInference`` whose executor
+is not its result: a transport agent cannot steer work to a friend. Randomness is
+``sha256(inference_id ‖ attempt)``; ``attempt`` increments when the chosen executor fails before
+its first token, giving a fresh, equally verifiable draw.
+
+Invariants: candidates are ordered by address before drawing (input order does not matter);
+weight-0, excluded and INVALID participants are never chosen; the draw is exact integer
+arithmetic (no floats), P(chosen = c) = weight_c / Σ weight ± 2^-64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from gonka_ray.exceptions import NoExecutorAvailable
+
+
+def draw_randomness(inference_id: bytes, attempt: int) -> int:
+    """A 64-bit integer from ``sha256(inference_id ‖ attempt)``."""
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    digest = hashlib.sha256(bytes(inference_id) + attempt.to_bytes(4, "big")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def weighted_pick(weights: Mapping[str, int], randomness: int) -> str:
+    """Pick a key with probability ∝ its weight, using a 64-bit ``randomness``.
+
+    Raises:
+        NoExecutorAvailable: no key has positive weight.
+    """
+    items = sorted((k, w) for k, w in weights.items() if w > 0)
+    total = sum(w for _, w in items)
+    if total <= 0:
+        raise NoExecutorAvailable("no eligible executor with positive weight")
+    point = (randomness * total) >> 64  # uniform in [0, total)
+    for key, weight in items:
+        if point < weight:
+            return key
+        point -= weight
+    raise AssertionError("unreachable: point < total")  # pragma: no cover
+
+
+def select_executor(
+    inference_id: bytes,
+    attempt: int,
+    weights: Mapping[str, int],
+    exclude: Iterable[str] = (),
+) -> str:
+    """The executor for ``inference_id`` at ``attempt``.
+
+    Args:
+        inference_id: 32-byte id (sha256 of the client's signature).
+        attempt: 0 for the first try, +1 per retry after a pre-first-token failure.
+        weights: eligible participants (address → weight) of the current epoch; callers pass
+            only non-INVALID participants.
+        exclude: addresses never to choose (the transport agent's own participant).
+
+    Raises:
+        NoExecutorAvailable: nobody is eligible.
+    """
+    banned = set(exclude)
+    eligible = {k: w for k, w in weights.items() if k not in banned}
+    return weighted_pick(eligible, draw_randomness(inference_id, attempt))
