@@ -1,0 +1,148 @@
+"""Verification checks: pure functions of an executor's artifact and a verifier's prefill scores.
+
+Three statistics, each graded, none raising on a bad artifact (a failed check is a result):
+
+- ``gonka_distance`` — Gonka's metric, kept as a baseline (DESIGN §3): over the verifier's top-k
+  at every position, ``|v − o| / (1e-6 + |v| + |o|) / 2`` where ``o`` is the executor's logprob for
+  that token, or, when the executor did not report it, ``m1 − (m2 − m1)`` from the executor's two
+  lowest reported logprobs; ``distance = Σ / (max(100, N) · k)``. It compares distributions, not
+  choices, so an executor that picks tokens with a cheap model and copies logprobs from one honest
+  prefill ("laundering") passes it.
+- ``replay`` — recompute the deterministic Gumbel-max choice from the verifier's own logits at
+  every position; count positions where the executor's token differs **and** the verifier's margin
+  (best minus runner-up perturbed score) exceeds ``gate``. Honest numeric noise can only flip
+  near-ties, which the gate excludes; laundering, a wrong temperature, an ignored seed and a
+  replaced token flip positions with large margins.
+- ``logprob_deviation`` — mean absolute difference between the executor's reported logprob of
+  each chosen token and the verifier's. Honest engines agree to numeric noise; quantised or
+  truncated models report measurably different logprobs even where they pick the same tokens.
+
+Thresholds are calibrated from honest variation (``calibration.py``) and the accept/reject
+decision is made in ``gonka_ray.protocol``, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gonka_ray.verification.artifact import Artifact
+
+DISTANCE_MIN_TOKENS = 100  # Gonka's normaliser: max(100, N)
+
+
+@dataclass(frozen=True, eq=False)
+class VerifierScores:
+    """What a verifier's single prefill pass yields for N output positions.
+
+    Shapes: ``top_ids [N, k]`` int, ``top_logprobs [N, k]`` float, ``token_logprobs [N]`` (the
+    verifier's logprob of the executor's token), ``choice [N]`` (the deterministic sampler's pick
+    from the verifier's logits) and ``margin [N]`` (best minus runner-up perturbed score; +inf
+    where only one token survives the masks).
+    """
+
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+    token_logprobs: np.ndarray
+    choice: np.ndarray
+    margin: np.ndarray
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """The graded outcome of one verification. ``passed`` is filled by the protocol policy."""
+
+    positions: int
+    distance: float
+    similarity: float
+    replay_mismatches: int
+    replay_positions_gated: int
+    replay_mismatch_positions: tuple[int, ...]
+    logprob_deviation: float
+    max_logprob_deviation: float
+    structural_error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gonka_distance(
+    exec_top_ids: np.ndarray,
+    exec_top_logprobs: np.ndarray,
+    ver_top_ids: np.ndarray,
+    ver_top_logprobs: np.ndarray,
+) -> float:
+    """Gonka's top-k distance (see module docstring). Shapes ``[N, k]``; 0 for N = 0."""
+    n = exec_top_ids.shape[0]
+    if n == 0 or ver_top_ids.shape[1] == 0:
+        return 0.0
+    k = ver_top_ids.shape[1]
+    e_lp = exec_top_logprobs.astype(np.float64)
+    v_lp = ver_top_logprobs.astype(np.float64)
+    # [N, k_ver, k_exec]: where does each verifier token appear among the executor's?
+    match = ver_top_ids[:, :, None].astype(np.int64) == exec_top_ids[:, None, :].astype(np.int64)
+    found = match.any(axis=2)
+    o = np.where(found, (match * e_lp[:, None, :]).sum(axis=2), 0.0)
+    if e_lp.shape[1] >= 2:
+        srt = np.sort(e_lp, axis=1)
+        m1, m2 = srt[:, 0], srt[:, 1]
+        impute = m1 - (m2 - m1)
+    else:
+        impute = e_lp[:, 0] if e_lp.shape[1] else np.full(n, -100.0)
+    o = np.where(found, o, impute[:, None])
+    per = np.abs(v_lp - o) / (1e-6 + np.abs(v_lp) + np.abs(o)) / 2
+    return float(per.sum() / (max(DISTANCE_MIN_TOKENS, n) * k))
+
+
+def replay(
+    output_ids: np.ndarray, choice: np.ndarray, margin: np.ndarray, gate: float
+) -> tuple[int, int, tuple[int, ...]]:
+    """Gated replay mismatches.
+
+    Returns:
+        (mismatches, positions whose margin exceeds the gate, mismatch positions).
+    """
+    gated = margin > gate
+    bad = (output_ids.astype(np.int64) != choice.astype(np.int64)) & gated
+    return int(bad.sum()), int(gated.sum()), tuple(int(i) for i in np.flatnonzero(bad))
+
+
+def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) -> VerificationResult:
+    """Run every check; structural problems (length mismatch) are reported, never raised."""
+    n = artifact.num_output_tokens
+    shapes_ok = (
+        scores.top_ids.shape[0] == n
+        and scores.token_logprobs.shape == (n,)
+        and scores.choice.shape == (n,)
+        and scores.margin.shape == (n,)
+    )
+    if not shapes_ok:
+        return VerificationResult(
+            positions=n,
+            distance=1.0,
+            similarity=0.0,
+            replay_mismatches=n,
+            replay_positions_gated=n,
+            replay_mismatch_positions=(),
+            logprob_deviation=float("inf"),
+            max_logprob_deviation=float("inf"),
+            structural_error="scores do not match artifact length",
+        )
+    dist = gonka_distance(
+        artifact.top_ids, artifact.top_logprobs, scores.top_ids, scores.top_logprobs
+    )
+    mism, gated, where = replay(artifact.output_ids, scores.choice, scores.margin, replay_gate)
+    dev = np.abs(
+        artifact.token_logprobs.astype(np.float64) - scores.token_logprobs.astype(np.float64)
+    )
+    return VerificationResult(
+        positions=n,
+        distance=dist,
+        similarity=1.0 - dist,
+        replay_mismatches=mism,
+        replay_positions_gated=gated,
+        replay_mismatch_positions=where,
+        logprob_deviation=float(dev.mean()) if n else 0.0,
+        max_logprob_deviation=float(dev.max()) if n else 0.0,
+    )
