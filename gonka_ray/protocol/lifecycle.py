@@ -1,0 +1,372 @@
+"""The inference lifecycle as a deterministic state machine fragment (DESIGN §2–§4).
+
+:class:`InferenceBook` holds every inference record and applies the lifecycle transactions —
+Start, Finish, OutputDelivered, Validation, Vote — plus expiry, moving money through an
+:class:`Accounts` object it is given. It is pure (no Ray, clock or randomness): the ledger's state
+machine calls it with already-authenticated signers and the committed block height, so every
+replica reaches the same records and balances.
+
+Money invariants (a test sums them after every step):
+- Start moves ``escrow`` from the requester's balance to the inference's escrow.
+- Finish takes ``cost ≤ escrow`` into the executor's *pending fees* and refunds the rest.
+- Invalidation moves the pending cost back to the requester (full refund of what was paid);
+  nothing is ever paid twice: the record's ``refunded`` flag and status gate every transfer.
+- Expiry (a Start with no Finish in ``expiry_blocks``) refunds the escrow in full.
+Every transition either applies completely or raises :class:`TxRejected` having changed nothing.
+
+Guards that close known exploits: only the drawn executor may Finish; the draw itself is
+recomputed (a TA cannot steer work); a participant never validates or votes on an inference it
+executed; one validation and one vote per participant per inference; no validation credit on an
+invalidated or expired inference; an executor is never penalised twice for one inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from gonka_ray.exceptions import NoExecutorAvailable, TxRejected
+from gonka_ray.protocol import payments, reputation, selection, votes
+from gonka_ray.protocol.reputation import Status
+
+
+class InferenceStatus(StrEnum):
+    STARTED = "started"
+    FINISHED = "finished"
+    VALIDATED = "validated"
+    VOTING = "voting"
+    INVALIDATED = "invalidated"
+    EXPIRED = "expired"
+
+
+class Accounts(Protocol):
+    """The ledger's balances, as the lifecycle sees them."""
+
+    def balance(self, address: str) -> int: ...
+
+    def add(self, address: str, amount: int) -> None:
+        """Add (or, with a negative amount, subtract) ``amount``; never below zero."""
+
+
+@dataclass
+class ParticipantRecord:
+    """What the lifecycle needs to know and update about a participant."""
+
+    address: str
+    weight: int
+    status: Status = Status.RAMPING
+    epochs_active: int = 0
+    consecutive_invalid: int = 0
+    checked: int = 0  # this epoch
+    failed: int = 0  # this epoch
+    invalidated_total: int = 0
+    served: int = 0
+    validations_done: int = 0
+    false_accusations: int = 0
+    pending_fees: int = 0  # earned this epoch, paid at settlement unless forfeited
+
+
+@dataclass
+class InferenceRecord:
+    inference_id: bytes
+    requester: str
+    transport_agent: str
+    executor: str
+    attempt: int
+    prompt_hash: bytes
+    prompt_tokens: int
+    max_tokens: int
+    price_per_token: int
+    escrow: int
+    seed: int
+    start_height: int
+    status: InferenceStatus = InferenceStatus.STARTED
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    response_hash: bytes = b""
+    artifact_hash: bytes = b""
+    cost: int = 0
+    refunded: int = 0
+    delivered_hash: bytes = b""
+    finish_height: int = 0
+    validations: dict[str, bool] = field(default_factory=dict)
+    votes: dict[str, bool] = field(default_factory=dict)
+    accuser: str = ""
+    vote_deadline: int = 0
+
+
+def _reject(reason: str, message: str) -> TxRejected:
+    return TxRejected(message, reason=reason)
+
+
+class InferenceBook:
+    """All inference records plus the participant counters they drive.
+
+    Args:
+        accounts: where balances live.
+        participants: address → :class:`ParticipantRecord` (shared with the ledger state).
+        expiry_blocks: a Start with no Finish within this many blocks is refunded.
+        vote_blocks: how long a vote stays open.
+        fpr: assumed honest false-positive rate of one check (status rules).
+        on_invalid: called with an address when it becomes INVALID.
+    """
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        participants: dict[str, ParticipantRecord],
+        *,
+        expiry_blocks: int,
+        vote_blocks: int = 20,
+        fpr: float = 0.05,
+        on_invalid: Callable[[str], None] | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.participants = participants
+        self.records: dict[bytes, InferenceRecord] = {}
+        self.expiry_blocks = expiry_blocks
+        self.vote_blocks = vote_blocks
+        self.fpr = fpr
+        self.on_invalid = on_invalid
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def eligible_weights(self) -> dict[str, int]:
+        """Executors that may be drawn now: weight > 0 and not INVALID."""
+        return {
+            a: p.weight
+            for a, p in self.participants.items()
+            if p.weight > 0 and p.status is not Status.INVALID
+        }
+
+    def expected_executor(self, inference_id: bytes, attempt: int, transport_agent: str) -> str:
+        return selection.select_executor(
+            inference_id, attempt, self.eligible_weights(), exclude={transport_agent}
+        )
+
+    def total_escrow(self) -> int:
+        return sum(r.escrow for r in self.records.values() if r.status is InferenceStatus.STARTED)
+
+    def total_pending_fees(self) -> int:
+        return sum(p.pending_fees for p in self.participants.values())
+
+    # --- transitions -----------------------------------------------------------------------
+
+    def start(
+        self,
+        *,
+        inference_id: bytes,
+        requester: str,
+        transport_agent: str,
+        executor: str,
+        attempt: int,
+        prompt_hash: bytes,
+        prompt_tokens: int,
+        max_tokens: int,
+        max_escrow: int,
+        price_per_token: int,
+        seed: int,
+        height: int,
+    ) -> InferenceRecord:
+        """Record a Start (or a retry with a higher ``attempt``) and lock the escrow."""
+        if transport_agent not in self.participants:
+            raise _reject("not_participant", "only a participant's transport agent may start")
+        try:
+            drawn = self.expected_executor(inference_id, attempt, transport_agent)
+        except NoExecutorAvailable:
+            raise _reject("no_executor", "no eligible executor") from None
+        if executor != drawn:
+            raise _reject("wrong_executor", f"executor must be the draw's result {drawn}")
+        existing = self.records.get(inference_id)
+        if existing is not None:
+            return self._retry(existing, transport_agent, executor, attempt)
+        try:
+            escrow = payments.escrow_amount(prompt_tokens, max_tokens, price_per_token)
+        except ValueError as exc:
+            raise _reject("bad_amount", str(exc)) from None
+        if escrow > max_escrow:
+            raise _reject(
+                "escrow_above_limit", f"escrow {escrow} exceeds the client's {max_escrow}"
+            )
+        if self.accounts.balance(requester) < escrow:
+            raise _reject("insufficient_balance", f"balance below escrow {escrow}")
+        self.accounts.add(requester, -escrow)
+        record = InferenceRecord(
+            inference_id=inference_id,
+            requester=requester,
+            transport_agent=transport_agent,
+            executor=executor,
+            attempt=attempt,
+            prompt_hash=prompt_hash,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            price_per_token=price_per_token,
+            escrow=escrow,
+            seed=seed,
+            start_height=height,
+        )
+        self.records[inference_id] = record
+        return record
+
+    def _retry(self, rec: InferenceRecord, ta: str, executor: str, attempt: int) -> InferenceRecord:
+        if rec.status is not InferenceStatus.STARTED:
+            raise _reject("not_started", f"inference is {rec.status}, cannot retry")
+        if ta != rec.transport_agent or attempt <= rec.attempt:
+            raise _reject(
+                "stale_attempt", "a retry must come from the same TA with a higher attempt"
+            )
+        rec.attempt, rec.executor = attempt, executor
+        return rec
+
+    def finish(
+        self,
+        *,
+        inference_id: bytes,
+        executor: str,
+        completion_tokens: int,
+        finish_reason: str,
+        response_hash: bytes,
+        artifact_hash: bytes,
+        height: int,
+    ) -> InferenceRecord:
+        rec = self._get(inference_id)
+        if executor != rec.executor:
+            raise _reject("not_executor", "only the selected executor may finish")
+        if rec.status is not InferenceStatus.STARTED:
+            raise _reject("not_started", f"inference is {rec.status}")
+        if not 0 <= completion_tokens <= rec.max_tokens:
+            raise _reject("bad_tokens", "completion_tokens must be in [0, max_tokens]")
+        cost = payments.cost_amount(
+            rec.prompt_tokens, completion_tokens, rec.price_per_token, rec.escrow
+        )
+        self.accounts.add(rec.requester, rec.escrow - cost)
+        self.participants[executor].pending_fees += cost
+        self.participants[executor].served += 1
+        rec.cost, rec.completion_tokens, rec.finish_reason = cost, completion_tokens, finish_reason
+        rec.response_hash, rec.artifact_hash, rec.finish_height = (
+            response_hash,
+            artifact_hash,
+            height,
+        )
+        rec.status = InferenceStatus.FINISHED
+        return rec
+
+    def delivered(
+        self, *, inference_id: bytes, transport_agent: str, output_hash: bytes
+    ) -> InferenceRecord:
+        rec = self._get(inference_id)
+        if transport_agent != rec.transport_agent:
+            raise _reject("not_transport_agent", "only the inference's TA records delivery")
+        if rec.delivered_hash:
+            raise _reject("duplicate", "delivery already recorded")
+        rec.delivered_hash = output_hash
+        return rec
+
+    def validation(
+        self, *, inference_id: bytes, validator: str, passed: bool, height: int
+    ) -> InferenceRecord:
+        rec = self._get(inference_id)
+        self._check_judge(rec, validator)
+        if rec.status not in (
+            InferenceStatus.FINISHED,
+            InferenceStatus.VALIDATED,
+            InferenceStatus.VOTING,
+        ):
+            raise _reject("not_validatable", f"inference is {rec.status}: no validation credit")
+        if validator in rec.validations:
+            raise _reject("duplicate", "one validation per validator per inference")
+        rec.validations[validator] = passed
+        self.participants[validator].validations_done += 1
+        executor = self.participants[rec.executor]
+        if len(rec.validations) == 1:
+            executor.checked += 1
+        if passed:
+            if rec.status is InferenceStatus.FINISHED:
+                rec.status = InferenceStatus.VALIDATED
+                executor.consecutive_invalid = 0  # the streak counts invalidations in a row
+        elif rec.status is not InferenceStatus.VOTING:
+            rec.status, rec.accuser = InferenceStatus.VOTING, validator
+            rec.vote_deadline = height + self.vote_blocks
+        return rec
+
+    def vote(self, *, inference_id: bytes, voter: str, valid: bool, height: int) -> InferenceRecord:
+        rec = self._get(inference_id)
+        self._check_judge(rec, voter)
+        if rec.status is not InferenceStatus.VOTING:
+            raise _reject("not_voting", f"inference is {rec.status}")
+        if voter == rec.accuser or voter in rec.votes:
+            raise _reject("duplicate", "one vote per participant; the accuser's check is its vote")
+        rec.votes[voter] = valid
+        self._resolve_vote(rec, deadline_passed=False)
+        return rec
+
+    def advance(self, height: int) -> list[InferenceRecord]:
+        """Expire stale Starts and close votes past their deadline; returns changed records."""
+        changed = []
+        for rec in self.records.values():
+            if (
+                rec.status is InferenceStatus.STARTED
+                and height >= rec.start_height + self.expiry_blocks
+            ):
+                self.accounts.add(rec.requester, rec.escrow)
+                rec.refunded, rec.status = rec.escrow, InferenceStatus.EXPIRED
+                changed.append(rec)
+            elif rec.status is InferenceStatus.VOTING and height >= rec.vote_deadline:
+                self._resolve_vote(rec, deadline_passed=True)
+                changed.append(rec)
+        return changed
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _get(self, inference_id: bytes) -> InferenceRecord:
+        rec = self.records.get(inference_id)
+        if rec is None:
+            raise _reject("unknown_inference", "no such inference")
+        return rec
+
+    def _check_judge(self, rec: InferenceRecord, judge: str) -> None:
+        p = self.participants.get(judge)
+        if p is None or p.weight <= 0:
+            raise _reject("not_participant", "only weighted participants validate or vote")
+        if judge == rec.executor:
+            raise _reject("self_validation", "a participant never judges its own inference")
+
+    def _voters(self, rec: InferenceRecord) -> Mapping[str, int]:
+        return {
+            a: p.weight
+            for a, p in self.participants.items()
+            if a != rec.executor and p.weight > 0 and p.status is not Status.INVALID
+        }
+
+    def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool) -> None:
+        ballots = {**rec.votes, rec.accuser: False}
+        outcome = votes.tally(ballots, self._voters(rec), deadline_passed=deadline_passed)
+        if outcome is votes.VoteOutcome.INVALIDATED:
+            self._invalidate(rec)
+        elif outcome is votes.VoteOutcome.UPHELD:
+            rec.status = InferenceStatus.VALIDATED
+            self.participants[rec.accuser].false_accusations += 1
+
+    def _invalidate(self, rec: InferenceRecord) -> None:
+        executor = self.participants[rec.executor]
+        # NOTE: the cost sits in the executor's pending fees until settlement; take it back.
+        executor.pending_fees -= rec.cost
+        self.accounts.add(rec.requester, rec.cost)
+        rec.refunded, rec.status = rec.cost, InferenceStatus.INVALIDATED
+        executor.failed += 1
+        executor.invalidated_total += 1
+        executor.consecutive_invalid += 1
+        executor.epochs_active = 0  # reputation resets
+        new = reputation.status_after(
+            executor.status,
+            consecutive_invalid=executor.consecutive_invalid,
+            failed=executor.failed,
+            checked=executor.checked,
+            fpr=self.fpr,
+        )
+        if new is Status.INVALID and executor.status is not Status.INVALID:
+            executor.status = Status.INVALID
+            if self.on_invalid:
+                self.on_invalid(executor.address)

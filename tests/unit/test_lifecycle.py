@@ -1,0 +1,262 @@
+"""The inference lifecycle: transitions, money conservation and the exploit guards."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from gonka_ray.exceptions import TxRejected
+from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
+from gonka_ray.protocol.reputation import Status
+
+PRICE = 2
+CLIENT = "client"
+
+
+class DictAccounts:
+    def __init__(self, balances: dict[str, int]) -> None:
+        self.balances = dict(balances)
+
+    def balance(self, address: str) -> int:
+        return self.balances.get(address, 0)
+
+    def add(self, address: str, amount: int) -> None:
+        new = self.balances.get(address, 0) + amount
+        assert new >= 0, "balance went negative"
+        self.balances[address] = new
+
+
+def iid(i: int) -> bytes:
+    return hashlib.sha256(b"req-%d" % i).digest()
+
+
+@pytest.fixture
+def book() -> InferenceBook:
+    parts = {
+        a: ParticipantRecord(a, w) for a, w in {"p0": 100, "p1": 100, "p2": 100, "p3": 100}.items()
+    }
+    return InferenceBook(DictAccounts({CLIENT: 100_000}), parts, expiry_blocks=10, vote_blocks=5)
+
+
+def total_money(book: InferenceBook) -> int:
+    return sum(book.accounts.balances.values()) + book.total_escrow() + book.total_pending_fees()
+
+
+def start(
+    book: InferenceBook, i: int = 0, ta: str = "p0", attempt: int = 0, height: int = 1, **over
+):
+    kw = dict(
+        inference_id=iid(i),
+        requester=CLIENT,
+        transport_agent=ta,
+        executor=book.expected_executor(iid(i), attempt, ta),
+        attempt=attempt,
+        prompt_hash=b"h",
+        prompt_tokens=10,
+        max_tokens=20,
+        max_escrow=10_000,
+        price_per_token=PRICE,
+        seed=1,
+        height=height,
+    )
+    kw.update(over)
+    return book.start(**kw)
+
+
+def finish(book: InferenceBook, rec, tokens: int = 5, height: int = 2):
+    return book.finish(
+        inference_id=rec.inference_id,
+        executor=rec.executor,
+        completion_tokens=tokens,
+        finish_reason="stop",
+        response_hash=b"r",
+        artifact_hash=b"a",
+        height=height,
+    )
+
+
+def others(book: InferenceBook, rec) -> list[str]:
+    return [a for a in book.participants if a != rec.executor]
+
+
+def test_happy_path_moves_money_exactly(book) -> None:
+    before = total_money(book)
+    rec = start(book)
+    assert book.accounts.balance(CLIENT) == 100_000 - (10 + 20) * PRICE
+    finish(book, rec, tokens=5)
+    assert book.accounts.balance(CLIENT) == 100_000 - (10 + 5) * PRICE
+    assert book.participants[rec.executor].pending_fees == 15 * PRICE
+    book.delivered(inference_id=rec.inference_id, transport_agent="p0", output_hash=b"o")
+    assert total_money(book) == before
+
+
+def test_ta_cannot_steer_or_pick_itself(book) -> None:
+    rec_exec = book.expected_executor(iid(1), 0, "p0")
+    wrong = next(a for a in book.participants if a not in (rec_exec,))
+    with pytest.raises(TxRejected) as info:
+        start(book, 1, executor=wrong)
+    assert info.value.reason == "wrong_executor"
+    for i in range(50):
+        assert book.expected_executor(iid(i), 0, "p0") != "p0"
+    assert book.accounts.balance(CLIENT) == 100_000  # nothing escrowed on rejection
+
+
+def test_only_selected_executor_finishes_and_only_once(book) -> None:
+    rec = start(book)
+    intruder = others(book, rec)[0]
+    with pytest.raises(TxRejected, match="selected executor"):
+        book.finish(
+            inference_id=rec.inference_id,
+            executor=intruder,
+            completion_tokens=1,
+            finish_reason="stop",
+            response_hash=b"",
+            artifact_hash=b"",
+            height=2,
+        )
+    finish(book, rec)
+    with pytest.raises(TxRejected):
+        finish(book, rec)
+
+
+def test_escrow_limits_and_balance(book) -> None:
+    with pytest.raises(TxRejected) as info:
+        start(book, 2, max_escrow=10)
+    assert info.value.reason == "escrow_above_limit"
+    with pytest.raises(TxRejected) as info:
+        start(book, 3, prompt_tokens=10**7, max_escrow=10**9)
+    assert info.value.reason == "insufficient_balance"
+    with pytest.raises(TxRejected) as info:
+        start(book, 4, prompt_tokens=-5)
+    assert info.value.reason == "bad_amount"
+
+
+def test_retry_with_higher_attempt_keeps_escrow(book) -> None:
+    rec = start(book)
+    bal = book.accounts.balance(CLIENT)
+    start(book, 0, attempt=1)
+    assert rec.attempt == 1 and rec.executor == book.expected_executor(iid(0), 1, "p0")
+    assert book.accounts.balance(CLIENT) == bal
+    with pytest.raises(TxRejected):
+        start(book, 0, attempt=1)  # replayed attempt
+
+
+def test_expiry_refunds_in_full_once(book) -> None:
+    rec = start(book, height=1)
+    assert book.advance(5) == []
+    assert book.advance(11) == [rec]
+    assert rec.status is InferenceStatus.EXPIRED and book.accounts.balance(CLIENT) == 100_000
+    assert book.advance(50) == []  # no double refund
+    with pytest.raises(TxRejected):
+        finish(book, rec)
+
+
+def test_self_validation_and_duplicates_are_rejected(book) -> None:
+    rec = finish(book, start(book))
+    with pytest.raises(TxRejected) as info:
+        book.validation(
+            inference_id=rec.inference_id, validator=rec.executor, passed=True, height=3
+        )
+    assert info.value.reason == "self_validation"
+    v = others(book, rec)[0]
+    book.validation(inference_id=rec.inference_id, validator=v, passed=True, height=3)
+    with pytest.raises(TxRejected) as info:
+        book.validation(inference_id=rec.inference_id, validator=v, passed=True, height=3)
+    assert info.value.reason == "duplicate"
+    with pytest.raises(TxRejected):
+        book.validation(inference_id=rec.inference_id, validator="outsider", passed=True, height=3)
+
+
+def test_failed_check_vote_invalidates_refunds_and_resets(book) -> None:
+    before = total_money(book)
+    rec = finish(book, start(book))
+    ex = book.participants[rec.executor]
+    ex.epochs_active = 12
+    accuser, v2, v3 = others(book, rec)
+    book.validation(inference_id=rec.inference_id, validator=accuser, passed=False, height=3)
+    assert rec.status is InferenceStatus.VOTING
+    with pytest.raises(TxRejected):
+        book.vote(inference_id=rec.inference_id, voter=rec.executor, valid=True, height=3)
+    with pytest.raises(TxRejected):
+        book.vote(inference_id=rec.inference_id, voter=accuser, valid=False, height=3)
+    book.vote(inference_id=rec.inference_id, voter=v2, valid=False, height=3)
+    assert rec.status is InferenceStatus.INVALIDATED  # 2 of 3 voters' weight
+    assert book.accounts.balance(CLIENT) == 100_000 - 0  # paid cost refunded, escrow released
+    assert ex.pending_fees == 0 and ex.epochs_active == 0 and ex.consecutive_invalid == 1
+    with pytest.raises(TxRejected):
+        book.vote(inference_id=rec.inference_id, voter=v3, valid=False, height=3)  # closed
+    with pytest.raises(TxRejected) as info:
+        book.validation(inference_id=rec.inference_id, validator=v3, passed=False, height=3)
+    assert info.value.reason == "not_validatable"  # no credit on an invalidated inference
+    assert total_money(book) == before
+
+
+def test_upheld_vote_pays_executor_and_marks_accuser(book) -> None:
+    rec = finish(book, start(book))
+    accuser, v2, _ = others(book, rec)
+    book.validation(inference_id=rec.inference_id, validator=accuser, passed=False, height=3)
+    book.vote(inference_id=rec.inference_id, voter=v2, valid=True, height=3)
+    assert rec.status is InferenceStatus.VOTING
+    book.advance(3 + 5)  # deadline: 1 valid vs 1 invalid (equal weight) -> upheld
+    assert rec.status is InferenceStatus.VALIDATED
+    assert book.participants[accuser].false_accusations == 1
+    assert book.participants[rec.executor].pending_fees == rec.cost
+    assert book.participants[rec.executor].consecutive_invalid == 0
+
+
+def test_five_invalidations_in_a_row_kick_out(book) -> None:
+    kicked: list[str] = []
+    book.on_invalid = kicked.append
+    target = "p1"
+    n = 0
+    i = 0
+    while n < 5:
+        i += 1
+        if book.expected_executor(iid(i), 0, "p0") != target:
+            continue
+        rec = finish(book, start(book, i))
+        a, b, _ = others(book, rec)
+        book.validation(inference_id=rec.inference_id, validator=a, passed=False, height=3)
+        book.vote(inference_id=rec.inference_id, voter=b, valid=False, height=3)
+        n += 1
+    assert book.participants[target].status is Status.INVALID and kicked == [target]
+    assert all(book.expected_executor(iid(j), 0, "p0") != target for j in range(200))
+
+
+def test_random_schedule_conserves_money() -> None:
+    rng = random.Random(7)
+    parts = {f"p{i}": ParticipantRecord(f"p{i}", rng.randint(1, 300)) for i in range(5)}
+    book = InferenceBook(DictAccounts({CLIENT: 10**6}), parts, expiry_blocks=8, vote_blocks=4)
+    total = total_money(book)
+    live: list = []
+    for height in range(1, 400):
+        op = rng.random()
+        try:
+            if op < 0.35:
+                ta = rng.choice(list(parts))
+                live.append(start(book, height, ta=ta, height=height))
+            elif op < 0.6 and live:
+                finish(book, rng.choice(live), tokens=rng.randint(0, 20), height=height)
+            elif op < 0.8 and live:
+                rec = rng.choice(live)
+                book.validation(
+                    inference_id=rec.inference_id,
+                    validator=rng.choice(list(parts)),
+                    passed=rng.random() < 0.7,
+                    height=height,
+                )
+            elif live:
+                rec = rng.choice(live)
+                book.vote(
+                    inference_id=rec.inference_id,
+                    voter=rng.choice(list(parts)),
+                    valid=rng.random() < 0.5,
+                    height=height,
+                )
+        except TxRejected:
+            pass
+        book.advance(height)
+        assert total_money(book) == total, f"money not conserved at height {height}"
+        assert all(p.pending_fees >= 0 for p in parts.values())
