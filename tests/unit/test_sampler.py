@@ -1,0 +1,127 @@
+"""The shared Gumbel-max sampler: hash, noise, masks, greedy, margins, batch independence."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from gonka_ray.engine import sampler as S
+
+
+def test_hash_matches_pure_python_splitmix64() -> None:
+    rng = random.Random(7)
+    cases = [(0, 0, 0), (2**64 - 1, 2**40, 49151)] + [
+        (rng.getrandbits(64), rng.randrange(10**6), rng.randrange(10**5)) for _ in range(300)
+    ]
+    seeds = torch.tensor([S.seed_to_int64(s) for s, _, _ in cases])
+    pos = torch.tensor([p for _, p, _ in cases])
+    tok = torch.tensor([t for _, _, t in cases])
+    got = S.hash_u64(seeds, pos, tok).tolist()
+    for (s, p, t), h in zip(cases, got, strict=True):
+        assert h & (2**64 - 1) == S.splitmix64_reference(s, p, t)
+
+
+def test_uniform_is_strictly_inside_unit_interval() -> None:
+    u = S.uniform(torch.tensor([3]), torch.tensor([1]), torch.arange(200_000))
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+    # roughly uniform: mean close to 1/2
+    assert abs(float(u.mean()) - 0.5) < 0.01
+
+
+def test_noise_depends_on_seed_position_and_token() -> None:
+    a = S.gumbel_noise(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 1000)
+    assert a.shape == (3, 1000) and a.dtype == torch.float32
+    assert not torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
+    assert not torch.equal(a[0, :500], a[0, 500:])
+    b = S.gumbel_noise(torch.tensor([1]), torch.tensor([0]), 1000)
+    assert torch.equal(a[0], b[0])
+
+
+def test_seed_out_of_range_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        S.seed_to_int64(2**64)
+    with pytest.raises(ValueError):
+        S.seed_to_int64(-1)
+
+
+def _logits(rows: int = 6, vocab: int = 500) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(rows, vocab, generator=g) * 3
+
+
+def test_row_result_does_not_depend_on_batch_neighbours() -> None:
+    logits = _logits()
+    rows = [
+        S.RowParams(1.0, 11, 0),
+        S.RowParams(0.0, 11, 0),
+        S.RowParams(0.7, 12, 5, top_k=10),
+        S.RowParams(1.3, 13, 2, top_p=0.6),
+        S.RowParams(1.0, 2**64 - 1, 9, top_k=3, top_p=0.5),
+        S.RowParams(0.5, 0, 1),
+    ]
+    batch = S.sample_rows(logits, rows)
+    for i, r in enumerate(rows):
+        alone = S.sample_rows(logits[i : i + 1], [r])
+        assert int(alone.tokens[0]) == int(batch.tokens[i])
+        assert float(alone.margins[0]) == float(batch.margins[i])
+
+
+def test_greedy_is_argmax_of_raw_logits_with_raw_margin() -> None:
+    logits = _logits()
+    out = S.sample_rows(logits, [S.RowParams(0.0, i, i) for i in range(len(logits))])
+    assert torch.equal(out.tokens, logits.argmax(-1))
+    top2 = logits.topk(2).values
+    assert torch.allclose(out.margins, top2[:, 0] - top2[:, 1])
+
+
+def test_top_k_one_equals_greedy_and_top_k_restricts_choice() -> None:
+    logits = _logits(1, 200)
+    for seed in range(50):
+        one = S.sample_rows(logits, [S.RowParams(2.0, seed, 0, top_k=1)])
+        assert int(one.tokens[0]) == int(logits.argmax())
+        assert float(one.margins[0]) == float("inf")
+        three = S.sample_rows(logits, [S.RowParams(5.0, seed, 0, top_k=3)])
+        assert int(three.tokens[0]) in logits[0].topk(3).indices.tolist()
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p() -> None:
+    logits = torch.tensor([[4.0, 3.0, 2.0, -5.0, -6.0]])
+    probs = torch.softmax(logits, -1)[0]
+    assert float(probs[0]) < 0.9 < float(probs[:2].sum())  # p=0.9 keeps exactly tokens 0 and 1
+    seen = {
+        int(S.sample_rows(logits, [S.RowParams(1.0, s, 0, top_p=0.9)]).tokens[0])
+        for s in range(200)
+    }
+    assert seen == {0, 1}
+
+
+def test_sampling_follows_the_softmax_distribution() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0]])
+    temperature = 1.5
+    n = 4000
+    rows = [S.RowParams(temperature, 5, pos) for pos in range(n)]
+    out = S.sample_rows(logits.expand(n, 3), rows)
+    freq = torch.bincount(out.tokens, minlength=3).float() / n
+    expected = torch.softmax(logits[0] / temperature, -1)
+    assert torch.allclose(freq, expected, atol=0.03)
+
+
+def test_changing_seed_or_position_changes_samples() -> None:
+    logits = torch.zeros(1, 1000)
+    base = S.sample_rows(logits, [S.RowParams(1.0, 1, 0)])
+    other_seed = S.sample_rows(logits, [S.RowParams(1.0, 2, 0)])
+    other_pos = S.sample_rows(logits, [S.RowParams(1.0, 1, 1)])
+    assert int(base.tokens[0]) != int(other_seed.tokens[0])
+    assert int(base.tokens[0]) != int(other_pos.tokens[0])
+
+
+def test_margin_is_best_minus_runner_up_score() -> None:
+    logits = _logits(1, 300)
+    r = S.RowParams(0.8, 99, 4)
+    out = S.sample_rows(logits, [r])
+    scores = logits[0] / 0.8 + S.gumbel_noise(torch.tensor([99]), torch.tensor([4]), 300)[0]
+    top2 = scores.topk(2).values
+    assert int(out.tokens[0]) == int(scores.argmax())
+    assert float(out.margins[0]) == pytest.approx(float(top2[0] - top2[1]), abs=1e-5)
