@@ -1,0 +1,68 @@
+"""Content-addressed payload store of an executor (SQLite).
+
+Each payload (prompt, output tokens and artifact, as compact bytes) is stored under
+``sha256(bytes)``; ``put`` is idempotent and ``get`` checks the hash on the way out, so a corrupted
+row is reported as missing rather than served. Writes commit before ``put`` returns, so a payload
+whose hash went into a ``FinishInference`` survives a crash of the executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+from gonka_ray.exceptions import StorageError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS payloads (
+    hash BLOB PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class PayloadStore:
+    """A small SQLite key-value store keyed by content hash. Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open payload store {self.path}: {exc}") from None
+
+    def put(self, body: bytes, *, now_ms: int = 0) -> bytes:
+        """Store ``body``; returns its sha256. Idempotent."""
+        digest = hashlib.sha256(body).digest()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO payloads (hash, body, created_ms) VALUES (?, ?, ?)",
+                (digest, bytes(body), now_ms),
+            )
+        return digest
+
+    def get(self, digest: bytes) -> bytes | None:
+        """The payload with this hash, or None (missing or corrupt)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM payloads WHERE hash = ?", (bytes(digest),)
+            ).fetchone()
+        if row is None or hashlib.sha256(row[0]).digest() != digest:
+            return None
+        return bytes(row[0])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM payloads").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
