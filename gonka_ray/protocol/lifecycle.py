@@ -22,7 +22,7 @@ invalidated or expired inference; an executor is never penalised twice for one i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -104,9 +104,18 @@ def _reject(reason: str, message: str) -> TxRejected:
 class InferenceBook:
     """All inference records plus the participant counters they drive.
 
+    Storage is injected: ``participants``, ``records`` and ``open_index`` are mutable mappings
+    (plain dicts in tests and simulations, views over ledger tables on a replica). The book reads a
+    value, changes it, and writes it back with ``mapping[key] = value`` before returning, so a
+    write-through view persists every change. Every check runs before the first write, so a
+    transition that rejects changes nothing.
+
     Args:
         accounts: where balances live.
-        participants: address → :class:`ParticipantRecord` (shared with the ledger state).
+        participants: address → :class:`ParticipantRecord`.
+        records: inference id → :class:`InferenceRecord` (default: a new dict).
+        open_index: inference id → height at which it next needs attention (expiry of a Start,
+            deadline of a vote); :meth:`advance` scans only these.
         expiry_blocks: a Start with no Finish within this many blocks is refunded.
         vote_blocks: how long a vote stays open.
         fpr: assumed honest false-positive rate of one check (status rules).
@@ -116,8 +125,10 @@ class InferenceBook:
     def __init__(
         self,
         accounts: Accounts,
-        participants: dict[str, ParticipantRecord],
+        participants: MutableMapping[str, ParticipantRecord],
         *,
+        records: MutableMapping[bytes, InferenceRecord] | None = None,
+        open_index: MutableMapping[bytes, int] | None = None,
         expiry_blocks: int,
         vote_blocks: int = 20,
         fpr: float = 0.05,
@@ -125,7 +136,8 @@ class InferenceBook:
     ) -> None:
         self.accounts = accounts
         self.participants = participants
-        self.records: dict[bytes, InferenceRecord] = {}
+        self.records = records if records is not None else {}
+        self.open_index = open_index if open_index is not None else {}
         self.expiry_blocks = expiry_blocks
         self.vote_blocks = vote_blocks
         self.fpr = fpr
@@ -142,12 +154,19 @@ class InferenceBook:
         }
 
     def expected_executor(self, inference_id: bytes, attempt: int, transport_agent: str) -> str:
+        """The only executor a Start for this id and attempt may name."""
         return selection.select_executor(
             inference_id, attempt, self.eligible_weights(), exclude={transport_agent}
         )
 
     def total_escrow(self) -> int:
-        return sum(r.escrow for r in self.records.values() if r.status is InferenceStatus.STARTED)
+        """Units locked in escrow by unfinished inferences."""
+        total = 0
+        for inference_id in self.open_index:
+            rec = self.records[inference_id]
+            if rec.status is InferenceStatus.STARTED:
+                total += rec.escrow
+        return total
 
     def total_pending_fees(self) -> int:
         return sum(p.pending_fees for p in self.participants.values())
@@ -208,6 +227,7 @@ class InferenceBook:
             start_height=height,
         )
         self.records[inference_id] = record
+        self.open_index[inference_id] = height + self.expiry_blocks
         return record
 
     def _retry(self, rec: InferenceRecord, ta: str, executor: str, attempt: int) -> InferenceRecord:
@@ -218,6 +238,7 @@ class InferenceBook:
                 "stale_attempt", "a retry must come from the same TA with a higher attempt"
             )
         rec.attempt, rec.executor = attempt, executor
+        self.records[rec.inference_id] = rec
         return rec
 
     def finish(
@@ -231,6 +252,7 @@ class InferenceBook:
         artifact_hash: bytes,
         height: int,
     ) -> InferenceRecord:
+        """The selected executor reports the output; the cost moves to its pending fees."""
         rec = self._get(inference_id)
         if executor != rec.executor:
             raise _reject("not_executor", "only the selected executor may finish")
@@ -242,31 +264,34 @@ class InferenceBook:
             rec.prompt_tokens, completion_tokens, rec.price_per_token, rec.escrow
         )
         self.accounts.add(rec.requester, rec.escrow - cost)
-        self.participants[executor].pending_fees += cost
-        self.participants[executor].served += 1
+        ex = self.participants[executor]
+        ex.pending_fees += cost
+        ex.served += 1
+        self.participants[executor] = ex
         rec.cost, rec.completion_tokens, rec.finish_reason = cost, completion_tokens, finish_reason
-        rec.response_hash, rec.artifact_hash, rec.finish_height = (
-            response_hash,
-            artifact_hash,
-            height,
-        )
-        rec.status = InferenceStatus.FINISHED
+        rec.response_hash, rec.artifact_hash = response_hash, artifact_hash
+        rec.finish_height, rec.status = height, InferenceStatus.FINISHED
+        self.records[inference_id] = rec
+        del self.open_index[inference_id]
         return rec
 
     def delivered(
         self, *, inference_id: bytes, transport_agent: str, output_hash: bytes
     ) -> InferenceRecord:
+        """The TA records the hash of what the client received."""
         rec = self._get(inference_id)
         if transport_agent != rec.transport_agent:
             raise _reject("not_transport_agent", "only the inference's TA records delivery")
         if rec.delivered_hash:
             raise _reject("duplicate", "delivery already recorded")
         rec.delivered_hash = output_hash
+        self.records[inference_id] = rec
         return rec
 
     def validation(
         self, *, inference_id: bytes, validator: str, passed: bool, height: int
     ) -> InferenceRecord:
+        """A validator's verdict; a failure opens a vote."""
         rec = self._get(inference_id)
         self._check_judge(rec, validator)
         if rec.status not in (
@@ -278,7 +303,9 @@ class InferenceBook:
         if validator in rec.validations:
             raise _reject("duplicate", "one validation per validator per inference")
         rec.validations[validator] = passed
-        self.participants[validator].validations_done += 1
+        judge = self.participants[validator]
+        judge.validations_done += 1
+        self.participants[validator] = judge
         executor = self.participants[rec.executor]
         if len(rec.validations) == 1:
             executor.checked += 1
@@ -289,9 +316,13 @@ class InferenceBook:
         elif rec.status is not InferenceStatus.VOTING:
             rec.status, rec.accuser = InferenceStatus.VOTING, validator
             rec.vote_deadline = height + self.vote_blocks
+            self.open_index[inference_id] = rec.vote_deadline
+        self.participants[rec.executor] = executor
+        self.records[inference_id] = rec
         return rec
 
     def vote(self, *, inference_id: bytes, voter: str, valid: bool, height: int) -> InferenceRecord:
+        """A participant's vote on a disputed inference; may decide it."""
         rec = self._get(inference_id)
         self._check_judge(rec, voter)
         if rec.status is not InferenceStatus.VOTING:
@@ -300,22 +331,22 @@ class InferenceBook:
             raise _reject("duplicate", "one vote per participant; the accuser's check is its vote")
         rec.votes[voter] = valid
         self._resolve_vote(rec, deadline_passed=False)
+        self.records[inference_id] = rec
         return rec
 
     def advance(self, height: int) -> list[InferenceRecord]:
         """Expire stale Starts and close votes past their deadline; returns changed records."""
         changed = []
-        for rec in self.records.values():
-            if (
-                rec.status is InferenceStatus.STARTED
-                and height >= rec.start_height + self.expiry_blocks
-            ):
+        for inference_id in sorted(i for i, at in self.open_index.items() if at <= height):
+            rec = self.records[inference_id]
+            if rec.status is InferenceStatus.STARTED:
                 self.accounts.add(rec.requester, rec.escrow)
                 rec.refunded, rec.status = rec.escrow, InferenceStatus.EXPIRED
-                changed.append(rec)
-            elif rec.status is InferenceStatus.VOTING and height >= rec.vote_deadline:
+                del self.open_index[inference_id]
+            elif rec.status is InferenceStatus.VOTING:
                 self._resolve_vote(rec, deadline_passed=True)
-                changed.append(rec)
+            self.records[inference_id] = rec
+            changed.append(rec)
         return changed
 
     # --- internals -------------------------------------------------------------------------
@@ -343,11 +374,16 @@ class InferenceBook:
     def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool) -> None:
         ballots = {**rec.votes, rec.accuser: False}
         outcome = votes.tally(ballots, self._voters(rec), deadline_passed=deadline_passed)
+        if outcome is votes.VoteOutcome.PENDING:
+            return
+        self.open_index.pop(rec.inference_id, None)
         if outcome is votes.VoteOutcome.INVALIDATED:
             self._invalidate(rec)
-        elif outcome is votes.VoteOutcome.UPHELD:
+        else:
             rec.status = InferenceStatus.VALIDATED
-            self.participants[rec.accuser].false_accusations += 1
+            accuser = self.participants[rec.accuser]
+            accuser.false_accusations += 1
+            self.participants[rec.accuser] = accuser
 
     def _invalidate(self, rec: InferenceRecord) -> None:
         executor = self.participants[rec.executor]
@@ -366,7 +402,8 @@ class InferenceBook:
             checked=executor.checked,
             fpr=self.fpr,
         )
-        if new is Status.INVALID and executor.status is not Status.INVALID:
-            executor.status = Status.INVALID
-            if self.on_invalid:
-                self.on_invalid(executor.address)
+        became_invalid = new is Status.INVALID and executor.status is not Status.INVALID
+        executor.status = new
+        self.participants[rec.executor] = executor
+        if became_invalid and self.on_invalid:
+            self.on_invalid(executor.address)

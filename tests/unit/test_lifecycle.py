@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 
@@ -260,3 +261,70 @@ def test_random_schedule_conserves_money() -> None:
         book.advance(height)
         assert total_money(book) == total, f"money not conserved at height {height}"
         assert all(p.pending_fees >= 0 for p in parts.values())
+
+
+class CopyingDict(dict):
+    """A mapping that hands out copies, like a view over ledger tables: a change that is not
+    written back is lost."""
+
+    def __getitem__(self, key):
+        return copy.deepcopy(super().__getitem__(key))
+
+    def get(self, key, default=None):
+        return copy.deepcopy(super().get(key, default))
+
+    def values(self):
+        return [copy.deepcopy(v) for v in super().values()]
+
+    def items(self):
+        return [(k, copy.deepcopy(v)) for k, v in super().items()]
+
+
+def run_schedule(make_mapping) -> tuple:
+    rng = random.Random(11)
+    parts = make_mapping({f"p{i}": ParticipantRecord(f"p{i}", 100) for i in range(4)})
+    book = InferenceBook(
+        DictAccounts({CLIENT: 10**6}),
+        parts,
+        records=make_mapping({}),
+        open_index=make_mapping({}),
+        expiry_blocks=6,
+        vote_blocks=3,
+    )
+    for height in range(1, 200):
+        try:
+            r = rng.random()
+            if r < 0.4:
+                start(book, height, ta=rng.choice(list(parts)), height=height)
+            else:
+                ids = sorted(dict.keys(book.records))
+                if ids:
+                    rec = book.records[rng.choice(ids)]
+                    if r < 0.6:
+                        finish(book, rec, tokens=rng.randint(0, 20), height=height)
+                    elif r < 0.85:
+                        book.validation(
+                            inference_id=rec.inference_id,
+                            validator=rng.choice(list(parts)),
+                            passed=rng.random() < 0.5,
+                            height=height,
+                        )
+                    else:
+                        book.vote(
+                            inference_id=rec.inference_id,
+                            voter=rng.choice(list(parts)),
+                            valid=rng.random() < 0.5,
+                            height=height,
+                        )
+        except TxRejected:
+            pass
+        book.advance(height)
+    statuses = sorted((r.inference_id, r.status, r.refunded) for r in book.records.values())
+    people = sorted(
+        (p.address, p.pending_fees, p.failed, p.checked, p.status) for p in parts.values()
+    )
+    return statuses, people, dict(book.accounts.balances)
+
+
+def test_write_through_storage_matches_plain_dicts() -> None:
+    assert run_schedule(dict) == run_schedule(CopyingDict)
