@@ -240,9 +240,10 @@ class TransformersEngine(InferenceEngine):
     def _run_score(self, job: _ScoreJob) -> None:
         try:
             ids = torch.tensor([list(job.prompt_ids) + list(job.output_ids)], device=self.device)
-            logits = self.model(input_ids=ids, use_cache=False).logits[0]  # [T, V]
-            n_prompt = len(job.prompt_ids)
-            rows = logits[n_prompt - 1 : ids.shape[1] - 1]  # [N, V] predictions for the output
+            n_out = len(job.output_ids)
+            # NOTE: only the last N+1 positions need the LM head; position T-1 predicts nothing
+            logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=n_out + 1).logits
+            rows = logits[0, :n_out]  # [N, V]: row i predicts output token i
             result: Any = scoring.score_logits(rows, job.output_ids, job.sampling)
         except Exception as exc:
             log.exception("score failed")
