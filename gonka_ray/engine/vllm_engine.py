@@ -15,8 +15,9 @@
   sampler is replayed over those candidates. The replay is exact for greedy requests and when
   ``0 < top_k <= SCORE_CANDIDATES``; otherwise a token outside the candidates could in
   principle win, and the engine bounds that case (the ``SCORE_CANDIDATES``-th logprob plus the
-  largest noise among the other tokens). Where the bound does not rule it out, or top-p needs the
-  full distribution, the margin is reported as 0.0 ("undecided") so a replay check gated on the
+  largest noise among the other tokens). Top-p without top-k is exact when the nucleus provably
+  ends inside the candidates (exact at temperature 1, bounded otherwise). Where the bounds do
+  not decide, the margin is reported as 0.0 ("undecided") so a replay check gated on the
   margin skips the position instead of guessing.
 - **Threads and loops.** ``AsyncLLM`` is bound to the event loop that made it, so the engine
   owns a private loop in a background thread and bridges each caller's loop to it; one engine
@@ -294,6 +295,34 @@ class VLLMEngine(InferenceEngine):
             self._thread.join(timeout=10)
 
 
+_TOP_P_EPS = 1e-5  # mass differences this small could round either way on another device
+
+
+def _top_p_count(
+    top_lp: list[float], reported_lp: list[float], t: float, top_p: float, vocab_size: int
+) -> int | None:
+    """How many of the best tokens top-p keeps, or None when the candidates cannot tell.
+
+    ``top_lp``: the top candidates' raw logprobs, best first; ``reported_lp``: every reported
+    logprob. The temperature-``t`` normaliser is exact at ``t == 1`` (raw logprobs sum to 1)
+    and bounded otherwise by the reported mass plus every unreported token at the floor.
+    """
+    hi = max(reported_lp)
+    w_top = torch.tensor([math.exp((x - hi) / t) for x in top_lp], dtype=torch.float64)
+    if t == 1.0:
+        z_lo = z_hi = math.exp(-hi)
+    else:
+        z_lo = sum(math.exp((x - hi) / t) for x in reported_lp)
+        unreported = max(0, vocab_size - len(reported_lp))
+        z_hi = z_lo + unreported * math.exp((min(top_lp) - hi) / t)
+    before = torch.cumsum(w_top, 0) - w_top
+    maybe = int(((before / z_hi) < top_p + _TOP_P_EPS).sum())
+    sure = int(((before / z_lo) < top_p - _TOP_P_EPS).sum())
+    if maybe != sure or maybe >= len(top_lp):
+        return None
+    return max(1, sure)
+
+
 def replay_from_candidates(
     entries: Sequence[Any],
     output_ids: Sequence[int],
@@ -331,12 +360,18 @@ def replay_from_candidates(
             margins.append(float(cand_lp[0] - cand_lp[1]) if len(cand) > 1 else math.inf)
             continue
         scaled = cand_lp / t
-        if exact_mask or sampling.top_p < 1.0:
+        decided = True
+        if exact_mask:
             scaled = _mask_top_k_top_p(
-                scaled[None, :],
-                torch.tensor([sampling.top_k if exact_mask else 0]),
-                torch.tensor([sampling.top_p]),
+                scaled[None, :], torch.tensor([sampling.top_k]), torch.tensor([sampling.top_p])
             )[0]
+        elif sampling.top_p < 1.0:
+            top_lp = [float(lp.logprob) for _, lp in ranked if lp.rank <= SCORE_CANDIDATES]
+            n_keep = _top_p_count(top_lp, cand_lp.tolist(), t, sampling.top_p, vocab_size)
+            if n_keep is None or top_lp[n_keep - 1] <= floor:
+                decided = False  # the nucleus reaches past the candidates: undecided
+            else:
+                scaled = scaled.masked_fill(cand_lp < top_lp[n_keep - 1], -math.inf)
         noise = sampler.gumbel_noise(seed, torch.tensor([i]), vocab_size)[0]  # [V]
         cand_idx = torch.tensor(cand, dtype=torch.long)
         scores = scaled + noise[cand_idx]
@@ -344,14 +379,14 @@ def replay_from_candidates(
         best = int(cand[int(torch.argmax(scores))])
         runner = float(top2[1]) if len(cand) > 1 else -math.inf
         margin = float(top2[0]) - runner if runner > -math.inf else math.inf
-        if not exact_mask:
-            if sampling.top_p < 1.0:
-                margin = 0.0  # top-p needs the full distribution: undecided
-            else:
-                outside = noise.clone()
-                outside[cand_idx] = -math.inf
-                bound = floor / t + float(outside.max())
-                margin = max(0.0, min(margin, float(top2[0]) - bound))
+        if not decided:
+            margin = 0.0
+        elif not exact_mask and sampling.top_p >= 1.0:
+            # a token outside the candidates scores at most floor / t + its noise
+            outside = noise.clone()
+            outside[cand_idx] = -math.inf
+            bound = floor / t + float(outside.max())
+            margin = max(0.0, min(margin, float(top2[0]) - bound))
         chosen.append(best)
         margins.append(margin)
     return ScoreResult(
