@@ -87,6 +87,7 @@ class InferenceRecord:
     finish_reason: str = ""
     response_hash: bytes = b""
     artifact_hash: bytes = b""
+    payload_hash: bytes = b""
     cost: int = 0
     refunded: int = 0
     delivered_hash: bytes = b""
@@ -251,6 +252,7 @@ class InferenceBook:
         response_hash: bytes,
         artifact_hash: bytes,
         height: int,
+        payload_hash: bytes = b"",
     ) -> InferenceRecord:
         """The selected executor reports the output; the cost moves to its pending fees."""
         rec = self._get(inference_id)
@@ -270,6 +272,7 @@ class InferenceBook:
         self.participants[executor] = ex
         rec.cost, rec.completion_tokens, rec.finish_reason = cost, completion_tokens, finish_reason
         rec.response_hash, rec.artifact_hash = response_hash, artifact_hash
+        rec.payload_hash = payload_hash
         rec.finish_height, rec.status = height, InferenceStatus.FINISHED
         self.records[inference_id] = rec
         del self.open_index[inference_id]
