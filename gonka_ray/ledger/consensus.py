@@ -1,0 +1,933 @@
+"""Pure, step-driven BFT consensus core: chained HotStuff with a timeout-certificate pacemaker.
+
+Protocol (chained HotStuff, Yin et al. 2019, with a DiemBFT-style pacemaker):
+
+- Views ``1, 2, ...``; the leader of view ``v`` is ``validators[v % n]`` (rotating). Voting power
+  is weighted; a quorum is **strictly more than 2/3** of the total power. Safety holds while the
+  byzantine replicas hold less than 1/3 of the power (n ≥ 3f+1 with equal weights).
+- The leader of ``v`` proposes a block whose ``justify`` is its highest quorum certificate (QC)
+  and whose parent is the QC's block. Proposals, votes and timeouts are Ed25519-signed with
+  their own purposes (``consensus/proposal``, ``consensus/vote``, ``consensus/timeout``) over
+  ``(chain, view, ...)``, where ``chain`` is the genesis block hash.
+- A replica votes at most once per view, never in a view it timed out of, and only for a block
+  that extends its locked block or whose justify is newer than the lock (``safe_node``). Votes
+  are broadcast; every replica aggregates > 2/3 into a QC (so commits never wait on the next
+  leader), and the leader of ``v+1`` proposes on top of it.
+- On seeing ``QC(b2)`` with ``b1 = b2.parent``, ``b0 = b1.parent``: lock ``b1``; when the three
+  have consecutive views, **commit** ``b0`` and its uncommitted ancestors (the 3-chain rule).
+- Pacemaker: with work pending (mempool or uncommitted transactions) and no progress for
+  ``timeout_ticks`` ticks (doubling per consecutive timeout, at most 8×), a replica broadcasts a
+  signed timeout carrying its high QC and re-broadcasts it every period. > 2/3 of power timing out
+  of ``v`` forms a timeout certificate (TC) that moves everyone to ``v+1``; a leader may propose
+  in ``v+1`` with ``TC(v)`` instead of ``QC(v)``, using a justify at least as high as every high QC
+  named in the TC. Seeing > 1/3 of power time out of views ≥ V (so one honest replica did) makes a
+  replica join view V (Bracha-style amplification), which re-synchronises views after a partition.
+- A replica replies to a timeout from a peer that is behind (older high QC, or an older view)
+  with a ``ConsensusSyncInfo`` carrying its high QC and last TC, so a replica that missed the last
+  proposals or the TC catches up.
+- Missing blocks are fetched by hash (``ConsensusBlockRequest``); blocks are content-addressed,
+  so responses need no signature. Messages that need a missing block are parked and replayed.
+
+**The shell must persist before it sends**: for every :class:`Ready`, write ``to_persist``
+(new blocks and the :class:`~gonka_ray.wire.ConsensusSafety` record) durably, *then* deliver
+``outbound``, then apply ``committed``. A replica that sends a vote and forgets it after a crash
+could vote twice in one view; that is how BFT systems lose safety in practice.
+
+No clock, network, disk or global randomness here: time advances only through :meth:`tick`,
+randomness comes from the ``seed`` constructor argument, and every input and output is bytes in
+the declared wire format (:mod:`gonka_ray.wire`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from gonka_ray import crypto, wire
+from gonka_ray.exceptions import WireError
+from gonka_ray.ledger import merkle
+from gonka_ray.wire import (
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    ConsensusBlockRequest,
+    ConsensusBlockResponse,
+    ConsensusProposal,
+    ConsensusSafety,
+    ConsensusSyncInfo,
+    ConsensusTimeout,
+    ConsensusTxBatch,
+    ConsensusVote,
+    QuorumCert,
+    SignerSig,
+    TimeoutCert,
+    TimeoutSig,
+)
+
+PROPOSAL_PURPOSE = b"consensus/proposal"
+VOTE_PURPOSE = b"consensus/vote"
+TIMEOUT_PURPOSE = b"consensus/timeout"
+ZERO_HASH = bytes(32)
+CONSENSUS_MESSAGES = (
+    ConsensusProposal,
+    ConsensusVote,
+    ConsensusTimeout,
+    ConsensusSyncInfo,
+    ConsensusTxBatch,
+    ConsensusBlockRequest,
+    ConsensusBlockResponse,
+)
+MAX_PARKED = 512  # messages waiting for a missing block
+MAX_FETCH_BLOCKS = 64  # blocks per fetch response
+MAX_BACKOFF = 8  # the view timeout grows to at most this multiple
+
+
+class SafetyViolation(AssertionError):
+    """A commit that conflicts with an earlier commit: impossible unless > 1/3 power is faulty
+    or the code is wrong. Raised so that tests and simulations cannot miss it."""
+
+
+# --- validator set and certificates (pure functions, usable offline) --------------------------
+
+
+@dataclass(frozen=True)
+class Validator:
+    public_key: bytes
+    power: int
+
+
+class ValidatorSet:
+    """An ordered set of validators with voting power; the index is the on-wire identity."""
+
+    def __init__(self, validators: Sequence[Validator]) -> None:
+        if not validators:
+            raise ValueError("a validator set needs at least one validator")
+        if any(v.power < 0 for v in validators) or sum(v.power for v in validators) <= 0:
+            raise ValueError("voting power must be non-negative with a positive total")
+        keys = [v.public_key for v in validators]
+        if len(set(keys)) != len(keys):
+            raise ValueError("validator public keys must be unique")
+        self.validators = tuple(validators)
+        self.total = sum(v.power for v in validators)
+        self._index = {v.public_key: i for i, v in enumerate(validators)}
+
+    def __len__(self) -> int:
+        return len(self.validators)
+
+    def index_of(self, public_key: bytes) -> int | None:
+        return self._index.get(public_key)
+
+    def leader(self, view: int) -> int:
+        return view % len(self.validators)
+
+    def power_of(self, indices: Iterable[int]) -> int:
+        return sum(self.validators[i].power for i in set(indices))
+
+    def is_quorum(self, indices: Iterable[int]) -> bool:
+        """Strictly more than 2/3 of total power."""
+        return 3 * self.power_of(indices) > 2 * self.total
+
+    def is_one_third(self, indices: Iterable[int]) -> bool:
+        """Strictly more than 1/3 of total power (at least one honest replica)."""
+        return 3 * self.power_of(indices) > self.total
+
+
+def _pack(*items: Any) -> bytes:
+    return msgpack.packb(list(items), use_bin_type=True)
+
+
+def vote_bytes(chain: bytes, view: int, block_hash: bytes) -> bytes:
+    return _pack(chain, view, block_hash)
+
+
+def timeout_bytes(chain: bytes, view: int, high_qc_view: int) -> bytes:
+    return _pack(chain, view, high_qc_view)
+
+
+def block_hash(header: BlockHeader) -> bytes:
+    """The content id of a block (its header commits to the transactions via ``tx_root``)."""
+    return crypto.sha256(b"gonka_ray/block\x00" + wire.encode_body(header))
+
+
+def genesis_block(genesis_digest: bytes) -> Block:
+    """Height 0: no transactions; ``tx_root`` binds the genesis definition."""
+    header = BlockHeader(
+        height=0,
+        view=0,
+        parent=ZERO_HASH,
+        justify=QuorumCert(view=0, block_hash=ZERO_HASH, sigs=()),
+        tx_root=crypto.sha256(b"gonka_ray/genesis\x00" + genesis_digest),
+        tx_count=0,
+        proposer=0,
+    )
+    return Block(header=header, txs=())
+
+
+def verify_qc(
+    qc: QuorumCert,
+    validators: ValidatorSet,
+    chain: bytes,
+    known: set[tuple[int, bytes]] | None = None,
+) -> bool:
+    """True when ``qc`` carries > 2/3 of power in valid, distinct votes (or is the genesis QC).
+
+    ``known`` holds ``(index, signature)`` pairs already verified for this QC's view and block
+    (a replica's cache of votes it checked one by one); those are not verified again.
+    """
+    if qc.view == 0:
+        return qc.block_hash == chain and not qc.sigs
+    indices = [s.index for s in qc.sigs]
+    if len(set(indices)) != len(indices) or any(i >= len(validators) for i in indices):
+        return False
+    if not validators.is_quorum(indices):
+        return False
+    msg = vote_bytes(chain, qc.view, qc.block_hash)
+    return all(
+        (known is not None and (s.index, s.signature) in known)
+        or crypto.is_valid_signature(
+            validators.validators[s.index].public_key, VOTE_PURPOSE, msg, s.signature
+        )
+        for s in qc.sigs
+    )
+
+
+def verify_tc(tc: TimeoutCert, validators: ValidatorSet, chain: bytes) -> bool:
+    """True when > 2/3 of power signed a timeout of ``tc.view``."""
+    indices = [s.index for s in tc.sigs]
+    if len(set(indices)) != len(indices) or any(i >= len(validators) for i in indices):
+        return False
+    if not validators.is_quorum(indices):
+        return False
+    return all(
+        crypto.is_valid_signature(
+            validators.validators[s.index].public_key,
+            TIMEOUT_PURPOSE,
+            timeout_bytes(chain, tc.view, s.high_qc_view),
+            s.signature,
+        )
+        for s in tc.sigs
+    )
+
+
+def verify_commit_certificate(
+    cert: CommitCertificate, validators: ValidatorSet, chain: bytes
+) -> bool:
+    """True when ``cert`` proves ``cert.headers[0]`` committed (offline; pure).
+
+    The headers must be parent-linked, each ``justify`` must certify its parent, the last three
+    must have consecutive views, and ``cert.qc`` must certify the last one with > 2/3 of power.
+    """
+    hs = cert.headers
+    if len(hs) < 3:
+        return False
+    hashes = [block_hash(h) for h in hs]
+    for prev, cur, prev_hash in zip(hs, hs[1:], hashes, strict=False):
+        if cur.parent != prev_hash or cur.justify.block_hash != prev_hash:
+            return False
+        if cur.height != prev.height + 1 or cur.view <= prev.view:
+            return False
+        if cur.justify.view != prev.view:
+            return False
+    a, b, c = hs[-3], hs[-2], hs[-1]
+    if not (b.view == a.view + 1 and c.view == b.view + 1):
+        return False
+    if cert.qc.block_hash != hashes[-1] or cert.qc.view != c.view:
+        return False
+    # The justify QCs of the last two headers and the final QC make the 3-chain.
+    return (
+        verify_qc(b.justify, validators, chain)
+        and verify_qc(c.justify, validators, chain)
+        and verify_qc(cert.qc, validators, chain)
+    )
+
+
+def check_block(block: Block, max_txs: int) -> bool:
+    """Structural checks that need no state: counts, Merkle root, parent = justify."""
+    h = block.header
+    if h.tx_count != len(block.txs) or len(block.txs) > max_txs:
+        return False
+    if h.parent != h.justify.block_hash or h.justify.view >= h.view:
+        return False
+    return merkle.root([merkle.tx_hash(t) for t in block.txs]) == h.tx_root
+
+
+# --- the core -------------------------------------------------------------------------------
+
+
+@dataclass
+class Committed:
+    """A block the replica group committed, with the certificate that proves it."""
+
+    block: Block
+    hash: bytes
+    certificate: CommitCertificate
+
+
+@dataclass
+class Ready:
+    """What the shell must do after a step, **in this order**: persist ``to_persist`` durably,
+    then send ``outbound`` (``dest`` is a validator index, ``None`` = every other replica),
+    then apply ``committed`` (in order) to the state machine."""
+
+    outbound: list[tuple[int | None, bytes]] = field(default_factory=list)
+    to_persist: list[Any] = field(default_factory=list)  # Block | ConsensusSafety
+    committed: list[Committed] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.outbound or self.to_persist or self.committed)
+
+
+@dataclass
+class Recovered:
+    """What a restarted replica reloads from its storage."""
+
+    blocks: list[Block]  # every stored block (any order)
+    committed_hashes: list[bytes]  # index = height, from 1 (genesis excluded)
+    safety: ConsensusSafety | None
+
+
+@dataclass
+class Stats:
+    rejected: int = 0  # messages that failed decoding or verification
+    proposals: int = 0
+    votes_sent: int = 0
+    timeouts_sent: int = 0
+    qcs_formed: int = 0
+    tcs_formed: int = 0
+    fetches: int = 0
+
+
+class ConsensusCore:
+    """One replica's consensus state machine. See the module docstring for the protocol.
+
+    Args:
+        validators: the validator set (index order is the wire identity).
+        key: this replica's signing key; must be in ``validators``.
+        genesis_digest: digest of the genesis definition; binds the chain id.
+        timeout_ticks: ticks without progress before a view times out.
+        max_block_txs: transactions per proposed block.
+        seed: seeds the choice of peers to fetch missing blocks from.
+        recovered: state reloaded from storage after a restart.
+        mempool_max_txs: pending transactions kept; further ones are dropped.
+    """
+
+    def __init__(
+        self,
+        validators: ValidatorSet,
+        key: crypto.KeyPair,
+        genesis_digest: bytes,
+        *,
+        timeout_ticks: int = 10,
+        max_block_txs: int = 2_000,
+        seed: int = 0,
+        recovered: Recovered | None = None,
+        mempool_max_txs: int = 200_000,
+        fetch_retry_ticks: int = 4,
+    ) -> None:
+        me = validators.index_of(key.public_key)
+        if me is None:
+            raise ValueError("this replica's key is not in the validator set")
+        self.vs = validators
+        self.key = key
+        self.me = me
+        self.timeout_ticks = timeout_ticks
+        self.max_block_txs = max_block_txs
+        self.mempool_max_txs = mempool_max_txs
+        self.fetch_retry_ticks = fetch_retry_ticks
+        self.rng = random.Random(seed)
+        self.stats = Stats()
+
+        g = genesis_block(genesis_digest)
+        self.genesis_hash = block_hash(g.header)
+        self.chain = self.genesis_hash
+        self.blocks: dict[bytes, Block] = {self.genesis_hash: g}
+        self.committed_hashes: list[bytes] = [self.genesis_hash]  # index = height
+        genesis_qc = QuorumCert(view=0, block_hash=self.genesis_hash, sigs=())
+        self.cur_view = 1
+        self.last_voted_view = 0
+        self.locked_hash = self.genesis_hash
+        self.high_qc = genesis_qc
+        self.timeout_view = 0
+        self.last_tc: TimeoutCert | None = None
+
+        self.votes: dict[tuple[int, bytes], dict[int, bytes]] = {}
+        self.qc_views: set[int] = set()  # views for which this leader formed a QC
+        self.timeouts: dict[int, dict[int, TimeoutSig]] = {}
+        self.peer_timeout_view: dict[int, int] = {}
+        self.proposed_views: set[int] = set()
+        self.my_timeout: bytes | None = None
+        self.ticks_in_view = 0
+        self.consecutive_timeouts = 0
+        self.mempool: OrderedDict[bytes, bytes] = OrderedDict()
+        self.committed_txs: set[bytes] = set()
+        self.orphans: dict[bytes, Block] = {}
+        self.wanted: dict[bytes, int] = {}  # hash -> ticks since last request
+        self.parked: dict[bytes, list[tuple[Any, int | None]]] = {}
+        self.n_parked = 0
+        self._verified: OrderedDict[bytes, bool] = OrderedDict()
+        self._good_votes: dict[tuple[int, bytes], set[tuple[int, bytes]]] = {}
+        self._now = 0  # ticks since start (for fetch retries only)
+
+        if recovered is not None:
+            self._recover(recovered)
+
+    # --- public API --------------------------------------------------------------------------
+
+    @property
+    def committed_height(self) -> int:
+        return len(self.committed_hashes) - 1
+
+    def step(self, data: bytes | Any, sender: int | None) -> Ready:
+        """Handle one message (bytes in the wire format, or an already decoded message).
+
+        ``sender`` is the transport-level peer index (used only to pick whom to ask for missing
+        blocks); authenticity comes from the signatures inside the message. Invalid messages are
+        counted in ``stats.rejected`` and otherwise ignored.
+        """
+        ready = Ready()
+        try:
+            msg = wire.decode(data, CONSENSUS_MESSAGES) if isinstance(data, bytes) else data
+        except WireError:
+            self.stats.rejected += 1
+            return ready
+        self._handle(msg, sender, ready)
+        return ready
+
+    def tick(self) -> Ready:
+        """Advance time by one tick: view timeouts, fetch retries, proposing."""
+        ready = Ready()
+        self._now += 1
+        self.ticks_in_view += 1
+        for h in list(self.wanted):
+            self.wanted[h] += 1
+            if self.wanted[h] >= self.fetch_retry_ticks:
+                self._request(h, None, ready)
+        if self._has_pending_work():
+            limit = self.timeout_ticks * min(2**self.consecutive_timeouts, MAX_BACKOFF)
+            if self.ticks_in_view >= limit:
+                self.ticks_in_view = 0
+                self.consecutive_timeouts += 1
+                self._local_timeout(self.cur_view, ready)
+                if self.mempool:  # others may never have received these: gossip them again
+                    resend = list(self.mempool.values())[: self.max_block_txs]
+                    ready.outbound.append((None, wire.encode(ConsensusTxBatch(txs=tuple(resend)))))
+        else:
+            self.ticks_in_view = 0
+        self._try_propose(ready)
+        return ready
+
+    def submit(self, tx: bytes) -> Ready:
+        """Add one transaction to the mempool and gossip it to the other replicas."""
+        return self.submit_many([tx])
+
+    def submit_many(self, txs: Sequence[bytes]) -> Ready:
+        """Add transactions to the mempool and gossip them in one batch."""
+        ready = Ready()
+        fresh = [tx for tx in txs if self._add_tx(tx)]
+        if fresh:
+            ready.outbound.append((None, wire.encode(ConsensusTxBatch(txs=tuple(fresh)))))
+        self._try_propose(ready)
+        return ready
+
+    def safety_record(self) -> ConsensusSafety:
+        return ConsensusSafety(
+            cur_view=self.cur_view,
+            last_voted_view=self.last_voted_view,
+            locked_hash=self.locked_hash,
+            high_qc=self.high_qc,
+            timeout_view=self.timeout_view,
+        )
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _handle(self, msg: Any, sender: int | None, ready: Ready) -> None:
+        if isinstance(msg, ConsensusProposal):
+            self._on_proposal(msg, sender, ready)
+        elif isinstance(msg, ConsensusVote):
+            self._on_vote(msg, sender, ready)
+        elif isinstance(msg, ConsensusTimeout):
+            self._on_timeout(msg, sender, ready)
+        elif isinstance(msg, ConsensusSyncInfo):
+            self._on_sync_info(msg, sender, ready)
+        elif isinstance(msg, ConsensusTxBatch):
+            for tx in msg.txs:
+                self._add_tx(tx)
+            self._try_propose(ready)
+        elif isinstance(msg, ConsensusBlockRequest):
+            self._on_block_request(msg, sender, ready)
+        elif isinstance(msg, ConsensusBlockResponse):
+            self._on_block_response(msg, sender, ready)
+        else:  # pragma: no cover - decode() only yields the expected types
+            self.stats.rejected += 1
+
+    # --- verification with a small cache -----------------------------------------------------
+
+    def _cached(self, key: bytes, check: Any) -> bool:
+        hit = self._verified.get(key)
+        if hit is not None:
+            return hit
+        ok = bool(check())
+        self._verified[key] = ok
+        if len(self._verified) > 4096:
+            self._verified.popitem(last=False)
+        return ok
+
+    def _valid_qc(self, qc: QuorumCert) -> bool:
+        key = b"qc" + wire.encode_body(qc)
+        known = self._good_votes.get((qc.view, qc.block_hash))
+        return self._cached(crypto.sha256(key), lambda: verify_qc(qc, self.vs, self.chain, known))
+
+    def _valid_tc(self, tc: TimeoutCert) -> bool:
+        key = b"tc" + wire.encode_body(tc)
+        return self._cached(crypto.sha256(key), lambda: verify_tc(tc, self.vs, self.chain))
+
+    def _valid_sig(self, index: int, purpose: bytes, msg: bytes, sig: bytes) -> bool:
+        if index >= len(self.vs):
+            return False
+        pk = self.vs.validators[index].public_key
+        return crypto.is_valid_signature(pk, purpose, msg, sig)
+
+    # --- proposals ---------------------------------------------------------------------------
+
+    def _on_proposal(self, p: ConsensusProposal, sender: int | None, ready: Ready) -> None:
+        b = p.block
+        h = b.header
+        bh = block_hash(h)
+        if (
+            h.proposer != self.vs.leader(h.view)
+            or not check_block(b, self.max_block_txs)
+            or not self._valid_sig(
+                h.proposer, PROPOSAL_PURPOSE, vote_bytes(self.chain, h.view, bh), p.signature
+            )
+            or not self._valid_qc(h.justify)
+        ):
+            self.stats.rejected += 1
+            return
+        if p.tc is not None and not self._valid_tc(p.tc):
+            self.stats.rejected += 1
+            return
+        # A proposal must be justified for its view: by QC(v-1), or by TC(v-1) with a justify at
+        # least as high as every high QC the TC's signers reported.
+        by_qc = h.justify.view == h.view - 1
+        by_tc = (
+            p.tc is not None
+            and p.tc.view == h.view - 1
+            and h.justify.view >= max(s.high_qc_view for s in p.tc.sigs)
+        )
+        if not (by_qc or by_tc):
+            self.stats.rejected += 1
+            return
+        parent = self.blocks.get(h.parent)
+        if parent is None:
+            self._park(h.parent, p, sender, ready)
+            return
+        if h.height != parent.header.height + 1:
+            self.stats.rejected += 1
+            return
+        self._store_block(b, bh, ready)
+        self._process_qc(h.justify, sender, ready)
+        if p.tc is not None:
+            self._process_tc(p.tc, ready)
+        if (
+            h.view == self.cur_view
+            and h.view > self.last_voted_view
+            and h.view > self.timeout_view
+            and self._safe_node(b)
+        ):
+            self.last_voted_view = h.view
+            ready.to_persist.append(self.safety_record())
+            sig = self.key.sign(VOTE_PURPOSE, vote_bytes(self.chain, h.view, bh))
+            vote = ConsensusVote(view=h.view, block_hash=bh, voter=self.me, signature=sig)
+            self.stats.votes_sent += 1
+            # NOTE: votes go to every replica, not only the next leader: each replica forms the
+            # QC itself, so a commit does not wait for (or depend on) the next leader. With
+            # round-robin leaders and one crashed replica in four, a leader-only vote path never
+            # sees a 3-chain whose QC is formed by an honest leader, and nothing commits.
+            ready.outbound.append((None, wire.encode(vote)))
+            self._on_vote(vote, self.me, ready)
+
+    def _safe_node(self, b: Block) -> bool:
+        locked = self.blocks[self.locked_hash]
+        if b.header.justify.view > locked.header.view:
+            return True
+        return self._extends(b.header.parent, self.locked_hash, locked.header.height)
+
+    def _extends(self, start: bytes, ancestor: bytes, ancestor_height: int) -> bool:
+        cur = self.blocks.get(start)
+        while cur is not None and cur.header.height > ancestor_height:
+            cur = self.blocks.get(cur.header.parent)
+        return cur is not None and block_hash(cur.header) == ancestor
+
+    # --- votes and QCs -----------------------------------------------------------------------
+
+    def _on_vote(self, v: ConsensusVote, sender: int | None, ready: Ready) -> None:
+        if v.view in self.qc_views:
+            return
+        if v.view + 1 < self.cur_view:
+            return  # stale
+        if not self._valid_sig(
+            v.voter, VOTE_PURPOSE, vote_bytes(self.chain, v.view, v.block_hash), v.signature
+        ):
+            self.stats.rejected += 1
+            return
+        self._good_votes.setdefault((v.view, v.block_hash), set()).add((v.voter, v.signature))
+        bucket = self.votes.setdefault((v.view, v.block_hash), {})
+        bucket.setdefault(v.voter, v.signature)
+        if self.vs.is_quorum(bucket):
+            self.qc_views.add(v.view)
+            sigs = tuple(SignerSig(index=i, signature=s) for i, s in sorted(bucket.items()))
+            qc = QuorumCert(view=v.view, block_hash=v.block_hash, sigs=sigs)
+            self.stats.qcs_formed += 1
+            self._cached(crypto.sha256(b"qc" + wire.encode_body(qc)), lambda: True)
+            for key in [k for k in self.votes if k[0] <= v.view]:
+                del self.votes[key]
+            self._process_qc(qc, sender, ready)
+
+    def _process_qc(self, qc: QuorumCert, sender: int | None, ready: Ready) -> None:
+        """Update high QC, view, lock and commits from a verified QC."""
+        b2 = self.blocks.get(qc.block_hash)
+        if b2 is None:
+            self._park(qc.block_hash, ConsensusSyncInfo(high_qc=qc, tc=None), sender, ready)
+            return
+        changed = False
+        if qc.view > self.high_qc.view:
+            self.high_qc = qc
+            changed = True
+        if qc.view + 1 > self.cur_view:
+            self._advance(qc.view + 1, progress=True)
+            changed = True
+        b1 = self.blocks.get(b2.header.parent) if qc.view > 0 else None
+        if b1 is not None:
+            locked = self.blocks[self.locked_hash]
+            if b1.header.height > locked.header.height:
+                self.locked_hash = b2.header.parent
+                changed = True
+            b0 = self.blocks.get(b1.header.parent) if b1.header.view > 0 else None
+            if (
+                b0 is not None
+                and b2.header.view == b1.header.view + 1
+                and b1.header.view == b0.header.view + 1
+            ):
+                self._commit(b1.header.parent, [b0.header, b1.header, b2.header], qc, ready)
+        if changed:
+            ready.to_persist.append(self.safety_record())
+        self._try_propose(ready)
+
+    def _process_tc(self, tc: TimeoutCert, ready: Ready) -> None:
+        if self.last_tc is None or tc.view > self.last_tc.view:
+            self.last_tc = tc
+        if tc.view + 1 > self.cur_view:
+            self._advance(tc.view + 1, progress=False)
+            ready.to_persist.append(self.safety_record())
+        self._try_propose(ready)
+
+    def _advance(self, view: int, *, progress: bool) -> None:
+        self.cur_view = view
+        self.ticks_in_view = 0
+        self.my_timeout = None
+        if progress:
+            self.consecutive_timeouts = 0
+        for old in [w for w in self.timeouts if w < view - 1]:
+            del self.timeouts[old]
+        self.proposed_views = {w for w in self.proposed_views if w >= view - 1}
+        self.qc_views = {w for w in self.qc_views if w >= view - 2}
+        for key in [k for k in self._good_votes if k[0] < view - 3]:
+            del self._good_votes[key]
+
+    # --- commits -----------------------------------------------------------------------------
+
+    def _commit(
+        self, target: bytes, chain_headers: list[BlockHeader], qc: QuorumCert, ready: Ready
+    ) -> None:
+        target_block = self.blocks[target]
+        height = target_block.header.height
+        if height <= self.committed_height:
+            if self.committed_hashes[height] != target:
+                raise SafetyViolation(f"replica {self.me}: conflicting commit at height {height}")
+            return
+        path: list[tuple[bytes, Block]] = []
+        cur_hash, cur = target, target_block
+        while cur.header.height > self.committed_height:
+            path.append((cur_hash, cur))
+            cur_hash = cur.header.parent
+            cur = self.blocks[cur_hash]
+        if cur_hash != self.committed_hashes[-1]:
+            raise SafetyViolation(
+                f"replica {self.me}: commit at height {height} does not extend the committed chain"
+            )
+        path.reverse()
+        for i, (bh, blk) in enumerate(path):
+            headers = [b.header for _, b in path[i:]] + chain_headers[1:]
+            cert = CommitCertificate(headers=tuple(headers), qc=qc)
+            self.committed_hashes.append(bh)
+            for tx in blk.txs:
+                th = merkle.tx_hash(tx)
+                self.committed_txs.add(th)
+                self.mempool.pop(th, None)
+            ready.committed.append(Committed(block=blk, hash=bh, certificate=cert))
+
+    # --- timeouts and view synchronisation ---------------------------------------------------
+
+    def _local_timeout(self, view: int, ready: Ready) -> None:
+        if self.my_timeout is None or self.timeout_view != view:
+            self.timeout_view = max(self.timeout_view, view)
+            ready.to_persist.append(self.safety_record())
+            sig = self.key.sign(TIMEOUT_PURPOSE, timeout_bytes(self.chain, view, self.high_qc.view))
+            msg = ConsensusTimeout(view=view, high_qc=self.high_qc, voter=self.me, signature=sig)
+            data = wire.encode(msg)
+            self.my_timeout = data
+            self._record_timeout(msg, ready)
+        else:
+            data = self.my_timeout
+        self.stats.timeouts_sent += 1
+        ready.outbound.append((None, data))
+
+    def _on_timeout(self, t: ConsensusTimeout, sender: int | None, ready: Ready) -> None:
+        if not self._valid_sig(
+            t.voter,
+            TIMEOUT_PURPOSE,
+            timeout_bytes(self.chain, t.view, t.high_qc.view),
+            t.signature,
+        ) or not self._valid_qc(t.high_qc):
+            self.stats.rejected += 1
+            return
+        behind = t.high_qc.view < self.high_qc.view or t.view < self.cur_view
+        if behind and sender is not None and sender != self.me:
+            info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
+            ready.outbound.append((sender, wire.encode(info)))
+        self._process_qc(t.high_qc, sender, ready)
+        self._record_timeout(t, ready)
+
+    def _record_timeout(self, t: ConsensusTimeout, ready: Ready) -> None:
+        if t.view < self.cur_view:
+            return
+        prev = self.peer_timeout_view.get(t.voter, 0)
+        self.peer_timeout_view[t.voter] = max(prev, t.view)
+        bucket = self.timeouts.setdefault(t.view, {})
+        bucket.setdefault(
+            t.voter, TimeoutSig(index=t.voter, high_qc_view=t.high_qc.view, signature=t.signature)
+        )
+        # Amplification: > 1/3 of power timed out of views >= V, so an honest replica did: join.
+        ranked = sorted(self.peer_timeout_view.items(), key=lambda kv: -kv[1])
+        acc: list[int] = []
+        for idx, view in ranked:
+            acc.append(idx)
+            if self.vs.is_one_third(acc):
+                if view >= self.cur_view and self.timeout_view < view:
+                    if view > self.cur_view:
+                        self._advance(view, progress=False)
+                    self._local_timeout(view, ready)
+                break
+        for view in sorted(self.timeouts):
+            if view >= self.cur_view and self.vs.is_quorum(self.timeouts[view]):
+                sigs = sorted(self.timeouts[view].values(), key=lambda s: s.index)
+                tc = TimeoutCert(view=view, sigs=tuple(sigs))
+                self.stats.tcs_formed += 1
+                self._cached(crypto.sha256(b"tc" + wire.encode_body(tc)), lambda: True)
+                self._process_tc(tc, ready)
+                break
+
+    def _on_sync_info(self, s: ConsensusSyncInfo, sender: int | None, ready: Ready) -> None:
+        if not self._valid_qc(s.high_qc) or (s.tc is not None and not self._valid_tc(s.tc)):
+            self.stats.rejected += 1
+            return
+        self._process_qc(s.high_qc, sender, ready)
+        if s.tc is not None:
+            self._process_tc(s.tc, ready)
+
+    # --- proposing ---------------------------------------------------------------------------
+
+    def _try_propose(self, ready: Ready) -> None:
+        v = self.cur_view
+        if self.vs.leader(v) != self.me or v in self.proposed_views:
+            return
+        parent = self.blocks.get(self.high_qc.block_hash)
+        if parent is None:
+            return
+        tc = None
+        if self.high_qc.view != v - 1:
+            tc = self.last_tc
+            if tc is None or tc.view != v - 1:
+                return
+            if self.high_qc.view < max(s.high_qc_view for s in tc.sigs):
+                return  # someone has a higher QC; wait for it (or time out)
+        txs = self._pick_txs(parent)
+        if not txs and not self._chain_needs_blocks(parent):
+            return
+        self.proposed_views.add(v)
+        hashes = [merkle.tx_hash(t) for t in txs]
+        header = BlockHeader(
+            height=parent.header.height + 1,
+            view=v,
+            parent=self.high_qc.block_hash,
+            justify=self.high_qc,
+            tx_root=merkle.root(hashes),
+            tx_count=len(txs),
+            proposer=self.me,
+        )
+        block = Block(header=header, txs=tuple(txs))
+        bh = block_hash(header)
+        sig = self.key.sign(PROPOSAL_PURPOSE, vote_bytes(self.chain, v, bh))
+        proposal = ConsensusProposal(block=block, tc=tc, signature=sig)
+        self.stats.proposals += 1
+        self._store_block(block, bh, ready)
+        ready.outbound.append((None, wire.encode(proposal)))
+        self._on_proposal(proposal, self.me, ready)
+
+    def _uncommitted_ancestry(self, b: Block) -> list[Block]:
+        out = []
+        while b.header.height > self.committed_height:
+            out.append(b)
+            b = self.blocks[b.header.parent]
+        return out
+
+    def _pick_txs(self, parent: Block) -> list[bytes]:
+        if not self.mempool:
+            return []
+        pending = {merkle.tx_hash(t) for b in self._uncommitted_ancestry(parent) for t in b.txs}
+        out = []
+        for th, tx in self.mempool.items():
+            if th not in pending:
+                out.append(tx)
+                if len(out) >= self.max_block_txs:
+                    break
+        return out
+
+    def _chain_needs_blocks(self, tip: Block) -> bool:
+        """Empty blocks are needed while transactions above the tip's 3-chain are uncommitted
+        here, or while the last three blocks carry transactions (others learn the commit from
+        the next proposal's QC)."""
+        b: Block | None = tip
+        for _ in range(3):
+            if b is None or b.header.height == 0:
+                break
+            if b.txs:
+                return True
+            b = self.blocks.get(b.header.parent)
+        return any(x.txs for x in self._uncommitted_ancestry(tip))
+
+    def _has_pending_work(self) -> bool:
+        if self.mempool:
+            return True
+        tip = self.blocks.get(self.high_qc.block_hash)
+        return tip is not None and any(x.txs for x in self._uncommitted_ancestry(tip))
+
+    def _add_tx(self, tx: bytes) -> bool:
+        th = merkle.tx_hash(tx)
+        if th in self.mempool or th in self.committed_txs:
+            return False
+        if len(self.mempool) >= self.mempool_max_txs:
+            return False
+        self.mempool[th] = tx
+        return True
+
+    # --- blocks: storage, fetching, parking --------------------------------------------------
+
+    def _store_block(self, b: Block, bh: bytes, ready: Ready) -> None:
+        if bh in self.blocks:
+            return
+        self.blocks[bh] = b
+        self.wanted.pop(bh, None)
+        ready.to_persist.append(b)
+        for child_hash, child in [(k, o) for k, o in self.orphans.items() if o.header.parent == bh]:
+            del self.orphans[child_hash]
+            if child.header.height == b.header.height + 1:
+                self._store_block(child, child_hash, ready)
+        waiting = self.parked.pop(bh, [])
+        self.n_parked -= len(waiting)
+        for msg, sender in waiting:
+            self._handle(msg, sender, ready)
+
+    def _park(self, missing: bytes, msg: Any, sender: int | None, ready: Ready) -> None:
+        if self.n_parked >= MAX_PARKED:
+            return
+        self.parked.setdefault(missing, []).append((msg, sender))
+        self.n_parked += 1
+        if missing not in self.wanted and missing not in self.orphans:
+            self._request(missing, sender, ready)
+        elif missing in self.orphans:
+            self._want_parent_of(self.orphans[missing], sender, ready)
+
+    def _want_parent_of(self, b: Block, sender: int | None, ready: Ready) -> None:
+        parent = b.header.parent
+        if parent in self.blocks or parent in self.orphans:
+            return
+        if parent not in self.wanted:
+            self._request(parent, sender, ready)
+
+    def _request(self, h: bytes, peer: int | None, ready: Ready) -> None:
+        if peer is None or peer == self.me:
+            others = [i for i in range(len(self.vs)) if i != self.me]
+            if not others:
+                return
+            peer = self.rng.choice(others)
+        self.wanted[h] = 0
+        self.stats.fetches += 1
+        req = ConsensusBlockRequest(block_hash=h, max_blocks=MAX_FETCH_BLOCKS)
+        ready.outbound.append((peer, wire.encode(req)))
+
+    def _on_block_request(self, r: ConsensusBlockRequest, sender: int | None, ready: Ready) -> None:
+        if sender is None or sender == self.me:
+            return
+        out = []
+        b = self.blocks.get(r.block_hash)
+        while b is not None and b.header.height > 0 and len(out) < r.max_blocks:
+            out.append(b)
+            b = self.blocks.get(b.header.parent)
+        if out:
+            resp = ConsensusBlockResponse(blocks=tuple(out))
+            ready.outbound.append((sender, wire.encode(resp)))
+
+    def _on_block_response(
+        self, r: ConsensusBlockResponse, sender: int | None, ready: Ready
+    ) -> None:
+        for b in r.blocks:
+            bh = block_hash(b.header)
+            if bh in self.blocks or bh not in self.wanted:
+                continue
+            if not check_block(b, self.max_block_txs):
+                self.stats.rejected += 1
+                continue
+            del self.wanted[bh]
+            if b.header.parent in self.blocks:
+                parent = self.blocks[b.header.parent]
+                if b.header.height == parent.header.height + 1:
+                    self._store_block(b, bh, ready)
+            else:
+                self.orphans[bh] = b
+                if b.header.parent not in self.wanted:
+                    self.wanted[b.header.parent] = self.fetch_retry_ticks  # next response/tick
+        # Ask for the oldest still-missing ancestor right away.
+        for h, age in list(self.wanted.items()):
+            if age >= self.fetch_retry_ticks:
+                self._request(h, sender, ready)
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def _recover(self, rec: Recovered) -> None:
+        by_hash = {block_hash(b.header): b for b in rec.blocks}
+        # Insert in height order so every stored block has its parent.
+        for bh, b in sorted(by_hash.items(), key=lambda kv: kv[1].header.height):
+            if b.header.parent in self.blocks:
+                self.blocks[bh] = b
+        for bh in rec.committed_hashes:
+            blk = self.blocks.get(bh)
+            if blk is None or blk.header.parent != self.committed_hashes[-1]:
+                break
+            self.committed_hashes.append(bh)
+            for tx in blk.txs:
+                self.committed_txs.add(merkle.tx_hash(tx))
+        s = rec.safety
+        if s is not None:
+            self.cur_view = max(s.cur_view, 1)
+            self.last_voted_view = s.last_voted_view
+            self.timeout_view = s.timeout_view
+            if s.locked_hash in self.blocks:
+                self.locked_hash = s.locked_hash
+            if s.high_qc.block_hash in self.blocks:
+                self.high_qc = s.high_qc

@@ -1,0 +1,430 @@
+"""Seeded in-memory network of consensus replicas, with faults and byzantine replicas.
+
+``SimNetwork(seed)`` runs n :class:`~gonka_ray.ledger.consensus.ConsensusCore` replicas in one
+process on a discrete clock. Every message goes through the real codec (bytes in, bytes out).
+Per-link faults: drop, delay (which also reorders), duplicate, and partitions that can be healed.
+Byzantine replicas (at most f) run one of:
+
+- ``silent``: never sends anything;
+- ``equivocate``: an honest core whose proposals are split into two conflicting signed blocks
+  for the same view (half the peers get each), and which also votes for a conflicting block;
+- ``forge``: an honest core plus forged votes, timeouts and proposals signed with the wrong key
+  or naming another validator, corrupted QCs and random bytes;
+- ``replay``: an honest core that also re-sends old messages it received to random peers.
+
+Honest replicas apply committed blocks to a :class:`~gonka_ray.ledger.state.StateMachine`; the
+checks are the BFT properties: no two honest replicas commit different blocks at a height,
+their state hashes match at every height, and after the heal every honest replica commits
+every submitted transaction. Everything derives from ``seed``: ``run_scenario(seed)`` replays.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.ledger import merkle
+from gonka_ray.ledger.consensus import (
+    PROPOSAL_PURPOSE,
+    VOTE_PURPOSE,
+    ConsensusCore,
+    Ready,
+    SafetyViolation,
+    Validator,
+    ValidatorSet,
+    block_hash,
+    vote_bytes,
+)
+from gonka_ray.ledger.state import StateMachine
+from gonka_ray.wire import (
+    Block,
+    BlockHeader,
+    ConsensusProposal,
+    ConsensusTimeout,
+    ConsensusVote,
+    GenesisAccount,
+    GenesisParticipant,
+    LedgerGenesis,
+    QuorumCert,
+    SignerSig,
+    Transfer,
+)
+
+BYZANTINE_MODES = ("silent", "equivocate", "forge", "replay")
+REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed}"
+
+
+@lru_cache(maxsize=64)
+def sim_key(name: str) -> crypto.KeyPair:
+    return crypto.KeyPair.from_seed(f"gonka_ray/sim/{name}")
+
+
+def make_genesis(
+    n: int, *, powers: list[int] | None = None, clients: int = 4, balance: int = 1_000
+) -> LedgerGenesis:
+    """A genesis with ``n`` validators ``replica-i`` and ``clients`` funded ``client-k``."""
+    powers = powers or [1] * n
+    return LedgerGenesis(
+        chain_id="sim",
+        accounts=tuple(
+            GenesisAccount(address=sim_key(f"client-{k}").address, balance=balance)
+            for k in range(clients)
+        ),
+        participants=tuple(
+            GenesisParticipant(
+                public_key=sim_key(f"replica-{i}").public_key, name=f"replica-{i}", weight=powers[i]
+            )
+            for i in range(n)
+        ),
+    )
+
+
+def validator_set(genesis: LedgerGenesis) -> ValidatorSet:
+    return ValidatorSet([Validator(p.public_key, p.weight) for p in genesis.participants])
+
+
+@dataclass
+class Node:
+    index: int
+    core: ConsensusCore | None
+    sm: StateMachine
+    byzantine: str | None = None
+    commits: list[bytes] = field(default_factory=list)  # block hash by height - 1
+    state_hashes: list[bytes] = field(default_factory=list)
+    committed_txs: set[bytes] = field(default_factory=set)
+    heard: list[bytes] = field(default_factory=list)  # replay mode: messages received
+
+
+class SimNetwork:
+    """A seeded simulated network. See the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        n: int = 4,
+        powers: list[int] | None = None,
+        byzantine: dict[int, str] | None = None,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        max_delay: int = 1,
+        timeout_ticks: int = 8,
+        max_block_txs: int = 64,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.n = n
+        self.drop = drop
+        self.duplicate = duplicate
+        self.max_delay = max_delay
+        self.partition: list[set[int]] | None = None
+        self.now = 0
+        self._seq = 0
+        self.queue: list[tuple[int, int, int, int, bytes]] = []
+        self.genesis = make_genesis(n, powers=powers)
+        self.vs = validator_set(self.genesis)
+        digest = wire.digest(self.genesis)
+        self.nodes: list[Node] = []
+        byzantine = byzantine or {}
+        for i in range(n):
+            mode = byzantine.get(i)
+            core = None
+            if mode != "silent":
+                core = ConsensusCore(
+                    self.vs,
+                    sim_key(f"replica-{i}"),
+                    digest,
+                    timeout_ticks=timeout_ticks,
+                    max_block_txs=max_block_txs,
+                    seed=seed * 1000 + i,
+                )
+            self.nodes.append(Node(i, core, StateMachine(self.genesis), mode))
+        self.honest = [nd for nd in self.nodes if nd.byzantine is None]
+        self.messages_sent = 0
+
+    # --- network ---------------------------------------------------------------------------
+
+    def _cut(self, src: int, dst: int) -> bool:
+        if self.partition is None:
+            return False
+        return not any(src in g and dst in g for g in self.partition)
+
+    def send(self, src: int, dest: int | None, data: bytes) -> None:
+        dests = [d for d in range(self.n) if d != src] if dest is None else [dest]
+        for d in dests:
+            if d == src:
+                continue
+            copies = 2 if self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                if self.rng.random() < self.drop or self._cut(src, d):
+                    continue
+                self._seq += 1
+                when = self.now + self.rng.randint(1, self.max_delay)
+                heapq.heappush(self.queue, (when, self._seq, d, src, data))
+                self.messages_sent += 1
+
+    def set_partition(self, groups: list[set[int]] | None) -> None:
+        """Cut every link between different groups (``None`` heals). In-flight messages
+        already queued still arrive."""
+        self.partition = groups
+
+    # --- replicas --------------------------------------------------------------------------
+
+    def _carry_out(self, node: Node, ready: Ready) -> None:
+        if node.byzantine == "equivocate":
+            ready = self._equivocate(node, ready)
+        for dest, data in ready.outbound:
+            self.send(node.index, dest, data)
+        if node.byzantine is None:
+            for c in ready.committed:
+                height = c.block.header.height
+                if height != len(node.commits) + 1:
+                    raise SafetyViolation(f"replica {node.index} skipped to height {height}")
+                res = node.sm.apply_block(height, c.hash, c.block.txs)
+                node.commits.append(c.hash)
+                node.state_hashes.append(res.state_hash)
+                node.committed_txs.update(r.tx_hash for r in res.receipts)
+
+    def submit(self, index: int, tx: bytes) -> None:
+        node = self.nodes[index]
+        if node.core is not None:
+            self._carry_out(node, node.core.submit(tx))
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.now += 1
+            while self.queue and self.queue[0][0] <= self.now:
+                _, _, dst, src, data = heapq.heappop(self.queue)
+                node = self.nodes[dst]
+                if node.core is None:
+                    continue
+                if node.byzantine == "replay" and len(node.heard) < 500:
+                    node.heard.append(data)
+                self._carry_out(node, node.core.step(data, src))
+            for node in self.nodes:
+                if node.core is not None:
+                    self._carry_out(node, node.core.tick())
+                    if node.byzantine in ("forge", "replay"):
+                        self._misbehave(node)
+
+    def run_until(self, predicate: Any, max_ticks: int) -> bool:
+        for _ in range(max_ticks):
+            if predicate():
+                return True
+            self.run(1)
+        return bool(predicate())
+
+    # --- byzantine behaviour ---------------------------------------------------------------
+
+    def _equivocate(self, node: Node, ready: Ready) -> Ready:
+        key = sim_key(f"replica-{node.index}")
+        core = node.core
+        assert core is not None
+        out: list[tuple[int | None, bytes]] = []
+        for dest, data in ready.outbound:
+            msg = wire.decode(data)
+            if isinstance(msg, ConsensusProposal) and dest is None:
+                h = msg.block.header
+                junk = (b"equivocation-%d" % self.rng.randrange(1 << 30),)
+                alt_header = BlockHeader(
+                    height=h.height,
+                    view=h.view,
+                    parent=h.parent,
+                    justify=h.justify,
+                    tx_root=merkle.root([merkle.tx_hash(t) for t in junk]),
+                    tx_count=1,
+                    proposer=h.proposer,
+                )
+                alt_hash = block_hash(alt_header)
+                alt = ConsensusProposal(
+                    block=Block(header=alt_header, txs=junk),
+                    tc=msg.tc,
+                    signature=key.sign(PROPOSAL_PURPOSE, vote_bytes(core.chain, h.view, alt_hash)),
+                )
+                peers = [i for i in range(self.n) if i != node.index]
+                self.rng.shuffle(peers)
+                half = len(peers) // 2
+                out += [(p, data) for p in peers[:half]]
+                out += [(p, wire.encode(alt)) for p in peers[half:]]
+            elif isinstance(msg, ConsensusVote):
+                out.append((dest, data))
+                fake = bytes(self.rng.randrange(256) for _ in range(32))
+                sig = key.sign(VOTE_PURPOSE, vote_bytes(core.chain, msg.view, fake))
+                out.append((dest, wire.encode(ConsensusVote(msg.view, fake, node.index, sig))))
+            else:
+                out.append((dest, data))
+        return Ready(outbound=out, to_persist=ready.to_persist, committed=ready.committed)
+
+    def _misbehave(self, node: Node) -> None:
+        core = node.core
+        assert core is not None
+        rng = self.rng
+        if node.byzantine == "replay":
+            if node.heard and rng.random() < 0.5:
+                self.send(node.index, rng.randrange(self.n), rng.choice(node.heard))
+            return
+        # forge: one bad message per tick, of a random kind
+        victim = rng.choice([i for i in range(self.n) if i != node.index])
+        view = core.cur_view + rng.randint(-1, 3)
+        fake_hash = bytes(rng.randrange(256) for _ in range(32))
+        my_key = sim_key(f"replica-{node.index}")
+        kind = rng.randrange(6)
+        if kind == 0:  # vote signed by me but claiming to be the victim
+            sig = my_key.sign(VOTE_PURPOSE, vote_bytes(core.chain, view, fake_hash))
+            data = wire.encode(ConsensusVote(view, fake_hash, victim, sig))
+        elif kind == 1:  # random signature bytes
+            data = wire.encode(ConsensusVote(view, fake_hash, node.index, rng.randbytes(64)))
+        elif kind == 2:  # a QC with forged signatures in a timeout
+            qc = QuorumCert(
+                view=view + 5,
+                block_hash=fake_hash,
+                sigs=tuple(SignerSig(i, rng.randbytes(64)) for i in range(self.n)),
+            )
+            data = wire.encode(ConsensusTimeout(view, qc, node.index, rng.randbytes(64)))
+        elif kind == 3:  # a proposal for a view it does not lead, self-signed
+            header = BlockHeader(
+                height=1,
+                view=view,
+                parent=core.high_qc.block_hash,
+                justify=core.high_qc,
+                tx_root=merkle.root([]),
+                tx_count=0,
+                proposer=core.vs.leader(view),
+            )
+            sig = my_key.sign(PROPOSAL_PURPOSE, vote_bytes(core.chain, view, block_hash(header)))
+            data = wire.encode(ConsensusProposal(Block(header, ()), None, sig))
+        elif kind == 4:  # random bytes
+            data = rng.randbytes(rng.randint(1, 200))
+        else:  # a truncated valid message
+            sig = my_key.sign(VOTE_PURPOSE, vote_bytes(core.chain, view, fake_hash))
+            full = wire.encode(ConsensusVote(view, fake_hash, node.index, sig))
+            data = full[: rng.randint(1, len(full) - 1)]
+        self.send(node.index, victim, data)
+
+    # --- properties ------------------------------------------------------------------------
+
+    def safety_violations(self) -> list[str]:
+        """Heights at which honest replicas committed different blocks or reached different
+        state hashes."""
+        problems = []
+        longest = max((len(nd.commits) for nd in self.honest), default=0)
+        for h in range(longest):
+            blocks = {nd.commits[h] for nd in self.honest if len(nd.commits) > h}
+            states = {nd.state_hashes[h] for nd in self.honest if len(nd.state_hashes) > h}
+            if len(blocks) > 1:
+                problems.append(f"height {h + 1}: {len(blocks)} different blocks committed")
+            if len(states) > 1:
+                problems.append(f"height {h + 1}: {len(states)} different state hashes")
+        return problems
+
+    def all_committed(self, tx_hashes: set[bytes]) -> bool:
+        return all(tx_hashes <= nd.committed_txs for nd in self.honest)
+
+
+# --- scenarios --------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    seed: int
+    safety: list[str]
+    live: bool
+    byzantine: dict[int, str]
+    partitioned: bool
+    heights: list[int]
+    ticks: int
+    messages: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.safety and self.live and not self.error
+
+    def describe(self) -> str:
+        return (
+            f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
+            f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
+            f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed)}"
+        )
+
+
+def scenario_txs(rng: random.Random, count: int) -> list[bytes]:
+    """Signed transfers between clients, plus some that must be rejected."""
+    txs = []
+    nonces = [0] * 4
+    for _ in range(count):
+        k = rng.randrange(4)
+        key = sim_key(f"client-{k}")
+        to = sim_key(f"client-{rng.randrange(4)}").address
+        roll = rng.random()
+        if roll < 0.08:  # overspend
+            txs.append(wire.seal(Transfer(to=to, amount=10**6, nonce=nonces[k]), key))
+        elif roll < 0.12:  # bad signature: flip a byte of the signature
+            raw = bytearray(wire.seal(Transfer(to=to, amount=1, nonce=nonces[k]), key))
+            raw[-1] ^= 1
+            txs.append(bytes(raw))
+        else:
+            txs.append(wire.seal(Transfer(to=to, amount=rng.randint(1, 20), nonce=nonces[k]), key))
+            nonces[k] += 1
+    return txs
+
+
+def run_scenario(
+    seed: int, *, n: int = 4, chaos_ticks: int = 60, heal_ticks: int = 600
+) -> ScenarioResult:
+    """One randomized run: faults and byzantine replicas during ``chaos_ticks``, then heal and
+    check that every honest replica commits every submitted transaction."""
+    rng = random.Random(seed)
+    f = (n - 1) // 3
+    byzantine: dict[int, str] = {}
+    if rng.random() < 0.7:
+        for i in rng.sample(range(n), f):
+            byzantine[i] = rng.choice(BYZANTINE_MODES)
+    max_delay = rng.randint(1, 4)
+    net = SimNetwork(
+        seed,
+        n=n,
+        byzantine=byzantine,
+        drop=rng.choice([0.0, 0.05, 0.15, 0.3]),
+        duplicate=rng.choice([0.0, 0.05, 0.2]),
+        max_delay=max_delay,
+        timeout_ticks=2 * max_delay + 4,
+    )
+    honest_idx = [nd.index for nd in net.honest]
+    txs = scenario_txs(rng, rng.randint(5, 25))
+    schedule = sorted((rng.randrange(chaos_ticks), tx) for tx in txs)
+    partitioned = rng.random() < 0.5
+    cut = (rng.randrange(chaos_ticks // 2), rng.randrange(chaos_ticks // 2, chaos_ticks))
+    error = ""
+    live = False
+    try:
+        for t in range(chaos_ticks):
+            if partitioned and t == cut[0]:
+                side = set(rng.sample(range(n), rng.randint(1, n - 1)))
+                net.set_partition([side, set(range(n)) - side])
+            if partitioned and t == cut[1]:
+                net.set_partition(None)
+            for _, tx in [s for s in schedule if s[0] == t]:
+                net.submit(rng.choice(honest_idx), tx)
+            net.run(1)
+        net.set_partition(None)
+        net.drop = 0.0
+        wanted = {merkle.tx_hash(tx) for tx in txs}
+        live = net.run_until(lambda: net.all_committed(wanted), heal_ticks)
+    except SafetyViolation as exc:
+        error = f"SafetyViolation: {exc}"
+    return ScenarioResult(
+        seed=seed,
+        safety=net.safety_violations(),
+        live=live,
+        byzantine=byzantine,
+        partitioned=partitioned,
+        heights=[len(nd.commits) for nd in net.honest],
+        ticks=net.now,
+        messages=net.messages_sent,
+        error=error,
+    )

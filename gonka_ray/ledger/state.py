@@ -1,0 +1,326 @@
+"""Deterministic ledger state machine: committed blocks in, state hash and receipts out.
+
+Invariants:
+- Same genesis and same blocks in the same order give the same state hash on every replica.
+  Nothing here reads a clock, the environment or a global RNG; amounts are Python ints.
+- A transaction is a signed envelope (:func:`gonka_ray.wire.seal`) of a registered type whose
+  message has a ``nonce`` field equal to the signer's next account nonce. Its id is
+  ``sha256(signature)``; an id that was applied once is rejected as ``duplicate`` forever after
+  (Ray retries are at-least-once). Rejections are receipts with a reason, never exceptions:
+  ``bad_envelope:<error>``, ``bad_signature``, ``unknown_type:<type>``, ``duplicate``,
+  ``bad_nonce:expected=<n>,got=<m>`` and whatever a handler raises via :meth:`TxContext.reject`.
+- A handler's writes are atomic: they land only if it returns without rejecting.
+
+State is a set of tables ``{table: {key: value}}`` of msgpack-able values. The state hash is a
+multiset hash (AdHash): the sum modulo 2**256 of ``sha256(pack([table, key, value]))`` over all
+entries, updated incrementally per write, then hashed once more. NOTE: AdHash is enough to detect
+divergence between replicas that run the same code; a light client that must trust a state
+*proof* needs a Merkle tree instead (a later issue).
+
+Extending: later issues add transaction types with :meth:`StateMachine.register` (a handler
+``(ctx, msg) -> None``) and per-block logic (epochs, expiry) with :meth:`StateMachine.on_end_block`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gonka_ray import crypto, wire
+from gonka_ray.exceptions import BadSignature, TxRejected, UnknownMessageType, WireError
+from gonka_ray.ledger import merkle
+from gonka_ray.wire import LedgerGenesis, RegisterParticipant, Transfer
+
+MAX_AMOUNT = 2**63 - 1  # largest balance or amount
+ACCOUNTS = "account"  # address -> [balance, nonce]
+PARTICIPANTS = "participant"  # address -> [public_key, name, weight]
+APPLIED = "applied_tx"  # tx_id -> height at which it was applied
+META = "meta"  # "height" -> last applied height
+_MOD = 2**256
+_DELETED = object()
+
+Handler = Callable[["TxContext", Any], None]
+EndBlockHook = Callable[["TxContext"], None]
+
+
+def canonical_pack(value: Any) -> bytes:
+    """msgpack with dict keys sorted: one encoding per value."""
+    return msgpack.packb(_canon(value), use_bin_type=True)
+
+
+def _canon(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _canon(v[k]) for k in sorted(v)}
+    if isinstance(v, list | tuple):
+        return [_canon(x) for x in v]
+    return v
+
+
+def _leaf(table: str, key: Any, value: Any) -> int:
+    return int.from_bytes(hashlib.sha256(canonical_pack([table, key, value])).digest(), "big")
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """One transaction's receipt in a block."""
+
+    tx_id: bytes  # sha256(signature); sha256(tx bytes) when the envelope does not open
+    tx_hash: bytes  # sha256(tx bytes): the Merkle leaf
+    ok: bool
+    reason: str  # "" when ok
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    height: int
+    block_hash: bytes
+    state_hash: bytes
+    receipts: tuple[TxResult, ...]
+
+
+class TxContext:
+    """What a handler sees: the block, the signer, and transactional access to state."""
+
+    def __init__(
+        self,
+        sm: StateMachine,
+        *,
+        height: int,
+        block_hash: bytes,
+        tx_id: bytes = b"",
+        signer: bytes | None = None,
+    ) -> None:
+        self._sm = sm
+        self._writes: dict[tuple[str, Any], Any] = {}
+        self.height = height
+        self.block_hash = block_hash
+        self.tx_id = tx_id
+        self.signer = signer  # public key, None in end-of-block hooks
+        self.sender = crypto.address(signer) if signer is not None else ""
+
+    # --- generic tables --------------------------------------------------------------------
+
+    def get(self, table: str, key: Any, default: Any = None) -> Any:
+        v = self._writes.get((table, key), None)
+        if v is _DELETED:
+            return default
+        if v is not None:
+            return v
+        return self._sm.tables.get(table, {}).get(key, default)
+
+    def put(self, table: str, key: Any, value: Any) -> None:
+        if value is None:
+            raise ValueError("use delete() to remove an entry; None is not a value")
+        self._writes[(table, key)] = value
+
+    def delete(self, table: str, key: Any) -> None:
+        self._writes[(table, key)] = _DELETED
+
+    @staticmethod
+    def reject(reason: str) -> None:
+        """Reject the transaction deterministically with ``reason``."""
+        raise TxRejected(reason, reason=reason)
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    def balance(self, address: str) -> int:
+        return self.get(ACCOUNTS, address, [0, 0])[0]
+
+    def nonce(self, address: str) -> int:
+        return self.get(ACCOUNTS, address, [0, 0])[1]
+
+    def credit(self, address: str, amount: int) -> None:
+        _check_amount(amount)
+        bal, nonce = self.get(ACCOUNTS, address, [0, 0])
+        if bal + amount > MAX_AMOUNT:
+            self.reject("overflow")
+        self.put(ACCOUNTS, address, [bal + amount, nonce])
+
+    def debit(self, address: str, amount: int) -> None:
+        _check_amount(amount)
+        bal, nonce = self.get(ACCOUNTS, address, [0, 0])
+        if bal < amount:
+            self.reject("insufficient_balance")
+        self.put(ACCOUNTS, address, [bal - amount, nonce])
+
+
+def _check_amount(amount: Any) -> None:
+    if type(amount) is not int or amount < 0 or amount > MAX_AMOUNT:
+        TxContext.reject("bad_amount")
+
+
+class StateMachine:
+    """Applies committed blocks. Construct from a :class:`~gonka_ray.wire.LedgerGenesis`."""
+
+    def __init__(self, genesis: LedgerGenesis) -> None:
+        self.genesis = genesis
+        self.tables: dict[str, dict[Any, Any]] = {}
+        self._acc = 0
+        self.height = 0
+        self.handlers: dict[type, Handler] = {}
+        self.unsequenced: set[type] = set()
+        self.end_block_hooks: list[EndBlockHook] = []
+        self.register(Transfer, _transfer)
+        self.register(RegisterParticipant, _register_participant)
+        ctx = TxContext(self, height=0, block_hash=b"")
+        for acct in genesis.accounts:
+            if not crypto.is_address(acct.address):
+                raise ValueError(f"genesis account {acct.address!r} is not an address")
+            ctx.credit(acct.address, acct.balance)
+        for p in genesis.participants:
+            ctx.put(PARTICIPANTS, crypto.address(p.public_key), [p.public_key, p.name, p.weight])
+        self._apply_writes(ctx)
+
+    # --- extension points -------------------------------------------------------------------
+
+    def register(self, tx_type: type, handler: Handler, *, sequenced: bool = True) -> None:
+        """Handle signed messages of declared wire type ``tx_type`` (must have ``nonce``).
+
+        ``sequenced`` transactions must carry the signer's next account nonce. Unsequenced ones
+        use ``nonce`` as a salt only: several actors of one participant can sign concurrently
+        without coordinating, and replay is still impossible because an applied transaction id
+        is never applied again. Use it only for types whose handler is idempotent by content
+        (the inference lifecycle: one Start per inference and attempt, one validation per
+        validator, ...).
+        """
+        if getattr(tx_type, "TYPE", None) is None:
+            raise TypeError(f"{tx_type!r} is not a declared wire message")
+        if "nonce" not in {name for name, _ in tx_type.__wire_fields__}:
+            raise TypeError(f"{tx_type.TYPE} needs a nonce field to be a transaction")
+        self.handlers[tx_type] = handler
+        if not sequenced:
+            self.unsequenced.add(tx_type)
+
+    def on_end_block(self, hook: EndBlockHook) -> None:
+        """Run ``hook(ctx)`` after every block's transactions (epoch boundaries, expiry)."""
+        self.end_block_hooks.append(hook)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def get(self, table: str, key: Any, default: Any = None) -> Any:
+        return self.tables.get(table, {}).get(key, default)
+
+    def balance(self, address: str) -> int:
+        return self.get(ACCOUNTS, address, [0, 0])[0]
+
+    def nonce(self, address: str) -> int:
+        return self.get(ACCOUNTS, address, [0, 0])[1]
+
+    @property
+    def state_hash(self) -> bytes:
+        return hashlib.sha256(b"gonka_ray/state\x00" + self._acc.to_bytes(32, "big")).digest()
+
+    # --- applying blocks --------------------------------------------------------------------
+
+    def apply_block(self, height: int, block_hash: bytes, txs: tuple[bytes, ...]) -> BlockResult:
+        """Apply one committed block's transactions in order; return receipts and state hash.
+
+        Raises:
+            ValueError: ``height`` is not the next height (the shell skipped or repeated one).
+        """
+        if height != self.height + 1:
+            raise ValueError(f"expected block height {self.height + 1}, got {height}")
+        receipts = tuple(self._apply_tx(height, block_hash, tx) for tx in txs)
+        for hook in self.end_block_hooks:
+            ctx = TxContext(self, height=height, block_hash=block_hash)
+            hook(ctx)
+            self._apply_writes(ctx)
+        self.height = height
+        return BlockResult(height, block_hash, self.state_hash, receipts)
+
+    def _apply_tx(self, height: int, block_hash: bytes, tx: bytes) -> TxResult:
+        th = merkle.tx_hash(tx)
+        try:
+            signed = wire.open_envelope(tx)
+        except BadSignature:
+            return TxResult(th, th, False, "bad_signature")
+        except UnknownMessageType as exc:
+            return TxResult(th, th, False, f"unknown_type:{exc.message[:80]}")
+        except WireError as exc:
+            return TxResult(th, th, False, f"bad_envelope:{type(exc).__name__}")
+        tx_id = signed.id
+        handler = self.handlers.get(type(signed.message))
+        if handler is None:
+            return TxResult(tx_id, th, False, f"unknown_type:{type(signed.message).TYPE}")
+        if tx_id in self.tables.get(APPLIED, {}):
+            return TxResult(tx_id, th, False, "duplicate")
+        ctx = TxContext(
+            self, height=height, block_hash=block_hash, tx_id=tx_id, signer=signed.signer
+        )
+        sequenced = type(signed.message) not in self.unsequenced
+        expected = ctx.nonce(ctx.sender)
+        if sequenced and signed.message.nonce != expected:
+            return TxResult(
+                tx_id, th, False, f"bad_nonce:expected={expected},got={signed.message.nonce}"
+            )
+        try:
+            handler(ctx, signed.message)
+        except TxRejected as exc:
+            return TxResult(tx_id, th, False, exc.reason)
+        except Exception as exc:  # a handler bug must not stop the replica group
+            return TxResult(tx_id, th, False, f"handler_error:{type(exc).__name__}")
+        if sequenced:
+            bal, nonce = ctx.get(ACCOUNTS, ctx.sender, [0, 0])
+            ctx.put(ACCOUNTS, ctx.sender, [bal, nonce + 1])
+        ctx.put(APPLIED, tx_id, height)
+        self._apply_writes(ctx)
+        return TxResult(tx_id, th, True, "")
+
+    def _apply_writes(self, ctx: TxContext) -> None:
+        for (table, key), value in ctx._writes.items():
+            t = self.tables.setdefault(table, {})
+            if key in t:
+                self._acc = (self._acc - _leaf(table, key, t[key])) % _MOD
+            if value is _DELETED:
+                t.pop(key, None)
+            else:
+                t[key] = value
+                self._acc = (self._acc + _leaf(table, key, value)) % _MOD
+        ctx._writes.clear()
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Canonical bytes of the whole state (height included)."""
+        tables = {name: sorted(t.items()) for name, t in sorted(self.tables.items())}
+        return canonical_pack([self.height, tables])
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a :meth:`snapshot` (handlers and hooks are kept)."""
+        height, tables = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        self.tables = {}
+        self._acc = 0
+        for name, items in tables.items():
+            t: dict[Any, Any] = {}
+            for key, value in items:
+                k = tuple(key) if isinstance(key, list) else key
+                t[k] = value
+                self._acc = (self._acc + _leaf(name, k, value)) % _MOD
+            self.tables[name] = t
+        self.height = height
+
+
+# --- base transactions ------------------------------------------------------------------------
+
+
+def _transfer(ctx: TxContext, msg: Transfer) -> None:
+    if not crypto.is_address(msg.to):
+        ctx.reject("bad_address")
+    if msg.amount <= 0 or msg.amount > MAX_AMOUNT:
+        ctx.reject("bad_amount")
+    ctx.debit(ctx.sender, msg.amount)
+    ctx.credit(msg.to, msg.amount)
+
+
+def _register_participant(ctx: TxContext, msg: RegisterParticipant) -> None:
+    if ctx.get(PARTICIPANTS, ctx.sender) is not None:
+        ctx.reject("already_registered")
+    if not msg.name:
+        ctx.reject("bad_name")
+    if msg.weight > MAX_AMOUNT:
+        ctx.reject("bad_weight")
+    ctx.put(PARTICIPANTS, ctx.sender, [ctx.signer, msg.name, msg.weight])

@@ -1,0 +1,87 @@
+"""BFT properties over many seeded runs: faults, partitions and byzantine replicas.
+
+Each batch runs ``BATCH`` seeds; a failure lists every failing seed with its replay command.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_ray.ledger import merkle
+from gonka_ray.ledger.sim import SimNetwork, run_scenario, scenario_txs
+
+SEEDS = 500
+BATCH = 50
+
+
+@pytest.mark.parametrize("start", range(0, SEEDS, BATCH))
+def test_random_scenarios_are_safe_and_live(start: int) -> None:
+    failures = [r for r in map(run_scenario, range(start, start + BATCH)) if not r.ok]
+    assert not failures, "\n".join(r.describe() for r in failures)
+
+
+def _txs(seed: int, n: int) -> list[bytes]:
+    import random
+
+    return scenario_txs(random.Random(seed), n)
+
+
+def test_equivocating_leader_cannot_split_honest_replicas() -> None:
+    net = SimNetwork(21, byzantine={1: "equivocate"}, max_delay=2, timeout_ticks=8)
+    batch = _txs(21, 20)
+    for i, tx in enumerate(batch):
+        net.submit([0, 2, 3][i % 3], tx)
+        net.run(2)
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 400)
+    assert net.safety_violations() == []
+    # The equivocator did lead some views, so the conflicting proposals were really sent.
+    assert net.nodes[1].core.stats.proposals > 0
+
+
+def test_minority_partition_catches_up_after_heal() -> None:
+    net = SimNetwork(22, max_delay=2, timeout_ticks=8)
+    net.set_partition([{0, 1, 2}, {3}])
+    batch = _txs(22, 30)
+    for tx in batch:
+        net.submit(0, tx)
+        net.run(3)
+    majority_height = len(net.nodes[0].commits)
+    assert majority_height >= 1 and len(net.nodes[3].commits) == 0
+    net.set_partition(None)
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 400)
+    assert net.safety_violations() == []
+    assert net.nodes[3].commits[:majority_height] == net.nodes[0].commits[:majority_height]
+
+
+def test_no_progress_without_quorum_then_progress_after_heal() -> None:
+    net = SimNetwork(23, max_delay=1, timeout_ticks=6)
+    net.set_partition([{0, 1}, {2, 3}])
+    batch = _txs(23, 10)
+    for tx in batch:
+        net.submit(0, tx)
+        net.submit(2, tx)
+    net.run(150)
+    assert all(len(nd.commits) == 0 for nd in net.nodes)  # 2 of 4 is not > 2/3
+    net.set_partition(None)
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 600)
+    assert net.safety_violations() == []
+
+
+@pytest.mark.parametrize("mode", ["silent", "forge", "replay", "equivocate"])
+def test_each_byzantine_mode_with_drops(mode: str) -> None:
+    net = SimNetwork(
+        30, byzantine={2: mode}, drop=0.1, duplicate=0.1, max_delay=3, timeout_ticks=10
+    )
+    batch = _txs(30, 15)
+    for tx in batch:
+        net.submit(0, tx)
+        net.run(2)
+    net.drop = 0.0
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 600)
+    assert net.safety_violations() == []
+    if mode == "forge":
+        assert sum(nd.core.stats.rejected for nd in net.honest) > 10

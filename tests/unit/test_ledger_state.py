@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import pytest
+
+from gonka_ray import crypto, wire
+from gonka_ray.ledger.state import MAX_AMOUNT, PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.wire import (
+    GenesisAccount,
+    GenesisParticipant,
+    LedgerGenesis,
+    Ping,
+    RegisterParticipant,
+    Transfer,
+)
+
+ALICE = crypto.KeyPair.from_seed("alice")
+BOB = crypto.KeyPair.from_seed("bob")
+VAL = crypto.KeyPair.from_seed("validator")
+H = b"\x11" * 32
+
+
+def genesis(alice: int = 100) -> LedgerGenesis:
+    return LedgerGenesis(
+        chain_id="test",
+        accounts=(GenesisAccount(address=ALICE.address, balance=alice),),
+        participants=(GenesisParticipant(public_key=VAL.public_key, name="v", weight=10),),
+    )
+
+
+def transfer(amount: int, nonce: int, key=ALICE, to=BOB.address) -> bytes:
+    return wire.seal(Transfer(to=to, amount=amount, nonce=nonce), key)
+
+
+def apply(sm: StateMachine, *txs: bytes):
+    return sm.apply_block(sm.height + 1, H, tuple(txs))
+
+
+def test_genesis_balances_and_participants() -> None:
+    sm = StateMachine(genesis())
+    assert sm.balance(ALICE.address) == 100
+    assert sm.balance(BOB.address) == 0
+    assert sm.get(PARTICIPANTS, VAL.address)[1:] == ["v", 10]
+
+
+def test_transfer_moves_funds_and_bumps_nonce() -> None:
+    sm = StateMachine(genesis())
+    res = apply(sm, transfer(30, 0))
+    assert [r.ok for r in res.receipts] == [True]
+    assert sm.balance(ALICE.address) == 70 and sm.balance(BOB.address) == 30
+    assert sm.nonce(ALICE.address) == 1
+
+
+@pytest.mark.parametrize(
+    "tx, reason",
+    [
+        (transfer(101, 0), "insufficient_balance"),
+        (transfer(5, 1), "bad_nonce:expected=0,got=1"),
+        (transfer(0, 0), "bad_amount"),
+        (transfer(MAX_AMOUNT + 1, 0), "bad_amount"),
+        (transfer(5, 0, to="not-an-address"), "bad_address"),
+        (wire.seal(Ping(nonce=0, sent_ms=0), ALICE), "unknown_type:Ping"),
+        (b"\x93garbage", "bad_envelope:MalformedMessage"),
+    ],
+)
+def test_rejections_are_deterministic_receipts(tx: bytes, reason: str) -> None:
+    sm = StateMachine(genesis())
+    before = sm.state_hash
+    res = apply(sm, tx)
+    assert res.receipts[0].ok is False
+    assert res.receipts[0].reason == reason
+    assert sm.balance(ALICE.address) == 100
+    assert sm.state_hash == before
+
+
+def test_bad_signature_is_rejected() -> None:
+    raw = bytearray(transfer(5, 0))
+    raw[-1] ^= 1
+    res = apply(StateMachine(genesis()), bytes(raw))
+    assert res.receipts[0].reason == "bad_signature"
+
+
+def test_same_tx_twice_applies_once() -> None:
+    sm = StateMachine(genesis())
+    tx = transfer(10, 0)
+    res = apply(sm, tx, tx)
+    assert [(r.ok, r.reason) for r in res.receipts] == [(True, ""), (False, "duplicate")]
+    res2 = apply(sm, tx)
+    assert res2.receipts[0].reason == "duplicate"
+    assert sm.balance(BOB.address) == 10
+    assert res.receipts[0].tx_id == crypto.sha256(wire.open_envelope(tx).signature)
+
+
+def test_recipient_overflow_is_rejected() -> None:
+    g = LedgerGenesis(
+        chain_id="t",
+        accounts=(
+            GenesisAccount(address=ALICE.address, balance=10),
+            GenesisAccount(address=BOB.address, balance=MAX_AMOUNT),
+        ),
+        participants=(),
+    )
+    sm = StateMachine(g)
+    res = apply(sm, transfer(1, 0))
+    assert res.receipts[0].reason == "overflow"
+    assert sm.balance(ALICE.address) == 10
+
+
+def test_register_participant_once() -> None:
+    sm = StateMachine(genesis())
+    t1 = wire.seal(RegisterParticipant(name="bob", weight=5, nonce=0), BOB)
+    t2 = wire.seal(RegisterParticipant(name="bob2", weight=5, nonce=1), BOB)
+    res = apply(sm, t1, t2)
+    assert [(r.ok, r.reason) for r in res.receipts] == [(True, ""), (False, "already_registered")]
+    assert sm.get(PARTICIPANTS, BOB.address) == [BOB.public_key, "bob", 5]
+
+
+def test_same_blocks_same_hash_and_order_matters() -> None:
+    txs = [transfer(10, 0), transfer(20, 1), transfer(200, 2), transfer(5, 2)]
+    a, b, c = StateMachine(genesis()), StateMachine(genesis()), StateMachine(genesis())
+    ha = [apply(a, t).state_hash for t in txs]
+    hb = [apply(b, t).state_hash for t in txs]
+    assert ha == hb
+    apply(c, txs[1])  # bad nonce: no change
+    apply(c, txs[0])
+    assert c.state_hash != ha[1]
+
+
+def test_snapshot_restore_roundtrip() -> None:
+    sm = StateMachine(genesis())
+    apply(sm, transfer(10, 0), transfer(3, 1))
+    snap = sm.snapshot()
+    other = StateMachine(genesis())
+    other.restore(snap)
+    assert other.state_hash == sm.state_hash
+    assert other.height == sm.height == 1
+    assert other.balance(BOB.address) == 13
+    # and it keeps working identically
+    assert apply(other, transfer(1, 2)).state_hash == apply(sm, transfer(1, 2)).state_hash
+
+
+def test_registered_handler_is_atomic_on_reject() -> None:
+    """A later issue's tx type: writes before a reject must not land."""
+    sm = StateMachine(genesis())
+
+    def ping_handler(ctx: TxContext, msg: Ping) -> None:
+        ctx.debit(ctx.sender, 50)
+        if msg.sent_ms == 1:
+            ctx.reject("nope")
+        ctx.put("pings", ctx.sender, msg.sent_ms)
+
+    sm.register(Ping, ping_handler)
+    before = sm.state_hash
+    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=1), ALICE))
+    assert res.receipts[0].reason == "nope"
+    assert sm.balance(ALICE.address) == 100 and sm.state_hash == before
+    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=2), ALICE))
+    assert res.receipts[0].ok
+    assert sm.get("pings", ALICE.address) == 2 and sm.balance(ALICE.address) == 50
+
+
+def test_end_block_hook_runs_and_changes_hash() -> None:
+    sm = StateMachine(genesis())
+    sm.on_end_block(lambda ctx: ctx.put("heights", ctx.height, ctx.height * 2))
+    h0 = sm.state_hash
+    apply(sm)
+    assert sm.get("heights", 1) == 2 and sm.state_hash != h0
+
+
+def test_wrong_height_raises() -> None:
+    sm = StateMachine(genesis())
+    with pytest.raises(ValueError):
+        sm.apply_block(2, H, ())
