@@ -273,3 +273,31 @@ def test_settlement_rejects_records_that_do_not_match_the_book() -> None:
     )
     with pytest.raises(ValueError):
         st.apply_settlement(s, book.accounts, book.participants)
+
+
+def test_duty_fraction_prorates_below_ninety_percent() -> None:
+    def duty(required: int, done: int) -> st.DutyResult:
+        forfeits, p = st.duty_forfeits(required - done, required)
+        return st.DutyResult("v", True, required, done, p, forfeits)
+
+    assert st.duty_fraction(duty(10, 10), 0.1) == (1, 1)
+    assert st.duty_fraction(duty(10, 9), 0.1) == (1, 1)
+    assert st.duty_fraction(duty(0, 0), 0.1) == (1, 1)
+    one_skipped = duty(1, 0)
+    assert not one_skipped.forfeits  # the binomial test cannot see a single skipped check...
+    assert st.duty_fraction(one_skipped, 0.1) == (0, 1)  # ...the pro-rata rule can
+    assert st.duty_fraction(duty(20, 15), 0.1) == (15, 18)
+
+
+def test_lazy_validator_below_test_power_keeps_no_mint() -> None:
+    book = make_book()
+    parts = book.participants
+    duties = {a: st.DutyResult(a, True, 0, 0, 1.0, False) for a in parts}
+    duties["p1"] = st.DutyResult("p1", True, 2, 0, 0.01, False)  # skipped both, not significant
+    params = st.SettlementParams(reward_per_epoch=1000)
+    s = st.settle_epoch(epoch=0, participants=parts, records=[], duties=duties, params=params)
+    assert s.participants["p1"].mint == 0 and s.participants["p1"].burned == 200
+    assert s.participants["p0"].mint == 100 and s.burned == 200
+    lax = st.SettlementParams(reward_per_epoch=1000, prorate_duty=False)
+    s2 = st.settle_epoch(epoch=0, participants=parts, records=[], duties=duties, params=lax)
+    assert s2.participants["p1"].mint == 200
