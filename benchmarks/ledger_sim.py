@@ -1,0 +1,82 @@
+"""Run many seeded ledger simulations and count BFT property violations.
+
+Run: ``.venv/bin/python benchmarks/ledger_sim.py --seeds 10000`` (writes
+``results/ledger_sim.json``); replay one seed with ``--replay SEED``. Each seed is one
+:func:`gonka_ray.ledger.sim.run_scenario`: 4 replicas, up to one byzantine (silent, equivocating,
+forging or replaying), random drop/delay/duplication and an optional partition, then a heal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from multiprocessing import Pool
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tqdm import tqdm
+
+from benchmarks._common import print_table, write_results
+from gonka_ray.ledger.sim import run_scenario
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=2000)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--replay", type=int, default=None, help="run one seed and print it")
+    args = ap.parse_args()
+    if args.replay is not None:
+        r = run_scenario(args.replay)
+        print(r.describe())
+        sys.exit(0 if r.ok else 1)
+    seeds = range(args.start, args.start + args.seeds)
+    t0 = time.perf_counter()
+    safety, liveness, errors = [], [], []
+    modes: Counter[str] = Counter()
+    ticks, messages = [], []
+    with Pool(args.workers) as pool:
+        for r in tqdm(pool.imap_unordered(run_scenario, seeds, chunksize=20), total=len(seeds)):
+            modes.update(r.byzantine.values() or ["none"])
+            ticks.append(r.ticks)
+            messages.append(r.messages)
+            if r.safety or r.error:
+                safety.append(r.describe())
+            elif not r.live:
+                liveness.append(r.describe())
+    wall_s = time.perf_counter() - t0
+    summary = {
+        "seeds": len(seeds),
+        "safety_violations": len(safety),
+        "liveness_failures": len(liveness),
+    }
+    rows = [
+        {"metric": "seeds", "value": len(seeds)},
+        {"metric": "safety_violations", "value": len(safety)},
+        {"metric": "liveness_failures", "value": len(liveness)},
+        {"metric": "mean ticks per run", "value": sum(ticks) / len(ticks)},
+        {"metric": "mean messages per run", "value": sum(messages) / len(messages)},
+        {"metric": "wall s", "value": wall_s},
+    ]
+    print_table(rows)
+    for line in (safety + liveness + errors)[:20]:
+        print(line)
+    path = write_results(
+        "ledger_sim",
+        summary,
+        start_seed=args.start,
+        byzantine_modes=dict(modes),
+        mean_ticks=sum(ticks) / len(ticks),
+        mean_messages=sum(messages) / len(messages),
+        wall_s=round(wall_s, 1),
+        failures=(safety + liveness)[:100],
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The ledger replica shell: drives one consensus core with a clock, SQLite and peers.
+
+:class:`LedgerReplica` is a plain class (unit tests construct it directly with an in-memory
+``transport``); :func:`replica_actor` turns it into a Ray actor through the one factory. For each
+:class:`~gonka_ray.ledger.consensus.Ready` the shell **persists, then sends, then applies**:
+``to_persist`` goes to SQLite (fsync'd) before any message leaves, so a vote is never sent that a
+restart could forget; committed blocks are applied to the state machine and recorded with their
+certificates and receipts.
+
+Construction means recovery: Ray's ``max_restarts`` reruns ``__init__``, which reloads blocks,
+the safety record, the latest state snapshot and the committed blocks after it, then catches up
+from peers through the core's block fetching. Calls are idempotent: submitting a transaction twice
+is harmless (mempool and state machine both dedupe), so ``max_task_retries`` is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.exceptions import CommitTimeout, StorageError
+from gonka_ray.ledger import merkle
+from gonka_ray.ledger.consensus import (
+    ConsensusCore,
+    Ready,
+    Validator,
+    ValidatorSet,
+    block_hash,
+)
+from gonka_ray.ledger.state import StateMachine
+from gonka_ray.ledger.storage import LedgerStore
+from gonka_ray.wire import LedgerGenesis
+
+Transport = Callable[[int, bytes], None]
+
+
+def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
+    return ValidatorSet([Validator(p.public_key, p.weight) for p in genesis.participants])
+
+
+class LedgerReplica:
+    """One replica of the BFT ledger.
+
+    Args:
+        index: this replica's index in the genesis participant list.
+        key_seed: the 32-byte Ed25519 seed of this replica's participant key.
+        genesis: the encoded :class:`~gonka_ray.wire.LedgerGenesis`.
+        storage_dir: folder of this replica's SQLite file.
+        peer_names: Ray actor names of all replicas by index (Ray transport).
+        namespace: Ray namespace of those actors.
+        transport: ``send(dest_index, bytes)``; overrides the Ray transport (tests).
+        tick_ms: wall-clock length of one consensus tick.
+        timeout_ticks: ticks without progress before a view change.
+        max_block_txs: transactions per block.
+        snapshot_every: blocks between state snapshots.
+        install: ``install(state_machine)`` registers more transaction types.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        key_seed: bytes,
+        genesis: bytes,
+        storage_dir: str,
+        peer_names: list[str] | None = None,
+        namespace: str | None = None,
+        transport: Transport | None = None,
+        tick_ms: float = 20.0,
+        timeout_ticks: int = 50,
+        max_block_txs: int = 2_000,
+        snapshot_every: int = 100,
+        install: Callable[[StateMachine], None] | None = None,
+    ) -> None:
+        self.index = index
+        self.key = crypto.KeyPair.from_seed(key_seed)
+        self.genesis = wire.decode(genesis, LedgerGenesis)
+        self.validators = validators_of(self.genesis)
+        self.peer_names = peer_names or []
+        self.namespace = namespace
+        self._transport = transport
+        self._handles: dict[int, Any] = {}
+        self.tick_s = tick_ms / 1000.0
+        self.snapshot_every = snapshot_every
+        self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite")
+        self.sm = StateMachine(self.genesis)
+        if install is not None:
+            install(self.sm)
+        recovered = self.store.load()
+        self._rebuild_state(len(recovered.committed_hashes))
+        self.core = ConsensusCore(
+            self.validators,
+            self.key,
+            wire.digest(self.genesis),
+            timeout_ticks=timeout_ticks,
+            max_block_txs=max_block_txs,
+            seed=index,
+            recovered=recovered,
+        )
+        self._waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._ticker: asyncio.Task | None = None
+        self.recovered_height = self.core.committed_height
+
+    def _rebuild_state(self, committed: int) -> None:
+        snap = self.store.latest_snapshot()
+        if snap is not None and snap[0] <= committed:
+            self.sm.restore(snap[1])
+        for h in range(self.sm.height + 1, committed + 1):
+            found = self.store.committed_block(h)
+            if found is None:
+                break
+            block, _, state_hash = found
+            res = self.sm.apply_block(h, block_hash(block.header), block.txs)
+            if res.state_hash != state_hash:
+                raise StorageError(f"replaying block {h} gave a different state hash")
+
+    # --- remote API ------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Start the tick loop (idempotent); returns the committed height."""
+        self._ensure_started()
+        return self.core.committed_height
+
+    async def deliver(self, data: bytes, sender: int) -> None:
+        """A consensus message from peer ``sender`` (fire-and-forget from the peer)."""
+        self._ensure_started()
+        self._carry_out(self.core.step(data, sender))
+
+    async def submit(self, tx: bytes) -> bytes:
+        """Queue a signed transaction; returns its hash (the receipt key)."""
+        self._ensure_started()
+        self._carry_out(self.core.submit(tx))
+        return merkle.tx_hash(tx)
+
+    async def submit_many(self, txs: list[bytes]) -> int:
+        self._ensure_started()
+        self._carry_out(self.core.submit_many(txs))
+        return len(txs)
+
+    async def receipt(self, tx_hash: bytes) -> bytes | None:
+        """The encoded :class:`~gonka_ray.wire.TxReceipt`, or None while not committed."""
+        r = self.store.receipt(tx_hash)
+        return wire.encode(r) if r is not None else None
+
+    async def wait_receipt(self, tx_hash: bytes, timeout_s: float = 10.0) -> bytes:
+        """Wait until ``tx_hash`` commits; returns the encoded receipt.
+
+        Raises:
+            CommitTimeout: not committed within ``timeout_s`` (it may still commit).
+        """
+        self._ensure_started()
+        r = self.store.receipt(tx_hash)
+        if r is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(tx_hash, []).append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout_s)
+            except TimeoutError:
+                raise CommitTimeout(
+                    f"tx {tx_hash.hex()[:16]} not committed in {timeout_s} s"
+                ) from None
+            r = self.store.receipt(tx_hash)
+            assert r is not None
+        return wire.encode(r)
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "committed_height": self.core.committed_height,
+            "state_height": self.sm.height,
+            "state_hash": self.sm.state_hash,
+            "view": self.core.cur_view,
+            "mempool": len(self.core.mempool),
+            "recovered_height": self.recovered_height,
+            "stats": vars(self.core.stats),
+        }
+
+    async def balance(self, address: str) -> int:
+        return self.sm.balance(address)
+
+    async def committed_hash(self, height: int) -> bytes | None:
+        if 0 <= height <= self.core.committed_height:
+            return self.core.committed_hashes[height]
+        return None
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    # --- shell -----------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self._carry_out(self.core.tick())
+
+    def _carry_out(self, ready: Ready) -> None:
+        # 1. persist (durable before anything leaves), 2. send, 3. apply commits.
+        self.store.persist(ready.to_persist)
+        for dest, data in ready.outbound:
+            if dest is None:
+                for i in range(len(self.validators)):
+                    if i != self.index:
+                        self._send(i, data)
+            else:
+                self._send(dest, data)
+        for c in ready.committed:
+            height = c.block.header.height
+            if height <= self.sm.height:
+                continue  # already applied (recovered)
+            res = self.sm.apply_block(height, c.hash, c.block.txs)
+            self.store.record_commit(c.block, c.hash, c.certificate, res)
+            if height % self.snapshot_every == 0:
+                self.store.save_snapshot(height, self.sm.snapshot())
+            for r in res.receipts:
+                for fut in self._waiters.pop(r.tx_hash, []):
+                    if not fut.done():
+                        fut.set_result(True)
+
+    def _send(self, dest: int, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport(dest, data)
+            return
+        handle = self._handles.get(dest)
+        if handle is None:
+            import ray
+
+            try:
+                handle = ray.get_actor(self.peer_names[dest], namespace=self.namespace)
+            except ValueError:
+                return  # not up yet: the core retries by timeouts and fetches
+            self._handles[dest] = handle
+        handle.deliver.remote(data, self.index)
+
+
+def replica_actor(options: Any) -> Any:
+    """The Ray actor class of :class:`LedgerReplica` with ``options``
+    (:class:`gonka_ray.actors._factory.ActorOptions`)."""
+    from gonka_ray.actors._factory import remote
+
+    return remote(LedgerReplica, options)
