@@ -716,3 +716,129 @@ class Transfer:
     to: Annotated[str, MaxLen(64)]  # an address (crypto.address)
     amount: U64
     nonce: U64
+
+
+# --- inference protocol ---------------------------------------------------------------------
+# Owned by the participants' protocol (issue 7). Lifecycle transactions are signed envelopes
+# applied by gonka_ray/ledger/inference_app.py; ``nonce`` is a per-sender salt (the ledger
+# rejects a transaction id it has already applied). Messages between actors of different
+# participants are signed envelopes too; stream chunks are plain encoded bytes whose content
+# the executor later commits to in FinishInference.
+
+Address = Annotated[str, MaxLen(64)]
+
+
+@message("StartInference", version=1)
+class StartInference:
+    """The TA opens an inference: the client's signed request authorises the escrow."""
+
+    request: Annotated[bytes, MaxLen(4 * 1024 * 1024)]  # the client's InferenceRequest envelope
+    executor: Address
+    attempt: U32
+    prompt_tokens: U32
+    prompt_hash: Bytes32  # sha256 of the prompt token ids (uint32 little-endian)
+    nonce: U64
+
+
+@message("FinishInference", version=1)
+class FinishInference:
+    inference_id: Bytes32
+    completion_tokens: U32
+    finish_reason: Annotated[str, MaxLen(16)]
+    response_hash: Bytes32  # sha256 of the output token ids (uint32 little-endian)
+    artifact_hash: Bytes32  # sha256 of the artifact's canonical bytes
+    payload_hash: Bytes32  # sha256 of the compact payload bytes kept by the executor
+    nonce: U64
+
+
+@message("OutputDelivered", version=1)
+class OutputDelivered:
+    inference_id: Bytes32
+    output_hash: Bytes32  # sha256 of the output token ids the client received
+    nonce: U64
+
+
+@message("Validation", version=1)
+class Validation:
+    inference_id: Bytes32
+    passed: bool
+    replay_mismatches: U32
+    similarity: float
+    logprob_deviation: float
+    nonce: U64
+
+
+@message("Vote", version=1)
+class Vote:
+    inference_id: Bytes32
+    valid: bool
+    nonce: U64
+
+
+@message("SeedCommit", version=1)
+class SeedCommit:
+    epoch: U64
+    commitment: Bytes32  # sha256 of the secret per-epoch seed
+    nonce: U64
+
+
+@message("ExecuteRequest", version=1)
+class ExecuteRequest:
+    """TA → executor: run this client request as ``attempt`` (signed by the TA's participant)."""
+
+    request: Annotated[bytes, MaxLen(4 * 1024 * 1024)]
+    attempt: U32
+    prompt_ids: Annotated[list[U32], MaxLen(1_048_576)]
+
+
+@message("StreamChunk", version=1)
+class StreamChunk:
+    """Executor → TA: one output position (unsigned; committed to by FinishInference)."""
+
+    index: U32
+    token_id: U32
+    text: Annotated[str, MaxLen(4096)]
+    logprob: float
+    top_ids: Annotated[list[U32], MaxLen(20)]
+    top_logprobs: Annotated[list[float], MaxLen(20)]
+    finish_reason: Annotated[str, MaxLen(16)]  # "" until the last chunk
+
+
+@message("ExecutionError", version=1)
+class ExecutionError:
+    """Executor → TA: the request failed before (``started`` False) or after its first token."""
+
+    code: Annotated[str, MaxLen(64)]
+    message: Annotated[str, MaxLen(1024)]
+    started: bool
+
+
+@message("PayloadRequest", version=1)
+class PayloadRequest:
+    """Verifier → executor: send the payload of an inference (signed by the verifier)."""
+
+    inference_id: Bytes32
+    payload_hash: Bytes32
+    timestamp_ms: U64
+
+
+@message("Payload", version=1)
+class Payload:
+    """What an executor keeps per inference and serves to verifiers: the client's signed
+    request (so verifiers can re-derive the prompt and stop strings) and the compact artifact."""
+
+    request: Annotated[bytes, MaxLen(4 * 1024 * 1024)]
+    artifact: Annotated[bytes, MaxLen(64 * 1024 * 1024)]
+
+
+@message("InferenceDone", version=1)
+class InferenceDone:
+    """TA → client: the last item of a response stream (usage and where to look it up)."""
+
+    inference_id: Bytes32
+    executor: Address
+    attempt: U32
+    prompt_tokens: U32
+    completion_tokens: U32
+    cost: U64
+    finish_reason: Annotated[str, MaxLen(16)]

@@ -1,0 +1,86 @@
+"""Call another actor the same way whether it is a Ray actor handle or a plain object.
+
+Actor classes are plain classes (STYLE §3): tests wire them together directly, a network wires
+Ray handles. These adapters give both one async interface:
+
+- :class:`EngineClient` — an :class:`~gonka_ray.actors.mlnode.MLNode` (generate stream, score,
+  chat template); the Executor and Verifier of the same participant use it.
+- :class:`PeerExecutor` — another participant's executor: ``execute`` streams *bytes* (encoded
+  ``StreamChunk`` / ``ExecutionError``) and ``payload`` returns bytes. Only bytes cross a
+  participant boundary (DESIGN §1).
+
+A Ray handle is recognised by its ``.remote`` methods; streaming calls use Ray's streaming
+generators (``num_returns="streaming"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
+
+
+async def _stream(method: Any, *args: Any) -> AsyncIterator[Any]:
+    gen = method.options(num_returns="streaming").remote(*args)
+    async for ref in gen:
+        yield await ref
+
+
+class EngineClient:
+    """Async access to an MLNode (handle or object)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.remote = hasattr(getattr(target, "score", None), "remote")
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenChunk]:
+        if self.remote:
+            async for chunk in _stream(self.target.generate, request):
+                yield chunk
+        else:
+            async for chunk in self.target.generate(request):
+                yield chunk
+
+    async def score(
+        self, prompt_ids: Sequence[int], output_ids: Sequence[int], sampling: SamplingParams
+    ) -> ScoreResult:
+        if self.remote:
+            return await self.target.score.remote(list(prompt_ids), list(output_ids), sampling)
+        return await self.target.score(prompt_ids, output_ids, sampling)
+
+    async def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        if self.remote:
+            return await self.target.apply_chat_template.remote(list(messages))
+        return self.target.apply_chat_template(messages)
+
+    async def tokenize(self, text: str) -> list[int]:
+        if self.remote:
+            return await self.target.tokenize.remote(text)
+        return self.target.tokenize(text)
+
+    async def model_info(self) -> ModelInfo:
+        if self.remote:
+            return await self.target.model_info.remote()
+        return self.target.model_info()
+
+
+class PeerExecutor:
+    """Another participant's executor (handle or object); bytes in, bytes out."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.remote = hasattr(getattr(target, "execute", None), "remote")
+
+    async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
+        if self.remote:
+            async for item in _stream(self.target.execute, envelope):
+                yield item
+        else:
+            async for item in self.target.execute(envelope):
+                yield item
+
+    async def payload(self, envelope: bytes) -> bytes:
+        if self.remote:
+            return await self.target.payload.remote(envelope)
+        return await self.target.payload(envelope)

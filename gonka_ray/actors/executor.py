@@ -1,0 +1,244 @@
+"""Executor: runs inferences on its participant's engine and records them (DESIGN §2.5).
+
+``execute(envelope)`` takes a transport agent's signed ``ExecuteRequest`` and streams encoded
+``StreamChunk`` bytes (or one ``ExecutionError``). Before running anything it checks that the
+sender is a registered participant, that the client's request is signed, and that this executor
+is the deterministic draw for ``(inference_id, attempt)`` excluding the TA — a TA cannot make a
+participant work outside the protocol. After the last chunk it stores the payload (client
+request + compact artifact) in its content-addressed store and, in the background, submits
+``FinishInference``; the stream's end is never delayed by the ledger. A Finish that reaches the
+ledger before the TA's Start is retried until the Start commits.
+
+``payload(envelope)`` serves a stored payload to a verifier's signed ``PayloadRequest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.clients import EngineClient
+from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
+from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
+from gonka_ray.exceptions import GonkaError, NoExecutorAvailable, PayloadUnavailable
+from gonka_ray.ledger.inference_app import prompt_hash
+from gonka_ray.protocol.reputation import Status
+from gonka_ray.protocol.selection import select_executor
+from gonka_ray.verification.artifact import Artifact
+
+log = logging.getLogger(__name__)
+
+FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
+FINISH_DEADLINE_S = 60.0  # give up on a Finish after this long (the Start will expire)
+
+
+def error_bytes(code: str, message: str, *, started: bool) -> bytes:
+    return wire.encode(wire.ExecutionError(code=code, message=message[:1000], started=started))
+
+
+class Executor:
+    """One participant's executor.
+
+    Args:
+        participant: the participant's name (for logs).
+        key: the participant's signing key.
+        engine: its MLNode (handle or object).
+        ledger: committed-state access and transaction submission.
+        store: the payload store.
+        model: the model id this participant serves.
+        sampling_hook: ADVERSARIAL (demos, tests): rewrites sampling params before running.
+        withhold_payloads: ADVERSARIAL: refuse every payload request.
+        clock: seconds since the epoch (injected for tests).
+        rng: source of transaction nonces.
+    """
+
+    def __init__(
+        self,
+        *,
+        participant: str,
+        key: crypto.KeyPair,
+        engine: object,
+        ledger: LedgerPort,
+        store: PayloadStore,
+        model: str,
+        sampling_hook: Callable[[SamplingParams], SamplingParams] | None = None,
+        withhold_payloads: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.participant = participant
+        self.key = key
+        self.address = key.address
+        self.engine = EngineClient(engine)
+        self.ledger = ledger
+        self.store = store
+        self.model = model
+        self.sampling_hook = sampling_hook
+        self.withhold_payloads = withhold_payloads
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._background: set[asyncio.Task] = set()
+        self.finished = 0
+        self.finish_failures: list[str] = []
+
+    # --- execute ---------------------------------------------------------------------------
+
+    async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
+        """Run a TA's ``ExecuteRequest``; yields encoded ``StreamChunk``/``ExecutionError``."""
+        try:
+            plan = await self._admit(envelope)
+        except GonkaError as exc:
+            yield error_bytes(exc.code, exc.message, started=False)
+            return
+        iid, request_bytes, prompt_ids, sampling, spec = plan
+        chunks: list[TokenChunk] = []
+        try:
+            async for chunk in self.engine.generate(
+                EngineRequest(request_id=iid.hex(), prompt_ids=tuple(prompt_ids), sampling=sampling)
+            ):
+                chunks.append(chunk)
+                yield wire.encode(
+                    wire.StreamChunk(
+                        index=chunk.index,
+                        token_id=chunk.token_id,
+                        text=chunk.text,
+                        logprob=float(chunk.logprob),
+                        top_ids=tuple(chunk.top_ids),
+                        top_logprobs=tuple(float(x) for x in chunk.top_logprobs),
+                        finish_reason=chunk.finish_reason or "",
+                    )
+                )
+        except Exception as exc:  # the engine failed: tell the TA whether anything was sent
+            log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
+            yield error_bytes("engine_error", str(exc), started=bool(chunks))
+            return
+        self._spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
+
+    async def _admit(self, envelope: bytes):
+        outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest)
+        client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
+        participants = await self.ledger.participants()
+        if outer.signer_address not in participants:
+            raise NoExecutorAvailable("ExecuteRequest not signed by a registered participant")
+        if client.message.model != self.model:
+            raise NoExecutorAvailable(f"this executor serves {self.model}")
+        weights = {
+            a: p.weight
+            for a, p in participants.items()
+            if p.weight > 0 and p.status != Status.INVALID.value
+        }
+        iid = client.id
+        drawn = select_executor(iid, outer.message.attempt, weights, exclude={outer.signer_address})
+        if drawn != self.address:
+            raise NoExecutorAvailable("this executor is not the draw for this inference")
+        spec = client.message.sampling
+        sampling = SamplingParams.from_spec(spec)
+        sampling = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            logprobs=max(DEFAULT_TOP_K_LOGPROBS, sampling.logprobs),
+            stop=sampling.stop,
+        )
+        if self.sampling_hook is not None:
+            sampling = self.sampling_hook(sampling)
+        return iid, outer.message.request, list(outer.message.prompt_ids), sampling, spec
+
+    async def _record(
+        self,
+        iid: bytes,
+        request_bytes: bytes,
+        prompt_ids: list[int],
+        spec_sampling: wire.SamplingSpec,
+        chunks: list[TokenChunk],
+    ) -> None:
+        artifact = Artifact.build(
+            prompt_ids=prompt_ids,
+            output_ids=[c.token_id for c in chunks],
+            token_logprobs=[c.logprob for c in chunks],
+            top_ids=[c.top_ids for c in chunks],
+            top_logprobs=[c.top_logprobs for c in chunks],
+            # NOTE: the artifact records what the client asked for; a sampling_hook cheat shows
+            # up as a replay mismatch, not as different recorded parameters.
+            seed=spec_sampling.seed,
+            temperature=spec_sampling.temperature,
+            top_p=spec_sampling.top_p,
+            top_k=spec_sampling.top_k,
+            finish_reason=chunks[-1].finish_reason or "length",
+        )
+        compact = artifact.to_compact()
+        payload = wire.encode(wire.Payload(request=request_bytes, artifact=compact))
+        payload_hash = self.store.put(payload, now_ms=int(self.clock() * 1000))
+        finish = wire.FinishInference(
+            inference_id=iid,
+            completion_tokens=len(chunks),
+            finish_reason=artifact.finish_reason,
+            response_hash=prompt_hash([c.token_id for c in chunks]),
+            artifact_hash=artifact.hash(),
+            payload_hash=payload_hash,
+            nonce=self.rng.getrandbits(64),
+        )
+        tx = wire.seal(finish, self.key)
+        deadline = self.clock() + FINISH_DEADLINE_S
+        while True:
+            outcome = await self.ledger.submit(tx)
+            if outcome.ok:
+                self.finished += 1
+                return
+            if outcome.reason in ("unknown_inference",) and self.clock() < deadline:
+                await asyncio.sleep(FINISH_RETRY_S)
+                tx = wire.seal(
+                    wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
+                    self.key,
+                )
+                continue
+            self.finish_failures.append(outcome.reason)
+            log.warning("FinishInference %s rejected: %s", iid.hex()[:12], outcome.reason)
+            return
+
+    # --- payloads --------------------------------------------------------------------------
+
+    async def payload(self, envelope: bytes) -> bytes:
+        """The stored payload named by a verifier's signed ``PayloadRequest``.
+
+        Raises:
+            WireError: bad or unsigned request.
+            PayloadUnavailable: not a participant, unknown hash, or withheld.
+        """
+        req = wire.open_envelope(envelope, expect=wire.PayloadRequest)
+        participants = await self.ledger.participants()
+        if req.signer_address not in participants:
+            raise PayloadUnavailable("payloads are served to participants only")
+        if self.withhold_payloads:
+            raise PayloadUnavailable("payload withheld")
+        body = self.store.get(req.message.payload_hash)
+        if body is None:
+            raise PayloadUnavailable("no such payload")
+        return body
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background ledger submissions (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def stats(self) -> dict:
+        return {"finished": self.finished, "finish_failures": list(self.finish_failures)}
+
+
+def _fields(msg) -> dict:
+    return {name: getattr(msg, name) for name, _ in type(msg).__wire_fields__}

@@ -1,0 +1,253 @@
+"""Transport agent: the client-facing role of a participant (DESIGN §2).
+
+``submit(envelope)`` takes a client's signed ``InferenceRequest`` and streams the response as
+encoded bytes: ``StreamChunk``s, then one ``InferenceDone``. Before anything is escrowed it
+checks the signature, the timestamp window, replay, the model and the client's balance; each
+failure is a typed :class:`~gonka_ray.exceptions.GonkaError` (4xx at the HTTP layer).
+
+Then, per attempt: the executor is the deterministic draw over the committed participants
+(excluding this TA's own participant and INVALID ones); the TA sends the signed
+``ExecuteRequest`` to it **and at the same time** submits ``StartInference`` — the ledger write
+runs as a separate task, so the first token never waits for a commit. If the executor fails
+before its first token (error, dead actor), the TA retries with ``attempt + 1`` (a fresh draw,
+verifiable by the ledger). A failure after the first token ends the stream with an error; the
+unfinished Start expires and is refunded in full. After the stream, ``OutputDelivered`` records
+the hash of exactly the tokens the client received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.clients import EngineClient, PeerExecutor
+from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray.constants import REQUEST_MAX_AGE_S
+from gonka_ray.exceptions import (
+    EngineError,
+    InsufficientBalance,
+    InvalidRequest,
+    ModelNotFound,
+    NoExecutorAvailable,
+)
+from gonka_ray.ledger.inference_app import prompt_hash
+from gonka_ray.protocol import payments
+from gonka_ray.protocol.admission import ReplayGuard, check_timestamp
+from gonka_ray.protocol.reputation import Status
+from gonka_ray.protocol.selection import select_executor
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # executors tried per request before giving up (503)
+
+
+class TransportAgent:
+    """One participant's transport agent.
+
+    Args:
+        participant: the participant's name.
+        key: the participant's signing key.
+        ledger: committed state and transaction submission.
+        engine: this participant's MLNode (handle or object), used for chat templating.
+        executors: address → the executor of that participant (handle or object).
+        model: the model id served by the network.
+        price_per_token: units per token (escrow and cost).
+        clock: seconds since the epoch; rng: transaction nonces.
+    """
+
+    def __init__(
+        self,
+        *,
+        participant: str,
+        key: crypto.KeyPair,
+        ledger: LedgerPort,
+        engine: Any,
+        executors: Callable[[str], Any],
+        model: str,
+        price_per_token: int,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.participant = participant
+        self.key = key
+        self.address = key.address
+        self.ledger = ledger
+        self.engine = EngineClient(engine)
+        self.executors = executors
+        self.model = model
+        self.price_per_token = price_per_token
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.max_attempts = max_attempts
+        self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
+        self._background: set[asyncio.Task] = set()
+        self.timings: list[dict[str, float]] = []  # per request: first token vs Start commit
+        self.retries = 0
+
+    # --- the request flow ------------------------------------------------------------------
+
+    async def submit(self, envelope: bytes) -> AsyncIterator[bytes]:
+        """Serve one signed client request; yields encoded StreamChunk…, then InferenceDone.
+
+        Raises (before the first item, nothing escrowed):
+            WireError (400/401), ExpiredRequest, ReplayedRequest, ModelNotFound, InvalidRequest,
+            InsufficientBalance, NoExecutorAvailable (503 after ``max_attempts`` pre-token
+            failures). After the first chunk: EngineError (the executor died mid-stream).
+        """
+        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
+        req: wire.InferenceRequest = signed.message
+        now_ms = int(self.clock() * 1000)
+        check_timestamp(req.timestamp_ms, now_ms)
+        if req.model != self.model:
+            raise ModelNotFound(f"this network serves {self.model!r}", field="model")
+        prompt_ids = await self._prompt_ids(req)
+        try:
+            escrow = payments.escrow_amount(
+                len(prompt_ids), req.sampling.max_tokens, self.price_per_token
+            )
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field="max_tokens") from None
+        if escrow > req.max_escrow:
+            raise InsufficientBalance(
+                f"escrow {escrow} exceeds the request's max_escrow {req.max_escrow}",
+                field="max_escrow",
+            )
+        if await self.ledger.balance(signed.signer_address) < escrow:
+            raise InsufficientBalance(f"balance below the escrow of {escrow}")
+        self.replay.admit(signed.id, req.timestamp_ms, now_ms)
+        iid = signed.id
+        t0 = time.perf_counter()
+        timing: dict[str, float] = {}
+        for attempt in range(self.max_attempts):
+            executor = await self._draw(iid, attempt)
+            start_tx = wire.seal(
+                wire.StartInference(
+                    request=envelope,
+                    executor=executor,
+                    attempt=attempt,
+                    prompt_tokens=len(prompt_ids),
+                    prompt_hash=prompt_hash(prompt_ids),
+                    nonce=self.rng.getrandbits(64),
+                ),
+                self.key,
+            )
+            start_task = self._spawn(self._submit_start(start_tx, t0, timing))
+            execute = wire.seal(
+                wire.ExecuteRequest(
+                    request=envelope, attempt=attempt, prompt_ids=tuple(prompt_ids)
+                ),
+                self.key,
+            )
+            output: list[int] = []
+            finish_reason = ""
+            try:
+                async for item in PeerExecutor(self.executors(executor)).execute(execute):
+                    msg = wire.decode(item, expect=(wire.StreamChunk, wire.ExecutionError))
+                    if isinstance(msg, wire.ExecutionError):
+                        raise _ExecutorFailed(msg.message, started=msg.started or bool(output))
+                    if not output:
+                        timing["first_token_s"] = time.perf_counter() - t0
+                    output.append(msg.token_id)
+                    finish_reason = msg.finish_reason
+                    yield item
+            except _ExecutorFailed as exc:
+                if exc.started:
+                    raise EngineError(f"executor failed mid-stream: {exc}") from None
+                log.info(
+                    "attempt %d of %s failed before its first token: %s",
+                    attempt,
+                    iid.hex()[:12],
+                    exc,
+                )
+                self.retries += 1
+                continue
+            except Exception as exc:  # a dead actor, a broken stream
+                if output:
+                    raise EngineError(f"executor failed mid-stream: {exc}") from None
+                log.info("attempt %d of %s: executor unreachable: %s", attempt, iid.hex()[:12], exc)
+                self.retries += 1
+                continue
+            self._spawn(self._submit_delivered(start_task, iid, output))
+            self.timings.append(timing)
+            cost = payments.cost_amount(len(prompt_ids), len(output), self.price_per_token, escrow)
+            yield wire.encode(
+                wire.InferenceDone(
+                    inference_id=iid,
+                    executor=executor,
+                    attempt=attempt,
+                    prompt_tokens=len(prompt_ids),
+                    completion_tokens=len(output),
+                    cost=cost,
+                    finish_reason=finish_reason or "length",
+                )
+            )
+            return
+        raise NoExecutorAvailable(f"no executor answered after {self.max_attempts} attempts")
+
+    async def _prompt_ids(self, req: wire.InferenceRequest) -> list[int]:
+        if req.messages and req.prompt is not None:
+            raise InvalidRequest("give either messages or prompt, not both", field="messages")
+        if req.messages:
+            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+            return await self.engine.apply_chat_template(msgs)
+        if not req.prompt:
+            raise InvalidRequest("prompt is empty", field="prompt")
+        return await self.engine.tokenize(req.prompt)
+
+    async def _draw(self, iid: bytes, attempt: int) -> str:
+        participants = await self.ledger.participants()
+        weights = {
+            a: p.weight
+            for a, p in participants.items()
+            if p.weight > 0 and p.status != Status.INVALID.value
+        }
+        return select_executor(iid, attempt, weights, exclude={self.address})
+
+    async def _submit_start(self, tx: bytes, t0: float, timing: dict[str, float]):
+        outcome = await self.ledger.submit(tx)
+        timing.setdefault("start_commit_s", time.perf_counter() - t0)
+        if not outcome.ok:
+            log.warning("StartInference rejected: %s", outcome.reason)
+        return outcome
+
+    async def _submit_delivered(self, start_task: asyncio.Task, iid: bytes, output: list[int]):
+        await start_task  # Delivered after Start, or the ledger would not know the inference
+        tx = wire.seal(
+            wire.OutputDelivered(
+                inference_id=iid, output_hash=prompt_hash(output), nonce=self.rng.getrandbits(64)
+            ),
+            self.key,
+        )
+        return await self.ledger.submit(tx)
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for background ledger submissions (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def stats(self) -> dict:
+        return {
+            "timings": list(self.timings),
+            "retries": self.retries,
+            "replay_window": len(self.replay),
+        }
+
+
+class _ExecutorFailed(Exception):
+    def __init__(self, message: str, *, started: bool) -> None:
+        super().__init__(message)
+        self.started = started

@@ -1,0 +1,322 @@
+"""Verifier: re-checks other participants' inferences in the background (DESIGN §3–§4).
+
+It follows committed ledger events. For each ``FinishInference`` by another participant it
+decides with its secret epoch seed whether it must validate (the reputation- and traffic-
+dependent rate of :mod:`gonka_ray.protocol.validation_sampling`); if so it fetches the payload
+with a signed request, checks it against the ledger's hashes, scores ``prompt + output`` in one
+prefill pass on its own engine, grades it (:mod:`gonka_ray.verification.checks`), decides with the
+calibrated policy and submits a ``Validation``. For each failed ``Validation`` by someone else
+on an inference it did not execute, it re-verifies and submits a ``Vote``. A payload it cannot
+get counts as a failed check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.clients import EngineClient, PeerExecutor
+from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray.engine.base import SamplingParams
+from gonka_ray.exceptions import GonkaError
+from gonka_ray.ledger.inference_app import prompt_hash
+from gonka_ray.protocol import validation_sampling
+from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
+from gonka_ray.protocol.verification_policy import (
+    Thresholds,
+    Verdict,
+    decide,
+    failed_structurally,
+    thresholds_for,
+)
+from gonka_ray.verification.artifact import Artifact
+from gonka_ray.verification.checks import VerificationResult, VerifierScores, verify
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_FETCH_TIMEOUT_S = 10.0  # the fetch window: a payload not produced by then fails
+
+
+class Verifier:
+    """One participant's verifier.
+
+    Args:
+        participant: name; key: signing key; ledger: committed state and submission.
+        engine: this participant's MLNode (handle or object).
+        executors: address → that participant's executor (for payload fetches).
+        model: the served model (selects the calibrated thresholds).
+        epoch_seed: the secret seed of the current epoch (its sha256 is committed on the ledger).
+        thresholds: override the calibrated thresholds (tests).
+        requests_per_epoch: the traffic level used for the sampling rate (callable: it grows).
+    """
+
+    def __init__(
+        self,
+        *,
+        participant: str,
+        key: crypto.KeyPair,
+        ledger: LedgerPort,
+        engine: Any,
+        executors: Callable[[str], Any],
+        model: str,
+        epoch_seed: bytes,
+        thresholds: Thresholds | None = None,
+        requests_per_epoch: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.participant = participant
+        self.key = key
+        self.address = key.address
+        self.ledger = ledger
+        self.engine = EngineClient(engine)
+        self.executors = executors
+        self.model = model
+        self.epoch_seed = epoch_seed
+        self.thresholds = thresholds or thresholds_for(model)
+        self.requests_per_epoch = requests_per_epoch
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.cursor = 0  # last ledger event seen
+        self.finished_seen = 0
+        self.checked = 0
+        self.failed = 0
+        self.votes = 0
+        self.skipped = 0
+        self.results: dict[bytes, tuple[Verdict, VerificationResult]] = {}
+        self._eos: tuple[int, ...] | None = None
+        self._stop = asyncio.Event()
+
+    def seed_commitment(self) -> bytes:
+        return validation_sampling.seed_commitment(self.epoch_seed)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self, poll_interval_s: float = 0.2) -> None:
+        """Follow the ledger until :meth:`stop` (the actor's background task)."""
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # keep verifying whatever one check did
+                log.exception("verifier %s: poll failed", self.participant)
+            try:
+                await asyncio.wait_for(self._stop.wait(), poll_interval_s)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_once(self) -> int:
+        """Process the events committed since the last call; returns how many checks ran."""
+        events = await self.ledger.events_since(self.cursor)
+        done = 0
+        for event in events:
+            self.cursor = max(self.cursor, event.seq)
+            if event.kind == wire.FinishInference.TYPE:
+                self.finished_seen += 1
+                done += await self._on_finished(event.inference_id)
+            elif event.kind == wire.Validation.TYPE and event.passed is False:
+                done += await self._on_accusation(event.inference_id, event.sender)
+        return done
+
+    async def _on_finished(self, iid: bytes) -> int:
+        record = await self.ledger.inference(iid)
+        if record is None or record.executor == self.address:
+            return 0
+        participants = await self.ledger.participants()
+        me, executor = participants.get(self.address), participants.get(record.executor)
+        if me is None or executor is None:
+            return 0
+        total = sum(p.weight for p in participants.values())
+        traffic = self.requests_per_epoch() if self.requests_per_epoch else self.finished_seen
+        if not validation_sampling.must_validate(
+            seed=self.epoch_seed,
+            inference_id=iid,
+            executor_reputation=executor.reputation,
+            requests_per_epoch=traffic,
+            validator_weight=me.weight,
+            total_weight=total,
+            executor_weight=executor.weight,
+        ):
+            self.skipped += 1
+            return 0
+        verdict, result = await self.check(record)
+        await self._submit(
+            wire.Validation(
+                inference_id=iid,
+                passed=verdict.passed,
+                replay_mismatches=min(result.replay_mismatches, 2**32 - 1),
+                similarity=_finite(result.similarity),
+                logprob_deviation=_finite(result.logprob_deviation),
+                nonce=self.rng.getrandbits(64),
+            )
+        )
+        self.checked += 1
+        self.failed += not verdict.passed
+        return 1
+
+    async def _on_accusation(self, iid: bytes, accuser: str) -> int:
+        if accuser == self.address:
+            return 0
+        record = await self.ledger.inference(iid)
+        if (
+            record is None
+            or record.status is not InferenceStatus.VOTING
+            or record.executor == self.address
+            or self.address in record.votes
+        ):
+            return 0
+        verdict, _ = await self.check(record)
+        await self._submit(
+            wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
+        )
+        self.votes += 1
+        return 1
+
+    async def _submit(self, msg: Any) -> None:
+        outcome = await self.ledger.submit(wire.seal(msg, self.key))
+        if not outcome.ok:
+            log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)
+
+    # --- one check -------------------------------------------------------------------------
+
+    async def check(self, record: InferenceRecord) -> tuple[Verdict, VerificationResult]:
+        """Verify one finished inference (cached per inference id)."""
+        cached = self.results.get(record.inference_id)
+        if cached is not None:
+            return cached
+        result = await self._grade(record)
+        verdict = decide(result, self.thresholds)
+        self.results[record.inference_id] = (verdict, result)
+        if not verdict.passed:
+            log.info(
+                "%s: inference %s by %s failed: %s",
+                self.participant,
+                record.inference_id.hex()[:12],
+                record.executor[:14],
+                verdict.reason,
+            )
+        return verdict, result
+
+    async def _grade(self, record: InferenceRecord) -> VerificationResult:
+        try:
+            body = await asyncio.wait_for(self._fetch(record), PAYLOAD_FETCH_TIMEOUT_S)
+        except (GonkaError, TimeoutError, Exception) as exc:  # any failure to produce it
+            return failed_structurally(f"payload unavailable: {type(exc).__name__}")
+        if hashlib.sha256(body).digest() != record.payload_hash:
+            return failed_structurally("payload does not match the committed hash")
+        try:
+            payload = wire.decode(body, expect=wire.Payload)
+            artifact = Artifact.from_compact(payload.artifact)
+            client = wire.open_envelope(payload.request, expect=wire.InferenceRequest)
+        except GonkaError as exc:
+            return failed_structurally(f"malformed payload: {type(exc).__name__}")
+        problem = await self._structural_problem(record, artifact, client)
+        if problem:
+            return failed_structurally(problem, artifact.num_output_tokens)
+        spec = client.message.sampling
+        sampling = SamplingParams(
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            top_k=spec.top_k,
+            max_tokens=max(1, spec.max_tokens),
+            seed=spec.seed,
+            logprobs=max(1, artifact.k),
+        )
+        if artifact.num_output_tokens == 0:
+            return failed_structurally("empty output")
+        score = await self.engine.score(
+            [int(t) for t in artifact.prompt_ids], [int(t) for t in artifact.output_ids], sampling
+        )
+        scores = VerifierScores(
+            top_ids=np.asarray(score.top_ids, dtype=np.int64),
+            top_logprobs=np.asarray(score.top_logprobs, dtype=np.float64),
+            token_logprobs=np.asarray(score.token_logprobs, dtype=np.float64),
+            choice=np.asarray(score.sampled_ids, dtype=np.int64),
+            margin=np.asarray(score.margins, dtype=np.float64),
+        )
+        return verify(artifact, scores, replay_gate=self.thresholds.replay_gate)
+
+    async def _fetch(self, record: InferenceRecord) -> bytes:
+        request = wire.seal(
+            wire.PayloadRequest(
+                inference_id=record.inference_id,
+                payload_hash=record.payload_hash,
+                timestamp_ms=int(self.clock() * 1000),
+            ),
+            self.key,
+        )
+        return await PeerExecutor(self.executors(record.executor)).payload(request)
+
+    async def _structural_problem(
+        self, record: InferenceRecord, artifact: Artifact, client: wire.Signed
+    ) -> str:
+        if client.id != record.inference_id:
+            return "payload carries another client request"
+        if artifact.hash() != record.artifact_hash:
+            return "artifact does not match the committed hash"
+        if prompt_hash([int(t) for t in artifact.prompt_ids]) != record.prompt_hash:
+            return "prompt differs from the one the transport agent committed"
+        if prompt_hash([int(t) for t in artifact.output_ids]) != record.response_hash:
+            return "output differs from the committed response hash"
+        if artifact.num_output_tokens != record.completion_tokens:
+            return "token count differs from the committed one"
+        spec = client.message.sampling
+        if (artifact.seed, artifact.temperature, artifact.top_p, artifact.top_k) != (
+            spec.seed,
+            spec.temperature,
+            spec.top_p,
+            spec.top_k,
+        ):
+            return "artifact sampling parameters differ from the client's request"
+        expected_prompt = await self._expected_prompt(client.message)
+        if expected_prompt is not None and expected_prompt != [int(t) for t in artifact.prompt_ids]:
+            return "prompt is not the client's messages under the chat template"
+        if artifact.finish_reason == "length" and artifact.num_output_tokens < spec.max_tokens:
+            return "finish reason 'length' before max_tokens"
+        if artifact.finish_reason == "stop" and not await self._really_stopped(artifact, spec):
+            return "finish reason 'stop' without EOS or a stop string"
+        return ""
+
+    async def _expected_prompt(self, req: wire.InferenceRequest) -> list[int] | None:
+        if req.messages:
+            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+            return await self.engine.apply_chat_template(msgs)
+        if req.prompt:
+            return await self.engine.tokenize(req.prompt)
+        return None
+
+    async def _really_stopped(self, artifact: Artifact, spec: wire.SamplingSpec) -> bool:
+        if self._eos is None:
+            self._eos = tuple((await self.engine.model_info()).eos_token_ids)
+        if int(artifact.output_ids[-1]) in self._eos:
+            return True
+        if not spec.stop:
+            return False
+        if self.engine.remote:
+            text = await self.engine.target.detokenize.remote([int(t) for t in artifact.output_ids])
+        else:
+            text = self.engine.target.detokenize([int(t) for t in artifact.output_ids])
+        return any(s in text for s in spec.stop)
+
+    def stats(self) -> dict:
+        return {
+            "finished_seen": self.finished_seen,
+            "checked": self.checked,
+            "failed": self.failed,
+            "votes": self.votes,
+            "skipped": self.skipped,
+        }
+
+
+def _finite(x: float) -> float:
+    return float(x) if np.isfinite(x) else 1e9

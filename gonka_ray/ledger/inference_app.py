@@ -1,0 +1,297 @@
+"""The inference protocol on the ledger: lifecycle transactions as state-machine handlers.
+
+:func:`install` registers handlers for ``StartInference``, ``FinishInference``,
+``OutputDelivered``, ``Validation``, ``Vote`` and ``SeedCommit`` on a
+:class:`~gonka_ray.ledger.state.StateMachine`, plus an end-of-block hook that expires unfinished
+inferences and closes votes past their deadline. The rules themselves live in
+:class:`~gonka_ray.protocol.lifecycle.InferenceBook`; this module only maps ledger tables to the
+book's mappings (write-through views over a :class:`~gonka_ray.ledger.state.TxContext`) and
+authenticated signers to addresses.
+
+Tables (all hashed into the state hash like every other table):
+- ``inference``: inference id → record fields (see :func:`_encode_record`);
+- ``inference_open``: inference id → height of its next deadline;
+- ``pstate``: participant address → protocol counters (status, reputation inputs, fees);
+- ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed.
+
+Authorisation: the StartInference carries the *client's* signed request, so a TA can only escrow
+what the client agreed to (``max_escrow``); the inference id is ``sha256(client signature)``.
+Everything else is signed by a registered participant, checked by the book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from gonka_ray import wire
+from gonka_ray.exceptions import WireError
+from gonka_ray.ledger import state
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.protocol.lifecycle import (
+    InferenceBook,
+    InferenceRecord,
+    InferenceStatus,
+    ParticipantRecord,
+)
+from gonka_ray.protocol.reputation import Status
+
+INFERENCES = "inference"
+OPEN = "inference_open"
+PSTATE = "pstate"
+SEED_COMMITS = "seed_commit"
+
+_RECORD_FIELDS = [f.name for f in fields(InferenceRecord)]
+_PSTATE_FIELDS = [f.name for f in fields(ParticipantRecord) if f.name not in ("address", "weight")]
+
+
+@dataclass(frozen=True)
+class InferenceAppConfig:
+    """Protocol parameters the state machine needs (from ``NetworkConfig``)."""
+
+    price_per_token: int = 1
+    expiry_blocks: int = 600
+    vote_blocks: int = 20
+    fpr: float = 0.05
+
+
+def table_keys(ctx: TxContext, table: str) -> list[Any]:
+    """Keys of ``table`` as ``ctx`` sees them (committed state plus this context's writes)."""
+    # NOTE: reads the state machine's committed table and the context's pending writes; both
+    # are owned by gonka_ray.ledger.state, which defines their shapes.
+    keys = set(ctx._sm.tables.get(table, {}))
+    for (t, k), v in ctx._writes.items():
+        if t == table:
+            if v is state._DELETED:
+                keys.discard(k)
+            else:
+                keys.add(k)
+    return sorted(keys)
+
+
+def _encode_record(rec: InferenceRecord) -> list:
+    out = []
+    for name in _RECORD_FIELDS:
+        v = getattr(rec, name)
+        if isinstance(v, InferenceStatus):
+            v = v.value
+        elif isinstance(v, dict):
+            v = sorted([k, bool(b)] for k, b in v.items())
+        out.append(v)
+    return out
+
+
+def _decode_record(row: list) -> InferenceRecord:
+    kw = dict(zip(_RECORD_FIELDS, row, strict=True))
+    kw["status"] = InferenceStatus(kw["status"])
+    kw["validations"] = {k: bool(b) for k, b in kw["validations"]}
+    kw["votes"] = {k: bool(b) for k, b in kw["votes"]}
+    return InferenceRecord(**kw)
+
+
+class _TableView(MutableMapping):
+    """A write-through mapping over one ledger table (values are copies)."""
+
+    def __init__(self, ctx: TxContext, table: str, encode, decode) -> None:
+        self.ctx, self.table, self.encode, self.decode = ctx, table, encode, decode
+
+    def __getitem__(self, key: Any) -> Any:
+        row = self.ctx.get(self.table, key)
+        if row is None:
+            raise KeyError(key)
+        return self.decode(key, row)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.ctx.put(self.table, key, self.encode(value))
+
+    def __delitem__(self, key: Any) -> None:
+        if self.ctx.get(self.table, key) is None:
+            raise KeyError(key)
+        self.ctx.delete(self.table, key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(table_keys(self.ctx, self.table))
+
+    def __len__(self) -> int:
+        return len(table_keys(self.ctx, self.table))
+
+
+class _Participants(_TableView):
+    """Participants: identity and weight from the ledger's participant table, protocol counters
+    from ``pstate``."""
+
+    def __init__(self, ctx: TxContext) -> None:
+        super().__init__(ctx, PARTICIPANTS, None, None)
+
+    def __getitem__(self, address: str) -> ParticipantRecord:
+        ident = self.ctx.get(PARTICIPANTS, address)
+        if ident is None:
+            raise KeyError(address)
+        counters = self.ctx.get(PSTATE, address)
+        rec = ParticipantRecord(address=address, weight=int(ident[2]))
+        if counters is not None:
+            for name, v in zip(_PSTATE_FIELDS, counters, strict=True):
+                setattr(rec, name, Status(v) if name == "status" else v)
+        return rec
+
+    def __setitem__(self, address: str, rec: ParticipantRecord) -> None:
+        if self.ctx.get(PARTICIPANTS, address) is None:
+            raise KeyError(address)
+        row = [getattr(rec, n) for n in _PSTATE_FIELDS]
+        row = [v.value if isinstance(v, Status) else v for v in row]
+        self.ctx.put(PSTATE, address, row)
+
+    def __delitem__(self, address: str) -> None:  # pragma: no cover - never used by the book
+        raise TypeError("participants are removed only at epoch boundaries")
+
+
+class _Accounts:
+    def __init__(self, ctx: TxContext) -> None:
+        self.ctx = ctx
+
+    def balance(self, address: str) -> int:
+        return self.ctx.balance(address)
+
+    def add(self, address: str, amount: int) -> None:
+        if amount >= 0:
+            self.ctx.credit(address, amount)
+        else:
+            self.ctx.debit(address, -amount)
+
+
+def book_for(ctx: TxContext, config: InferenceAppConfig) -> InferenceBook:
+    """An :class:`InferenceBook` reading and writing through ``ctx``."""
+    return InferenceBook(
+        _Accounts(ctx),
+        _Participants(ctx),
+        records=_TableView(ctx, INFERENCES, _encode_record, lambda _k, row: _decode_record(row)),
+        open_index=_TableView(ctx, OPEN, int, lambda _k, row: int(row)),
+        expiry_blocks=config.expiry_blocks,
+        vote_blocks=config.vote_blocks,
+        fpr=config.fpr,
+    )
+
+
+def prompt_hash(prompt_ids: list[int] | tuple[int, ...]) -> bytes:
+    """sha256 of token ids as uint32 little-endian (the ``prompt_hash`` / ``response_hash``)."""
+    return hashlib.sha256(b"".join(int(t).to_bytes(4, "little") for t in prompt_ids)).digest()
+
+
+def open_client_request(request: bytes) -> wire.Signed:
+    """Verify a client's InferenceRequest envelope (raises a WireError subclass)."""
+    return wire.open_envelope(request, expect=wire.InferenceRequest)
+
+
+def install(sm: StateMachine, config: InferenceAppConfig) -> None:
+    """Register the lifecycle handlers and the end-of-block hook on ``sm``."""
+
+    def start(ctx: TxContext, msg: wire.StartInference) -> None:
+        try:
+            client = open_client_request(msg.request)
+        except WireError as exc:
+            ctx.reject(f"bad_client_request:{type(exc).__name__}")
+        req = client.message
+        book_for(ctx, config).start(
+            inference_id=client.id,
+            requester=client.signer_address,
+            transport_agent=ctx.sender,
+            executor=msg.executor,
+            attempt=msg.attempt,
+            prompt_hash=msg.prompt_hash,
+            prompt_tokens=msg.prompt_tokens,
+            max_tokens=req.sampling.max_tokens,
+            max_escrow=req.max_escrow,
+            price_per_token=config.price_per_token,
+            seed=req.sampling.seed,
+            height=ctx.height,
+        )
+
+    def finish(ctx: TxContext, msg: wire.FinishInference) -> None:
+        book_for(ctx, config).finish(
+            inference_id=msg.inference_id,
+            executor=ctx.sender,
+            completion_tokens=msg.completion_tokens,
+            finish_reason=msg.finish_reason,
+            response_hash=msg.response_hash,
+            artifact_hash=msg.artifact_hash,
+            payload_hash=msg.payload_hash,
+            height=ctx.height,
+        )
+
+    def delivered(ctx: TxContext, msg: wire.OutputDelivered) -> None:
+        book_for(ctx, config).delivered(
+            inference_id=msg.inference_id, transport_agent=ctx.sender, output_hash=msg.output_hash
+        )
+
+    def validation(ctx: TxContext, msg: wire.Validation) -> None:
+        book_for(ctx, config).validation(
+            inference_id=msg.inference_id,
+            validator=ctx.sender,
+            passed=msg.passed,
+            height=ctx.height,
+        )
+
+    def vote(ctx: TxContext, msg: wire.Vote) -> None:
+        book_for(ctx, config).vote(
+            inference_id=msg.inference_id, voter=ctx.sender, valid=msg.valid, height=ctx.height
+        )
+
+    def seed_commit(ctx: TxContext, msg: wire.SeedCommit) -> None:
+        if ctx.get(PARTICIPANTS, ctx.sender) is None:
+            ctx.reject("not_participant")
+        key = (msg.epoch, ctx.sender)
+        if ctx.get(SEED_COMMITS, key) is not None:
+            ctx.reject("duplicate")
+        ctx.put(SEED_COMMITS, key, msg.commitment)
+
+    def end_block(ctx: TxContext) -> None:
+        book_for(ctx, config).advance(ctx.height)
+
+    sm.register(wire.StartInference, start, sequenced=False)
+    sm.register(wire.FinishInference, finish, sequenced=False)
+    sm.register(wire.OutputDelivered, delivered, sequenced=False)
+    sm.register(wire.Validation, validation, sequenced=False)
+    sm.register(wire.Vote, vote, sequenced=False)
+    sm.register(wire.SeedCommit, seed_commit, sequenced=False)
+    sm.on_end_block(end_block)
+
+
+# --- queries on committed state (replica and client side) ----------------------------------
+
+
+def inference_record(sm: StateMachine, inference_id: bytes) -> InferenceRecord | None:
+    row = sm.get(INFERENCES, inference_id)
+    return None if row is None else _decode_record(row)
+
+
+def participant_record(sm: StateMachine, address: str) -> ParticipantRecord | None:
+    ctx = TxContext(sm, height=sm.height, block_hash=b"")
+    try:
+        return _Participants(ctx)[address]
+    except KeyError:
+        return None
+
+
+def participant_records(sm: StateMachine) -> dict[str, ParticipantRecord]:
+    ctx = TxContext(sm, height=sm.height, block_hash=b"")
+    view = _Participants(ctx)
+    return {a: view[a] for a in view}
+
+
+def inference_id_of(request_envelope: bytes) -> bytes:
+    """``sha256(client signature)`` of a client's request envelope."""
+    return open_client_request(request_envelope).id
+
+
+__all__ = [
+    "InferenceAppConfig",
+    "book_for",
+    "inference_id_of",
+    "inference_record",
+    "install",
+    "participant_record",
+    "participant_records",
+    "prompt_hash",
+]

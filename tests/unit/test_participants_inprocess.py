@@ -1,0 +1,246 @@
+"""The request flow and background verification, wired in one process (FakeEngine: protocol only).
+
+Four participants share a LocalLedger (the real state machine without replication); each has an
+MLNode on the fake engine, an executor, a transport agent and a verifier. No Ray: the actor
+classes are plain classes called directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+import pytest
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.executor import Executor
+from gonka_ray.actors.ledger_port import LocalLedger
+from gonka_ray.actors.mlnode import MLNode
+from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.actors.transport import TransportAgent
+from gonka_ray.actors.verifier import Verifier
+from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.engine.fake import FakeEngine
+from gonka_ray.exceptions import (
+    BadSignature,
+    ExpiredRequest,
+    InsufficientBalance,
+    ModelNotFound,
+    ReplayedRequest,
+)
+from gonka_ray.ledger.inference_app import InferenceAppConfig
+from gonka_ray.protocol.lifecycle import InferenceStatus
+
+NOW = 1_800_000_000.0
+MODEL = "fake"
+
+
+class Net:
+    def __init__(
+        self,
+        tmp_path,
+        *,
+        cheater: str | None = None,
+        withhold: str | None = None,
+        client_balance: int = 1_000_000,
+    ) -> None:
+        self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
+        self.client = crypto.KeyPair.from_seed("inproc-client")
+        genesis = wire.LedgerGenesis(
+            chain_id="inproc",
+            accounts=(wire.GenesisAccount(self.client.address, client_balance),),
+            participants=tuple(
+                wire.GenesisParticipant(k.public_key, n, 100) for n, k in self.keys.items()
+            ),
+        )
+        self.ledger = LocalLedger(
+            genesis, InferenceAppConfig(price_per_token=1, expiry_blocks=50, vote_blocks=50)
+        )
+        self.executors, self.tas, self.verifiers = {}, {}, {}
+        by_addr = {}
+        for i, (name, key) in enumerate(self.keys.items()):
+            node = MLNode(engine=FakeEngine(ModelConfig(name=MODEL), EngineConfig(kind="fake")))
+            hook = (
+                (lambda s: replace(s, temperature=s.temperature * 3 + 0.5))
+                if name == cheater
+                else None
+            )
+            ex = Executor(
+                participant=name,
+                key=key,
+                engine=node,
+                ledger=self.ledger,
+                store=PayloadStore(tmp_path / f"{name}.sqlite"),
+                model=MODEL,
+                sampling_hook=hook,
+                withhold_payloads=name == withhold,
+                clock=lambda: NOW,
+                rng=random.Random(i),
+            )
+            by_addr[key.address] = ex
+            self.executors[name] = ex
+            self.tas[name] = TransportAgent(
+                participant=name,
+                key=key,
+                ledger=self.ledger,
+                engine=node,
+                executors=by_addr.__getitem__,
+                model=MODEL,
+                price_per_token=1,
+                clock=lambda: NOW,
+                rng=random.Random(10 + i),
+            )
+            self.verifiers[name] = Verifier(
+                participant=name,
+                key=key,
+                ledger=self.ledger,
+                engine=node,
+                executors=by_addr.__getitem__,
+                model=MODEL,
+                epoch_seed=bytes([i]) * 32,
+                clock=lambda: NOW,
+                rng=random.Random(20 + i),
+            )
+        self.nonce = 0
+
+    def request(self, *, ts: float = NOW, model: str = MODEL, max_tokens: int = 12, **kw) -> bytes:
+        self.nonce += 1
+        req = wire.InferenceRequest(
+            model=model,
+            messages=(wire.ChatMessage("user", f"hello {self.nonce}"),),
+            prompt=None,
+            sampling=wire.SamplingSpec(0.8, 1.0, 0, max_tokens, 1000 + self.nonce, 5, ()),
+            timestamp_ms=int(ts * 1000),
+            nonce=self.nonce,
+            max_escrow=kw.pop("max_escrow", 10_000),
+        )
+        return wire.seal(req, kw.pop("key", self.client))
+
+    async def ask(self, ta: str, envelope: bytes):
+        items = [wire.decode(b) async for b in self.tas[ta].submit(envelope)]
+        await self.settle()
+        return items
+
+    async def settle(self) -> None:
+        for x in [*self.tas.values(), *self.executors.values()]:
+            await x.drain()
+
+    async def verify_all(self, rounds: int = 3) -> None:
+        for _ in range(rounds):
+            for v in self.verifiers.values():
+                await v.run_once()
+
+
+async def test_honest_network_serves_records_and_validates(tmp_path) -> None:
+    net = Net(tmp_path)
+    balance0 = await net.ledger.balance(net.client.address)
+    items = await net.ask("p0", net.request())
+    *chunks, done = items
+    assert isinstance(done, wire.InferenceDone) and chunks
+    assert all(isinstance(c, wire.StreamChunk) for c in chunks)
+    assert done.executor != net.keys["p0"].address  # never the TA's own participant
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and rec.delivered_hash == rec.response_hash
+    assert await net.ledger.balance(net.client.address) == balance0 - done.cost
+    await net.verify_all()
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.VALIDATED
+    assert rec.validations and all(rec.validations.values())
+    assert rec.executor not in rec.validations
+
+
+async def test_newcomers_are_checked_about_once_per_inference(tmp_path) -> None:
+    net = Net(tmp_path)
+    ids = []
+    for i in range(12):
+        *_, done = await net.ask(f"p{i % 4}", net.request())
+        ids.append(done.inference_id)
+    await net.verify_all()
+    checks = [len((await net.ledger.inference(i)).validations) for i in ids]
+    assert sum(checks) / len(checks) >= 0.7  # target 1.0 at reputation 0 (binomial noise)
+    assert all(c <= 3 for c in checks)
+
+
+async def test_cheater_is_caught_voted_invalid_refunded_and_kicked_out(tmp_path) -> None:
+    net = Net(tmp_path, cheater="p3")
+    cheater = net.keys["p3"].address
+    spent, refunded, served = 0, 0, []
+    for i in range(40):
+        *_, done = await net.ask(f"p{i % 3}", net.request())
+        if done.executor == cheater:
+            served.append(done.inference_id)
+            spent += done.cost
+        await net.verify_all(rounds=2)
+    assert len(served) >= 5
+    statuses = [(await net.ledger.inference(i)).status for i in served]
+    assert statuses.count(InferenceStatus.INVALIDATED) >= 5
+    for i in served:
+        rec = await net.ledger.inference(i)
+        refunded += rec.refunded
+    parts = await net.ledger.participants()
+    assert parts[cheater].status == "INVALID"
+    assert parts[cheater].record.pending_fees == 0
+    assert refunded == spent  # everything the cheater was paid went back to the client
+    for name in ("p0", "p1", "p2"):
+        assert parts[net.keys[name].address].status != "INVALID"
+    # kicked out: no further work goes to the cheater
+    for _ in range(8):
+        *_, done = await net.ask("p0", net.request())
+        assert done.executor != cheater
+
+
+async def test_withheld_payload_counts_as_failed_check(tmp_path) -> None:
+    net = Net(tmp_path, withhold="p2")
+    for _ in range(30):
+        *_, done = await net.ask("p0", net.request())
+        if done.executor == net.keys["p2"].address:
+            break
+    await net.verify_all()
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status in (InferenceStatus.VOTING, InferenceStatus.INVALIDATED)
+    assert False in rec.validations.values()
+
+
+async def test_bad_requests_fail_before_anything_is_escrowed(tmp_path) -> None:
+    net = Net(tmp_path, client_balance=100)
+    bal = await net.ledger.balance(net.client.address)
+    env = bytearray(net.request())
+    env[-5] ^= 1
+    with pytest.raises(BadSignature):
+        await net.ask("p0", bytes(env))
+    with pytest.raises(ExpiredRequest):
+        await net.ask("p0", net.request(ts=NOW - 120))
+    with pytest.raises(ModelNotFound):
+        await net.ask("p0", net.request(model="gpt-5"))
+    with pytest.raises(InsufficientBalance):
+        await net.ask("p0", net.request(max_tokens=500))
+    with pytest.raises(InsufficientBalance):
+        await net.ask("p0", net.request(max_escrow=3))
+    ok = net.request(max_tokens=4)
+    await net.ask("p0", ok)
+    with pytest.raises(ReplayedRequest):
+        await net.ask("p0", ok)
+    assert await net.ledger.height() >= 1
+    assert await net.ledger.balance(net.client.address) < bal  # only the one good request paid
+
+
+async def test_executor_refuses_work_it_was_not_drawn_for(tmp_path) -> None:
+    net = Net(tmp_path)
+    env = net.request()
+    ta = net.keys["p0"]
+    wrong = next(e for e in net.executors.values() if e.address != ta.address)
+    msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=(1, 2, 3))
+    for ex in net.executors.values():
+        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta))]
+        if ex is wrong and len(items) > 1:
+            break
+    refused = 0
+    for ex in net.executors.values():
+        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta))]
+        refused += isinstance(items[0], wire.ExecutionError)
+    assert refused == 3  # exactly one executor is the draw; the TA's own is never it
+    stranger = crypto.KeyPair.from_seed("stranger")
+    items = [wire.decode(b) async for b in wrong.execute(wire.seal(msg, stranger))]
+    assert isinstance(items[0], wire.ExecutionError) and not items[0].started
+    await asyncio.sleep(0)
