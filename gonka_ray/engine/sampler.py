@@ -98,7 +98,34 @@ def gumbel_noise(
     """
     device = device or seeds.device
     tokens = torch.arange(vocab_size, dtype=torch.int64, device=device)[None, :]  # [1, V]
-    u = uniform(seeds.to(device)[:, None], positions.to(device)[:, None], tokens)  # [B, V]
+    return gumbel_at(seeds.to(device)[:, None], positions.to(device)[:, None], tokens)  # [B, V]
+
+
+def gumbel_at(
+    seeds: torch.Tensor, positions: torch.Tensor, token_ids: torch.Tensor
+) -> torch.Tensor:
+    """Gumbel noise (float32) of chosen tokens; broadcasts like :func:`hash_u64`."""
+    u = uniform(seeds, positions, token_ids)
+    return (-torch.log(-torch.log(u))).to(torch.float32)
+
+
+def max_gumbel_excluding(
+    seeds: torch.Tensor, positions: torch.Tensor, vocab_size: int, excluded: torch.Tensor
+) -> torch.Tensor:
+    """Largest noise over each row's tokens except ``excluded`` (float32 [B]).
+
+    The noise is increasing in the hash's top bits, so this takes the max of the integers and
+    converts one value per row (no logs over the vocabulary).
+
+    Args:
+        seeds, positions: [B] int64.
+        excluded: [B, M] int64 token ids to leave out (pad with any excluded id).
+    """
+    tokens = torch.arange(vocab_size, dtype=torch.int64, device=seeds.device)[None, :]
+    top52 = _shr(hash_u64(seeds[:, None], positions[:, None], tokens), 12)  # [B, V]
+    top52.scatter_(1, excluded, -1)
+    best = top52.max(dim=1).values  # [B]
+    u = (best.to(torch.float64) + 0.5) * (2.0**-52)
     return (-torch.log(-torch.log(u))).to(torch.float32)
 
 
