@@ -6,7 +6,8 @@ float32 on this machine's CPUs:
 - generated tokens/s with 1, 4 and 8 concurrent requests (``ignore_eos``, fixed length);
 - time of one ``score()`` prefill over prompt + N output tokens divided by the time it took to
   generate those N tokens alone, for N = 64 and 256 (what a verifier pays per inference,
-  relative to the executor).
+  relative to the executor), and the share of positions whose replayed sampler choice the
+  engine can decide (margin > 0; vLLM sees only its top candidates, see ``vllm_engine``).
 
 Run: ``.venv/bin/python benchmarks/engine.py`` (writes ``results/engine.json``; ``--quick`` for
 a smoke run). Figures on a shared machine are noisy; the table is for orders of magnitude.
@@ -57,7 +58,9 @@ async def _throughput(engine: InferenceEngine, concurrency: int, max_tokens: int
     return sum(len(r.output_ids) for r in results) / elapsed
 
 
-async def _score_ratio(engine: InferenceEngine, n_tokens: int) -> tuple[float, float, float]:
+async def _score_ratio(engine: InferenceEngine, n_tokens: int) -> tuple[float, float, float, float]:
+    """(score time / generate time, generate s, score s, share of positions the replay
+    decides, i.e. with a margin > 0)."""
     req = _request(engine, 0, n_tokens)
     t0 = time.perf_counter()
     res = await engine.generate_full(req)
@@ -65,9 +68,10 @@ async def _score_ratio(engine: InferenceEngine, n_tokens: int) -> tuple[float, f
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        await engine.score(req.prompt_ids, res.output_ids, req.sampling)
+        sc = await engine.score(req.prompt_ids, res.output_ids, req.sampling)
         best = min(best, time.perf_counter() - t0)
-    return best / gen_s, gen_s, best
+    decided = sum(m > 0 for m in sc.margins) / len(sc.margins)
+    return best / gen_s, gen_s, best, decided
 
 
 async def bench_engine(
@@ -81,10 +85,11 @@ async def bench_engine(
         if what == "c":
             out[f"tok_s_c{n}"] = await _throughput(engine, n, max_tokens)
         else:
-            ratio, gen_s, score_s = await _score_ratio(engine, n)
+            ratio, gen_s, score_s, decided = await _score_ratio(engine, n)
             out[f"score_over_generate_{n}"] = ratio
             out[f"generate_{n}_s"] = gen_s
             out[f"score_{n}_s"] = score_s
+            out[f"replay_decided_share_{n}"] = decided
     return out
 
 
@@ -122,9 +127,9 @@ def main() -> None:
         rows.append(row)
         vl.shutdown()
 
-    cols = ["engine", "tok_s_c1", "tok_s_c4", "tok_s_c8"] + [
-        f"score_over_generate_{n}" for n in lengths
-    ]
+    cols = ["engine", "tok_s_c1", "tok_s_c4", "tok_s_c8"]
+    cols += [f"score_over_generate_{n}" for n in lengths]
+    cols += [f"replay_decided_share_{n}" for n in lengths]
     print_table(rows, cols)
     if args.quick:
         return
