@@ -1,0 +1,355 @@
+"""A participant's roles as Ray actors: the thin shell around the plain role classes.
+
+Each actor is built from a :class:`ParticipantSpec` (plain data: names, the participant's key
+seed, the genesis bytes, the protocol parameters), so a restart (``max_restarts``) rebuilds it
+from the same spec: the payload store and the ledger replica recover from their SQLite files.
+Handles to other actors are looked up by name (``<network>.<participant>.<role>``) when first
+needed, so actors can start in any order.
+
+- :class:`ParticipantReplica` — a :class:`~gonka_ray.ledger.replica.LedgerReplica` with the
+  inference protocol installed, an event log of committed lifecycle transactions, and the
+  queries the participant's own actors use.
+- :class:`ReplicaLedgerPort` — the :class:`~gonka_ray.actors.ledger_port.LedgerPort` the roles
+  use: submissions go through :class:`~gonka_ray.ledger.client.LedgerClient` (receipts verified
+  offline), queries go to the participant's own replica (it trusts its own state).
+- :class:`TransportAgentActor`, :class:`ExecutorActor`, :class:`VerifierActor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.executor import Executor
+from gonka_ray.actors.ledger_port import EventLog, LedgerEvent, TxOutcome, participant_infos
+from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.actors.transport import TransportAgent
+from gonka_ray.actors.verifier import Verifier
+from gonka_ray.ledger import inference_app
+from gonka_ray.ledger.replica import LedgerReplica
+from gonka_ray.protocol.lifecycle import InferenceRecord
+from gonka_ray.verification.adversary import SAMPLING_CHEATS, sampling_hook
+
+
+@dataclass(frozen=True)
+class ParticipantSpec:
+    """Everything a participant's actors need to (re)build themselves. Plain, picklable data."""
+
+    network: str
+    namespace: str
+    name: str
+    index: int  # position in the genesis participant list
+    key_seed: bytes  # NOTE: the participant's own secret, handed only to its own actors
+    genesis: bytes  # encoded LedgerGenesis
+    participant_names: dict[str, str]  # address -> participant name, for handle lookups
+    model: str
+    price_per_token: int
+    expiry_blocks: int
+    vote_blocks: int
+    epochs_to_max_reputation: int
+    storage_dir: str
+    adversary: str | None = None
+    epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def actor_name(self, role: str, participant: str | None = None) -> str:
+        return f"{self.network}.{participant or self.name}.{role}"
+
+    @property
+    def app_config(self) -> inference_app.InferenceAppConfig:
+        return inference_app.InferenceAppConfig(
+            price_per_token=self.price_per_token,
+            expiry_blocks=self.expiry_blocks,
+            vote_blocks=self.vote_blocks,
+        )
+
+    def epoch_seed(self) -> bytes:
+        """This participant's secret seed for the epoch (derived from its secret key seed)."""
+        return hashlib.sha256(
+            b"gonka_ray/epoch-seed/" + self.key_seed + bytes([self.epoch])
+        ).digest()
+
+
+class _Handles:
+    """Lazy, cached actor lookups by name."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        handle = self._cache.get(name)
+        if handle is None:
+            import ray
+
+            handle = ray.get_actor(name, namespace=self.namespace)
+            self._cache[name] = handle
+        return handle
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name, None)
+
+
+# --- ledger ----------------------------------------------------------------------------------
+
+
+class ParticipantReplica(LedgerReplica):
+    """A ledger replica with the inference protocol and the participant-side queries."""
+
+    def __init__(self, spec: ParticipantSpec, **replica_kwargs: Any) -> None:
+        self.spec = spec
+        self.events = EventLog()
+
+        def install(sm) -> None:
+            inference_app.install(sm, spec.app_config)
+            apply = sm.apply_block
+
+            def apply_and_log(height: int, block_hash: bytes, txs: tuple[bytes, ...]):
+                result = apply(height, block_hash, txs)
+                self.events.feed(result, txs)
+                return result
+
+            sm.apply_block = apply_and_log
+
+        peers = [spec.actor_name("ledger", n) for n in _names_by_index(spec)]
+        super().__init__(
+            index=spec.index,
+            key_seed=spec.key_seed,
+            genesis=spec.genesis,
+            storage_dir=str(Path(spec.storage_dir) / spec.name),
+            peer_names=peers,
+            namespace=spec.namespace,
+            install=install,
+            **replica_kwargs,
+        )
+
+    async def participants(self) -> dict:
+        return participant_infos(self.sm, self.spec.epochs_to_max_reputation)
+
+    async def inference(self, inference_id: bytes) -> InferenceRecord | None:
+        return inference_app.inference_record(self.sm, inference_id)
+
+    async def inferences(self, limit: int = 50) -> list[InferenceRecord]:
+        """The most recently started inferences, newest first (explorer, demo tables)."""
+        rows = self.sm.tables.get(inference_app.INFERENCES, {})
+        recs = [inference_app.inference_record(self.sm, k) for k in rows]
+        recs.sort(key=lambda r: (r.start_height, r.inference_id), reverse=True)
+        return recs[:limit]
+
+    async def events_since(self, seq: int) -> list[LedgerEvent]:
+        return self.events.since(seq)
+
+    async def nonce(self, address: str) -> int:
+        return self.sm.nonce(address)
+
+    async def height(self) -> int:
+        return self.sm.height
+
+
+def _names_by_index(spec: ParticipantSpec) -> list[str]:
+    genesis = wire.decode(spec.genesis, wire.LedgerGenesis)
+    return [p.name for p in genesis.participants]
+
+
+class ReplicaLedgerPort:
+    """LedgerPort over the replica group (see the module docstring)."""
+
+    def __init__(self, spec: ParticipantSpec, handles: _Handles, *, timeout_s: float = 20.0):
+        self.spec = spec
+        self.handles = handles
+        self.timeout_s = timeout_s
+        self._client = None
+
+    def _own(self) -> Any:
+        return self.handles.get(self.spec.actor_name("ledger"))
+
+    def _ledger_client(self):
+        if self._client is None:
+            from gonka_ray.ledger.client import LedgerClient
+
+            genesis = wire.decode(self.spec.genesis, wire.LedgerGenesis)
+            replicas = [
+                self.handles.get(self.spec.actor_name("ledger", n))
+                for n in _names_by_index(self.spec)
+            ]
+            own = self.spec.index
+            # NOTE: own replica first: it is local and trusted; others are fallbacks.
+            replicas = [replicas[own], *replicas[:own], *replicas[own + 1 :]]
+            self._client = LedgerClient(replicas, genesis, timeout_s=self.timeout_s, seed=own)
+            self._client.rng = _FirstFirst()
+        return self._client
+
+    async def submit(self, tx: bytes) -> TxOutcome:
+        receipt = await self._ledger_client().submit(tx)
+        height = receipt.certificate.headers[0].height if receipt.certificate.headers else 0
+        return TxOutcome(receipt.ok, receipt.reason, int(height), receipt.tx_hash)
+
+    async def participants(self):
+        return await self._own().participants.remote()
+
+    async def balance(self, address: str) -> int:
+        return await self._own().balance.remote(address)
+
+    async def nonce(self, address: str) -> int:
+        return await self._own().nonce.remote(address)
+
+    async def inference(self, inference_id: bytes):
+        return await self._own().inference.remote(inference_id)
+
+    async def events_since(self, seq: int):
+        return await self._own().events_since.remote(seq)
+
+    async def height(self) -> int:
+        return await self._own().height.remote()
+
+
+class _FirstFirst(random.Random):
+    """Makes LedgerClient try replicas in the given order (own replica first)."""
+
+    def sample(self, population, k, *, counts=None):
+        return list(population)[:k]
+
+
+# --- roles -----------------------------------------------------------------------------------
+
+
+class _Role:
+    def __init__(self, spec: ParticipantSpec) -> None:
+        self.spec = spec
+        self.key = crypto.KeyPair.from_seed(spec.key_seed)
+        self.handles = _Handles(spec.namespace)
+        self.ledger = ReplicaLedgerPort(spec, self.handles)
+
+    def _engine(self) -> Any:
+        return self.handles.get(self.spec.actor_name("mlnode"))
+
+    def _executor_of(self, address: str) -> Any:
+        return self.handles.get(
+            self.spec.actor_name("executor", self.spec.participant_names[address])
+        )
+
+    @staticmethod
+    def _rng(spec: ParticipantSpec, role: str) -> random.Random:
+        # Nonces only need to be unique; seed from the OS so restarts never reuse them.
+        return random.Random(
+            hashlib.sha256(spec.key_seed + role.encode() + str(time.time_ns()).encode()).digest()
+        )
+
+
+class TransportAgentActor(_Role):
+    """The participant's transport agent as a Ray actor (streaming ``submit``)."""
+
+    def __init__(self, spec: ParticipantSpec) -> None:
+        super().__init__(spec)
+        self.ta = TransportAgent(
+            participant=spec.name,
+            key=self.key,
+            ledger=self.ledger,
+            engine=_LazyHandle(self._engine),
+            executors=self._executor_of,
+            model=spec.model,
+            price_per_token=spec.price_per_token,
+            rng=self._rng(spec, "ta"),
+        )
+
+    async def submit(self, envelope: bytes) -> AsyncIterator[bytes]:
+        async for item in self.ta.submit(envelope):
+            yield item
+
+    async def stats(self) -> dict:
+        return {"participant": self.spec.name, **self.ta.stats()}
+
+    async def ping(self) -> str:
+        return self.spec.name
+
+
+class ExecutorActor(_Role):
+    """The participant's executor as a Ray actor (streaming ``execute``, ``payload``)."""
+
+    def __init__(self, spec: ParticipantSpec) -> None:
+        super().__init__(spec)
+        store = PayloadStore(Path(spec.storage_dir) / spec.name / "payloads.sqlite")
+        hook = sampling_hook(spec.adversary) if spec.adversary in SAMPLING_CHEATS else None
+        self.executor = Executor(
+            participant=spec.name,
+            key=self.key,
+            engine=_LazyHandle(self._engine),
+            ledger=self.ledger,
+            store=store,
+            model=spec.model,
+            sampling_hook=hook,
+            withhold_payloads=spec.adversary == "withhold_payload",
+            rng=self._rng(spec, "executor"),
+        )
+
+    async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
+        async for item in self.executor.execute(envelope):
+            yield item
+
+    async def payload(self, envelope: bytes) -> bytes:
+        return await self.executor.payload(envelope)
+
+    async def stats(self) -> dict:
+        return {"participant": self.spec.name, **self.executor.stats()}
+
+
+class VerifierActor(_Role):
+    """The participant's verifier as a Ray actor; :meth:`start` commits the epoch seed and
+    begins following the ledger in the background."""
+
+    def __init__(self, spec: ParticipantSpec) -> None:
+        super().__init__(spec)
+        self.verifier = Verifier(
+            participant=spec.name,
+            key=self.key,
+            ledger=self.ledger,
+            engine=_LazyHandle(self._engine),
+            executors=self._executor_of,
+            model=spec.model,
+            epoch_seed=spec.epoch_seed(),
+            rng=self._rng(spec, "verifier"),
+        )
+        self._task = None
+
+    async def start(self, poll_interval_s: float = 0.3) -> bool:
+        import asyncio
+
+        if self._task is None:
+            outcome = await self.ledger.submit(
+                wire.seal(
+                    wire.SeedCommit(
+                        epoch=self.spec.epoch,
+                        commitment=self.verifier.seed_commitment(),
+                        nonce=self.verifier.rng.getrandbits(64),
+                    ),
+                    self.key,
+                )
+            )
+            self._task = asyncio.get_running_loop().create_task(self.verifier.run(poll_interval_s))
+            return outcome.ok
+        return True
+
+    async def run_once(self) -> int:
+        return await self.verifier.run_once()
+
+    async def stats(self) -> dict:
+        return {"participant": self.spec.name, **self.verifier.stats()}
+
+
+class _LazyHandle:
+    """Resolves an actor handle on first use (the MLNode may start after its callers)."""
+
+    def __init__(self, resolve) -> None:
+        self._resolve = resolve
+        self._handle = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._handle is None:
+            self._handle = self._resolve()
+        return getattr(self._handle, name)

@@ -1,0 +1,217 @@
+"""Launch a whole network from a :class:`~gonka_ray.config.NetworkConfig` on a running Ray.
+
+:func:`launch` creates, per participant, an MLNode, a ledger replica, an executor, a transport
+agent and a verifier as named actors (``<network>.<participant>.<role>``) in one namespace, with
+keys derived from the config's seed (demo keys; a real operator brings its own key file), a
+genesis that registers every participant with its weight and funds a demo client account, and
+the verifiers' seed commitments. :meth:`Network.teardown` kills every actor it created and is
+idempotent. Placement: when a participant lists ``resources`` (e.g. ``participant:alice: 1`` on a
+``ray up`` cluster), all its actors require them, so a participant's roles stay on its nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors._factory import ActorOptions, remote
+from gonka_ray.actors.cheating import CheatingMLNode
+from gonka_ray.actors.mlnode import MLNode, mlnode_options
+from gonka_ray.actors.participant import (
+    ExecutorActor,
+    ParticipantReplica,
+    ParticipantSpec,
+    TransportAgentActor,
+    VerifierActor,
+)
+from gonka_ray.config import NetworkConfig
+from gonka_ray.constants import env
+from gonka_ray.verification.adversary import MODEL_CHEATS
+
+ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
+
+
+def participant_key(config: NetworkConfig, name: str) -> crypto.KeyPair:
+    """The demo key of participant ``name`` (derived from the config's name and seed)."""
+    return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/participant/{name}")
+
+
+def client_key(config: NetworkConfig, index: int = 0) -> crypto.KeyPair:
+    """A demo client key funded in the genesis."""
+    return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/client/{index}")
+
+
+def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis:
+    return wire.LedgerGenesis(
+        chain_id=config.name,
+        accounts=tuple(
+            wire.GenesisAccount(
+                client_key(config, i).address, config.pricing.genesis_client_balance
+            )
+            for i in range(clients)
+        ),
+        participants=tuple(
+            wire.GenesisParticipant(participant_key(config, p.name).public_key, p.name, p.weight)
+            for p in config.participants
+        ),
+    )
+
+
+@dataclass
+class Network:
+    """Handles to a launched network."""
+
+    config: NetworkConfig
+    namespace: str
+    storage_dir: Path
+    specs: dict[str, ParticipantSpec]
+    handles: dict[tuple[str, str], Any] = field(default_factory=dict)
+    owns_storage: bool = False
+
+    def handle(self, participant: str, role: str) -> Any:
+        return self.handles[(participant, role)]
+
+    def ta(self, participant: str | None = None) -> Any:
+        return self.handle(participant or self.config.participants[0].name, "ta")
+
+    def client_key(self, index: int = 0) -> crypto.KeyPair:
+        return client_key(self.config, index)
+
+    def address_of(self, participant: str) -> str:
+        return participant_key(self.config, participant).address
+
+    def name_of(self, address: str) -> str:
+        return next(
+            n for n, s in self.specs.items() if participant_key(self.config, n).address == address
+        )
+
+    async def participants(self) -> dict:
+        """Participant infos from the first participant's replica (committed state)."""
+        return await self.handle(self.config.participants[0].name, "ledger").participants.remote()
+
+    async def stats(self) -> dict[str, dict]:
+        out = {}
+        for name in self.specs:
+            out[name] = {
+                role: await self.handle(name, role).stats.remote()
+                for role in ("ta", "executor", "verifier")
+            }
+        return out
+
+    def teardown(self) -> None:
+        """Kill every actor of this network (idempotent) and remove its temporary storage."""
+        import ray
+
+        for handle in list(self.handles.values()):
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # already dead
+                pass
+        self.handles.clear()
+        if self.owns_storage:
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
+
+
+def launch(
+    config: NetworkConfig,
+    *,
+    namespace: str | None = None,
+    storage_dir: str | Path | None = None,
+    clients: int = 1,
+) -> Network:
+    """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles."""
+    namespace = namespace or env("GONKA_NAMESPACE")
+    owns = storage_dir is None
+    storage = Path(storage_dir or config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_"))
+    genesis = build_genesis(config, clients)
+    genesis_bytes = wire.encode(genesis)
+    names = {participant_key(config, p.name).address: p.name for p in config.participants}
+    specs = {
+        p.name: ParticipantSpec(
+            network=config.name,
+            namespace=namespace,
+            name=p.name,
+            index=i,
+            key_seed=participant_key(config, p.name).seed,
+            genesis=genesis_bytes,
+            participant_names=names,
+            model=config.model.name,
+            price_per_token=config.pricing.price_per_token,
+            expiry_blocks=config.ledger.expiry_blocks,
+            vote_blocks=max(20, config.ledger.expiry_blocks // 10),
+            epochs_to_max_reputation=config.epoch.epochs_to_max_reputation,
+            storage_dir=str(storage),
+            adversary=p.adversary,
+        )
+        for i, p in enumerate(config.participants)
+    }
+    net = Network(config, namespace, storage, specs, owns_storage=owns)
+    try:
+        for p in config.participants:
+            spec = specs[p.name]
+            engine_cfg = config.engine_for(p.name)
+            opts = mlnode_options(
+                engine_cfg,
+                name=spec.actor_name("mlnode"),
+                namespace=namespace,
+                resources=p.resources,
+            )
+            if p.adversary in MODEL_CHEATS:
+                node = remote(CheatingMLNode, opts).remote(config.model, engine_cfg, p.adversary)
+            else:
+                node = remote(MLNode, opts).remote(config.model, engine_cfg)
+            net.handles[(p.name, "mlnode")] = node
+            tick_ms = max(5, config.ledger.block_interval_ms)
+            net.handles[(p.name, "ledger")] = remote(
+                ParticipantReplica, _role_options(spec, "ledger", p.resources, restarts=-1)
+            ).remote(
+                spec,
+                tick_ms=tick_ms,
+                timeout_ticks=max(10, config.ledger.view_timeout_ms // tick_ms),
+            )
+        for p in config.participants:
+            net.handles[(p.name, "ledger")].start.remote()
+        for p in config.participants:
+            spec = specs[p.name]
+            for role, cls in (
+                ("executor", ExecutorActor),
+                ("ta", TransportAgentActor),
+                ("verifier", VerifierActor),
+            ):
+                net.handles[(p.name, role)] = remote(
+                    cls, _role_options(spec, role, p.resources)
+                ).remote(spec)
+        return net
+    except Exception:
+        net.teardown()
+        raise
+
+
+async def wait_ready(net: Network, timeout_s: float = 600.0) -> None:
+    """Wait until every MLNode answers and every verifier has committed its seed."""
+
+    async def _all():
+        await asyncio.gather(*[net.handle(n, "mlnode").model_info.remote() for n in net.specs])
+        await asyncio.gather(*[net.handle(n, "verifier").start.remote() for n in net.specs])
+        await asyncio.gather(*[net.handle(n, "ta").ping.remote() for n in net.specs])
+
+    await asyncio.wait_for(_all(), timeout_s)
+
+
+def _role_options(
+    spec: ParticipantSpec, role: str, resources: dict[str, float], restarts: int = 2
+) -> ActorOptions:
+    return ActorOptions(
+        name=spec.actor_name(role),
+        namespace=spec.namespace,
+        max_restarts=restarts,
+        max_task_retries=0,
+        max_concurrency=1000,
+        num_cpus=0,
+        resources=dict(resources),
+    )
