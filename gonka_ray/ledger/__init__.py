@@ -1,1 +1,9 @@
-"""The BFT ledger: pure consensus core, deterministic state machine, storage, replica actor."""
+"""The BFT ledger: pure consensus core, deterministic state machine, storage, replica actor.
+
+- :mod:`~gonka_ray.ledger.consensus`: chained HotStuff, step-driven (no Ray, clock, disk).
+- :mod:`~gonka_ray.ledger.state`: the state machine; ``register`` adds transaction types.
+- :mod:`~gonka_ray.ledger.merkle`, :mod:`~gonka_ray.ledger.receipts`: offline-verifiable receipts.
+- :mod:`~gonka_ray.ledger.storage`: SQLite blocks, safety record, commits, snapshots.
+- :mod:`~gonka_ray.ledger.replica`, :mod:`~gonka_ray.ledger.client`: the Ray shell and its client.
+- :mod:`~gonka_ray.ledger.sim`: the seeded fault-injecting network used by tests/sim.
+"""

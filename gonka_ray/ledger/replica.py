@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class LedgerReplica:
         max_block_txs: transactions per block.
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
+        track_latency: record submit-to-commit latencies (benchmarks).
+        fsync: fsync every write (power-loss safe) instead of process-crash safe; see storage.
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class LedgerReplica:
         max_block_txs: int = 2_000,
         snapshot_every: int = 100,
         install: Callable[[StateMachine], None] | None = None,
+        track_latency: bool = False,
+        fsync: bool = False,
     ) -> None:
         self.index = index
         self.key = crypto.KeyPair.from_seed(key_seed)
@@ -86,7 +91,7 @@ class LedgerReplica:
         self._handles: dict[int, Any] = {}
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
-        self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite")
+        self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
         self.sm = StateMachine(self.genesis)
         if install is not None:
             install(self.sm)
@@ -104,6 +109,11 @@ class LedgerReplica:
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
         self.recovered_height = self.core.committed_height
+        # Benchmarks: submit-to-commit latency of transactions submitted here (same clock).
+        self.track_latency = track_latency
+        self._submitted_at: dict[bytes, float] = {}
+        self._latencies_s: list[float] = []
+        self._committed_txs = 0
 
     def _rebuild_state(self, committed: int) -> None:
         snap = self.store.latest_snapshot()
@@ -138,8 +148,18 @@ class LedgerReplica:
 
     async def submit_many(self, txs: list[bytes]) -> int:
         self._ensure_started()
+        if self.track_latency:
+            now = time.monotonic()
+            for tx in txs:
+                self._submitted_at.setdefault(merkle.tx_hash(tx), now)
         self._carry_out(self.core.submit_many(txs))
         return len(txs)
+
+    async def take_metrics(self) -> dict[str, Any]:
+        """Benchmarks: latencies (s) of committed transactions submitted here since the last
+        call, and the count of all committed transactions so far."""
+        lat, self._latencies_s = self._latencies_s, []
+        return {"latencies_s": lat, "committed_txs": self._committed_txs, "time": time.monotonic()}
 
     async def receipt(self, tx_hash: bytes) -> bytes | None:
         """The encoded :class:`~gonka_ray.wire.TxReceipt`, or None while not committed."""
@@ -223,6 +243,13 @@ class LedgerReplica:
             self.store.record_commit(c.block, c.hash, c.certificate, res)
             if height % self.snapshot_every == 0:
                 self.store.save_snapshot(height, self.sm.snapshot())
+            self._committed_txs += len(res.receipts)
+            if self.track_latency and self._submitted_at:
+                now = time.monotonic()
+                for r in res.receipts:
+                    t0 = self._submitted_at.pop(r.tx_hash, None)
+                    if t0 is not None:
+                        self._latencies_s.append(now - t0)
             for r in res.receipts:
                 for fut in self._waiters.pop(r.tx_hash, []):
                     if not fut.done():

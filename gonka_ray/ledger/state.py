@@ -53,6 +53,8 @@ def canonical_pack(value: Any) -> bytes:
 
 
 def _canon(v: Any) -> Any:
+    if type(v) in (int, bytes, str, bool) or v is None:
+        return v
     if isinstance(v, dict):
         return {k: _canon(v[k]) for k in sorted(v)}
     if isinstance(v, list | tuple):
@@ -159,6 +161,7 @@ class StateMachine:
     def __init__(self, genesis: LedgerGenesis) -> None:
         self.genesis = genesis
         self.tables: dict[str, dict[Any, Any]] = {}
+        self._leaves: dict[str, dict[Any, int]] = {}
         self._acc = 0
         self.height = 0
         self.handlers: dict[type, Handler] = {}
@@ -271,15 +274,20 @@ class StateMachine:
         return TxResult(tx_id, th, True, "")
 
     def _apply_writes(self, ctx: TxContext) -> None:
+        # NOTE: each entry's leaf hash is kept, so an overwrite costs one hash, not two.
         for (table, key), value in ctx._writes.items():
             t = self.tables.setdefault(table, {})
-            if key in t:
-                self._acc = (self._acc - _leaf(table, key, t[key])) % _MOD
+            leaves = self._leaves.setdefault(table, {})
+            old = leaves.pop(key, None)
+            if old is not None:
+                self._acc = (self._acc - old) % _MOD
             if value is _DELETED:
                 t.pop(key, None)
             else:
                 t[key] = value
-                self._acc = (self._acc + _leaf(table, key, value)) % _MOD
+                leaf = _leaf(table, key, value)
+                leaves[key] = leaf
+                self._acc = (self._acc + leaf) % _MOD
         ctx._writes.clear()
 
     # --- snapshots --------------------------------------------------------------------------
@@ -293,14 +301,18 @@ class StateMachine:
         """Replace the state with a :meth:`snapshot` (handlers and hooks are kept)."""
         height, tables = msgpack.unpackb(data, raw=False, strict_map_key=False)
         self.tables = {}
+        self._leaves = {}
         self._acc = 0
         for name, items in tables.items():
             t: dict[Any, Any] = {}
+            leaves: dict[Any, int] = {}
             for key, value in items:
                 k = tuple(key) if isinstance(key, list) else key
                 t[k] = value
-                self._acc = (self._acc + _leaf(name, k, value)) % _MOD
+                leaves[k] = _leaf(name, k, value)
+                self._acc = (self._acc + leaves[k]) % _MOD
             self.tables[name] = t
+            self._leaves[name] = leaves
         self.height = height
 
 

@@ -1,0 +1,221 @@
+"""Ledger throughput and commit latency: Ray replica groups of 4 and 7, open-loop load.
+
+Run: ``.venv/bin/python benchmarks/ledger.py`` (writes ``results/ledger.json`` and
+``results/ledger_latency.png``). Starts its own loopback Ray. For each replica count it offers
+signed transfers at several rates (transactions pre-signed by 1,000 funded clients, sent in
+batches every 20 ms round-robin to the replicas, which gossip them), and measures committed
+transactions per second at replica 0 and submit-to-commit latency at the replica each
+transaction was submitted to (same clock). Every replica verifies every signature, persists to
+SQLite (fsync) before sending, and applies every block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks._common import RESULTS_DIR, print_table, write_results
+from gonka_ray import crypto, wire
+from gonka_ray.actors._factory import ActorOptions
+from gonka_ray.ledger.replica import replica_actor
+from gonka_ray.wire import GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
+
+CLIENTS = 1_000
+BATCH_INTERVAL_S = 0.02
+
+
+def keys(prefix: str, n: int) -> list[crypto.KeyPair]:
+    return [crypto.KeyPair.from_seed(f"bench/{prefix}-{i}") for i in range(n)]
+
+
+def presign(
+    clients: list[crypto.KeyPair], nonces: list[int], count: int, n: int
+) -> list[list[bytes]]:
+    """``count`` transfers split by replica: client ``k`` always submits to replica ``k % n``,
+    so each client's nonces arrive in order."""
+    dest = clients[0].address
+    out: list[list[bytes]] = [[] for _ in range(n)]
+    for j in range(count):
+        k = j % len(clients)
+        out[k % n].append(wire.seal(Transfer(to=dest, amount=1, nonce=nonces[k]), clients[k]))
+        nonces[k] += 1
+    return out
+
+
+async def run_level(handles: list, txs: list[list[bytes]], rate: float, duration_s: float) -> dict:
+    """Offer ``rate`` tx/s for ``duration_s``, then drain; return throughput and latencies."""
+    n = len(handles)
+    await asyncio.gather(*[h.take_metrics.remote() for h in handles])  # reset latencies
+    m0 = await handles[0].take_metrics.remote()
+    per_replica = max(1, round(rate * BATCH_INTERVAL_S / n))
+    sent, t0, i, pos = 0, time.monotonic(), 0, 0
+    total = sum(len(t) for t in txs)
+    refs = []
+    while time.monotonic() - t0 < duration_s and sent < total:
+        for r in range(n):
+            batch = txs[r][pos : pos + per_replica]
+            if batch:
+                refs.append(handles[r].submit_many.remote(batch))
+                sent += len(batch)
+        pos += per_replica
+        i += 1
+        next_t = t0 + i * BATCH_INTERVAL_S
+        await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+    await asyncio.gather(*refs)
+    offered_s = time.monotonic() - t0
+    # Drain: wait until replica 0 committed everything sent (or give up).
+    target = m0["committed_txs"] + sent
+    deadline = time.monotonic() + 20
+    m1 = m0
+    lat: list[float] = []
+    while time.monotonic() < deadline:
+        m1 = await handles[0].take_metrics.remote()
+        lat += m1["latencies_s"]  # take_metrics drains them: keep replica 0's
+        if m1["committed_txs"] >= target:
+            break
+        await asyncio.sleep(0.05)
+    metrics = await asyncio.gather(*[h.take_metrics.remote() for h in handles])
+    for m in metrics:
+        lat += m["latencies_s"]
+    committed = m1["committed_txs"] - m0["committed_txs"]
+    elapsed = m1["time"] - m0["time"]
+    lat_ms = np.array(lat) * 1000 if lat else np.array([float("nan")])
+    return {
+        "offered_tx_per_s": round(sent / offered_s, 1),
+        "committed": committed,
+        "sent": sent,
+        "tx_per_s": round(committed / max(elapsed, 1e-9), 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
+        "latency_samples": len(lat),
+    }
+
+
+async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: str) -> list[dict]:
+    replicas = keys(f"replica{n}", n)
+    clients = keys("client", CLIENTS)
+    genesis = LedgerGenesis(
+        chain_id=f"bench-{n}",
+        accounts=tuple(GenesisAccount(address=c.address, balance=10**12) for c in clients),
+        participants=tuple(
+            GenesisParticipant(public_key=k.public_key, name=f"r{i}", weight=1)
+            for i, k in enumerate(replicas)
+        ),
+    )
+    names = [f"bench-ledger-{n}-{i}" for i in range(n)]
+    ns = ray.get_runtime_context().namespace
+    handles = [
+        replica_actor(ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
+            index=i,
+            key_seed=replicas[i].seed,
+            genesis=wire.encode(genesis),
+            storage_dir=f"{tmp}/g{n}",
+            peer_names=names,
+            namespace=ns,
+            tick_ms=10,
+            timeout_ticks=200,
+            max_block_txs=2_000,
+            snapshot_every=10**9,
+            track_latency=True,
+        )
+        for i in range(n)
+    ]
+    await asyncio.gather(*[h.start.remote() for h in handles])
+    nonces = [0] * CLIENTS
+    rows = []
+    try:
+        # Warm up (actor lookups, first blocks) so the first level does not pay for it.
+        await run_level(handles, presign(clients, nonces, 200, n), 100, 2.0)
+        for rate in tqdm(rates, desc=f"{n} replicas"):
+            txs = presign(clients, nonces, int(rate * duration_s), n)
+            row = {"replicas": n, **await run_level(handles, txs, rate, duration_s)}
+            rows.append(row)
+            tqdm.write(str(row))
+    finally:
+        for h in handles:
+            ray.kill(h, no_restart=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rates", default="250,500,1000,2000,4000")
+    ap.add_argument("--duration-s", type=float, default=4.0)
+    ap.add_argument("--groups", default="4,7")
+    args = ap.parse_args()
+    import ray
+
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        namespace="gonka_ray_bench",
+        log_to_driver=False,
+    )
+    rates = [float(r) for r in args.rates.split(",")]
+    all_rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(g) for g in args.groups.split(",")]:
+            rows = asyncio.run(bench_group(ray, n, rates, args.duration_s, tmp))
+            if n == 4:
+                peak = max(r["tx_per_s"] for r in rows)
+                half = asyncio.run(bench_group(ray, n, [peak / 2], args.duration_s, tmp + "h"))
+                half[0]["half_load"] = True
+                rows += half
+            all_rows += rows
+    ray.shutdown()
+    print_table(all_rows)
+
+    def peak_of(n: int) -> float:
+        return max((r["tx_per_s"] for r in all_rows if r["replicas"] == n), default=0.0)
+
+    half_rows = [r for r in all_rows if r.get("half_load")]
+    summary = {
+        "tx_per_s_4_replicas": peak_of(4),
+        "tx_per_s_7_replicas": peak_of(7),
+        "p99_ms_half_load_4_replicas": half_rows[0]["p99_ms"] if half_rows else None,
+    }
+    print(summary)
+    path = write_results("ledger", summary, rows=all_rows, duration_s=args.duration_s)
+    print(f"wrote {path}")
+    plot(all_rows)
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n in sorted({r["replicas"] for r in rows}):
+        pts = sorted(
+            (r["tx_per_s"], r["p50_ms"], r["p99_ms"])
+            for r in rows
+            if r["replicas"] == n and not r.get("half_load")
+        )
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[1] for p in pts], "o-", label=f"{n} replicas p50")
+        ax.plot(xs, [p[2] for p in pts], "s--", label=f"{n} replicas p99")
+    ax.set_xlabel("committed tx/s")
+    ax.set_ylabel("submit-to-commit latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("gonka_ray ledger: latency vs load (2-core machine, loopback Ray)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = RESULTS_DIR / "ledger_latency.png"
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
