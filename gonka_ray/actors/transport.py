@@ -156,6 +156,10 @@ class TransportAgent:
                     output.append(msg.token_id)
                     finish_reason = msg.finish_reason
                     yield item
+                if not finish_reason:  # the stream just stopped: nothing, or cut short
+                    raise _ExecutorFailed(
+                        "stream ended without a finish reason", started=bool(output)
+                    )
             except _ExecutorFailed as exc:
                 if exc.started:
                     raise EngineError(f"executor failed mid-stream: {exc}") from None

@@ -244,3 +244,73 @@ async def test_executor_refuses_work_it_was_not_drawn_for(tmp_path) -> None:
     items = [wire.decode(b) async for b in wrong.execute(wire.seal(msg, stranger))]
     assert isinstance(items[0], wire.ExecutionError) and not items[0].started
     await asyncio.sleep(0)
+
+
+class _BadExecutor:
+    """Stands in for a broken or malicious executor (protocol test)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.calls = 0
+
+    async def execute(self, envelope: bytes):
+        self.calls += 1
+        if self.mode == "garbage":
+            yield b"\xc1not msgpack"
+        elif self.mode == "cut":
+            yield wire.encode(
+                wire.StreamChunk(
+                    index=0,
+                    token_id=65,
+                    text="A",
+                    logprob=-0.1,
+                    top_ids=(65,),
+                    top_logprobs=(-0.1,),
+                    finish_reason="",
+                )
+            )
+        # "nothing": yields nothing at all
+
+    async def payload(self, envelope: bytes) -> bytes:
+        raise RuntimeError("no payloads here")
+
+
+@pytest.mark.parametrize("mode", ["garbage", "nothing"])
+async def test_executor_failing_before_first_token_is_retried_elsewhere(tmp_path, mode) -> None:
+    net = Net(tmp_path)
+    bad_addr = net.keys["p1"].address
+    bad = _BadExecutor(mode)
+    real = {e.address: e for e in net.executors.values()}
+    net.tas["p0"].executors = lambda a: bad if a == bad_addr else real[a]
+    for _ in range(20):
+        items = await net.ask("p0", net.request())
+        if bad.calls:
+            break
+    assert bad.calls >= 1
+    done = items[-1]
+    assert isinstance(done, wire.InferenceDone) and done.executor != bad_addr
+    assert done.attempt >= 1 and net.tas["p0"].retries >= 1
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.attempt == done.attempt and rec.executor == done.executor
+
+
+async def test_executor_cut_mid_stream_ends_with_error_and_escrow_expires(tmp_path) -> None:
+    from gonka_ray.exceptions import EngineError
+
+    net = Net(tmp_path)
+    bad = _BadExecutor("cut")
+    net.tas["p0"].executors = lambda a: bad
+    env = net.request()
+    before = await net.ledger.balance(net.client.address)
+    with pytest.raises(EngineError, match="mid-stream"):
+        await net.ask("p0", env)
+    await net.settle()
+    iid = wire.open_envelope(env).id
+    rec = await net.ledger.inference(iid)
+    assert rec.status is InferenceStatus.STARTED
+    assert await net.ledger.balance(net.client.address) == before - rec.escrow
+    for _ in range(50):  # expiry_blocks of the test ledger
+        net.ledger.cut_block()
+    rec = await net.ledger.inference(iid)
+    assert rec.status is InferenceStatus.EXPIRED
+    assert await net.ledger.balance(net.client.address) == before  # refunded in full
