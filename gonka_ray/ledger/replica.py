@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.exceptions import CommitTimeout, StorageError
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import (
+    Committed,
     ConsensusCore,
     Ready,
     Validator,
@@ -61,6 +63,7 @@ class LedgerReplica:
         install: ``install(state_machine)`` registers more transaction types.
         track_latency: record submit-to-commit latencies (benchmarks).
         fsync: fsync every write (power-loss safe) instead of process-crash safe; see storage.
+        apply_in_thread: apply committed blocks in a worker thread (see ``_apply_loop``).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class LedgerReplica:
         install: Callable[[StateMachine], None] | None = None,
         track_latency: bool = False,
         fsync: bool = False,
+        apply_in_thread: bool = False,
     ) -> None:
         self.index = index
         self.key = crypto.KeyPair.from_seed(key_seed)
@@ -91,6 +95,7 @@ class LedgerReplica:
         self._handles: dict[int, Any] = {}
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
+        self.apply_in_thread = apply_in_thread
         self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
         self.sm = StateMachine(self.genesis)
         if install is not None:
@@ -108,6 +113,9 @@ class LedgerReplica:
         )
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
+        self._to_apply: deque[Committed] = deque()
+        self._applier: asyncio.Task | None = None
+        self._queued_height = self.sm.height
         self.recovered_height = self.core.committed_height
         # Benchmarks: submit-to-commit latency of transactions submitted here (same clock).
         self.track_latency = track_latency
@@ -213,6 +221,8 @@ class LedgerReplica:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        if self._applier is not None:
+            await self._applier
 
     # --- shell -----------------------------------------------------------------------------
 
@@ -236,24 +246,43 @@ class LedgerReplica:
             else:
                 self._send(dest, data)
         for c in ready.committed:
-            height = c.block.header.height
-            if height <= self.sm.height:
-                continue  # already applied (recovered)
-            res = self.sm.apply_block(height, c.hash, c.block.txs)
-            self.store.record_commit(c.block, c.hash, c.certificate, res)
-            if height % self.snapshot_every == 0:
-                self.store.save_snapshot(height, self.sm.snapshot())
-            self._committed_txs += len(res.receipts)
-            if self.track_latency and self._submitted_at:
-                now = time.monotonic()
+            if c.block.header.height <= self._queued_height:
+                continue  # already applied (recovered) or queued
+            self._queued_height = c.block.header.height
+            self._to_apply.append(c)
+        if self._to_apply and self._applier is None:
+            self._applier = asyncio.get_running_loop().create_task(self._apply_loop())
+
+    async def _apply_loop(self) -> None:
+        # NOTE: blocks are applied in order by this one task, the only mutator of the state
+        # machine. With apply_in_thread the work runs in a worker thread so that signature
+        # checks of a big block (libsodium releases the GIL) do not stall consensus; queries
+        # that iterate state tables must then tolerate concurrent writes, so it is opt-in.
+        # SQLite is used from the event-loop thread only.
+        try:
+            while self._to_apply:
+                c = self._to_apply.popleft()
+                height = c.block.header.height
+                if self.apply_in_thread:
+                    res = await asyncio.to_thread(self.sm.apply_block, height, c.hash, c.block.txs)
+                else:
+                    res = self.sm.apply_block(height, c.hash, c.block.txs)
+                self.store.record_commit(c.block, c.hash, c.certificate, res)
+                if height % self.snapshot_every == 0:
+                    self.store.save_snapshot(height, self.sm.snapshot())
+                self._committed_txs += len(res.receipts)
+                if self.track_latency and self._submitted_at:
+                    now = time.monotonic()
+                    for r in res.receipts:
+                        t0 = self._submitted_at.pop(r.tx_hash, None)
+                        if t0 is not None:
+                            self._latencies_s.append(now - t0)
                 for r in res.receipts:
-                    t0 = self._submitted_at.pop(r.tx_hash, None)
-                    if t0 is not None:
-                        self._latencies_s.append(now - t0)
-            for r in res.receipts:
-                for fut in self._waiters.pop(r.tx_hash, []):
-                    if not fut.done():
-                        fut.set_result(True)
+                    for fut in self._waiters.pop(r.tx_hash, []):
+                        if not fut.done():
+                            fut.set_result(True)
+        finally:
+            self._applier = None
 
     def _send(self, dest: int, data: bytes) -> None:
         if self._transport is not None:
