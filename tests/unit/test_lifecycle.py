@@ -224,6 +224,9 @@ def test_five_invalidations_in_a_row_kick_out(book) -> None:
         n += 1
     assert book.participants[target].status is Status.INVALID and kicked == [target]
     assert all(book.expected_executor(iid(j), 0, "p0") != target for j in range(200))
+    with pytest.raises(TxRejected) as info:  # a TA naming the INVALID executor anyway
+        start(book, 10_000, executor=target)
+    assert info.value.reason == "wrong_executor"
 
 
 def test_random_schedule_conserves_money() -> None:
