@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2000)
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n", type=int, default=4, help="replicas (f = (n-1)//3 byzantine)")
     ap.add_argument("--replay", type=int, default=None, help="run one seed and print it")
     args = ap.parse_args()
     if args.replay is not None:
-        r = run_scenario(args.replay)
+        r = run_scenario(args.replay, n=args.n)
         print(r.describe())
         sys.exit(0 if r.ok else 1)
     seeds = range(args.start, args.start + args.seeds)
@@ -40,7 +42,8 @@ def main() -> None:
     modes: Counter[str] = Counter()
     ticks, messages = [], []
     with Pool(args.workers) as pool:
-        for r in tqdm(pool.imap_unordered(run_scenario, seeds, chunksize=20), total=len(seeds)):
+        runs = pool.imap_unordered(partial(run_scenario, n=args.n), seeds, chunksize=20)
+        for r in tqdm(runs, total=len(seeds)):
             modes.update(r.byzantine.values() or ["none"])
             ticks.append(r.ticks)
             messages.append(r.messages)
@@ -66,8 +69,9 @@ def main() -> None:
     for line in (safety + liveness + errors)[:20]:
         print(line)
     path = write_results(
-        "ledger_sim",
+        "ledger_sim" if args.n == 4 else f"ledger_sim_n{args.n}",
         summary,
+        replicas=args.n,
         start_seed=args.start,
         byzantine_modes=dict(modes),
         mean_ticks=sum(ticks) / len(ticks),

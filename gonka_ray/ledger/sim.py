@@ -55,7 +55,7 @@ from gonka_ray.wire import (
 )
 
 BYZANTINE_MODES = ("silent", "equivocate", "forge", "replay")
-REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed}"
+REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed} --n {n}"
 
 
 @lru_cache(maxsize=64)
@@ -339,6 +339,7 @@ class ScenarioResult:
     ticks: int
     messages: int
     error: str = ""
+    n: int = 4
 
     @property
     def ok(self) -> bool:
@@ -348,7 +349,7 @@ class ScenarioResult:
         return (
             f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
             f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
-            f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed)}"
+            f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed, n=self.n)}"
         )
 
 
@@ -427,4 +428,5 @@ def run_scenario(
         ticks=net.now,
         messages=net.messages_sent,
         error=error,
+        n=n,
     )

@@ -20,6 +20,14 @@ def test_random_scenarios_are_safe_and_live(start: int) -> None:
     assert not failures, "\n".join(r.describe() for r in failures)
 
 
+def test_seven_replicas_with_two_byzantine() -> None:
+    """n = 7 tolerates f = 2: scenarios pick two byzantine replicas."""
+    results = [run_scenario(seed, n=7) for seed in range(100_000, 100_030)]
+    assert any(len(r.byzantine) == 2 for r in results)
+    failures = [r for r in results if not r.ok]
+    assert not failures, "\n".join(r.describe() for r in failures)
+
+
 def _txs(seed: int, n: int) -> list[bytes]:
     import random
 
