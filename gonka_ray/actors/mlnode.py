@@ -81,6 +81,10 @@ class MLNode:
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.engine.detokenize(ids)
 
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each id decoded on its own (logprob tables of the HTTP layer), in one call."""
+        return [self.engine.detokenize([int(i)], skip_special_tokens=False) for i in ids]
+
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return self.engine.apply_chat_template(messages)
 
