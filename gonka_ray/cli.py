@@ -88,6 +88,178 @@ def chat(model: str, prompt: str, max_tokens: int) -> None:
     click.echo(f"({out.shape[1] - ids.shape[1]} tokens in {time.perf_counter() - t0:.1f} s)")
 
 
+@main.command()
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--api-key",
+    default=None,
+    help="API key bound to the demo client account (default: a fresh random key)",
+)
+@click.option("--num-cpus", default=None, type=click.IntRange(1, 4096), help="local Ray CPUs")
+@click.option("--namespace", default=None, help="Ray namespace (default: $GONKA_NAMESPACE)")
+def up(
+    config_path: Path, port: int, api_key: str | None, num_cpus: int | None, namespace: str | None
+) -> None:
+    """Start the network of CONFIG.yaml on a loopback Ray, serve it, run until Ctrl-C."""
+    import asyncio
+    import os
+    import secrets
+
+    from gonka_ray.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except GonkaError as exc:
+        raise click.ClickException(exc.message) from None
+    from gonka_ray.network import init_local_ray, launch, wait_ready
+    from gonka_ray.serve_app import serve_network, shutdown
+
+    api_key = api_key or "sk-gonka-" + secrets.token_hex(16)
+    init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1))
+    click.echo(
+        f"launching {config.name}: {len(config.participants)} participants, "
+        f"model {config.model.name} ({config.engine.kind} engine) ..."
+    )
+    t0 = time.perf_counter()
+    net = launch(config, namespace=namespace)
+    try:
+        asyncio.run(wait_ready(net))
+        click.echo(f"network ready in {time.perf_counter() - t0:.0f} s")
+        url = serve_network(net, api_keys={api_key: 0}, port=port)
+        click.echo(f"serving {url}v1  (OpenAI-compatible)")
+        click.echo(f"api key: {api_key}")
+        click.echo(
+            'try:  python -c "import openai; c = openai.OpenAI('
+            f"base_url='{url}v1', api_key='{api_key}'); print(c.chat.completions.create("
+            f"model='{config.model.name}', messages=[{{'role': 'user', 'content': 'hi'}}])"
+            '.choices[0].message.content)"'
+        )
+        click.echo(f"status: gonka-ray status --network {config.name} --namespace {net.namespace}")
+        click.echo("Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping ...")
+    finally:
+        try:
+            shutdown()
+        except Exception:  # serve never started
+            pass
+        net.teardown()
+
+
+def _attach(address: str, namespace: str | None, network: str | None):
+    """Join a running Ray and find the network's ledger replicas: (network, namespace, names)."""
+    import os
+
+    import ray
+
+    from gonka_ray.constants import env
+
+    namespace = namespace or env("GONKA_NAMESPACE")
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        try:
+            ray.init(address=address, namespace=namespace, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise click.ClickException(f"no running Ray at {address!r}: {exc}") from None
+    found: dict[str, list[str]] = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] != namespace or not actor["name"].endswith(".ledger"):
+            continue
+        net_name, _, rest = actor["name"].partition(".")
+        found.setdefault(net_name, []).append(rest.rsplit(".", 1)[0])
+    if network is None:
+        if len(found) != 1:
+            listed = ", ".join(sorted(found)) or "none"
+            raise click.ClickException(
+                f"name the network with --network (networks in namespace {namespace!r}: {listed})"
+            )
+        network = next(iter(found))
+    if network not in found:
+        raise click.ClickException(f"no network {network!r} in namespace {namespace!r}")
+    return network, namespace, sorted(found[network])
+
+
+def _attach_options(fn):
+    fn = click.option("--network", default=None, help="network name (default: the only one)")(fn)
+    fn = click.option(
+        "--namespace", default=None, help="Ray namespace (default: $GONKA_NAMESPACE)"
+    )(fn)
+    return click.option("--address", default="auto", show_default=True, help="Ray address")(fn)
+
+
+@main.command()
+@_attach_options
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(address: str, namespace: str | None, network: str | None, as_json: bool) -> None:
+    """Participants of a running network: weight, reputation, status, fees."""
+    import asyncio
+    import json
+
+    import ray
+
+    network, namespace, names = _attach(address, namespace, network)
+    ledger = ray.get_actor(f"{network}.{names[0]}.ledger", namespace=namespace)
+
+    async def query():
+        return await ledger.participants.remote(), await ledger.height.remote()
+
+    infos, height = asyncio.run(query())
+    rows = [
+        {
+            "participant": p.name,
+            "address": p.address,
+            "weight": p.weight,
+            "reputation": p.reputation,
+            "status": p.status,
+            "fees_pending": p.record.pending_fees,
+        }
+        for p in sorted(infos.values(), key=lambda p: p.name)
+    ]
+    if as_json:
+        click.echo(json.dumps({"network": network, "height": height, "participants": rows}))
+        return
+    click.echo(f"network {network} (namespace {namespace}), ledger height {height}")
+    cols = ["participant", "weight", "reputation", "status", "fees_pending", "address"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+@main.command()
+@click.argument("inference_id")
+@_attach_options
+def inference(address: str, namespace: str | None, network: str | None, inference_id: str) -> None:
+    """The ledger record of INFERENCE_ID (64 hex chars) as JSON: status, validations, refund."""
+    import asyncio
+    import json
+
+    import ray
+
+    from gonka_ray.serve_app import record_view
+
+    try:
+        iid = bytes.fromhex(inference_id)
+    except ValueError:
+        iid = b""
+    if len(iid) != 32:
+        raise click.BadParameter("an inference id is 64 hex characters", param_hint="INFERENCE_ID")
+    network, namespace, names = _attach(address, namespace, network)
+    ledger = ray.get_actor(f"{network}.{names[0]}.ledger", namespace=namespace)
+
+    async def query():
+        return await ledger.inference.remote(iid), await ledger.participants.remote()
+
+    record, infos = asyncio.run(query())
+    if record is None:
+        raise click.ClickException(f"no inference {inference_id} on network {network}")
+    view = record_view(record, {a: p.name for a, p in infos.items()})
+    click.echo(json.dumps(view, indent=2))
+
+
 def run() -> None:  # pragma: no cover - console entry
     try:
         main()

@@ -334,3 +334,33 @@ def test_error_mapping_unwraps_ray_errors_and_sets_retry_after(ray_session) -> N
     assert resp.status_code == 429 and resp.headers["retry-after"] == "2"
     assert unwrap_error(ValueError("x")).http_status == 500
     assert isinstance(unwrap_error(ValueError("x")), GonkaError)
+
+
+def test_cli_status_and_inference_attach_to_the_running_network(client) -> None:
+    from click.testing import CliRunner
+
+    from gonka_ray.cli import main
+
+    resp = client.completions.create(model="fake", prompt="cli", max_tokens=2, seed=9)
+    iid = resp.model_extra["inference_id"]
+    attach = ["--network", "openaitest", "--namespace", "gonka_ray_tests"]
+    result = CliRunner().invoke(main, ["status", *attach, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [p["participant"] for p in doc["participants"]] == ["p0", "p1", "p2"]
+    assert all(p["weight"] == 100 and p["status"] != "INVALID" for p in doc["participants"])
+    table = CliRunner().invoke(main, ["status", *attach])
+    assert table.exit_code == 0 and "reputation" in table.output and "p2" in table.output
+    for _ in range(100):  # the Start commits in the background
+        result = CliRunner().invoke(main, ["inference", iid, *attach])
+        if result.exit_code == 0:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["id"] == iid
+    missing = CliRunner().invoke(main, ["inference", "cd" * 32, *attach])
+    assert missing.exit_code == 1 and "no inference" in missing.output
+    wrong = CliRunner().invoke(
+        main, ["status", "--network", "nope", "--namespace", "gonka_ray_tests"]
+    )
+    assert wrong.exit_code == 1 and "no network 'nope'" in wrong.output

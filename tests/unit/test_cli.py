@@ -1,0 +1,52 @@
+"""The ``gonka-ray`` command line through click's runner (no Ray: only commands that fail or
+finish before they would start one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gonka_ray.cli import main
+from gonka_ray.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_keys_new_writes_a_private_key_file_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "me.key"
+    result = CliRunner().invoke(main, ["keys", "new", str(path)])
+    assert result.exit_code == 0, result.output
+    address = result.output.split()[0]
+    assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+    assert len(address) >= 20
+    again = CliRunner().invoke(main, ["keys", "new", str(path)])
+    assert again.exit_code != 0 and "Error" in again.output
+
+
+def test_up_reports_a_bad_config_by_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: x\nparticipants:\n  - {name: a, weight: -1}\nengine: {kind: magic}\n")
+    result = CliRunner().invoke(main, ["up", str(cfg)])
+    assert result.exit_code == 1
+    assert "participants.0.weight" in result.output and "engine.kind" in result.output
+
+
+def test_up_reports_a_missing_or_malformed_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["up", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "cannot read config" in result.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("participants: [\n")
+    result = CliRunner().invoke(main, ["up", str(broken)])
+    assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+def test_inference_rejects_a_bad_id_before_touching_ray() -> None:
+    result = CliRunner().invoke(main, ["inference", "xyz"])
+    assert result.exit_code == 2 and "64 hex characters" in result.output
+
+
+def test_the_example_network_config_is_valid() -> None:
+    config = load_config(EXAMPLES / "network.yaml")
+    assert [p.name for p in config.participants] == ["alice", "bob", "carol", "dave"]
+    assert config.engine.kind == "transformers"
