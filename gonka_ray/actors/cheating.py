@@ -1,9 +1,16 @@
-"""ADVERSARIAL: an MLNode that serves a cheaper model than the network's (demos and tests)."""
+"""ADVERSARIAL: cheating MLNodes and executors (demos, tests and the detection benchmark)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from gonka_ray.actors.clients import EngineClient
+from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.mlnode import MLNode
 from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.engine.base import EngineRequest, TokenChunk
 from gonka_ray.verification.adversary import adversarial_engine
 
 
@@ -12,3 +19,56 @@ class CheatingMLNode(MLNode):
 
     def __init__(self, model: ModelConfig, config: EngineConfig, kind: str) -> None:
         super().__init__(engine=adversarial_engine(model, config, kind))
+
+
+class CheatingExecutor(Executor):
+    """ADVERSARIAL executor for the cheats that rewrite what an honest engine produced.
+
+    ``kind``:
+    - ``launder``: tokens from ``cheap_engine`` (a truncated/quantised model), logprobs and top-k
+      filled in from one honest prefill of those tokens on the real engine;
+    - ``replace_1_in_64``: every 64th token swapped for the runner-up (text and artifact agree);
+    - ``drop_system``: runs the prompt without its system message (a shorter, cheaper prompt);
+    - ``truncate_output``: stops after half of the tokens and reports a natural "stop".
+    """
+
+    KINDS = ("launder", "replace_1_in_64", "drop_system", "truncate_output")
+
+    def __init__(self, *, kind: str, cheap_engine: Any = None, system_tokens: int = 0, **kw: Any):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown executor cheat {kind!r}")
+        super().__init__(**kw)
+        self.kind = kind
+        self.cheap = EngineClient(cheap_engine) if cheap_engine is not None else None
+        self.system_tokens = system_tokens
+
+    def _prompt(self, prompt_ids: list[int]) -> list[int]:
+        if self.kind == "drop_system" and self.system_tokens:
+            return prompt_ids[self.system_tokens :]
+        return prompt_ids
+
+    async def _generate(self, iid, prompt_ids, sampling) -> AsyncIterator[TokenChunk]:
+        engine = self.cheap if self.kind == "launder" else self.engine
+        request = EngineRequest(
+            request_id=iid.hex(), prompt_ids=tuple(prompt_ids), sampling=sampling
+        )
+        chunks = [c async for c in engine.generate(request)]
+        if self.kind == "launder":
+            score = await self.engine.score(prompt_ids, [c.token_id for c in chunks], sampling)
+            chunks = [
+                replace(c, logprob=lp, top_ids=tuple(ids), top_logprobs=tuple(lps))
+                for c, lp, ids, lps in zip(
+                    chunks, score.token_logprobs, score.top_ids, score.top_logprobs, strict=True
+                )
+            ]
+        elif self.kind == "replace_1_in_64":
+            for i in range(0, len(chunks), 64):
+                c = chunks[i]
+                if len(c.top_ids) > 1:
+                    alt = c.top_ids[1] if c.top_ids[0] == c.token_id else c.top_ids[0]
+                    chunks[i] = replace(c, token_id=alt, text="")
+        elif self.kind == "truncate_output":
+            keep = max(1, len(chunks) // 2)
+            chunks = [*chunks[: keep - 1], replace(chunks[keep - 1], finish_reason="stop")]
+        for c in chunks:
+            yield c

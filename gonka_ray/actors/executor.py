@@ -97,11 +97,10 @@ class Executor:
             yield error_bytes(exc.code, exc.message, started=False)
             return
         iid, request_bytes, prompt_ids, sampling, spec = plan
+        prompt_ids = self._prompt(prompt_ids)
         chunks: list[TokenChunk] = []
         try:
-            async for chunk in self.engine.generate(
-                EngineRequest(request_id=iid.hex(), prompt_ids=tuple(prompt_ids), sampling=sampling)
-            ):
+            async for chunk in self._generate(iid, prompt_ids, sampling):
                 chunks.append(chunk)
                 yield wire.encode(
                     wire.StreamChunk(
@@ -119,6 +118,19 @@ class Executor:
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
         self._spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
+
+    # Overridden only by the ADVERSARIAL executors in gonka_ray.actors.cheating.
+    def _prompt(self, prompt_ids: list[int]) -> list[int]:
+        """The prompt actually run (an honest executor runs the TA's)."""
+        return prompt_ids
+
+    def _generate(
+        self, iid: bytes, prompt_ids: list[int], sampling: SamplingParams
+    ) -> AsyncIterator[TokenChunk]:
+        """The output positions (an honest executor streams its engine's as they come)."""
+        return self.engine.generate(
+            EngineRequest(request_id=iid.hex(), prompt_ids=tuple(prompt_ids), sampling=sampling)
+        )
 
     async def _admit(self, envelope: bytes):
         outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest)
