@@ -364,3 +364,50 @@ def test_cli_status_and_inference_attach_to_the_running_network(client) -> None:
         main, ["status", "--network", "nope", "--namespace", "gonka_ray_tests"]
     )
     assert wrong.exit_code == 1 and "no network 'nope'" in wrong.output
+
+
+def test_expired_and_misrouted_signed_requests(served) -> None:
+    import time
+
+    net = served["net"]
+    url = served["url"] + "v1/"
+
+    def header(env: bytes) -> dict:
+        return {"X-Gonka-Signed-Request": base64.b64encode(env).decode()}
+
+    old = sdk.sign_chat(
+        net.client_key(0),
+        model="fake",
+        messages=[{"role": "user", "content": "late"}],
+        max_tokens=2,
+        clock=lambda: time.time() - 120,
+    )
+    r = httpx.post(url + "chat/completions", json={}, headers=header(old), timeout=60)
+    assert r.status_code == 400 and _error(r)["code"] == "expired_request", r.text
+    chat = sdk.sign_chat(
+        net.client_key(0), model="fake", messages=[{"role": "user", "content": "x"}]
+    )
+    r = httpx.post(url + "completions", json={}, headers=header(chat), timeout=60)
+    assert r.status_code == 400 and "chat/completions" in _error(r)["message"]
+    r = httpx.post(
+        url + "chat/completions", json={}, headers={"X-Gonka-Signed-Request": "%%%"}, timeout=60
+    )
+    assert r.status_code == 400 and _error(r)["param"] == "X-Gonka-Signed-Request"
+
+
+def test_back_pressure_is_a_429_with_retry_after_before_any_work() -> None:
+    """The ingress refuses beyond ``max_inflight`` without touching Ray (plain class)."""
+    from gonka_ray.serve_app import GonkaIngress
+
+    ingress = GonkaIngress(
+        network="none",
+        namespace="none",
+        participants={"p0": "addr0"},
+        model="fake",
+        api_keys={},
+        max_inflight=0,
+    )
+    resp = asyncio.run(ingress._complete(request=None, kind="chat"))
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
+    assert json.loads(resp.body)["error"]["code"] == "overloaded"
+    assert ingress.inflight == 0
