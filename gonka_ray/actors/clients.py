@@ -15,7 +15,8 @@ generators (``num_returns="streaming"``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any
 
 from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
@@ -84,3 +85,20 @@ class PeerExecutor:
         if self.remote:
             return await self.target.payload.remote(envelope)
         return await self.target.payload(envelope)
+
+
+class BackgroundTasks:
+    """Fire-and-forget coroutines (ledger submissions) that tests and shutdown can wait for."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -21,15 +21,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import EngineClient
+from gonka_ray.actors.clients import BackgroundTasks, EngineClient
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import GonkaError, NoExecutorAvailable, PayloadUnavailable
 from gonka_ray.ledger.inference_app import prompt_hash
-from gonka_ray.protocol.reputation import Status
-from gonka_ray.protocol.selection import select_executor
+from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Executor:
         self.withhold_payloads = withhold_payloads
         self.clock = clock
         self.rng = rng or random.Random()
-        self._background: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()
         self.finished = 0
         self.finish_failures: list[str] = []
 
@@ -117,7 +116,7 @@ class Executor:
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
-        self._spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
+        self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
 
     # Overridden only by the ADVERSARIAL executors in gonka_ray.actors.cheating.
     def _prompt(self, prompt_ids: list[int]) -> list[int]:
@@ -140,13 +139,13 @@ class Executor:
             raise NoExecutorAvailable("ExecuteRequest not signed by a registered participant")
         if client.message.model != self.model:
             raise NoExecutorAvailable(f"this executor serves {self.model}")
-        weights = {
-            a: p.weight
-            for a, p in participants.items()
-            if p.weight > 0 and p.status != Status.INVALID.value
-        }
         iid = client.id
-        drawn = select_executor(iid, outer.message.attempt, weights, exclude={outer.signer_address})
+        drawn = select_executor(
+            iid,
+            outer.message.attempt,
+            eligible_weights(participants),
+            exclude={outer.signer_address},
+        )
         if drawn != self.address:
             raise NoExecutorAvailable("this executor is not the draw for this inference")
         spec = client.message.sampling
@@ -238,15 +237,9 @@ class Executor:
 
     # --- housekeeping ----------------------------------------------------------------------
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def drain(self) -> None:
         """Wait for background ledger submissions (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._tasks.drain()
 
     def stats(self) -> dict:
         return {"finished": self.finished, "finish_failures": list(self.finish_failures)}

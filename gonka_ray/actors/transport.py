@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import EngineClient, PeerExecutor
+from gonka_ray.actors.clients import BackgroundTasks, EngineClient, PeerExecutor
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
@@ -38,8 +38,7 @@ from gonka_ray.exceptions import (
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import payments
 from gonka_ray.protocol.admission import ReplayGuard, check_timestamp
-from gonka_ray.protocol.reputation import Status
-from gonka_ray.protocol.selection import select_executor
+from gonka_ray.protocol.selection import eligible_weights, select_executor
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class TransportAgent:
         self.rng = rng or random.Random()
         self.max_attempts = max_attempts
         self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
-        self._background: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()
         self.timings: list[dict[str, float]] = []  # per request: first token vs Start commit
         self.retries = 0
 
@@ -137,7 +136,7 @@ class TransportAgent:
                 ),
                 self.key,
             )
-            start_task = self._spawn(self._submit_start(start_tx, t0, timing))
+            start_task = self._tasks.spawn(self._submit_start(start_tx, t0, timing))
             execute = wire.seal(
                 wire.ExecuteRequest(
                     request=envelope, attempt=attempt, prompt_ids=tuple(prompt_ids)
@@ -177,7 +176,7 @@ class TransportAgent:
                 log.info("attempt %d of %s: executor unreachable: %s", attempt, iid.hex()[:12], exc)
                 self.retries += 1
                 continue
-            self._spawn(self._submit_delivered(start_task, iid, output))
+            self._tasks.spawn(self._submit_delivered(start_task, iid, output))
             self.timings.append(timing)
             cost = payments.cost_amount(len(prompt_ids), len(output), self.price_per_token, escrow)
             yield wire.encode(
@@ -206,12 +205,7 @@ class TransportAgent:
 
     async def _draw(self, iid: bytes, attempt: int) -> str:
         participants = await self.ledger.participants()
-        weights = {
-            a: p.weight
-            for a, p in participants.items()
-            if p.weight > 0 and p.status != Status.INVALID.value
-        }
-        return select_executor(iid, attempt, weights, exclude={self.address})
+        return select_executor(iid, attempt, eligible_weights(participants), exclude={self.address})
 
     async def _submit_start(self, tx: bytes, t0: float, timing: dict[str, float]):
         outcome = await self.ledger.submit(tx)
@@ -232,16 +226,9 @@ class TransportAgent:
 
     # --- housekeeping ----------------------------------------------------------------------
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     async def drain(self) -> None:
         """Wait for background ledger submissions (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._tasks.drain()
 
     def stats(self) -> dict:
         return {

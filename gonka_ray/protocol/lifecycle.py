@@ -148,11 +148,7 @@ class InferenceBook:
 
     def eligible_weights(self) -> dict[str, int]:
         """Executors that may be drawn now: weight > 0 and not INVALID."""
-        return {
-            a: p.weight
-            for a, p in self.participants.items()
-            if p.weight > 0 and p.status is not Status.INVALID
-        }
+        return selection.eligible_weights(self.participants)
 
     def expected_executor(self, inference_id: bytes, attempt: int, transport_agent: str) -> str:
         """The only executor a Start for this id and attempt may name."""
@@ -368,11 +364,7 @@ class InferenceBook:
             raise _reject("self_validation", "a participant never judges its own inference")
 
     def _voters(self, rec: InferenceRecord) -> Mapping[str, int]:
-        return {
-            a: p.weight
-            for a, p in self.participants.items()
-            if a != rec.executor and p.weight > 0 and p.status is not Status.INVALID
-        }
+        return selection.eligible_weights(self.participants, exclude={rec.executor})
 
     def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool) -> None:
         ballots = {**rec.votes, rec.accuser: False}

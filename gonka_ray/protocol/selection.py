@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gonka_ray.exceptions import NoExecutorAvailable
 
@@ -43,6 +44,22 @@ def weighted_pick(weights: Mapping[str, int], randomness: int) -> str:
             return key
         point -= weight
     raise AssertionError("unreachable: point < total")  # pragma: no cover
+
+
+def eligible_weights(
+    participants: Mapping[str, Any], exclude: Iterable[str] = ()
+) -> dict[str, int]:
+    """address → weight of the participants that may be drawn or vote: weight > 0, not INVALID.
+
+    ``participants`` maps addresses to anything with ``weight`` and ``status`` attributes
+    (ledger records or the actors' participant infos).
+    """
+    banned = set(exclude)
+    return {
+        a: p.weight
+        for a, p in participants.items()
+        if a not in banned and p.weight > 0 and p.status != "INVALID"
+    }
 
 
 def select_executor(
