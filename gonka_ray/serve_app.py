@@ -835,6 +835,7 @@ def serve_network(
     port: int = SERVE_DEFAULT_PORT,
     route_prefix: str = "/",
     max_inflight: int = SERVE_MAX_INFLIGHT,
+    name: str | None = None,
 ) -> str:
     """Deploy the OpenAI-compatible app for a launched :class:`~gonka_ray.network.Network` on
     loopback and return its base URL (``http://127.0.0.1:<port><prefix>``; the ``openai``
@@ -846,6 +847,11 @@ def serve_network(
             ``i`` meaning ``net.client_key(i)``, funded by the demo genesis for ``i <`` clients).
         port: the HTTP port Serve binds on 127.0.0.1.
         route_prefix: where the app is mounted.
+        max_inflight: requests in flight before the ingress answers 429.
+        name: the Serve application's name (default ``gonka-<network>``).
+
+    If Serve already runs on this Ray with other HTTP options, it keeps them; the returned URL
+    is where its proxy really listens.
     """
     from ray import serve
 
@@ -862,9 +868,22 @@ def serve_network(
         api_keys=seeds,
         max_inflight=max_inflight,
     )
-    serve.run(application, name=app_name(net), route_prefix=route_prefix)
+    serve.run(application, name=name or app_name(net), route_prefix=route_prefix)
     prefix = route_prefix if route_prefix.endswith("/") else route_prefix + "/"
-    return f"http://127.0.0.1:{port}{prefix}"
+    host, port = _bound(port)
+    return f"http://{host}:{port}{prefix}"
+
+
+def _bound(port: int) -> tuple[str, int]:
+    """Where Serve's proxy really listens: when Serve was already running, ``serve.start`` keeps
+    its old HTTP options, so the URL must come from the controller, not from the arguments."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        cfg = _get_global_client().http_config
+        return ("127.0.0.1" if cfg.host in ("127.0.0.1", "localhost") else cfg.host), cfg.port
+    except Exception:  # private API moved: trust the arguments
+        return "127.0.0.1", port
 
 
 def app_name(net: Any) -> str:

@@ -411,3 +411,21 @@ def test_back_pressure_is_a_429_with_retry_after_before_any_work() -> None:
     assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
     assert json.loads(resp.body)["error"]["code"] == "overloaded"
     assert ingress.inflight == 0
+
+
+def test_a_second_app_under_a_prefix_reports_the_port_serve_really_uses(served) -> None:
+    from ray import serve
+
+    url = serve_network(
+        served["net"], api_keys={"sk-alt": 0}, port=_free_port(), route_prefix="/alt", name="alt"
+    )
+    try:
+        assert url == served["url"] + "alt/"  # Serve kept its first port
+        alt = openai.OpenAI(base_url=url + "v1", api_key="sk-alt", max_retries=0)
+        assert [m.id for m in alt.models.list()] == ["fake"]
+        resp = alt.completions.create(model="fake", prompt="p", max_tokens=2)
+        assert resp.usage.completion_tokens >= 1
+        with pytest.raises(openai.AuthenticationError):
+            alt.with_options(api_key=API_KEY).completions.create(model="fake", prompt="p")
+    finally:
+        serve.delete("alt")
