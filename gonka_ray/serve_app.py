@@ -220,8 +220,7 @@ def unwrap_error(exc: BaseException) -> GonkaError:
             return NoExecutorAvailable(f"transport agent unavailable: {type(exc).__name__}")
     except ImportError:  # pragma: no cover - ray is a dependency
         pass
-    err = GonkaError(f"internal error: {type(exc).__name__}")
-    return err
+    return GonkaError(f"internal error: {type(exc).__name__}")
 
 
 def error_response(err: GonkaError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -608,6 +607,7 @@ class GonkaIngress:
             )
         self.inflight += 1
         release = True
+        started = False  # the TA sent its first item (it escrowed and ran the request)
         call: _Call | None = None
         try:
             call = await self._admit(request, kind)
@@ -616,6 +616,7 @@ class GonkaIngress:
                 first = await items.__anext__()
             except StopAsyncIteration:
                 raise NoExecutorAvailable("the transport agent sent nothing") from None
+            started = True
             if call.stream:
                 release = False
                 return StreamingResponse(
@@ -648,8 +649,8 @@ class GonkaIngress:
             return JSONResponse(body, headers=self._headers(call))
         except Exception as exc:
             err = unwrap_error(exc)
-            if call is not None and self.replay is not None and err.http_status != 409:
-                self.replay.forget(call.inference_id)  # nothing escrowed: may be sent again
+            if call is not None and not started and err.http_status != 409:
+                self.replay.forget(call.inference_id)  # refused before escrow: may be resent
             if err.http_status >= 500:
                 log.warning("request failed: %r", exc)
             return error_response(err, self._headers(call) if call else None)
