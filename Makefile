@@ -59,8 +59,14 @@ test-e2e: install
 test-gpu: install
 	$(PYTEST) tests/gpu
 
+# Each benchmark prints a table and writes benchmarks/results/<name>.json (minutes each on 2 cores).
 bench: install
 	$(PY) benchmarks/crypto_wire.py
+	$(PY) benchmarks/ledger_sim.py --seeds 1000
+	$(PY) benchmarks/ledger.py
+	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/economics.py
+	$(PY) benchmarks/detection.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
