@@ -16,7 +16,9 @@ generators (``num_returns="streaming"``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
@@ -102,3 +104,28 @@ class BackgroundTasks:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class RoleBase:
+    """What every participant role holds: its identity and key, its ledger view, its own
+    MLNode, the served model, an injected clock and the source of transaction nonces."""
+
+    def __init__(
+        self,
+        *,
+        participant: str,
+        key: Any,
+        ledger: Any,
+        engine: Any,
+        model: str,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.participant = participant
+        self.key = key
+        self.address = key.address
+        self.ledger = ledger
+        self.engine = EngineClient(engine)
+        self.model = model
+        self.clock = clock
+        self.rng = rng or random.Random()

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, EngineClient
+from gonka_ray.actors.clients import BackgroundTasks, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
@@ -41,7 +41,7 @@ def error_bytes(code: str, message: str, *, started: bool) -> bytes:
     return wire.encode(wire.ExecutionError(code=code, message=message[:1000], started=started))
 
 
-class Executor:
+class Executor(RoleBase):
     """One participant's executor.
 
     Args:
@@ -71,17 +71,18 @@ class Executor:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.participant = participant
-        self.key = key
-        self.address = key.address
-        self.engine = EngineClient(engine)
-        self.ledger = ledger
+        super().__init__(
+            participant=participant,
+            key=key,
+            ledger=ledger,
+            engine=engine,
+            model=model,
+            clock=clock,
+            rng=rng,
+        )
         self.store = store
-        self.model = model
         self.sampling_hook = sampling_hook
         self.withhold_payloads = withhold_payloads
-        self.clock = clock
-        self.rng = rng or random.Random()
         self._tasks = BackgroundTasks()
         self.finished = 0
         self.finish_failures: list[str] = []

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, EngineClient, PeerExecutor
+from gonka_ray.actors.clients import BackgroundTasks, PeerExecutor, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # executors tried per request before giving up (503)
 
 
-class TransportAgent:
+class TransportAgent(RoleBase):
     """One participant's transport agent.
 
     Args:
@@ -73,16 +73,17 @@ class TransportAgent:
         rng: random.Random | None = None,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        self.participant = participant
-        self.key = key
-        self.address = key.address
-        self.ledger = ledger
-        self.engine = EngineClient(engine)
+        super().__init__(
+            participant=participant,
+            key=key,
+            ledger=ledger,
+            engine=engine,
+            model=model,
+            clock=clock,
+            rng=rng,
+        )
         self.executors = executors
-        self.model = model
         self.price_per_token = price_per_token
-        self.clock = clock
-        self.rng = rng or random.Random()
         self.max_attempts = max_attempts
         self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
         self._tasks = BackgroundTasks()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import EngineClient, PeerExecutor
+from gonka_ray.actors.clients import PeerExecutor, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 PAYLOAD_FETCH_TIMEOUT_S = 10.0  # the fetch window: a payload not produced by then fails
 
 
-class Verifier:
+class Verifier(RoleBase):
     """One participant's verifier.
 
     Args:
@@ -73,18 +73,19 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self.participant = participant
-        self.key = key
-        self.address = key.address
-        self.ledger = ledger
-        self.engine = EngineClient(engine)
+        super().__init__(
+            participant=participant,
+            key=key,
+            ledger=ledger,
+            engine=engine,
+            model=model,
+            clock=clock,
+            rng=rng,
+        )
         self.executors = executors
-        self.model = model
         self.epoch_seed = epoch_seed
         self.thresholds = thresholds or thresholds_for(model)
         self.requests_per_epoch = requests_per_epoch
-        self.clock = clock
-        self.rng = rng or random.Random()
         self.cursor = 0  # last ledger event seen
         self.finished_seen = 0
         self.checked = 0
