@@ -42,7 +42,7 @@ def keys_new(path: Path) -> None:
 @click.option(
     "--engine", default="transformers", type=click.Choice(["transformers", "vllm", "fake"])
 )
-@click.option("--requests", default=24, show_default=True, type=click.IntRange(2, 10_000))
+@click.option("--requests", default=32, show_default=True, type=click.IntRange(2, 10_000))
 @click.option("--max-tokens", default=24, show_default=True, type=click.IntRange(1, 4096))
 def demo(model: str, cheat: str, engine: str, requests: int, max_tokens: int) -> None:
     """Four participants on loopback Ray, one cheating: serve, verify, vote, refund, kick out."""

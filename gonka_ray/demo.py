@@ -68,7 +68,7 @@ class DemoReport:
 async def run_demo(
     config: NetworkConfig | None = None,
     *,
-    requests: int = 24,
+    requests: int = 32,
     max_tokens: int = 24,
     concurrency: int = 4,
     settle_timeout_s: float = 180.0,
