@@ -231,10 +231,5 @@ def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            num_cpus=num_cpus,
-            log_to_driver=False,
-            **kwargs,
-        )
+        options = {"include_dashboard": False, "num_cpus": num_cpus, "log_to_driver": False}
+        ray.init(_node_ip_address="127.0.0.1", **options, **kwargs)

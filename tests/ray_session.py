@@ -11,13 +11,8 @@ def shared_ray() -> Iterator[object]:
 
     started = False
     if not ray.is_initialized():
-        ray.init(
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            num_cpus=4,
-            namespace="gonka_ray_tests",
-            log_to_driver=False,
-        )
+        options = {"include_dashboard": False, "num_cpus": 4, "log_to_driver": False}
+        ray.init(_node_ip_address="127.0.0.1", namespace="gonka_ray_tests", **options)
         started = True
     yield ray
     if started:
