@@ -28,7 +28,6 @@ from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.exceptions import WireError
-from gonka_ray.ledger import state
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol.lifecycle import (
     InferenceBook,
@@ -55,20 +54,6 @@ class InferenceAppConfig:
     expiry_blocks: int = 600
     vote_blocks: int = 20
     fpr: float = 0.05
-
-
-def table_keys(ctx: TxContext, table: str) -> list[Any]:
-    """Keys of ``table`` as ``ctx`` sees them (committed state plus this context's writes)."""
-    # NOTE: reads the state machine's committed table and the context's pending writes; both
-    # are owned by gonka_ray.ledger.state, which defines their shapes.
-    keys = set(ctx._sm.tables.get(table, {}))
-    for (t, k), v in ctx._writes.items():
-        if t == table:
-            if v is state._DELETED:
-                keys.discard(k)
-            else:
-                keys.add(k)
-    return sorted(keys)
 
 
 def _encode_record(rec: InferenceRecord) -> list:
@@ -112,10 +97,10 @@ class _TableView(MutableMapping):
         self.ctx.delete(self.table, key)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(table_keys(self.ctx, self.table))
+        return iter(self.ctx.keys(self.table))
 
     def __len__(self) -> int:
-        return len(table_keys(self.ctx, self.table))
+        return len(self.ctx.keys(self.table))
 
 
 class _Participants(_TableView):

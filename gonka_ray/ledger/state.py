@@ -122,6 +122,17 @@ class TxContext:
     def delete(self, table: str, key: Any) -> None:
         self._writes[(table, key)] = _DELETED
 
+    def keys(self, table: str) -> list[Any]:
+        """Keys of ``table`` as this context sees them (committed plus pending writes), sorted."""
+        keys = set(self._sm.tables.get(table, {}))
+        for (t, k), v in self._writes.items():
+            if t == table:
+                if v is _DELETED:
+                    keys.discard(k)
+                else:
+                    keys.add(k)
+        return sorted(keys)
+
     @staticmethod
     def reject(reason: str) -> None:
         """Reject the transaction deterministically with ``reason``."""
