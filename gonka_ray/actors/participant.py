@@ -181,8 +181,9 @@ class ReplicaLedgerPort:
             own = self.spec.index
             # NOTE: own replica first: it is local and trusted; others are fallbacks.
             replicas = [replicas[own], *replicas[:own], *replicas[own + 1 :]]
-            self._client = LedgerClient(replicas, genesis, timeout_s=self.timeout_s, seed=own)
-            self._client.rng = _FirstFirst()
+            self._client = LedgerClient(
+                replicas, genesis, timeout_s=self.timeout_s, seed=own, prefer_first=True
+            )
         return self._client
 
     async def submit(self, tx: bytes) -> TxOutcome:
@@ -207,13 +208,6 @@ class ReplicaLedgerPort:
 
     async def height(self) -> int:
         return await self._own().height.remote()
-
-
-class _FirstFirst(random.Random):
-    """Makes LedgerClient try replicas in the given order (own replica first)."""
-
-    def sample(self, population, k, *, counts=None):
-        return list(population)[:k]
 
 
 # --- roles -----------------------------------------------------------------------------------

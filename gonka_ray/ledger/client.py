@@ -27,10 +27,18 @@ class LedgerClient:
     genesis: the network's genesis (for the validator set and chain id).
     timeout_s: how long one replica may take to commit a transaction.
     seed: seeds the choice of replica.
+    prefer_first: always try ``handles[0]`` first (a participant's own, trusted replica) and
+        the others, in random order, only if it fails.
     """
 
     def __init__(
-        self, handles: list[Any], genesis: LedgerGenesis, *, timeout_s: float = 10.0, seed: int = 0
+        self,
+        handles: list[Any],
+        genesis: LedgerGenesis,
+        *,
+        timeout_s: float = 10.0,
+        seed: int = 0,
+        prefer_first: bool = False,
     ) -> None:
         if not handles:
             raise ValueError("a LedgerClient needs at least one replica handle")
@@ -40,6 +48,7 @@ class LedgerClient:
         self.chain = block_hash(genesis_block(wire.digest(genesis)).header)
         self.timeout_s = timeout_s
         self.rng = random.Random(seed)
+        self.prefer_first = prefer_first
 
     async def submit(self, tx: bytes, *, attempts: int | None = None) -> TxReceipt:
         """Submit ``tx`` and return its verified receipt (``ok``/``reason`` say whether it
@@ -50,7 +59,10 @@ class LedgerClient:
             LedgerError: a replica returned a receipt that does not verify.
         """
         tx_hash = merkle.tx_hash(tx)
-        order = self.rng.sample(range(len(self.handles)), len(self.handles))
+        if self.prefer_first:
+            order = [0, *self.rng.sample(range(1, len(self.handles)), len(self.handles) - 1)]
+        else:
+            order = self.rng.sample(range(len(self.handles)), len(self.handles))
         last: Exception | None = None
         for i in order[: attempts or len(order)]:
             handle = self.handles[i]

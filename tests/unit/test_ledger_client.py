@@ -63,3 +63,34 @@ async def test_client_times_out_when_every_replica_fails(tmp_path) -> None:
         await client.submit(transfer(1, 0))
     for r in reps:
         await r.stop()
+
+
+async def test_prefer_first_always_tries_the_own_replica_first(tmp_path) -> None:
+    bus = Bus()
+    reps = [bus.make(i, tmp_path) for i in range(4)]
+    calls: list[int] = []
+
+    def counting(i: int):
+        h = handle(reps[i])
+        inner = h.submit.remote
+
+        async def submit(*args):
+            calls.append(i)
+            return await inner(*args)
+
+        h.submit = SimpleNamespace(remote=submit)
+        return h
+
+    for seed in range(5):
+        client = LedgerClient(
+            [counting(2), counting(0), counting(1)],
+            GENESIS,
+            timeout_s=10,
+            seed=seed,
+            prefer_first=True,
+        )
+        calls.clear()
+        receipt = await client.submit(transfer(1, seed))
+        assert receipt.ok and calls == [2]  # the preferred replica answered; no other was asked
+    for r in reps:
+        await r.stop()
