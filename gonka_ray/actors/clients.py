@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from typing import Any
 
 from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
+from gonka_ray.exceptions import InvalidRequest
 
 
 async def _stream(method: Any, *args: Any) -> AsyncIterator[Any]:
@@ -61,6 +62,28 @@ class EngineClient:
         if self.remote:
             return await self.target.tokenize.remote(text)
         return self.target.tokenize(text)
+
+    async def detokenize(self, ids: Sequence[int]) -> str:
+        if self.remote:
+            return await self.target.detokenize.remote(list(ids))
+        return self.target.detokenize(list(ids))
+
+    async def request_prompt_ids(self, req: Any) -> list[int]:
+        """The prompt token ids of a client's ``wire.InferenceRequest``: its chat messages under
+        the model's chat template, or its completion prompt. The transport agent commits to
+        these and verifiers re-derive them, so both must call this one function.
+
+        Raises:
+            InvalidRequest: both or neither of messages and prompt given.
+        """
+        if req.messages and req.prompt is not None:
+            raise InvalidRequest("give either messages or prompt, not both", field="messages")
+        if req.messages:
+            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+            return await self.apply_chat_template(msgs)
+        if not req.prompt:
+            raise InvalidRequest("prompt is empty", field="prompt")
+        return await self.tokenize(req.prompt)
 
     async def model_info(self) -> ModelInfo:
         if self.remote:

@@ -106,7 +106,7 @@ class TransportAgent(RoleBase):
         check_timestamp(req.timestamp_ms, now_ms)
         if req.model != self.model:
             raise ModelNotFound(f"this network serves {self.model!r}", field="model")
-        prompt_ids = await self._prompt_ids(req)
+        prompt_ids = await self.engine.request_prompt_ids(req)
         try:
             escrow = payments.escrow_amount(
                 len(prompt_ids), req.sampling.max_tokens, self.price_per_token
@@ -193,16 +193,6 @@ class TransportAgent(RoleBase):
             )
             return
         raise NoExecutorAvailable(f"no executor answered after {self.max_attempts} attempts")
-
-    async def _prompt_ids(self, req: wire.InferenceRequest) -> list[int]:
-        if req.messages and req.prompt is not None:
-            raise InvalidRequest("give either messages or prompt, not both", field="messages")
-        if req.messages:
-            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-            return await self.engine.apply_chat_template(msgs)
-        if not req.prompt:
-            raise InvalidRequest("prompt is empty", field="prompt")
-        return await self.engine.tokenize(req.prompt)
 
     async def _draw(self, iid: bytes, attempt: int) -> str:
         participants = await self.ledger.participants()

@@ -26,7 +26,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import PeerExecutor, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.engine.base import SamplingParams
-from gonka_ray.exceptions import GonkaError
+from gonka_ray.exceptions import GonkaError, InvalidRequest
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
@@ -279,22 +279,17 @@ class Verifier(RoleBase):
             spec.top_k,
         ):
             return "artifact sampling parameters differ from the client's request"
-        expected_prompt = await self._expected_prompt(client.message)
-        if expected_prompt is not None and expected_prompt != [int(t) for t in artifact.prompt_ids]:
+        try:
+            expected_prompt = await self.engine.request_prompt_ids(client.message)
+        except InvalidRequest:
+            return "the client's request has no valid prompt"
+        if expected_prompt != [int(t) for t in artifact.prompt_ids]:
             return "prompt is not the client's messages under the chat template"
         if artifact.finish_reason == "length" and artifact.num_output_tokens < spec.max_tokens:
             return "finish reason 'length' before max_tokens"
         if artifact.finish_reason == "stop" and not await self._really_stopped(artifact, spec):
             return "finish reason 'stop' without EOS or a stop string"
         return ""
-
-    async def _expected_prompt(self, req: wire.InferenceRequest) -> list[int] | None:
-        if req.messages:
-            msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-            return await self.engine.apply_chat_template(msgs)
-        if req.prompt:
-            return await self.engine.tokenize(req.prompt)
-        return None
 
     async def _really_stopped(self, artifact: Artifact, spec: wire.SamplingSpec) -> bool:
         if self._eos is None:
@@ -303,10 +298,7 @@ class Verifier(RoleBase):
             return True
         if not spec.stop:
             return False
-        if self.engine.remote:
-            text = await self.engine.target.detokenize.remote([int(t) for t in artifact.output_ids])
-        else:
-            text = self.engine.target.detokenize([int(t) for t in artifact.output_ids])
+        text = await self.engine.detokenize([int(t) for t in artifact.output_ids])
         return any(s in text for s in spec.stop)
 
     def stats(self) -> dict:
