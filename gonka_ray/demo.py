@@ -182,7 +182,7 @@ async def _report(
     cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
     invalidated = [r for r in recs if r.status is InferenceStatus.INVALIDATED]
     spend = sum(r.cost for r in invalidated)
-    new_execs = [r for r in recs]  # everyone starts at reputation 0 in the demo
+    new_execs = [r for r in recs if parts[r.executor].reputation == 0]  # newcomers' work
     summary = {
         "requests": len(done),
         "cheaters_caught": sum(1 for a in cheaters if parts[a].status == "INVALID"),
