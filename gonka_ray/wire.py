@@ -726,6 +726,7 @@ class Transfer:
 # the executor later commits to in FinishInference.
 
 Address = Annotated[str, MaxLen(64)]
+POC_MAX_CLAIMED_NONCES = 65_536  # passing nonces in one PoC claim (about 0.5 MiB)
 
 
 @message("StartInference", version=1)
@@ -779,6 +780,36 @@ class Vote:
 class SeedCommit:
     epoch: U64
     commitment: Bytes32  # sha256 of the secret per-epoch seed
+    nonce: U64
+
+
+@message("SeedReveal", version=1)
+class SeedReveal:
+    """A validator's reward claim for ``epoch``: the seed whose sha256 it committed (DESIGN §4)."""
+
+    epoch: U64
+    seed: Bytes32
+    nonce: U64
+
+
+@message("PocClaim", version=1)
+class PocClaim:
+    """The passing Proof-of-Compute nonces a participant found in ``epoch``'s sprint (DESIGN §5)."""
+
+    epoch: U64
+    nonces: Annotated[list[U64], MaxLen(POC_MAX_CLAIMED_NONCES)]
+    nonce: U64
+
+
+@message("PocVerdict", version=1)
+class PocVerdict:
+    """A validator's verdict on ``participant``'s PoC claim after recomputing a sample of it."""
+
+    epoch: U64
+    participant: Address
+    accepted: bool
+    sampled: U32
+    failed: U32
     nonce: U64
 
 
