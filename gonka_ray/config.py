@@ -73,6 +73,13 @@ class LedgerConfig(_Strict):
     block_max_txs: int = Field(C.LEDGER_BLOCK_MAX_TXS, ge=1, le=100_000)
     block_interval_ms: int = Field(C.LEDGER_BLOCK_INTERVAL_MS, ge=0, le=60_000)
     view_timeout_ms: int = Field(C.LEDGER_VIEW_TIMEOUT_MS, ge=10, le=600_000)
+    empty_block_interval_ms: int = Field(
+        C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+        ge=0,
+        le=600_000,
+        description="an idle leader proposes an empty block after this long in its view, so "
+        "committed height (the epoch clock) advances on an idle chain; 0 disables",
+    )
     expiry_blocks: int = Field(C.LEDGER_EXPIRY_BLOCKS, ge=1)
     storage_dir: str | None = Field(None, description="SQLite folder; default: a temp dir")
 

@@ -34,6 +34,7 @@ DEFAULT_PRICE_PER_TOKEN = 1  # integer units per prompt or completion token
 LEDGER_BLOCK_MAX_TXS = 2_000  # transactions per block
 LEDGER_BLOCK_INTERVAL_MS = 20  # leader waits this long to batch before proposing
 LEDGER_VIEW_TIMEOUT_MS = 2_000  # view change when no progress for this long
+LEDGER_EMPTY_BLOCK_INTERVAL_MS = 100  # idle leader proposes an empty block after this (0 = off)
 LEDGER_EXPIRY_BLOCKS = 600  # a Start with no Finish in this many blocks is refunded
 
 # --- epochs and reputation -------------------------------------------------------------------

@@ -15,7 +15,13 @@ Protocol (chained HotStuff, Yin et al. 2019, with a DiemBFT-style pacemaker):
   leader), and the leader of ``v+1`` proposes on top of it.
 - On seeing ``QC(b2)`` with ``b1 = b2.parent``, ``b0 = b1.parent``: lock ``b1``; when the three
   have consecutive views, **commit** ``b0`` and its uncommitted ancestors (the 3-chain rule).
-- Pacemaker: with work pending (mempool or uncommitted transactions) and no progress for
+- Heartbeat blocks: with ``empty_block_ticks = N > 0`` an idle leader proposes an empty block
+  once ``N`` ticks have passed since it entered its view (that is, since the last QC or TC it
+  saw), so an idle chain's committed height keeps advancing (the epoch clock is committed
+  height). ``N = 0`` disables it: the leader then proposes only for transactions (and the empty
+  blocks that finish their commit). Ticks are the only clock, so this stays deterministic.
+- Pacemaker: with work pending (mempool or uncommitted transactions, or always when heartbeat
+  blocks are on, after the extra ``N`` ticks a heartbeat may take) and no progress for
   ``timeout_ticks`` ticks (doubling per consecutive timeout, at most 8×), a replica broadcasts a
   signed timeout carrying its high QC and re-broadcasts it every period. > 2/3 of power timing out
   of ``v`` forms a timeout certificate (TC) that moves everyone to ``v+1``; a leader may propose
@@ -314,6 +320,9 @@ class ConsensusCore:
         seed: seeds the choice of peers to fetch missing blocks from.
         recovered: state reloaded from storage after a restart.
         mempool_max_txs: pending transactions kept; further ones are dropped.
+        fetch_retry_ticks: ticks before a missing block is requested again.
+        empty_block_ticks: an idle leader proposes an empty block after this many ticks in its
+            view (heartbeat blocks); 0 disables.
     """
 
     def __init__(
@@ -328,7 +337,10 @@ class ConsensusCore:
         recovered: Recovered | None = None,
         mempool_max_txs: int = 200_000,
         fetch_retry_ticks: int = 4,
+        empty_block_ticks: int = 0,
     ) -> None:
+        if empty_block_ticks < 0:
+            raise ValueError("empty_block_ticks must be >= 0")
         me = validators.index_of(key.public_key)
         if me is None:
             raise ValueError("this replica's key is not in the validator set")
@@ -339,6 +351,7 @@ class ConsensusCore:
         self.max_block_txs = max_block_txs
         self.mempool_max_txs = mempool_max_txs
         self.fetch_retry_ticks = fetch_retry_ticks
+        self.empty_block_ticks = empty_block_ticks
         self.rng = random.Random(seed)
         self.stats = Stats()
 
@@ -362,6 +375,7 @@ class ConsensusCore:
         self.proposed_views: set[int] = set()
         self.my_timeout: bytes | None = None
         self.ticks_in_view = 0
+        self.idle_ticks = 0  # ticks since this replica entered its current view
         self.consecutive_timeouts = 0
         self.mempool: OrderedDict[bytes, bytes] = OrderedDict()
         self.committed_txs: set[bytes] = set()
@@ -403,12 +417,16 @@ class ConsensusCore:
         ready = Ready()
         self._now += 1
         self.ticks_in_view += 1
+        self.idle_ticks += 1
         for h in list(self.wanted):
             self.wanted[h] += 1
             if self.wanted[h] >= self.fetch_retry_ticks:
                 self._request(h, None, ready)
-        if self._has_pending_work():
+        pending = self._has_pending_work()
+        if pending or self.empty_block_ticks:
             limit = self.timeout_ticks * min(2**self.consecutive_timeouts, MAX_BACKOFF)
+            if not pending:
+                limit += self.empty_block_ticks  # an idle leader waits that long to propose
             if self.ticks_in_view >= limit:
                 self.ticks_in_view = 0
                 self.consecutive_timeouts += 1
@@ -629,6 +647,7 @@ class ConsensusCore:
     def _advance(self, view: int, *, progress: bool) -> None:
         self.cur_view = view
         self.ticks_in_view = 0
+        self.idle_ticks = 0
         self.my_timeout = None
         if progress:
             self.consecutive_timeouts = 0
@@ -757,7 +776,7 @@ class ConsensusCore:
             if self.high_qc.view < max(s.high_qc_view for s in tc.sigs):
                 return  # someone has a higher QC; wait for it (or time out)
         txs = self._pick_txs(parent)
-        if not txs and not self._chain_needs_blocks(parent):
+        if not txs and not self._chain_needs_blocks(parent) and not self._heartbeat_due():
             return
         self.proposed_views.add(v)
         hashes = [merkle.tx_hash(t) for t in txs]
@@ -778,6 +797,9 @@ class ConsensusCore:
         self._store_block(block, bh, ready)
         ready.outbound.append((None, wire.encode(proposal)))
         self._on_proposal(proposal, self.me, ready)
+
+    def _heartbeat_due(self) -> bool:
+        return self.empty_block_ticks > 0 and self.idle_ticks >= self.empty_block_ticks
 
     def _uncommitted_ancestry(self, b: Block) -> list[Block]:
         out = []

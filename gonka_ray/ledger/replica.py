@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import CommitTimeout, StorageError
 from gonka_ray.ledger import merkle
@@ -45,6 +47,13 @@ def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
     return ValidatorSet([Validator(p.public_key, p.weight) for p in genesis.participants])
 
 
+def empty_block_ticks(interval_ms: float, tick_ms: float) -> int:
+    """Whole ticks of the empty-block interval (0 stays 0: heartbeat blocks off)."""
+    if interval_ms <= 0:
+        return 0
+    return max(1, math.ceil(interval_ms / tick_ms))
+
+
 class LedgerReplica:
     """One replica of the BFT ledger.
 
@@ -58,6 +67,8 @@ class LedgerReplica:
         transport: ``send(dest_index, bytes)``; overrides the Ray transport (tests).
         tick_ms: wall-clock length of one consensus tick.
         timeout_ticks: ticks without progress before a view change.
+        empty_block_interval_ms: an idle leader proposes an empty block after this long in its
+            view (rounded up to whole ticks), so an idle chain's height keeps advancing; 0 = off.
         max_block_txs: transactions per block.
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
@@ -78,6 +89,7 @@ class LedgerReplica:
         transport: Transport | None = None,
         tick_ms: float = 20.0,
         timeout_ticks: int = 50,
+        empty_block_interval_ms: float = C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
         max_block_txs: int = 2_000,
         snapshot_every: int = 100,
         install: Callable[[StateMachine], None] | None = None,
@@ -110,6 +122,7 @@ class LedgerReplica:
             max_block_txs=max_block_txs,
             seed=index,
             recovered=recovered,
+            empty_block_ticks=empty_block_ticks(empty_block_interval_ms, tick_ms),
         )
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None

@@ -114,6 +114,7 @@ class SimNetwork:
         max_delay: int = 1,
         timeout_ticks: int = 8,
         max_block_txs: int = 64,
+        empty_block_ticks: int = 0,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -141,6 +142,7 @@ class SimNetwork:
                     timeout_ticks=timeout_ticks,
                     max_block_txs=max_block_txs,
                     seed=seed * 1000 + i,
+                    empty_block_ticks=empty_block_ticks,
                 )
             self.nodes.append(Node(i, core, StateMachine(self.genesis), mode))
         self.honest = [nd for nd in self.nodes if nd.byzantine is None]
@@ -340,6 +342,7 @@ class ScenarioResult:
     messages: int
     error: str = ""
     n: int = 4
+    empty_block_ticks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -348,6 +351,7 @@ class ScenarioResult:
     def describe(self) -> str:
         return (
             f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
+            f"empty_block_ticks={self.empty_block_ticks} "
             f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
             f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed, n=self.n)}"
         )
@@ -386,6 +390,10 @@ def run_scenario(
         for i in rng.sample(range(n), f):
             byzantine[i] = rng.choice(BYZANTINE_MODES)
     max_delay = rng.randint(1, 4)
+    # Heartbeat blocks in a third of the runs, from their own stream so that the other choices
+    # of a seed do not depend on it.
+    beat = random.Random(f"heartbeat/{seed}")
+    empty_block_ticks = beat.randint(2, 3 * max_delay + 2) if beat.random() < 1 / 3 else 0
     net = SimNetwork(
         seed,
         n=n,
@@ -394,6 +402,7 @@ def run_scenario(
         duplicate=rng.choice([0.0, 0.05, 0.2]),
         max_delay=max_delay,
         timeout_ticks=2 * max_delay + 4,
+        empty_block_ticks=empty_block_ticks,
     )
     honest_idx = [nd.index for nd in net.honest]
     txs = scenario_txs(rng, rng.randint(5, 25))
@@ -429,4 +438,5 @@ def run_scenario(
         messages=net.messages_sent,
         error=error,
         n=n,
+        empty_block_ticks=empty_block_ticks,
     )

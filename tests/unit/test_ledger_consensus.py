@@ -235,3 +235,28 @@ def test_idle_network_is_quiet() -> None:
     net.run(100)
     assert net.messages_sent == 0
     assert all(nd.core.stats.timeouts_sent == 0 for nd in net.nodes)
+
+
+def test_idle_chain_keeps_committing_with_heartbeat_blocks() -> None:
+    net = SimNetwork(11, empty_block_ticks=3)
+    net.run(200)
+    heights = [len(nd.commits) for nd in net.nodes]
+    assert min(heights) >= 20  # a block about every 4-5 ticks, with no transactions at all
+    assert not net.safety_violations()
+    net.run(50)
+    assert min(len(nd.commits) for nd in net.nodes) > max(heights)
+    assert all(not nd.core.stats.timeouts_sent for nd in net.nodes)  # no view was abandoned
+
+
+def test_heartbeat_blocks_off_means_an_idle_chain_stays_put() -> None:
+    net = SimNetwork(11, empty_block_ticks=0)
+    net.run(200)
+    assert all(len(nd.commits) == 0 for nd in net.nodes)
+    assert all(nd.core.stats.proposals == 0 for nd in net.nodes)
+
+
+def test_heartbeat_blocks_continue_past_a_silent_leader() -> None:
+    net = SimNetwork(12, byzantine={1: "silent"}, empty_block_ticks=2, timeout_ticks=6)
+    net.run(300)
+    assert min(len(nd.commits) for nd in net.honest) >= 10
+    assert not net.safety_violations()
