@@ -20,7 +20,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint format test-unit test-sim test-cluster test-e2e test-gpu bench clean
+.PHONY: install browser demo test lint format test-unit test-sim test-cluster test-e2e test-gpu bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*; touch $@; \
 	echo "installed into $(VENV) in $$(( $$(date +%s) - start )) s"
 
+# Headless Chromium for the explorer test (tests/e2e/test_explorer.py): Debian's package,
+# installed only when no browser is found and we run as root with apt-get; otherwise that test
+# skips and says why. A second run finds the browser and does nothing.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the explorer test (apt-get) ..."; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends chromium) >/tmp/gonka-chromium-install.log 2>&1 \
+	  || echo "chromium install failed (/tmp/gonka-chromium-install.log): the explorer test will skip"; \
+	else echo "no chromium and not root: the explorer test will skip"; fi
+
 demo: install
 	$(PY) -m gonka_ray.cli demo
 
@@ -45,7 +57,7 @@ format: install
 	$(VENV)/bin/ruff check --fix gonka_ray tests benchmarks
 	$(VENV)/bin/ruff format gonka_ray tests benchmarks
 
-test: lint
+test: lint browser
 	$(PYTEST) tests
 
 test-unit: install
@@ -54,7 +66,7 @@ test-sim: install
 	$(PYTEST) tests/sim
 test-cluster: install
 	$(PYTEST) tests/cluster
-test-e2e: install
+test-e2e: install browser
 	$(PYTEST) tests/e2e
 test-gpu: install
 	$(PYTEST) tests/gpu

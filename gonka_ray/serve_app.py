@@ -7,6 +7,10 @@ Endpoints (under the route prefix):
   ``temperature``, ``top_p``, ``max_tokens``, ``stop``; ``n`` must be 1.
 - ``GET /v1/models``, ``GET /v1/inferences/{id}`` (ledger status, validations, refund),
   ``GET /health``.
+- ``GET /``: the explorer page (``static/explorer.html``, self-contained: no CDN), which polls
+  ``GET /v1/explorer``: participants (weight, reputation, status, counters), ledger height,
+  epoch and phase (from the committed height and the network's epoch config,
+  :func:`gonka_ray.protocol.epochs.position`), recent inferences, verification totals.
 
 **Routing.** Each request goes to one transport agent: the participant named by header
 ``X-Gonka-TA``, otherwise a random participant that the ledger does not list as INVALID.
@@ -53,10 +57,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
+from importlib import resources
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gonka_ray import constants as C
@@ -83,6 +88,8 @@ SERVE_DEFAULT_PORT = 8000
 PARTICIPANTS_TTL_S = 5.0  # how long the ingress caches the ledger's participant statuses
 TOKEN_CACHE_MAX = 100_000  # token id -> string entries kept by the ingress
 CONTEXT_SLACK_TOKENS = 64  # chat-template tokens a byte count may miss (see _check_context)
+EXPLORER_TTL_S = 1.0  # how long the ingress reuses one explorer snapshot (many open pages)
+EXPLORER_RECENT = 25  # recent inferences shown by the explorer
 
 HEADER_TA = "x-gonka-ta"
 HEADER_SIGNED = "x-gonka-signed-request"
@@ -265,6 +272,103 @@ def record_view(record: Any, names: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def explorer_view(
+    *,
+    network: str,
+    model: str,
+    height: int,
+    infos: Mapping[str, Any],
+    records: list[Any],
+    epoch: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The explorer's JSON from ledger answers (plain data; no Ray).
+
+    Args:
+        infos: address -> ``ParticipantInfo`` (the replica's ``participants()``).
+        records: recent ``InferenceRecord``s, newest first.
+        epoch: the network's epoch config as a dict, or None (epoch and phase omitted).
+    """
+    names = {a: p.name for a, p in infos.items()}
+    parts = []
+    for p in sorted(infos.values(), key=lambda p: p.name):
+        r = p.record
+        parts.append(
+            {
+                "name": p.name,
+                "address": p.address,
+                "weight": p.weight,
+                "reputation": p.reputation,
+                "status": p.status,
+                "served": r.served,
+                "validations_done": r.validations_done,
+                "checked": r.checked,
+                "failed": r.failed,
+                "invalidated_total": r.invalidated_total,
+                "false_accusations": r.false_accusations,
+                "pending_fees": r.pending_fees,
+            }
+        )
+    recent = [
+        {
+            "id": rec.inference_id.hex(),
+            "status": _jsonable(rec.status),
+            "transport_agent": names.get(rec.transport_agent),
+            "executor": names.get(rec.executor),
+            "prompt_tokens": rec.prompt_tokens,
+            "completion_tokens": rec.completion_tokens,
+            "cost": rec.cost,
+            "refund": rec.refunded,
+            "validations": len(rec.validations),
+            "validations_passed": sum(1 for ok in rec.validations.values() if ok),
+            "votes": len(rec.votes),
+            "start_height": rec.start_height,
+        }
+        for rec in records
+    ]
+    pos = None
+    if epoch is not None:
+        from gonka_ray.config import EpochConfig
+        from gonka_ray.protocol.epochs import position
+
+        cfg = EpochConfig(**epoch)
+        at = position(height, cfg)
+        pos = {
+            "epoch": at.epoch,
+            "phase": at.phase.value,
+            "offset": at.offset,
+            "epoch_blocks": cfg.epoch_blocks,
+            "epoch_start": at.epoch_start,
+            "epoch_end": at.epoch_end,
+            "phase_end": at.phase_end,
+        }
+    by_status: dict[str, int] = {}
+    for row in recent:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    return {
+        "object": "explorer",
+        "network": network,
+        "model": model,
+        "height": height,
+        "epoch": pos,
+        "participants": parts,
+        "inferences": recent,
+        "totals": {
+            # NOTE: from the participants' counters, so they cover the whole ledger, not only
+            # the recent rows: served = finished inferences, validations = checks recorded.
+            "inferences": sum(p["served"] for p in parts),
+            "validations": sum(p["validations_done"] for p in parts),
+            "invalidated": sum(p["invalidated_total"] for p in parts),
+            "recent_by_status": by_status,
+        },
+        "time_ms": int(time.time() * 1000),
+    }
+
+
+def explorer_html() -> str:
+    """The explorer page (packaged with gonka_ray; no external assets)."""
+    return resources.files("gonka_ray").joinpath("static/explorer.html").read_text("utf-8")
+
+
 # --- the deployment -------------------------------------------------------------------------------
 
 
@@ -295,6 +399,8 @@ class GonkaIngress:
         model: the model id the network serves.
         api_keys: API key -> 32-byte seed of the custodial client key it signs with.
         max_inflight: requests in flight before 429.
+        epoch: the network's :class:`~gonka_ray.config.EpochConfig` as a dict (explorer's
+            epoch and phase); None hides them.
     """
 
     def __init__(
@@ -306,8 +412,10 @@ class GonkaIngress:
         model: str,
         api_keys: dict[str, bytes],
         max_inflight: int = SERVE_MAX_INFLIGHT,
+        epoch: dict[str, Any] | None = None,
     ) -> None:
         self.network = network
+        self.epoch = epoch
         self.namespace = namespace
         self.participants = dict(participants)
         self.names = {a: n for n, a in self.participants.items()}
@@ -322,6 +430,7 @@ class GonkaIngress:
         self._tokens: dict[tuple[str, int], str] = {}
         self._max_model_len: int | None = None
         self.rng = random.Random(secrets.randbits(64))
+        self._explorer: tuple[float, dict[str, Any]] | None = None
 
     # --- actor handles ------------------------------------------------------------------
 
@@ -752,6 +861,42 @@ class GonkaIngress:
             status_code=200 if ok else 503,
         )
 
+    async def _ledger_call(self, method: str, *args: Any) -> Any:
+        """``method`` on the first participant's ledger replica that answers."""
+        last: Exception | None = None
+        for name in self.participants:
+            try:
+                return await getattr(self._handle(name, "ledger"), method).remote(*args)
+            except Exception as exc:  # a dead replica: ask the next one
+                last = exc
+                self._handles.pop(f"{self.network}.{name}.ledger", None)
+        raise NoExecutorAvailable(f"no ledger replica answers: {last!r}")
+
+    async def explorer_snapshot(self) -> dict[str, Any]:
+        """The explorer's JSON (cached for EXPLORER_TTL_S): see :func:`explorer_view`."""
+        now = time.monotonic()
+        if self._explorer is not None and now - self._explorer[0] < EXPLORER_TTL_S:
+            return self._explorer[1]
+        infos = await self._ledger_call("participants")
+        height = await self._ledger_call("height")
+        records = await self._ledger_call("inferences", EXPLORER_RECENT)
+        view = explorer_view(
+            network=self.network,
+            model=self.model,
+            height=int(height),
+            infos=infos,
+            records=records,
+            epoch=self.epoch,
+        )
+        self._explorer = (now, view)
+        return view
+
+    async def _explorer_json(self):
+        try:
+            return JSONResponse(await self.explorer_snapshot())
+        except Exception as exc:
+            return error_response(unwrap_error(exc))
+
     def _models(self):
         return JSONResponse(
             {
@@ -771,6 +916,8 @@ _ROUTES = (
     ("get", "/v1/models", "models"),
     ("get", "/v1/inferences/{inference_id}", "inference"),
     ("get", "/health", "health"),
+    ("get", "/v1/explorer", "explorer_json"),
+    ("get", "/", "explorer_page"),
 )
 
 
@@ -789,6 +936,12 @@ class _Routes(GonkaIngress):
 
     async def health(self):
         return await self._health()
+
+    async def explorer_json(self):
+        return await self._explorer_json()
+
+    async def explorer_page(self):
+        return HTMLResponse(explorer_html(), headers={"Cache-Control": "no-cache"})
 
 
 for _method, _path, _name in _ROUTES:
@@ -817,6 +970,7 @@ def build_app(
     model: str,
     api_keys: dict[str, bytes],
     max_inflight: int = SERVE_MAX_INFLIGHT,
+    epoch: dict[str, Any] | None = None,
 ):
     """The Serve application: one replica of :class:`GonkaIngress` behind FastAPI."""
     return GonkaDeployment.bind(
@@ -826,6 +980,7 @@ def build_app(
         model=model,
         api_keys=api_keys,
         max_inflight=max_inflight,
+        epoch=epoch,
     )
 
 
@@ -868,6 +1023,7 @@ def serve_network(
         model=net.config.model.name,
         api_keys=seeds,
         max_inflight=max_inflight,
+        epoch=net.config.epoch.model_dump(),
     )
     serve.run(application, name=name or app_name(net), route_prefix=route_prefix)
     prefix = route_prefix if route_prefix.endswith("/") else route_prefix + "/"

@@ -1,6 +1,7 @@
 """The OpenAI-compatible front door through the official ``openai`` client.
 
-One served network (fake engine, three participants) per module on the shared loopback Ray.
+The served network (fake engine, three participants) is the e2e tier's shared one
+(``served`` in ``tests/e2e/conftest.py``).
 """
 
 from __future__ import annotations
@@ -8,56 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
 from gonka_ray import crypto, sdk
-from gonka_ray.config import parse_config
 from gonka_ray.exceptions import GonkaError, InsufficientBalance, Overloaded
-from gonka_ray.network import launch, wait_ready
 from gonka_ray.serve_app import error_response, serve_network, unwrap_error
-
-API_KEY = "sk-test-custodial"
-POOR_KEY = "sk-test-unfunded"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served(ray_session) -> Iterator[dict]:
-    from ray import serve
-
-    config = parse_config(
-        {
-            "name": "openaitest",
-            "participants": [{"name": f"p{i}", "weight": 100} for i in range(3)],
-            "model": {"name": "fake"},
-            "engine": {"kind": "fake"},
-            "ledger": {"expiry_blocks": 5000, "block_interval_ms": 20},
-        }
-    )
-    net = launch(config, namespace="gonka_ray_tests")
-    try:
-        asyncio.run(wait_ready(net, timeout_s=300))
-        url = serve_network(
-            net,
-            api_keys={API_KEY: 0, POOR_KEY: crypto.KeyPair.from_seed("nobody-funded")},
-            port=_free_port(),
-        )
-        yield {"net": net, "url": url}
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            net.teardown()
+from tests.served_network import API_KEY, POOR_KEY
+from tests.served_network import free_port as _free_port
 
 
 @pytest.fixture(scope="module")
