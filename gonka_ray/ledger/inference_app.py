@@ -1,7 +1,7 @@
 """The inference protocol on the ledger: lifecycle transactions as state-machine handlers.
 
 :func:`install` registers handlers for ``StartInference``, ``FinishInference``,
-``OutputDelivered``, ``Validation``, ``Vote`` and ``SeedCommit`` on a
+``OutputDelivered``, ``Validation`` and ``Vote`` on a
 :class:`~gonka_ray.ledger.state.StateMachine`, plus an end-of-block hook that expires unfinished
 inferences and closes votes past their deadline. The rules themselves live in
 :class:`~gonka_ray.protocol.lifecycle.InferenceBook`; this module only maps ledger tables to the
@@ -12,7 +12,9 @@ Tables (all hashed into the state hash like every other table):
 - ``inference``: inference id → record fields (see :func:`_encode_record`);
 - ``inference_open``: inference id → height of its next deadline;
 - ``pstate``: participant address → protocol counters (status, reputation inputs, fees);
-- ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed.
+- ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed (written by
+  :mod:`gonka_ray.ledger.epoch_app`, which owns the epoch transactions);
+- ``unsettled``: inference id → finish height, until an epoch settlement pays it out.
 
 Authorisation: the StartInference carries the *client's* signed request, so a TA can only escrow
 what the client agreed to (``max_escrow``); the inference id is ``sha256(client signature)``.
@@ -41,6 +43,7 @@ INFERENCES = "inference"
 OPEN = "inference_open"
 PSTATE = "pstate"
 SEED_COMMITS = "seed_commit"
+UNSETTLED = "unsettled"
 
 _RECORD_FIELDS = [f.name for f in fields(InferenceRecord)]
 _PSTATE_FIELDS = [f.name for f in fields(ParticipantRecord) if f.name not in ("address", "weight")]
@@ -194,6 +197,7 @@ def install(sm: StateMachine, config: InferenceAppConfig) -> None:
         )
 
     def finish(ctx: TxContext, msg: wire.FinishInference) -> None:
+        ctx.put(UNSETTLED, msg.inference_id, ctx.height)
         book_for(ctx, config).finish(
             inference_id=msg.inference_id,
             executor=ctx.sender,
@@ -223,14 +227,6 @@ def install(sm: StateMachine, config: InferenceAppConfig) -> None:
             inference_id=msg.inference_id, voter=ctx.sender, valid=msg.valid, height=ctx.height
         )
 
-    def seed_commit(ctx: TxContext, msg: wire.SeedCommit) -> None:
-        if ctx.get(PARTICIPANTS, ctx.sender) is None:
-            ctx.reject("not_participant")
-        key = (msg.epoch, ctx.sender)
-        if ctx.get(SEED_COMMITS, key) is not None:
-            ctx.reject("duplicate")
-        ctx.put(SEED_COMMITS, key, msg.commitment)
-
     def end_block(ctx: TxContext) -> None:
         book_for(ctx, config).advance(ctx.height)
 
@@ -239,7 +235,6 @@ def install(sm: StateMachine, config: InferenceAppConfig) -> None:
     sm.register(wire.OutputDelivered, delivered, sequenced=False)
     sm.register(wire.Validation, validation, sequenced=False)
     sm.register(wire.Vote, vote, sequenced=False)
-    sm.register(wire.SeedCommit, seed_commit, sequenced=False)
     sm.on_end_block(end_block)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import inference_app as app
 from gonka_ray.ledger.state import StateMachine
@@ -200,17 +198,3 @@ def test_only_selected_executor_finishes_and_expiry_refunds() -> None:
     assert chain.sm.balance(CLIENT.address) == 100_000
     assert chain.block(finish_tx(chain, iid, ex)) == [(False, "not_started")]
     assert chain.money() == total
-
-
-@pytest.mark.parametrize("passed", [True, False])
-def test_seed_commit_once_per_epoch(passed: bool) -> None:
-    chain = Chain()
-    commit = chain.tx(KEYS["p1"], wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)
-    again = chain.tx(KEYS["p1"], wire.SeedCommit, epoch=1, commitment=b"\x08" * 32)
-    stranger = crypto.KeyPair.from_seed("stranger")
-    outsider = wire.seal(wire.SeedCommit(epoch=1, commitment=b"\x07" * 32, nonce=0), stranger)
-    assert chain.block(commit, again, outsider) == [
-        (True, ""),
-        (False, "duplicate"),
-        (False, "not_participant"),
-    ]

@@ -1,0 +1,477 @@
+"""Epochs on the ledger: seeds, Proof-of-Compute weight, validation duty and settlement.
+
+:func:`install` registers ``SeedCommit``, ``SeedReveal``, ``PocClaim`` and ``PocVerdict`` on a
+:class:`~gonka_ray.ledger.state.StateMachine` and an end-of-block hook that runs the epoch clock
+(:mod:`gonka_ray.protocol.epochs`) from committed height alone, so every replica does the same
+thing at the same height. Install it *after* :func:`gonka_ray.ledger.inference_app.install`
+(its hook must see the block's expiries first). The rules are the pure ones of
+:mod:`gonka_ray.protocol.settlement`; this module decides *when* they run and what they read.
+
+Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
+
+- **PoC sprint.** Everyone knows the public seed of ``e`` (written at the last block of
+  ``e − 1``, :func:`gonka_ray.protocol.epochs.epoch_seed` of that block's hash; for ``e = 0``
+  the first block's hash). Participants run the PoC transformer and submit one ``PocClaim``.
+- **PoC validation.** Participants with weight in ``e`` recompute a sample of every other claim
+  and submit ``PocVerdict``. At the phase's last height the ledger fixes each claim: accepted
+  iff the weight that accepted it is more than half of the weight that could judge it (everyone
+  weighted but the claimant). NOTE: stricter than a majority of cast verdicts, so validators that
+  stay silent cannot let an inflated claim through. Accepted nonce counts are kept for ``e + 1``
+  and the next validator set (``state`` table ``validator``) is written from them.
+- **Inference** goes on in every phase; executor draws, validation sampling, duty and the mint
+  of epoch ``e`` all use *one* weight set, the one in force from ``e``'s first height.
+- **Settlement** (the last ``T`` blocks): validators submit ``SeedReveal``. At the epoch's last
+  height the ledger settles ``e``: duty of every weighted participant over the inferences that
+  finished in ``e`` before the settlement window (:func:`~gonka_ray.protocol.settlement.assess_duty`),
+  fees, mint and refunds (:func:`~gonka_ray.protocol.settlement.settle_epoch`), reputation.
+  Inferences still in a vote, or finished inside the settlement window (validators had no time),
+  are held and settled by the next epoch. Then the weights of ``e + 1`` take effect:
+  ``epoch_weights(accepted counts, excluded = INVALID in e, cap)``. If no claim was accepted at
+  all (no PoC ran), the current weights carry over minus the excluded, so the network never ends
+  up with zero weight. The snapshot of ``e + 1`` (weights, reputations, last epoch's finished
+  count) is frozen at the same height.
+
+A ``SeedCommit`` for epoch ``E`` is accepted while the chain is in an earlier epoch or in ``E``'s
+PoC sprint, so a validator cannot pick its seed after seeing which inferences it would check.
+
+Tables: ``epoch_seed`` (epoch → public seed), ``epoch_snapshot`` (epoch → weights, reputations,
+traffic, height), ``seed_commit`` / ``seed_reveal`` (``[epoch, address]``), ``poc_claim``
+(``[epoch, address]`` → nonces), ``poc_verdict`` (``[epoch, claimant, validator]``),
+``poc_accepted`` (epoch → accepted counts), ``unsettled`` (inference id → finish height, written
+by the inference app), ``settlement`` (epoch → summary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gonka_ray import wire
+from gonka_ray.config import EpochConfig
+from gonka_ray.ledger import inference_app
+from gonka_ray.ledger.inference_app import (
+    INFERENCES,
+    SEED_COMMITS,
+    UNSETTLED,
+    _Accounts,
+    _decode_record,
+    _Participants,
+)
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.protocol import epochs, reputation, settlement
+from gonka_ray.protocol.epochs import Phase
+from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
+from gonka_ray.protocol.reputation import Status
+
+EPOCH_SEEDS = "epoch_seed"
+SNAPSHOTS = "epoch_snapshot"
+SEED_REVEALS = "seed_reveal"
+POC_CLAIMS = "poc_claim"
+POC_VERDICTS = "poc_verdict"
+POC_ACCEPTED = "poc_accepted"
+SETTLEMENTS = "settlement"
+VALIDATORS = "validator"  # address -> voting power from the next epoch boundary (consensus)
+
+
+@dataclass(frozen=True)
+class EpochAppConfig:
+    """Epoch parameters the state machine needs (from ``NetworkConfig.epoch``)."""
+
+    epoch: EpochConfig = field(default_factory=EpochConfig)
+    chain_id: str = "gonka"
+    validator_fee_share_bps: int = settlement.DEFAULT_VALIDATOR_FEE_SHARE_BPS
+
+    @property
+    def params(self) -> settlement.SettlementParams:
+        return settlement.SettlementParams(
+            reward_per_epoch=self.epoch.reward_per_epoch,
+            validator_fee_share_bps=self.validator_fee_share_bps,
+        )
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """What a participant's actors need to know about the current epoch (committed state)."""
+
+    height: int
+    epoch: int
+    phase: str
+    phase_end: int  # first height of the next phase
+    epoch_end: int  # first height of the next epoch
+    seed: bytes | None  # public epoch seed (PoC); None until written
+    weights: dict[str, int]  # this epoch's weights (snapshot)
+    reputations: dict[str, int]
+    requests_per_epoch: int
+    claims: dict[str, int]  # claimant -> number of nonces claimed this epoch
+    committed: frozenset[str]  # addresses with a SeedCommit for the *next* epoch
+    committed_now: frozenset[str]  # ... for this epoch
+    revealed: frozenset[str]
+    verdicts: frozenset[tuple[str, str]]  # (claimant, validator)
+
+
+def _pairs(d: dict[str, int]) -> list[list]:
+    return [[k, int(v)] for k, v in sorted(d.items())]
+
+
+def _unpairs(rows: list) -> dict[str, int]:
+    return {str(k): int(v) for k, v in rows}
+
+
+def snapshot_of(get, epoch: int) -> settlement.EpochSnapshot | None:
+    """The frozen :class:`EpochSnapshot` of ``epoch`` (``get`` is a table getter)."""
+    row = get(SNAPSHOTS, epoch)
+    if row is None:
+        return None
+    weights, reps, traffic, _height = row
+    return settlement.EpochSnapshot(epoch, _unpairs(weights), _unpairs(reps), int(traffic))
+
+
+def _participant_weights(ctx: TxContext) -> dict[str, int]:
+    return {a: int(ctx.get(PARTICIPANTS, a)[2]) for a in ctx.keys(PARTICIPANTS)}
+
+
+def _reputations(ctx: TxContext, cfg: EpochAppConfig) -> dict[str, int]:
+    view = _Participants(ctx)
+    return {
+        a: reputation.reputation(view[a].epochs_active, cfg.epoch.epochs_to_max_reputation)
+        for a in view
+    }
+
+
+def _set_weights(ctx: TxContext, weights: dict[str, int]) -> None:
+    for a in ctx.keys(PARTICIPANTS):
+        pk, name, old = ctx.get(PARTICIPANTS, a)
+        new = int(weights.get(a, 0))
+        if new != old:
+            ctx.put(PARTICIPANTS, a, [pk, name, new])
+
+
+def _write_validators(ctx: TxContext, weights: dict[str, int]) -> None:
+    positive = {a: w for a, w in weights.items() if w > 0}
+    if not positive:
+        return  # never empty the validator set
+    for a in ctx.keys(VALIDATORS):
+        if a not in positive:
+            ctx.delete(VALIDATORS, a)
+    for a, w in sorted(positive.items()):
+        if ctx.get(VALIDATORS, a) != w:
+            ctx.put(VALIDATORS, a, w)
+
+
+def _freeze_snapshot(ctx: TxContext, cfg: EpochAppConfig, epoch: int, traffic: int) -> None:
+    ctx.put(
+        SNAPSHOTS,
+        epoch,
+        [
+            _pairs(_participant_weights(ctx)),
+            _pairs(_reputations(ctx, cfg)),
+            int(traffic),
+            ctx.height,
+        ],
+    )
+
+
+def _phase(ctx: TxContext, cfg: EpochAppConfig) -> epochs.EpochPosition:
+    return epochs.position(ctx.height, cfg.epoch)
+
+
+def _require_participant(ctx: TxContext) -> None:
+    if ctx.get(PARTICIPANTS, ctx.sender) is None:
+        ctx.reject("not_participant")
+
+
+def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
+    """Register the epoch transactions and the epoch clock's end-of-block hook on ``sm``."""
+
+    def seed_commit(ctx: TxContext, msg: wire.SeedCommit) -> None:
+        _require_participant(ctx)
+        pos = _phase(ctx, cfg)
+        if not (
+            pos.epoch < msg.epoch or (pos.epoch == msg.epoch and pos.phase is Phase.POC_SPRINT)
+        ):
+            ctx.reject("commit_window_closed")
+        key = (msg.epoch, ctx.sender)
+        if ctx.get(SEED_COMMITS, key) is not None:
+            ctx.reject("duplicate")
+        ctx.put(SEED_COMMITS, key, msg.commitment)
+
+    def seed_reveal(ctx: TxContext, msg: wire.SeedReveal) -> None:
+        _require_participant(ctx)
+        pos = _phase(ctx, cfg)
+        if pos.epoch != msg.epoch or pos.phase is not Phase.SETTLEMENT:
+            ctx.reject("not_settlement_phase")
+        key = (msg.epoch, ctx.sender)
+        if ctx.get(SEED_REVEALS, key) is not None:
+            ctx.reject("duplicate")
+        if not settlement.check_reveal(msg.seed, ctx.get(SEED_COMMITS, key)):
+            ctx.reject("reveal_mismatch")
+        ctx.put(SEED_REVEALS, key, msg.seed)
+
+    def poc_claim(ctx: TxContext, msg: wire.PocClaim) -> None:
+        _require_participant(ctx)
+        pos = _phase(ctx, cfg)
+        if pos.epoch != msg.epoch or pos.phase is not Phase.POC_SPRINT:
+            ctx.reject("not_poc_sprint")
+        key = (msg.epoch, ctx.sender)
+        if ctx.get(POC_CLAIMS, key) is not None:
+            ctx.reject("duplicate")
+        nonces = list(msg.nonces)
+        if len(set(nonces)) != len(nonces):
+            ctx.reject("duplicate_nonce")
+        ctx.put(POC_CLAIMS, key, sorted(nonces))
+
+    def poc_verdict(ctx: TxContext, msg: wire.PocVerdict) -> None:
+        _require_participant(ctx)
+        pos = _phase(ctx, cfg)
+        if pos.epoch != msg.epoch or pos.phase is not Phase.POC_VALIDATION:
+            ctx.reject("not_poc_validation")
+        if msg.participant == ctx.sender:
+            ctx.reject("own_claim")
+        snap = snapshot_of(ctx.get, msg.epoch)
+        if snap is None or snap.weights.get(ctx.sender, 0) <= 0:
+            ctx.reject("no_weight")
+        if ctx.get(POC_CLAIMS, (msg.epoch, msg.participant)) is None:
+            ctx.reject("no_claim")
+        key = (msg.epoch, msg.participant, ctx.sender)
+        if ctx.get(POC_VERDICTS, key) is not None:
+            ctx.reject("duplicate")
+        if msg.failed > msg.sampled:
+            ctx.reject("bad_verdict")
+        ctx.put(POC_VERDICTS, key, [bool(msg.accepted), msg.sampled, msg.failed])
+
+    def end_block(ctx: TxContext) -> None:
+        pos = _phase(ctx, cfg)
+        if ctx.get(SNAPSHOTS, 0) is None:  # the first block: genesis weights rule epoch 0
+            _freeze_snapshot(ctx, cfg, 0, 0)
+            _write_validators(ctx, _participant_weights(ctx))
+        if ctx.get(EPOCH_SEEDS, pos.epoch) is None:
+            ctx.put(
+                EPOCH_SEEDS, pos.epoch, epochs.epoch_seed(pos.epoch, ctx.block_hash, cfg.chain_id)
+            )
+        if epochs.is_weights_height(ctx.height, cfg.epoch):
+            _fix_claims(ctx, cfg, pos.epoch)
+        if epochs.is_settlement_height(ctx.height, cfg.epoch):
+            _settle(ctx, cfg, pos)
+
+    sm.register(wire.SeedCommit, seed_commit, sequenced=False)
+    sm.register(wire.SeedReveal, seed_reveal, sequenced=False)
+    sm.register(wire.PocClaim, poc_claim, sequenced=False)
+    sm.register(wire.PocVerdict, poc_verdict, sequenced=False)
+    sm.on_end_block(end_block)
+
+
+def _rows_with_prefix(ctx: TxContext, table: str, *prefix: Any) -> list[tuple]:
+    n = len(prefix)
+    return [k for k in ctx.keys(table) if tuple(k[:n]) == prefix]
+
+
+def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
+    """End of PoC validation: decide every claim of ``epoch`` and keep the accepted counts."""
+    snap = snapshot_of(ctx.get, epoch)
+    weights = dict(snap.weights) if snap else _participant_weights(ctx)
+    total = sum(w for w in weights.values() if w > 0)
+    accepted: dict[str, int] = {}
+    for _e, claimant in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
+        nonces = ctx.get(POC_CLAIMS, (epoch, claimant))
+        judges = total - max(0, weights.get(claimant, 0))
+        yes = sum(
+            max(0, weights.get(v, 0))
+            for _e2, _c, v in _rows_with_prefix(ctx, POC_VERDICTS, epoch, claimant)
+            if ctx.get(POC_VERDICTS, (epoch, claimant, v))[0]
+        )
+        accepted[claimant] = len(nonces) if judges > 0 and 2 * yes > judges else 0
+    ctx.put(POC_ACCEPTED, epoch, _pairs(accepted))
+    excluded = {a for a, p in _Participants(ctx).items() if p.status is Status.INVALID}
+    nxt = settlement.epoch_weights(accepted, excluded, cfg.epoch.weight_cap_share)
+    if sum(nxt.values()) > 0:
+        _write_validators(ctx, nxt)
+    # claims and verdicts are decided: drop them (the counts stay in poc_accepted)
+    for key in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
+        ctx.delete(POC_CLAIMS, key)
+    for key in _rows_with_prefix(ctx, POC_VERDICTS, epoch):
+        ctx.delete(POC_VERDICTS, key)
+
+
+def _settle(ctx: TxContext, cfg: EpochAppConfig, pos: epochs.EpochPosition) -> None:
+    """Last height of epoch ``pos.epoch``: settle it and open the next one."""
+    epoch = pos.epoch
+    window = epochs.phase_bounds(cfg.epoch)[Phase.SETTLEMENT][0] + pos.epoch_start
+    snap = snapshot_of(ctx.get, epoch) or settlement.EpochSnapshot(
+        epoch, _participant_weights(ctx), {}, 0
+    )
+    view = _Participants(ctx)
+    people = {a: view[a] for a in view}
+    for a, p in people.items():  # settle with the epoch's own weights
+        p.weight = snap.weights.get(a, 0)
+
+    records: list[InferenceRecord] = []
+    for iid in ctx.keys(UNSETTLED):
+        row = ctx.get(INFERENCES, iid)
+        if row is not None:
+            records.append(_decode_record(row))
+    this_epoch = [r for r in records if epochs.epoch_of(r.finish_height, cfg.epoch) == epoch]
+    due = [
+        r
+        for r in records
+        if r.status in (InferenceStatus.INVALIDATED, InferenceStatus.EXPIRED)
+        or r.finish_height < window
+    ]
+    duties = {}
+    for a in sorted(people):
+        if snap.weights.get(a, 0) <= 0:
+            continue
+        duties[a] = settlement.assess_duty(
+            a,
+            seed=ctx.get(SEED_REVEALS, (epoch, a)),
+            commitment=ctx.get(SEED_COMMITS, (epoch, a)),
+            records=this_epoch,
+            snapshot=snap,
+            finished_by=window - 1,
+        )
+    result = settlement.settle_epoch(
+        epoch=epoch, participants=people, records=due, duties=duties, params=cfg.params
+    )
+    settlement.apply_settlement(result, _Accounts(ctx), people)
+    for a, p in people.items():
+        view[a] = p
+    for iid in result.settled_ids:
+        ctx.delete(UNSETTLED, iid)
+
+    # the next epoch's weights, seed and snapshot
+    accepted = _unpairs(ctx.get(POC_ACCEPTED, epoch) or [])
+    nxt = settlement.epoch_weights(accepted, result.excluded_next, cfg.epoch.weight_cap_share)
+    if sum(nxt.values()) == 0:  # no PoC ran: carry the weights over
+        nxt = {a: (0 if a in result.excluded_next else w) for a, w in snap.weights.items()}
+    _set_weights(ctx, nxt)
+    ctx.put(
+        SETTLEMENTS,
+        epoch,
+        [
+            result.minted,
+            result.burned,
+            sum(result.refunds.values()),
+            len(result.settled_ids),
+            len(result.held_ids),
+            [
+                [
+                    a,
+                    ps.weight,
+                    ps.paid,
+                    ps.mint,
+                    ps.executor_fees,
+                    ps.validator_fees,
+                    ps.burned,
+                    ps.invalid,
+                    ps.duty_met,
+                    duties[a].required if a in duties else 0,
+                    duties[a].done if a in duties else 0,
+                ]
+                for a, ps in sorted(result.participants.items())
+            ],
+        ],
+    )
+    ctx.put(EPOCH_SEEDS, epoch + 1, epochs.epoch_seed(epoch + 1, ctx.block_hash, cfg.chain_id))
+    _freeze_snapshot(ctx, cfg, epoch + 1, len(this_epoch))
+    # prune what only this epoch needed
+    for table in (SEED_COMMITS, SEED_REVEALS):
+        for key in _rows_with_prefix(ctx, table, epoch):
+            ctx.delete(table, key)
+    for old in (epoch - 1,):
+        if old >= 0:
+            for table in (EPOCH_SEEDS, SNAPSHOTS, POC_ACCEPTED):
+                if ctx.get(table, old) is not None:
+                    ctx.delete(table, old)
+
+
+def install_protocol(
+    sm: StateMachine, inference: inference_app.InferenceAppConfig, epoch: EpochAppConfig
+) -> None:
+    """Install the inference lifecycle, then the epochs, on ``sm`` (the order matters)."""
+    inference_app.install(sm, inference)
+    install(sm, epoch)
+
+
+# --- queries on committed state --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettlementRow:
+    address: str
+    weight: int
+    paid: int
+    mint: int
+    executor_fees: int
+    validator_fees: int
+    burned: int
+    invalid: bool
+    duty_met: bool
+    required_checks: int
+    done_checks: int
+
+
+@dataclass(frozen=True)
+class SettlementSummary:
+    epoch: int
+    minted: int
+    burned: int
+    refunded: int
+    settled: int
+    held: int
+    rows: tuple[SettlementRow, ...]
+
+
+def settlement_summary(sm: StateMachine, epoch: int) -> SettlementSummary | None:
+    row = sm.get(SETTLEMENTS, epoch)
+    if row is None:
+        return None
+    minted, burned, refunded, settled, held, rows = row
+    return SettlementSummary(
+        epoch, minted, burned, refunded, settled, held, tuple(SettlementRow(*r) for r in rows)
+    )
+
+
+def epoch_view(sm: StateMachine, cfg: EpochAppConfig) -> EpochView:
+    """The current epoch as the committed state sees it."""
+    height = sm.height
+    pos = epochs.position(height, cfg.epoch)
+    e = pos.epoch
+    snap = snapshot_of(sm.get, e)
+    claims = {k[1]: len(sm.get(POC_CLAIMS, k)) for k in sm.tables.get(POC_CLAIMS, {}) if k[0] == e}
+
+    def who(table: str, epoch: int) -> frozenset[str]:
+        return frozenset(k[1] for k in sm.tables.get(table, {}) if k[0] == epoch)
+
+    return EpochView(
+        height=height,
+        epoch=e,
+        phase=pos.phase.value,
+        phase_end=pos.phase_end,
+        epoch_end=pos.epoch_end,
+        seed=sm.get(EPOCH_SEEDS, e),
+        weights=dict(snap.weights) if snap else {},
+        reputations=dict(snap.reputations) if snap else {},
+        requests_per_epoch=snap.requests_per_epoch if snap else 0,
+        claims=claims,
+        committed=who(SEED_COMMITS, e + 1),
+        committed_now=who(SEED_COMMITS, e),
+        revealed=who(SEED_REVEALS, e),
+        verdicts=frozenset((k[1], k[2]) for k in sm.tables.get(POC_VERDICTS, {}) if k[0] == e),
+    )
+
+
+def poc_claim_nonces(sm: StateMachine, epoch: int, address: str) -> list[int] | None:
+    row = sm.get(POC_CLAIMS, (epoch, address))
+    return None if row is None else [int(n) for n in row]
+
+
+__all__ = [
+    "EpochAppConfig",
+    "EpochView",
+    "SettlementSummary",
+    "epoch_view",
+    "install",
+    "install_protocol",
+    "poc_claim_nonces",
+    "settlement_summary",
+    "snapshot_of",
+]

@@ -1,0 +1,382 @@
+"""Epochs on the real ledger state machine: seeds, PoC claims and verdicts, duty, settlement."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import pytest
+
+from gonka_ray import crypto, wire
+from gonka_ray.config import EpochConfig
+from gonka_ray.ledger import epoch_app, inference_app
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.protocol import epochs, validation_sampling
+from gonka_ray.protocol.lifecycle import InferenceStatus
+
+KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"epoch-participant-{i}") for i in range(4)}
+ADDR = {n: k.address for n, k in KEYS.items()}
+NAME = {a: n for n, a in ADDR.items()}
+CLIENT = crypto.KeyPair.from_seed("epoch-client")
+EPOCH = EpochConfig(
+    epoch_blocks=120,
+    poc_sprint_blocks=5,
+    poc_validation_blocks=5,
+    reward_per_epoch=1_000_000,
+    weight_cap_share=0.5,
+)
+APP = inference_app.InferenceAppConfig(price_per_token=2, expiry_blocks=30, vote_blocks=3)
+CFG = epoch_app.EpochAppConfig(epoch=EPOCH, chain_id="test")
+
+
+def seed_of(name: str, epoch: int) -> bytes:
+    return hashlib.sha256(f"{name}/secret/{epoch}".encode()).digest()
+
+
+class Chain:
+    """Two replicas' state machines with both apps, fed the same blocks."""
+
+    def __init__(self) -> None:
+        genesis = wire.LedgerGenesis(
+            chain_id="test",
+            accounts=(wire.GenesisAccount(CLIENT.address, 1_000_000),),
+            participants=tuple(
+                wire.GenesisParticipant(k.public_key, n, 100) for n, k in KEYS.items()
+            ),
+        )
+        self.sms = [StateMachine(genesis) for _ in range(2)]
+        for sm in self.sms:
+            inference_app.install(sm, APP)
+            epoch_app.install(sm, CFG)
+        self.salts = itertools.count(1 << 40)
+        self.requests = itertools.count()
+
+    @property
+    def sm(self) -> StateMachine:
+        return self.sms[0]
+
+    @property
+    def height(self) -> int:
+        return self.sm.height
+
+    def tx(self, name: str, msg_cls, **fields) -> bytes:
+        return wire.seal(msg_cls(**fields, nonce=next(self.salts)), KEYS[name])
+
+    def block(self, *txs: bytes) -> list[tuple[bool, str]]:
+        h = self.sm.height + 1
+        block_hash = h.to_bytes(32, "big")
+        results = [sm.apply_block(h, block_hash, tuple(txs)) for sm in self.sms]
+        assert results[0].state_hash == results[1].state_hash
+        return [(r.ok, r.reason) for r in results[0].receipts]
+
+    def until(self, height: int) -> None:
+        while self.sm.height < height:
+            self.block()
+
+    def view(self) -> epoch_app.EpochView:
+        return epoch_app.epoch_view(self.sm, CFG)
+
+    def money(self) -> int:
+        sm = self.sm
+        balances = sum(v[0] for v in sm.tables.get("account", {}).values())
+        recs = [inference_app.inference_record(sm, i) for i in sm.tables.get("inference", {})]
+        escrow = sum(r.escrow for r in recs if r.status is InferenceStatus.STARTED)
+        fees = sum(p.pending_fees for p in inference_app.participant_records(sm).values())
+        return balances + escrow + fees
+
+    def weights(self) -> dict[str, int]:
+        return {NAME[a]: int(self.sm.get(PARTICIPANTS, a)[2]) for a in ADDR.values()}
+
+    # --- lifecycle shortcuts -----------------------------------------------------------------
+
+    def run_inference(self, ta: str = "p0") -> tuple[bytes, str]:
+        """Start and finish one inference; returns its id and executor name."""
+        req = wire.InferenceRequest(
+            model="tiny",
+            messages=(wire.ChatMessage("user", "hi"),),
+            prompt=None,
+            sampling=wire.SamplingSpec(0.7, 1.0, 0, 20, 42, 5, ()),
+            timestamp_ms=1,
+            nonce=next(self.requests),
+            max_escrow=10_000,
+        )
+        request = wire.seal(req, CLIENT)
+        iid = inference_app.inference_id_of(request)
+        ctx = TxContext(self.sm, height=self.sm.height, block_hash=b"")
+        ex = inference_app.book_for(ctx, APP).expected_executor(iid, 0, ADDR[ta])
+        start = self.tx(
+            ta,
+            wire.StartInference,
+            request=request,
+            executor=ex,
+            attempt=0,
+            prompt_tokens=10,
+            prompt_hash=b"\x01" * 32,
+        )
+        assert self.block(start) == [(True, "")]
+        finish = self.tx(
+            NAME[ex],
+            wire.FinishInference,
+            inference_id=iid,
+            completion_tokens=5,
+            finish_reason="stop",
+            response_hash=b"\x02" * 32,
+            artifact_hash=b"\x03" * 32,
+            payload_hash=b"\x04" * 32,
+        )
+        assert self.block(finish) == [(True, "")]
+        return iid, NAME[ex]
+
+    def validate(self, name: str, iid: bytes, passed: bool = True) -> list:
+        return self.block(
+            self.tx(
+                name,
+                wire.Validation,
+                inference_id=iid,
+                passed=passed,
+                replay_mismatches=0,
+                similarity=1.0,
+                logprob_deviation=0.0,
+            )
+        )
+
+    def required(self, name: str, iid: bytes, epoch: int) -> bool:
+        """Whether ``name`` must validate ``iid`` under its secret seed (the ledger's rule)."""
+        snap = epoch_app.snapshot_of(self.sm.get, epoch)
+        rec = inference_app.inference_record(self.sm, iid)
+        return validation_sampling.must_validate(
+            seed=seed_of(name, epoch),
+            inference_id=iid,
+            executor_reputation=snap.reputations.get(rec.executor, 0),
+            requests_per_epoch=snap.requests_per_epoch,
+            validator_weight=snap.weights.get(ADDR[name], 0),
+            total_weight=snap.total_weight,
+            executor_weight=snap.weights.get(rec.executor, 0),
+        )
+
+
+def commit_all(chain: Chain, epoch: int, names=tuple(KEYS)) -> None:
+    txs = [
+        chain.tx(
+            n,
+            wire.SeedCommit,
+            epoch=epoch,
+            commitment=validation_sampling.seed_commitment(seed_of(n, epoch)),
+        )
+        for n in names
+    ]
+    assert chain.block(*txs) == [(True, "")] * len(txs)
+
+
+def reveal_all(chain: Chain, epoch: int, names=tuple(KEYS)) -> None:
+    txs = [chain.tx(n, wire.SeedReveal, epoch=epoch, seed=seed_of(n, epoch)) for n in names]
+    assert chain.block(*txs) == [(True, "")] * len(txs)
+
+
+def settlement_start(epoch: int) -> int:
+    return epochs.epoch_start(epoch, EPOCH) + epochs.phase_bounds(EPOCH)[epochs.Phase.SETTLEMENT][0]
+
+
+def test_seed_commit_window_and_once_per_epoch() -> None:
+    chain = Chain()
+    commit = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)
+    again = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x08" * 32)
+    stranger = crypto.KeyPair.from_seed("stranger")
+    outsider = wire.seal(wire.SeedCommit(epoch=1, commitment=b"\x07" * 32, nonce=0), stranger)
+    assert chain.block(commit, again, outsider) == [
+        (True, ""),
+        (False, "duplicate"),
+        (False, "not_participant"),
+    ]
+    # epoch 0's window closes when its sprint ends
+    chain.until(EPOCH.poc_sprint_blocks)
+    late = chain.tx("p2", wire.SeedCommit, epoch=0, commitment=b"\x07" * 32)
+    assert chain.block(late) == [(False, "commit_window_closed")]
+
+
+def test_reveal_must_match_and_come_in_the_settlement_window() -> None:
+    chain = Chain()
+    commit_all(chain, 0, ["p1"])
+    early = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p1", 0))
+    assert chain.block(early) == [(False, "not_settlement_phase")]
+    chain.until(settlement_start(0) - 1)
+    wrong = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p2", 0))
+    right = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p1", 0))
+    nothing = chain.tx("p2", wire.SeedReveal, epoch=0, seed=seed_of("p2", 0))
+    assert chain.block(wrong, right, nothing) == [
+        (False, "reveal_mismatch"),
+        (True, ""),
+        (False, "reveal_mismatch"),
+    ]
+
+
+def test_poc_claims_and_verdicts_set_the_next_weights() -> None:
+    chain = Chain()
+    claims = {"p0": range(0, 300), "p1": range(1000, 1200), "p2": range(5000, 5100)}
+    txs = [chain.tx(n, wire.PocClaim, epoch=0, nonces=list(r)) for n, r in claims.items()]
+    txs.append(chain.tx("p3", wire.PocClaim, epoch=0, nonces=[7, 7]))
+    assert chain.block(*txs) == [(True, "")] * 3 + [(False, "duplicate_nonce")]
+    assert chain.block(
+        chain.tx("p3", wire.PocClaim, epoch=0, nonces=list(range(10**6, 10**6 + 900)))
+    )[0] == (True, "")
+    assert chain.view().claims == {
+        ADDR["p0"]: 300,
+        ADDR["p1"]: 200,
+        ADDR["p2"]: 100,
+        ADDR["p3"]: 900,
+    }
+    early = chain.tx(
+        "p1", wire.PocVerdict, epoch=0, participant=ADDR["p0"], accepted=True, sampled=100, failed=0
+    )
+    assert chain.block(early) == [(False, "not_poc_validation")]
+    chain.until(EPOCH.poc_sprint_blocks)
+    late_claim = chain.tx("p0", wire.PocClaim, epoch=0, nonces=[1])
+    assert chain.block(late_claim) == [(False, "not_poc_sprint")]
+
+    def verdict(judge: str, claimant: str, ok: bool) -> bytes:
+        return chain.tx(
+            judge,
+            wire.PocVerdict,
+            epoch=0,
+            participant=ADDR[claimant],
+            accepted=ok,
+            sampled=100,
+            failed=0 if ok else 60,
+        )
+
+    txs = []
+    for claimant in KEYS:
+        for judge in KEYS:
+            if judge != claimant:
+                txs.append(verdict(judge, claimant, claimant != "p3" or judge == "p0"))
+    txs.append(verdict("p1", "p1", True))  # own claim
+    txs.append(verdict("p1", "p0", True))  # twice
+    got = chain.block(*txs)
+    assert got[:-2] == [(True, "")] * 12
+    assert got[-2:] == [(False, "own_claim"), (False, "duplicate")]
+    # p3's inflated claim: one of three judges accepted it -> rejected
+    chain.until(epochs.epoch_start(1, EPOCH))
+    assert chain.weights() == {"p0": 300, "p1": 200, "p2": 100, "p3": 0}
+    assert {NAME[a]: w for a, w in chain.sm.tables["validator"].items()} == {
+        "p0": 300,
+        "p1": 200,
+        "p2": 100,
+    }
+    assert chain.view().epoch == 1 and chain.view().weights[ADDR["p0"]] == 300
+    # claims and verdicts are pruned once decided
+    assert not chain.sm.tables.get(epoch_app.POC_CLAIMS)
+    assert not chain.sm.tables.get(epoch_app.POC_VERDICTS)
+
+
+def test_no_poc_carries_weights_over() -> None:
+    chain = Chain()
+    chain.until(epochs.epoch_start(2, EPOCH))
+    assert chain.weights() == {n: 100 for n in KEYS}
+    s = epoch_app.settlement_summary(chain.sm, 1)
+    assert s is not None and s.minted == EPOCH.reward_per_epoch
+    assert s.burned == EPOCH.reward_per_epoch  # nobody committed a seed: every claim void
+
+
+def test_settlement_pays_fees_and_mint_burns_forfeits_and_conserves_supply() -> None:
+    chain = Chain()
+    commit_all(chain, 0, ["p0", "p1", "p2"])  # p3 never commits: it forfeits its mint
+    before = chain.money()
+    done = []
+    for i in range(12):
+        iid, ex = chain.run_inference(ta=f"p{i % 4}")
+        done.append((iid, ex))
+    checks = 0
+    for iid, ex in done:
+        for judge in ("p0", "p1", "p2"):
+            if judge != ex and chain.required(judge, iid, 0):
+                assert chain.validate(judge, iid) == [(True, "")]
+                checks += 1
+    assert checks > 0
+    chain.until(settlement_start(0))
+    reveal_all(chain, 0, ["p0", "p1", "p2"])
+    chain.until(epochs.epoch_start(1, EPOCH))
+    s = epoch_app.settlement_summary(chain.sm, 0)
+    rows = {NAME[r.address]: r for r in s.rows}
+    assert s.minted == EPOCH.reward_per_epoch
+    for n in ("p0", "p1", "p2"):
+        assert rows[n].duty_met and rows[n].required_checks == rows[n].done_checks
+        assert rows[n].mint == EPOCH.reward_per_epoch // 4
+    assert not rows["p3"].duty_met and rows["p3"].mint == 0
+    fees = sum(r.executor_fees + r.validator_fees for r in s.rows)
+    assert fees == sum(inference_app.inference_record(chain.sm, i).cost for i, _ in done)
+    assert s.settled == 12 and s.held == 0
+    # supply: everything that was there, plus the mint, minus the burn
+    assert chain.money() == before + s.minted - s.burned
+    assert not chain.sm.tables.get(inference_app.UNSETTLED)
+
+
+def test_a_validator_that_skips_its_checks_forfeits() -> None:
+    chain = Chain()
+    commit_all(chain, 0)
+    done = [chain.run_inference(ta=f"p{i % 4}") for i in range(16)]
+    for iid, ex in done:
+        for judge in ("p0", "p1", "p2"):  # p3 is lazy
+            if judge != ex and chain.required(judge, iid, 0):
+                chain.validate(judge, iid)
+    chain.until(settlement_start(0))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(1, EPOCH))
+    rows = {NAME[r.address]: r for r in epoch_app.settlement_summary(chain.sm, 0).rows}
+    assert rows["p3"].required_checks > 3 and rows["p3"].done_checks == 0
+    assert not rows["p3"].duty_met and rows["p3"].mint == 0
+    assert rows["p0"].duty_met and rows["p0"].mint > 0
+
+
+def test_invalid_executor_is_paid_nothing_and_leaves_the_next_group() -> None:
+    chain = Chain()
+    commit_all(chain, 0)
+    before = chain.money()
+    cheats = []
+    while len(cheats) < 5:  # five invalidations in a row make p3 INVALID (fpr 0.05)
+        iid, ex = chain.run_inference(ta=f"p{len(cheats) % 3}")
+        if ex != "p3":
+            continue
+        assert chain.validate("p0", iid, passed=False) == [(True, "")]
+        for voter in ("p1", "p2"):
+            chain.block(chain.tx(voter, wire.Vote, inference_id=iid, valid=False))
+        assert inference_app.inference_record(chain.sm, iid).status is InferenceStatus.INVALIDATED
+        cheats.append(iid)
+    assert inference_app.participant_record(chain.sm, ADDR["p3"]).status == "INVALID"
+    chain.until(settlement_start(0))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(1, EPOCH))
+    s = epoch_app.settlement_summary(chain.sm, 0)
+    rows = {NAME[r.address]: r for r in s.rows}
+    assert rows["p3"].invalid and rows["p3"].paid == 0
+    assert chain.weights()["p3"] == 0
+    assert chain.money() == before + s.minted - s.burned
+    # nobody draws p3 in epoch 1
+    for i in range(6):
+        _, ex = chain.run_inference(ta=f"p{i % 3}")
+        assert ex != "p3"
+
+
+def test_vote_in_progress_is_held_to_the_next_settlement() -> None:
+    chain = Chain()
+    iid, ex = chain.run_inference()
+    judge = next(n for n in KEYS if n != ex)
+    chain.until(epochs.epoch_start(1, EPOCH) - 2)
+    chain.validate(judge, iid, passed=False)  # opens a vote (3 blocks) that spans the boundary
+    chain.until(epochs.epoch_start(1, EPOCH))
+    s0 = epoch_app.settlement_summary(chain.sm, 0)
+    assert s0.held == 1 and iid in chain.sm.tables[inference_app.UNSETTLED]
+    chain.until(epochs.epoch_start(2, EPOCH))
+    assert iid not in chain.sm.tables.get(inference_app.UNSETTLED, {})
+    assert epoch_app.settlement_summary(chain.sm, 1).settled == 1
+
+
+@pytest.mark.parametrize("height", [0, 119, 120, 239])
+def test_epoch_seed_is_public_and_fixed_by_the_previous_epochs_last_block(height: int) -> None:
+    chain = Chain()
+    chain.until(max(1, height))
+    e = epochs.epoch_of(chain.height, EPOCH)
+    seed = chain.view().seed
+    assert seed is not None and len(seed) == 32
+    if e > 0:
+        source = epochs.epoch_start(e, EPOCH) - 1
+        assert seed == epochs.epoch_seed(e, source.to_bytes(32, "big"), "test")
