@@ -94,6 +94,9 @@ class EpochConfig(_Strict):
     reward_per_epoch: int = Field(1_000_000, ge=0, description="minted per epoch, in units")
     weight_cap_share: float = Field(C.WEIGHT_CAP_SHARE, gt=0.0, le=1.0)
     poc_difficulty: float = Field(0.05, gt=0.0, le=1.0, description="share of nonces that pass")
+    poc_budget_s: float = Field(
+        2.0, gt=0.0, le=3600.0, description="most seconds of compute in one PoC sprint"
+    )
 
     @model_validator(mode="after")
     def _phases_fit(self) -> EpochConfig:
@@ -117,6 +120,11 @@ class ParticipantConfig(_Strict):
     weight: int = Field(100, ge=0, description="initial weight until the first PoC")
     engine: EngineConfig | None = Field(None, description="overrides the network engine")
     adversary: AdversaryKind | None = Field(None, description="demo/test cheater strategy")
+    poc_max_nonces: int | None = Field(
+        None,
+        ge=1,
+        description="cap on PoC nonces tried per sprint (stands in for a slower machine)",
+    )
     resources: dict[str, float] = Field(default_factory=dict, description="Ray resources")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from gonka_ray import crypto, wire
 from gonka_ray.actors._factory import ActorOptions, remote
 from gonka_ray.actors.cheating import CheatingMLNode
+from gonka_ray.actors.epoch_worker import PocSettings
 from gonka_ray.actors.mlnode import MLNode, mlnode_options
 from gonka_ray.actors.participant import (
     ExecutorActor,
@@ -147,6 +148,8 @@ def launch(
             epochs_to_max_reputation=config.epoch.epochs_to_max_reputation,
             storage_dir=str(storage),
             adversary=p.adversary,
+            epochs=config.epoch,
+            poc=PocSettings(max_budget_s=config.epoch.poc_budget_s, max_nonces=p.poc_max_nonces),
         )
         for i, p in enumerate(config.participants)
     }

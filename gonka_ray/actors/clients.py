@@ -85,6 +85,22 @@ class EngineClient:
             raise InvalidRequest("prompt is empty", field="prompt")
         return await self.tokenize(req.prompt)
 
+    async def poc_sprint(self, seed: bytes, participant: str, **kw: Any) -> Any:
+        """Proof-of-Compute sprint on the MLNode (``MLNode.poc_sprint``)."""
+        if self.remote:
+            return await self.target.poc_sprint.remote(seed, participant, **kw)
+        return await self.target.poc_sprint(seed, participant, **kw)
+
+    async def poc_verify(
+        self, seed: bytes, participant: str, nonces: Sequence[int], validator_seed: bytes, **kw: Any
+    ) -> Any:
+        """Recompute a sample of a PoC claim on the MLNode (``MLNode.poc_verify``)."""
+        if self.remote:
+            return await self.target.poc_verify.remote(
+                seed, participant, list(nonces), validator_seed, **kw
+            )
+        return await self.target.poc_verify(seed, participant, nonces, validator_seed, **kw)
+
     async def model_info(self) -> ModelInfo:
         if self.remote:
             return await self.target.model_info.remote()

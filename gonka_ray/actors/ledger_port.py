@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gonka_ray import crypto, wire
-from gonka_ray.ledger import inference_app
+from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, BlockResult, StateMachine
 from gonka_ray.protocol.lifecycle import InferenceRecord, ParticipantRecord
 from gonka_ray.protocol.reputation import reputation
+from gonka_ray.protocol.settlement import EpochSnapshot
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ class LedgerPort(Protocol):
     async def inference(self, inference_id: bytes) -> InferenceRecord | None: ...
     async def events_since(self, seq: int) -> list[LedgerEvent]: ...
     async def height(self) -> int: ...
+    async def epoch_view(self) -> epoch_app.EpochView: ...
+    async def epoch_snapshot(self, epoch: int) -> EpochSnapshot | None: ...
+    async def poc_claim(self, epoch: int, address: str) -> list[int] | None: ...
 
 
 def participant_infos(sm: StateMachine, epochs_to_max: int) -> dict[str, ParticipantInfo]:
@@ -142,9 +146,11 @@ class LocalLedger:
         config: inference_app.InferenceAppConfig,
         *,
         epochs_to_max_reputation: int = 30,
+        epoch: epoch_app.EpochAppConfig | None = None,
     ) -> None:
         self.sm = StateMachine(genesis)
-        inference_app.install(self.sm, config)
+        self.epoch_config = epoch or epoch_app.EpochAppConfig(chain_id=genesis.chain_id)
+        epoch_app.install_protocol(self.sm, config, self.epoch_config)
         self.log = EventLog()
         self.epochs_to_max = epochs_to_max_reputation
         self._queue: list[tuple[bytes, asyncio.Future]] = []
@@ -192,3 +198,12 @@ class LocalLedger:
 
     async def height(self) -> int:
         return self.sm.height
+
+    async def epoch_view(self) -> epoch_app.EpochView:
+        return epoch_app.epoch_view(self.sm, self.epoch_config)
+
+    async def epoch_snapshot(self, epoch: int) -> EpochSnapshot | None:
+        return epoch_app.snapshot_of(self.sm.get, epoch)
+
+    async def poc_claim(self, epoch: int, address: str) -> list[int] | None:
+        return epoch_app.poc_claim_nonces(self.sm, epoch, address)

@@ -7,12 +7,15 @@ it into an actor. Across the actor boundary :meth:`MLNode.generate` is an async 
 Ray streams it: ``node.generate.options(num_returns="streaming").remote(request)`` yields
 object refs of :class:`~gonka_ray.engine.base.TokenChunk` as they are produced.
 
-Only Executor and Verifier of the same participant call it, so it takes engine dataclasses, not
+It also runs the participant's Proof-of-Compute sprint and recomputes samples of others'
+claims (:mod:`gonka_ray.protocol.poc`) on the same hardware. Only the participant's own
+actors call it, so it takes engine dataclasses, not
 signed wire messages. Construction loads the model: a restarted actor reloads it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gonka_ray.actors._factory import ActorOptions
@@ -26,6 +29,7 @@ from gonka_ray.engine.base import (
     ScoreResult,
     TokenChunk,
 )
+from gonka_ray.protocol.poc import ClaimCheck, PocModel, SprintResult, run_sprint, verify_claim
 
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per node; the engine batches them
 
@@ -51,6 +55,7 @@ class MLNode:
 
             engine = create_engine(model or ModelConfig(), config or EngineConfig())
         self.engine = engine
+        self._poc_cache: dict[tuple[bytes, float], PocModel] = {}
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenChunk]:
         """Stream the output of ``request`` chunk by chunk (a Ray streaming generator).
@@ -87,6 +92,46 @@ class MLNode:
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return self.engine.apply_chat_template(messages)
+
+    async def poc_sprint(
+        self,
+        seed: bytes,
+        participant: str,
+        *,
+        difficulty: float,
+        budget_s: float,
+        max_nonces: int | None = None,
+    ) -> SprintResult:
+        """Run a Proof-of-Compute sprint for ``participant`` on this node's hardware (a thread:
+        generation streams keep flowing meanwhile)."""
+        model = self._poc_model(seed, difficulty)
+        return await asyncio.to_thread(
+            run_sprint, model, participant, budget_s=budget_s, max_nonces=max_nonces
+        )
+
+    async def poc_verify(
+        self,
+        seed: bytes,
+        participant: str,
+        nonces: Sequence[int],
+        validator_seed: bytes,
+        *,
+        difficulty: float,
+    ) -> ClaimCheck:
+        """Recompute a sample (picked by ``validator_seed``) of another participant's claim."""
+        model = self._poc_model(seed, difficulty)
+        return await asyncio.to_thread(
+            verify_claim, model, participant, [int(n) for n in nonces], validator_seed
+        )
+
+    def _poc_model(self, seed: bytes, difficulty: float) -> PocModel:
+        key = (bytes(seed), difficulty)
+        model = self._poc_cache.get(key)
+        if model is None:
+            device = getattr(self.engine, "device", "cpu")
+            model = PocModel(seed, difficulty, device=device)
+            self._poc_cache = {key: model}  # one epoch at a time
+        return model
 
     async def close(self) -> None:
         """Stop the engine (call before killing the actor to free GPU memory promptly)."""

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from gonka_ray import crypto, wire
+from gonka_ray.actors.epoch_worker import EpochWorker, PocSettings
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.ledger_port import EventLog, LedgerEvent, TxOutcome, participant_infos
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
-from gonka_ray.ledger import inference_app
+from gonka_ray.config import EpochConfig
+from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.verification.adversary import SAMPLING_CHEATS, sampling_hook
@@ -55,7 +57,8 @@ class ParticipantSpec:
     epochs_to_max_reputation: int
     storage_dir: str
     adversary: str | None = None
-    epoch: int = 0
+    epochs: EpochConfig = field(default_factory=EpochConfig)
+    poc: PocSettings = field(default_factory=PocSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def actor_name(self, role: str, participant: str | None = None) -> str:
@@ -69,10 +72,15 @@ class ParticipantSpec:
             vote_blocks=self.vote_blocks,
         )
 
-    def epoch_seed(self) -> bytes:
-        """This participant's secret seed for the epoch (derived from its secret key seed)."""
+    @property
+    def epoch_app_config(self) -> epoch_app.EpochAppConfig:
+        genesis = wire.decode(self.genesis, wire.LedgerGenesis)
+        return epoch_app.EpochAppConfig(epoch=self.epochs, chain_id=genesis.chain_id)
+
+    def epoch_seed(self, epoch: int) -> bytes:
+        """This participant's secret seed for ``epoch`` (derived from its secret key seed)."""
         return hashlib.sha256(
-            b"gonka_ray/epoch-seed/" + self.key_seed + bytes([self.epoch])
+            b"gonka_ray/epoch-seed/" + self.key_seed + epoch.to_bytes(8, "big")
         ).digest()
 
 
@@ -106,8 +114,10 @@ class ParticipantReplica(LedgerReplica):
         self.spec = spec
         self.events = EventLog()
 
+        self.epoch_config = spec.epoch_app_config
+
         def install(sm) -> None:
-            inference_app.install(sm, spec.app_config)
+            epoch_app.install_protocol(sm, spec.app_config, self.epoch_config)
             apply = sm.apply_block
 
             def apply_and_log(height: int, block_hash: bytes, txs: tuple[bytes, ...]):
@@ -150,6 +160,18 @@ class ParticipantReplica(LedgerReplica):
 
     async def height(self) -> int:
         return self.sm.height
+
+    async def epoch_view(self) -> epoch_app.EpochView:
+        return epoch_app.epoch_view(self.sm, self.epoch_config)
+
+    async def epoch_snapshot(self, epoch: int):
+        return epoch_app.snapshot_of(self.sm.get, epoch)
+
+    async def poc_claim(self, epoch: int, address: str) -> list[int] | None:
+        return epoch_app.poc_claim_nonces(self.sm, epoch, address)
+
+    async def settlement(self, epoch: int) -> epoch_app.SettlementSummary | None:
+        return epoch_app.settlement_summary(self.sm, epoch)
 
 
 def _names_by_index(spec: ParticipantSpec) -> list[str]:
@@ -208,6 +230,15 @@ class ReplicaLedgerPort:
 
     async def height(self) -> int:
         return await self._own().height.remote()
+
+    async def epoch_view(self):
+        return await self._own().epoch_view.remote()
+
+    async def epoch_snapshot(self, epoch: int):
+        return await self._own().epoch_snapshot.remote(epoch)
+
+    async def poc_claim(self, epoch: int, address: str):
+        return await self._own().poc_claim.remote(epoch, address)
 
 
 # --- roles -----------------------------------------------------------------------------------
@@ -294,8 +325,8 @@ class ExecutorActor(_Role):
 
 
 class VerifierActor(_Role):
-    """The participant's verifier as a Ray actor; :meth:`start` commits the epoch seed and
-    begins following the ledger in the background."""
+    """The participant's verifier and epoch duties as a Ray actor; :meth:`start` commits the
+    epoch seeds and begins following the ledger in the background."""
 
     def __init__(self, spec: ParticipantSpec) -> None:
         super().__init__(spec)
@@ -306,34 +337,56 @@ class VerifierActor(_Role):
             engine=_LazyHandle(self._engine),
             executors=self._executor_of,
             model=spec.model,
-            epoch_seed=spec.epoch_seed(),
+            epoch_seed=spec.epoch_seed,
+            epochs=spec.epochs,
             rng=self._rng(spec, "verifier"),
         )
-        self._task = None
+        self.worker = EpochWorker(
+            participant=spec.name,
+            key=self.key,
+            ledger=self.ledger,
+            engine=_LazyHandle(self._engine),
+            model=spec.model,
+            seed_for=spec.epoch_seed,
+            epochs=spec.epochs,
+            poc=spec.poc,
+            rng=self._rng(spec, "epochs"),
+        )
+        self._tasks: list = []
 
     async def start(self, poll_interval_s: float = 0.3) -> bool:
+        """Commit this epoch's and the next epoch's seeds, then follow the ledger."""
         import asyncio
 
-        if self._task is None:
-            outcome = await self.ledger.submit(
-                wire.seal(
-                    wire.SeedCommit(
-                        epoch=self.spec.epoch,
-                        commitment=self.verifier.seed_commitment(),
-                        nonce=self.verifier.rng.getrandbits(64),
-                    ),
-                    self.key,
-                )
-            )
-            self._task = asyncio.get_running_loop().create_task(self.verifier.run(poll_interval_s))
-            return outcome.ok
+        if not self._tasks:
+            await self.worker.run_once()
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self.verifier.run(poll_interval_s)),
+                loop.create_task(self._epoch_loop(poll_interval_s)),
+            ]
         return True
+
+    async def _epoch_loop(self, poll_interval_s: float) -> None:
+        import asyncio
+        import logging
+
+        while True:
+            try:
+                await self.worker.run_once()
+            except Exception:  # keep going whatever one duty did
+                logging.getLogger(__name__).exception("%s: epoch duty failed", self.spec.name)
+            await asyncio.sleep(poll_interval_s / 2)
 
     async def run_once(self) -> int:
         return await self.verifier.run_once()
 
     async def stats(self) -> dict:
-        return {"participant": self.spec.name, **self.verifier.stats()}
+        return {
+            "participant": self.spec.name,
+            **self.verifier.stats(),
+            "epochs": self.worker.stats(),
+        }
 
 
 class _LazyHandle:

@@ -1,8 +1,10 @@
 """Verifier: re-checks other participants' inferences in the background (DESIGN §3–§4).
 
 It follows committed ledger events. For each ``FinishInference`` by another participant it
-decides with its secret epoch seed whether it must validate (the reputation- and traffic-
-dependent rate of :mod:`gonka_ray.protocol.validation_sampling`); if so it fetches the payload
+decides with its secret seed for the epoch the inference finished in whether it must validate
+(the reputation- and traffic-dependent rate of :mod:`gonka_ray.protocol.validation_sampling`,
+fed with that epoch's frozen snapshot — the same numbers the ledger uses when it checks the
+validator's duty at settlement); if so it fetches the payload
 with a signed request, checks it against the ledger's hashes, scores ``prompt + output`` in one
 prefill pass on its own engine, grades it (:mod:`gonka_ray.verification.checks`), decides with the
 calibrated policy and submits a ``Validation``. For each failed ``Validation`` by someone else
@@ -25,10 +27,11 @@ import numpy as np
 from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import PeerExecutor, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray.config import EpochConfig
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
 from gonka_ray.ledger.inference_app import prompt_hash
-from gonka_ray.protocol import validation_sampling
+from gonka_ray.protocol import epochs, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 from gonka_ray.protocol.verification_policy import (
     Thresholds,
@@ -53,9 +56,10 @@ class Verifier(RoleBase):
         engine: this participant's MLNode (handle or object).
         executors: address → that participant's executor (for payload fetches).
         model: the served model (selects the calibrated thresholds).
-        epoch_seed: the secret seed of the current epoch (its sha256 is committed on the ledger).
+        epoch_seed: the secret seed per epoch (``epoch -> seed``; its sha256 is committed on
+            the ledger), or one seed for every epoch (tests).
         thresholds: override the calibrated thresholds (tests).
-        requests_per_epoch: the traffic level used for the sampling rate (callable: it grows).
+        epochs: the network's epoch parameters (which epoch a finish height falls in).
     """
 
     def __init__(
@@ -67,9 +71,9 @@ class Verifier(RoleBase):
         engine: Any,
         executors: Callable[[str], Any],
         model: str,
-        epoch_seed: bytes,
+        epoch_seed: bytes | Callable[[int], bytes],
         thresholds: Thresholds | None = None,
-        requests_per_epoch: Callable[[], int] | None = None,
+        epochs: EpochConfig | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -83,9 +87,9 @@ class Verifier(RoleBase):
             rng=rng,
         )
         self.executors = executors
-        self.epoch_seed = epoch_seed
+        self.seed_for = epoch_seed if callable(epoch_seed) else (lambda _e, s=epoch_seed: s)
         self.thresholds = thresholds or thresholds_for(model)
-        self.requests_per_epoch = requests_per_epoch
+        self.epochs = epochs or EpochConfig()
         self.cursor = 0  # last ledger event seen
         self.finished_seen = 0
         self.checked = 0
@@ -96,8 +100,8 @@ class Verifier(RoleBase):
         self._eos: tuple[int, ...] | None = None
         self._stop = asyncio.Event()
 
-    def seed_commitment(self) -> bytes:
-        return validation_sampling.seed_commitment(self.epoch_seed)
+    def seed_commitment(self, epoch: int) -> bytes:
+        return validation_sampling.seed_commitment(self.seed_for(epoch))
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -133,20 +137,18 @@ class Verifier(RoleBase):
         record = await self.ledger.inference(iid)
         if record is None or record.executor == self.address:
             return 0
-        participants = await self.ledger.participants()
-        me, executor = participants.get(self.address), participants.get(record.executor)
-        if me is None or executor is None:
+        epoch = epochs.epoch_of(record.finish_height, self.epochs)
+        snap = await self.ledger.epoch_snapshot(epoch)
+        if snap is None:  # settled and pruned long ago
             return 0
-        total = sum(p.weight for p in participants.values())
-        traffic = self.requests_per_epoch() if self.requests_per_epoch else self.finished_seen
         if not validation_sampling.must_validate(
-            seed=self.epoch_seed,
+            seed=self.seed_for(epoch),
             inference_id=iid,
-            executor_reputation=executor.reputation,
-            requests_per_epoch=traffic,
-            validator_weight=me.weight,
-            total_weight=total,
-            executor_weight=executor.weight,
+            executor_reputation=snap.reputations.get(record.executor, 0),
+            requests_per_epoch=snap.requests_per_epoch,
+            validator_weight=snap.weights.get(self.address, 0),
+            total_weight=snap.total_weight,
+            executor_weight=snap.weights.get(record.executor, 0),
         ):
             self.skipped += 1
             return 0

@@ -1,0 +1,201 @@
+"""EpochWorker: a participant's epoch duties, driven by the committed epoch clock (DESIGN §4–§5).
+
+Each :meth:`EpochWorker.run_once` reads the current :class:`~gonka_ray.ledger.epoch_app.EpochView`
+from the participant's own replica and does whatever the phase asks and has not been done:
+
+- commit ``sha256(seed)`` of its secret seed for the next epoch (and for the current one while
+  its PoC sprint is still open — a participant that joins late can still take part);
+- **PoC sprint**: run the seed-initialised transformer on its MLNode for a time budget that fits
+  in what is left of the phase, and submit the passing nonces (``PocClaim``);
+- **PoC validation**: recompute a sample of every other participant's claim, picked by its own
+  secret seed, and submit a ``PocVerdict``;
+- **settlement**: reveal the epoch's seed (``SeedReveal``), which is its reward claim.
+
+A failed submission is retried on the next call; the ledger rejects duplicates, so retries are
+harmless. The worker holds no state that matters across restarts: the ledger says what is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors.clients import RoleBase
+from gonka_ray.config import EpochConfig
+from gonka_ray.ledger.epoch_app import EpochView
+from gonka_ray.protocol import validation_sampling
+from gonka_ray.protocol.epochs import Phase
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_S = 0.1  # block-time guess until two views have been seen
+SPRINT_SHARE = 0.5  # of the sprint's remaining time spent computing (the rest: commit latency)
+
+
+@dataclass(frozen=True)
+class PocSettings:
+    """How hard this participant works in a sprint.
+
+    ``max_budget_s`` bounds one sprint's compute; ``max_nonces`` (optional) bounds the nonces
+    tried — a stand-in for a slower machine in demos and tests.
+    """
+
+    max_budget_s: float = 2.0
+    max_nonces: int | None = None
+    enabled: bool = True
+
+
+class EpochWorker(RoleBase):
+    """One participant's epoch duties. See the module docstring.
+
+    Args:
+        seed_for: the participant's secret seed of an epoch.
+        epochs: the network's epoch parameters (difficulty).
+        poc: sprint budget settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        participant: str,
+        key: crypto.KeyPair,
+        ledger: Any,
+        engine: Any,
+        model: str,
+        seed_for: Callable[[int], bytes],
+        epochs: EpochConfig,
+        poc: PocSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            participant=participant,
+            key=key,
+            ledger=ledger,
+            engine=engine,
+            model=model,
+            clock=clock,
+            rng=rng,
+        )
+        self.seed_for = seed_for
+        self.epochs = epochs
+        self.poc = poc or PocSettings()
+        self._last: tuple[int, float] | None = None
+        self._block_s = DEFAULT_BLOCK_S
+        self._tried: set[tuple[str, int, Any]] = set()  # (duty, epoch, item) done this process
+        self.sprints: list[dict] = []
+        self.verdicts = 0
+
+    async def run_once(self) -> list[str]:
+        """Do what the current phase asks; returns the duties carried out (for logs and tests)."""
+        view: EpochView = await self.ledger.epoch_view()
+        self._observe(view)
+        done: list[str] = []
+        e, phase = view.epoch, Phase(view.phase)
+        if self.address not in view.committed:
+            done += await self._once(("commit", e + 1, None), self._commit(e + 1))
+        if phase is Phase.POC_SPRINT and self.address not in view.committed_now:
+            done += await self._once(("commit", e, None), self._commit(e))
+        sprint = phase is Phase.POC_SPRINT and self.poc.enabled and view.seed is not None
+        if sprint and self.address not in view.claims and ("claim", e, None) not in self._tried:
+            done += await self._sprint(view)
+        if phase is Phase.POC_VALIDATION and view.weights.get(self.address, 0) > 0:
+            done += await self._judge(view)
+        me = self.address
+        if phase is Phase.SETTLEMENT and me in view.committed_now and me not in view.revealed:
+            done += await self._once(("reveal", e, None), self._reveal(e))
+        return done
+
+    async def _once(self, item: tuple, work: Any) -> list[str]:
+        """Run ``work`` unless ``item`` was already submitted (accepted or refused) here."""
+        if item in self._tried:
+            work.close()
+            return []
+        done = await work
+        self._tried.add(item)
+        return done
+
+    # --- duties ----------------------------------------------------------------------------
+
+    async def _commit(self, epoch: int) -> list[str]:
+        commitment = validation_sampling.seed_commitment(self.seed_for(epoch))
+        ok = await self._submit(wire.SeedCommit(epoch=epoch, commitment=commitment, nonce=0))
+        return [f"commit:{epoch}"] if ok else []
+
+    async def _reveal(self, epoch: int) -> list[str]:
+        ok = await self._submit(wire.SeedReveal(epoch=epoch, seed=self.seed_for(epoch), nonce=0))
+        return [f"reveal:{epoch}"] if ok else []
+
+    async def _sprint(self, view: EpochView) -> list[str]:
+        self._tried.add(("claim", view.epoch, None))
+        left_s = max(0, view.phase_end - view.height) * self._block_s
+        budget = min(self.poc.max_budget_s, max(0.05, SPRINT_SHARE * left_s))
+        result = await self.engine.poc_sprint(
+            view.seed,
+            self.address,
+            difficulty=self.epochs.poc_difficulty,
+            budget_s=budget,
+            max_nonces=self.poc.max_nonces,
+        )
+        nonces = list(result.nonces)[: wire.POC_MAX_CLAIMED_NONCES]
+        self.sprints.append(
+            {"epoch": view.epoch, "tried": result.tried, "found": len(nonces), "budget_s": budget}
+        )
+        ok = await self._submit(wire.PocClaim(epoch=view.epoch, nonces=nonces, nonce=0))
+        return [f"claim:{view.epoch}:{len(nonces)}"] if ok else []
+
+    async def _judge(self, view: EpochView) -> list[str]:
+        done = []
+        for claimant in sorted(view.claims):
+            item = ("verdict", view.epoch, claimant)
+            if claimant == self.address or (claimant, self.address) in view.verdicts:
+                continue
+            if item in self._tried:
+                continue
+            self._tried.add(item)
+            nonces = await self.ledger.poc_claim(view.epoch, claimant)
+            if nonces is None:
+                continue
+            check = await self.engine.poc_verify(
+                view.seed,
+                claimant,
+                nonces,
+                self.seed_for(view.epoch),
+                difficulty=self.epochs.poc_difficulty,
+            )
+            verdict = wire.PocVerdict(
+                epoch=view.epoch,
+                participant=claimant,
+                accepted=check.accepted,
+                sampled=check.sampled,
+                failed=check.failed,
+                nonce=0,
+            )
+            if await self._submit(verdict):
+                self.verdicts += 1
+                done.append(f"verdict:{view.epoch}:{claimant[:10]}:{check.accepted}")
+        return done
+
+    async def _submit(self, msg: Any) -> bool:
+        msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))
+        outcome = await self.ledger.submit(wire.seal(msg, self.key))
+        if not outcome.ok:
+            log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)
+        return outcome.ok
+
+    def _observe(self, view: EpochView) -> None:
+        now = self.clock()
+        if self._last is not None and view.height > self._last[0]:
+            per_block = (now - self._last[1]) / (view.height - self._last[0])
+            self._block_s = 0.7 * self._block_s + 0.3 * per_block
+        if self._last is None or view.height > self._last[0]:
+            self._last = (view.height, now)
+
+    def stats(self) -> dict:
+        return {"sprints": list(self.sprints), "verdicts": self.verdicts, "block_s": self._block_s}
