@@ -38,11 +38,12 @@ from gonka_ray.exceptions import (
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import payments
 from gonka_ray.protocol.admission import ReplayGuard, check_timestamp
+from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS as LEDGER_MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3  # executors tried per request before giving up (503)
+MAX_ATTEMPTS = LEDGER_MAX_ATTEMPTS  # executors tried before giving up (503); the ledger's cap
 
 
 class TransportAgent(RoleBase):

@@ -15,9 +15,10 @@ Money invariants (a test sums them after every step):
 Every transition either applies completely or raises :class:`TxRejected` having changed nothing.
 
 Guards that close known exploits: only the drawn executor may Finish; the draw itself is
-recomputed (a TA cannot steer work); a participant never validates or votes on an inference it
-executed; one validation and one vote per participant per inference; no validation credit on an
-invalidated or expired inference; an executor is never penalised twice for one inference.
+recomputed and the attempt bounded (a TA cannot steer work); a participant never validates or
+votes on an inference it executed; one validation and one vote per participant per inference; no
+validation credit on an invalidated or expired inference; an executor is never penalised twice
+for one inference.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from typing import Protocol
 from gonka_ray.exceptions import NoExecutorAvailable, TxRejected
 from gonka_ray.protocol import payments, reputation, selection, votes
 from gonka_ray.protocol.reputation import Status
+
+# NOTE: each attempt is a fresh executor draw, so a TA free to name any attempt could grind
+# attempts until the draw lands on a friend; the ledger accepts only attempts 0..MAX_ATTEMPTS-1.
+MAX_ATTEMPTS = 3  # executor draws per inference (the first try plus two pre-first-token retries)
 
 
 class InferenceStatus(StrEnum):
@@ -189,6 +194,8 @@ class InferenceBook:
         """Record a Start (or a retry with a higher ``attempt``) and lock the escrow."""
         if transport_agent not in self.participants:
             raise _reject("not_participant", "only a participant's transport agent may start")
+        if not 0 <= attempt < MAX_ATTEMPTS:
+            raise _reject("bad_attempt", f"attempt must be in [0, {MAX_ATTEMPTS})")
         try:
             drawn = self.expected_executor(inference_id, attempt, transport_agent)
         except NoExecutorAvailable:
