@@ -93,8 +93,8 @@ class EpochAppConfig:
 class EpochView:
     """What a participant's actors need to know about the current epoch (committed state)."""
 
-    height: int
-    epoch: int
+    height: int  # committed height
+    epoch: int  # epoch and phase of height + 1 (see :func:`epoch_view`)
     phase: str
     phase_end: int  # first height of the next phase
     epoch_end: int  # first height of the next epoch
@@ -431,9 +431,15 @@ def settlement_summary(sm: StateMachine, epoch: int) -> SettlementSummary | None
 
 
 def epoch_view(sm: StateMachine, cfg: EpochAppConfig) -> EpochView:
-    """The current epoch as the committed state sees it."""
+    """The epoch as a transaction submitted now would see it.
+
+    ``epoch``, ``phase`` and the rest describe the *next* height (``height + 1``): the earliest
+    block a transaction can land in. A participant that acted on the committed height's phase
+    would submit a reveal in a settlement window's last block too late, or a claim after the
+    sprint closed.
+    """
     height = sm.height
-    pos = epochs.position(height, cfg.epoch)
+    pos = epochs.position(height + 1, cfg.epoch)
     e = pos.epoch
     snap = snapshot_of(sm.get, e)
     claims = {k[1]: len(sm.get(POC_CLAIMS, k)) for k in sm.tables.get(POC_CLAIMS, {}) if k[0] == e}

@@ -374,7 +374,7 @@ def test_vote_in_progress_is_held_to_the_next_settlement() -> None:
 def test_epoch_seed_is_public_and_fixed_by_the_previous_epochs_last_block(height: int) -> None:
     chain = Chain()
     chain.until(max(1, height))
-    e = epochs.epoch_of(chain.height, EPOCH)
+    e = chain.view().epoch  # of the next height
     seed = chain.view().seed
     assert seed is not None and len(seed) == 32
     if e > 0:
