@@ -98,10 +98,25 @@ def chat(model: str, prompt: str, max_tokens: int) -> None:
 )
 @click.option("--num-cpus", default=None, type=click.IntRange(1, 4096), help="local Ray CPUs")
 @click.option("--namespace", default=None, help="Ray namespace (default: $GONKA_NAMESPACE)")
+@click.option(
+    "--address",
+    default=None,
+    help="join this running Ray (e.g. `auto` on a `ray up` head) instead of a loopback one",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address")
 def up(
-    config_path: Path, port: int, api_key: str | None, num_cpus: int | None, namespace: str | None
+    config_path: Path,
+    port: int,
+    api_key: str | None,
+    num_cpus: int | None,
+    namespace: str | None,
+    address: str | None,
+    host: str,
 ) -> None:
-    """Start the network of CONFIG.yaml on a loopback Ray, serve it, run until Ctrl-C."""
+    """Start the network of CONFIG.yaml on Ray, serve it over HTTP, run until Ctrl-C.
+
+    Without --address a loopback Ray is started here; with it (``ray up`` clusters) the network
+    joins that cluster and each participant's actors go where its ``resources`` say."""
     import asyncio
     import os
     import secrets
@@ -116,7 +131,15 @@ def up(
     from gonka_ray.serve_app import serve_network, shutdown
 
     api_key = api_key or "sk-gonka-" + secrets.token_hex(16)
-    init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1))
+    if address:
+        from gonka_ray.sdk import init_ray
+
+        try:
+            init_ray(address, namespace)
+        except ConnectionError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        init_local_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1))
     click.echo(
         f"launching {config.name}: {len(config.participants)} participants, "
         f"model {config.model.name} ({config.engine.kind} engine) ..."
@@ -126,7 +149,7 @@ def up(
     try:
         asyncio.run(wait_ready(net))
         click.echo(f"network ready in {time.perf_counter() - t0:.0f} s")
-        url = serve_network(net, api_keys={api_key: 0}, port=port)
+        url = serve_network(net, api_keys={api_key: 0}, port=port, host=host)
         click.echo(f"serving {url}v1  (OpenAI-compatible)")
         click.echo(f"api key: {api_key}")
         click.echo(
@@ -151,25 +174,15 @@ def up(
 
 def _attach(address: str, namespace: str | None, network: str | None):
     """Join a running Ray and find the network's ledger replicas: (network, namespace, names)."""
-    import os
-
-    import ray
-
     from gonka_ray.constants import env
+    from gonka_ray.sdk import find_networks, init_ray
 
     namespace = namespace or env("GONKA_NAMESPACE")
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as exc:
-            raise click.ClickException(f"no running Ray at {address!r}: {exc}") from None
-    found: dict[str, list[str]] = {}
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] != namespace or not actor["name"].endswith(".ledger"):
-            continue
-        net_name, _, rest = actor["name"].partition(".")
-        found.setdefault(net_name, []).append(rest.rsplit(".", 1)[0])
+    try:
+        init_ray(address, namespace)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    found = find_networks(namespace)
     if network is None:
         if len(found) != 1:
             listed = ", ".join(sorted(found)) or "none"

@@ -104,6 +104,12 @@ ENV_VARS: dict[str, EnvVar] = {
         EnvVar("GONKA_MAX_BATCH_SIZE", _positive_int, ENGINE_MAX_BATCH_SIZE, "engine batch size"),
         EnvVar("GONKA_NAMESPACE", str, "gonka_ray", "Ray namespace of the network's actors"),
         EnvVar("GONKA_SKIP_VLLM", _bool, False, "skip vLLM tests even when vllm imports"),
+        EnvVar(
+            "GONKA_LOOPBACK",
+            _bool,
+            True,
+            "drivers joining a running Ray bind 127.0.0.1 (one host); 0 on a multi-host cluster",
+        ),
     ]
 }
 

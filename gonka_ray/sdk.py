@@ -151,19 +151,25 @@ class Client:
 # --- connect() ------------------------------------------------------------------------------
 
 
-def init_ray(address: str = "auto", namespace: str | None = None, *, loopback: bool = True) -> None:
+def init_ray(
+    address: str = "auto", namespace: str | None = None, *, loopback: bool | None = None
+) -> None:
     """Join the running Ray at ``address`` as a driver (no-op when Ray is already initialised).
 
     ``loopback`` binds this driver to 127.0.0.1 (a single-host Ray started by ``gonka-ray up``
-    or the tests); pass False on a multi-host ``ray up`` cluster.
+    or the tests); False on a multi-host ``ray up`` cluster. Default: ``$GONKA_LOOPBACK`` (on).
 
     Raises:
         ConnectionError: no Ray is running at ``address``.
     """
     import ray
 
+    from gonka_ray.constants import env
+
     if ray.is_initialized():
         return
+    if loopback is None:
+        loopback = env("GONKA_LOOPBACK")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     opts: dict[str, Any] = {"address": address, "namespace": namespace, "log_to_driver": False}
@@ -467,7 +473,7 @@ def connect(
     namespace: str | None = None,
     key: crypto.KeyPair | str | Path | None = None,
     model: str | None = None,
-    loopback: bool = True,
+    loopback: bool | None = None,
     timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> NetworkClient:
     """Attach to a network running on Ray and return a :class:`NetworkClient`.
@@ -481,7 +487,7 @@ def connect(
             demo genesis of a config with ``seed: 0``).
         model: the model id (default: asked from the first participant's MLNode).
         loopback: bind this driver to 127.0.0.1 (single-host Ray); False on a ``ray up``
-            cluster.
+            cluster (default: ``$GONKA_LOOPBACK``, on).
         timeout_s: how long to wait for the network's actors to appear.
 
     Raises:

@@ -992,6 +992,7 @@ def serve_network(
     route_prefix: str = "/",
     max_inflight: int = SERVE_MAX_INFLIGHT,
     name: str | None = None,
+    host: str = "127.0.0.1",
 ) -> str:
     """Deploy the OpenAI-compatible app for a launched :class:`~gonka_ray.network.Network` on
     loopback and return its base URL (``http://127.0.0.1:<port><prefix>``; the ``openai``
@@ -1001,10 +1002,11 @@ def serve_network(
         net: the launched network.
         api_keys: API key -> the custodial client key it signs with (a KeyPair, or an index
             ``i`` meaning ``net.client_key(i)``, funded by the demo genesis for ``i <`` clients).
-        port: the HTTP port Serve binds on 127.0.0.1.
+        port: the HTTP port Serve binds.
         route_prefix: where the app is mounted.
         max_inflight: requests in flight before the ingress answers 429.
         name: the Serve application's name (default ``gonka-<network>``).
+        host: the address Serve's proxy binds (``0.0.0.0`` to serve other hosts).
 
     If Serve already runs on this Ray with other HTTP options, it keeps them; the returned URL
     is where its proxy really listens.
@@ -1015,7 +1017,7 @@ def serve_network(
         k: (v if isinstance(v, crypto.KeyPair) else net.client_key(int(v))).seed
         for k, v in api_keys.items()
     }
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": host, "port": port})
     application = build_app(
         network=net.config.name,
         namespace=net.namespace,
