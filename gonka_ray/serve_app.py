@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gonka_ray import constants as C
 from gonka_ray import crypto, wire
+from gonka_ray import metrics as M
 from gonka_ray.exceptions import (
     AuthenticationError,
     GonkaError,
@@ -706,8 +707,21 @@ class GonkaIngress:
             "inference_id": call.inference_id.hex(),
         }
 
+    @staticmethod
+    def _record(
+        kind: str, code: int, t0: float, stream: bool, done: wire.InferenceDone | None = None
+    ) -> None:
+        """Request metrics (:mod:`gonka_ray.metrics`): count, latency, tokens."""
+        M.inc("gonka_requests", endpoint=kind, code=code)
+        M.observe("gonka_request_latency_s", time.perf_counter() - t0, endpoint=kind, stream=stream)
+        if done is not None:
+            M.inc("gonka_tokens", done.prompt_tokens, kind="prompt")
+            M.inc("gonka_tokens", done.completion_tokens, kind="completion")
+
     async def _complete(self, request: Request, kind: Literal["chat", "completion"]):
+        t0 = time.perf_counter()
         if self.inflight >= self.max_inflight:
+            self._record(kind, 429, t0, False)
             return error_response(
                 Overloaded(
                     f"{self.inflight} requests in flight; retry shortly",
@@ -729,7 +743,7 @@ class GonkaIngress:
             if call.stream:
                 release = False
                 return StreamingResponse(
-                    self._sse(call, first, items),
+                    self._sse(call, first, items, t0),
                     media_type="text/event-stream",
                     headers={**self._headers(call), "Cache-Control": "no-cache"},
                 )
@@ -755,9 +769,11 @@ class GonkaIngress:
                 )
             ]
             body["usage"] = self._usage(done)
+            self._record(kind, 200, t0, False, done)
             return JSONResponse(body, headers=self._headers(call))
         except Exception as exc:
             err = unwrap_error(exc)
+            self._record(kind, err.http_status, t0, bool(call and call.stream))
             if call is not None and not started and err.http_status != 409:
                 self.replay.forget(call.inference_id)  # refused before escrow: may be resent
             if err.http_status >= 500:
@@ -767,8 +783,11 @@ class GonkaIngress:
             if release:
                 self.inflight -= 1
 
-    async def _sse(self, call: _Call, first: Any, items: AsyncIterator[Any]) -> AsyncIterator[str]:
+    async def _sse(
+        self, call: _Call, first: Any, items: AsyncIterator[Any], t0: float | None = None
+    ) -> AsyncIterator[str]:
         created = int(time.time())
+        code, done = 500, None
         try:
             if call.kind == "chat":  # OpenAI's first chunk announces the role
                 head = self._envelope(call, created, stream=True)
@@ -789,18 +808,22 @@ class GonkaIngress:
                         yield await self._sse_chunk(call, created, pending, None)
                     pending = item
                 else:  # InferenceDone: the last token's chunk carries finish reason and usage
+                    done = item
                     yield await self._sse_chunk(call, created, pending, item)
                 try:
                     item = await items.__anext__()
                 except StopAsyncIteration:
                     break
             yield "data: [DONE]\n\n"
+            code = 200
         except Exception as exc:
             err = unwrap_error(exc)
+            code = err.http_status
             log.warning("stream %s failed: %r", call.inference_id.hex()[:12], exc)
             yield f"data: {json.dumps({'error': err.to_dict()})}\n\n"
         finally:
             self.inflight -= 1
+            self._record(call.kind, code, t0 if t0 is not None else time.perf_counter(), True, done)
 
     async def _sse_chunk(
         self,

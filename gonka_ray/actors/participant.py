@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gonka_ray import crypto, wire
+from gonka_ray import metrics as M
 from gonka_ray.actors.epoch_worker import EpochWorker, PocSettings
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.ledger_port import EventLog, LedgerEvent, TxOutcome, participant_infos
@@ -107,6 +108,10 @@ class _Handles:
 # --- ledger ----------------------------------------------------------------------------------
 
 
+METRICS_SCAN_INTERVAL_S = 1.0  # replica: how often the invalidations gauge rescans records
+METRICS_PUBLISH_INTERVAL_S = 2.0  # verifier: how often its counters are published as metrics
+
+
 class ParticipantReplica(LedgerReplica):
     """A ledger replica with the inference protocol and the participant-side queries."""
 
@@ -123,6 +128,7 @@ class ParticipantReplica(LedgerReplica):
             def apply_and_log(height: int, block_hash: bytes, txs: tuple[bytes, ...]):
                 result = apply(height, block_hash, txs)
                 self.events.feed(result, txs)
+                self._record_metrics(height, len(txs))
                 return result
 
             sm.apply_block = apply_and_log
@@ -138,6 +144,18 @@ class ParticipantReplica(LedgerReplica):
             install=install,
             **replica_kwargs,
         )
+
+    def _record_metrics(self, height: int, txs: int) -> None:
+        M.set_gauge("gonka_ledger_height", height, participant=self.spec.name)
+        M.inc("gonka_ledger_txs", txs, participant=self.spec.name)
+        now = time.monotonic()
+        if txs and now - getattr(self, "_invalidations_at", 0.0) > METRICS_SCAN_INTERVAL_S:
+            # NOTE: a scan of the participant records, at most once per interval.
+            self._invalidations_at = now
+            total = sum(
+                r.invalidated_total for r in inference_app.participant_records(self.sm).values()
+            )
+            M.set_gauge("gonka_invalidations", total, participant=self.spec.name)
 
     async def participants(self) -> dict:
         return participant_infos(self.sm, self.spec.epochs_to_max_reputation)
@@ -209,7 +227,11 @@ class ReplicaLedgerPort:
         return self._client
 
     async def submit(self, tx: bytes) -> TxOutcome:
+        t0 = time.perf_counter()
         receipt = await self._ledger_client().submit(tx)
+        M.observe(
+            "gonka_ledger_commit_latency_s", time.perf_counter() - t0, participant=self.spec.name
+        )
         height = receipt.certificate.headers[0].height if receipt.certificate.headers else 0
         return TxOutcome(receipt.ok, receipt.reason, int(height), receipt.tx_hash)
 
@@ -284,8 +306,13 @@ class TransportAgentActor(_Role):
         )
 
     async def submit(self, envelope: bytes) -> AsyncIterator[bytes]:
-        async for item in self.ta.submit(envelope):
-            yield item
+        outcome = "error"
+        try:
+            async for item in self.ta.submit(envelope):
+                yield item
+            outcome = "ok"
+        finally:
+            M.inc("gonka_ta_requests", participant=self.spec.name, outcome=outcome)
 
     async def stats(self) -> dict:
         return {"participant": self.spec.name, **self.ta.stats()}
@@ -364,8 +391,26 @@ class VerifierActor(_Role):
             self._tasks = [
                 loop.create_task(self.verifier.run(poll_interval_s)),
                 loop.create_task(self._epoch_loop(poll_interval_s)),
+                loop.create_task(self._publish_metrics()),
             ]
         return True
+
+    async def _publish_metrics(self) -> None:
+        """Publish the verifier's counters as Ray metrics (deltas, every few seconds), so the
+        checks themselves make no metric calls."""
+        import asyncio
+
+        last = {"checked": 0, "failed": 0, "votes": 0}
+        name = self.spec.name
+        while True:
+            await asyncio.sleep(METRICS_PUBLISH_INTERVAL_S)
+            now = self.verifier.stats()
+            failed = now["failed"] - last["failed"]
+            passed = now["checked"] - last["checked"] - failed
+            M.inc("gonka_validations", passed, participant=name, passed=True)
+            M.inc("gonka_validations", failed, participant=name, passed=False)
+            M.inc("gonka_votes", now["votes"] - last["votes"], participant=name)
+            last = {k: now[k] for k in last}
 
     async def _epoch_loop(self, poll_interval_s: float) -> None:
         import asyncio
