@@ -204,6 +204,14 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"{loc}: {err['msg']}{more}", field=param)
 
 
+def _header_list(names: list[str], max_chars: int = 1024) -> str:
+    """Client-chosen names as one header value: JSON-escaped (a header is latin-1 on the wire and
+    a control character would split or break it; an emoji field name used to make a 500), cut at
+    ``max_chars``."""
+    text = ",".join(json.dumps(n)[1:-1].replace("\x7f", "\\u007f") for n in names)
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -520,7 +528,8 @@ class GonkaIngress:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # NOTE: RecursionError: "[[[[..." nested deeper than the parser's stack (was a 500)
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidRequest("request body must be a JSON object")
@@ -634,7 +643,7 @@ class GonkaIngress:
     def _headers(self, call: _Call) -> dict[str, str]:
         h = {HEADER_INFERENCE_ID: call.inference_id.hex(), "X-Gonka-TA": call.ta}
         if call.ignored:
-            h[HEADER_IGNORED] = ",".join(call.ignored)
+            h[HEADER_IGNORED] = _header_list(call.ignored)
         return h
 
     @staticmethod

@@ -290,7 +290,10 @@ def message(type_name: str, *, version: int = 1) -> Callable[[type[T]], type[T]]
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except UnicodeEncodeError:  # a str with a lone surrogate (JSON "\ud800") has no UTF-8 form
+        raise MalformedMessage("a string field is not valid Unicode (lone surrogate)") from None
 
 
 def _unpack(data: bytes) -> Any:
@@ -707,7 +710,7 @@ class LedgerGenesis:
 @message("RegisterParticipant", version=1)
 class RegisterParticipant:
     name: Name
-    weight: U64
+    weight: U64  # must be 0: weight is earned (genesis, Proof-of-Compute), never self-declared
     nonce: U64
 
 

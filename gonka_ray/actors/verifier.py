@@ -237,9 +237,18 @@ class Verifier(RoleBase):
         )
         if artifact.num_output_tokens == 0:
             return failed_structurally("empty output")
-        score = await self.engine.score(
-            [int(t) for t in artifact.prompt_ids], [int(t) for t in artifact.output_ids], sampling
-        )
+        try:
+            score = await self.engine.score(
+                [int(t) for t in artifact.prompt_ids],
+                [int(t) for t in artifact.output_ids],
+                sampling,
+            )
+        except InvalidRequest as exc:
+            # NOTE: the prompt is the client's (checked above) and sampling is the client's, so
+            # an unscorable output (token ids outside the vocabulary, longer than the context) is
+            # the executor's doing: a failed check. Raising here instead let such an inference
+            # skip validation for good (the event was consumed, no Validation submitted).
+            return failed_structurally(f"output cannot be scored: {exc.message}")
         scores = VerifierScores(
             top_ids=np.asarray(score.top_ids, dtype=np.int64),
             top_logprobs=np.asarray(score.top_logprobs, dtype=np.float64),

@@ -58,7 +58,9 @@ def decide(result: VerificationResult, thresholds: Thresholds) -> Verdict:
             f"replay: {result.replay_mismatches} confident positions chose other tokens "
             f"(first at {list(result.replay_mismatch_positions[:3])})",
         )
-    if result.logprob_deviation > thresholds.max_logprob_deviation:
+    # NOTE: written so NaN fails: an executor reporting NaN logprobs made ``nan > bound`` False
+    # and passed the logprob check (found by fuzzing the verifier with forged payloads).
+    if not result.logprob_deviation <= thresholds.max_logprob_deviation:
         return Verdict(
             False,
             f"logprobs: mean deviation {result.logprob_deviation:.4f} > "
