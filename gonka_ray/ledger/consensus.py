@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +323,9 @@ class ConsensusCore:
         fetch_retry_ticks: ticks before a missing block is requested again.
         empty_block_ticks: an idle leader proposes an empty block after this many ticks in its
             view (heartbeat blocks); 0 disables.
+        admit: ``admit(tx_hash, tx)`` is called once for each transaction new to this mempool,
+            before it is gossiped or proposed (the shell verifies its signature there, once, and keeps the result for
+            apply). Its result is ignored: what enters a block must not depend on it.
     """
 
     def __init__(
@@ -338,6 +341,7 @@ class ConsensusCore:
         mempool_max_txs: int = 200_000,
         fetch_retry_ticks: int = 4,
         empty_block_ticks: int = 0,
+        admit: Callable[[bytes, bytes], Any] | None = None,
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
@@ -352,6 +356,7 @@ class ConsensusCore:
         self.mempool_max_txs = mempool_max_txs
         self.fetch_retry_ticks = fetch_retry_ticks
         self.empty_block_ticks = empty_block_ticks
+        self.admit = admit
         self.rng = random.Random(seed)
         self.stats = Stats()
 
@@ -845,6 +850,8 @@ class ConsensusCore:
             return False
         if len(self.mempool) >= self.mempool_max_txs:
             return False
+        if self.admit is not None:
+            self.admit(th, tx)
         self.mempool[th] = tx
         return True
 

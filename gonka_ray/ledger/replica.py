@@ -41,6 +41,7 @@ from gonka_ray.ledger.storage import LedgerStore
 from gonka_ray.wire import LedgerGenesis
 
 Transport = Callable[[int, bytes], None]
+CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
 
 
 def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
@@ -123,7 +124,13 @@ class LedgerReplica:
             seed=index,
             recovered=recovered,
             empty_block_ticks=empty_block_ticks(empty_block_interval_ms, tick_ms),
+            admit=self._admit,
         )
+        self._state_hash = self.sm.state_hash  # as of the last applied block
+        self._to_check: deque[tuple[bytes, bytes]] = deque()
+        self._checker: asyncio.Task | None = None
+        self._outbox: dict[int, list[bytes]] = {}
+        self._flush_scheduled = False
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
         self._to_apply: deque[Committed] = deque()
@@ -160,6 +167,18 @@ class LedgerReplica:
         """A consensus message from peer ``sender`` (fire-and-forget from the peer)."""
         self._ensure_started()
         self._carry_out(self.core.step(data, sender))
+
+    async def deliver_many(self, batch: list[bytes], sender: int) -> None:
+        """Several consensus messages from peer ``sender`` in one call, handled in order; what
+        they produce is persisted in one write and then sent (one Ray call per peer)."""
+        self._ensure_started()
+        merged = Ready()
+        for data in batch:
+            r = self.core.step(data, sender)
+            merged.to_persist += r.to_persist
+            merged.outbound += r.outbound
+            merged.committed += r.committed
+        self._carry_out(merged)
 
     async def submit(self, tx: bytes) -> bytes:
         """Queue a signed transaction; returns its hash (the receipt key)."""
@@ -213,7 +232,7 @@ class LedgerReplica:
             "index": self.index,
             "committed_height": self.core.committed_height,
             "state_height": self.sm.height,
-            "state_hash": self.sm.state_hash,
+            "state_hash": self._state_hash,
             "view": self.core.cur_view,
             "mempool": len(self.core.mempool),
             "recovered_height": self.recovered_height,
@@ -280,6 +299,7 @@ class LedgerReplica:
                     res = await asyncio.to_thread(self.sm.apply_block, height, c.hash, c.block.txs)
                 else:
                     res = self.sm.apply_block(height, c.hash, c.block.txs)
+                self._state_hash = res.state_hash
                 self.store.record_commit(c.block, c.hash, c.certificate, res)
                 if height % self.snapshot_every == 0:
                     self.store.save_snapshot(height, self.sm.snapshot())
@@ -297,20 +317,62 @@ class LedgerReplica:
         finally:
             self._applier = None
 
+    def _admit(self, tx_hash: bytes, tx: bytes) -> None:
+        # NOTE: each transaction's envelope is verified once, soon after it enters the mempool,
+        # by a task that checks CHECK_CHUNK_TXS at a time and yields in between, so votes and
+        # proposals are not held up behind a big gossip batch; apply then finds the opened
+        # envelope in the state machine's cache. One that commits before its turn (the check
+        # queue is long, or a block from another leader carries it) is verified by apply
+        # instead and skipped here: still once. A worker thread was tried and lost: the GIL
+        # hand-offs with the event loop cost more than they saved.
+        self._to_check.append((tx_hash, tx))
+        if self._checker is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # not serving yet (recovery): apply verifies
+            self._checker = loop.create_task(self._check_loop())
+
+    async def _check_loop(self) -> None:
+        try:
+            while self._to_check:
+                for _ in range(min(CHECK_CHUNK_TXS, len(self._to_check))):
+                    th, tx = self._to_check.popleft()
+                    if th in self.core.mempool:
+                        self.sm.precheck(tx, th)
+                await asyncio.sleep(0)
+        finally:
+            self._checker = None
+
     def _send(self, dest: int, data: bytes) -> None:
         if self._transport is not None:
             self._transport(dest, data)
             return
-        handle = self._handles.get(dest)
-        if handle is None:
-            import ray
+        # NOTE: messages to one peer are queued and leave together at the next turn of the
+        # event loop (one Ray call, ``deliver_many``): a vote, a proposal and a transaction
+        # batch produced by one step cost one call, not three. Order per peer is kept.
+        self._outbox.setdefault(dest, []).append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-            try:
-                handle = ray.get_actor(self.peer_names[dest], namespace=self.namespace)
-            except ValueError:
-                return  # not up yet: the core retries by timeouts and fetches
-            self._handles[dest] = handle
-        handle.deliver.remote(data, self.index)
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        for dest, batch in outbox.items():
+            handle = self._handles.get(dest)
+            if handle is None:
+                import ray
+
+                try:
+                    handle = ray.get_actor(self.peer_names[dest], namespace=self.namespace)
+                except ValueError:
+                    continue  # not up yet: the core retries by timeouts and fetches
+                self._handles[dest] = handle
+            if len(batch) == 1:
+                handle.deliver.remote(batch[0], self.index)
+            else:
+                handle.deliver_many.remote(batch, self.index)
 
 
 def replica_actor(options: Any) -> Any:

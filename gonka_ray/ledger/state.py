@@ -13,7 +13,9 @@ Invariants:
 
 State is a set of tables ``{table: {key: value}}`` of msgpack-able values. The state hash is a
 multiset hash (AdHash): the sum modulo 2**256 of ``sha256(pack([table, key, value]))`` over all
-entries, updated incrementally per write, then hashed once more. NOTE: AdHash is enough to detect
+entries, then hashed once more. It is updated lazily: writes mark their entry dirty and the sum is
+brought up to date when the hash is read (once per block), so an entry written many times in a
+block (a busy account) is hashed once. NOTE: AdHash is enough to detect
 divergence between replicas that run the same code; a light client that must trust a state
 *proof* needs a Merkle tree instead (a later issue).
 
@@ -23,7 +25,9 @@ Extending: later issues add transaction types with :meth:`StateMachine.register`
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +46,10 @@ APPLIED = "applied_tx"  # tx_id -> height at which it was applied
 META = "meta"  # "height" -> last applied height
 _MOD = 2**256
 _DELETED = object()
+_FLAT = frozenset({int, str, bytes, bool, type(None)})  # canonical as they are
+PRECHECK_CACHE_TXS = 100_000  # opened envelopes kept between admission and apply
+_address = functools.lru_cache(maxsize=65_536)(crypto.address)
+_is_address = functools.lru_cache(maxsize=65_536)(crypto.is_address)
 
 Handler = Callable[["TxContext", Any], None]
 EndBlockHook = Callable[["TxContext"], None]
@@ -63,7 +71,14 @@ def _canon(v: Any) -> Any:
 
 
 def _leaf(table: str, key: Any, value: Any) -> int:
-    return int.from_bytes(hashlib.sha256(canonical_pack([table, key, value])).digest(), "big")
+    tv = type(value)
+    if type(key) in _FLAT and (
+        tv in _FLAT or (tv is list and all(type(x) in _FLAT for x in value))
+    ):
+        data = msgpack.packb([table, key, value], use_bin_type=True)  # already canonical
+    else:
+        data = canonical_pack([table, key, value])
+    return int.from_bytes(hashlib.sha256(data).digest(), "big")
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ class TxContext:
         self.block_hash = block_hash
         self.tx_id = tx_id
         self.signer = signer  # public key, None in end-of-block hooks
-        self.sender = crypto.address(signer) if signer is not None else ""
+        self.sender = _address(signer) if signer is not None else ""
 
     # --- generic tables --------------------------------------------------------------------
 
@@ -174,6 +189,8 @@ class StateMachine:
         self.tables: dict[str, dict[Any, Any]] = {}
         self._leaves: dict[str, dict[Any, int]] = {}
         self._acc = 0
+        self._dirty: dict[tuple[str, Any], None] = {}  # entries written since the hash was read
+        self._opened: OrderedDict[bytes, Any] = OrderedDict()  # tx hash -> Signed | TxResult
         self.height = 0
         self.handlers: dict[type, Handler] = {}
         self.unsequenced: set[type] = set()
@@ -226,7 +243,53 @@ class StateMachine:
 
     @property
     def state_hash(self) -> bytes:
+        self._rehash()
         return hashlib.sha256(b"gonka_ray/state\x00" + self._acc.to_bytes(32, "big")).digest()
+
+    def _rehash(self) -> None:
+        # NOTE: the sum is commutative, so settling the dirty entries in any order gives the
+        # same accumulator as updating it at every write.
+        acc = self._acc
+        for table, key in self._dirty:
+            leaves = self._leaves.setdefault(table, {})
+            old = leaves.pop(key, None)
+            if old is not None:
+                acc -= old
+            t = self.tables.get(table)
+            if t is not None and key in t:
+                leaf = _leaf(table, key, t[key])
+                leaves[key] = leaf
+                acc += leaf
+        self._acc = acc % _MOD
+        self._dirty.clear()
+
+    # --- admission: verify a transaction once -----------------------------------------------
+
+    def precheck(self, tx: bytes, tx_hash: bytes | None = None) -> bool:
+        """Open (verify and decode) a transaction's envelope ahead of its block and keep the
+        result, so that applying it later does not verify it again. Returns whether the
+        envelope opened. Pure of state: a transaction that fails here is still applied (and
+        rejected with a reason) if a block carries it.
+        """
+        th = tx_hash if tx_hash is not None else merkle.tx_hash(tx)
+        hit = self._opened.get(th)
+        if hit is None:
+            hit = self._open(th, tx)
+            self._opened[th] = hit
+            if len(self._opened) > PRECHECK_CACHE_TXS:
+                self._opened.popitem(last=False)
+        return not isinstance(hit, TxResult)
+
+    @staticmethod
+    def _open(th: bytes, tx: bytes) -> Any:
+        try:
+            return wire.open_envelope(tx)
+        except BadSignature:
+            return TxResult(th, th, False, "bad_signature")
+        except UnknownMessageType as exc:
+            return TxResult(th, th, False, f"unknown_type:{exc.message[:80]}")
+        except WireError as exc:
+            return TxResult(th, th, False, f"bad_envelope:{type(exc).__name__}")
 
     # --- applying blocks --------------------------------------------------------------------
 
@@ -248,14 +311,12 @@ class StateMachine:
 
     def _apply_tx(self, height: int, block_hash: bytes, tx: bytes) -> TxResult:
         th = merkle.tx_hash(tx)
-        try:
-            signed = wire.open_envelope(tx)
-        except BadSignature:
-            return TxResult(th, th, False, "bad_signature")
-        except UnknownMessageType as exc:
-            return TxResult(th, th, False, f"unknown_type:{exc.message[:80]}")
-        except WireError as exc:
-            return TxResult(th, th, False, f"bad_envelope:{type(exc).__name__}")
+        # A dict pop is atomic under the GIL: precheck may run on another thread.
+        signed = self._opened.pop(th, None)
+        if signed is None:
+            signed = self._open(th, tx)
+        if isinstance(signed, TxResult):
+            return signed
         tx_id = signed.id
         handler = self.handlers.get(type(signed.message))
         if handler is None:
@@ -285,20 +346,18 @@ class StateMachine:
         return TxResult(tx_id, th, True, "")
 
     def _apply_writes(self, ctx: TxContext) -> None:
-        # NOTE: each entry's leaf hash is kept, so an overwrite costs one hash, not two.
-        for (table, key), value in ctx._writes.items():
-            t = self.tables.setdefault(table, {})
-            leaves = self._leaves.setdefault(table, {})
-            old = leaves.pop(key, None)
-            if old is not None:
-                self._acc = (self._acc - old) % _MOD
+        # NOTE: each entry's leaf hash is kept, so settling an overwrite costs one hash, not two.
+        dirty = self._dirty
+        for tk, value in ctx._writes.items():
+            table, key = tk
+            t = self.tables.get(table)
+            if t is None:
+                t = self.tables[table] = {}
             if value is _DELETED:
                 t.pop(key, None)
             else:
                 t[key] = value
-                leaf = _leaf(table, key, value)
-                leaves[key] = leaf
-                self._acc = (self._acc + leaf) % _MOD
+            dirty[tk] = None
         ctx._writes.clear()
 
     # --- snapshots --------------------------------------------------------------------------
@@ -314,6 +373,7 @@ class StateMachine:
         self.tables = {}
         self._leaves = {}
         self._acc = 0
+        self._dirty = {}
         for name, items in tables.items():
             t: dict[Any, Any] = {}
             leaves: dict[Any, int] = {}
@@ -331,7 +391,7 @@ class StateMachine:
 
 
 def _transfer(ctx: TxContext, msg: Transfer) -> None:
-    if not crypto.is_address(msg.to):
+    if not _is_address(msg.to):
         ctx.reject("bad_address")
     if msg.amount <= 0 or msg.amount > MAX_AMOUNT:
         ctx.reject("bad_amount")
@@ -344,6 +404,9 @@ def _register_participant(ctx: TxContext, msg: RegisterParticipant) -> None:
         ctx.reject("already_registered")
     if not msg.name:
         ctx.reject("bad_name")
-    if msg.weight > MAX_AMOUNT:
-        ctx.reject("bad_weight")
+    # NOTE: weight is voting power, draw share and vote weight; it is earned (genesis, then
+    # Proof-of-Compute at epoch boundaries), never self-declared: a key registered with weight
+    # would be a free sybil that outvotes everyone and validates its operator's own work.
+    if msg.weight != 0:
+        ctx.reject("weight_is_earned")
     ctx.put(PARTICIPANTS, ctx.sender, [ctx.signer, msg.name, msg.weight])

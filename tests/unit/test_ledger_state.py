@@ -107,11 +107,11 @@ def test_recipient_overflow_is_rejected() -> None:
 
 def test_register_participant_once() -> None:
     sm = StateMachine(genesis())
-    t1 = wire.seal(RegisterParticipant(name="bob", weight=5, nonce=0), BOB)
-    t2 = wire.seal(RegisterParticipant(name="bob2", weight=5, nonce=1), BOB)
+    t1 = wire.seal(RegisterParticipant(name="bob", weight=0, nonce=0), BOB)
+    t2 = wire.seal(RegisterParticipant(name="bob2", weight=0, nonce=1), BOB)
     res = apply(sm, t1, t2)
     assert [(r.ok, r.reason) for r in res.receipts] == [(True, ""), (False, "already_registered")]
-    assert sm.get(PARTICIPANTS, BOB.address) == [BOB.public_key, "bob", 5]
+    assert sm.get(PARTICIPANTS, BOB.address) == [BOB.public_key, "bob", 0]
 
 
 def test_same_blocks_same_hash_and_order_matters() -> None:
@@ -170,3 +170,32 @@ def test_wrong_height_raises() -> None:
     sm = StateMachine(genesis())
     with pytest.raises(ValueError):
         sm.apply_block(2, H, ())
+
+
+def test_lazy_state_hash_equals_a_full_recount() -> None:
+    """Overwrites and deletes within one block settle to the hash of the resulting state."""
+    sm = StateMachine(genesis(alice=1_000))
+
+    def churn(ctx: TxContext) -> None:
+        ctx.put("scratch", "k", [ctx.height, "x"])
+        ctx.put("scratch2", ("t", 1), {"b": 2, "a": [1, {"z": 0, "y": 1}]})  # needs canonical form
+        if ctx.height % 2 == 0:
+            ctx.delete("scratch", "k")
+
+    sm.on_end_block(churn)
+    for h in range(4):
+        apply(sm, *(transfer(1, n) for n in range(3 * h, 3 * h + 3)))
+        fresh = StateMachine(genesis())
+        fresh.restore(sm.snapshot())  # recounts every leaf from scratch
+        assert fresh.state_hash == sm.state_hash
+
+
+def test_precheck_opens_once_and_apply_gives_the_same_receipts() -> None:
+    good, bad = transfer(5, 0), bytearray(transfer(6, 1))
+    bad[-1] ^= 1
+    checked, plain = StateMachine(genesis()), StateMachine(genesis())
+    assert checked.precheck(good) and not checked.precheck(bytes(bad))
+    a = apply(checked, good, bytes(bad))
+    b = apply(plain, good, bytes(bad))
+    assert a.receipts == b.receipts and a.state_hash == b.state_hash
+    assert [r.reason for r in a.receipts] == ["", "bad_signature"]
