@@ -273,6 +273,124 @@ def inference(address: str, namespace: str | None, network: str | None, inferenc
     click.echo(json.dumps(view, indent=2))
 
 
+@main.command()
+@_attach_options
+@click.option("--url", default=None, help="bench over HTTP: the app's base URL (no /v1)")
+@click.option("--api-key", default=None, help="API key for --url (default: $OPENAI_API_KEY)")
+@click.option(
+    "--key",
+    "key_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="over Ray: sign with this key file (default: the demo client account)",
+)
+@click.option(
+    "--requests", "n_requests", default=32, show_default=True, type=click.IntRange(1, 1_000_000)
+)
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--max-tokens", default=16, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--prompt", default="Write one sentence about the sea.", show_default=True)
+@click.option("--model", default=None, help="model id (default: the network's)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def bench(
+    address: str,
+    namespace: str | None,
+    network: str | None,
+    url: str | None,
+    api_key: str | None,
+    key_path: Path | None,
+    n_requests: int,
+    concurrency: int,
+    max_tokens: int,
+    prompt: str,
+    model: str | None,
+    as_json: bool,
+) -> None:
+    """Closed-loop load: CONCURRENCY clients each send a chat request as soon as their last one
+    finished, until REQUESTS are done; prints requests, errors, p50/p99 latency and tokens/s.
+
+    Over Ray through actor handles (the network on --address/--namespace/--network), or over
+    HTTP with --url and --api-key (any OpenAI-compatible front door of a network)."""
+    import asyncio
+    import json
+    import os
+
+    from gonka_ray.bench import format_table, run_closed_loop
+
+    messages = [{"role": "user", "content": prompt}]
+    if url:
+        import httpx
+
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise click.UsageError("--url needs --api-key (or $OPENAI_API_KEY)")
+        endpoint = url.rstrip("/") + "/v1/chat/completions"
+        target = url
+        try:
+            model_id = model or _http_model(url, key)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {url}: {exc}") from None
+        body = {"model": model_id, "messages": messages, "max_tokens": max_tokens}
+
+        def make_send():
+            http = httpx.AsyncClient(timeout=600, headers={"Authorization": f"Bearer {key}"})
+
+            async def send() -> int:
+                r = await http.post(endpoint, json=body)
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+                return int(r.json()["usage"]["completion_tokens"])
+
+            return send, http.aclose
+    else:
+        from gonka_ray.sdk import connect
+
+        try:
+            client = connect(
+                network, address=address, namespace=namespace, key=key_path, model=model
+            )
+        except (ConnectionError, LookupError) as exc:
+            raise click.ClickException(str(exc)) from None
+        target = f"{client.network} (Ray, namespace {client.namespace})"
+
+        def make_send():
+            async def send() -> int:
+                res = await client.chat(messages, max_tokens=max_tokens)
+                return res.done.completion_tokens
+
+            async def close() -> None:
+                return None
+
+            return send, close
+
+    async def go():
+        send, close = make_send()
+        try:
+            return await run_closed_loop(send, n_requests, concurrency, progress=True)
+        finally:
+            await close()
+
+    result = asyncio.run(go())
+    result["target"] = target
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(format_table(result))
+    if result["ok"] == 0:
+        raise click.ClickException(f"every request failed: {result['first_error']}")
+
+
+def _http_model(url: str, key: str) -> str:
+    """The first model a front door lists."""
+    import httpx
+
+    r = httpx.get(
+        url.rstrip("/") + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    r.raise_for_status()
+    return r.json()["data"][0]["id"]
+
+
 def run() -> None:  # pragma: no cover - console entry
     try:
         main()
