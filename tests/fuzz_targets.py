@@ -295,10 +295,11 @@ LEDGER_OPS = (
 AMOUNT_EDGES = (0, 1, 7, lh.CLIENT_BALANCE, lh.CLIENT_BALANCE + 1, 2**63 - 1, 2**63, 2**64 - 1)
 TOKEN_EDGES = (0, 1, 5, 20, 21, 2**32 - 1)
 
+# starts, finishes and judgements are listed twice: they drive the lifecycle deeper
 ledger_op = st.tuples(
-    st.sampled_from(LEDGER_OPS),
+    st.sampled_from((*LEDGER_OPS, "start", "finish", "validation", "vote")),
     seeds,  # seeds the op's choices (actor, amounts, target inference, mutation)
-    st.sampled_from(["none"] * 6 + ["bytes", "resign", "other_signer"]),
+    st.sampled_from(["none"] * 8 + ["bytes", "resign", "other_signer"]),
 )
 # A sequence of transactions on one fresh chain, plus one arbitrary declared message that the
 # ``random_message`` ops sign with assorted keys.
@@ -326,14 +327,15 @@ def _ledger_tx(
     key = _signers(rng, chain)
     tx: bytes | None = None
     if kind == "start":
-        client = rng.choice([lh.CLIENT, lh.CLIENT, lh.OUTSIDER, _STRANGER])
+        # NOTE: mostly well-formed, so later ops find inferences in every lifecycle state
+        client = rng.choice([lh.CLIENT] * 6 + [lh.OUTSIDER, _STRANGER])
         request = chain.client_request(
-            max_tokens=rng.choice((1, 20, 1_000_000)),
-            max_escrow=rng.choice(AMOUNT_EDGES),
+            max_tokens=rng.choice((20, 20, 20, 1, 1_000_000)),
+            max_escrow=rng.choice((*(10_000,) * 6, *AMOUNT_EDGES)),
             key=client,
         )
         ta = rng.choice(list(lh.KEYS))
-        attempt = rng.choice((0, 0, 1, 2, 3, 2**32 - 1))
+        attempt = rng.choice((0, 0, 0, 0, 1, 2, 3, 2**32 - 1))
         executor = None if rng.random() < 0.7 else rng.choice([*lh.ADDR.values(), "nobody"])
         if attempt >= 3 and executor is None:
             executor = lh.ADDR["p1"]
@@ -350,9 +352,11 @@ def _ledger_tx(
         signer = lh.BY_ADDR[rec.transport_agent] if rec and rng.random() < 0.6 else key
         tx = chain.tx(signer, wire.OutputDelivered, inference_id=iid, output_hash=b"\x05" * 32)
     elif kind == "validation":
-        tx = chain.validation_tx(_some_inference(rng, chain), key, rng.random() < 0.5)
+        judge = rng.choice([*lh.KEYS.values(), key])
+        tx = chain.validation_tx(_some_inference(rng, chain), judge, rng.random() < 0.5)
     elif kind == "vote":
-        tx = chain.vote_tx(_some_inference(rng, chain), key, rng.random() < 0.5)
+        judge = rng.choice([*lh.KEYS.values(), key])
+        tx = chain.vote_tx(_some_inference(rng, chain), judge, rng.random() < 0.5)
     elif kind == "transfer":
         to = rng.choice([lh.CLIENT.address, lh.OUTSIDER.address, lh.ADDR["p2"], "not-an-address"])
         amount = rng.choice(AMOUNT_EDGES)
@@ -397,6 +401,7 @@ def ledger_inputs(case: tuple) -> Iterator[Callable[[], str]]:
     """One check per transaction, applied in order to a fresh chain and its twin."""
     ops, msg = case
     chain, twin = lh.Chain(), lh.Chain()
+    _seed_lifecycle(chain, twin)
     money = chain.money()
     applied: list[bytes] = []
     for op in ops:
@@ -405,6 +410,22 @@ def ledger_inputs(case: tuple) -> Iterator[Callable[[], str]]:
             twin.apply()
             continue
         yield functools.partial(_apply_one, op, msg, chain, twin, money, applied)
+
+
+def _seed_lifecycle(chain: lh.Chain, twin: lh.Chain) -> None:
+    """Give both chains the same inferences in every live state (finished, voting, started), so
+    the fuzzed transactions meet more than empty tables."""
+
+    def both(*txs: bytes) -> None:
+        results = [c.apply(*txs) for c in (chain, twin)]
+        assert all(r.ok for r in results[0].receipts), results[0].receipts
+
+    requests = [chain.client_request() for _ in range(3)]
+    both(*[chain.start_tx(r) for r in requests])
+    ids = [app.inference_id_of(r) for r in requests]
+    recs = [chain.record(i) for i in ids]
+    both(*[chain.finish_tx(i, lh.BY_ADDR[r.executor]) for i, r in zip(ids[:2], recs, strict=False)])
+    both(chain.validation_tx(ids[1], chain.judges(recs[1].executor)[0], False))
 
 
 def _apply_one(

@@ -45,6 +45,7 @@ def test_fuzz_payload_responses_grade_to_a_result(case) -> None:
 
 
 @FUZZ
+@settings(max_examples=15)  # 4 requests each; the first call also imports Serve (seconds)
 @given(HTTP.cases)
 def test_fuzz_http_bodies_and_headers_get_200_or_4xx(case) -> None:
     check_all(HTTP, case)
