@@ -9,7 +9,8 @@ from the participant's own replica and does whatever the phase asks and has not 
   in what is left of the phase, and submit the passing nonces (``PocClaim``);
 - **PoC validation**: recompute a sample of every other participant's claim, picked by its own
   secret seed, and submit a ``PocVerdict``;
-- **settlement**: reveal the epoch's seed (``SeedReveal``), which is its reward claim.
+- **settlement** phase of epoch ``e``: reveal the seed of ``e − 1`` (``SeedReveal``), its reward
+  claim for ``e − 1``, which the ledger settles at ``e``'s last height.
 
 A failed submission is retried on the next call; the ledger rejects duplicates, so retries are
 harmless. The worker holds no state that matters across restarts: the ledger says what is done.
@@ -108,8 +109,8 @@ class EpochWorker(RoleBase):
         if phase is Phase.POC_VALIDATION and view.weights.get(self.address, 0) > 0:
             done += await self._judge(view)
         me = self.address
-        if phase is Phase.SETTLEMENT and me in view.committed_now and me not in view.revealed:
-            done += await self._once(("reveal", e, None), self._reveal(e))
+        if phase is Phase.SETTLEMENT and me in view.committed_prev and me not in view.revealed:
+            done += await self._once(("reveal", e - 1, None), self._reveal(e - 1))
         return done
 
     async def _once(self, item: tuple, work: Any) -> list[str]:

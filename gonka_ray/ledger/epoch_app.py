@@ -20,15 +20,19 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   and the next validator set (``state`` table ``validator``) is written from them.
 - **Inference** goes on in every phase; executor draws, validation sampling, duty and the mint
   of epoch ``e`` all use *one* weight set, the one in force from ``e``'s first height.
-- **Settlement** (the last ``T`` blocks): validators submit ``SeedReveal``. At the epoch's last
-  height the ledger settles ``e``: duty of every weighted participant over the inferences that
-  finished in ``e`` before the settlement window (:func:`~gonka_ray.protocol.settlement.assess_duty`),
-  fees, mint and refunds (:func:`~gonka_ray.protocol.settlement.settle_epoch`), reputation.
-  Inferences still in a vote, or finished inside the settlement window (validators had no time),
-  are held and settled by the next epoch. Then the weights of ``e + 1`` take effect:
-  ``epoch_weights(accepted counts, excluded = INVALID in e, cap)``. If no claim was accepted at
-  all (no PoC ran), the current weights carry over minus the excluded, so the network never ends
-  up with zero weight. The snapshot of ``e + 1`` (weights, reputations, last epoch's finished
+- **Settlement of the previous epoch** (the last ``T`` blocks of ``e``): validators reveal their
+  seed of ``e − 1`` (``SeedReveal``, accepted any time during ``e``). At ``e``'s last height the
+  ledger settles ``e − 1``: duty of every weighted participant over the inferences that finished
+  in ``e − 1`` (:func:`~gonka_ray.protocol.settlement.assess_duty`), fees, mint and refunds
+  (:func:`~gonka_ray.protocol.settlement.settle_epoch`), reputation. NOTE: settling one epoch
+  late gives every inference at least a whole epoch to be checked and voted on before anyone is
+  paid for it; a settled inference takes no more validations (its money is gone). A participant
+  that became INVALID during ``e − 1`` *or* ``e`` is paid nothing for ``e − 1`` and its fees are
+  refunded. Inferences still in a vote are held to the next settlement.
+- **Next weights.** Also at ``e``'s last height the weights of ``e + 1`` take effect:
+  ``epoch_weights(accepted counts of e, excluded = INVALID now, cap)``. If no claim was accepted
+  at all (no PoC ran), the current weights carry over minus the excluded, so the network never
+  ends up with zero weight. The snapshot of ``e + 1`` (weights, reputations, ``e``'s finished
   count) is frozen at the same height.
 
 A ``SeedCommit`` for epoch ``E`` is accepted while the chain is in an earlier epoch or in ``E``'s
@@ -38,7 +42,8 @@ Tables: ``epoch_seed`` (epoch → public seed), ``epoch_snapshot`` (epoch → we
 traffic, height), ``seed_commit`` / ``seed_reveal`` (``[epoch, address]``), ``poc_claim``
 (``[epoch, address]`` → nonces), ``poc_verdict`` (``[epoch, claimant, validator]``),
 ``poc_accepted`` (epoch → accepted counts), ``unsettled`` (inference id → finish height, written
-by the inference app), ``settlement`` (epoch → summary).
+by the inference app), ``invalid_epoch`` (address → the epoch it last became INVALID in),
+``settlement`` (epoch → summary).
 """
 
 from __future__ import annotations
@@ -50,17 +55,20 @@ from gonka_ray import wire
 from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import inference_app
 from gonka_ray.ledger.inference_app import (
+    _PSTATE_FIELDS,
     INFERENCES,
+    PSTATE,
     SEED_COMMITS,
     UNSETTLED,
     _Accounts,
     _decode_record,
+    _encode_record,
     _Participants,
 )
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, reputation, settlement
 from gonka_ray.protocol.epochs import Phase
-from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
+from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.protocol.reputation import Status
 
 EPOCH_SEEDS = "epoch_seed"
@@ -70,6 +78,8 @@ POC_CLAIMS = "poc_claim"
 POC_VERDICTS = "poc_verdict"
 POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
+INVALID_EPOCH = "invalid_epoch"
+_STATUS = _PSTATE_FIELDS.index("status")
 VALIDATORS = "validator"  # address -> voting power from the next epoch boundary (consensus)
 
 
@@ -105,7 +115,8 @@ class EpochView:
     claims: dict[str, int]  # claimant -> number of nonces claimed this epoch
     committed: frozenset[str]  # addresses with a SeedCommit for the *next* epoch
     committed_now: frozenset[str]  # ... for this epoch
-    revealed: frozenset[str]
+    committed_prev: frozenset[str]  # ... for the previous epoch (revealed during this one)
+    revealed: frozenset[str]  # addresses that revealed their seed of the previous epoch
     verdicts: frozenset[tuple[str, str]]  # (claimant, validator)
 
 
@@ -197,9 +208,8 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
 
     def seed_reveal(ctx: TxContext, msg: wire.SeedReveal) -> None:
         _require_participant(ctx)
-        pos = _phase(ctx, cfg)
-        if pos.epoch != msg.epoch or pos.phase is not Phase.SETTLEMENT:
-            ctx.reject("not_settlement_phase")
+        if _phase(ctx, cfg).epoch != msg.epoch + 1:
+            ctx.reject("not_reveal_epoch")  # the seed of epoch X is revealed during X + 1
         key = (msg.epoch, ctx.sender)
         if ctx.get(SEED_REVEALS, key) is not None:
             ctx.reject("duplicate")
@@ -248,10 +258,19 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
             ctx.put(
                 EPOCH_SEEDS, pos.epoch, epochs.epoch_seed(pos.epoch, ctx.block_hash, cfg.chain_id)
             )
+        for a in ctx.keys(PSTATE):  # remember in which epoch anyone became INVALID
+            invalid = Status(ctx.get(PSTATE, a)[_STATUS]) is Status.INVALID
+            if invalid and ctx.get(INVALID_EPOCH, a) != pos.epoch:
+                ctx.put(INVALID_EPOCH, a, pos.epoch)
         if epochs.is_weights_height(ctx.height, cfg.epoch):
             _fix_claims(ctx, cfg, pos.epoch)
         if epochs.is_settlement_height(ctx.height, cfg.epoch):
-            _settle(ctx, cfg, pos)
+            excluded = {
+                a for a in ctx.keys(INVALID_EPOCH) if ctx.get(INVALID_EPOCH, a) == pos.epoch
+            }
+            if pos.epoch >= 1:
+                _settle(ctx, cfg, pos.epoch - 1)
+            _open_next(ctx, cfg, pos.epoch, excluded)
 
     sm.register(wire.SeedCommit, seed_commit, sequenced=False)
     sm.register(wire.SeedReveal, seed_reveal, sequenced=False)
@@ -292,30 +311,28 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
         ctx.delete(POC_VERDICTS, key)
 
 
-def _settle(ctx: TxContext, cfg: EpochAppConfig, pos: epochs.EpochPosition) -> None:
-    """Last height of epoch ``pos.epoch``: settle it and open the next one."""
-    epoch = pos.epoch
-    window = epochs.phase_bounds(cfg.epoch)[Phase.SETTLEMENT][0] + pos.epoch_start
+def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
+    """Settle ``epoch`` (at the last height of ``epoch + 1``)."""
     snap = snapshot_of(ctx.get, epoch) or settlement.EpochSnapshot(
         epoch, _participant_weights(ctx), {}, 0
     )
     view = _Participants(ctx)
     people = {a: view[a] for a in view}
-    for a, p in people.items():  # settle with the epoch's own weights
+    caught = {a for a in ctx.keys(INVALID_EPOCH) if ctx.get(INVALID_EPOCH, a) in (epoch, epoch + 1)}
+    for a, p in people.items():  # settle with the epoch's own weights and who cheated in it
         p.weight = snap.weights.get(a, 0)
+        if a in caught:
+            p.status = Status.INVALID
 
-    records: list[InferenceRecord] = []
+    due: list[InferenceRecord] = []
     for iid in ctx.keys(UNSETTLED):
         row = ctx.get(INFERENCES, iid)
-        if row is not None:
-            records.append(_decode_record(row))
-    this_epoch = [r for r in records if epochs.epoch_of(r.finish_height, cfg.epoch) == epoch]
-    due = [
-        r
-        for r in records
-        if r.status in (InferenceStatus.INVALIDATED, InferenceStatus.EXPIRED)
-        or r.finish_height < window
-    ]
+        if row is None:
+            continue
+        rec = _decode_record(row)
+        if epochs.epoch_of(rec.finish_height, cfg.epoch) <= epoch:
+            due.append(rec)
+    this_epoch = [r for r in due if epochs.epoch_of(r.finish_height, cfg.epoch) == epoch]
     duties = {}
     for a in sorted(people):
         if snap.weights.get(a, 0) <= 0:
@@ -326,7 +343,6 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, pos: epochs.EpochPosition) -> N
             commitment=ctx.get(SEED_COMMITS, (epoch, a)),
             records=this_epoch,
             snapshot=snap,
-            finished_by=window - 1,
         )
     result = settlement.settle_epoch(
         epoch=epoch, participants=people, records=due, duties=duties, params=cfg.params
@@ -334,15 +350,12 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, pos: epochs.EpochPosition) -> N
     settlement.apply_settlement(result, _Accounts(ctx), people)
     for a, p in people.items():
         view[a] = p
+    by_id = {r.inference_id: r for r in due}
     for iid in result.settled_ids:
         ctx.delete(UNSETTLED, iid)
-
-    # the next epoch's weights, seed and snapshot
-    accepted = _unpairs(ctx.get(POC_ACCEPTED, epoch) or [])
-    nxt = settlement.epoch_weights(accepted, result.excluded_next, cfg.epoch.weight_cap_share)
-    if sum(nxt.values()) == 0:  # no PoC ran: carry the weights over
-        nxt = {a: (0 if a in result.excluded_next else w) for a, w in snap.weights.items()}
-    _set_weights(ctx, nxt)
+        rec = by_id[iid]
+        rec.settled = True
+        ctx.put(INFERENCES, iid, _encode_record(rec))
     ctx.put(
         SETTLEMENTS,
         epoch,
@@ -370,17 +383,31 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, pos: epochs.EpochPosition) -> N
             ],
         ],
     )
-    ctx.put(EPOCH_SEEDS, epoch + 1, epochs.epoch_seed(epoch + 1, ctx.block_hash, cfg.chain_id))
-    _freeze_snapshot(ctx, cfg, epoch + 1, len(this_epoch))
     # prune what only this epoch needed
     for table in (SEED_COMMITS, SEED_REVEALS):
         for key in _rows_with_prefix(ctx, table, epoch):
             ctx.delete(table, key)
-    for old in (epoch - 1,):
-        if old >= 0:
-            for table in (EPOCH_SEEDS, SNAPSHOTS, POC_ACCEPTED):
-                if ctx.get(table, old) is not None:
-                    ctx.delete(table, old)
+    for table in (EPOCH_SEEDS, SNAPSHOTS):
+        if ctx.get(table, epoch) is not None:
+            ctx.delete(table, epoch)
+
+
+def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[str]) -> None:
+    """Last height of ``epoch``: the weights, seed and snapshot of ``epoch + 1``."""
+    accepted = _unpairs(ctx.get(POC_ACCEPTED, epoch) or [])
+    if ctx.get(POC_ACCEPTED, epoch) is not None:
+        ctx.delete(POC_ACCEPTED, epoch)
+    nxt = settlement.epoch_weights(accepted, excluded, cfg.epoch.weight_cap_share)
+    if sum(nxt.values()) == 0:  # no PoC ran: carry the weights over
+        nxt = {a: (0 if a in excluded else w) for a, w in _participant_weights(ctx).items()}
+    _set_weights(ctx, nxt)
+    finished = sum(
+        1
+        for iid in ctx.keys(UNSETTLED)
+        if epochs.epoch_of(ctx.get(UNSETTLED, iid), cfg.epoch) == epoch
+    )
+    ctx.put(EPOCH_SEEDS, epoch + 1, epochs.epoch_seed(epoch + 1, ctx.block_hash, cfg.chain_id))
+    _freeze_snapshot(ctx, cfg, epoch + 1, finished)
 
 
 def install_protocol(
@@ -460,7 +487,8 @@ def epoch_view(sm: StateMachine, cfg: EpochAppConfig) -> EpochView:
         claims=claims,
         committed=who(SEED_COMMITS, e + 1),
         committed_now=who(SEED_COMMITS, e),
-        revealed=who(SEED_REVEALS, e),
+        committed_prev=who(SEED_COMMITS, e - 1),
+        revealed=who(SEED_REVEALS, e - 1),
         verdicts=frozenset((k[1], k[2]) for k in sm.tables.get(POC_VERDICTS, {}) if k[0] == e),
     )
 

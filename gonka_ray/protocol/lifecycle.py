@@ -17,8 +17,8 @@ Every transition either applies completely or raises :class:`TxRejected` having 
 Guards that close known exploits: only the drawn executor may Finish; the draw itself is
 recomputed and the attempt bounded (a TA cannot steer work); a participant never validates or
 votes on an inference it executed; one validation and one vote per participant per inference; no
-validation credit on an invalidated or expired inference; an executor is never penalised twice
-for one inference.
+validation credit on an invalidated, expired or already settled inference; an executor is never
+penalised twice for one inference.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class InferenceRecord:
     votes: dict[str, bool] = field(default_factory=dict)
     accuser: str = ""
     vote_deadline: int = 0
+    settled: bool = False  # an epoch settlement paid it out: no more validations
 
 
 def _reject(reason: str, message: str) -> TxRejected:
@@ -306,6 +307,9 @@ class InferenceBook:
             InferenceStatus.VOTING,
         ):
             raise _reject("not_validatable", f"inference is {rec.status}: no validation credit")
+        if rec.settled:
+            # NOTE: its fees are paid; invalidating it now would refund money nobody holds.
+            raise _reject("settled", "inference already settled: no validation credit")
         if validator in rec.validations:
             raise _reject("duplicate", "one validation per validator per inference")
         rec.validations[validator] = passed

@@ -173,10 +173,6 @@ def reveal_all(chain: Chain, epoch: int, names=tuple(KEYS)) -> None:
     assert chain.block(*txs) == [(True, "")] * len(txs)
 
 
-def settlement_start(epoch: int) -> int:
-    return epochs.epoch_start(epoch, EPOCH) + epochs.phase_bounds(EPOCH)[epochs.Phase.SETTLEMENT][0]
-
-
 def test_seed_commit_window_and_once_per_epoch() -> None:
     chain = Chain()
     commit = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)
@@ -194,12 +190,12 @@ def test_seed_commit_window_and_once_per_epoch() -> None:
     assert chain.block(late) == [(False, "commit_window_closed")]
 
 
-def test_reveal_must_match_and_come_in_the_settlement_window() -> None:
+def test_reveal_must_match_and_come_in_the_next_epoch() -> None:
     chain = Chain()
     commit_all(chain, 0, ["p1"])
     early = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p1", 0))
-    assert chain.block(early) == [(False, "not_settlement_phase")]
-    chain.until(settlement_start(0) - 1)
+    assert chain.block(early) == [(False, "not_reveal_epoch")]
+    chain.until(epochs.epoch_start(1, EPOCH) - 1)
     wrong = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p2", 0))
     right = chain.tx("p1", wire.SeedReveal, epoch=0, seed=seed_of("p1", 0))
     nothing = chain.tx("p2", wire.SeedReveal, epoch=0, seed=seed_of("p2", 0))
@@ -272,7 +268,8 @@ def test_no_poc_carries_weights_over() -> None:
     chain = Chain()
     chain.until(epochs.epoch_start(2, EPOCH))
     assert chain.weights() == {n: 100 for n in KEYS}
-    s = epoch_app.settlement_summary(chain.sm, 1)
+    assert epoch_app.settlement_summary(chain.sm, 1) is None  # settled at the end of epoch 2
+    s = epoch_app.settlement_summary(chain.sm, 0)
     assert s is not None and s.minted == EPOCH.reward_per_epoch
     assert s.burned == EPOCH.reward_per_epoch  # nobody committed a seed: every claim void
 
@@ -292,9 +289,10 @@ def test_settlement_pays_fees_and_mint_burns_forfeits_and_conserves_supply() -> 
                 assert chain.validate(judge, iid) == [(True, "")]
                 checks += 1
     assert checks > 0
-    chain.until(settlement_start(0))
-    reveal_all(chain, 0, ["p0", "p1", "p2"])
     chain.until(epochs.epoch_start(1, EPOCH))
+    assert epoch_app.settlement_summary(chain.sm, 0) is None  # one epoch to check before pay
+    reveal_all(chain, 0, ["p0", "p1", "p2"])
+    chain.until(epochs.epoch_start(2, EPOCH))
     s = epoch_app.settlement_summary(chain.sm, 0)
     rows = {NAME[r.address]: r for r in s.rows}
     assert s.minted == EPOCH.reward_per_epoch
@@ -308,6 +306,13 @@ def test_settlement_pays_fees_and_mint_burns_forfeits_and_conserves_supply() -> 
     # supply: everything that was there, plus the mint, minus the burn
     assert chain.money() == before + s.minted - s.burned
     assert not chain.sm.tables.get(inference_app.UNSETTLED)
+    # a settled inference takes no more validations: its money is gone
+    iid, ex = done[0]
+    judge = next(n for n in ("p0", "p1", "p2") if n != ex)
+    rec = inference_app.inference_record(chain.sm, iid)
+    assert rec.settled
+    if judge not in rec.validations:
+        assert chain.validate(judge, iid, passed=False) == [(False, "settled")]
 
 
 def test_a_validator_that_skips_its_checks_forfeits() -> None:
@@ -318,9 +323,9 @@ def test_a_validator_that_skips_its_checks_forfeits() -> None:
         for judge in ("p0", "p1", "p2"):  # p3 is lazy
             if judge != ex and chain.required(judge, iid, 0):
                 chain.validate(judge, iid)
-    chain.until(settlement_start(0))
-    reveal_all(chain, 0)
     chain.until(epochs.epoch_start(1, EPOCH))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(2, EPOCH))
     rows = {NAME[r.address]: r for r in epoch_app.settlement_summary(chain.sm, 0).rows}
     assert rows["p3"].required_checks > 3 and rows["p3"].done_checks == 0
     assert not rows["p3"].duty_met and rows["p3"].mint == 0
@@ -342,30 +347,29 @@ def test_invalid_executor_is_paid_nothing_and_leaves_the_next_group() -> None:
         assert inference_app.inference_record(chain.sm, iid).status is InferenceStatus.INVALIDATED
         cheats.append(iid)
     assert inference_app.participant_record(chain.sm, ADDR["p3"]).status == "INVALID"
-    chain.until(settlement_start(0))
-    reveal_all(chain, 0)
     chain.until(epochs.epoch_start(1, EPOCH))
+    assert chain.weights()["p3"] == 0  # out of epoch 1's group
+    for i in range(6):  # nobody draws p3 in epoch 1
+        _, ex = chain.run_inference(ta=f"p{i % 3}")
+        assert ex != "p3"
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(2, EPOCH))
     s = epoch_app.settlement_summary(chain.sm, 0)
     rows = {NAME[r.address]: r for r in s.rows}
     assert rows["p3"].invalid and rows["p3"].paid == 0
-    assert chain.weights()["p3"] == 0
     assert chain.money() == before + s.minted - s.burned
-    # nobody draws p3 in epoch 1
-    for i in range(6):
-        _, ex = chain.run_inference(ta=f"p{i % 3}")
-        assert ex != "p3"
 
 
 def test_vote_in_progress_is_held_to_the_next_settlement() -> None:
     chain = Chain()
     iid, ex = chain.run_inference()
     judge = next(n for n in KEYS if n != ex)
-    chain.until(epochs.epoch_start(1, EPOCH) - 2)
-    chain.validate(judge, iid, passed=False)  # opens a vote (3 blocks) that spans the boundary
-    chain.until(epochs.epoch_start(1, EPOCH))
+    chain.until(epochs.epoch_start(2, EPOCH) - 2)
+    chain.validate(judge, iid, passed=False)  # opens a vote (3 blocks) over epoch 0's settlement
+    chain.until(epochs.epoch_start(2, EPOCH))
     s0 = epoch_app.settlement_summary(chain.sm, 0)
     assert s0.held == 1 and iid in chain.sm.tables[inference_app.UNSETTLED]
-    chain.until(epochs.epoch_start(2, EPOCH))
+    chain.until(epochs.epoch_start(3, EPOCH))
     assert iid not in chain.sm.tables.get(inference_app.UNSETTLED, {})
     assert epoch_app.settlement_summary(chain.sm, 1).settled == 1
 

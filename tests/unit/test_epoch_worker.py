@@ -1,6 +1,7 @@
 """Participants' epoch duties against the real state machine (in process, FakeEngine MLNode):
 PoC sprints become claims, claims get verdicts, an inflated claim earns nothing, seeds are
-committed and revealed, and the next epoch's weights follow the compute each participant did."""
+committed and revealed (one epoch later), and the next epoch's weights follow the compute each
+participant did."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_epoch_duties_turn_compute_into_next_epoch_weight() -> None:
 
     async def drive() -> list[str]:
         log = []
-        while ledger.sm.height < epochs.epoch_start(1, EPOCH) + 1:
+        while ledger.sm.height < epochs.epoch_start(2, EPOCH) + 1:
             # concurrent, like separate actors: their submissions share blocks
             for done in await asyncio.gather(*(w.run_once() for w in workers.values())):
                 log += done
@@ -88,6 +89,7 @@ def test_epoch_duties_turn_compute_into_next_epoch_weight() -> None:
 
     log = asyncio.run(drive())
     assert {x.split(":")[0] for x in log} >= {"commit", "claim", "verdict", "reveal"}
+    # epoch 1's weights came from epoch 0's PoC; epoch 2's from epoch 1's (same caps)
     weights = {n: int(ledger.sm.get(PARTICIPANTS, k.address)[2]) for n, k in keys.items()}
     assert weights["p3"] == 0  # the inflated claim failed its sampled recomputation
     # honest weights follow the nonces tried: 5% of them pass, ± noise
@@ -97,6 +99,6 @@ def test_epoch_duties_turn_compute_into_next_epoch_weight() -> None:
             < 4 * (NONCES[n] * EPOCH.poc_difficulty) ** 0.5 + 2
         ), weights
     assert weights["p0"] > weights["p1"] > weights["p2"] > 0
-    s = epoch_app.settlement_summary(ledger.sm, 0)
+    s = epoch_app.settlement_summary(ledger.sm, 0)  # settled at the end of epoch 1
     assert s is not None and all(r.duty_met for r in s.rows)  # everyone revealed in time
     assert sum(r.mint for r in s.rows) == EPOCH.reward_per_epoch
