@@ -217,9 +217,14 @@ def status(address: str, namespace: str | None, network: str | None, as_json: bo
     ledger = ray.get_actor(f"{network}.{names[0]}.ledger", namespace=namespace)
 
     async def query():
-        return await ledger.participants.remote(), await ledger.height.remote()
+        try:
+            view = await ledger.epoch_view.remote()
+            epoch = {"epoch": view.epoch, "phase": str(view.phase), "epoch_end": view.epoch_end}
+        except Exception:  # a ledger without epochs
+            epoch = None
+        return await ledger.participants.remote(), await ledger.height.remote(), epoch
 
-    infos, height = asyncio.run(query())
+    infos, height, epoch = asyncio.run(query())
     rows = [
         {
             "participant": p.name,
@@ -232,9 +237,11 @@ def status(address: str, namespace: str | None, network: str | None, as_json: bo
         for p in sorted(infos.values(), key=lambda p: p.name)
     ]
     if as_json:
-        click.echo(json.dumps({"network": network, "height": height, "participants": rows}))
+        doc = {"network": network, "height": height, "epoch": epoch, "participants": rows}
+        click.echo(json.dumps(doc))
         return
-    click.echo(f"network {network} (namespace {namespace}), ledger height {height}")
+    at = f", epoch {epoch['epoch']} ({epoch['phase']})" if epoch else ""
+    click.echo(f"network {network} (namespace {namespace}), ledger height {height}{at}")
     cols = ["participant", "weight", "reputation", "status", "fees_pending", "address"]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))

@@ -289,15 +289,21 @@ def explorer_view(
     infos: Mapping[str, Any],
     records: list[Any],
     epoch: Mapping[str, Any] | None,
+    ledger_epoch: Any | None = None,
 ) -> dict[str, Any]:
     """The explorer's JSON from ledger answers (plain data; no Ray).
 
     Args:
         infos: address -> ``ParticipantInfo`` (the replica's ``participants()``).
         records: recent ``InferenceRecord``s, newest first.
-        epoch: the network's epoch config as a dict, or None (epoch and phase omitted).
+        epoch: the network's epoch config as a dict, or None.
+        ledger_epoch: the replica's ``EpochView`` when its ledger tracks epochs: epoch, phase
+            and this epoch's weights come from it; otherwise epoch and phase are computed
+            from ``height`` and ``epoch`` (:func:`gonka_ray.protocol.epochs.position`), and
+            omitted when both are None.
     """
     names = {a: p.name for a, p in infos.items()}
+    epoch_weights = dict(getattr(ledger_epoch, "weights", None) or {})
     parts = []
     for p in sorted(infos.values(), key=lambda p: p.name):
         r = p.record
@@ -305,7 +311,7 @@ def explorer_view(
             {
                 "name": p.name,
                 "address": p.address,
-                "weight": p.weight,
+                "weight": epoch_weights.get(p.address, p.weight),
                 "reputation": p.reputation,
                 "status": p.status,
                 "served": r.served,
@@ -349,6 +355,21 @@ def explorer_view(
             "epoch_start": at.epoch_start,
             "epoch_end": at.epoch_end,
             "phase_end": at.phase_end,
+            "source": "config",
+        }
+    if ledger_epoch is not None:
+        # NOTE: the ledger's view describes height + 1 (where a transaction sent now lands).
+        blocks = pos["epoch_blocks"] if pos else None
+        start = ledger_epoch.epoch_end - blocks if blocks else None
+        pos = {
+            "epoch": ledger_epoch.epoch,
+            "phase": str(ledger_epoch.phase),
+            "offset": height + 1 - start if start is not None else 0,
+            "epoch_blocks": blocks,
+            "epoch_start": start,
+            "epoch_end": ledger_epoch.epoch_end,
+            "phase_end": ledger_epoch.phase_end,
+            "source": "ledger",
         }
     by_status: dict[str, int] = {}
     for row in recent:
@@ -912,6 +933,10 @@ class GonkaIngress:
         infos = await self._ledger_call("participants")
         height = await self._ledger_call("height")
         records = await self._ledger_call("inferences", EXPLORER_RECENT)
+        try:
+            ledger_epoch = await self._ledger_call("epoch_view")
+        except Exception:  # a ledger without epochs: computed from the height and config
+            ledger_epoch = None
         view = explorer_view(
             network=self.network,
             model=self.model,
@@ -919,6 +944,7 @@ class GonkaIngress:
             infos=infos,
             records=records,
             epoch=self.epoch,
+            ledger_epoch=ledger_epoch,
         )
         self._explorer = (now, view)
         return view

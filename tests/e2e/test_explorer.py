@@ -80,7 +80,10 @@ def test_explorer_json_has_participants_epoch_and_recent_inferences(with_traffic
     assert doc["totals"]["inferences"] >= 2
     assert doc["height"] > 0
     epoch = doc["epoch"]
-    assert epoch["epoch_start"] <= doc["height"] < epoch["epoch_end"]
+    assert epoch["source"] == "ledger"  # the replica reports its epoch view
+    # the ledger's view is of height + 1, where a transaction sent now would land
+    assert epoch["epoch_start"] <= doc["height"] + 1 < epoch["epoch_end"]
+    assert 0 <= epoch["offset"] < epoch["epoch_blocks"]
     assert epoch["phase"] in ("poc_sprint", "poc_validation", "inference", "settlement")
     recent = doc["inferences"]
     assert len(recent) >= 2 and all(len(r["id"]) == 64 for r in recent)

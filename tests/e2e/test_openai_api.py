@@ -310,6 +310,7 @@ def test_cli_status_and_inference_attach_to_the_running_network(client) -> None:
     doc = json.loads(result.output)
     assert [p["participant"] for p in doc["participants"]] == ["p0", "p1", "p2"]
     assert all(p["weight"] == 100 and p["status"] != "INVALID" for p in doc["participants"])
+    assert doc["epoch"]["phase"] and doc["epoch"]["epoch_end"] > doc["height"]
     table = CliRunner().invoke(main, ["status", *attach])
     assert table.exit_code == 0 and "reputation" in table.output and "p2" in table.output
     for _ in range(100):  # the Start commits in the background
