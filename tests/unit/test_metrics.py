@@ -7,7 +7,12 @@ import re
 from gonka_ray import metrics
 
 
-def test_recording_outside_ray_is_a_no_op() -> None:
+def test_recording_outside_ray_is_a_no_op(monkeypatch) -> None:
+    import ray
+
+    # NOTE: in a full run an earlier tier's Ray may still be up in this process: pretend not.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(metrics, "_made", {})
     metrics.inc("gonka_requests", endpoint="chat", code=200)
     metrics.observe("gonka_request_latency_s", 0.1, endpoint="chat", stream=False)
     metrics.set_gauge("gonka_ledger_height", 3, participant="p0")
