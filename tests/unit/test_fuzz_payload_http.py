@@ -3,14 +3,9 @@ found; the long run is ``benchmarks/fuzz.py``."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import hashlib
-import json
-
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gonka_ray import wire
 from gonka_ray.exceptions import MalformedMessage
 from gonka_ray.sdk import sign_chat
 from tests.fuzz_targets import (
@@ -44,8 +39,7 @@ def test_fuzz_payload_responses_grade_to_a_result(case) -> None:
     check_all(PAYLOAD, case)
 
 
-@FUZZ
-@settings(max_examples=15)  # 4 requests each; the first call also imports Serve (seconds)
+@settings(FUZZ, max_examples=15)  # 4 requests each; the first call also imports Serve (seconds)
 @given(HTTP.cases)
 def test_fuzz_http_bodies_and_headers_get_200_or_4xx(case) -> None:
     check_all(HTTP, case)
@@ -91,19 +85,5 @@ def test_lone_surrogate_in_content_is_a_typed_error() -> None:
     # Was: msgpack raised UnicodeEncodeError while signing the request (500 at the ingress).
     body = ("field", "messages", [{"role": "user", "content": "a\ud800"}], {})
     assert run_http(("chat", body, _headers())) == "4xx:400"
-    try:
+    with pytest.raises(MalformedMessage):
         sign_chat(HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "\udfff"}])
-    except MalformedMessage:
-        pass
-    else:  # pragma: no cover - the regression
-        raise AssertionError("a lone surrogate was signed")
-
-
-def test_signed_request_header_round_trip() -> None:
-    env = sign_chat(HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "hi"}])
-    header = base64.b64encode(env).decode()
-    assert (
-        wire.open_envelope(base64.b64decode(header)).id
-        == hashlib.sha256(wire.open_envelope(env).signature).digest()
-    )
-    assert json.dumps({"ok": dataclasses.is_dataclass(wire.InferenceRequest)})
