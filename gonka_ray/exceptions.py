@@ -192,6 +192,16 @@ class NotFound(GonkaError):
     code = "not_found"
 
 
+class StreamInterrupted(EngineError):
+    """Recoverable: the executor failed after the first token was sent, so the answer is
+    incomplete (the client already holds part of it; a transparent retry could contradict it).
+    Resend as a new request. The unfinished inference's escrow is refunded in full when its
+    Start expires (``expiry_blocks``); ``inference_id`` and ``tokens_sent`` say which and how far.
+    """
+
+    code = "stream_interrupted"
+
+
 class Overloaded(RecoverableError):
     """Recoverable: back-pressure; retry after ``retry_after_s`` seconds."""
 

@@ -10,6 +10,10 @@ request + compact artifact) in its content-addressed store and, in the backgroun
 ledger before the TA's Start is retried until the Start commits.
 
 ``payload(envelope)`` serves a stored payload to a verifier's signed ``PayloadRequest``.
+
+Back-pressure: at most ``max_inflight`` executions run at once; one more is refused at once with
+an ``ExecutionError`` of code ``overloaded`` (``started=False``), before any check or engine work,
+so the TA can try the next draw instead of queueing here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from gonka_ray import crypto, wire
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
 FINISH_DEADLINE_S = 60.0  # give up on a Finish after this long (the Start will expire)
+EXECUTOR_MAX_INFLIGHT = 64  # executions at once; one more is refused with code "overloaded"
+FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
 
 
 def error_bytes(code: str, message: str, *, started: bool) -> bytes:
@@ -55,6 +62,7 @@ class Executor(RoleBase):
         withhold_payloads: ADVERSARIAL: refuse every payload request.
         clock: seconds since the epoch (injected for tests).
         rng: source of transaction nonces.
+        max_inflight: executions at once before refusing with code ``overloaded``.
     """
 
     def __init__(
@@ -70,6 +78,7 @@ class Executor(RoleBase):
         withhold_payloads: bool = False,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        max_inflight: int = EXECUTOR_MAX_INFLIGHT,
     ) -> None:
         super().__init__(
             participant=participant,
@@ -85,12 +94,27 @@ class Executor(RoleBase):
         self.withhold_payloads = withhold_payloads
         self._tasks = BackgroundTasks()
         self.finished = 0
-        self.finish_failures: list[str] = []
+        self.finish_failures: deque[str] = deque(maxlen=FINISH_FAILURES_KEPT)
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.refused = 0
 
     # --- execute ---------------------------------------------------------------------------
 
     async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
         """Run a TA's ``ExecuteRequest``; yields encoded ``StreamChunk``/``ExecutionError``."""
+        if self.inflight >= self.max_inflight:
+            self.refused += 1
+            yield error_bytes("overloaded", f"{self.inflight} executions running", started=False)
+            return
+        self.inflight += 1
+        try:
+            async for item in self._execute(envelope):
+                yield item
+        finally:
+            self.inflight -= 1
+
+    async def _execute(self, envelope: bytes) -> AsyncIterator[bytes]:
         try:
             plan = await self._admit(envelope)
         except GonkaError as exc:
@@ -243,7 +267,12 @@ class Executor(RoleBase):
         await self._tasks.drain()
 
     def stats(self) -> dict:
-        return {"finished": self.finished, "finish_failures": list(self.finish_failures)}
+        return {
+            "finished": self.finished,
+            "finish_failures": list(self.finish_failures),
+            "inflight": self.inflight,
+            "refused": self.refused,
+        }
 
 
 def _fields(msg) -> dict:

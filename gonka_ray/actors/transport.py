@@ -10,9 +10,17 @@ Then, per attempt: the executor is the deterministic draw over the committed par
 ``ExecuteRequest`` to it **and at the same time** submits ``StartInference`` — the ledger write
 runs as a separate task, so the first token never waits for a commit. If the executor fails
 before its first token (error, dead actor), the TA retries with ``attempt + 1`` (a fresh draw,
-verifiable by the ledger). A failure after the first token ends the stream with an error; the
-unfinished Start expires and is refunded in full. After the stream, ``OutputDelivered`` records
-the hash of exactly the tokens the client received.
+verifiable by the ledger). A failure after the first token ends the stream with
+:class:`~gonka_ray.exceptions.StreamInterrupted`; the unfinished Start expires and is refunded in
+full. After the stream, ``OutputDelivered`` records the hash of exactly the tokens the client
+received.
+
+Back-pressure: a TA serves at most ``max_inflight`` requests at once; one more is refused with
+:class:`~gonka_ray.exceptions.Overloaded` (429 + ``Retry-After``) before anything is checked or
+escrowed, so it may be resent as is. An executor at its own limit refuses with code
+``overloaded`` before its first token; the TA then tries the next draw, and if every attempt was
+refused so, answers ``Overloaded`` too (the Start of that inference expires and is refunded).
+Per-request timings are kept for the last ``TIMINGS_KEPT`` requests only, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,6 +43,8 @@ from gonka_ray.exceptions import (
     InvalidRequest,
     ModelNotFound,
     NoExecutorAvailable,
+    Overloaded,
+    StreamInterrupted,
 )
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import payments
@@ -44,6 +55,9 @@ from gonka_ray.protocol.selection import eligible_weights, select_executor
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = LEDGER_MAX_ATTEMPTS  # executors tried before giving up (503); the ledger's cap
+TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
+RETRY_AFTER_S = 1.0  # Retry-After of an Overloaded answer
+TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
 
 
 class TransportAgent(RoleBase):
@@ -58,6 +72,8 @@ class TransportAgent(RoleBase):
         model: the model id served by the network.
         price_per_token: units per token (escrow and cost).
         clock: seconds since the epoch; rng: transaction nonces.
+        max_attempts: executor draws per request.
+        max_inflight: requests served at once before ``Overloaded``.
     """
 
     def __init__(
@@ -73,6 +89,7 @@ class TransportAgent(RoleBase):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        max_inflight: int = TA_MAX_INFLIGHT,
     ) -> None:
         super().__init__(
             participant=participant,
@@ -88,8 +105,11 @@ class TransportAgent(RoleBase):
         self.max_attempts = max_attempts
         self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
         self._tasks = BackgroundTasks()
-        self.timings: list[dict[str, float]] = []  # per request: first token vs Start commit
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.timings: deque[dict[str, float]] = deque(maxlen=TIMINGS_KEPT)  # first token vs Start
         self.retries = 0
+        self.refused = 0  # requests answered Overloaded
 
     # --- the request flow ------------------------------------------------------------------
 
@@ -97,10 +117,26 @@ class TransportAgent(RoleBase):
         """Serve one signed client request; yields encoded StreamChunk…, then InferenceDone.
 
         Raises (before the first item, nothing escrowed):
-            WireError (400/401), ExpiredRequest, ReplayedRequest, ModelNotFound, InvalidRequest,
-            InsufficientBalance, NoExecutorAvailable (503 after ``max_attempts`` pre-token
-            failures). After the first chunk: EngineError (the executor died mid-stream).
+            Overloaded (429: ``max_inflight`` requests in flight; the same envelope may be
+            resent), WireError (400/401), ExpiredRequest, ReplayedRequest, ModelNotFound,
+            InvalidRequest, InsufficientBalance, NoExecutorAvailable (503 after ``max_attempts``
+            pre-token failures), Overloaded (every drawn executor was at its limit). After the
+            first chunk: StreamInterrupted (the executor died mid-stream; refunded at expiry).
         """
+        if self.inflight >= self.max_inflight:
+            self.refused += 1
+            raise Overloaded(
+                f"transport agent {self.participant} has {self.inflight} requests in flight",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.inflight += 1
+        try:
+            async for item in self._submit(envelope):
+                yield item
+        finally:
+            self.inflight -= 1
+
+    async def _submit(self, envelope: bytes) -> AsyncIterator[bytes]:
         signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
         req: wire.InferenceRequest = signed.message
         now_ms = int(self.clock() * 1000)
@@ -125,6 +161,7 @@ class TransportAgent(RoleBase):
         iid = signed.id
         t0 = time.perf_counter()
         timing: dict[str, float] = {}
+        overloaded = 0  # attempts an executor refused for being at its limit
         for attempt in range(self.max_attempts):
             executor = await self._draw(iid, attempt)
             start_tx = wire.seal(
@@ -151,7 +188,9 @@ class TransportAgent(RoleBase):
                 async for item in PeerExecutor(self.executors(executor)).execute(execute):
                     msg = wire.decode(item, expect=(wire.StreamChunk, wire.ExecutionError))
                     if isinstance(msg, wire.ExecutionError):
-                        raise _ExecutorFailed(msg.message, started=msg.started or bool(output))
+                        raise _ExecutorFailed(
+                            msg.message, started=msg.started or bool(output), code=msg.code
+                        )
                     if not output:
                         timing["first_token_s"] = time.perf_counter() - t0
                     output.append(msg.token_id)
@@ -163,7 +202,8 @@ class TransportAgent(RoleBase):
                     )
             except _ExecutorFailed as exc:
                 if exc.started:
-                    raise EngineError(f"executor failed mid-stream: {exc}") from None
+                    raise self._interrupted(iid, output, exc) from None
+                overloaded += exc.code == "overloaded"
                 log.info(
                     "attempt %d of %s failed before its first token: %s",
                     attempt,
@@ -174,7 +214,7 @@ class TransportAgent(RoleBase):
                 continue
             except Exception as exc:  # a dead actor, a broken stream
                 if output:
-                    raise EngineError(f"executor failed mid-stream: {exc}") from None
+                    raise self._interrupted(iid, output, exc) from None
                 log.info("attempt %d of %s: executor unreachable: %s", attempt, iid.hex()[:12], exc)
                 self.retries += 1
                 continue
@@ -193,7 +233,21 @@ class TransportAgent(RoleBase):
                 )
             )
             return
+        if overloaded == self.max_attempts:
+            self.refused += 1
+            raise Overloaded(
+                f"all {overloaded} drawn executors are at their limit", retry_after_s=RETRY_AFTER_S
+            )
         raise NoExecutorAvailable(f"no executor answered after {self.max_attempts} attempts")
+
+    @staticmethod
+    def _interrupted(iid: bytes, output: list[int], exc: Exception) -> EngineError:
+        return StreamInterrupted(
+            f"executor failed mid-stream after {len(output)} tokens: {exc}; the escrow is "
+            "refunded when the inference expires",
+            inference_id=iid.hex(),
+            tokens_sent=len(output),
+        )
 
     async def _draw(self, iid: bytes, attempt: int) -> str:
         participants = await self.ledger.participants()
@@ -226,11 +280,14 @@ class TransportAgent(RoleBase):
         return {
             "timings": list(self.timings),
             "retries": self.retries,
+            "refused": self.refused,
+            "inflight": self.inflight,
             "replay_window": len(self.replay),
         }
 
 
 class _ExecutorFailed(Exception):
-    def __init__(self, message: str, *, started: bool) -> None:
+    def __init__(self, message: str, *, started: bool, code: str = "") -> None:
         super().__init__(message)
         self.started = started
+        self.code = code
