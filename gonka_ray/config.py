@@ -94,6 +94,12 @@ class EpochConfig(_Strict):
     reward_per_epoch: int = Field(1_000_000, ge=0, description="minted per epoch, in units")
     weight_cap_share: float = Field(C.WEIGHT_CAP_SHARE, gt=0.0, le=1.0)
     poc_difficulty: float = Field(0.05, gt=0.0, le=1.0, description="share of nonces that pass")
+    poc_calibration_nonces: int = Field(
+        4096,
+        ge=64,
+        le=1_000_000,
+        description="public nonces that fix the PoC threshold (fewer: faster, coarser difficulty)",
+    )
     poc_budget_s: float = Field(
         2.0, gt=0.0, le=3600.0, description="most seconds of compute in one PoC sprint"
     )

@@ -85,6 +85,12 @@ class EngineClient:
             raise InvalidRequest("prompt is empty", field="prompt")
         return await self.tokenize(req.prompt)
 
+    async def poc_prepare(self, seed: bytes, **kw: Any) -> float:
+        """Build the epoch's PoC model on the MLNode ahead of the sprint (``MLNode.poc_prepare``)."""
+        if self.remote:
+            return await self.target.poc_prepare.remote(seed, **kw)
+        return await self.target.poc_prepare(seed, **kw)
+
     async def poc_sprint(self, seed: bytes, participant: str, **kw: Any) -> Any:
         """Proof-of-Compute sprint on the MLNode (``MLNode.poc_sprint``)."""
         if self.remote:

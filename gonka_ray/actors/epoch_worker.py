@@ -9,8 +9,8 @@ from the participant's own replica and does whatever the phase asks and has not 
   in what is left of the phase, and submit the passing nonces (``PocClaim``);
 - **PoC validation**: recompute a sample of every other participant's claim, picked by its own
   secret seed, and submit a ``PocVerdict``;
-- **settlement** phase of epoch ``e``: reveal the seed of ``e − 1`` (``SeedReveal``), its reward
-  claim for ``e − 1``, which the ledger settles at ``e``'s last height.
+- once epoch ``e`` starts: reveal the seed of ``e − 1`` (``SeedReveal``), its reward claim for
+  ``e − 1``, which the ledger settles at ``e``'s last height.
 
 A failed submission is retried on the next call; the ledger rejects duplicates, so retries are
 harmless. The worker holds no state that matters across restarts: the ledger says what is done.
@@ -108,8 +108,11 @@ class EpochWorker(RoleBase):
             done += await self._sprint(view)
         if phase is Phase.POC_VALIDATION and view.weights.get(self.address, 0) > 0:
             done += await self._judge(view)
+        # NOTE: the seed of e - 1 is revealed as soon as e starts: e - 1's inferences are all
+        # finished, so the seed tells an executor nothing it can still act on, and an early
+        # reveal cannot miss the window on a loaded machine. Checks of e - 1 go on meanwhile.
         me = self.address
-        if phase is Phase.SETTLEMENT and me in view.committed_prev and me not in view.revealed:
+        if me in view.committed_prev and me not in view.revealed:
             done += await self._once(("reveal", e - 1, None), self._reveal(e - 1))
         return done
 
@@ -135,12 +138,18 @@ class EpochWorker(RoleBase):
 
     async def _sprint(self, view: EpochView) -> list[str]:
         self._tried.add(("claim", view.epoch, None))
+        # the model (seeded, calibrated) takes a while to build: do it first, then spend about
+        # half of what is left of the sprint computing
+        await self.engine.poc_prepare(view.seed, **self._poc_kw())
+        view = await self.ledger.epoch_view()
+        if view.phase != Phase.POC_SPRINT.value:
+            return []
         left_s = max(0, view.phase_end - view.height) * self._block_s
         budget = min(self.poc.max_budget_s, max(0.05, SPRINT_SHARE * left_s))
         result = await self.engine.poc_sprint(
             view.seed,
             self.address,
-            difficulty=self.epochs.poc_difficulty,
+            **self._poc_kw(),
             budget_s=budget,
             max_nonces=self.poc.max_nonces,
         )
@@ -168,7 +177,7 @@ class EpochWorker(RoleBase):
                 claimant,
                 nonces,
                 self.seed_for(view.epoch),
-                difficulty=self.epochs.poc_difficulty,
+                **self._poc_kw(),
             )
             verdict = wire.PocVerdict(
                 epoch=view.epoch,
@@ -182,6 +191,12 @@ class EpochWorker(RoleBase):
                 self.verdicts += 1
                 done.append(f"verdict:{view.epoch}:{claimant[:10]}:{check.accepted}")
         return done
+
+    def _poc_kw(self) -> dict[str, Any]:
+        return {
+            "difficulty": self.epochs.poc_difficulty,
+            "calibration_nonces": self.epochs.poc_calibration_nonces,
+        }
 
     async def _submit(self, msg: Any) -> bool:
         msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))

@@ -29,7 +29,14 @@ from gonka_ray.engine.base import (
     ScoreResult,
     TokenChunk,
 )
-from gonka_ray.protocol.poc import ClaimCheck, PocModel, SprintResult, run_sprint, verify_claim
+from gonka_ray.protocol.poc import (
+    ClaimCheck,
+    PocModel,
+    PocParams,
+    SprintResult,
+    run_sprint,
+    verify_claim,
+)
 
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per node; the engine batches them
 
@@ -55,7 +62,7 @@ class MLNode:
 
             engine = create_engine(model or ModelConfig(), config or EngineConfig())
         self.engine = engine
-        self._poc_cache: dict[tuple[bytes, float], PocModel] = {}
+        self._poc_cache: dict[tuple[bytes, float, int], PocModel] = {}
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenChunk]:
         """Stream the output of ``request`` chunk by chunk (a Ray streaming generator).
@@ -101,10 +108,11 @@ class MLNode:
         difficulty: float,
         budget_s: float,
         max_nonces: int | None = None,
+        calibration_nonces: int = PocParams.calibration_nonces,
     ) -> SprintResult:
         """Run a Proof-of-Compute sprint for ``participant`` on this node's hardware (a thread:
         generation streams keep flowing meanwhile)."""
-        model = self._poc_model(seed, difficulty)
+        model = self._poc_model(seed, difficulty, calibration_nonces)
         return await asyncio.to_thread(
             run_sprint, model, participant, budget_s=budget_s, max_nonces=max_nonces
         )
@@ -117,19 +125,32 @@ class MLNode:
         validator_seed: bytes,
         *,
         difficulty: float,
+        calibration_nonces: int = PocParams.calibration_nonces,
     ) -> ClaimCheck:
         """Recompute a sample (picked by ``validator_seed``) of another participant's claim."""
-        model = self._poc_model(seed, difficulty)
+        model = self._poc_model(seed, difficulty, calibration_nonces)
         return await asyncio.to_thread(
             verify_claim, model, participant, [int(n) for n in nonces], validator_seed
         )
 
-    def _poc_model(self, seed: bytes, difficulty: float) -> PocModel:
-        key = (bytes(seed), difficulty)
+    async def poc_prepare(
+        self,
+        seed: bytes,
+        *,
+        difficulty: float,
+        calibration_nonces: int = PocParams.calibration_nonces,
+    ) -> float:
+        """Build (and cache) the epoch's PoC model; returns its distance threshold."""
+        model = await asyncio.to_thread(self._poc_model, seed, difficulty, calibration_nonces)
+        return model.threshold
+
+    def _poc_model(self, seed: bytes, difficulty: float, calibration_nonces: int) -> PocModel:
+        key = (bytes(seed), difficulty, calibration_nonces)
         model = self._poc_cache.get(key)
         if model is None:
             device = getattr(self.engine, "device", "cpu")
-            model = PocModel(seed, difficulty, device=device)
+            params = PocParams(calibration_nonces=calibration_nonces)
+            model = PocModel(seed, difficulty, params=params, device=device)
             self._poc_cache = {key: model}  # one epoch at a time
         return model
 
