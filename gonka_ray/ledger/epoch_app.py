@@ -413,8 +413,20 @@ def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[st
 def install_protocol(
     sm: StateMachine, inference: inference_app.InferenceAppConfig, epoch: EpochAppConfig
 ) -> None:
-    """Install the inference lifecycle, then the epochs, on ``sm`` (the order matters)."""
-    inference_app.install(sm, inference)
+    """Install the inference lifecycle, then the epochs, on ``sm`` (the order matters).
+
+    Validation credit goes by the validator's weight in the epoch the inference finished in: the
+    same weight its duty for that epoch is computed with.
+    """
+
+    def validator_weight(ctx: TxContext, rec: InferenceRecord, address: str) -> int:
+        snap = snapshot_of(ctx.get, epochs.epoch_of(rec.finish_height, epoch.epoch))
+        if snap is None:
+            row = ctx.get(PARTICIPANTS, address)
+            return 0 if row is None else int(row[2])
+        return snap.weights.get(address, 0)
+
+    inference_app.install(sm, inference, validator_weight)
     install(sm, epoch)
 
 

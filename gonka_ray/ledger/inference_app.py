@@ -24,7 +24,7 @@ Everything else is signed by a registered participant, checked by the book.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -149,7 +149,12 @@ class _Accounts:
             self.ctx.debit(address, -amount)
 
 
-def book_for(ctx: TxContext, config: InferenceAppConfig) -> InferenceBook:
+ValidatorWeight = Callable[[TxContext, InferenceRecord, str], int]
+
+
+def book_for(
+    ctx: TxContext, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
+) -> InferenceBook:
     """An :class:`InferenceBook` reading and writing through ``ctx``."""
     return InferenceBook(
         _Accounts(ctx),
@@ -159,6 +164,9 @@ def book_for(ctx: TxContext, config: InferenceAppConfig) -> InferenceBook:
         expiry_blocks=config.expiry_blocks,
         vote_blocks=config.vote_blocks,
         fpr=config.fpr,
+        validator_weight=(
+            None if validator_weight is None else (lambda rec, a: validator_weight(ctx, rec, a))
+        ),
     )
 
 
@@ -172,8 +180,14 @@ def open_client_request(request: bytes) -> wire.Signed:
     return wire.open_envelope(request, expect=wire.InferenceRequest)
 
 
-def install(sm: StateMachine, config: InferenceAppConfig) -> None:
-    """Register the lifecycle handlers and the end-of-block hook on ``sm``."""
+def install(
+    sm: StateMachine, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
+) -> None:
+    """Register the lifecycle handlers and the end-of-block hook on ``sm``.
+
+    ``validator_weight`` (from the epoch app) says which weight entitles a participant to
+    validate an inference; default: its current weight.
+    """
 
     def start(ctx: TxContext, msg: wire.StartInference) -> None:
         try:
@@ -215,7 +229,7 @@ def install(sm: StateMachine, config: InferenceAppConfig) -> None:
         )
 
     def validation(ctx: TxContext, msg: wire.Validation) -> None:
-        book_for(ctx, config).validation(
+        book_for(ctx, config, validator_weight).validation(
             inference_id=msg.inference_id,
             validator=ctx.sender,
             passed=msg.passed,

@@ -127,6 +127,10 @@ class InferenceBook:
         vote_blocks: how long a vote stays open.
         fpr: assumed honest false-positive rate of one check (status rules).
         on_invalid: called with an address when it becomes INVALID.
+        validator_weight: the weight that entitles a participant to validate an inference
+            (default: its current weight). The ledger passes the weight of the epoch the
+            inference finished in, so a validator whose weight dropped at an epoch boundary can
+            still do the checks it owed for the epoch before.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class InferenceBook:
         vote_blocks: int = 20,
         fpr: float = 0.05,
         on_invalid: Callable[[str], None] | None = None,
+        validator_weight: Callable[[InferenceRecord, str], int] | None = None,
     ) -> None:
         self.accounts = accounts
         self.participants = participants
@@ -149,6 +154,7 @@ class InferenceBook:
         self.vote_blocks = vote_blocks
         self.fpr = fpr
         self.on_invalid = on_invalid
+        self.validator_weight = validator_weight
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -300,7 +306,8 @@ class InferenceBook:
     ) -> InferenceRecord:
         """A validator's verdict; a failure opens a vote."""
         rec = self._get(inference_id)
-        self._check_judge(rec, validator)
+        weight = self.validator_weight(rec, validator) if self.validator_weight else None
+        self._check_judge(rec, validator, weight)
         if rec.status not in (
             InferenceStatus.FINISHED,
             InferenceStatus.VALIDATED,
@@ -367,9 +374,9 @@ class InferenceBook:
             raise _reject("unknown_inference", "no such inference")
         return rec
 
-    def _check_judge(self, rec: InferenceRecord, judge: str) -> None:
+    def _check_judge(self, rec: InferenceRecord, judge: str, weight: int | None = None) -> None:
         p = self.participants.get(judge)
-        if p is None or p.weight <= 0:
+        if p is None or (p.weight if weight is None else weight) <= 0:
             raise _reject("not_participant", "only weighted participants validate or vote")
         if judge == rec.executor:
             raise _reject("self_validation", "a participant never judges its own inference")

@@ -46,8 +46,7 @@ class Chain:
         )
         self.sms = [StateMachine(genesis) for _ in range(2)]
         for sm in self.sms:
-            inference_app.install(sm, APP)
-            epoch_app.install(sm, CFG)
+            epoch_app.install_protocol(sm, APP, CFG)
         self.salts = itertools.count(1 << 40)
         self.requests = itertools.count()
 
@@ -384,3 +383,31 @@ def test_epoch_seed_is_public_and_fixed_by_the_previous_epochs_last_block(height
     if e > 0:
         source = epochs.epoch_start(e, EPOCH) - 1
         assert seed == epochs.epoch_seed(e, source.to_bytes(32, "big"), "test")
+
+
+def test_a_validator_whose_weight_drops_still_owes_and_may_do_last_epochs_checks() -> None:
+    chain = Chain()
+    iid, ex = chain.run_inference()
+    judge = next(n for n in KEYS if n != ex)
+    others = [n for n in KEYS if n != judge]
+    # only the others prove compute in epoch 0: the judge has no weight in epoch 1
+    assert (
+        chain.block(*[chain.tx(n, wire.PocClaim, epoch=0, nonces=[1, 2, 3]) for n in others])
+        == [(True, "")] * 3
+    )
+    chain.until(EPOCH.poc_sprint_blocks)
+    verdicts = [
+        chain.tx(
+            v, wire.PocVerdict, epoch=0, participant=ADDR[c], accepted=True, sampled=3, failed=0
+        )
+        for c in others
+        for v in KEYS
+        if v != c
+    ]
+    assert all(ok for ok, _ in chain.block(*verdicts))
+    chain.until(epochs.epoch_start(1, EPOCH))
+    assert chain.weights()[judge] == 0
+    assert chain.validate(judge, iid) == [(True, "")]  # epoch 0's check, credited in epoch 1
+    later, ex2 = chain.run_inference(ta=others[0])
+    if ex2 != judge:
+        assert chain.validate(judge, later) == [(False, "not_participant")]

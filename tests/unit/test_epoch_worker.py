@@ -26,6 +26,7 @@ EPOCH = EpochConfig(
     poc_validation_blocks=12,
     weight_cap_share=0.6,
     poc_difficulty=0.05,
+    poc_calibration_nonces=1024,
     reward_per_epoch=1_000,
 )
 NONCES = {"p0": 1024, "p1": 512, "p2": 256, "p3": 256}
@@ -36,7 +37,7 @@ class InflatingEpochWorker(EpochWorker):
 
     async def _sprint(self, view):
         real = await self.engine.poc_sprint(
-            view.seed, self.address, difficulty=EPOCH.poc_difficulty, budget_s=60, max_nonces=256
+            view.seed, self.address, **self._poc_kw(), budget_s=60, max_nonces=256
         )
         fake = [10**9 + i for i in range(400)]
         self._tried.add(("claim", view.epoch, None))
