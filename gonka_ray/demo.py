@@ -3,8 +3,10 @@
 :func:`run_demo` launches the network (SmolLM2-135M-Instruct on the transformers engine by
 default; participant ``p3`` serves an int4-quantised copy), sends a batch of signed chat
 requests through the honest participants' transport agents (the first one streamed to the
-terminal), waits for background verification and votes to settle, then reports per participant
-and writes ``benchmarks/results/demo.json``. It exits on its own and tears the network down.
+terminal) spread over at least two epochs, waits for background verification and votes, and
+for the ledger to settle every epoch that carried traffic (Proof-of-Compute weights, fees, the
+reward mint, the cheater paid nothing), then reports per participant and per epoch and writes
+``benchmarks/results/demo.json``. It exits on its own and tears the network down.
 """
 
 from __future__ import annotations
@@ -39,10 +41,23 @@ PROMPTS = [
 ]
 
 
+DEMO_EPOCH = {  # short epochs (~30 s on an idle 2-core machine) so the demo sees several
+    "epoch_blocks": 240,
+    "poc_sprint_blocks": 48,
+    "poc_validation_blocks": 24,
+    "poc_budget_s": 1.0,
+    "poc_calibration_nonces": 1024,
+    "reward_per_epoch": 1_000_000,
+}
+
+
 def demo_network_config(
-    model: str = "smollm2-135m-instruct", cheat: str = "int4", engine: str = "transformers"
+    model: str = "smollm2-135m-instruct",
+    cheat: str = "int4",
+    engine: str = "transformers",
+    epoch: dict[str, Any] | None = None,
 ) -> NetworkConfig:
-    """Four equal participants; ``p3`` cheats with ``cheat``."""
+    """Four equal participants; ``p3`` cheats with ``cheat``; short epochs."""
     return parse_config(
         {
             "name": "demo",
@@ -53,6 +68,7 @@ def demo_network_config(
             "model": {"name": model},
             "engine": {"kind": engine, "torch_threads": 1, "max_batch_size": 8},
             "ledger": {"expiry_blocks": 5000, "block_interval_ms": 20},
+            "epoch": {**DEMO_EPOCH, **(epoch or {})},
         },
         source="demo",
     )
@@ -63,6 +79,7 @@ class DemoReport:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     first_answer: str
+    epochs: list[dict[str, Any]]  # one row per participant per settled epoch
 
 
 async def run_demo(
@@ -71,6 +88,7 @@ async def run_demo(
     requests: int = 32,
     max_tokens: int = 24,
     concurrency: int = 4,
+    min_epochs: int = 2,
     settle_timeout_s: float = 180.0,
     results_path: Path | None = Path("benchmarks/results/demo.json"),
     echo: Any = print,
@@ -85,6 +103,7 @@ async def run_demo(
         echo(f"network ready in {time.perf_counter() - t0:.0f} s")
         honest_tas = [p.name for p in config.participants if not p.adversary]
         client = sdk.Client(net.client_key(), {n: net.ta(n) for n in honest_tas}, config.model.name)
+        first_epoch = (await _epoch_view(net)).epoch
 
         first = await client.chat(
             [{"role": "user", "content": PROMPTS[0]}],
@@ -113,12 +132,23 @@ async def run_demo(
                 done.append(res.done)
                 bar.update(1)
 
-        await asyncio.gather(*[one(i) for i in range(1, requests)])
+        # the second half waits for the next epoch, so traffic spans at least two of them
+        half = requests // 2
+        await asyncio.gather(*[one(i) for i in range(1, half)])
+        await _wait_epoch(net, first_epoch + 1, settle_timeout_s, echo)
+        await asyncio.gather(*[one(i) for i in range(half, requests)])
         bar.close()
         echo(f"{len(done)} requests answered; waiting for verification and votes ...")
         await _settle(net, [d.inference_id for d in done], settle_timeout_s)
-        report = await _report(net, config, done, first.text)
+        last = await _last_finish_epoch(net, done)
+        target = max(last, first_epoch + min_epochs - 1)
+        echo(f"waiting for the ledger to settle epoch {target} ...")
+        await _wait_settled(net, target, settle_timeout_s)
+        report = await _report(net, config, done, first.text, range(first_epoch, target + 1))
         _print_table(report.rows, echo)
+        echo("")
+        echo("per epoch (weights from Proof of Compute; rewards = fees + minted reward):")
+        _print_table(report.epochs, echo)
         for k, v in report.summary.items():
             echo(f"  {k}: {v}")
         if results_path is not None:
@@ -149,8 +179,76 @@ async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
         await asyncio.sleep(1.0)
 
 
+async def _epoch_view(net: Network) -> Any:
+    return await net.handle(next(iter(net.specs)), "ledger").epoch_view.remote()
+
+
+async def _wait_epoch(net: Network, epoch: int, timeout_s: float, echo: Any) -> None:
+    """Wait until transactions land in ``epoch`` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    view = await _epoch_view(net)
+    if view.epoch < epoch:
+        echo(f"epoch {view.epoch} ({view.phase}); waiting for epoch {epoch} ...")
+    while view.epoch < epoch and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        view = await _epoch_view(net)
+
+
+async def _last_finish_epoch(net: Network, done: list[wire.InferenceDone]) -> int:
+    from gonka_ray.protocol.epochs import epoch_of
+
+    ledger = net.handle(next(iter(net.specs)), "ledger")
+    recs = [await ledger.inference.remote(d.inference_id) for d in done]
+    return max(epoch_of(r.finish_height, net.config.epoch) for r in recs if r is not None)
+
+
+async def _wait_settled(net: Network, epoch: int, timeout_s: float) -> None:
+    ledger = net.handle(next(iter(net.specs)), "ledger")
+    deadline = time.monotonic() + timeout_s
+    while await ledger.settlement.remote(epoch) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+
+async def _epoch_rows(net: Network, config: NetworkConfig, epochs: range) -> list[dict[str, Any]]:
+    ledger = net.handle(next(iter(net.specs)), "ledger")
+    cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
+    rows = []
+    for e in epochs:
+        s = await ledger.settlement.remote(e)
+        if s is None:
+            continue
+        for r in s.rows:
+            rows.append(
+                {
+                    "epoch": e,
+                    "participant": net.name_of(r.address),
+                    "weight": r.weight,
+                    "reward": r.paid,
+                    "minted": r.mint,
+                    "fees": r.executor_fees + r.validator_fees,
+                    "burned": r.burned,
+                    "checks": f"{r.done_checks}/{r.required_checks}",
+                    "note": _epoch_note(r, r.address in cheaters),
+                }
+            )
+    return rows
+
+
+def _epoch_note(r: Any, cheater: bool) -> str:
+    if r.invalid:
+        return "INVALID: paid nothing"
+    note = ""
+    if not r.duty_met:
+        note = "no seed committed in time" if r.required_checks == 0 else "missed its checks"
+    return note + (" (cheater, not caught yet)" if cheater else "")
+
+
 async def _report(
-    net: Network, config: NetworkConfig, done: list[wire.InferenceDone], first_text: str
+    net: Network,
+    config: NetworkConfig,
+    done: list[wire.InferenceDone],
+    first_text: str,
+    epochs: range,
 ) -> DemoReport:
     ledger = net.handle(next(iter(net.specs)), "ledger")
     parts = await net.participants()
@@ -185,7 +283,6 @@ async def _report(
     new_execs = [r for r in recs if parts[r.executor].reputation == 0]  # newcomers' work
     summary = {
         "requests": len(done),
-        "cheaters_caught": sum(1 for a in cheaters if parts[a].status == "INVALID"),
         "cheaters": len(cheaters),
         "honest_invalidated": sum(1 for r in invalidated if r.executor not in cheaters),
         "refund_share": round(sum(r.refunded for r in invalidated) / spend, 4) if spend else None,
@@ -196,7 +293,30 @@ async def _report(
         "cheater_inferences_invalidated": len(invalidated),
         **_timing_summary(stats),
     }
-    return DemoReport(rows, summary, first_text)
+    epoch_rows = await _epoch_rows(net, config, epochs)
+    cheater_names = {p.name for p in config.participants if p.adversary}
+    invalid_in = {r["participant"] for r in epoch_rows if r["note"].startswith("INVALID")}
+    # statuses reset when an epoch settles: count the cheaters that were INVALID at any point
+    summary["cheaters_caught"] = sum(
+        1
+        for p in config.participants
+        if p.adversary
+        and (p.name in invalid_in or parts[net.address_of(p.name)].status == "INVALID")
+    )
+    summary["epochs_settled"] = len({r["epoch"] for r in epoch_rows})
+    summary["poc_claims"] = sum(len(s["verifier"]["epochs"]["sprints"]) for s in stats.values())
+    summary["cheater_paid_in_invalid_epochs"] = sum(
+        r["reward"]
+        for r in epoch_rows
+        if r["participant"] in cheater_names and r["note"].startswith("INVALID")
+    )
+    for row in rows:
+        if row["participant"] in invalid_in and row["status"] != "INVALID" and not row["weight"]:
+            row["status"] = "EXCLUDED"  # INVALID last epoch: weight 0 this one
+        row["rewards"] = sum(
+            r["reward"] for r in epoch_rows if r["participant"] == row["participant"]
+        )
+    return DemoReport(rows, summary, first_text, epoch_rows)
 
 
 def _timing_summary(stats: dict) -> dict[str, float | None]:
@@ -242,6 +362,7 @@ def _write_results(path: Path, report: DemoReport) -> None:
         "machine": machine(),
         "git_commit": git_commit(),
         "participants": report.rows,
+        "epochs": report.epochs,
         "first_answer": report.first_answer,
     }
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

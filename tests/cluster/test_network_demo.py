@@ -11,7 +11,11 @@ from gonka_ray.sdk import Client
 
 
 def test_demo_scenario_catches_the_cheater(ray_session) -> None:
-    config = demo_network_config(model="tiny-llama", cheat="int4")
+    config = demo_network_config(
+        model="tiny-llama",
+        cheat="int4",
+        epoch={"epoch_blocks": 150, "poc_sprint_blocks": 40, "poc_validation_blocks": 20},
+    )
     # NOTE: 40 requests: the cheater serves ~1/3 of them and ~70% of those are checked
     # (independent validator seeds), so five invalidations in a row are all but certain.
     report = asyncio.run(
@@ -23,8 +27,11 @@ def test_demo_scenario_catches_the_cheater(ray_session) -> None:
     assert s["honest_invalidated"] == 0
     assert s["refund_share"] == 1.0
     assert s["checks_per_inference"] >= 0.6  # target 1 check per newcomer inference
+    assert s["epochs_settled"] >= 2 and s["cheater_paid_in_invalid_epochs"] == 0
     rows = {r["participant"]: r for r in report.rows}
-    assert rows["p3"]["status"] == "INVALID" and rows["p3"]["invalidated"] >= 5
+    assert rows["p3"]["status"] in ("INVALID", "EXCLUDED") and rows["p3"]["invalidated"] >= 5
+    invalid = [r for r in report.epochs if r["note"].startswith("INVALID")]
+    assert invalid and all(r["participant"] == "p3" and r["reward"] == 0 for r in invalid)
     assert all(
         rows[p]["status"] != "INVALID" and rows[p]["invalidated"] == 0 for p in ("p0", "p1", "p2")
     )

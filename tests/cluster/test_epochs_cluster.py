@@ -1,0 +1,134 @@
+"""Several epochs on the shared loopback Ray (FakeEngine): Proof-of-Compute sets the weights,
+executors are drawn in proportion to them, the epoch's reward is minted in proportion to them,
+and a cheater caught in an epoch is paid nothing for it and leaves the next epoch's group."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from gonka_ray.config import parse_config
+from gonka_ray.network import launch, wait_ready
+from gonka_ray.protocol.epochs import epoch_of
+from gonka_ray.protocol.settlement import split_largest_remainder
+from gonka_ray.sdk import Client
+
+NONCES = {"p0": 6000, "p1": 2000, "p2": 2000, "p3": 4000}  # PoC capacity ("hardware")
+
+
+def config():
+    return parse_config(
+        {
+            "name": "epochtest",
+            "participants": [
+                {
+                    "name": n,
+                    "weight": 100,
+                    "poc_max_nonces": k,
+                    **({"adversary": "wrong_temperature"} if n == "p3" else {}),
+                }
+                for n, k in NONCES.items()
+            ],
+            "model": {"name": "fake"},
+            "engine": {"kind": "fake"},
+            "ledger": {"expiry_blocks": 2000, "block_interval_ms": 20},
+            "epoch": {
+                "epoch_blocks": 100,
+                "poc_sprint_blocks": 15,
+                "poc_validation_blocks": 15,
+                "poc_budget_s": 10,
+                "poc_calibration_nonces": 1024,
+                "weight_cap_share": 0.5,
+                "reward_per_epoch": 1_000_000,
+            },
+        },
+        source="test",
+    )
+
+
+async def _until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+def test_poc_weights_drive_draws_and_rewards_and_a_cheater_is_paid_nothing(ray_session) -> None:
+    cfg = config()
+    net = launch(cfg, namespace="gonka_ray_tests")
+    ledger = net.handle("p0", "ledger")
+    addr = {n: net.address_of(n) for n in NONCES}
+
+    async def weights() -> dict[str, int]:
+        parts = await net.participants()
+        return {n: parts[a].weight for n, a in addr.items()}
+
+    async def scenario() -> None:
+        await wait_ready(net)
+
+        async def poc_weights():
+            w = await weights()
+            return w if len(set(w.values())) > 1 else None  # genesis weights are all 100
+
+        w = await _until(poc_weights, 120, "weights from a PoC")
+        assert w["p0"] > w["p1"] and w["p0"] > w["p2"], w  # 3x the compute, more weight
+        view = await ledger.epoch_view.remote()
+        epoch = view.epoch
+        snapshot_w = {n: view.weights[a] for n, a in addr.items()}
+
+        client = Client(net.client_key(), {n: net.ta(n) for n in ("p0", "p1", "p2")}, "fake")
+        sem = asyncio.Semaphore(6)
+        done = []
+
+        async def one(i: int) -> None:
+            async with sem:
+                res = await client.chat(
+                    [{"role": "user", "content": f"question {i}"}],
+                    ta=f"p{i % 3}",
+                    max_tokens=4,
+                    seed=i,
+                )
+                done.append(res.done)
+
+        await asyncio.gather(*[one(i) for i in range(90)])
+        recs = [await ledger.inference.remote(d.inference_id) for d in done]
+        same_epoch = [r for r in recs if epoch_of(r.start_height, cfg.epoch) == epoch]
+        drawn = Counter(net.name_of(r.executor) for r in same_epoch)
+        # p0 has the most weight: drawn most often (TAs never draw their own participant)
+        assert drawn["p0"] > max(drawn["p1"], drawn["p2"]), (drawn, snapshot_w)
+
+        async def p3_invalid():
+            parts = await net.participants()
+            return parts[addr["p3"]].status == "INVALID"
+
+        await _until(p3_invalid, 120, "the cheater to be caught")
+        # statuses reset at each epoch's last block, so INVALID now means caught in this epoch
+        caught_in = epoch_of((await ledger.epoch_view.remote()).height, cfg.epoch)
+
+        async def next_epoch():
+            view = await ledger.epoch_view.remote()
+            return view if epoch_of(view.height, cfg.epoch) > caught_in else None
+
+        await _until(next_epoch, 120, "the next epoch")
+        assert (await weights())["p3"] == 0  # out of the group for the epoch after
+        s = await _until(
+            lambda: ledger.settlement.remote(caught_in), 240, f"settlement of epoch {caught_in}"
+        )
+        rows = {net.name_of(r.address): r for r in s.rows}
+        assert rows["p3"].invalid and rows["p3"].paid == 0, rows["p3"]
+        mint = split_largest_remainder(
+            cfg.epoch.reward_per_epoch, {n: r.weight for n, r in rows.items()}
+        )
+        for n in ("p0", "p1", "p2"):
+            if rows[n].duty_met:  # the epoch's reward follows its weights exactly
+                assert rows[n].mint == mint[n], (n, rows[n], mint)
+        assert sum(rows[n].duty_met for n in ("p0", "p1", "p2")) >= 2, rows
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        net.teardown()
