@@ -27,7 +27,14 @@ from benchmarks._common import print_table, write_results
 from tests.fuzz_targets import TARGETS, Target
 
 # Share of the total per target: the cheap parsers get more cases than the in-process stacks.
-SHARES = {"wire": 0.3, "ledger": 0.2, "artifact": 0.2, "payload": 0.1, "http": 0.2}
+SHARES = {
+    "wire": 0.25,
+    "ledger": 0.15,
+    "epochs": 0.15,
+    "artifact": 0.15,
+    "payload": 0.1,
+    "http": 0.2,
+}
 EXAMPLES_PER_RUN = 200  # hypothesis examples (batches of inputs) per run, until the budget
 MAX_CRASHES_KEPT = 5  # distinct crashes per target, with their cases, in the JSON
 

@@ -367,7 +367,30 @@ def _ledger_tx(
         weight = rng.choice((0, 0, 1, 100, 2**63 - 1, 2**64 - 1))
         tx = chain.tx(signer, wire.RegisterParticipant, name=f"n{seed % 7}", weight=weight)
     elif kind == "seed_commit":
-        tx = chain.tx(key, wire.SeedCommit, epoch=seed % 3, commitment=b"\x06" * 32)
+        epoch = rng.choice((0, 1, 2, 3))
+        signer = rng.choice([*lh.KEYS.values(), key])
+        commitment = crypto.sha256(_epoch_seed(epoch)) if rng.random() < 0.8 else b"\x06" * 32
+        tx = chain.tx(signer, wire.SeedCommit, epoch=epoch, commitment=commitment)
+    elif kind == "seed_reveal":
+        epoch = rng.choice((0, 1, 2, 3))
+        signer = rng.choice([*lh.KEYS.values(), key])
+        revealed = _epoch_seed(epoch) if rng.random() < 0.8 else rng.randbytes(32)
+        tx = chain.tx(signer, wire.SeedReveal, epoch=epoch, seed=revealed)
+    elif kind == "poc_claim":
+        nonces = [rng.getrandbits(rng.choice((8, 64))) for _ in range(rng.randint(0, 6))]
+        signer = rng.choice([*lh.KEYS.values(), key])
+        tx = chain.tx(signer, wire.PocClaim, epoch=rng.choice((0, 1, 2, 3)), nonces=nonces)
+    elif kind == "poc_verdict":
+        signer = rng.choice([*lh.KEYS.values(), key])
+        tx = chain.tx(
+            signer,
+            wire.PocVerdict,
+            epoch=rng.choice((0, 1, 2, 3)),
+            participant=rng.choice([*lh.ADDR.values(), lh.OUTSIDER.address, "x"]),
+            accepted=rng.random() < 0.7,
+            sampled=rng.choice((0, 1, 8)),
+            failed=rng.choice((0, 1, 8)),
+        )
     elif kind == "replay":
         if not applied:
             return None, "nothing_to_replay"
@@ -390,6 +413,10 @@ def _ledger_tx(
     return tx, kind
 
 
+def _epoch_seed(epoch: int) -> bytes:
+    return crypto.sha256(b"fuzz-epoch-seed-%d" % epoch)
+
+
 def _signer_key(public_key: bytes) -> crypto.KeyPair:
     for k in [*lh.KEYS.values(), lh.CLIENT, lh.OUTSIDER, _STRANGER]:
         if k.public_key == public_key:
@@ -397,12 +424,14 @@ def _signer_key(public_key: bytes) -> crypto.KeyPair:
     return _STRANGER
 
 
-def ledger_inputs(case: tuple) -> Iterator[Callable[[], str]]:
+def ledger_inputs(case: tuple, epochs: Any = None) -> Iterator[Callable[[], str]]:
     """One check per transaction, applied in order to a fresh chain and its twin."""
     ops, msg = case
-    chain, twin = lh.Chain(), lh.Chain()
+    chain, twin = lh.Chain(epochs=epochs), lh.Chain(epochs=epochs)
     _seed_lifecycle(chain, twin)
-    money = chain.money()
+    # NOTE: with epochs, settlement mints rewards at epoch ends, so money is checked only
+    # against the twin (a rejected tx must not move it); without, it is constant.
+    money = None if epochs is not None else chain.money()
     applied: list[bytes] = []
     for op in ops:
         if op[0] == "advance":
@@ -429,7 +458,7 @@ def _seed_lifecycle(chain: lh.Chain, twin: lh.Chain) -> None:
 
 
 def _apply_one(
-    op: tuple, msg: Any, chain: lh.Chain, twin: lh.Chain, money: int, applied: list[bytes]
+    op: tuple, msg: Any, chain: lh.Chain, twin: lh.Chain, money: int | None, applied: list[bytes]
 ) -> str:
     tx, kind = _ledger_tx(op, msg, chain, applied)
     if tx is None:
@@ -443,7 +472,7 @@ def _apply_one(
         raise AssertionError(f"{kind} rejected as {receipt.reason!r} but changed the state")
     if not receipt.ok and chain.sm.snapshot() != twin.sm.snapshot():
         raise AssertionError(f"{kind} rejected as {receipt.reason!r} but mutated a table")
-    if chain.money() != money:
+    if money is not None and chain.money() != money:
         raise AssertionError(f"{kind} ({receipt.reason or 'ok'}) created or destroyed money")
     if receipt.ok:
         applied.append(tx)
@@ -451,6 +480,39 @@ def _apply_one(
 
 
 LEDGER = Target("ledger", ledger_cases, ledger_inputs)
+
+# The whole protocol (inference app + epochs: seeds, PoC claims and verdicts, settlement) on
+# short epochs, so a case of up to 16 ops plus its "advance" steps crosses epoch boundaries.
+EPOCH_OPS = ("poc_claim", "poc_verdict", "seed_commit", "seed_reveal", "advance", "advance")
+epoch_cases = st.tuples(
+    st.lists(
+        st.tuples(
+            st.sampled_from((*LEDGER_OPS, *EPOCH_OPS, "start", "finish", "validation", "vote")),
+            seeds,
+            st.sampled_from(["none"] * 8 + ["bytes", "resign", "other_signer"]),
+        ),
+        min_size=1,
+        max_size=16,
+    ),
+    st.none() | any_message,
+)
+
+
+def _epoch_config() -> Any:
+    from gonka_ray.config import EpochConfig
+    from gonka_ray.ledger.epoch_app import EpochAppConfig
+
+    return EpochAppConfig(
+        epoch=EpochConfig(epoch_blocks=8, poc_sprint_blocks=2, poc_validation_blocks=2),
+        chain_id="harness",
+    )
+
+
+def epoch_inputs(case: tuple) -> Iterator[Callable[[], str]]:
+    return ledger_inputs(case, epochs=_epoch_config())
+
+
+EPOCHS = Target("epochs", epoch_cases, epoch_inputs)
 
 
 # --- artifact -------------------------------------------------------------------------------
@@ -1062,5 +1124,5 @@ def run_http(case: tuple) -> str:
 
 HTTP = Target("http", http_cases, _each(run_http, _http_inputs))
 
-TARGETS = {t.name: t for t in (WIRE, LEDGER, ARTIFACT, PAYLOAD, HTTP)}
+TARGETS = {t.name: t for t in (WIRE, LEDGER, EPOCHS, ARTIFACT, PAYLOAD, HTTP)}
 _ = GonkaError  # re-exported for callers that classify crashes

@@ -40,11 +40,21 @@ class Chain:
     """One state machine fed blocks of signed transactions."""
 
     def __init__(
-        self, config: app.InferenceAppConfig = CONFIG, client_balance: int = CLIENT_BALANCE
+        self,
+        config: app.InferenceAppConfig = CONFIG,
+        client_balance: int = CLIENT_BALANCE,
+        *,
+        epochs: Any = None,
     ) -> None:
+        """``epochs``: an ``EpochAppConfig`` to install the epoch app too (the full protocol)."""
         self.config = config
         self.sm = StateMachine(genesis(client_balance))
-        app.install(self.sm, config)
+        if epochs is None:
+            app.install(self.sm, config)
+        else:
+            from gonka_ray.ledger import epoch_app
+
+            epoch_app.install_protocol(self.sm, config, epochs)
         self.pending: dict[str, int] = {}
         self.salts = itertools.count(1 << 40)
         self.requests = itertools.count()

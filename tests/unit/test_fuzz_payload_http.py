@@ -21,7 +21,7 @@ from tests.fuzz_targets import (
 )
 
 FUZZ = settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -33,13 +33,13 @@ def check_all(target: Target, case) -> None:
         check()
 
 
-@FUZZ
+@settings(FUZZ, max_examples=25)  # 4 payloads each, graded by a verifier on the fake engine
 @given(PAYLOAD.cases)
 def test_fuzz_payload_responses_grade_to_a_result(case) -> None:
     check_all(PAYLOAD, case)
 
 
-@settings(FUZZ, max_examples=15)  # 4 requests each; the first call also imports Serve (seconds)
+@settings(FUZZ, max_examples=30)  # 4 requests each; the first call also imports Serve (seconds)
 @given(HTTP.cases)
 def test_fuzz_http_bodies_and_headers_get_200_or_4xx(case) -> None:
     check_all(HTTP, case)

@@ -1,11 +1,12 @@
-"""Short fuzz runs (``make test``) of the wire and ledger targets; the long run is
-``benchmarks/fuzz.py``. See ``tests/fuzz_targets.py`` for what each target feeds and checks."""
+"""Short fuzz runs (``make test``) of the wire, ledger (with and without epochs) and artifact
+targets; the long run is ``benchmarks/fuzz.py``. See ``tests/fuzz_targets.py`` for what each
+target feeds and checks."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from tests.fuzz_targets import ARTIFACT, LEDGER, WIRE, Target
+from tests.fuzz_targets import ARTIFACT, EPOCHS, LEDGER, WIRE, Target
 
 FUZZ = settings(
     max_examples=40,
@@ -30,6 +31,12 @@ def test_fuzz_wire_envelopes_fail_typed(case) -> None:
 @given(LEDGER.cases)
 def test_fuzz_ledger_rejected_txs_change_nothing(case) -> None:
     check_all(LEDGER, case)
+
+
+@FUZZ
+@given(EPOCHS.cases)
+def test_fuzz_protocol_with_epochs_rejected_txs_change_nothing(case) -> None:
+    check_all(EPOCHS, case)
 
 
 @FUZZ
