@@ -212,6 +212,17 @@ def _header_list(names: list[str], max_chars: int = 1024) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
+def _shown_count(value: Any, field: str) -> int | None:
+    """A body's count of logprob alternatives to show next to a signed request: None when it is
+    not an integer (as before), 400 when it is one outside ``[0, MAX_TOP_K_LOGPROBS]`` (a negative
+    count used to slice the tables from the end)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not 0 <= value <= C.MAX_TOP_K_LOGPROBS:
+        raise InvalidRequest(f"{field} must be in [0, {C.MAX_TOP_K_LOGPROBS}]", field=field)
+    return value
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -639,12 +650,12 @@ class GonkaIngress:
         k = req.sampling.logprobs
         if kind == "chat":
             lp = body.get("logprobs", False)
-            top = body.get("top_logprobs")
-            shown = None if not lp else min(k, top if isinstance(top, int) else 0)
+            top = _shown_count(body.get("top_logprobs"), "top_logprobs")
+            shown = None if not lp else min(k, top if top is not None else 0)
             used = {"stream", "logprobs", "top_logprobs"}
         else:
-            lp = body.get("logprobs")
-            shown = None if not isinstance(lp, int) or isinstance(lp, bool) else min(k, lp)
+            lp = _shown_count(body.get("logprobs"), "logprobs")
+            shown = None if lp is None else min(k, lp)
             used = {"stream", "logprobs"}
         ignored = sorted(set(body) - used)
         self.replay.admit(signed.id, req.timestamp_ms, int(time.time() * 1000))

@@ -87,3 +87,14 @@ def test_lone_surrogate_in_content_is_a_typed_error() -> None:
     assert run_http(("chat", body, _headers())) == "4xx:400"
     with pytest.raises(MalformedMessage):
         sign_chat(HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "\udfff"}])
+
+
+def test_out_of_range_logprob_counts_next_to_a_signed_request_are_400() -> None:
+    # Was (found in review): a negative top_logprobs/logprobs in the body of a signed request was
+    # accepted and sliced the logprob tables from the end.
+    chat = ("field", "top_logprobs", -3, {"logprobs": True})
+    assert run_http(("chat", chat, ("none", "", "none", "valid", 1, []))) == "4xx:400"
+    completion = ("field", "logprobs", 99, {})
+    assert run_http(("completion", completion, ("none", "", "none", "valid", 1, []))) == "4xx:400"
+    ok = ("field", "top_logprobs", 2, {"logprobs": True})
+    assert run_http(("chat", ok, ("none", "", "none", "valid", 1, []))) == "200"
