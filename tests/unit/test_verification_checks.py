@@ -172,3 +172,18 @@ def test_verify_grades_honest_and_tampered() -> None:
     )
     assert tampered.replay_mismatches == 8
     assert tampered.replay_mismatch_positions[:2] == (0, 8)
+
+
+def test_shipped_thresholds_every_row_has_the_policy_keys() -> None:
+    """Every row of the package data file (pilot or calibrated) reads as policy thresholds; the
+    calibration's extra keys (false-positive model, sample counts) are ignored by the policy."""
+    from gonka_ray.protocol.verification_policy import _table, thresholds_for
+
+    for model, entry in _table().items():
+        if model.startswith("_"):
+            continue
+        for dtype in entry:
+            thr = thresholds_for(model, dtype)
+            assert thr.replay_gate > 0 and thr.max_replay_mismatches >= 0
+            assert 0 < thr.max_logprob_deviation < 1
+    assert thresholds_for("no-such-model") == thresholds_for("default")
