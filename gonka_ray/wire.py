@@ -659,6 +659,7 @@ class ConsensusSafety:
     locked_hash: Bytes32
     high_qc: QuorumCert
     timeout_view: U64  # highest view this replica timed out of (0 = none)
+    epoch: U64 = 0  # the consensus epoch these views belong to (ledger/consensus.py)
 
 
 @message("CommitCertificate", version=1)

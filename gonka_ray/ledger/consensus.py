@@ -31,6 +31,20 @@ Protocol (chained HotStuff, Yin et al. 2019, with a DiemBFT-style pacemaker):
 - A replica replies to a timeout from a peer that is behind (older high QC, or an older view)
   with a ``ConsensusSyncInfo`` carrying its high QC and last TC, so a replica that missed the last
   proposals or the TC catches up.
+- **Validator-set changes** (``epoch_blocks = B > 0``), DiemBFT-style: consensus epoch ``e``
+  orders heights ``e·B … (e+1)·B − 1`` (the epochs of :mod:`gonka_ray.protocol.epochs`). Once a
+  replica commits ``L = (e+1)·B − 1`` it stops acting in ``e``; the shell applies ``L`` and calls
+  :meth:`ConsensusCore.start_epoch` with the set that committed state names for ``e+1`` (so the
+  set written by the end-block hooks up to ``L`` rules ``e+1``, on every replica alike). Epoch
+  ``e+1`` is a fresh chain rooted at the committed block ``L``: chain id
+  ``sha256(genesis ‖ e+1 ‖ hash(L))``, views from 1, the "view 0" QC names ``L``, so no vote,
+  QC or timeout of one epoch is valid in another, and the old set can never certify anything
+  that the new set builds on. Blocks above ``L`` in epoch ``e`` (the suffix that commits ``L``)
+  are empty and never committed. A replica outside the new set stops voting and proposing but
+  follows the chain. Wire indices (voter, proposer, signer) are positions in the epoch's set;
+  transport indices (``sender``, ``dest``) are positions in the genesis set (one replica per
+  genesis participant), which never change. A replica left behind in an ended epoch is sent the
+  QC that ended it when its (now unverifiable) timeouts arrive, fetches the blocks and follows.
 - Missing blocks are fetched by hash (``ConsensusBlockRequest``); blocks are content-addressed,
   so responses need no signature. Messages that need a missing block are parked and replayed.
 
@@ -174,19 +188,28 @@ def genesis_block(genesis_digest: bytes) -> Block:
     return Block(header=header, txs=())
 
 
+def epoch_chain_id(genesis_hash: bytes, epoch: int, base_hash: bytes) -> bytes:
+    """The chain id that signatures of consensus epoch ``epoch`` bind (epoch 0: genesis)."""
+    if epoch == 0:
+        return genesis_hash
+    return crypto.sha256(b"gonka_ray/epoch\x00" + genesis_hash + _pack(epoch) + base_hash)
+
+
 def verify_qc(
     qc: QuorumCert,
     validators: ValidatorSet,
     chain: bytes,
     known: set[tuple[int, bytes]] | None = None,
+    base: bytes | None = None,
 ) -> bool:
-    """True when ``qc`` carries > 2/3 of power in valid, distinct votes (or is the genesis QC).
+    """True when ``qc`` carries > 2/3 of power in valid, distinct votes (or is the view-0 QC
+    of the epoch's base block ``base``, which is ``chain`` itself in epoch 0).
 
     ``known`` holds ``(index, signature)`` pairs already verified for this QC's view and block
     (a replica's cache of votes it checked one by one); those are not verified again.
     """
     if qc.view == 0:
-        return qc.block_hash == chain and not qc.sigs
+        return qc.block_hash == (chain if base is None else base) and not qc.sigs
     indices = [s.index for s in qc.sigs]
     if len(set(indices)) != len(indices) or any(i >= len(validators) for i in indices):
         return False
@@ -326,6 +349,10 @@ class ConsensusCore:
         admit: ``admit(tx_hash, tx)`` is called once for each transaction new to this mempool,
             before it is gossiped or proposed (the shell verifies its signature there, once, and keeps the result for
             apply). Its result is ignored: what enters a block must not depend on it.
+        epoch_blocks: blocks per consensus epoch; 0 = one epoch, the genesis set forever.
+        epoch: after a restart, ``(e, set of e)`` for the epoch the recovered committed height
+            is in (the shell reads the set from committed state); ``validators`` is always the
+            genesis set, which also fixes the transport indices.
     """
 
     def __init__(
@@ -342,27 +369,41 @@ class ConsensusCore:
         fetch_retry_ticks: int = 4,
         empty_block_ticks: int = 0,
         admit: Callable[[bytes, bytes], Any] | None = None,
+        epoch_blocks: int = 0,
+        epoch: tuple[int, ValidatorSet] | None = None,
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
         me = validators.index_of(key.public_key)
         if me is None:
             raise ValueError("this replica's key is not in the validator set")
-        self.vs = validators
+        self.vs = validators  # the current epoch's set (wire indices)
+        self.n_peers = len(validators)  # genesis set: transport indices
         self.key = key
-        self.me = me
+        self.peer = me  # transport index
+        self.me: int | None = me  # index in the current epoch's set; None = not a member
         self.timeout_ticks = timeout_ticks
         self.max_block_txs = max_block_txs
         self.mempool_max_txs = mempool_max_txs
         self.fetch_retry_ticks = fetch_retry_ticks
         self.empty_block_ticks = empty_block_ticks
         self.admit = admit
+        if epoch_blocks < 0 or epoch_blocks == 1:
+            raise ValueError("epoch_blocks must be 0 (off) or at least 2")
+        self.epoch_blocks = epoch_blocks
+        self.epoch = 0
+        self.ended = False  # this epoch's last block is committed; waiting for start_epoch
+        self._held: list[tuple[bytes | Any, int | None]] = []  # messages received while ended
+        self.epoch_proofs: dict[int, ConsensusSyncInfo] = {}  # ended epoch -> its ending QC
+        self._proof_sent: dict[int, int] = {}  # peer -> tick of the last proof sent to it
+        self._sync_sent: dict[int, int] = {}  # peer -> tick of the last sync info sent to it
         self.rng = random.Random(seed)
         self.stats = Stats()
 
         g = genesis_block(genesis_digest)
         self.genesis_hash = block_hash(g.header)
         self.chain = self.genesis_hash
+        self.base_hash = self.genesis_hash  # the root of this epoch's chain
         self.blocks: dict[bytes, Block] = {self.genesis_hash: g}
         self.committed_hashes: list[bytes] = [self.genesis_hash]  # index = height
         genesis_qc = QuorumCert(view=0, block_hash=self.genesis_hash, sigs=())
@@ -393,13 +434,69 @@ class ConsensusCore:
         self._now = 0  # ticks since start (for fetch retries only)
 
         if recovered is not None:
-            self._recover(recovered)
+            self._recover(recovered, epoch)
+        elif epoch is not None and epoch[0] != 0:
+            raise ValueError("a non-zero epoch needs the recovered chain it starts from")
 
     # --- public API --------------------------------------------------------------------------
 
     @property
     def committed_height(self) -> int:
         return len(self.committed_hashes) - 1
+
+    @property
+    def epoch_end_height(self) -> int | None:
+        """The last height of the current consensus epoch (None: epochs are off)."""
+        if not self.epoch_blocks:
+            return None
+        return (self.epoch + 1) * self.epoch_blocks - 1
+
+    def start_epoch(self, epoch: int, validators: ValidatorSet) -> Ready:
+        """Enter consensus epoch ``epoch`` (the next one) with ``validators``, read from the
+        state after applying the last block of the ended epoch. See the module docstring."""
+        if not self.ended or epoch != self.epoch + 1:
+            raise ValueError(f"cannot start epoch {epoch} from epoch {self.epoch}")
+        self._enter_epoch(epoch, validators)
+        ready = Ready()
+        ready.to_persist.append(self.safety_record())
+        held, self._held = self._held, []
+        for data, sender in held:
+            r = self.step(data, sender)
+            ready.outbound += r.outbound
+            ready.to_persist += r.to_persist
+            ready.committed += r.committed
+        self._try_propose(ready)
+        return ready
+
+    def _enter_epoch(self, epoch: int, validators: ValidatorSet) -> None:
+        base = self.committed_hashes[-1]
+        self.epoch = epoch
+        self.ended = False
+        self.vs = validators
+        self.me = validators.index_of(self.key.public_key)
+        self.base_hash = base
+        self.chain = epoch_chain_id(self.genesis_hash, epoch, base)
+        self.cur_view = 1
+        self.last_voted_view = 0
+        self.locked_hash = base
+        self.high_qc = QuorumCert(view=0, block_hash=base, sigs=())
+        self.timeout_view = 0
+        self.last_tc = None
+        self.votes = {}
+        self.qc_views = set()
+        self.timeouts = {}
+        self.peer_timeout_view = {}
+        self.proposed_views = set()
+        self.my_timeout = None
+        self.ticks_in_view = 0
+        self.idle_ticks = 0
+        self.consecutive_timeouts = 0
+        self.orphans = {}
+        self.wanted = {}
+        self.parked = {}
+        self.n_parked = 0
+        self._verified.clear()
+        self._good_votes = {}
 
     def step(self, data: bytes | Any, sender: int | None) -> Ready:
         """Handle one message (bytes in the wire format, or an already decoded message).
@@ -414,6 +511,13 @@ class ConsensusCore:
         except WireError:
             self.stats.rejected += 1
             return ready
+        if self.ended and not isinstance(
+            msg, ConsensusTxBatch | ConsensusBlockRequest | ConsensusBlockResponse
+        ):
+            # Probably the next epoch's: replayed once start_epoch gives its set.
+            if len(self._held) < MAX_PARKED:
+                self._held.append((msg, sender))
+            return ready
         self._handle(msg, sender, ready)
         return ready
 
@@ -427,6 +531,8 @@ class ConsensusCore:
             self.wanted[h] += 1
             if self.wanted[h] >= self.fetch_retry_ticks:
                 self._request(h, None, ready)
+        if self.ended:
+            return ready
         pending = self._has_pending_work()
         if pending or self.empty_block_ticks:
             limit = self.timeout_ticks * min(2**self.consecutive_timeouts, MAX_BACKOFF)
@@ -464,6 +570,7 @@ class ConsensusCore:
             locked_hash=self.locked_hash,
             high_qc=self.high_qc,
             timeout_view=self.timeout_view,
+            epoch=self.epoch,
         )
 
     # --- dispatch ----------------------------------------------------------------------------
@@ -503,7 +610,9 @@ class ConsensusCore:
     def _valid_qc(self, qc: QuorumCert) -> bool:
         key = b"qc" + wire.encode_body(qc)
         known = self._good_votes.get((qc.view, qc.block_hash))
-        return self._cached(crypto.sha256(key), lambda: verify_qc(qc, self.vs, self.chain, known))
+        return self._cached(
+            crypto.sha256(key), lambda: verify_qc(qc, self.vs, self.chain, known, self.base_hash)
+        )
 
     def _valid_tc(self, tc: TimeoutCert) -> bool:
         key = b"tc" + wire.encode_body(tc)
@@ -557,7 +666,9 @@ class ConsensusCore:
         if p.tc is not None:
             self._process_tc(p.tc, ready)
         if (
-            h.view == self.cur_view
+            self.me is not None
+            and not self.ended
+            and h.view == self.cur_view
             and h.view > self.last_voted_view
             and h.view > self.timeout_view
             and self._safe_node(b)
@@ -572,7 +683,7 @@ class ConsensusCore:
             # round-robin leaders and one crashed replica in four, a leader-only vote path never
             # sees a 3-chain whose QC is formed by an honest leader, and nothing commits.
             ready.outbound.append((None, wire.encode(vote)))
-            self._on_vote(vote, self.me, ready)
+            self._on_vote(vote, self.peer, ready)
 
     def _safe_node(self, b: Block) -> bool:
         locked = self.blocks[self.locked_hash]
@@ -668,8 +779,11 @@ class ConsensusCore:
     def _commit(
         self, target: bytes, chain_headers: list[BlockHeader], qc: QuorumCert, ready: Ready
     ) -> None:
+        if self.ended:
+            return  # this epoch is over: nothing above its last block commits
         target_block = self.blocks[target]
         height = target_block.header.height
+        end = self.epoch_end_height
         if height <= self.committed_height:
             if self.committed_hashes[height] != target:
                 raise SafetyViolation(f"replica {self.me}: conflicting commit at height {height}")
@@ -686,6 +800,8 @@ class ConsensusCore:
             )
         path.reverse()
         for i, (bh, blk) in enumerate(path):
+            if end is not None and blk.header.height > end:
+                break  # the suffix above the epoch's last block is never committed
             headers = [b.header for _, b in path[i:]] + chain_headers[1:]
             cert = CommitCertificate(headers=tuple(headers), qc=qc)
             self.committed_hashes.append(bh)
@@ -694,10 +810,21 @@ class ConsensusCore:
                 self.committed_txs.add(th)
                 self.mempool.pop(th, None)
             ready.committed.append(Committed(block=blk, hash=bh, certificate=cert))
+        if end is not None and self.committed_height == end:
+            self.ended = True
+            self.epoch_proofs[self.epoch] = ConsensusSyncInfo(high_qc=qc, tc=None)
 
     # --- timeouts and view synchronisation ---------------------------------------------------
 
     def _local_timeout(self, view: int, ready: Ready) -> None:
+        if self.ended:
+            return
+        if self.me is None:
+            # Not a member of this epoch's set: follow, never vote. Ask the others for what
+            # this replica may have missed (they answer when they are ahead).
+            info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
+            ready.outbound.append((None, wire.encode(info)))
+            return
         if self.my_timeout is None or self.timeout_view != view:
             self.timeout_view = max(self.timeout_view, view)
             ready.to_persist.append(self.safety_record())
@@ -719,13 +846,35 @@ class ConsensusCore:
             t.signature,
         ) or not self._valid_qc(t.high_qc):
             self.stats.rejected += 1
+            self._send_epoch_proofs(sender, t.high_qc, ready)
             return
         behind = t.high_qc.view < self.high_qc.view or t.view < self.cur_view
-        if behind and sender is not None and sender != self.me:
+        if behind and sender is not None and sender != self.peer:
             info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
             ready.outbound.append((sender, wire.encode(info)))
         self._process_qc(t.high_qc, sender, ready)
         self._record_timeout(t, ready)
+
+    def _send_epoch_proofs(self, peer: int | None, qc: QuorumCert, ready: Ready) -> None:
+        """A timeout or sync info that does not verify may come from a replica still in an
+        ended epoch: send it the QC that ended the epoch its high QC's block belongs to (at most
+        once per ``4 · fetch_retry_ticks``). Blocks of epoch ``e`` have heights ``e·B − 1`` (the
+        base) to ``(e+1)·B + 1`` (the suffix), so two epochs are candidates."""
+        if peer is None or peer == self.peer or not self.epoch_blocks:
+            return
+        b = self.blocks.get(qc.block_hash)
+        if b is None:
+            return
+        first = (b.header.height + 1) // self.epoch_blocks
+        proofs = [self.epoch_proofs[e] for e in (first - 1, first) if e in self.epoch_proofs]
+        if not proofs:
+            return
+        last = self._proof_sent.get(peer)
+        if last is not None and self._now - last < 4 * self.fetch_retry_ticks:
+            return
+        self._proof_sent[peer] = self._now
+        for proof in proofs:
+            ready.outbound.append((peer, wire.encode(proof)))
 
     def _record_timeout(self, t: ConsensusTimeout, ready: Ready) -> None:
         if t.view < self.cur_view:
@@ -759,7 +908,14 @@ class ConsensusCore:
     def _on_sync_info(self, s: ConsensusSyncInfo, sender: int | None, ready: Ready) -> None:
         if not self._valid_qc(s.high_qc) or (s.tc is not None and not self._valid_tc(s.tc)):
             self.stats.rejected += 1
+            self._send_epoch_proofs(sender, s.high_qc, ready)
             return
+        if s.high_qc.view < self.high_qc.view and sender is not None and sender != self.peer:
+            last = self._sync_sent.get(sender)
+            if last is None or self._now - last >= self.fetch_retry_ticks:
+                self._sync_sent[sender] = self._now
+                info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
+                ready.outbound.append((sender, wire.encode(info)))
         self._process_qc(s.high_qc, sender, ready)
         if s.tc is not None:
             self._process_tc(s.tc, ready)
@@ -768,7 +924,9 @@ class ConsensusCore:
 
     def _try_propose(self, ready: Ready) -> None:
         v = self.cur_view
-        if self.vs.leader(v) != self.me or v in self.proposed_views:
+        if self.ended or self.me is None or self.vs.leader(v) != self.me:
+            return
+        if v in self.proposed_views:
             return
         parent = self.blocks.get(self.high_qc.block_hash)
         if parent is None:
@@ -780,7 +938,9 @@ class ConsensusCore:
                 return
             if self.high_qc.view < max(s.high_qc_view for s in tc.sigs):
                 return  # someone has a higher QC; wait for it (or time out)
-        txs = self._pick_txs(parent)
+        end = self.epoch_end_height
+        suffix = end is not None and parent.header.height >= end
+        txs = [] if suffix else self._pick_txs(parent)  # the suffix above an epoch stays empty
         if not txs and not self._chain_needs_blocks(parent) and not self._heartbeat_due():
             return
         self.proposed_views.add(v)
@@ -801,7 +961,7 @@ class ConsensusCore:
         self.stats.proposals += 1
         self._store_block(block, bh, ready)
         ready.outbound.append((None, wire.encode(proposal)))
-        self._on_proposal(proposal, self.me, ready)
+        self._on_proposal(proposal, self.peer, ready)
 
     def _heartbeat_due(self) -> bool:
         return self.empty_block_ticks > 0 and self.idle_ticks >= self.empty_block_ticks
@@ -828,7 +988,10 @@ class ConsensusCore:
     def _chain_needs_blocks(self, tip: Block) -> bool:
         """Empty blocks are needed while transactions above the tip's 3-chain are uncommitted
         here, or while the last three blocks carry transactions (others learn the commit from
-        the next proposal's QC)."""
+        the next proposal's QC), or until the epoch's last block is committed."""
+        end = self.epoch_end_height
+        if end is not None and tip.header.height >= end and self.committed_height < end:
+            return True
         b: Block | None = tip
         for _ in range(3):
             if b is None or b.header.height == 0:
@@ -890,8 +1053,8 @@ class ConsensusCore:
             self._request(parent, sender, ready)
 
     def _request(self, h: bytes, peer: int | None, ready: Ready) -> None:
-        if peer is None or peer == self.me:
-            others = [i for i in range(len(self.vs)) if i != self.me]
+        if peer is None or peer == self.peer:
+            others = [i for i in range(self.n_peers) if i != self.peer]
             if not others:
                 return
             peer = self.rng.choice(others)
@@ -901,7 +1064,7 @@ class ConsensusCore:
         ready.outbound.append((peer, wire.encode(req)))
 
     def _on_block_request(self, r: ConsensusBlockRequest, sender: int | None, ready: Ready) -> None:
-        if sender is None or sender == self.me:
+        if sender is None or sender == self.peer:
             return
         out = []
         b = self.blocks.get(r.block_hash)
@@ -938,7 +1101,7 @@ class ConsensusCore:
 
     # --- recovery ----------------------------------------------------------------------------
 
-    def _recover(self, rec: Recovered) -> None:
+    def _recover(self, rec: Recovered, epoch: tuple[int, ValidatorSet] | None) -> None:
         by_hash = {block_hash(b.header): b for b in rec.blocks}
         # Insert in height order so every stored block has its parent.
         for bh, b in sorted(by_hash.items(), key=lambda kv: kv[1].header.height):
@@ -951,8 +1114,21 @@ class ConsensusCore:
             self.committed_hashes.append(bh)
             for tx in blk.txs:
                 self.committed_txs.add(merkle.tx_hash(tx))
+        if epoch is not None and epoch[0] > 0:
+            e, vs = epoch
+            base_height = e * self.epoch_blocks - 1
+            if not self.epoch_blocks or base_height > self.committed_height:
+                raise ValueError(f"epoch {e} starts above the recovered height")
+            self.epoch = e - 1
+            del_above = self.committed_hashes[base_height + 1 :]
+            self.committed_hashes = self.committed_hashes[: base_height + 1]
+            self.ended = True
+            self._enter_epoch(e, vs)
+            self.committed_hashes += del_above
+        elif self.epoch_end_height is not None and self.committed_height >= self.epoch_end_height:
+            raise ValueError("the recovered height is past epoch 0: pass the epoch and its set")
         s = rec.safety
-        if s is not None:
+        if s is not None and s.epoch == self.epoch:
             self.cur_view = max(s.cur_view, 1)
             self.last_voted_view = s.last_voted_view
             self.timeout_view = s.timeout_view

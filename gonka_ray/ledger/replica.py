@@ -35,10 +35,11 @@ from gonka_ray.ledger.consensus import (
     Validator,
     ValidatorSet,
     block_hash,
+    epoch_chain_id,
 )
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.ledger.storage import LedgerStore
-from gonka_ray.wire import LedgerGenesis
+from gonka_ray.wire import ConsensusSyncInfo, LedgerGenesis
 
 Transport = Callable[[int, bytes], None]
 CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
@@ -46,6 +47,12 @@ CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (
 
 def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
     return ValidatorSet([Validator(p.public_key, p.weight) for p in genesis.participants])
+
+
+def epoch_validators(sm: StateMachine, epoch: int) -> ValidatorSet | None:
+    """The set of consensus epoch ``epoch`` as committed state names it (None: not yet)."""
+    members = sm.validator_set(epoch)
+    return None if members is None else ValidatorSet([Validator(k, w) for k, w in members])
 
 
 def empty_block_ticks(interval_ms: float, tick_ms: float) -> int:
@@ -76,6 +83,9 @@ class LedgerReplica:
         track_latency: record submit-to-commit latencies (benchmarks).
         fsync: fsync every write (power-loss safe) instead of process-crash safe; see storage.
         apply_in_thread: apply committed blocks in a worker thread (see ``_apply_loop``).
+        epoch_blocks: blocks per epoch (``EpochConfig.epoch_blocks``): the validator set may
+            change at each epoch boundary, read from committed state (see the consensus
+            module); 0 keeps the genesis set forever.
     """
 
     def __init__(
@@ -97,6 +107,7 @@ class LedgerReplica:
         track_latency: bool = False,
         fsync: bool = False,
         apply_in_thread: bool = False,
+        epoch_blocks: int = 0,
     ) -> None:
         self.index = index
         self.key = crypto.KeyPair.from_seed(key_seed)
@@ -110,11 +121,19 @@ class LedgerReplica:
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
         self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
-        self.sm = StateMachine(self.genesis)
+        self.sm = StateMachine(self.genesis, epoch_blocks=epoch_blocks)
         if install is not None:
             install(self.sm)
         recovered = self.store.load()
-        self._rebuild_state(len(recovered.committed_hashes))
+        committed = len(recovered.committed_hashes)
+        self._rebuild_state(committed)
+        epoch = None
+        if epoch_blocks and (committed + 1) // epoch_blocks > 0:
+            e = (committed + 1) // epoch_blocks
+            vs = epoch_validators(self.sm, e)
+            if vs is None or self.sm.height != committed:
+                raise StorageError(f"cannot rebuild the validator set of epoch {e}")
+            epoch = (e, vs)
         self.core = ConsensusCore(
             self.validators,
             self.key,
@@ -125,7 +144,13 @@ class LedgerReplica:
             recovered=recovered,
             empty_block_ticks=empty_block_ticks(empty_block_interval_ms, tick_ms),
             admit=self._admit,
+            epoch_blocks=epoch_blocks,
+            epoch=epoch,
         )
+        for e in range(epoch[0] if epoch else 0):  # so that laggards can be helped across
+            found = self.store.committed_block((e + 1) * epoch_blocks - 1)
+            if found is not None:
+                self.core.epoch_proofs[e] = ConsensusSyncInfo(high_qc=found[1].qc, tc=None)
         self._state_hash = self.sm.state_hash  # as of the last applied block
         self._to_check: deque[tuple[bytes, bytes]] = deque()
         self._checker: asyncio.Task | None = None
@@ -239,6 +264,20 @@ class LedgerReplica:
             "stats": vars(self.core.stats),
         }
 
+    async def epoch_context(self, height: int) -> tuple[bytes, list[tuple[bytes, int]]] | None:
+        """``(chain id, [(public_key, power), ...])`` of the consensus epoch that committed
+        ``height``: what a receipt of a block at that height verifies against. None when
+        ``height`` is not committed and applied here."""
+        if not 0 < height <= min(self.core.committed_height, self.sm.height):
+            return None
+        b = self.core.epoch_blocks
+        e = height // b if b else 0
+        members = self.sm.validator_set(e)
+        if members is None:
+            return None
+        base = self.core.committed_hashes[e * b - 1] if e else self.core.genesis_hash
+        return epoch_chain_id(self.core.genesis_hash, e, base), members
+
     async def balance(self, address: str) -> int:
         return self.sm.balance(address)
 
@@ -301,6 +340,11 @@ class LedgerReplica:
                     res = self.sm.apply_block(height, c.hash, c.block.txs)
                 self._state_hash = res.state_hash
                 self.store.record_commit(c.block, c.hash, c.certificate, res)
+                if self.core.ended and height == self.core.epoch_end_height:
+                    nxt = self.core.epoch + 1
+                    vs = epoch_validators(self.sm, nxt)
+                    assert vs is not None  # written while applying the epoch's last block
+                    self._carry_out(self.core.start_epoch(nxt, vs))
                 if height % self.snapshot_every == 0:
                     self.store.save_snapshot(height, self.sm.snapshot())
                 self._committed_txs += len(res.receipts)

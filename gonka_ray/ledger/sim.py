@@ -16,6 +16,12 @@ Honest replicas apply committed blocks to a :class:`~gonka_ray.ledger.state.Stat
 checks are the BFT properties: no two honest replicas commit different blocks at a height,
 their state hashes match at every height, and after the heal every honest replica commits
 every submitted transaction. Everything derives from ``seed``: ``run_scenario(seed)`` replays.
+
+Reconfiguration: with ``epoch_blocks`` set, ``reconfigure = {height: {replica: power}}`` makes an
+end-block hook write those powers into the ``validator`` table at ``height`` (power 0 removes
+the replica); consensus switches sets at the next epoch boundary. Honest replicas start each
+epoch from their own committed state; byzantine ones are handed the set once an honest replica
+has it.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from gonka_ray.ledger.consensus import (
     block_hash,
     vote_bytes,
 )
-from gonka_ray.ledger.state import StateMachine
+from gonka_ray.ledger.state import VALIDATORS, StateMachine, TxContext
 from gonka_ray.wire import (
     Block,
     BlockHeader,
@@ -115,8 +121,11 @@ class SimNetwork:
         timeout_ticks: int = 8,
         max_block_txs: int = 64,
         empty_block_ticks: int = 0,
+        epoch_blocks: int = 0,
+        reconfigure: dict[int, dict[int, int]] | None = None,
     ) -> None:
         self.seed = seed
+        self.epoch_sets: dict[int, ValidatorSet] = {}
         self.rng = random.Random(seed)
         self.n = n
         self.drop = drop
@@ -143,8 +152,12 @@ class SimNetwork:
                     max_block_txs=max_block_txs,
                     seed=seed * 1000 + i,
                     empty_block_ticks=empty_block_ticks,
+                    epoch_blocks=epoch_blocks,
                 )
-            self.nodes.append(Node(i, core, StateMachine(self.genesis), mode))
+            sm = StateMachine(self.genesis, epoch_blocks=epoch_blocks)
+            if reconfigure:
+                sm.on_end_block(_reconfigure_hook(reconfigure))
+            self.nodes.append(Node(i, core, sm, mode))
         self.honest = [nd for nd in self.nodes if nd.byzantine is None]
         self.messages_sent = 0
 
@@ -190,6 +203,22 @@ class SimNetwork:
                 node.commits.append(c.hash)
                 node.state_hashes.append(res.state_hash)
                 node.committed_txs.update(r.tx_hash for r in res.receipts)
+                core = node.core
+                if core is not None and core.ended and height == core.epoch_end_height:
+                    members = node.sm.validator_set(core.epoch + 1)
+                    assert members is not None
+                    vs = ValidatorSet([Validator(k, w) for k, w in members])
+                    self.epoch_sets.setdefault(core.epoch + 1, vs)
+                    self._carry_out(node, core.start_epoch(core.epoch + 1, vs))
+        elif node.core is not None and node.core.ended:
+            self._start_byzantine_epoch(node)
+
+    def _start_byzantine_epoch(self, node: Node) -> None:
+        core = node.core
+        assert core is not None
+        vs = self.epoch_sets.get(core.epoch + 1)
+        if vs is not None:
+            self._carry_out(node, core.start_epoch(core.epoch + 1, vs))
 
     def submit(self, index: int, tx: bytes) -> None:
         node = self.nodes[index]
@@ -209,6 +238,8 @@ class SimNetwork:
                 self._carry_out(node, node.core.step(data, src))
             for node in self.nodes:
                 if node.core is not None:
+                    if node.byzantine is not None and node.core.ended:
+                        self._start_byzantine_epoch(node)
                     self._carry_out(node, node.core.tick())
                     if node.byzantine in ("forge", "replay"):
                         self._misbehave(node)
@@ -327,6 +358,18 @@ class SimNetwork:
         return all(tx_hashes <= nd.committed_txs for nd in self.honest)
 
 
+def _reconfigure_hook(plan: dict[int, dict[int, int]]) -> Any:
+    def hook(ctx: TxContext) -> None:
+        for i, power in sorted(plan.get(ctx.height, {}).items()):
+            address = sim_key(f"replica-{i}").address
+            if power > 0:
+                ctx.put(VALIDATORS, address, power)
+            else:
+                ctx.delete(VALIDATORS, address)
+
+    return hook
+
+
 # --- scenarios --------------------------------------------------------------------------------
 
 
@@ -343,6 +386,8 @@ class ScenarioResult:
     error: str = ""
     n: int = 4
     empty_block_ticks: int = 0
+    epoch_blocks: int = 0
+    epochs: int = 0  # consensus epochs the honest replicas reached
 
     @property
     def ok(self) -> bool:
@@ -351,10 +396,25 @@ class ScenarioResult:
     def describe(self) -> str:
         return (
             f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
-            f"empty_block_ticks={self.empty_block_ticks} "
+            f"empty_block_ticks={self.empty_block_ticks} epoch_blocks={self.epoch_blocks} "
+            f"epochs={self.epochs} "
             f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
             f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed, n=self.n)}"
         )
+
+
+def reconfiguration_plan(
+    rng: random.Random, n: int, byzantine: set[int], epoch_blocks: int
+) -> dict[int, dict[int, int]]:
+    """Two validator-set changes: new powers (honest 1–3, byzantine 1 or removed; with no
+    byzantine replica, one honest replica removed), then everyone back at power 1. The byzantine
+    share stays below 1/3 of power throughout."""
+    first = rng.randint(1, 2 * epoch_blocks)
+    second = first + rng.randint(epoch_blocks, 3 * epoch_blocks)
+    change = {i: (rng.choice([0, 1]) if i in byzantine else rng.randint(1, 3)) for i in range(n)}
+    if not byzantine:
+        change[rng.randrange(n)] = 0
+    return {first: change, second: dict.fromkeys(range(n), 1)}
 
 
 def scenario_txs(rng: random.Random, count: int) -> list[bytes]:
@@ -394,6 +454,11 @@ def run_scenario(
     # of a seed do not depend on it.
     beat = random.Random(f"heartbeat/{seed}")
     empty_block_ticks = beat.randint(2, 3 * max_delay + 2) if beat.random() < 1 / 3 else 0
+    # Validator-set changes at epoch boundaries in half of the runs (same separate stream).
+    epoch_blocks, plan = 0, None
+    if beat.random() < 0.5:
+        epoch_blocks = beat.randint(4, 8)
+        plan = reconfiguration_plan(beat, n, set(byzantine), epoch_blocks)
     net = SimNetwork(
         seed,
         n=n,
@@ -403,6 +468,8 @@ def run_scenario(
         max_delay=max_delay,
         timeout_ticks=2 * max_delay + 4,
         empty_block_ticks=empty_block_ticks,
+        epoch_blocks=epoch_blocks,
+        reconfigure=plan,
     )
     honest_idx = [nd.index for nd in net.honest]
     txs = scenario_txs(rng, rng.randint(5, 25))
@@ -439,4 +506,6 @@ def run_scenario(
         error=error,
         n=n,
         empty_block_ticks=empty_block_ticks,
+        epoch_blocks=epoch_blocks,
+        epochs=max((nd.core.epoch for nd in net.honest if nd.core is not None), default=0),
     )

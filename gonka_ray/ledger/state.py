@@ -19,6 +19,16 @@ block (a busy account) is hashed once. NOTE: AdHash is enough to detect
 divergence between replicas that run the same code; a light client that must trust a state
 *proof* needs a Merkle tree instead (a later issue).
 
+Validator sets (DESIGN §6, contract with the epoch code): table ``validator`` maps a participant
+address to its voting power; genesis fills it from the genesis participants' weights and only
+end-block hooks write it afterwards (settlement writes the next epoch's set there). With
+``epoch_blocks = B > 0``, after the hooks of every epoch's last block (height ``(e+1)·B − 1``) the
+state machine copies it into ``validator_set[e+1]`` as ``[[public_key, power], ...]`` (genesis
+participants in genesis order, then others by key; addresses with no registered key are left
+out; an empty or powerless result keeps the previous set). Consensus epoch ``e+1`` runs with
+exactly that list (:mod:`gonka_ray.ledger.consensus`); keeping every epoch's set in state lets a
+restarted or snapshot-synced replica find the set of the epoch it resumes in.
+
 Extending: later issues add transaction types with :meth:`StateMachine.register` (a handler
 ``(ctx, msg) -> None``) and per-block logic (epochs, expiry) with :meth:`StateMachine.on_end_block`.
 """
@@ -44,6 +54,8 @@ ACCOUNTS = "account"  # address -> [balance, nonce]
 PARTICIPANTS = "participant"  # address -> [public_key, name, weight]
 APPLIED = "applied_tx"  # tx_id -> height at which it was applied
 META = "meta"  # "height" -> last applied height
+VALIDATORS = "validator"  # address -> voting power (written by end-block hooks)
+VALIDATOR_SETS = "validator_set"  # consensus epoch -> [[public_key, power], ...]
 _MOD = 2**256
 _DELETED = object()
 _FLAT = frozenset({int, str, bytes, bool, type(None)})  # canonical as they are
@@ -184,8 +196,9 @@ def _check_amount(amount: Any) -> None:
 class StateMachine:
     """Applies committed blocks. Construct from a :class:`~gonka_ray.wire.LedgerGenesis`."""
 
-    def __init__(self, genesis: LedgerGenesis) -> None:
+    def __init__(self, genesis: LedgerGenesis, *, epoch_blocks: int = 0) -> None:
         self.genesis = genesis
+        self.epoch_blocks = epoch_blocks
         self.tables: dict[str, dict[Any, Any]] = {}
         self._leaves: dict[str, dict[Any, int]] = {}
         self._acc = 0
@@ -204,6 +217,9 @@ class StateMachine:
             ctx.credit(acct.address, acct.balance)
         for p in genesis.participants:
             ctx.put(PARTICIPANTS, crypto.address(p.public_key), [p.public_key, p.name, p.weight])
+            if p.weight > 0:
+                ctx.put(VALIDATORS, crypto.address(p.public_key), p.weight)
+        ctx.put(VALIDATOR_SETS, 0, [[p.public_key, p.weight] for p in genesis.participants])
         self._apply_writes(ctx)
 
     # --- extension points -------------------------------------------------------------------
@@ -229,6 +245,25 @@ class StateMachine:
     def on_end_block(self, hook: EndBlockHook) -> None:
         """Run ``hook(ctx)`` after every block's transactions (epoch boundaries, expiry)."""
         self.end_block_hooks.append(hook)
+
+    def _freeze_validators(self, ctx: TxContext, epoch: int) -> None:
+        order = {p.public_key: i for i, p in enumerate(self.genesis.participants)}
+        members = []
+        for address in ctx.keys(VALIDATORS):
+            power = ctx.get(VALIDATORS, address)
+            record = ctx.get(PARTICIPANTS, address)
+            if record is None or type(power) is not int or power < 0:
+                continue
+            members.append([record[0], power])
+        members.sort(key=lambda m: (order.get(m[0], len(order)), m[0]))
+        if not members or sum(m[1] for m in members) <= 0:
+            members = ctx.get(VALIDATOR_SETS, epoch - 1)
+        ctx.put(VALIDATOR_SETS, epoch, members)
+
+    def validator_set(self, epoch: int) -> list[tuple[bytes, int]] | None:
+        """``[(public_key, power), ...]`` of consensus epoch ``epoch`` (None: not yet known)."""
+        members = self.get(VALIDATOR_SETS, epoch)
+        return None if members is None else [(bytes(pk), int(w)) for pk, w in members]
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -305,6 +340,10 @@ class StateMachine:
         for hook in self.end_block_hooks:
             ctx = TxContext(self, height=height, block_hash=block_hash)
             hook(ctx)
+            self._apply_writes(ctx)
+        if self.epoch_blocks and (height + 1) % self.epoch_blocks == 0:
+            ctx = TxContext(self, height=height, block_hash=block_hash)
+            self._freeze_validators(ctx, (height + 1) // self.epoch_blocks)
             self._apply_writes(ctx)
         self.height = height
         return BlockResult(height, block_hash, self.state_hash, receipts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.sim import SimNetwork, run_scenario, scenario_txs
+from gonka_ray.ledger.sim import SimNetwork, run_scenario, scenario_txs, sim_key
 
 SEEDS = 500
 BATCH = 50
@@ -93,3 +93,50 @@ def test_each_byzantine_mode_with_drops(mode: str) -> None:
     assert net.safety_violations() == []
     if mode == "forge":
         assert sum(nd.core.stats.rejected for nd in net.honest) > 10
+
+
+def test_replica_cut_off_for_several_epochs_catches_up_after_heal() -> None:
+    """The others change sets twice while replica 3 is partitioned away; after the heal it is
+    sent the QCs that ended those epochs, fetches the blocks and follows into the current one."""
+    net = SimNetwork(
+        24,
+        max_delay=2,
+        timeout_ticks=8,
+        empty_block_ticks=2,
+        epoch_blocks=4,
+        reconfigure={2: {0: 2}, 6: {0: 1, 1: 2}},
+    )
+    net.set_partition([{0, 1, 2}, {3}])
+    net.run(150)
+    assert net.nodes[0].core.epoch >= 3 and net.nodes[3].core.epoch == 0
+    net.set_partition(None)
+    batch = _txs(24, 10)
+    for tx in batch:
+        net.submit(0, tx)
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 600)
+    target = net.nodes[0].core.epoch
+    assert net.run_until(lambda: net.nodes[3].core.epoch >= target, 300)
+    assert net.safety_violations() == []
+
+
+def test_byzantine_replica_voted_out_at_an_epoch_boundary() -> None:
+    net = SimNetwork(
+        25,
+        byzantine={2: "equivocate"},
+        max_delay=2,
+        timeout_ticks=8,
+        empty_block_ticks=3,
+        epoch_blocks=5,
+        reconfigure={3: {2: 0}},
+    )
+    batch = _txs(25, 20)
+    for i, tx in enumerate(batch):
+        net.submit([0, 1, 3][i % 3], tx)
+        net.run(2)
+    wanted = {merkle.tx_hash(t) for t in batch}
+    assert net.run_until(lambda: net.all_committed(wanted), 600)
+    assert net.safety_violations() == []
+    honest = net.honest[0].core
+    assert honest.epoch >= 1 and len(honest.vs) == 3
+    assert honest.vs.index_of(sim_key("replica-2").public_key) is None
