@@ -14,9 +14,12 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   the first block's hash). Participants run the PoC transformer and submit one ``PocClaim``.
 - **PoC validation.** Participants with weight in ``e`` recompute a sample of every other claim
   and submit ``PocVerdict``. At the phase's last height the ledger fixes each claim: accepted
-  iff the weight that accepted it is more than half of the weight that could judge it (everyone
-  weighted but the claimant). NOTE: stricter than a majority of cast verdicts, so validators that
-  stay silent cannot let an inflated claim through. Accepted nonce counts are kept for ``e + 1``
+  iff more than a third of the weight that could judge it (everyone weighted but the claimant)
+  accepted it and more weight accepted than rejected. NOTE: with byzantine weight below a third,
+  an accepted claim passed at least one honest validator's sampled recomputation, and any honest
+  rejection outweighs the byzantine acceptances only if honest validators reject in force — the
+  "more than rejected" half; silent validators cannot get a claim accepted on their own, and a
+  slow machine that misses the phase does not sink honest claims as a strict majority would. Accepted nonce counts are kept for ``e + 1``
   and the next validator set (``state`` table ``validator``) is written from them.
 - **Inference** goes on in every phase; executor draws, validation sampling, duty and the mint
   of epoch ``e`` all use *one* weight set, the one in force from ``e``'s first height.
@@ -293,12 +296,15 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
     for _e, claimant in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         nonces = ctx.get(POC_CLAIMS, (epoch, claimant))
         judges = total - max(0, weights.get(claimant, 0))
-        yes = sum(
-            max(0, weights.get(v, 0))
-            for _e2, _c, v in _rows_with_prefix(ctx, POC_VERDICTS, epoch, claimant)
-            if ctx.get(POC_VERDICTS, (epoch, claimant, v))[0]
-        )
-        accepted[claimant] = len(nonces) if judges > 0 and 2 * yes > judges else 0
+        yes = no = 0
+        for _e2, _c, v in _rows_with_prefix(ctx, POC_VERDICTS, epoch, claimant):
+            w = max(0, weights.get(v, 0))
+            if ctx.get(POC_VERDICTS, (epoch, claimant, v))[0]:
+                yes += w
+            else:
+                no += w
+        ok = judges > 0 and 3 * yes > judges and yes > no
+        accepted[claimant] = len(nonces) if ok else 0
     ctx.put(POC_ACCEPTED, epoch, _pairs(accepted))
     excluded = {a for a, p in _Participants(ctx).items() if p.status is Status.INVALID}
     nxt = settlement.epoch_weights(accepted, excluded, cfg.epoch.weight_cap_share)
