@@ -19,8 +19,8 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   an accepted claim passed at least one honest validator's sampled recomputation, and any honest
   rejection outweighs the byzantine acceptances only if honest validators reject in force — the
   "more than rejected" half; silent validators cannot get a claim accepted on their own, and a
-  slow machine that misses the phase does not sink honest claims as a strict majority would. Accepted nonce counts are kept for ``e + 1``
-  and the next validator set (``state`` table ``validator``) is written from them.
+  slow machine that misses the phase does not sink honest claims as a strict majority would.
+  Accepted nonce counts are kept for ``e + 1``.
 - **Inference** goes on in every phase; executor draws, validation sampling, duty and the mint
   of epoch ``e`` all use *one* weight set, the one in force from ``e``'s first height.
 - **Settlement of the previous epoch** (the last ``T`` blocks of ``e``): validators reveal their
@@ -36,7 +36,10 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   ``epoch_weights(accepted counts of e, excluded = INVALID now, cap)``. If no claim was accepted
   at all (no PoC ran), the current weights carry over minus the excluded, so the network never
   ends up with zero weight. The snapshot of ``e + 1`` (weights, reputations, ``e``'s finished
-  count) is frozen at the same height.
+  count) is frozen at the same height, and the same weights are written to the ``validator``
+  table, which the state machine freezes into the consensus group of ``e + 1`` after this
+  block's hooks (:mod:`gonka_ray.ledger.consensus`: a participant with weight 0 follows the
+  chain without voting).
 
 A ``SeedCommit`` for epoch ``E`` is accepted while the chain is in an earlier epoch or in ``E``'s
 PoC sprint, so a validator cannot pick its seed after seeing which inferences it would check.
@@ -68,7 +71,7 @@ from gonka_ray.ledger.inference_app import (
     _encode_record,
     _Participants,
 )
-from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.ledger.state import PARTICIPANTS, VALIDATORS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, reputation, settlement
 from gonka_ray.protocol.epochs import Phase
 from gonka_ray.protocol.lifecycle import InferenceRecord
@@ -83,7 +86,6 @@ POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
 _STATUS = _PSTATE_FIELDS.index("status")
-VALIDATORS = "validator"  # address -> voting power from the next epoch boundary (consensus)
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,6 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
         pos = _phase(ctx, cfg)
         if ctx.get(SNAPSHOTS, 0) is None:  # the first block: genesis weights rule epoch 0
             _freeze_snapshot(ctx, cfg, 0, 0)
-            _write_validators(ctx, _participant_weights(ctx))
         if ctx.get(EPOCH_SEEDS, pos.epoch) is None:
             ctx.put(
                 EPOCH_SEEDS, pos.epoch, epochs.epoch_seed(pos.epoch, ctx.block_hash, cfg.chain_id)
@@ -306,10 +307,6 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
         ok = judges > 0 and 3 * yes > judges and yes > no
         accepted[claimant] = len(nonces) if ok else 0
     ctx.put(POC_ACCEPTED, epoch, _pairs(accepted))
-    excluded = {a for a, p in _Participants(ctx).items() if p.status is Status.INVALID}
-    nxt = settlement.epoch_weights(accepted, excluded, cfg.epoch.weight_cap_share)
-    if sum(nxt.values()) > 0:
-        _write_validators(ctx, nxt)
     # claims and verdicts are decided: drop them (the counts stay in poc_accepted)
     for key in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         ctx.delete(POC_CLAIMS, key)
@@ -407,6 +404,8 @@ def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[st
     if sum(nxt.values()) == 0:  # no PoC ran: carry the weights over
         nxt = {a: (0 if a in excluded else w) for a, w in _participant_weights(ctx).items()}
     _set_weights(ctx, nxt)
+    # the consensus group of epoch + 1 (frozen by the state machine after this block's hooks)
+    _write_validators(ctx, nxt)
     finished = sum(
         1
         for iid in ctx.keys(UNSETTLED)
