@@ -17,7 +17,9 @@ needed, so actors can start in any order.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -353,7 +355,8 @@ class ExecutorActor(_Role):
 
 class VerifierActor(_Role):
     """The participant's verifier and epoch duties as a Ray actor; :meth:`start` commits the
-    epoch seeds and begins following the ledger in the background."""
+    epoch seeds and begins following the ledger in the background. The constructor starts it
+    too (retrying until it succeeds), so a verifier Ray restarted resumes its duties by itself."""
 
     def __init__(self, spec: ParticipantSpec) -> None:
         super().__init__(spec)
@@ -380,26 +383,43 @@ class VerifierActor(_Role):
             rng=self._rng(spec, "epochs"),
         )
         self._tasks: list = []
+        self._start_lock = asyncio.Lock()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside an event loop (plain use): start() when ready
+            loop = None
+        if loop is not None:
+            # NOTE: Ray runs an async actor's constructor on its event loop; without this a
+            # verifier restarted by max_restarts would sit idle until someone called start().
+            self._autostart = loop.create_task(self._start_until_done())
+
+    async def _start_until_done(self, retry_s: float = 1.0) -> None:
+        while not self._tasks:
+            try:
+                await self.start()
+            except Exception:  # the ledger or MLNode may still be (re)starting: try again
+                logging.getLogger(__name__).exception("%s: verifier start failed", self.spec.name)
+                await asyncio.sleep(retry_s)
 
     async def start(self, poll_interval_s: float = 0.3) -> bool:
         """Commit this epoch's and the next epoch's seeds, then follow the ledger."""
-        import asyncio
-
-        if not self._tasks:
-            await self.worker.run_once()
-            loop = asyncio.get_running_loop()
-            self._tasks = [
-                loop.create_task(self.verifier.run(poll_interval_s)),
-                loop.create_task(self._epoch_loop(poll_interval_s)),
-                loop.create_task(self._publish_metrics()),
-            ]
+        async with self._start_lock:
+            if not self._tasks:
+                await self._start(poll_interval_s)
         return True
+
+    async def _start(self, poll_interval_s: float) -> None:
+        await self.worker.run_once()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.verifier.run(poll_interval_s)),
+            loop.create_task(self._epoch_loop(poll_interval_s)),
+            loop.create_task(self._publish_metrics()),
+        ]
 
     async def _publish_metrics(self) -> None:
         """Publish the verifier's counters as Ray metrics (deltas, every few seconds), so the
         checks themselves make no metric calls."""
-        import asyncio
-
         last = {"checked": 0, "failed": 0, "votes": 0}
         name = self.spec.name
         while True:
@@ -413,9 +433,6 @@ class VerifierActor(_Role):
             last = {k: now[k] for k in last}
 
     async def _epoch_loop(self, poll_interval_s: float) -> None:
-        import asyncio
-        import logging
-
         while True:
             try:
                 await self.worker.run_once()
