@@ -316,8 +316,11 @@ class Recovered:
     """What a restarted replica reloads from its storage."""
 
     blocks: list[Block]  # every stored block (any order)
-    committed_hashes: list[bytes]  # index = height, from 1 (genesis excluded)
+    committed_hashes: list[bytes]  # heights first_height, first_height + 1, ...
     safety: ConsensusSafety | None
+    # > 1 after a snapshot sync: the block at first_height is the trusted root and the
+    # hashes below it are unknown here (ZERO_HASH placeholders).
+    first_height: int = 1
 
 
 @dataclass
@@ -785,7 +788,7 @@ class ConsensusCore:
         height = target_block.header.height
         end = self.epoch_end_height
         if height <= self.committed_height:
-            if self.committed_hashes[height] != target:
+            if self.committed_hashes[height] not in (target, ZERO_HASH):
                 raise SafetyViolation(f"replica {self.me}: conflicting commit at height {height}")
             return
         path: list[tuple[bytes, Block]] = []
@@ -1103,13 +1106,22 @@ class ConsensusCore:
 
     def _recover(self, rec: Recovered, epoch: tuple[int, ValidatorSet] | None) -> None:
         by_hash = {block_hash(b.header): b for b in rec.blocks}
+        if rec.first_height > 1 and rec.committed_hashes:
+            # Snapshot-synced: the root block's ancestors are not here.
+            root = by_hash.get(rec.committed_hashes[0])
+            if root is None or root.header.height != rec.first_height:
+                raise ValueError("the snapshot root block is missing")
+            self.blocks[rec.committed_hashes[0]] = root
+            self.committed_hashes += [ZERO_HASH] * (rec.first_height - 1)
         # Insert in height order so every stored block has its parent.
         for bh, b in sorted(by_hash.items(), key=lambda kv: kv[1].header.height):
             if b.header.parent in self.blocks:
                 self.blocks[bh] = b
-        for bh in rec.committed_hashes:
+        for i, bh in enumerate(rec.committed_hashes):
             blk = self.blocks.get(bh)
-            if blk is None or blk.header.parent != self.committed_hashes[-1]:
+            if blk is None:
+                break
+            if (i > 0 or rec.first_height == 1) and blk.header.parent != self.committed_hashes[-1]:
                 break
             self.committed_hashes.append(bh)
             for tx in blk.txs:

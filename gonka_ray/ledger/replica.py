@@ -7,6 +7,18 @@
 restart could forget; committed blocks are applied to the state machine and recorded with their
 certificates and receipts.
 
+Snapshot sync (``epoch_blocks > 0``): every replica keeps a state snapshot at the last block of
+the latest epoch. A far-behind or wiped replica calls :meth:`LedgerReplica.snapshot_sync`: it
+takes the newest offer (block, commit certificate, snapshot, state hash) and installs it only if
+(1) the snapshot restores to exactly that height and state hash, (2) replicas holding more than
+1/3 of the *genesis* voting power sign ``(genesis, height, block hash, state hash, epoch chain
+id)`` with their keys (so at least one honest replica vouches for it, assuming, as consensus does
+at genesis, that less than 1/3 of genesis power is byzantine), and (3) the commit certificate
+verifies against the restored state's validator set for that epoch under the attested chain id.
+NOTE: block headers do not commit to state (no app hash yet), so the certificate alone cannot
+bind the snapshot; the attestations do. Then it recovers from its store as after a restart and
+block-syncs the rest of the epoch through the consensus core.
+
 Construction means recovery: Ray's ``max_restarts`` reruns ``__init__``, which reloads blocks,
 the safety record, the latest state snapshot and the committed blocks after it, then catches up
 from peers through the core's block fetching. Calls are idempotent: submitting a transaction twice
@@ -24,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import CommitTimeout, StorageError
@@ -35,18 +49,28 @@ from gonka_ray.ledger.consensus import (
     Validator,
     ValidatorSet,
     block_hash,
+    check_block,
     epoch_chain_id,
+    verify_commit_certificate,
 )
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.ledger.storage import LedgerStore
-from gonka_ray.wire import ConsensusSyncInfo, LedgerGenesis
+from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
 
 Transport = Callable[[int, bytes], None]
+STATE_PURPOSE = b"ledger/state-attestation"
 CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
 
 
 def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
     return ValidatorSet([Validator(p.public_key, p.weight) for p in genesis.participants])
+
+
+def attestation_bytes(
+    genesis_hash: bytes, height: int, block: bytes, state_hash: bytes, chain: bytes
+) -> bytes:
+    """What a replica signs to vouch for the committed state at ``height``."""
+    return msgpack.packb([genesis_hash, height, block, state_hash, chain], use_bin_type=True)
 
 
 def epoch_validators(sm: StateMachine, epoch: int) -> ValidatorSet | None:
@@ -121,36 +145,17 @@ class LedgerReplica:
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
         self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
-        self.sm = StateMachine(self.genesis, epoch_blocks=epoch_blocks)
-        if install is not None:
-            install(self.sm)
-        recovered = self.store.load()
-        committed = len(recovered.committed_hashes)
-        self._rebuild_state(committed)
-        epoch = None
-        if epoch_blocks and (committed + 1) // epoch_blocks > 0:
-            e = (committed + 1) // epoch_blocks
-            vs = epoch_validators(self.sm, e)
-            if vs is None or self.sm.height != committed:
-                raise StorageError(f"cannot rebuild the validator set of epoch {e}")
-            epoch = (e, vs)
-        self.core = ConsensusCore(
-            self.validators,
-            self.key,
-            wire.digest(self.genesis),
-            timeout_ticks=timeout_ticks,
-            max_block_txs=max_block_txs,
-            seed=index,
-            recovered=recovered,
-            empty_block_ticks=empty_block_ticks(empty_block_interval_ms, tick_ms),
-            admit=self._admit,
-            epoch_blocks=epoch_blocks,
-            epoch=epoch,
-        )
-        for e in range(epoch[0] if epoch else 0):  # so that laggards can be helped across
-            found = self.store.committed_block((e + 1) * epoch_blocks - 1)
-            if found is not None:
-                self.core.epoch_proofs[e] = ConsensusSyncInfo(high_qc=found[1].qc, tc=None)
+        self.epoch_blocks = epoch_blocks
+        self._install = install
+        self._core_args = {
+            "timeout_ticks": timeout_ticks,
+            "max_block_txs": max_block_txs,
+            "seed": index,
+            "empty_block_ticks": empty_block_ticks(empty_block_interval_ms, tick_ms),
+            "admit": self._admit,
+            "epoch_blocks": epoch_blocks,
+        }
+        self._recover()
         self._state_hash = self.sm.state_hash  # as of the last applied block
         self._to_check: deque[tuple[bytes, bytes]] = deque()
         self._checker: asyncio.Task | None = None
@@ -167,6 +172,41 @@ class LedgerReplica:
         self._submitted_at: dict[bytes, float] = {}
         self._latencies_s: list[float] = []
         self._committed_txs = 0
+
+    def _new_state_machine(self) -> StateMachine:
+        sm = StateMachine(self.genesis, epoch_blocks=self.epoch_blocks)
+        if self._install is not None:
+            self._install(sm)
+        return sm
+
+    def _recover(self) -> None:
+        """(Re)build the state machine and the consensus core from the store."""
+        self.sm = self._new_state_machine()
+        recovered = self.store.load()
+        committed = recovered.first_height + len(recovered.committed_hashes) - 1
+        if not recovered.committed_hashes:
+            committed = 0
+        self._rebuild_state(committed)
+        epoch = None
+        b = self.epoch_blocks
+        if b and (committed + 1) // b > 0:
+            e = (committed + 1) // b
+            vs = epoch_validators(self.sm, e)
+            if vs is None or self.sm.height != committed:
+                raise StorageError(f"cannot rebuild the validator set of epoch {e}")
+            epoch = (e, vs)
+        self.core = ConsensusCore(
+            self.validators,
+            self.key,
+            wire.digest(self.genesis),
+            recovered=recovered,
+            epoch=epoch,
+            **self._core_args,
+        )
+        for e in range(epoch[0] if epoch else 0):  # so that laggards can be helped across
+            found = self.store.committed_block((e + 1) * b - 1)
+            if found is not None:
+                self.core.epoch_proofs[e] = ConsensusSyncInfo(high_qc=found[1].qc, tc=None)
 
     def _rebuild_state(self, committed: int) -> None:
         snap = self.store.latest_snapshot()
@@ -278,6 +318,134 @@ class LedgerReplica:
         base = self.core.committed_hashes[e * b - 1] if e else self.core.genesis_hash
         return epoch_chain_id(self.core.genesis_hash, e, base), members
 
+    # --- snapshot sync -----------------------------------------------------------------------
+
+    def _latest_epoch_end(self) -> int | None:
+        b = self.epoch_blocks
+        if not b:
+            return None
+        h = ((self.sm.height + 1) // b) * b - 1
+        return h if h > 0 else None
+
+    async def snapshot_offer(self) -> dict[str, Any] | None:
+        """The snapshot at the latest epoch's last block this replica applied, with its block,
+        commit certificate and state hash (None when there is none yet)."""
+        h = self._latest_epoch_end()
+        if h is None:
+            return None
+        data = self.store.snapshot_at(h)
+        found = self.store.committed_block(h)
+        if data is None or found is None:
+            return None
+        block, cert, state_hash = found
+        return {
+            "height": h,
+            "block": wire.encode_body(block),
+            "certificate": wire.encode(cert),
+            "state_hash": state_hash,
+            "snapshot": data,
+        }
+
+    async def attest_state(self, height: int) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
+        """``(block hash, state hash, epoch chain id, public key, signature)`` for the committed
+        ``height`` (see the module docstring), or None when not committed and applied here."""
+        found = self.store.committed_block(height)
+        ctx = await self.epoch_context(height)
+        if found is None or ctx is None:
+            return None
+        bh = block_hash(found[0].header)
+        msg = attestation_bytes(self.core.genesis_hash, height, bh, found[2], ctx[0])
+        return bh, found[2], ctx[0], self.key.public_key, self.key.sign(STATE_PURPOSE, msg)
+
+    async def snapshot_sync(self, peers: list[Any] | None = None) -> int:
+        """Catch up from the newest verifiable peer snapshot above the committed height.
+
+        Args:
+            peers: objects with async ``snapshot_offer()`` and ``attest_state(height)`` (other
+                replicas); default: the Ray actors of the other replicas.
+
+        Returns:
+            The height installed, or 0 when no newer offer verified.
+        """
+        peers = peers if peers is not None else self._peer_apis()
+        got = await asyncio.gather(*[p.snapshot_offer() for p in peers], return_exceptions=True)
+        offers = sorted((o for o in got if isinstance(o, dict)), key=lambda o: -o["height"])
+        for offer in offers:
+            if offer["height"] <= self.core.committed_height:
+                break
+            if await self._install_offer(offer, peers):
+                return offer["height"]
+        return 0
+
+    async def _install_offer(self, offer: dict[str, Any], peers: list[Any]) -> bool:
+        try:
+            h = offer["height"]
+            block = wire.decode_body(Block, offer["block"])
+            cert = wire.decode(offer["certificate"], CommitCertificate)
+            state_hash, data = offer["state_hash"], offer["snapshot"]
+            bh = block_hash(block.header)
+            if block.header.height != h or not check_block(block, 10**9):
+                return False
+            if not cert.headers or block_hash(cert.headers[0]) != bh:
+                return False
+            sm = self._new_state_machine()
+            sm.restore(data)
+        except Exception:  # a malformed offer is a refusal, not a crash
+            return False
+        if sm.height != h or sm.state_hash != state_hash:
+            return False
+        vs = epoch_validators(sm, h // self.epoch_blocks)
+        if vs is None:
+            return False
+        atts = await asyncio.gather(*[p.attest_state(h) for p in peers], return_exceptions=True)
+        power: dict[bytes, int] = {}
+        seen: set[bytes] = set()
+        for a in atts:
+            if not isinstance(a, tuple | list) or len(a) != 5:
+                continue
+            abh, ash, chain, pk, sig = a
+            idx = self.validators.index_of(pk)
+            if abh != bh or ash != state_hash or idx is None or pk in seen:
+                continue
+            msg = attestation_bytes(self.core.genesis_hash, h, bh, state_hash, chain)
+            if not crypto.is_valid_signature(pk, STATE_PURPOSE, msg, sig):
+                continue
+            seen.add(pk)
+            power[chain] = power.get(chain, 0) + self.validators.validators[idx].power
+        chain = next((c for c, p in power.items() if 3 * p > self.validators.total), None)
+        if chain is None or not verify_commit_certificate(cert, vs, chain):
+            return False
+        await self.stop()
+        self.store.install_snapshot(block, bh, cert, state_hash, data)
+        self._recover()
+        self._to_apply.clear()
+        self._to_check.clear()
+        self._queued_height = self.sm.height
+        self._state_hash = self.sm.state_hash
+        self.recovered_height = self.core.committed_height
+        self._ensure_started()
+        return True
+
+    def _peer_apis(self) -> list[Any]:
+        import ray
+
+        class _Peer:
+            def __init__(self, handle: Any) -> None:
+                self.handle = handle
+
+            async def snapshot_offer(self) -> Any:
+                return await self.handle.snapshot_offer.remote()
+
+            async def attest_state(self, height: int) -> Any:
+                return await self.handle.attest_state.remote(height)
+
+        out = []
+        for i, name in enumerate(self.peer_names):
+            if i != self.index:
+                with contextlib.suppress(ValueError):
+                    out.append(_Peer(ray.get_actor(name, namespace=self.namespace)))
+        return out
+
     async def balance(self, address: str) -> int:
         return self.sm.balance(address)
 
@@ -345,8 +513,11 @@ class LedgerReplica:
                     vs = epoch_validators(self.sm, nxt)
                     assert vs is not None  # written while applying the epoch's last block
                     self._carry_out(self.core.start_epoch(nxt, vs))
-                if height % self.snapshot_every == 0:
-                    self.store.save_snapshot(height, self.sm.snapshot())
+                end = self._latest_epoch_end()
+                if height % self.snapshot_every == 0 or height == end:
+                    # NOTE: the latest epoch-end snapshot is kept for snapshot sync.
+                    keep = (end,) if end is not None else ()
+                    self.store.save_snapshot(height, self.sm.snapshot(), keep=keep)
                 self._committed_txs += len(res.receipts)
                 if self.track_latency and self._submitted_at:
                     now = time.monotonic()

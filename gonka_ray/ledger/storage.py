@@ -101,10 +101,43 @@ class LedgerStore:
                 ],
             )
 
-    def save_snapshot(self, height: int, data: bytes) -> None:
+    def save_snapshot(self, height: int, data: bytes, *, keep: tuple[int, ...] = ()) -> None:
+        """Store the snapshot at ``height``; older ones go, except those at ``keep``."""
         with self._tx():
             self.db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (height, data))
-            self.db.execute("DELETE FROM snapshots WHERE height < ?", (height,))
+            marks = ",".join("?" * len(keep)) or "NULL"
+            self.db.execute(
+                f"DELETE FROM snapshots WHERE height < ? AND height NOT IN ({marks})",
+                (height, *keep),
+            )
+
+    def snapshot_at(self, height: int) -> bytes | None:
+        row = self.db.execute("SELECT data FROM snapshots WHERE height = ?", (height,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def install_snapshot(
+        self,
+        block: Block,
+        block_hash: bytes,
+        cert: CommitCertificate,
+        state_hash: bytes,
+        data: bytes,
+    ) -> None:
+        """Make a verified snapshot at ``block``'s height the root of this store (snapshot
+        sync): the commits below it are dropped (their blocks and receipts stay)."""
+        h = block.header.height
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)",
+                (block_hash, h, wire.encode_body(block)),
+            )
+            self.db.execute("DELETE FROM commits WHERE height <= ?", (h,))
+            self.db.execute(
+                "INSERT INTO commits VALUES (?, ?, ?, ?, ?)",
+                (h, block_hash, state_hash, wire.encode(cert), msgpack.packb([])),
+            )
+            self.db.execute("DELETE FROM snapshots")
+            self.db.execute("INSERT INTO snapshots VALUES (?, ?)", (h, data))
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -114,10 +147,16 @@ class LedgerStore:
             wire.decode_body(Block, bytes(row[0]))
             for row in self.db.execute("SELECT data FROM blocks ORDER BY height")
         ]
-        hashes = [bytes(r[0]) for r in self.db.execute("SELECT hash FROM commits ORDER BY height")]
+        rows = self.db.execute("SELECT height, hash FROM commits ORDER BY height").fetchall()
+        first = rows[0][0] if rows else 1
+        hashes = []
+        for i, (height, h) in enumerate(rows):
+            if height != first + i:
+                break  # a gap: only the run from the first commit is usable
+            hashes.append(bytes(h))
         row = self.db.execute("SELECT data FROM safety WHERE id = 1").fetchone()
         safety = wire.decode(bytes(row[0]), ConsensusSafety) if row else None
-        return Recovered(blocks=blocks, committed_hashes=hashes, safety=safety)
+        return Recovered(blocks=blocks, committed_hashes=hashes, safety=safety, first_height=first)
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         row = self.db.execute(
