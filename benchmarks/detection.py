@@ -302,6 +302,13 @@ def main() -> None:
         action="store_true",
         help=f"only the vLLM row and honest bulk, into {BULK_PATH} (a second process)",
     )
+    ap.add_argument(
+        "--part",
+        choices=("all", "sampling", "models"),
+        default="all",
+        help="sampling: all but the model cheats; models: only those (run both in parallel)",
+    )
+    ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--cost-only", action="store_true", help="re-measure cost into the JSON")
     ap.add_argument("--from-samples", action="store_true", help=f"analyse {SAMPLES_PATH} only")
     args = ap.parse_args()
@@ -310,6 +317,9 @@ def main() -> None:
 
         with open(SAMPLES_PATH, "rb") as f:
             scope = pickle.load(f)
+        if MODELS_PATH.exists():
+            with open(MODELS_PATH, "rb") as f:
+                scope["cheats"].update(pickle.load(f)["cheats"])
         if BULK_PATH.exists():
             with open(BULK_PATH, "rb") as f:
                 extra = pickle.load(f)
@@ -331,8 +341,16 @@ def main() -> None:
         honest_only(args, model, tok, deadline)
         return
 
+    if args.part == "models":
+        model_cheats(args, model, tok)
+        return
+
     # 1. verifier cost vs generation cost: same threads, same batch size, same 64 tokens
-    cost = measure_cost(model, tok, (1, VER_BATCH) if not args.quick else (1, 4))
+    cost = (
+        {}
+        if args.skip_cost
+        else measure_cost(model, tok, (1, VER_BATCH) if not args.quick else (1, 4))
+    )
     if args.cost_only:
         _merge_cost(cost)
         return
@@ -357,13 +375,11 @@ def main() -> None:
     for j, name in enumerate([*sampling_cheats, "ignore_seed"], start=1):
         cheats[name] = samples[j * nc : (j + 1) * nc]
     bar.update()
-    for kind in ("int8", "int4", "truncate_layers_2", "truncate_layers_6"):
-        cheap = _cheap(model, kind)
-        ex = gen(cheap, cps, css, 128, batch=nc)
-        cheats[kind] = run_verify(model, ex)
-        if kind == "truncate_layers_6":  # laundering: cheap tokens, honest prefill's logprobs
-            cheats["launder"] = run_verify(model, ex, artifacts_from_scores=True)
-        bar.update()
+    _save(args, locals())
+    if args.part == "all":
+        for kind in MODEL_CHEATS:
+            cheats.update(_model_cheat(model, kind, cps, css))
+            bar.update()
     cheats["replace_1_in_64"] = replace_one(model, model, honest128, 128, rng)
     bar.update()
     bar.close()
@@ -439,6 +455,33 @@ SAMPLES_PATH = Path("/tmp/gonka_detection_samples.pkl")
 BULK_PATH = Path("/tmp/gonka_detection_bulk.pkl")
 
 
+MODEL_CHEATS = ("truncate_layers_6", "int8", "int4", "truncate_layers_2")  # most telling first
+MODELS_PATH = Path("/tmp/gonka_detection_models.pkl")
+
+
+def _model_cheat(model, kind: str, cps, css) -> dict[str, list[Sample]]:
+    ex = gen(_cheap(model, kind), cps, css, 128, batch=len(cps))
+    out = {kind: run_verify(model, ex)}
+    if kind == "truncate_layers_6":  # laundering: cheap tokens, honest prefill's logprobs
+        out["launder"] = run_verify(model, ex, artifacts_from_scores=True)
+    return out
+
+
+def model_cheats(args, model, tok) -> None:
+    """``--part models`` (a second process): the model cheats on the main run's prompts and
+    seeds, saved to ``MODELS_PATH`` after each."""
+    import pickle
+
+    cps, css = prompts_for(tok, 0, args.cheat_samples)
+    cheats: dict[str, list[Sample]] = {}
+    for kind in tqdm(MODEL_CHEATS, desc="model cheats"):
+        cheats.update(_model_cheat(model, kind, cps, css))
+        tmp = MODELS_PATH.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"cheats": cheats}, f)
+        tmp.replace(MODELS_PATH)
+
+
 def honest_only(args, model, tok, deadline: float) -> None:
     """More honest samples from a second process: the vLLM executor row, then bulk at 64 tokens
     (other seeds than the main run's), saved to ``BULK_PATH`` for ``--from-samples``."""
@@ -472,7 +515,7 @@ def honest_only(args, model, tok, deadline: float) -> None:
     bar.close()
 
 
-def measure_cost(model, tok, batches) -> dict:
+def measure_cost(model, tok, batches, reps: int = 2) -> dict:
     """Wall time of generating 64 tokens vs verifying them, per batch size (same threads).
 
     A warm-up pass of each runs first; the figure is the best of two repetitions, interleaved
@@ -483,7 +526,7 @@ def measure_cost(model, tok, batches) -> dict:
         ps, ss = prompts_for(tok, 900_000, b)
         H.generate(model, ps, ss, 4, temperature=TEMPERATURE)  # warm-up
         g_best = v_best = float("inf")
-        for _ in range(2):
+        for _ in range(reps):
             t0 = time.perf_counter()
             e = H.generate(model, ps, ss, 64, temperature=TEMPERATURE)
             g_best = min(g_best, time.perf_counter() - t0)
@@ -495,19 +538,19 @@ def measure_cost(model, tok, batches) -> dict:
     return cost
 
 
+COST_PATH = Path("/tmp/gonka_detection_cost.json")
+
+
+def _batch(key: str) -> int:
+    return int(key.split("_")[1])
+
+
 def _merge_cost(cost: dict) -> None:
-    """``--cost-only``: replace the cost figures of an existing results file."""
+    """``--cost-only`` (a separate process): keep the cost figures for the analysis."""
     import json
 
-    path = RESULTS_DIR / "detection.json"
-    data = json.loads(path.read_text())
-    data["cost"] = cost
-    data["summary"]["verify_cost_ratio"] = round(
-        cost[max(cost, key=lambda k: int(k.split("_")[1]))]["ratio"], 4
-    )
-    data["summary"]["verify_cost_ratio_batch_1"] = round(cost["batch_1"]["ratio"], 4)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    print(data["summary"])
+    COST_PATH.write_text(json.dumps(cost))
+    print(cost)
 
 
 def _save(args, scope) -> None:
@@ -553,6 +596,10 @@ def analyse(args, scope) -> None:
     )
     variants, bulk, errors, nc = scope["variants"], scope["bulk"], scope["errors"], scope["nc"]
     wall_s = scope.get("wall_s")
+    if not cost and COST_PATH.exists():
+        import json
+
+        cost = json.loads(COST_PATH.read_text())
     # 5. analysis
     fp32_variants = ("exec_batch_1", "threads_swapped", "vllm_executor")
     honest64 = bulk + h128 + [s for v in fp32_variants for s in variants.get(v, [])]
@@ -630,13 +677,13 @@ def analyse(args, scope) -> None:
     summary = {
         "min_tpr_at_fpr_1e-3_64tok": min(t64.values()),
         "worst_cheat_64tok": min(t64, key=t64.get),
-        "laundering_tpr_at_fpr_1e-3_64tok": t64["launder"],
-        "int8_tpr_at_fpr_1e-3_64tok": t64["int8"],
+        "laundering_tpr_at_fpr_1e-3_64tok": t64.get("launder"),
+        "int8_tpr_at_fpr_1e-3_64tok": t64.get("int8"),
         "honest_samples": len(honest64),
         "honest_false_positives_64tok": int(sum(policy_reject(s, 64, row) for s in honest64)),
         "policy_modelled_fpr": row["implied_fpr"]["total"],
-        "verify_cost_ratio": round(cost[max(cost, key=lambda k: int(k.split("_")[1]))]["ratio"], 4),
-        "verify_cost_ratio_batch_1": round(cost["batch_1"]["ratio"], 4),
+        "verify_cost_ratio": round(cost[max(cost, key=_batch)]["ratio"], 4) if cost else None,
+        "verify_cost_ratio_batch_1": round(cost["batch_1"]["ratio"], 4) if cost else None,
         "artifact_bytes_per_token": round(bpt, 2),
     }
     print(summary)
