@@ -6,13 +6,16 @@ signed transfers at several rates (transactions pre-signed by 1,000 funded clien
 batches every 20 ms round-robin to the replicas, which gossip them), and measures committed
 transactions per second at replica 0 and submit-to-commit latency at the replica each
 transaction was submitted to (same clock). Every replica verifies every signature, persists to
-SQLite (fsync) before sending, and applies every block.
+SQLite before sending, and applies every block. The machine's 1-minute load average at the
+start and the end goes into the JSON: on a shared 2-core machine other work can halve the
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -162,6 +165,7 @@ def main() -> None:
         log_to_driver=False,
     )
     rates = [float(r) for r in args.rates.split(",")]
+    load_start = os.getloadavg()[0]
     all_rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(g) for g in args.groups.split(",")]:
@@ -185,7 +189,11 @@ def main() -> None:
         "p99_ms_half_load_4_replicas": half_rows[0]["p99_ms"] if half_rows else None,
     }
     print(summary)
-    path = write_results("ledger", summary, rows=all_rows, duration_s=args.duration_s)
+    load = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
+    print(f"1-minute load average: {load}")
+    path = write_results(
+        "ledger", summary, rows=all_rows, duration_s=args.duration_s, load_avg_1m=load
+    )
     print(f"wrote {path}")
     plot(all_rows)
 
