@@ -224,8 +224,17 @@ class Executor(RoleBase):
         )
         tx = wire.seal(finish, self.key)
         deadline = self.clock() + FINISH_DEADLINE_S
+        give_up = time.monotonic() + FINISH_DEADLINE_S
         while True:
-            outcome = await self.ledger.submit(tx)
+            try:
+                outcome = await self.ledger.submit(tx)
+            except Exception as exc:  # CommitTimeout, replicas restarting: the tx is idempotent
+                if time.monotonic() >= give_up:
+                    self.finish_failures.append(type(exc).__name__)
+                    log.warning("FinishInference %s not committed: %r", iid.hex()[:12], exc)
+                    return
+                await asyncio.sleep(FINISH_RETRY_S)
+                continue
             if outcome.ok:
                 self.finished += 1
                 return

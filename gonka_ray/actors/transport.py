@@ -58,6 +58,7 @@ MAX_ATTEMPTS = LEDGER_MAX_ATTEMPTS  # executors tried before giving up (503); th
 TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
 RETRY_AFTER_S = 1.0  # Retry-After of an Overloaded answer
 TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
+SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
 
 
 class TransportAgent(RoleBase):
@@ -254,7 +255,7 @@ class TransportAgent(RoleBase):
         return select_executor(iid, attempt, eligible_weights(participants), exclude={self.address})
 
     async def _submit_start(self, tx: bytes, t0: float, timing: dict[str, float]):
-        outcome = await self.ledger.submit(tx)
+        outcome = await _submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
         timing.setdefault("start_commit_s", time.perf_counter() - t0)
         if not outcome.ok:
             log.warning("StartInference rejected: %s", outcome.reason)
@@ -268,7 +269,7 @@ class TransportAgent(RoleBase):
             ),
             self.key,
         )
-        return await self.ledger.submit(tx)
+        return await _submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -284,6 +285,20 @@ class TransportAgent(RoleBase):
             "inflight": self.inflight,
             "replay_window": len(self.replay),
         }
+
+
+async def _submit_until(ledger: LedgerPort, tx: bytes, deadline_s: float, retry_s: float = 0.5):
+    """Submit ``tx``, resubmitting after a commit timeout or an unreachable replica until
+    ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await ledger.submit(tx)
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("ledger submission failed, resending: %r", exc)
+            await asyncio.sleep(retry_s)
 
 
 class _ExecutorFailed(Exception):
