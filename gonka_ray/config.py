@@ -88,8 +88,10 @@ class EpochConfig(_Strict):
     """Epoch, Proof-of-Compute and reward parameters (DESIGN §4–§5)."""
 
     epoch_blocks: int = Field(C.EPOCH_BLOCKS, ge=4, description="blocks per epoch")
-    poc_sprint_blocks: int = Field(20, ge=1, description="blocks of the PoC sprint phase")
-    poc_validation_blocks: int = Field(20, ge=1, description="blocks of PoC validation")
+    # NOTE: ~8 blocks/s on an idle chain (heartbeats); a phase must fit building the PoC model,
+    # the sprint and a commit on a loaded machine, so a few seconds at least.
+    poc_sprint_blocks: int = Field(80, ge=1, description="blocks of the PoC sprint phase")
+    poc_validation_blocks: int = Field(48, ge=1, description="blocks of PoC validation")
     epochs_to_max_reputation: int = Field(C.EPOCHS_TO_MAX_REPUTATION, ge=1)
     reward_per_epoch: int = Field(1_000_000, ge=0, description="minted per epoch, in units")
     weight_cap_share: float = Field(C.WEIGHT_CAP_SHARE, gt=0.0, le=1.0)

@@ -41,10 +41,10 @@ PROMPTS = [
 ]
 
 
-DEMO_EPOCH = {  # short epochs (~30 s on an idle 2-core machine) so the demo sees several
-    "epoch_blocks": 240,
-    "poc_sprint_blocks": 48,
-    "poc_validation_blocks": 24,
+DEMO_EPOCH = {  # short epochs (~35 s on an idle 2-core machine) so the demo sees several
+    "epoch_blocks": 280,
+    "poc_sprint_blocks": 64,
+    "poc_validation_blocks": 40,
     "poc_budget_s": 1.0,
     "poc_calibration_nonces": 1024,
     "reward_per_epoch": 1_000_000,

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,7 @@ class EpochWorker(RoleBase):
         self._tried: set[tuple[str, int, Any]] = set()  # (duty, epoch, item) done this process
         self.sprints: list[dict] = []
         self.verdicts = 0
+        self.rejected: Counter[str] = Counter()  # "<tx type>:<reason>" of refused submissions
 
     async def run_once(self) -> list[str]:
         """Do what the current phase asks; returns the duties carried out (for logs and tests)."""
@@ -210,6 +212,7 @@ class EpochWorker(RoleBase):
         msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))
         outcome = await self.ledger.submit(wire.seal(msg, self.key))
         if not outcome.ok:
+            self.rejected[f"{type(msg).TYPE}:{outcome.reason}"] += 1
             log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)
         return outcome.ok
 
@@ -222,4 +225,9 @@ class EpochWorker(RoleBase):
             self._last = (view.height, now)
 
     def stats(self) -> dict:
-        return {"sprints": list(self.sprints), "verdicts": self.verdicts, "block_s": self._block_s}
+        return {
+            "sprints": list(self.sprints),
+            "verdicts": self.verdicts,
+            "rejected": dict(self.rejected),
+            "block_s": self._block_s,
+        }

@@ -294,6 +294,7 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
     weights = dict(snap.weights) if snap else _participant_weights(ctx)
     total = sum(w for w in weights.values() if w > 0)
     accepted: dict[str, int] = {}
+    unjudged: dict[str, int] = {}
     for _e, claimant in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         nonces = ctx.get(POC_CLAIMS, (epoch, claimant))
         judges = total - max(0, weights.get(claimant, 0))
@@ -304,9 +305,15 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
                 yes += w
             else:
                 no += w
+        if yes == no == 0 and judges > 0:
+            # NOTE: nobody judged it (every validator missed the phase): the ledger cannot tell
+            # a good claim from a bad one, so it keeps the claimant's current weight, never more.
+            # One slow phase must not drain honest weight (and with it the judges of the next).
+            unjudged[claimant] = min(len(nonces), max(0, weights.get(claimant, 0)))
+            continue
         ok = judges > 0 and 3 * yes > judges and yes > no
         accepted[claimant] = len(nonces) if ok else 0
-    ctx.put(POC_ACCEPTED, epoch, _pairs(accepted))
+    ctx.put(POC_ACCEPTED, epoch, _pairs({**accepted, **unjudged}))
     # claims and verdicts are decided: drop them (the counts stay in poc_accepted)
     for key in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         ctx.delete(POC_CLAIMS, key)

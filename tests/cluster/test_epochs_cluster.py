@@ -34,9 +34,9 @@ def config():
             "engine": {"kind": "fake"},
             "ledger": {"expiry_blocks": 2000, "block_interval_ms": 20},
             "epoch": {
-                "epoch_blocks": 120,
-                "poc_sprint_blocks": 30,
-                "poc_validation_blocks": 30,
+                "epoch_blocks": 200,
+                "poc_sprint_blocks": 60,
+                "poc_validation_blocks": 40,
                 "poc_budget_s": 3,
                 "poc_calibration_nonces": 1024,
                 "weight_cap_share": 0.5,

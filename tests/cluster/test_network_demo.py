@@ -14,7 +14,7 @@ def test_demo_scenario_catches_the_cheater(ray_session) -> None:
     config = demo_network_config(
         model="tiny-llama",
         cheat="int4",
-        epoch={"epoch_blocks": 150, "poc_sprint_blocks": 40, "poc_validation_blocks": 20},
+        epoch={"epoch_blocks": 200, "poc_sprint_blocks": 56, "poc_validation_blocks": 32},
     )
     # NOTE: 40 requests: the cheater serves ~1/3 of them and ~70% of those are checked
     # (independent validator seeds), so five invalidations in a row are all but certain.

@@ -411,3 +411,27 @@ def test_a_validator_whose_weight_drops_still_owes_and_may_do_last_epochs_checks
     later, ex2 = chain.run_inference(ta=others[0])
     if ex2 != judge:
         assert chain.validate(judge, later) == [(False, "not_participant")]
+
+
+def test_a_claim_nobody_judged_keeps_at_most_the_current_weight() -> None:
+    chain = Chain()
+    txs = [
+        chain.tx("p0", wire.PocClaim, epoch=0, nonces=list(range(500))),
+        chain.tx("p1", wire.PocClaim, epoch=0, nonces=list(range(50))),
+        chain.tx("p2", wire.PocClaim, epoch=0, nonces=list(range(80))),
+    ]
+    assert chain.block(*txs) == [(True, "")] * 3
+    chain.until(EPOCH.poc_sprint_blocks)
+    # only p2's claim is judged (and accepted); p0's and p1's get no verdict at all
+    judged = [
+        chain.tx(
+            v, wire.PocVerdict, epoch=0, participant=ADDR["p2"], accepted=True, sampled=80, failed=0
+        )
+        for v in ("p0", "p1", "p3")
+    ]
+    assert chain.block(*judged) == [(True, "")] * 3
+    chain.until(epochs.epoch_start(1, EPOCH))
+    w = chain.weights()
+    assert w["p2"] == 80  # judged: its count
+    assert w["p0"] == 100 and w["p1"] == 50  # unjudged: min(claimed, current weight 100)
+    assert w["p3"] == 0  # no claim at all
