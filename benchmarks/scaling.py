@@ -303,6 +303,9 @@ def main() -> None:
     ap.add_argument("--gib-per-participant", type=float, default=1.0, help="memory guard")
     ap.add_argument("--num-cpus", type=int, default=8, help="Ray's logical CPUs (actors use 0)")
     ap.add_argument(
+        "--merge", action="store_true", help="keep the JSON's rows of sizes not run now"
+    )
+    ap.add_argument(
         "--from-results", action="store_true", help="re-derive summary and plot from the JSON"
     )
     args = ap.parse_args()
@@ -315,6 +318,12 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     t_start = time.monotonic()
     init_local_ray(num_cpus=args.num_cpus)
+    kept: list[dict[str, Any]] = []
+    if args.merge and (RESULTS_DIR / "scaling.json").exists():
+        import json
+
+        old = json.loads((RESULTS_DIR / "scaling.json").read_text())["rows"]
+        kept = [r for r in old if r["participants"] not in sizes]
     rows: list[dict[str, Any]] = []
     for n in tqdm(sizes, desc="sizes", unit="size"):
         if n < 2:
@@ -347,8 +356,12 @@ def main() -> None:
         except Exception as exc:  # record and go on: the table says what did not fit
             rows.append({"participants": n, "status": f"failed: {type(exc).__name__}: {exc}"[:300]})
         time.sleep(2)  # let killed actors' processes exit before the next size
-        report(rows, args, final=False)  # written after every size: a cut-off run keeps its data
-    report(rows, args, final=True)
+        report(_merged(kept, rows), args, final=False)  # a cut-off run keeps its data
+    report(_merged(kept, rows), args, final=True)
+
+
+def _merged(kept: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(kept + rows, key=lambda r: r["participants"])
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, *, final: bool) -> None:
