@@ -1,0 +1,61 @@
+"""Crash faults under load, short version of ``benchmarks/faults.py`` (FakeEngine, protocol only).
+
+A bounded closed loop of signed requests runs while, in turn, an executor with a stream in
+flight, a transport agent, a verifier, the ledger leader and an MLNode are killed (Ray restarts
+each). Nothing answered may be missing from the ledger, cut streams end typed and are refunded,
+balances add up, every killed actor comes back and works. Then a burst at one TA with a lowered
+in-flight limit is refused with Overloaded instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from benchmarks.faults import FAULTS, fault_config, scenario
+from gonka_ray.network import launch
+
+
+@pytest.mark.timeout(1500)
+def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_session) -> None:
+    net = launch(fault_config("faulttest", expiry_blocks=200), namespace="gonka_ray_tests")
+    try:
+        r = asyncio.run(
+            scenario(
+                net,
+                requests=120,
+                concurrency=8,
+                bursts=(40,),
+                ta_limit=8,
+                fault_timeout_s=180.0,
+                settle_timeout_s=180.0,
+            )
+        )
+    finally:
+        net.teardown()
+    faults = {f["fault"]: f for f in r["faults"]}
+    assert list(faults) == list(FAULTS) and not any("skipped" in f for f in faults.values()), r
+    # every fault's actor came back
+    assert all(f["restart_s"] is not None for f in faults.values()), {
+        k: f["restart_s"] for k, f in faults.items()
+    }
+    assert faults["executor"]["killed_with_stream_in_flight"]
+    assert faults["executor"]["payload_served_after_restart"] is not False
+    assert faults["verifier"]["checks_resumed_after_restart"]
+    assert faults["ledger"]["caught_up"] and faults["ledger"]["recovered_height"] > 0
+    assert r["after_restart"]["ta"] > 0 and r["after_restart"]["executor"] > 0
+    # nothing lost, the books balance on every replica, and they agree
+    assert r["ledger_settled"] and r["lost_records"] == 0, r["lost"]
+    assert r["balances_conserved"] and r["replicas_agree"], r["books"]
+    # every request got an answer in the end (a client resends a failed one as a new request)
+    assert r["answered"] == r["requests"] >= 120, r["errors_by_cause"]
+    # streams cut mid-way ended typed and were refunded in full
+    cut = [x for x in r["refunds"] if x["tokens_sent"] > 0]
+    assert all(x["error"] == "StreamInterrupted" for x in cut if x["status"] == "expired"), cut
+    assert r["mid_stream_refunded"] == sum(x["status"] == "expired" for x in cut)
+    # back-pressure: the overflow is refused at once with Retry-After, never queued
+    (burst,) = r["bursts"]
+    assert burst["outcomes"].get("Overloaded", 0) > 0 and burst["retry_after_s"] == [1.0]
+    assert set(burst["outcomes"]) <= {"answered", "Overloaded"}, burst
+    assert burst["ta_inflight_peak"] <= 8
