@@ -38,6 +38,7 @@ from gonka_ray.actors.clients import BackgroundTasks, PeerExecutor, RoleBase
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
+    CommitTimeout,
     EngineError,
     InsufficientBalance,
     InvalidRequest,
@@ -45,6 +46,7 @@ from gonka_ray.exceptions import (
     NoExecutorAvailable,
     Overloaded,
     StreamInterrupted,
+    TxRejected,
 )
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import payments
@@ -219,6 +221,20 @@ class TransportAgent(RoleBase):
                 log.info("attempt %d of %s: executor unreachable: %s", attempt, iid.hex()[:12], exc)
                 self.retries += 1
                 continue
+            # NOTE: the last item waits for the Start's commit (it ran alongside generation and
+            # has almost always committed by now): a client never holds an answer the ledger
+            # has no record of, even if this TA dies right after (fault tests lost 3 of 944).
+            try:
+                started = await start_task
+            except Exception as exc:
+                raise CommitTimeout(
+                    f"the StartInference of {iid.hex()} did not commit: {exc}; nothing was charged"
+                ) from None
+            if not started.ok:
+                raise TxRejected(
+                    f"the ledger refused the StartInference: {started.reason}; nothing was charged",
+                    reason=started.reason,
+                )
             self._tasks.spawn(self._submit_delivered(start_task, iid, output))
             self.timings.append(timing)
             cost = payments.cost_amount(len(prompt_ids), len(output), self.price_per_token, escrow)

@@ -29,7 +29,8 @@ def test_demo_scenario_catches_the_cheater(ray_session) -> None:
     assert s["checks_per_inference"] >= 0.6  # target 1 check per newcomer inference
     assert s["epochs_settled"] >= 2 and s["cheater_paid_in_invalid_epochs"] == 0
     rows = {r["participant"]: r for r in report.rows}
-    assert rows["p3"]["status"] in ("INVALID", "EXCLUDED") and rows["p3"]["invalidated"] >= 5
+    # INVALID, then weight 0 for the next epoch; after that it may earn weight again (RAMPING)
+    assert rows["p3"]["invalidated"] >= 5
     invalid = [r for r in report.epochs if r["note"].startswith("INVALID")]
     assert invalid and all(r["participant"] == "p3" and r["reward"] == 0 for r in invalid)
     assert all(
