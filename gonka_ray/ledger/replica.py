@@ -165,6 +165,7 @@ class LedgerReplica:
         self._ticker: asyncio.Task | None = None
         self._to_apply: deque[Committed] = deque()
         self._applier: asyncio.Task | None = None
+        self._stopped = False  # stop() was called: ignore further input, never restart
         self._queued_height = self.sm.height
         self.recovered_height = self.core.committed_height
         # Benchmarks: submit-to-commit latency of transactions submitted here (same clock).
@@ -230,12 +231,16 @@ class LedgerReplica:
 
     async def deliver(self, data: bytes, sender: int) -> None:
         """A consensus message from peer ``sender`` (fire-and-forget from the peer)."""
+        if self._stopped:
+            return
         self._ensure_started()
         self._carry_out(self.core.step(data, sender))
 
     async def deliver_many(self, batch: list[bytes], sender: int) -> None:
         """Several consensus messages from peer ``sender`` in one call, handled in order; what
         they produce is persisted in one write and then sent (one Ray call per peer)."""
+        if self._stopped:
+            return
         self._ensure_started()
         merged = Ready()
         for data in batch:
@@ -423,6 +428,7 @@ class LedgerReplica:
         self._queued_height = self.sm.height
         self._state_hash = self.sm.state_hash
         self.recovered_height = self.core.committed_height
+        self._stopped = False  # paused only to swap the state in
         self._ensure_started()
         return True
 
@@ -455,6 +461,10 @@ class LedgerReplica:
         return None
 
     async def stop(self) -> None:
+        """Stop ticking and handling messages; returns once committed blocks are applied and
+        recorded (a peer's late message must not restart the replica or write to a closed
+        store)."""
+        self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -466,7 +476,7 @@ class LedgerReplica:
     # --- shell -----------------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
-        if self._ticker is None:
+        if self._ticker is None and not self._stopped:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def _tick_loop(self) -> None:
