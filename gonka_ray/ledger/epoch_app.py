@@ -86,6 +86,9 @@ POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
 _STATUS = _PSTATE_FIELDS.index("status")
+# NOTE: a TA draws from the weights it last saw; its Start may commit a few blocks after the
+# boundary. For this many blocks a Start may name the previous epoch's draw (still not INVALID).
+DRAW_GRACE_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -438,7 +441,14 @@ def install_protocol(
             return 0 if row is None else int(row[2])
         return snap.weights.get(address, 0)
 
-    inference_app.install(sm, inference, validator_weight)
+    def previous_weights(ctx: TxContext, height: int) -> dict[str, int] | None:
+        e = epochs.epoch_of(height, epoch.epoch)
+        if e == 0 or height - epochs.epoch_start(e, epoch.epoch) >= DRAW_GRACE_BLOCKS:
+            return None
+        snap = snapshot_of(ctx.get, e - 1)
+        return None if snap is None else dict(snap.weights)
+
+    inference_app.install(sm, inference, validator_weight, previous_weights)
     install(sm, epoch)
 
 

@@ -24,7 +24,7 @@ Everything else is signed by a registered participant, checked by the book.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -150,10 +150,14 @@ class _Accounts:
 
 
 ValidatorWeight = Callable[[TxContext, InferenceRecord, str], int]
+PreviousWeights = Callable[[TxContext, int], Mapping[str, int] | None]
 
 
 def book_for(
-    ctx: TxContext, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
+    ctx: TxContext,
+    config: InferenceAppConfig,
+    validator_weight: ValidatorWeight | None = None,
+    previous_weights: PreviousWeights | None = None,
 ) -> InferenceBook:
     """An :class:`InferenceBook` reading and writing through ``ctx``."""
     return InferenceBook(
@@ -166,6 +170,9 @@ def book_for(
         fpr=config.fpr,
         validator_weight=(
             None if validator_weight is None else (lambda rec, a: validator_weight(ctx, rec, a))
+        ),
+        previous_weights=(
+            None if previous_weights is None else (lambda h: previous_weights(ctx, h))
         ),
     )
 
@@ -181,12 +188,16 @@ def open_client_request(request: bytes) -> wire.Signed:
 
 
 def install(
-    sm: StateMachine, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
+    sm: StateMachine,
+    config: InferenceAppConfig,
+    validator_weight: ValidatorWeight | None = None,
+    previous_weights: PreviousWeights | None = None,
 ) -> None:
     """Register the lifecycle handlers and the end-of-block hook on ``sm``.
 
     ``validator_weight`` (from the epoch app) says which weight entitles a participant to
-    validate an inference; default: its current weight.
+    validate an inference; default: its current weight. ``previous_weights`` (from the epoch
+    app) lets a Start that lands just after an epoch boundary name the previous epoch's draw.
     """
 
     def start(ctx: TxContext, msg: wire.StartInference) -> None:
@@ -195,7 +206,7 @@ def install(
         except WireError as exc:
             ctx.reject(f"bad_client_request:{type(exc).__name__}")
         req = client.message
-        book_for(ctx, config).start(
+        book_for(ctx, config, previous_weights=previous_weights).start(
             inference_id=client.id,
             requester=client.signer_address,
             transport_agent=ctx.sender,

@@ -131,6 +131,9 @@ class InferenceBook:
             (default: its current weight). The ledger passes the weight of the epoch the
             inference finished in, so a validator whose weight dropped at an epoch boundary can
             still do the checks it owed for the epoch before.
+        previous_weights: ``height -> weights`` of the epoch before, while a Start landing at
+            ``height`` may still name a draw made under them (None otherwise): a TA draws from
+            the weights it last saw, and its Start can commit just after an epoch boundary.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class InferenceBook:
         fpr: float = 0.05,
         on_invalid: Callable[[str], None] | None = None,
         validator_weight: Callable[[InferenceRecord, str], int] | None = None,
+        previous_weights: Callable[[int], Mapping[str, int] | None] | None = None,
     ) -> None:
         self.accounts = accounts
         self.participants = participants
@@ -155,6 +159,7 @@ class InferenceBook:
         self.fpr = fpr
         self.on_invalid = on_invalid
         self.validator_weight = validator_weight
+        self.previous_weights = previous_weights
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -207,7 +212,9 @@ class InferenceBook:
             drawn = self.expected_executor(inference_id, attempt, transport_agent)
         except NoExecutorAvailable:
             raise _reject("no_executor", "no eligible executor") from None
-        if executor != drawn:
+        if executor != drawn and not self._drawn_before(
+            inference_id, attempt, transport_agent, executor, height
+        ):
             raise _reject("wrong_executor", f"executor must be the draw's result {drawn}")
         existing = self.records.get(inference_id)
         if existing is not None:
@@ -373,6 +380,25 @@ class InferenceBook:
         if rec is None:
             raise _reject("unknown_inference", "no such inference")
         return rec
+
+    def _drawn_before(
+        self, inference_id: bytes, attempt: int, ta: str, executor: str, height: int
+    ) -> bool:
+        """Whether ``executor`` is the draw under the previous epoch's weights (grace window)."""
+        before = self.previous_weights(height) if self.previous_weights else None
+        if not before:
+            return False
+        eligible = {
+            a: w
+            for a, w in before.items()
+            if w > 0 and a in self.participants and self.participants[a].status != Status.INVALID
+        }
+        try:
+            return (
+                selection.select_executor(inference_id, attempt, eligible, exclude={ta}) == executor
+            )
+        except NoExecutorAvailable:
+            return False
 
     def _check_judge(self, rec: InferenceRecord, judge: str, weight: int | None = None) -> None:
         p = self.participants.get(judge)

@@ -435,3 +435,79 @@ def test_a_claim_nobody_judged_keeps_at_most_the_current_weight() -> None:
     assert w["p2"] == 80  # judged: its count
     assert w["p0"] == 100 and w["p1"] == 50  # unjudged: min(claimed, current weight 100)
     assert w["p3"] == 0  # no claim at all
+
+
+def test_a_start_just_after_the_boundary_may_name_the_previous_epochs_draw() -> None:
+    from gonka_ray.protocol.selection import eligible_weights, select_executor
+
+    chain = Chain()
+    claims = {"p0": 300, "p1": 200, "p2": 100}  # p3 makes no claim: weight 0 in epoch 1
+    assert all(
+        ok
+        for ok, _ in chain.block(
+            *[chain.tx(n, wire.PocClaim, epoch=0, nonces=list(range(k))) for n, k in claims.items()]
+        )
+    )
+    chain.until(EPOCH.poc_sprint_blocks)
+    verdicts = [
+        chain.tx(
+            v, wire.PocVerdict, epoch=0, participant=ADDR[c], accepted=True, sampled=9, failed=0
+        )
+        for c in claims
+        for v in KEYS
+        if v != c
+    ]
+    assert all(ok for ok, _ in chain.block(*verdicts))
+    old = epoch_app.snapshot_of(chain.sm.get, 0).weights
+    chain.until(epochs.epoch_start(1, EPOCH))
+    new = {ADDR[n]: w for n, w in chain.weights().items()}
+    assert old != new
+
+    def request_whose_draws_differ():
+        while True:
+            req = wire.InferenceRequest(
+                model="tiny",
+                messages=(wire.ChatMessage("user", "hi"),),
+                prompt=None,
+                sampling=wire.SamplingSpec(0.7, 1.0, 0, 20, 42, 5, ()),
+                timestamp_ms=1,
+                nonce=next(chain.requests),
+                max_escrow=10_000,
+            )
+            env = wire.seal(req, CLIENT)
+            iid = inference_app.inference_id_of(env)
+            before = select_executor(
+                iid, 0, {a: w for a, w in old.items() if w}, exclude={ADDR["p0"]}
+            )
+            now = select_executor(iid, 0, {a: w for a, w in new.items() if w}, exclude={ADDR["p0"]})
+            if before != now:
+                return env, before
+
+    def start(env, executor):
+        return chain.tx(
+            "p0",
+            wire.StartInference,
+            request=env,
+            executor=executor,
+            attempt=0,
+            prompt_tokens=10,
+            prompt_hash=b"\x01" * 32,
+        )
+
+    env, stale = request_whose_draws_differ()
+    assert chain.block(start(env, stale)) == [(True, "")]  # within the grace window
+    chain.until(epochs.epoch_start(1, EPOCH) + epoch_app.DRAW_GRACE_BLOCKS)
+    env, stale = request_whose_draws_differ()
+    assert chain.block(start(env, stale)) == [(False, "wrong_executor")]
+    assert eligible_weights  # imported for the draw's definition of who may be drawn
+
+
+def test_gonka_errors_survive_pickling_with_their_fields() -> None:
+    import pickle
+
+    from gonka_ray.exceptions import Overloaded, TxRejected
+
+    e = pickle.loads(pickle.dumps(TxRejected("refused", reason="wrong_executor")))
+    assert isinstance(e, TxRejected) and e.reason == "wrong_executor" and e.message == "refused"
+    o = pickle.loads(pickle.dumps(Overloaded("busy", retry_after_s=2.5)))
+    assert o.retry_after_s == 2.5 and o.to_dict()["code"] == Overloaded.code
