@@ -373,7 +373,7 @@ def bench(
     async def go():
         send, close = make_send()
         try:
-            return await run_closed_loop(send, n_requests, concurrency, progress=True)
+            return await run_closed_loop(send, n_requests, concurrency, progress=not as_json)
         finally:
             await close()
 

@@ -26,6 +26,11 @@ class GonkaError(Exception):
         self.message = message
         self.fields = fields
 
+    def __reduce__(self) -> tuple:
+        # NOTE: subclasses take required keyword arguments (reason=...), which the default
+        # Exception pickling cannot pass; Ray must ship them between actors intact.
+        return (_rebuild, (type(self), self.message), self.__dict__)
+
     def to_dict(self) -> dict[str, Any]:
         """An OpenAI-style error object: ``{"message", "type", "code", "param"}``."""
         return {
@@ -34,6 +39,12 @@ class GonkaError(Exception):
             "code": self.code,
             "param": self.fields.get("field"),
         }
+
+
+def _rebuild(cls: type, message: str) -> GonkaError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
 
 
 class RecoverableError(GonkaError):
