@@ -158,12 +158,8 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        namespace="gonka_ray_bench",
-        log_to_driver=False,
-    )
+    options = {"include_dashboard": False, "namespace": "gonka_ray_bench", "log_to_driver": False}
+    ray.init(_node_ip_address="127.0.0.1", **options)
     rates = [float(r) for r in args.rates.split(",")]
     load_start = os.getloadavg()[0]
     all_rows: list[dict] = []

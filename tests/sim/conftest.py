@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _forbid_ray_init(monkeypatch: pytest.MonkeyPatch) -> None:
+def _forbid_starting_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     def refuse(*args: object, **kwargs: object) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _forbid_ray_init(monkeypatch: pytest.MonkeyPatch) -> None:
+def _forbid_starting_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         import ray
     except ImportError:  # pragma: no cover - ray is a dependency
