@@ -159,9 +159,14 @@ async def run_demo(
         net.teardown()
 
 
+def _ledger(net: Network) -> Any:
+    """The first participant's replica: committed state for the demo's reports."""
+    return net.handle(next(iter(net.specs)), "ledger")
+
+
 async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
     """Wait until no inference is still being verified or voted on (bounded)."""
-    ledger = net.handle(next(iter(net.specs)), "ledger")
+    ledger = _ledger(net)
     deadline = time.monotonic() + timeout_s
     quiet = 0
     while time.monotonic() < deadline:
@@ -180,7 +185,7 @@ async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
 
 
 async def _epoch_view(net: Network) -> Any:
-    return await net.handle(next(iter(net.specs)), "ledger").epoch_view.remote()
+    return await _ledger(net).epoch_view.remote()
 
 
 async def _wait_epoch(net: Network, epoch: int, timeout_s: float, echo: Any) -> None:
@@ -197,20 +202,20 @@ async def _wait_epoch(net: Network, epoch: int, timeout_s: float, echo: Any) -> 
 async def _last_finish_epoch(net: Network, done: list[wire.InferenceDone]) -> int:
     from gonka_ray.protocol.epochs import epoch_of
 
-    ledger = net.handle(next(iter(net.specs)), "ledger")
+    ledger = _ledger(net)
     recs = [await ledger.inference.remote(d.inference_id) for d in done]
     return max(epoch_of(r.finish_height, net.config.epoch) for r in recs if r is not None)
 
 
 async def _wait_settled(net: Network, epoch: int, timeout_s: float) -> None:
-    ledger = net.handle(next(iter(net.specs)), "ledger")
+    ledger = _ledger(net)
     deadline = time.monotonic() + timeout_s
     while await ledger.settlement.remote(epoch) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
 
 
 async def _epoch_rows(net: Network, config: NetworkConfig, epochs: range) -> list[dict[str, Any]]:
-    ledger = net.handle(next(iter(net.specs)), "ledger")
+    ledger = _ledger(net)
     cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
     rows = []
     for e in epochs:
@@ -250,7 +255,7 @@ async def _report(
     first_text: str,
     epochs: range,
 ) -> DemoReport:
-    ledger = net.handle(next(iter(net.specs)), "ledger")
+    ledger = _ledger(net)
     parts = await net.participants()
     stats = await net.stats()
     recs = [await ledger.inference.remote(d.inference_id) for d in done]

@@ -88,31 +88,26 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
 
 
+def _record(name: str, op: str, value: float, tags: dict[str, Any], *, skip: bool = False) -> None:
+    m = _metric(name)
+    if m is None or skip:
+        return
+    try:
+        getattr(m, op)(value, tags=_tags(tags))
+    except Exception as exc:
+        log.debug("metric %s: %r", name, exc)
+
+
 def inc(name: str, value: float = 1.0, **tags: Any) -> None:
     """Add ``value`` to counter ``name``."""
-    m = _metric(name)
-    if m is not None and value > 0:
-        try:
-            m.inc(value, tags=_tags(tags))
-        except Exception as exc:
-            log.debug("metric %s: %r", name, exc)
+    _record(name, "inc", value, tags, skip=value <= 0)
 
 
 def observe(name: str, value: float, **tags: Any) -> None:
     """Record ``value`` in histogram ``name``."""
-    m = _metric(name)
-    if m is not None:
-        try:
-            m.observe(value, tags=_tags(tags))
-        except Exception as exc:
-            log.debug("metric %s: %r", name, exc)
+    _record(name, "observe", value, tags)
 
 
 def set_gauge(name: str, value: float, **tags: Any) -> None:
     """Set gauge ``name`` to ``value``."""
-    m = _metric(name)
-    if m is not None:
-        try:
-            m.set(value, tags=_tags(tags))
-        except Exception as exc:
-            log.debug("metric %s: %r", name, exc)
+    _record(name, "set", value, tags)

@@ -88,8 +88,8 @@ class Chain:
 
     # --- lifecycle shortcuts -----------------------------------------------------------------
 
-    def run_inference(self, ta: str = "p0") -> tuple[bytes, str]:
-        """Start and finish one inference; returns its id and executor name."""
+    def client_request(self) -> bytes:
+        """A fresh signed chat request from the funded client."""
         req = wire.InferenceRequest(
             model="tiny",
             messages=(wire.ChatMessage("user", "hi"),),
@@ -99,7 +99,11 @@ class Chain:
             nonce=next(self.requests),
             max_escrow=10_000,
         )
-        request = wire.seal(req, CLIENT)
+        return wire.seal(req, CLIENT)
+
+    def run_inference(self, ta: str = "p0") -> tuple[bytes, str]:
+        """Start and finish one inference; returns its id and executor name."""
+        request = self.client_request()
         iid = inference_app.inference_id_of(request)
         ctx = TxContext(self.sm, height=self.sm.height, block_hash=b"")
         ex = inference_app.book_for(ctx, APP).expected_executor(iid, 0, ADDR[ta])
@@ -465,16 +469,7 @@ def test_a_start_just_after_the_boundary_may_name_the_previous_epochs_draw() -> 
 
     def request_whose_draws_differ():
         while True:
-            req = wire.InferenceRequest(
-                model="tiny",
-                messages=(wire.ChatMessage("user", "hi"),),
-                prompt=None,
-                sampling=wire.SamplingSpec(0.7, 1.0, 0, 20, 42, 5, ()),
-                timestamp_ms=1,
-                nonce=next(chain.requests),
-                max_escrow=10_000,
-            )
-            env = wire.seal(req, CLIENT)
+            env = chain.client_request()
             iid = inference_app.inference_id_of(env)
             before = select_executor(
                 iid, 0, {a: w for a, w in old.items() if w}, exclude={ADDR["p0"]}
