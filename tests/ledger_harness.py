@@ -58,6 +58,9 @@ class Chain:
         self.pending: dict[str, int] = {}
         self.salts = itertools.count(1 << 40)
         self.requests = itertools.count()
+        # An empty first block, as on a live replica: its end-block bookkeeping (the draw's
+        # eligible set) is done before any test takes a "state must not change" baseline.
+        self.block()
 
     # --- signing ---------------------------------------------------------------------------
 

@@ -86,9 +86,6 @@ POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
 _STATUS = _PSTATE_FIELDS.index("status")
-# NOTE: a TA draws from the weights it last saw; its Start may commit a few blocks after the
-# boundary. For this many blocks a Start may name the previous epoch's draw (still not INVALID).
-DRAW_GRACE_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -128,21 +125,15 @@ class EpochView:
     verdicts: frozenset[tuple[str, str]]  # (claimant, validator)
 
 
-def _pairs(d: dict[str, int]) -> list[list]:
-    return [[k, int(v)] for k, v in sorted(d.items())]
-
-
-def _unpairs(rows: list) -> dict[str, int]:
-    return {str(k): int(v) for k, v in rows}
-
-
 def snapshot_of(get, epoch: int) -> settlement.EpochSnapshot | None:
     """The frozen :class:`EpochSnapshot` of ``epoch`` (``get`` is a table getter)."""
     row = get(SNAPSHOTS, epoch)
     if row is None:
         return None
     weights, reps, traffic, _height = row
-    return settlement.EpochSnapshot(epoch, _unpairs(weights), _unpairs(reps), int(traffic))
+    return settlement.EpochSnapshot(
+        epoch, inference_app.unpairs(weights), inference_app.unpairs(reps), int(traffic)
+    )
 
 
 def _participant_weights(ctx: TxContext) -> dict[str, int]:
@@ -182,8 +173,8 @@ def _freeze_snapshot(ctx: TxContext, cfg: EpochAppConfig, epoch: int, traffic: i
         SNAPSHOTS,
         epoch,
         [
-            _pairs(_participant_weights(ctx)),
-            _pairs(_reputations(ctx, cfg)),
+            inference_app.pairs(_participant_weights(ctx)),
+            inference_app.pairs(_reputations(ctx, cfg)),
             int(traffic),
             ctx.height,
         ],
@@ -316,7 +307,7 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
             continue
         ok = judges > 0 and 3 * yes > judges and yes > no
         accepted[claimant] = len(nonces) if ok else 0
-    ctx.put(POC_ACCEPTED, epoch, _pairs({**accepted, **unjudged}))
+    ctx.put(POC_ACCEPTED, epoch, inference_app.pairs({**accepted, **unjudged}))
     # claims and verdicts are decided: drop them (the counts stay in poc_accepted)
     for key in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         ctx.delete(POC_CLAIMS, key)
@@ -407,7 +398,7 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
 
 def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[str]) -> None:
     """Last height of ``epoch``: the weights, seed and snapshot of ``epoch + 1``."""
-    accepted = _unpairs(ctx.get(POC_ACCEPTED, epoch) or [])
+    accepted = inference_app.unpairs(ctx.get(POC_ACCEPTED, epoch) or [])
     if ctx.get(POC_ACCEPTED, epoch) is not None:
         ctx.delete(POC_ACCEPTED, epoch)
     nxt = settlement.epoch_weights(accepted, excluded, cfg.epoch.weight_cap_share)
@@ -441,14 +432,7 @@ def install_protocol(
             return 0 if row is None else int(row[2])
         return snap.weights.get(address, 0)
 
-    def previous_weights(ctx: TxContext, height: int) -> dict[str, int] | None:
-        e = epochs.epoch_of(height, epoch.epoch)
-        if e == 0 or height - epochs.epoch_start(e, epoch.epoch) >= DRAW_GRACE_BLOCKS:
-            return None
-        snap = snapshot_of(ctx.get, e - 1)
-        return None if snap is None else dict(snap.weights)
-
-    inference_app.install(sm, inference, validator_weight, previous_weights)
+    inference_app.install(sm, inference, validator_weight)
     install(sm, epoch)
 
 

@@ -14,7 +14,10 @@ Tables (all hashed into the state hash like every other table):
 - ``pstate``: participant address → protocol counters (status, reputation inputs, fees);
 - ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed (written by
   :mod:`gonka_ray.ledger.epoch_app`, which owns the epoch transactions);
-- ``unsettled``: inference id → finish height, until an epoch settlement pays it out.
+- ``unsettled``: inference id → finish height, until an epoch settlement pays it out;
+- ``draw_set``: the draw's recent eligible sets (``-1`` → the current one, ``height`` → one
+  replaced at that height, kept ``draw_grace_blocks``), so a Start drawn from a view a few blocks
+  old still commits.
 
 Authorisation: the StartInference carries the *client's* signed request, so a TA can only escrow
 what the client agreed to (``max_escrow``); the inference id is ``sha256(client signature)``.
@@ -44,6 +47,7 @@ OPEN = "inference_open"
 PSTATE = "pstate"
 SEED_COMMITS = "seed_commit"
 UNSETTLED = "unsettled"
+DRAW_SETS = "draw_set"
 
 _RECORD_FIELDS = [f.name for f in fields(InferenceRecord)]
 _PSTATE_FIELDS = [f.name for f in fields(ParticipantRecord) if f.name not in ("address", "weight")]
@@ -57,6 +61,7 @@ class InferenceAppConfig:
     expiry_blocks: int = 600
     vote_blocks: int = 20
     fpr: float = 0.05
+    draw_grace_blocks: int = 64  # a TA's view of the participants may be this many blocks old
 
 
 def _encode_record(rec: InferenceRecord) -> list:
@@ -69,6 +74,15 @@ def _encode_record(rec: InferenceRecord) -> list:
             v = sorted([k, bool(b)] for k, b in v.items())
         out.append(v)
     return out
+
+
+def pairs(weights: Mapping[str, int]) -> list[list]:
+    """``{address: amount}`` as sorted ``[address, amount]`` rows (canonical table values)."""
+    return [[k, int(v)] for k, v in sorted(weights.items())]
+
+
+def unpairs(rows: list) -> dict[str, int]:
+    return {str(k): int(v) for k, v in rows}
 
 
 def _decode_record(row: list) -> InferenceRecord:
@@ -150,14 +164,10 @@ class _Accounts:
 
 
 ValidatorWeight = Callable[[TxContext, InferenceRecord, str], int]
-PreviousWeights = Callable[[TxContext, int], Mapping[str, int] | None]
 
 
 def book_for(
-    ctx: TxContext,
-    config: InferenceAppConfig,
-    validator_weight: ValidatorWeight | None = None,
-    previous_weights: PreviousWeights | None = None,
+    ctx: TxContext, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
 ) -> InferenceBook:
     """An :class:`InferenceBook` reading and writing through ``ctx``."""
     return InferenceBook(
@@ -171,9 +181,8 @@ def book_for(
         validator_weight=(
             None if validator_weight is None else (lambda rec, a: validator_weight(ctx, rec, a))
         ),
-        previous_weights=(
-            None if previous_weights is None else (lambda h: previous_weights(ctx, h))
-        ),
+        draw_sets=_TableView(ctx, DRAW_SETS, pairs, lambda _k, row: unpairs(row)),
+        draw_grace_blocks=config.draw_grace_blocks,
     )
 
 
@@ -191,13 +200,11 @@ def install(
     sm: StateMachine,
     config: InferenceAppConfig,
     validator_weight: ValidatorWeight | None = None,
-    previous_weights: PreviousWeights | None = None,
 ) -> None:
     """Register the lifecycle handlers and the end-of-block hook on ``sm``.
 
     ``validator_weight`` (from the epoch app) says which weight entitles a participant to
-    validate an inference; default: its current weight. ``previous_weights`` (from the epoch
-    app) lets a Start that lands just after an epoch boundary name the previous epoch's draw.
+    validate an inference; default: its current weight.
     """
 
     def start(ctx: TxContext, msg: wire.StartInference) -> None:
@@ -206,7 +213,7 @@ def install(
         except WireError as exc:
             ctx.reject(f"bad_client_request:{type(exc).__name__}")
         req = client.message
-        book_for(ctx, config, previous_weights=previous_weights).start(
+        book_for(ctx, config).start(
             inference_id=client.id,
             requester=client.signer_address,
             transport_agent=ctx.sender,

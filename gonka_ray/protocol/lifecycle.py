@@ -35,6 +35,7 @@ from gonka_ray.protocol.reputation import Status
 # NOTE: each attempt is a fresh executor draw, so a TA free to name any attempt could grind
 # attempts until the draw lands on a friend; the ledger accepts only attempts 0..MAX_ATTEMPTS-1.
 MAX_ATTEMPTS = 3  # executor draws per inference (the first try plus two pre-first-token retries)
+CURRENT_DRAW_SET = -1  # key of the live eligible set in ``InferenceBook.draw_sets``
 
 
 class InferenceStatus(StrEnum):
@@ -131,9 +132,13 @@ class InferenceBook:
             (default: its current weight). The ledger passes the weight of the epoch the
             inference finished in, so a validator whose weight dropped at an epoch boundary can
             still do the checks it owed for the epoch before.
-        previous_weights: ``height -> weights`` of the epoch before, while a Start landing at
-            ``height`` may still name a draw made under them (None otherwise): a TA draws from
-            the weights it last saw, and its Start can commit just after an epoch boundary.
+        draw_sets: the draw's recent history: ``CURRENT_DRAW_SET`` → the eligible weights as
+            of the last :meth:`advance`, and ``height`` → a set that was replaced at that
+            height (kept ``draw_grace_blocks``). A TA draws from the participants it last saw;
+            its Start may commit a few blocks after the set changed (an epoch boundary, or an
+            executor turned INVALID meanwhile), and then names a draw under a recent set.
+            None: only the current draw is accepted.
+        draw_grace_blocks: how long a replaced set still counts.
     """
 
     def __init__(
@@ -148,7 +153,8 @@ class InferenceBook:
         fpr: float = 0.05,
         on_invalid: Callable[[str], None] | None = None,
         validator_weight: Callable[[InferenceRecord, str], int] | None = None,
-        previous_weights: Callable[[int], Mapping[str, int] | None] | None = None,
+        draw_sets: MutableMapping[int, Mapping[str, int]] | None = None,
+        draw_grace_blocks: int = 0,
     ) -> None:
         self.accounts = accounts
         self.participants = participants
@@ -159,7 +165,8 @@ class InferenceBook:
         self.fpr = fpr
         self.on_invalid = on_invalid
         self.validator_weight = validator_weight
-        self.previous_weights = previous_weights
+        self.draw_sets = draw_sets
+        self.draw_grace_blocks = draw_grace_blocks
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -371,6 +378,7 @@ class InferenceBook:
                 self._resolve_vote(rec, deadline_passed=True)
             self.records[inference_id] = rec
             changed.append(rec)
+        self._note_draw_set(height)
         return changed
 
     # --- internals -------------------------------------------------------------------------
@@ -384,21 +392,36 @@ class InferenceBook:
     def _drawn_before(
         self, inference_id: bytes, attempt: int, ta: str, executor: str, height: int
     ) -> bool:
-        """Whether ``executor`` is the draw under the previous epoch's weights (grace window)."""
-        before = self.previous_weights(height) if self.previous_weights else None
-        if not before:
+        """Whether ``executor`` is the draw under a recent eligible set (grace window)."""
+        if not self.draw_sets:
             return False
-        eligible = {
-            a: w
-            for a, w in before.items()
-            if w > 0 and a in self.participants and self.participants[a].status != Status.INVALID
-        }
-        try:
-            return (
-                selection.select_executor(inference_id, attempt, eligible, exclude={ta}) == executor
-            )
-        except NoExecutorAvailable:
-            return False
+        oldest = height - self.draw_grace_blocks
+        for key in self.draw_sets:
+            if key != CURRENT_DRAW_SET and key < oldest:
+                continue
+            try:
+                chosen = selection.select_executor(
+                    inference_id, attempt, self.draw_sets[key], exclude={ta}
+                )
+            except NoExecutorAvailable:
+                continue
+            if chosen == executor:
+                return True
+        return False
+
+    def _note_draw_set(self, height: int) -> None:
+        """Keep the draw's history current: retire a changed set, forget expired ones."""
+        if self.draw_sets is None:
+            return
+        now = self.eligible_weights()
+        last = self.draw_sets.get(CURRENT_DRAW_SET)
+        if last != now:
+            if last is not None:
+                self.draw_sets[height] = last
+            self.draw_sets[CURRENT_DRAW_SET] = now
+        for key in [k for k in self.draw_sets if k != CURRENT_DRAW_SET]:
+            if key < height - self.draw_grace_blocks:
+                del self.draw_sets[key]
 
     def _check_judge(self, rec: InferenceRecord, judge: str, weight: int | None = None) -> None:
         p = self.participants.get(judge)

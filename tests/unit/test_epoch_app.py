@@ -491,7 +491,7 @@ def test_a_start_just_after_the_boundary_may_name_the_previous_epochs_draw() -> 
 
     env, stale = request_whose_draws_differ()
     assert chain.block(start(env, stale)) == [(True, "")]  # within the grace window
-    chain.until(epochs.epoch_start(1, EPOCH) + epoch_app.DRAW_GRACE_BLOCKS)
+    chain.until(epochs.epoch_start(1, EPOCH) + inference_app.InferenceAppConfig().draw_grace_blocks)
     env, stale = request_whose_draws_differ()
     assert chain.block(start(env, stale)) == [(False, "wrong_executor")]
     assert eligible_weights  # imported for the draw's definition of who may be drawn

@@ -229,6 +229,37 @@ def test_five_invalidations_in_a_row_kick_out(book) -> None:
     assert info.value.reason == "wrong_executor"
 
 
+def test_a_start_drawn_just_before_its_executor_turned_invalid_commits_within_the_grace() -> None:
+    # A TA draws from the participants it last saw; if the drawn executor is made INVALID before
+    # the Start commits, the Start names a draw the ledger no longer makes. It must still commit
+    # for draw_grace_blocks (the client already has the answer) and never after.
+    parts = {a: ParticipantRecord(a, 100) for a in ("p0", "p1", "p2", "p3")}
+    book = InferenceBook(
+        DictAccounts({CLIENT: 100_000}),
+        parts,
+        expiry_blocks=50,
+        draw_sets={},
+        draw_grace_blocks=8,
+    )
+    book.advance(1)  # the ledger notes the eligible set after every block
+    target = "p2"
+    ids = [i for i in range(1, 400) if book.expected_executor(iid(i), 0, "p0") == target]
+    parts[target].status = Status.INVALID  # a vote in block 2 invalidated it
+    rec = start(book, ids[0], executor=target, height=2)  # same block: the set before it
+    assert rec.executor == target
+    book.advance(2)  # the set without p2 is now current; the old one retired at height 2
+    never = next(a for a in ("p1", "p3") if a != book.expected_executor(iid(ids[1]), 0, "p0"))
+    with pytest.raises(TxRejected) as info:  # a draw under no recent set is still refused
+        start(book, ids[1], executor=never, height=3)
+    assert info.value.reason == "wrong_executor"
+    assert start(book, ids[1], executor=target, height=10).executor == target  # 8 blocks on
+    book.advance(11)
+    with pytest.raises(TxRejected) as info:
+        start(book, ids[2], executor=target, height=11)
+    assert info.value.reason == "wrong_executor"
+    assert list(book.draw_sets) == [-1]  # the retired set is forgotten after the grace
+
+
 def test_random_schedule_conserves_money() -> None:
     rng = random.Random(7)
     parts = {f"p{i}": ParticipantRecord(f"p{i}", rng.randint(1, 300)) for i in range(5)}
