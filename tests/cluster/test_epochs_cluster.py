@@ -104,13 +104,30 @@ def test_poc_weights_drive_draws_and_rewards_and_a_cheater_is_paid_nothing(ray_s
         # p0 has the most weight: drawn most often (TAs never draw their own participant)
         assert drawn["p0"] > max(drawn["p1"], drawn["p2"]), (drawn, snapshot_w)
 
-        async def p3_invalid():
+        async def p3_caught_in() -> int | None:
+            # the epoch in which p3 is INVALID (read between two views of the same epoch)
+            before = epoch_of((await ledger.epoch_view.remote()).height, cfg.epoch)
             parts = await net.participants()
-            return parts[addr["p3"]].status == "INVALID"
+            after = epoch_of((await ledger.epoch_view.remote()).height, cfg.epoch)
+            invalid = parts[addr["p3"]].status == "INVALID"
+            return after if invalid and before == after else None
 
-        await _until(p3_invalid, 120, "the cheater to be caught")
-        # statuses reset at each epoch's last block, so INVALID now means caught in this epoch
-        caught_in = epoch_of((await ledger.epoch_view.remote()).height, cfg.epoch)
+        # NOTE: keep traffic flowing until p3 is caught: statuses reset at each epoch's last
+        # block, so a fixed batch of requests can end with the cheater one invalidation short
+        # (a loaded run did). Bounded: at most 20 more rounds of 12 requests.
+        caught_in = await p3_caught_in()
+        deadline = time.monotonic() + 240
+        for round_ in range(20):
+            if caught_in is not None:
+                break
+            assert time.monotonic() < deadline, "timed out waiting for the cheater to be caught"
+            await asyncio.gather(*[one(1000 + 12 * round_ + i) for i in range(12)])
+            for _ in range(10):  # checks and votes land a few blocks later
+                caught_in = await p3_caught_in()
+                if caught_in is not None:
+                    break
+                await asyncio.sleep(0.5)
+        assert caught_in is not None, "the cheater was not caught after 20 more rounds"
 
         async def next_epoch():
             view = await ledger.epoch_view.remote()
