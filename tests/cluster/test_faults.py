@@ -10,7 +10,6 @@ in-flight limit is refused with Overloaded instead of piling up.
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -18,13 +17,9 @@ from benchmarks.faults import FAULTS, fault_config, scenario
 from gonka_ray.network import launch
 
 
-@pytest.mark.skipif(
-    os.environ.get("GONKA_FAULT_TESTS") != "1",
-    reason="opt-in (GONKA_FAULT_TESTS=1): takes 5-20 min on 2 cores and still fails its "
-    "executor-restart check (a killed executor's new process is not seen within 180 s); "
-    "kept out of make test until that is fixed — see the issue 11 note",
-)
-@pytest.mark.timeout(1500)
+# NOTE: ~2.5 min on a quiet 2-core machine (each restart ~7-15 s). Under heavy outside load
+# (load average 30+) restarts took minutes and the 180 s restart check failed.
+@pytest.mark.timeout(900)
 def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_session) -> None:
     net = launch(fault_config("faulttest", expiry_blocks=200), namespace="gonka_ray_tests")
     try:
