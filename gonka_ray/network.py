@@ -234,7 +234,12 @@ def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     import ray
+    from ray._private import ray_constants
 
+    # NOTE: Ray reads the variable once, at import; a process that imported ray before this
+    # call (a benchmark importing the network module) would still bind the routable address.
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
     if not ray.is_initialized():
         options = {"include_dashboard": False, "num_cpus": num_cpus, "log_to_driver": False}
         ray.init(_node_ip_address="127.0.0.1", **options, **kwargs)
