@@ -861,19 +861,32 @@ class ConsensusCore:
     def _send_epoch_proofs(self, peer: int | None, qc: QuorumCert, ready: Ready) -> None:
         """A timeout or sync info that does not verify may come from a replica still in an
         ended epoch: send it the QC that ended the epoch its high QC's block belongs to (at most
-        once per ``4 · fetch_retry_ticks``). Blocks of epoch ``e`` have heights ``e·B − 1`` (the
-        base) to ``(e+1)·B + 1`` (the suffix), so two epochs are candidates."""
-        if peer is None or peer == self.peer or not self.epoch_blocks:
+        once per ``4 · fetch_retry_ticks``).
+
+        The epoch is read from the block's newest committed ancestor, not from the block's own
+        height: the suffix above an epoch's last block ``L`` grows by one block per view until
+        three consecutive views certify it, so after timeouts it can reach any height. Blocks
+        of epoch ``e`` have their newest committed ancestor at heights ``e·B − 1`` (the base)
+        to ``(e+1)·B − 1`` (``L``, under the suffix); at ``L`` the block is in the suffix of
+        ``e`` or in ``e + 1``, so two epochs are candidates."""
+        if peer is None or peer == self.peer or not self.epoch_blocks or not self.epoch_proofs:
             return
         b = self.blocks.get(qc.block_hash)
         if b is None:
             return
-        first = (b.header.height + 1) // self.epoch_blocks
-        proofs = [self.epoch_proofs[e] for e in (first - 1, first) if e in self.epoch_proofs]
-        if not proofs:
-            return
         last = self._proof_sent.get(peer)
         if last is not None and self._now - last < 4 * self.fetch_retry_ticks:
+            return
+        h, bh = b.header.height, qc.block_hash
+        while h > 0 and (h > self.committed_height or self.committed_hashes[h] != bh):
+            parent = self.blocks.get(b.header.parent)
+            if parent is None:  # below a snapshot root: use the lowest block stored
+                break
+            bh, b = b.header.parent, parent
+            h = b.header.height
+        first = (h + 1) // self.epoch_blocks
+        proofs = [self.epoch_proofs[e] for e in (first - 1, first) if e in self.epoch_proofs]
+        if not proofs:
             return
         self._proof_sent[peer] = self._now
         for proof in proofs:

@@ -140,3 +140,14 @@ def test_byzantine_replica_voted_out_at_an_epoch_boundary() -> None:
     honest = net.honest[0].core
     assert honest.epoch >= 1 and len(honest.vs) == 3
     assert honest.vs.index_of(sim_key("replica-2").public_key) is None
+
+
+@pytest.mark.parametrize("seed", [1685, 4395])
+def test_replica_left_in_a_long_epoch_suffix_catches_up(seed: int) -> None:
+    """Regression: a replica whose high QC certifies a block far up the suffix above an epoch's
+    last block (the suffix grows one block per timed-out view) must still be sent the QC that
+    ended that epoch. The epoch was guessed from the block's height, which missed it."""
+    r = run_scenario(seed)
+    assert r.epoch_blocks and r.epochs >= 1
+    assert r.ok, r.describe()
+    assert r.safety == []
