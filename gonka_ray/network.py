@@ -142,6 +142,7 @@ def launch(
             genesis=genesis_bytes,
             participant_names=names,
             model=config.model.name,
+            dtype=config.model.dtype,
             price_per_token=config.pricing.price_per_token,
             expiry_blocks=config.ledger.expiry_blocks,
             vote_blocks=max(20, config.ledger.expiry_blocks // 10),

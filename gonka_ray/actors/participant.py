@@ -39,6 +39,7 @@ from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.protocol.lifecycle import InferenceRecord
+from gonka_ray.protocol.verification_policy import thresholds_for
 from gonka_ray.verification.adversary import SAMPLING_CHEATS, sampling_hook
 
 
@@ -63,6 +64,7 @@ class ParticipantSpec:
     epochs: EpochConfig = field(default_factory=EpochConfig)
     poc: PocSettings = field(default_factory=PocSettings)
     extra: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
 
     def actor_name(self, role: str, participant: str | None = None) -> str:
         return f"{self.network}.{participant or self.name}.{role}"
@@ -367,6 +369,7 @@ class VerifierActor(_Role):
             engine=_LazyHandle(self._engine),
             executors=self._executor_of,
             model=spec.model,
+            thresholds=thresholds_for(spec.model, spec.dtype),
             epoch_seed=spec.epoch_seed,
             epochs=spec.epochs,
             rng=self._rng(spec, "verifier"),

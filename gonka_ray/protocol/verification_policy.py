@@ -36,11 +36,22 @@ def _table() -> dict:
     return json.loads(text)
 
 
-def thresholds_for(model: str, verifier_dtype: str = "float32") -> Thresholds:
-    """The calibrated thresholds of ``model`` scored in ``verifier_dtype`` (default entry if none)."""
+HALF_PRECISION = ("bfloat16", "float16", "auto")  # "auto" is half precision on GPUs
+
+
+def thresholds_for(model: str, dtype: str = "float32") -> Thresholds:
+    """The calibrated thresholds of ``model`` when the network runs in ``dtype``.
+
+    Every participant runs the network's configured dtype, so an honest executor's noise is at
+    least that of ``dtype``: a half-precision network (or ``auto``) takes the model's
+    ``bfloat16`` row, whichever half type it uses (the ``default`` entry if the model has none).
+    """
     table = _table()
     entry = table.get(model, table["default"])
-    row = entry.get(verifier_dtype) or entry["float32"]
+    row = entry.get(dtype)
+    if row is None and dtype in HALF_PRECISION:
+        row = entry.get("bfloat16") or table["default"]["bfloat16"]
+    row = row or entry["float32"]
     return Thresholds(
         replay_gate=float(row["replay_gate"]),
         max_replay_mismatches=int(row["max_replay_mismatches"]),
