@@ -132,6 +132,10 @@ def launch(
     genesis = build_genesis(config, clients)
     genesis_bytes = wire.encode(genesis)
     names = {participant_key(config, p.name).address: p.name for p in config.participants}
+    # NOTE: verifiers judge by the least precise engine in the network: an honest bf16
+    # executor's logprobs deviate far beyond the float32 bound.
+    dtypes = {config.engine_for(p.name).dtype for p in config.participants}
+    precision = "float32" if dtypes == {"float32"} else "bfloat16"
     specs = {
         p.name: ParticipantSpec(
             network=config.name,
@@ -142,7 +146,7 @@ def launch(
             genesis=genesis_bytes,
             participant_names=names,
             model=config.model.name,
-            dtype=config.model.dtype,
+            dtype=precision,
             price_per_token=config.pricing.price_per_token,
             expiry_blocks=config.ledger.expiry_blocks,
             vote_blocks=max(20, config.ledger.expiry_blocks // 10),
