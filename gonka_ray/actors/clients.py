@@ -16,6 +16,7 @@ generators (``num_returns="streaming"``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -23,6 +24,8 @@ from typing import Any
 
 from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
 from gonka_ray.exceptions import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 
 async def _stream(method: Any, *args: Any) -> AsyncIterator[Any]:
@@ -174,3 +177,17 @@ class RoleBase:
         self.model = model
         self.clock = clock
         self.rng = rng or random.Random()
+
+
+async def submit_until(ledger: Any, tx: bytes, deadline_s: float, retry_s: float = 0.5):
+    """Submit ``tx`` to a LedgerPort, resubmitting after a commit timeout or an unreachable
+    replica until ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await ledger.submit(tx)
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("ledger submission failed, resending: %r", exc)
+            await asyncio.sleep(retry_s)

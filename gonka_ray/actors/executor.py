@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, RoleBase
+from gonka_ray.actors.clients import BackgroundTasks, RoleBase, submit_until
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
@@ -226,15 +226,14 @@ class Executor(RoleBase):
         deadline = self.clock() + FINISH_DEADLINE_S
         give_up = time.monotonic() + FINISH_DEADLINE_S
         while True:
-            try:
-                outcome = await self.ledger.submit(tx)
-            except Exception as exc:  # CommitTimeout, replicas restarting: the tx is idempotent
-                if time.monotonic() >= give_up:
-                    self.finish_failures.append(type(exc).__name__)
-                    log.warning("FinishInference %s not committed: %r", iid.hex()[:12], exc)
-                    return
-                await asyncio.sleep(FINISH_RETRY_S)
-                continue
+            try:  # CommitTimeout, replicas restarting: resent (the tx is idempotent) until give_up
+                outcome = await submit_until(
+                    self.ledger, tx, give_up - time.monotonic(), FINISH_RETRY_S
+                )
+            except Exception as exc:
+                self.finish_failures.append(type(exc).__name__)
+                log.warning("FinishInference %s not committed: %r", iid.hex()[:12], exc)
+                return
             if outcome.ok:
                 self.finished += 1
                 return

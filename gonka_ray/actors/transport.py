@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, PeerExecutor, RoleBase
+from gonka_ray.actors.clients import BackgroundTasks, PeerExecutor, RoleBase, submit_until
 from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
@@ -271,7 +271,7 @@ class TransportAgent(RoleBase):
         return select_executor(iid, attempt, eligible_weights(participants), exclude={self.address})
 
     async def _submit_start(self, tx: bytes, t0: float, timing: dict[str, float]):
-        outcome = await _submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
+        outcome = await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
         timing.setdefault("start_commit_s", time.perf_counter() - t0)
         if not outcome.ok:
             log.warning("StartInference rejected: %s", outcome.reason)
@@ -285,7 +285,7 @@ class TransportAgent(RoleBase):
             ),
             self.key,
         )
-        return await _submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
+        return await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -301,20 +301,6 @@ class TransportAgent(RoleBase):
             "inflight": self.inflight,
             "replay_window": len(self.replay),
         }
-
-
-async def _submit_until(ledger: LedgerPort, tx: bytes, deadline_s: float, retry_s: float = 0.5):
-    """Submit ``tx``, resubmitting after a commit timeout or an unreachable replica until
-    ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return await ledger.submit(tx)
-        except Exception as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.info("ledger submission failed, resending: %r", exc)
-            await asyncio.sleep(retry_s)
 
 
 class _ExecutorFailed(Exception):
