@@ -176,6 +176,29 @@ def reveal_all(chain: Chain, epoch: int, names=tuple(KEYS)) -> None:
     assert chain.block(*txs) == [(True, "")] * len(txs)
 
 
+def prove_compute(chain: Chain, claims: dict[str, list[int]], sampled: int) -> None:
+    """Epoch 0's PoC: ``claims`` (name → nonces) in one block, then every other participant
+    accepts each claim after the sprint."""
+    txs = [chain.tx(n, wire.PocClaim, epoch=0, nonces=k) for n, k in claims.items()]
+    assert chain.block(*txs) == [(True, "")] * len(txs)
+    chain.until(EPOCH.poc_sprint_blocks)
+    verdicts = [
+        chain.tx(
+            v,
+            wire.PocVerdict,
+            epoch=0,
+            participant=ADDR[c],
+            accepted=True,
+            sampled=sampled,
+            failed=0,
+        )
+        for c in claims
+        for v in KEYS
+        if v != c
+    ]
+    assert all(ok for ok, _ in chain.block(*verdicts))
+
+
 def test_seed_commit_window_and_once_per_epoch() -> None:
     chain = Chain()
     commit = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)
@@ -395,20 +418,7 @@ def test_a_validator_whose_weight_drops_still_owes_and_may_do_last_epochs_checks
     judge = next(n for n in KEYS if n != ex)
     others = [n for n in KEYS if n != judge]
     # only the others prove compute in epoch 0: the judge has no weight in epoch 1
-    assert (
-        chain.block(*[chain.tx(n, wire.PocClaim, epoch=0, nonces=[1, 2, 3]) for n in others])
-        == [(True, "")] * 3
-    )
-    chain.until(EPOCH.poc_sprint_blocks)
-    verdicts = [
-        chain.tx(
-            v, wire.PocVerdict, epoch=0, participant=ADDR[c], accepted=True, sampled=3, failed=0
-        )
-        for c in others
-        for v in KEYS
-        if v != c
-    ]
-    assert all(ok for ok, _ in chain.block(*verdicts))
+    prove_compute(chain, {n: [1, 2, 3] for n in others}, sampled=3)
     chain.until(epochs.epoch_start(1, EPOCH))
     assert chain.weights()[judge] == 0
     assert chain.validate(judge, iid) == [(True, "")]  # epoch 0's check, credited in epoch 1
@@ -446,22 +456,7 @@ def test_a_start_just_after_the_boundary_may_name_the_previous_epochs_draw() -> 
 
     chain = Chain()
     claims = {"p0": 300, "p1": 200, "p2": 100}  # p3 makes no claim: weight 0 in epoch 1
-    assert all(
-        ok
-        for ok, _ in chain.block(
-            *[chain.tx(n, wire.PocClaim, epoch=0, nonces=list(range(k))) for n, k in claims.items()]
-        )
-    )
-    chain.until(EPOCH.poc_sprint_blocks)
-    verdicts = [
-        chain.tx(
-            v, wire.PocVerdict, epoch=0, participant=ADDR[c], accepted=True, sampled=9, failed=0
-        )
-        for c in claims
-        for v in KEYS
-        if v != c
-    ]
-    assert all(ok for ok, _ in chain.block(*verdicts))
+    prove_compute(chain, {n: list(range(k)) for n, k in claims.items()}, sampled=9)
     old = epoch_app.snapshot_of(chain.sm.get, 0).weights
     chain.until(epochs.epoch_start(1, EPOCH))
     new = {ADDR[n]: w for n, w in chain.weights().items()}
