@@ -298,18 +298,25 @@ async def _payload_served(net: Network, executor: str, iid: bytes) -> bool:
     return hashlib.sha256(body).digest() == rec.payload_hash
 
 
-async def fault_ta(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
-    name = TARGETS["ta"]
-    in_flight = [s.iid.hex() for s in load.live.values() if s.ta == name]
+async def _kill_role(
+    net: Network, fault: str, role: str, in_flight_key: str, in_flight: list[str], timeout_s: float
+) -> dict[str, Any]:
+    """Kill ``TARGETS[fault]``'s ``role`` actor; report what was in flight and the restart."""
+    name = TARGETS[fault]
     t_kill = time.monotonic()
-    restart_s = await _kill_and_wait(net.handle(name, "ta"), timeout_s)
+    restart_s = await _kill_and_wait(net.handle(name, role), timeout_s)
     return {
-        "fault": "ta",
-        "target": f"{name}.ta",
-        "in_flight_at_kill": in_flight,
+        "fault": fault,
+        "target": f"{name}.{role}",
+        in_flight_key: in_flight,
         "t_kill": t_kill,
         "restart_s": restart_s,
     }
+
+
+async def fault_ta(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
+    in_flight = [s.iid.hex() for s in load.live.values() if s.ta == TARGETS["ta"]]
+    return await _kill_role(net, "ta", "ta", "in_flight_at_kill", in_flight, timeout_s)
 
 
 async def fault_verifier(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
@@ -361,18 +368,9 @@ async def fault_ledger(net: Network, load: Load, timeout_s: float) -> dict[str, 
 
 
 async def fault_mlnode(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
-    name = TARGETS["mlnode"]
-    addr = net.address_of(name)
+    addr = net.address_of(TARGETS["mlnode"])
     in_flight = [s.iid.hex() for s in load.live.values() if s.executor0 == addr]
-    t_kill = time.monotonic()
-    restart_s = await _kill_and_wait(net.handle(name, "mlnode"), timeout_s)
-    return {
-        "fault": "mlnode",
-        "target": f"{name}.mlnode",
-        "executing_at_kill": in_flight,
-        "t_kill": t_kill,
-        "restart_s": restart_s,
-    }
+    return await _kill_role(net, "mlnode", "mlnode", "executing_at_kill", in_flight, timeout_s)
 
 
 FAULT_FNS = {
