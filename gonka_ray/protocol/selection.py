@@ -4,7 +4,10 @@
 every machine, so the ledger can recompute the draw and reject a ``StartInference`` whose executor
 is not its result: a transport agent cannot steer work to a friend. Randomness is
 ``sha256(inference_id ‖ attempt)``; ``attempt`` increments when the chosen executor fails before
-its first token, giving a fresh, equally verifiable draw.
+its first token, giving a fresh, equally verifiable draw. Retries draw **without replacement**:
+attempt ``a`` excludes the executors of attempts ``0 … a−1`` (until every candidate has had its
+turn, then a new round starts), so one dead or overloaded executor can never fail all of a
+request's attempts while another candidate is left.
 
 Invariants: candidates are ordered by address before drawing (input order does not matter);
 weight-0, excluded and INVALID participants are never chosen; the draw is exact integer
@@ -70,6 +73,10 @@ def select_executor(
 ) -> str:
     """The executor for ``inference_id`` at ``attempt``.
 
+    Attempt ``a`` is drawn ∝ weight among the candidates that attempts ``0 … a−1`` did not pick
+    (all of them again once each has been picked), so attempt 0 is ∝ weight and a retry goes to
+    someone new while anyone new is left.
+
     Args:
         inference_id: 32-byte id (sha256 of the client's signature).
         attempt: 0 for the first try, +1 per retry after a pre-first-token failure.
@@ -80,6 +87,17 @@ def select_executor(
     Raises:
         NoExecutorAvailable: nobody is eligible.
     """
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
     banned = set(exclude)
-    eligible = {k: w for k, w in weights.items() if k not in banned}
-    return weighted_pick(eligible, draw_randomness(inference_id, attempt))
+    eligible = {k: w for k, w in weights.items() if k not in banned and w > 0}
+    tried: set[str] = set()
+    chosen = ""
+    for a in range(attempt + 1):
+        pool = {k: w for k, w in eligible.items() if k not in tried}
+        if not pool:  # every candidate had its turn: a new round
+            tried.clear()
+            pool = eligible
+        chosen = weighted_pick(pool, draw_randomness(inference_id, a))
+        tried.add(chosen)
+    return chosen

@@ -52,6 +52,21 @@ def test_retry_attempt_gives_a_fresh_draw() -> None:
     assert len(set(picks)) > 1
 
 
+def test_retries_draw_without_replacement() -> None:
+    # every run of len(WEIGHTS) attempts names each candidate once, so a dead executor cannot
+    # fail all of a request's attempts while another one is left
+    for i in range(200):
+        picks = [selection.select_executor(iid(i), a, WEIGHTS, exclude={"z"}) for a in range(6)]
+        assert sorted(picks[:3]) == sorted(picks[3:]) == sorted(WEIGHTS), (i, picks)
+    # attempt 0 is still proportional to weight, and the heaviest candidate goes first most often
+    firsts = Counter(selection.select_executor(iid(i), 0, WEIGHTS) for i in range(3_000))
+    seconds = Counter(selection.select_executor(iid(i), 1, WEIGHTS) for i in range(3_000))
+    assert firsts["c"] > firsts["b"] > firsts["a"]
+    assert seconds["c"] < firsts["c"] and seconds["a"] > firsts["a"]
+    with pytest.raises(ValueError):
+        selection.select_executor(iid(0), -1, WEIGHTS)
+
+
 def test_min_avg_breakpoints() -> None:
     f = validation_sampling.min_avg
     assert f(0) == f(100) == 1.0
