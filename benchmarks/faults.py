@@ -12,7 +12,8 @@ restarts it (its constructor recovers from disk):
 - ``mlnode``    — p0's MLNode.
 
 The client retries a failed request as a *new* signed request (a resend of the same envelope is a
-replay) at most ``CLIENT_RETRIES`` times; every send is recorded. Then the audit:
+replay) at most ``CLIENT_RETRIES`` times, each time at a TA that has not failed that request yet
+(as any client with several front doors would); every send is recorded. Then the audit:
 
 - **answered** — requests whose client got a complete answer (``InferenceDone``); the share is the
   figure of merit (goal ≥ 99.9%). ``first_try`` counts those answered by their first send.
@@ -198,8 +199,9 @@ class Load:
         await asyncio.gather(*[worker() for _ in range(self.concurrency)])
 
     async def _one(self, req: Request, i: int) -> None:
+        failed: set[str] = set()  # TAs that failed this request: a client tries another first
         for retry in range(CLIENT_RETRIES + 1):
-            ta = self.rng.choice(self.names)
+            ta = self.rng.choice([n for n in self.names if n not in failed] or self.names)
             env = sign_chat(
                 self.key,
                 model=self.model,
@@ -225,6 +227,7 @@ class Load:
                 self.live.pop(iid, None)
             if send.done is not None:
                 return
+            failed.add(ta)
             await asyncio.sleep(backoff_s)
 
     async def _stream(self, send: Send, env: bytes) -> None:
