@@ -39,9 +39,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-MIN_GATE = (
-    0.05  # score units; below this a margin counts as a near-tie whatever the noise model says
-)
+# NOTE: a floor on the gate in score units: below it a margin counts as a near-tie whatever the
+# noise model says (insurance against noise the calibration never saw). It was 0.05, 160× the
+# gate the fitted fp32 noise asks for (σ ≈ 3e-6 logprob on SmolLM2, T = 0.2), and that let a
+# swapped token at a 0.04 margin pass; 0.005 keeps a 16× cushion and shrinks that blind spot
+# tenfold. A half-precision row's gate comes from its own, much larger noise.
+MIN_GATE = 0.005
 DEFAULT_TARGET_FPR = 1e-3  # per verified output, both checks together
 DEFAULT_SAFETY = 1.5  # multiplies σ, the fitted quantile and the worst honest value seen
 DEFAULT_MIN_TEMPERATURE = 0.2  # gate is sized for requests down to this temperature

@@ -33,7 +33,7 @@ def test_binomial_tail_matches_brute_force() -> None:
 
 
 def test_gate_meets_its_target_and_grows_with_noise() -> None:
-    small = cal.gate_for(5e-4, 1e-3, 0.2, 256)
+    small = cal.gate_for(5e-4, 1e-4, 0.2, 256)
     big = cal.gate_for(5e-4, 5e-2, 0.2, 256)
     assert small == cal.MIN_GATE < big
     assert cal.replay_fpr(big, 5e-2, 0.2, 256) <= 5e-4
