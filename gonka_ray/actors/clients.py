@@ -179,13 +179,21 @@ class RoleBase:
         self.rng = rng or random.Random()
 
 
-async def submit_until(ledger: Any, tx: bytes, deadline_s: float, retry_s: float = 0.5):
+async def submit_until(
+    ledger: Any,
+    tx: bytes,
+    deadline_s: float,
+    retry_s: float = 0.5,
+    *,
+    accepted: asyncio.Event | None = None,
+):
     """Submit ``tx`` to a LedgerPort, resubmitting after a commit timeout or an unreachable
-    replica until ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe)."""
+    replica until ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe).
+    ``accepted`` is set once a replica took it in (see :class:`LedgerPort`)."""
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            return await ledger.submit(tx)
+            return await ledger.submit(tx, accepted=accepted)
         except Exception as exc:
             if time.monotonic() >= deadline:
                 raise

@@ -102,9 +102,14 @@ class EventLog:
 
 
 class LedgerPort(Protocol):
-    """What actors need from the ledger (all answers from committed state)."""
+    """What actors need from the ledger (all answers from committed state).
 
-    async def submit(self, tx: bytes) -> TxOutcome: ...
+    ``submit`` returns once the transaction committed (its receipt); when ``accepted`` is given
+    it is set as soon as a replica has taken the transaction into its mempool and passed it on
+    to the group, long before the commit.
+    """
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome: ...
     async def participants(self) -> dict[str, ParticipantInfo]: ...
     async def balance(self, address: str) -> int: ...
     async def nonce(self, address: str) -> int: ...
@@ -156,9 +161,11 @@ class LocalLedger:
         self._queue: list[tuple[bytes, asyncio.Future]] = []
         self._cutting = False
 
-    async def submit(self, tx: bytes) -> TxOutcome:
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome:
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((tx, fut))
+        if accepted is not None:
+            accepted.set()
         if not self._cutting:
             self._cutting = True
             try:

@@ -230,9 +230,9 @@ class ReplicaLedgerPort:
             )
         return self._client
 
-    async def submit(self, tx: bytes) -> TxOutcome:
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome:
         t0 = time.perf_counter()
-        receipt = await self._ledger_client().submit(tx)
+        receipt = await self._ledger_client().submit(tx, accepted=accepted)
         M.observe(
             "gonka_ledger_commit_latency_s", time.perf_counter() - t0, participant=self.spec.name
         )

@@ -5,6 +5,11 @@ encoded bytes: ``StreamChunk``s, then one ``InferenceDone``. Before anything is 
 checks the signature, the timestamp window, replay, the model and the client's balance; each
 failure is a typed :class:`~gonka_ray.exceptions.GonkaError` (4xx at the HTTP layer).
 
+The admission look-ups that need another actor (the prompt's tokens from the MLNode, the
+client's balance and the participants from the ledger replica) run concurrently. The balance
+check counts the escrow of this TA's own Starts that have not committed yet, so a client cannot
+spend the same balance twice through one TA while its first Start is in flight.
+
 Then, per attempt: the executor is the deterministic draw over the committed participants
 (excluding this TA's own participant and INVALID ones); the TA sends the signed
 ``ExecuteRequest`` to it **and at the same time** submits ``StartInference`` — the ledger write
@@ -14,6 +19,15 @@ verifiable by the ledger). A failure after the first token ends the stream with
 :class:`~gonka_ray.exceptions.StreamInterrupted`; the unfinished Start expires and is refunded in
 full. After the stream, ``OutputDelivered`` records the hash of exactly the tokens the client
 received.
+
+The last item (``InferenceDone``) waits until a ledger replica has *accepted* the Start (taken it
+into its mempool and gossiped it to the group; a millisecond hop that generation has long
+overtaken), not until it commits: so the ledger adds no latency to the answer, and a client never
+holds an answer whose Start exists only in this TA's memory, even if the TA dies right after. If
+the commit's outcome is already known by then and it was refused, the client gets that error
+instead. A Start refused after the answer went out (only a race: a balance spent twice through
+several TAs at once, an eligible set that changed beyond the ledger's grace window) charges
+nothing; the TA counts it in ``stats()["unpaid_answers"]``.
 
 Back-pressure: a TA serves at most ``max_inflight`` requests at once; one more is refused with
 :class:`~gonka_ray.exceptions.Overloaded` (429 + ``Retry-After``) before anything is checked or
@@ -113,6 +127,8 @@ class TransportAgent(RoleBase):
         self.timings: deque[dict[str, float]] = deque(maxlen=TIMINGS_KEPT)  # first token vs Start
         self.retries = 0
         self.refused = 0  # requests answered Overloaded
+        self.unpaid_answers = 0  # answers whose Start the ledger refused after they went out
+        self.pending_escrow: dict[str, int] = {}  # requester -> escrow of uncommitted Starts
 
     # --- the request flow ------------------------------------------------------------------
 
@@ -146,27 +162,68 @@ class TransportAgent(RoleBase):
         check_timestamp(req.timestamp_ms, now_ms)
         if req.model != self.model:
             raise ModelNotFound(f"this network serves {self.model!r}", field="model")
-        prompt_ids = await self.engine.request_prompt_ids(req)
+        requester = signed.signer_address
+        # NOTE: three independent actor calls, concurrently: one hop of latency, not three.
+        balance_task = asyncio.ensure_future(self.ledger.balance(requester))
+        participants_task = asyncio.ensure_future(self.ledger.participants())
         try:
-            escrow = payments.escrow_amount(
-                len(prompt_ids), req.sampling.max_tokens, self.price_per_token
-            )
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), field="max_tokens") from None
-        if escrow > req.max_escrow:
-            raise InsufficientBalance(
-                f"escrow {escrow} exceeds the request's max_escrow {req.max_escrow}",
-                field="max_escrow",
-            )
-        if await self.ledger.balance(signed.signer_address) < escrow:
-            raise InsufficientBalance(f"balance below the escrow of {escrow}")
+            prompt_ids = await self.engine.request_prompt_ids(req)
+            try:
+                escrow = payments.escrow_amount(
+                    len(prompt_ids), req.sampling.max_tokens, self.price_per_token
+                )
+            except ValueError as exc:
+                raise InvalidRequest(str(exc), field="max_tokens") from None
+            if escrow > req.max_escrow:
+                raise InsufficientBalance(
+                    f"escrow {escrow} exceeds the request's max_escrow {req.max_escrow}",
+                    field="max_escrow",
+                )
+            pending = self.pending_escrow.get(requester, 0)
+            if await balance_task - pending < escrow:
+                raise InsufficientBalance(
+                    f"balance below the escrow of {escrow}"
+                    + (f" (with {pending} escrowed by requests still starting)" if pending else "")
+                )
+            participants = await participants_task
+        finally:
+            for task in (balance_task, participants_task):
+                task.cancel()  # no-op once done; a failed admission leaves nothing running
         self.replay.admit(signed.id, req.timestamp_ms, now_ms)
         iid = signed.id
         t0 = time.perf_counter()
         timing: dict[str, float] = {}
+        starts: list[asyncio.Task] = []  # this request's Start submissions, one per attempt
+        self.pending_escrow[requester] = self.pending_escrow.get(requester, 0) + escrow
+        try:
+            async for item in self._attempts(
+                iid, envelope, prompt_ids, participants, escrow, t0, timing, starts
+            ):
+                yield item
+        finally:
+            # the hold ends when the ledger has decided every Start (a committed one is in
+            # the balance by then), or now if none was sent
+            self._tasks.spawn(self._release_escrow(requester, escrow, starts))
+
+    async def _attempts(
+        self,
+        iid: bytes,
+        envelope: bytes,
+        prompt_ids: list[int],
+        participants: dict[str, Any],
+        escrow: int,
+        t0: float,
+        timing: dict[str, float],
+        starts: list[asyncio.Task],
+    ) -> AsyncIterator[bytes]:
+        """The executor draws of one admitted request, until one streams its answer."""
         overloaded = 0  # attempts an executor refused for being at its limit
         for attempt in range(self.max_attempts):
-            executor = await self._draw(iid, attempt)
+            if attempt:  # a retry draws from the ledger's current set
+                participants = await self.ledger.participants()
+            executor = select_executor(
+                iid, attempt, eligible_weights(participants), exclude={self.address}
+            )
             start_tx = wire.seal(
                 wire.StartInference(
                     request=envelope,
@@ -178,7 +235,9 @@ class TransportAgent(RoleBase):
                 ),
                 self.key,
             )
-            start_task = self._tasks.spawn(self._submit_start(start_tx, t0, timing))
+            accepted = asyncio.Event()
+            start_task = self._tasks.spawn(self._submit_start(start_tx, t0, timing, accepted))
+            starts.append(start_task)
             execute = wire.seal(
                 wire.ExecuteRequest(
                     request=envelope, attempt=attempt, prompt_ids=tuple(prompt_ids)
@@ -221,20 +280,10 @@ class TransportAgent(RoleBase):
                 log.info("attempt %d of %s: executor unreachable: %s", attempt, iid.hex()[:12], exc)
                 self.retries += 1
                 continue
-            # NOTE: the last item waits for the Start's commit (it ran alongside generation and
-            # has almost always committed by now): a client never holds an answer the ledger
-            # has no record of, even if this TA dies right after (fault tests lost 3 of 944).
-            try:
-                started = await start_task
-            except Exception as exc:
-                raise CommitTimeout(
-                    f"the StartInference of {iid.hex()} did not commit: {exc}; nothing was charged"
-                ) from None
-            if not started.ok:
-                raise TxRejected(
-                    f"the ledger refused the StartInference: {started.reason}; nothing was charged",
-                    reason=started.reason,
-                )
+            # NOTE: the last item waits until a replica accepted the Start (see the module
+            # docstring), not for its commit: a client never holds an answer that only this
+            # TA knows of (fault tests lost 3 of 944 when it waited for neither).
+            await self._recorded(iid, start_task, accepted)
             self._tasks.spawn(self._submit_delivered(start_task, iid, output))
             self.timings.append(timing)
             cost = payments.cost_amount(len(prompt_ids), len(output), self.price_per_token, escrow)
@@ -266,12 +315,54 @@ class TransportAgent(RoleBase):
             tokens_sent=len(output),
         )
 
-    async def _draw(self, iid: bytes, attempt: int) -> str:
-        participants = await self.ledger.participants()
-        return select_executor(iid, attempt, eligible_weights(participants), exclude={self.address})
+    async def _recorded(self, iid: bytes, start_task: asyncio.Task, accepted: asyncio.Event):
+        """Wait until the Start is accepted by a replica or its outcome is known.
 
-    async def _submit_start(self, tx: bytes, t0: float, timing: dict[str, float]):
-        outcome = await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
+        Raises:
+            CommitTimeout: the Start could be neither submitted nor committed.
+            TxRejected: the ledger refused the Start (nothing was charged).
+        """
+        if not accepted.is_set() and not start_task.done():
+            waiter = asyncio.ensure_future(accepted.wait())
+            try:
+                await asyncio.wait({waiter, start_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        if not start_task.done():
+            start_task.add_done_callback(self._count_unpaid)
+            return
+        try:
+            started = start_task.result()
+        except Exception as exc:
+            raise CommitTimeout(
+                f"the StartInference of {iid.hex()} did not commit: {exc}; nothing was charged"
+            ) from None
+        if not started.ok:
+            raise TxRejected(
+                f"the ledger refused the StartInference: {started.reason}; nothing was charged",
+                reason=started.reason,
+            )
+
+    def _count_unpaid(self, start_task: asyncio.Task) -> None:
+        failed = start_task.cancelled() or start_task.exception() is not None
+        if failed or not start_task.result().ok:
+            self.unpaid_answers += 1
+
+    async def _release_escrow(
+        self, requester: str, escrow: int, starts: list[asyncio.Task]
+    ) -> None:
+        if starts:
+            await asyncio.wait(starts)
+        left = self.pending_escrow.get(requester, 0) - escrow
+        if left > 0:
+            self.pending_escrow[requester] = left
+        else:
+            self.pending_escrow.pop(requester, None)
+
+    async def _submit_start(
+        self, tx: bytes, t0: float, timing: dict[str, float], accepted: asyncio.Event
+    ):
+        outcome = await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S, accepted=accepted)
         timing.setdefault("start_commit_s", time.perf_counter() - t0)
         if not outcome.ok:
             log.warning("StartInference rejected: %s", outcome.reason)
@@ -298,6 +389,8 @@ class TransportAgent(RoleBase):
             "timings": list(self.timings),
             "retries": self.retries,
             "refused": self.refused,
+            "unpaid_answers": self.unpaid_answers,
+            "pending_escrow": sum(self.pending_escrow.values()),
             "inflight": self.inflight,
             "replay_window": len(self.replay),
         }

@@ -9,6 +9,7 @@ transactions are idempotent by id, so resubmitting is safe.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -50,9 +51,16 @@ class LedgerClient:
         self.rng = random.Random(seed)
         self.prefer_first = prefer_first
 
-    async def submit(self, tx: bytes, *, attempts: int | None = None) -> TxReceipt:
+    async def submit(
+        self,
+        tx: bytes,
+        *,
+        attempts: int | None = None,
+        accepted: asyncio.Event | None = None,
+    ) -> TxReceipt:
         """Submit ``tx`` and return its verified receipt (``ok``/``reason`` say whether it
-        applied).
+        applied). ``accepted`` is set as soon as a replica has taken ``tx`` into its mempool
+        (and gossiped it to the others), before the commit.
 
         Raises:
             CommitTimeout: no replica reported the commit in time (it may still commit).
@@ -68,6 +76,8 @@ class LedgerClient:
             handle = self.handles[i]
             try:
                 await handle.submit.remote(tx)
+                if accepted is not None:
+                    accepted.set()
                 raw = await handle.wait_receipt.remote(tx_hash, self.timeout_s)
             except Exception as exc:  # RayActorError, CommitTimeout from the replica, ...
                 last = exc

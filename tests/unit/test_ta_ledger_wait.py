@@ -1,0 +1,110 @@
+"""The transport agent and the ledger's commit: the answer waits for a replica to *accept* the
+Start, never for the commit (in one process, FakeEngine: protocol only).
+
+A gate in front of the TA's LedgerPort holds every commit until the test opens it, while the
+acceptance (the replica took the transaction) is reported at once, as the replica group does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gonka_ray import wire
+from gonka_ray.actors.ledger_port import TxOutcome
+from gonka_ray.exceptions import InsufficientBalance, TxRejected
+from gonka_ray.protocol.lifecycle import InferenceStatus
+from tests.unit.test_participants_inprocess import Net
+
+
+class GatedLedger:
+    """The TA's ledger port with commits held at a gate (acceptance is reported at once).
+
+    ``refuse`` makes every held submission come back refused instead of being applied;
+    ``accept`` = False reports no acceptance (the outcome is then the first thing known)."""
+
+    def __init__(self, inner, *, refuse: str = "", accept: bool = True) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.refuse = refuse
+        self.accept = accept
+        self.held = 0
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome:
+        if accepted is not None and self.accept:
+            accepted.set()
+        self.held += 1
+        await self.gate.wait()
+        if self.refuse:
+            return TxOutcome(False, self.refuse, 0, b"")
+        return await self.inner.submit(tx)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+async def _answer(net: Net, env: bytes) -> list:
+    return [wire.decode(b) async for b in net.tas["p0"].submit(env)]
+
+
+async def test_the_answer_does_not_wait_for_the_start_to_commit(tmp_path) -> None:
+    net = Net(tmp_path)
+    gated = GatedLedger(net.ledger)
+    net.tas["p0"].ledger = gated
+    env = net.request()
+    iid = wire.open_envelope(env).id
+    items = await asyncio.wait_for(_answer(net, env), 10)
+    assert isinstance(items[-1], wire.InferenceDone) and items[-1].inference_id == iid
+    assert gated.held == 1 and await net.ledger.inference(iid) is None  # not committed yet
+    gated.gate.set()
+    await net.settle()
+    record = await net.ledger.inference(iid)
+    assert record is not None and record.status is InferenceStatus.FINISHED
+    assert net.tas["p0"].stats()["unpaid_answers"] == 0
+
+
+async def test_a_client_cannot_spend_one_balance_twice_through_one_ta(tmp_path) -> None:
+    first = Net(tmp_path / "probe")
+    items = await first.ask("p0", first.request())
+    escrow_of_one = items[-1].prompt_tokens + 12  # max_tokens of Net.request
+    net = Net(tmp_path / "net", client_balance=escrow_of_one + escrow_of_one // 2)
+    gated = GatedLedger(net.ledger)
+    net.tas["p0"].ledger = gated
+    ta = net.tas["p0"]
+    items = await asyncio.wait_for(_answer(net, net.request()), 10)
+    assert isinstance(items[-1], wire.InferenceDone)
+    assert ta.stats()["pending_escrow"] == escrow_of_one  # its Start has not committed
+    with pytest.raises(InsufficientBalance, match="still starting"):
+        await _answer(net, net.request())
+    gated.gate.set()
+    await net.settle()
+    assert ta.stats()["pending_escrow"] == 0  # released once the ledger decided the Start
+    with pytest.raises(InsufficientBalance):  # and the ledger's balance now holds the escrow
+        await _answer(net, net.request())
+
+
+async def test_a_start_refused_before_the_answer_ends_is_the_clients_error(tmp_path) -> None:
+    net = Net(tmp_path)
+    gated = GatedLedger(net.ledger, refuse="insufficient_balance", accept=False)
+    gated.gate.set()
+    net.tas["p0"].ledger = gated
+    with pytest.raises(TxRejected, match="nothing was charged") as err:
+        await _answer(net, net.request())
+    assert err.value.reason == "insufficient_balance"
+
+
+async def test_a_start_refused_after_the_answer_went_out_is_counted(tmp_path) -> None:
+    net = Net(tmp_path)
+    gated = GatedLedger(net.ledger, refuse="insufficient_balance")
+    net.tas["p0"].ledger = gated
+    items = await asyncio.wait_for(_answer(net, net.request()), 10)
+    assert isinstance(items[-1], wire.InferenceDone)
+    gated.gate.set()
+    await net.tas["p0"].drain()
+    assert net.tas["p0"].stats()["unpaid_answers"] == 1
+    assert net.tas["p0"].stats()["pending_escrow"] == 0
+    # the executor's Finish waits for a Start that will never commit: stop it here
+    for ex in net.executors.values():
+        for task in list(ex._tasks._tasks):
+            task.cancel()
