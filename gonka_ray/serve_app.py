@@ -67,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray import metrics as M
+from gonka_ray.actors.clients import stream_call
 from gonka_ray.exceptions import (
     AuthenticationError,
     GonkaError,
@@ -664,13 +665,8 @@ class GonkaIngress:
     # --- the stream from the transport agent ----------------------------------------------
 
     async def _items(self, call: _Call) -> AsyncIterator[Any]:
-        gen = (
-            self._handle(call.ta, "ta")
-            .submit.options(num_returns="streaming")
-            .remote(call.envelope)
-        )
-        async for ref in gen:
-            yield wire.decode(await ref, expect=(wire.StreamChunk, wire.InferenceDone))
+        async for item in stream_call(self._handle(call.ta, "ta").submit, call.envelope):
+            yield wire.decode(item, expect=(wire.StreamChunk, wire.InferenceDone))
 
     def _headers(self, call: _Call) -> dict[str, str]:
         h = {HEADER_INFERENCE_ID: call.inference_id.hex(), "X-Gonka-TA": call.ta}
@@ -841,16 +837,17 @@ class GonkaIngress:
                     }
                 ]
                 yield f"data: {json.dumps(head)}\n\n"
-            pending: wire.StreamChunk | None = None
             item: Any = first
             while True:
+                # NOTE: each token leaves as soon as it arrives (holding one back so that the
+                # last token could carry the finish reason cost a token interval of latency);
+                # as in OpenAI's streams, a last chunk with an empty delta carries the finish
+                # reason, and the usage.
                 if isinstance(item, wire.StreamChunk):
-                    if pending is not None:
-                        yield await self._sse_chunk(call, created, pending, None)
-                    pending = item
-                else:  # InferenceDone: the last token's chunk carries finish reason and usage
+                    yield await self._sse_chunk(call, created, item, None)
+                else:  # InferenceDone
                     done = item
-                    yield await self._sse_chunk(call, created, pending, item)
+                    yield await self._sse_chunk(call, created, None, item)
                 try:
                     item = await items.__anext__()
                 except StopAsyncIteration:
