@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gonka_ray import crypto, wire
+from gonka_ray.actors.clients import stream_call
 from gonka_ray.constants import DEFAULT_MAX_TOKENS, DEFAULT_TOP_K_LOGPROBS
 
 T = TypeVar("T")
@@ -86,9 +87,8 @@ class ChatResult:
 async def stream_items(ta: Any, envelope: bytes) -> AsyncIterator[Any]:
     """Decoded stream items (``StreamChunk``…, ``InferenceDone``) from a TA handle or object."""
     if hasattr(getattr(ta, "submit", None), "remote"):
-        gen = ta.submit.options(num_returns="streaming").remote(envelope)
-        async for ref in gen:
-            yield wire.decode(await ref)
+        async for item in stream_call(ta.submit, envelope):
+            yield wire.decode(item)
     else:
         async for item in ta.submit(envelope):
             yield wire.decode(item)

@@ -28,10 +28,27 @@ from gonka_ray.exceptions import InvalidRequest
 log = logging.getLogger(__name__)
 
 
-async def _stream(method: Any, *args: Any) -> AsyncIterator[Any]:
+async def stream_call(method: Any, *args: Any) -> AsyncIterator[Any]:
+    """The items of a Ray streaming actor call ``method.remote(*args)``.
+
+    A consumer that stops early (a client went away, an error upstream, a cancelled task)
+    cancels the remote task, and with it the tasks it called (``ray.cancel`` is recursive): an
+    abandoned stream must not keep an executor and its engine generating to ``max_tokens``.
+    """
     gen = method.options(num_returns="streaming").remote(*args)
-    async for ref in gen:
-        yield await ref
+    finished = False
+    try:
+        async for ref in gen:
+            yield await ref
+        finished = True
+    finally:
+        if not finished:
+            import ray
+
+            try:
+                ray.cancel(gen)
+            except Exception as exc:  # the task already ended, or Ray is shutting down
+                log.debug("cancelling an abandoned stream failed: %r", exc)
 
 
 class EngineClient:
@@ -43,7 +60,7 @@ class EngineClient:
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenChunk]:
         if self.remote:
-            async for chunk in _stream(self.target.generate, request):
+            async for chunk in stream_call(self.target.generate, request):
                 yield chunk
         else:
             async for chunk in self.target.generate(request):
@@ -125,7 +142,7 @@ class PeerExecutor:
 
     async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
         if self.remote:
-            async for item in _stream(self.target.execute, envelope):
+            async for item in stream_call(self.target.execute, envelope):
                 yield item
         else:
             async for item in self.target.execute(envelope):
