@@ -11,6 +11,12 @@ ledger before the TA's Start is retried until the Start commits.
 
 ``payload(envelope)`` serves a stored payload to a verifier's signed ``PayloadRequest``.
 
+The draw is checked against the participant set read from the ledger at most
+``participants_ttl_s`` ago (one actor hop less before the first token); a request that is not
+drawn under that copy is checked again under a fresh read before it is refused, so a copy that
+is a little old never refuses valid work (it can accept work drawn under a set that changed in
+the last ``participants_ttl_s``; the ledger then judges the Start by its own grace window).
+
 Back-pressure: at most ``max_inflight`` executions run at once; one more is refused at once with
 an ``ExecutionError`` of code ``overloaded`` (``started=False``), before any check or engine work,
 so the TA can try the next draw instead of queueing here.
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
 FINISH_DEADLINE_S = 60.0  # give up on a Finish after this long (the Start will expire)
 EXECUTOR_MAX_INFLIGHT = 64  # executions at once; one more is refused with code "overloaded"
+PARTICIPANTS_TTL_S = 1.0  # how old the participant set a draw is checked against may be
 FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
 
 
@@ -63,6 +70,8 @@ class Executor(RoleBase):
         clock: seconds since the epoch (injected for tests).
         rng: source of transaction nonces.
         max_inflight: executions at once before refusing with code ``overloaded``.
+        participants_ttl_s: age of the cached participant set (0 = read it for every request).
+        monotonic: the clock of that cache (seconds, monotonic).
     """
 
     def __init__(
@@ -79,6 +88,8 @@ class Executor(RoleBase):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         max_inflight: int = EXECUTOR_MAX_INFLIGHT,
+        participants_ttl_s: float = PARTICIPANTS_TTL_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             participant=participant,
@@ -98,6 +109,9 @@ class Executor(RoleBase):
         self.max_inflight = max_inflight
         self.inflight = 0
         self.refused = 0
+        self.participants_ttl_s = participants_ttl_s
+        self.monotonic = monotonic
+        self._participants: tuple[float, dict] | None = None  # (read at, participant set)
 
     # --- execute ---------------------------------------------------------------------------
 
@@ -159,19 +173,19 @@ class Executor(RoleBase):
     async def _admit(self, envelope: bytes):
         outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest)
         client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
-        participants = await self.ledger.participants()
+        participants, fresh = await self._cached_participants()
+        if outer.signer_address not in participants and not fresh:
+            participants, fresh = await self._read_participants(), True
         if outer.signer_address not in participants:
             raise NoExecutorAvailable("ExecuteRequest not signed by a registered participant")
         if client.message.model != self.model:
             raise NoExecutorAvailable(f"this executor serves {self.model}")
         iid = client.id
-        drawn = select_executor(
-            iid,
-            outer.message.attempt,
-            eligible_weights(participants),
-            exclude={outer.signer_address},
-        )
-        if drawn != self.address:
+        attempt, ta = outer.message.attempt, outer.signer_address
+        drawn = self._drawn(iid, attempt, ta, participants)
+        if not drawn and not fresh:  # the copy may be old: ask the ledger before refusing
+            drawn = self._drawn(iid, attempt, ta, await self._read_participants())
+        if not drawn:
             raise NoExecutorAvailable("this executor is not the draw for this inference")
         spec = client.message.sampling
         sampling = SamplingParams.from_spec(spec)
@@ -187,6 +201,23 @@ class Executor(RoleBase):
         if self.sampling_hook is not None:
             sampling = self.sampling_hook(sampling)
         return iid, outer.message.request, list(outer.message.prompt_ids), sampling, spec
+
+    def _drawn(self, iid: bytes, attempt: int, ta: str, participants: dict) -> bool:
+        drawn = select_executor(iid, attempt, eligible_weights(participants), exclude={ta})
+        return drawn == self.address
+
+    async def _cached_participants(self) -> tuple[dict, bool]:
+        """The participant set and whether it was read just now."""
+        cached = self._participants
+        if cached is not None and self.monotonic() - cached[0] < self.participants_ttl_s:
+            return cached[1], False
+        return await self._read_participants(), True
+
+    async def _read_participants(self) -> dict:
+        t = self.monotonic()
+        participants = await self.ledger.participants()
+        self._participants = (t, participants)
+        return participants
 
     async def _record(
         self,

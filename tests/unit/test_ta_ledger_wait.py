@@ -44,6 +44,13 @@ class GatedLedger:
         return getattr(self.inner, name)
 
 
+def _stop_finishes(net: Net) -> None:
+    """Cancel the executors' background Finish submissions."""
+    for ex in net.executors.values():
+        for task in list(ex._tasks._tasks):
+            task.cancel()
+
+
 async def _answer(net: Net, env: bytes) -> list:
     return [wire.decode(b) async for b in net.tas["p0"].submit(env)]
 
@@ -104,7 +111,71 @@ async def test_a_start_refused_after_the_answer_went_out_is_counted(tmp_path) ->
     await net.tas["p0"].drain()
     assert net.tas["p0"].stats()["unpaid_answers"] == 1
     assert net.tas["p0"].stats()["pending_escrow"] == 0
-    # the executor's Finish waits for a Start that will never commit: stop it here
-    for ex in net.executors.values():
-        for task in list(ex._tasks._tasks):
-            task.cancel()
+    _stop_finishes(net)  # the executor's Finish waits for a Start that will never commit
+
+
+class CountingLedger:
+    """Counts participant-set reads; everything else goes to the real ledger."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    async def participants(self):
+        self.reads += 1
+        return await self.inner.participants()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusing(
+    tmp_path,
+) -> None:
+    from gonka_ray.protocol.selection import eligible_weights, select_executor
+
+    net = Net(tmp_path)
+    ta = net.keys["p0"]
+    now = [0.0]
+    counting = {}
+    for name, ex in net.executors.items():
+        ex.ledger = counting[name] = CountingLedger(net.ledger)
+        ex.monotonic = lambda: now[0]
+    weights = eligible_weights(await net.ledger.participants())
+
+    def execute_msg(env: bytes) -> tuple[bytes, str]:
+        iid = wire.open_envelope(env).id
+        drawn = select_executor(iid, 0, weights, exclude={ta.address})
+        msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=(1, 2, 3))
+        return wire.seal(msg, ta), drawn
+
+    async def run(ex, sealed: bytes) -> list:
+        return [wire.decode(b) async for b in ex.execute(sealed)]
+
+    # two requests drawn for one executor within the TTL: one read of the participant set
+    target = next(ex for ex in net.executors.values() if ex.address != ta.address)
+    sealed = []
+    while len(sealed) < 2:
+        s, drawn = execute_msg(net.request())
+        if drawn == target.address:
+            sealed.append(s)
+    for s in sealed:
+        assert isinstance((await run(target, s))[-1], wire.StreamChunk)
+    name = next(n for n, e in net.executors.items() if e is target)
+    assert counting[name].reads == 1
+    # a copy under which the draw lands elsewhere is re-read before refusing: no false refusal
+    stale = {a: p for a, p in (await net.ledger.participants()).items() if a != target.address}
+    target._participants = (now[0], stale)
+    s, drawn = execute_msg(net.request())
+    while drawn != target.address:
+        s, drawn = execute_msg(net.request())
+    assert isinstance((await run(target, s))[-1], wire.StreamChunk)
+    assert counting[name].reads == 2
+    # past the TTL the set is read again
+    now[0] += 10.0
+    s, drawn = execute_msg(net.request())
+    while drawn != target.address:
+        s, drawn = execute_msg(net.request())
+    await run(target, s)
+    assert counting[name].reads == 3
+    _stop_finishes(net)  # no TA started these: their Finish would wait for a Start
