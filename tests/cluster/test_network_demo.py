@@ -16,13 +16,14 @@ def test_demo_scenario_catches_the_cheater(ray_session) -> None:
         cheat="int4",
         epoch={"epoch_blocks": 200, "poc_sprint_blocks": 56, "poc_validation_blocks": 32},
     )
-    # NOTE: 40 requests: the cheater serves ~1/3 of them and ~70% of those are checked
-    # (independent validator seeds), so five invalidations in a row are all but certain.
+    # NOTE: the cheater serves ~1/3 of the requests and ~70% of those are checked (independent
+    # validator seeds), so the checked ones are ~Binomial(n, 0.23): it needs five. With 40
+    # requests that failed ~4% of runs (CI saw it); with 64, P(fewer than five) ≈ 2e-4.
     report = asyncio.run(
-        run_demo(config, requests=40, max_tokens=8, results_path=None, echo=lambda *a, **k: None)
+        run_demo(config, requests=64, max_tokens=8, results_path=None, echo=lambda *a, **k: None)
     )
     s = report.summary
-    assert s["requests"] == 40
+    assert s["requests"] == 64
     assert s["cheaters_caught"] == 1, (s, report.rows)
     assert s["honest_invalidated"] == 0
     assert s["refund_share"] == 1.0
