@@ -352,6 +352,63 @@ async def path_probe(net: Any, model: str, max_tokens: int, reps: int = 10) -> d
     return out
 
 
+async def cpu_per_request(
+    net: Any, model: str, max_tokens: int, requests: int = 20, idle_s: float = 10.0
+) -> dict[str, Any]:
+    """CPU milliseconds per request by role (from /proc of this Ray session's processes), for
+    ``requests`` sequential SDK requests over Ray (no HTTP), minus each role's idle use (the
+    ledger's heartbeat blocks, the verifiers' polling) measured for ``idle_s`` just before; and
+    the same engine's CPU per request alone, in this process."""
+    from benchmarks.scaling import cpu_by_process, role_cpu
+    from gonka_ray.engine.base import EngineRequest, SamplingParams
+    from gonka_ray.sdk import Client
+
+    msgs = [{"role": "user", "content": QUESTIONS[1]}]
+    client = Client(net.client_key(), {"p0": net.ta("p0")}, model)
+    await client.chat(msgs, max_tokens=max_tokens, seed=1)  # warm
+    await asyncio.sleep(5.0)  # let its checks finish
+    before, t0 = cpu_by_process(), time.monotonic()
+    await asyncio.sleep(idle_s)
+    idle = role_cpu(before, cpu_by_process())
+    idle_rate = {k: v / (time.monotonic() - t0) for k, v in idle.items()}
+    before, t0 = cpu_by_process(), time.monotonic()
+    for i in range(requests):
+        await client.chat(msgs, max_tokens=max_tokens, seed=200 + i, temperature=0.8)
+    await asyncio.sleep(8.0)  # the verifiers' checks of the last requests
+    used = role_cpu(before, cpu_by_process())
+    wall = time.monotonic() - t0
+    per_role = {
+        k: round(1000 * (v - idle_rate.get(k, 0.0) * wall) / requests, 1)
+        for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+        if k != "driver"
+    }
+    # the bare engine's own CPU per request, in this process
+    from gonka_ray.config import EngineConfig, ModelConfig
+    from gonka_ray.engine.factory import create_engine
+
+    engine = create_engine(
+        ModelConfig(name=model), EngineConfig(kind="transformers", torch_threads=1)
+    )
+    await engine.start()
+    prompt = engine.apply_chat_template(msgs)
+    cpu0 = time.process_time()
+    for i in range(requests):
+        params = SamplingParams(temperature=0.8, max_tokens=max_tokens, seed=200 + i, logprobs=5)
+        async for _ in engine.generate(EngineRequest(f"cpu-{i}", tuple(prompt), params)):
+            pass
+    bare_ms = 1000 * (time.process_time() - cpu0) / requests
+    total = sum(v for v in per_role.values() if v > 0)
+    return {
+        "requests": requests,
+        "max_tokens": max_tokens,
+        "network_cpu_ms_per_request_by_role": per_role,
+        "network_cpu_ms_per_request": round(total, 1),
+        "idle_cores_by_role": {k: round(v, 3) for k, v in idle_rate.items() if k != "driver"},
+        "bare_engine_cpu_ms_per_request": round(bare_ms, 1),
+        "network_over_bare_cpu": round(total / max(bare_ms, 1e-9), 2),
+    }
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -496,11 +553,13 @@ def main() -> None:
     net = launch(network_config(args.model, args.torch_threads), namespace="gonka_overhead")
     ta_timings: list[dict[str, float]] = []
     probe: dict[str, float] = {}
+    cpu: dict[str, Any] = {}
     try:
         asyncio.run(wait_ready(net, timeout_s=400))
         url = serve_network(net, api_keys={API_KEY: 0}, port=args.port, name="gonka-overhead")
         rows += asyncio.run(run_cells("gonka", f"{url}v1/chat/completions", args.model, args, bar))
         probe = asyncio.run(path_probe(net, args.model, min(args.max_tokens)))
+        cpu = asyncio.run(cpu_per_request(net, args.model, min(args.max_tokens)))
         stats = asyncio.run(net.stats())
         for s in stats.values():
             ta_timings += s["ta"]["timings"]
@@ -610,6 +669,9 @@ def main() -> None:
     print()
     for k, v in breakdown.items():
         print(f"  {k:36s} {v}")
+    print()
+    for k, v in cpu.items():
+        print(f"  {k:36s} {v}")
 
     c1_short = c1["added_e2e_p50_ms"]
     c8 = [r for r in ratio_rows if r["concurrency"] == max(args.concurrency)]
@@ -639,6 +701,8 @@ def main() -> None:
             None,
         ),
         "model": args.model,
+        "network_cpu_ms_per_request": cpu.get("network_cpu_ms_per_request"),
+        "bare_engine_cpu_ms_per_request": cpu.get("bare_engine_cpu_ms_per_request"),
         "goal_added_p50_ms_c1_max": 5.0,
         "goal_throughput_ratio_c8_min": 0.9,
         "goals_met": bool(c1_short <= 5.0 and thr8 >= 0.9),
@@ -651,6 +715,7 @@ def main() -> None:
         rows=rows,
         ratios=ratio_rows,
         breakdown=breakdown,
+        cpu_per_request=cpu,
         bare_engine_vllm="measured: rows with side bare_vllm"
         if isinstance(vllm_rows, list)
         else vllm_rows,
