@@ -80,6 +80,14 @@ class LedgerConfig(_Strict):
         description="an idle leader proposes an empty block after this long in its view, so "
         "committed height (the epoch clock) advances on an idle chain; 0 disables",
     )
+    min_block_interval_ms: int = Field(
+        C.LEDGER_MIN_BLOCK_INTERVAL_MS,
+        ge=0,
+        le=600_000,
+        description="a leader waits this long in its view before proposing a block, so that "
+        "transactions arriving meanwhile share it (fewer blocks, each a round of signed "
+        "messages on every replica); 0 proposes as soon as the previous block has its QC",
+    )
     expiry_blocks: int = Field(C.LEDGER_EXPIRY_BLOCKS, ge=1)
     storage_dir: str | None = Field(None, description="SQLite folder; default: a temp dir")
 

@@ -35,6 +35,9 @@ LEDGER_BLOCK_MAX_TXS = 2_000  # transactions per block
 LEDGER_BLOCK_INTERVAL_MS = 20  # leader waits this long to batch before proposing
 LEDGER_VIEW_TIMEOUT_MS = 2_000  # view change when no progress for this long
 LEDGER_EMPTY_BLOCK_INTERVAL_MS = 100  # idle leader proposes an empty block after this (0 = off)
+LEDGER_MIN_BLOCK_INTERVAL_MS = (
+    60  # a leader waits this long in its view before any proposal (pacing)
+)
 LEDGER_EXPIRY_BLOCKS = 600  # a Start with no Finish in this many blocks is refunded
 
 # --- epochs and reputation -------------------------------------------------------------------

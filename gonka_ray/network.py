@@ -182,6 +182,7 @@ def launch(
                 tick_ms=tick_ms,
                 timeout_ticks=max(10, config.ledger.view_timeout_ms // tick_ms),
                 empty_block_interval_ms=config.ledger.empty_block_interval_ms,
+                min_block_interval_ms=config.ledger.min_block_interval_ms,
                 epoch_blocks=config.epoch.epoch_blocks,
             )
         for p in config.participants:

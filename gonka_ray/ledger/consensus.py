@@ -20,6 +20,12 @@ Protocol (chained HotStuff, Yin et al. 2019, with a DiemBFT-style pacemaker):
   saw), so an idle chain's committed height keeps advancing (the epoch clock is committed
   height). ``N = 0`` disables it: the leader then proposes only for transactions (and the empty
   blocks that finish their commit). Ticks are the only clock, so this stays deterministic.
+- Block pacing: with ``min_block_ticks = M > 0`` a leader proposes no block before ``M`` ticks
+  have passed since it entered its view. Without it a leader proposes the moment it holds the
+  QC of the previous view, so a single transaction set off four back-to-back blocks (its own
+  and the three that commit it), each costing every replica a round of signed messages;
+  pacing lets the transactions that arrive meanwhile share blocks, trading commit latency for
+  CPU. ``M = 0`` (the default) keeps the eager behaviour. Ticks only, so still deterministic.
 - Pacemaker: with work pending (mempool or uncommitted transactions, or always when heartbeat
   blocks are on, after the extra ``N`` ticks a heartbeat may take) and no progress for
   ``timeout_ticks`` ticks (doubling per consecutive timeout, at most 8×), a replica broadcasts a
@@ -349,6 +355,8 @@ class ConsensusCore:
         fetch_retry_ticks: ticks before a missing block is requested again.
         empty_block_ticks: an idle leader proposes an empty block after this many ticks in its
             view (heartbeat blocks); 0 disables.
+        min_block_ticks: a leader proposes no block before this many ticks in its view (block
+            pacing); 0 proposes as soon as it can.
         admit: ``admit(tx_hash, tx)`` is called once for each transaction new to this mempool,
             before it is gossiped or proposed (the shell verifies its signature there, once, and keeps the result for
             apply). Its result is ignored: what enters a block must not depend on it.
@@ -371,12 +379,15 @@ class ConsensusCore:
         mempool_max_txs: int = 200_000,
         fetch_retry_ticks: int = 4,
         empty_block_ticks: int = 0,
+        min_block_ticks: int = 0,
         admit: Callable[[bytes, bytes], Any] | None = None,
         epoch_blocks: int = 0,
         epoch: tuple[int, ValidatorSet] | None = None,
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
+        if min_block_ticks < 0:
+            raise ValueError("min_block_ticks must be >= 0")
         me = validators.index_of(key.public_key)
         if me is None:
             raise ValueError("this replica's key is not in the validator set")
@@ -390,6 +401,7 @@ class ConsensusCore:
         self.mempool_max_txs = mempool_max_txs
         self.fetch_retry_ticks = fetch_retry_ticks
         self.empty_block_ticks = empty_block_ticks
+        self.min_block_ticks = min_block_ticks
         self.admit = admit
         if epoch_blocks < 0 or epoch_blocks == 1:
             raise ValueError("epoch_blocks must be 0 (off) or at least 2")
@@ -944,6 +956,8 @@ class ConsensusCore:
             return
         if v in self.proposed_views:
             return
+        if self.idle_ticks < self.min_block_ticks:
+            return  # pacing: tick() tries again
         parent = self.blocks.get(self.high_qc.block_hash)
         if parent is None:
             return

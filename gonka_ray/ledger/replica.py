@@ -101,6 +101,8 @@ class LedgerReplica:
         timeout_ticks: ticks without progress before a view change.
         empty_block_interval_ms: an idle leader proposes an empty block after this long in its
             view (rounded up to whole ticks), so an idle chain's height keeps advancing; 0 = off.
+        min_block_interval_ms: a leader waits this long in its view before proposing any block
+            (rounded down to whole ticks; block pacing, see the consensus module); 0 = off.
         max_block_txs: transactions per block.
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
@@ -125,6 +127,7 @@ class LedgerReplica:
         tick_ms: float = 20.0,
         timeout_ticks: int = 50,
         empty_block_interval_ms: float = C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+        min_block_interval_ms: float = 0.0,
         max_block_txs: int = 2_000,
         snapshot_every: int = 100,
         install: Callable[[StateMachine], None] | None = None,
@@ -152,6 +155,7 @@ class LedgerReplica:
             "max_block_txs": max_block_txs,
             "seed": index,
             "empty_block_ticks": empty_block_ticks(empty_block_interval_ms, tick_ms),
+            "min_block_ticks": int(min_block_interval_ms // tick_ms),
             "admit": self._admit,
             "epoch_blocks": epoch_blocks,
         }

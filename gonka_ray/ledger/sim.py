@@ -121,6 +121,7 @@ class SimNetwork:
         timeout_ticks: int = 8,
         max_block_txs: int = 64,
         empty_block_ticks: int = 0,
+        min_block_ticks: int = 0,
         epoch_blocks: int = 0,
         reconfigure: dict[int, dict[int, int]] | None = None,
     ) -> None:
@@ -152,6 +153,7 @@ class SimNetwork:
                     max_block_txs=max_block_txs,
                     seed=seed * 1000 + i,
                     empty_block_ticks=empty_block_ticks,
+                    min_block_ticks=min_block_ticks,
                     epoch_blocks=epoch_blocks,
                 )
             sm = StateMachine(self.genesis, epoch_blocks=epoch_blocks)
@@ -386,6 +388,7 @@ class ScenarioResult:
     error: str = ""
     n: int = 4
     empty_block_ticks: int = 0
+    min_block_ticks: int = 0
     epoch_blocks: int = 0
     epochs: int = 0  # consensus epochs the honest replicas reached
 
@@ -396,7 +399,8 @@ class ScenarioResult:
     def describe(self) -> str:
         return (
             f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
-            f"empty_block_ticks={self.empty_block_ticks} epoch_blocks={self.epoch_blocks} "
+            f"empty_block_ticks={self.empty_block_ticks} min_block_ticks={self.min_block_ticks} "
+            f"epoch_blocks={self.epoch_blocks} "
             f"epochs={self.epochs} "
             f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
             f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed, n=self.n)}"
@@ -459,6 +463,9 @@ def run_scenario(
     if beat.random() < 0.5:
         epoch_blocks = beat.randint(4, 8)
         plan = reconfiguration_plan(beat, n, set(byzantine), epoch_blocks)
+    # Block pacing in a third of the runs (a stream of its own again).
+    pace = random.Random(f"pacing/{seed}")
+    min_block_ticks = pace.randint(1, max_delay) if pace.random() < 1 / 3 else 0
     net = SimNetwork(
         seed,
         n=n,
@@ -468,6 +475,7 @@ def run_scenario(
         max_delay=max_delay,
         timeout_ticks=2 * max_delay + 4,
         empty_block_ticks=empty_block_ticks,
+        min_block_ticks=min_block_ticks,
         epoch_blocks=epoch_blocks,
         reconfigure=plan,
     )
@@ -506,6 +514,7 @@ def run_scenario(
         error=error,
         n=n,
         empty_block_ticks=empty_block_ticks,
+        min_block_ticks=min_block_ticks,
         epoch_blocks=epoch_blocks,
         epochs=max((nd.core.epoch for nd in net.honest if nd.core is not None), default=0),
     )

@@ -260,3 +260,24 @@ def test_heartbeat_blocks_continue_past_a_silent_leader() -> None:
     net.run(300)
     assert min(len(nd.commits) for nd in net.honest) >= 10
     assert not net.safety_violations()
+
+
+def test_block_pacing_batches_a_trickle_of_transactions_into_fewer_blocks() -> None:
+    def blocks_for_trickle(min_block_ticks: int) -> tuple[int, int]:
+        net = SimNetwork(13, min_block_ticks=min_block_ticks)
+        batch = txs(12, seed=3)
+        for tx in batch:  # one transaction every other tick, as a request's records arrive
+            net.submit(0, tx)
+            net.run(2)
+        wanted = {merkle.tx_hash(t) for t in batch}
+        assert net.run_until(lambda: net.all_committed(wanted), 300)
+        assert not net.safety_violations()
+        proposals = sum(nd.core.stats.proposals for nd in net.nodes)
+        return proposals, net.now
+
+    eager, eager_ticks = blocks_for_trickle(0)
+    paced, paced_ticks = blocks_for_trickle(4)
+    assert paced < eager / 1.5, (paced, eager)  # transactions share blocks
+    assert paced_ticks < eager_ticks + 60  # at the price of a few ticks of commit latency
+    with pytest.raises(ValueError):
+        SimNetwork(13, min_block_ticks=-1)
