@@ -301,6 +301,14 @@ async def _report(
     epoch_rows = await _epoch_rows(net, config, epochs)
     cheater_names = {p.name for p in config.participants if p.adversary}
     invalid_in = {r["participant"] for r in epoch_rows if r["note"].startswith("INVALID")}
+    first_invalid = {}
+    for r in sorted(epoch_rows, key=lambda r: r["epoch"]):
+        if r["note"].startswith("INVALID"):
+            first_invalid.setdefault(r["participant"], r["epoch"])
+    for r in epoch_rows:  # a cheater's epochs after its INVALID one: it was caught already
+        if r["epoch"] > first_invalid.get(r["participant"], r["epoch"]):
+            after = "weight 0 after its INVALID epoch" if not r["weight"] else "after INVALID"
+            r["note"] = r["note"].replace("cheater, not caught yet", f"cheater, {after}")
     # statuses reset when an epoch settles: count the cheaters that were INVALID at any point
     summary["cheaters_caught"] = sum(
         1
