@@ -369,7 +369,14 @@ class TransportAgent(RoleBase):
         return outcome
 
     async def _submit_delivered(self, start_task: asyncio.Task, iid: bytes, output: list[int]):
-        await start_task  # Delivered after Start, or the ledger would not know the inference
+        # Delivered after the Start, or the ledger would not know the inference; a Start that
+        # was refused or never committed (counted in unpaid_answers) has nothing to record.
+        try:
+            started = await start_task
+        except Exception:
+            return None
+        if not started.ok:
+            return None
         tx = wire.seal(
             wire.OutputDelivered(
                 inference_id=iid, output_hash=prompt_hash(output), nonce=self.rng.getrandbits(64)

@@ -108,7 +108,8 @@ async def test_a_start_refused_after_the_answer_went_out_is_counted(tmp_path) ->
     items = await asyncio.wait_for(_answer(net, net.request()), 10)
     assert isinstance(items[-1], wire.InferenceDone)
     gated.gate.set()
-    await net.tas["p0"].drain()
+    await net.tas["p0"].drain()  # no OutputDelivered is sent for a Start that was refused
+    assert gated.held == 1
     assert net.tas["p0"].stats()["unpaid_answers"] == 1
     assert net.tas["p0"].stats()["pending_escrow"] == 0
     _stop_finishes(net)  # the executor's Finish waits for a Start that will never commit
