@@ -84,12 +84,25 @@ class LedgerConfig(_Strict):
         C.LEDGER_MIN_BLOCK_INTERVAL_MS,
         ge=0,
         le=600_000,
-        description="a leader waits this long in its view before proposing a block, so that "
+        description="a leader waits about this long in its view (whole consensus ticks of "
+        "block_interval_ms; less than one tick is off) before proposing a block, so that "
         "transactions arriving meanwhile share it (fewer blocks, each a round of signed "
-        "messages on every replica); 0 proposes as soon as the previous block has its QC",
+        "messages on every replica); must stay below half the view timeout; 0 proposes as soon "
+        "as the previous block has its QC",
     )
     expiry_blocks: int = Field(C.LEDGER_EXPIRY_BLOCKS, ge=1)
     storage_dir: str | None = Field(None, description="SQLite folder; default: a temp dir")
+
+    @model_validator(mode="after")
+    def _pacing_below_the_view_timeout(self) -> LedgerConfig:
+        # NOTE: a leader that waits as long as its followers' view timeout never gets a block
+        # certified: every view would end in a timeout.
+        if self.min_block_interval_ms * 2 >= self.view_timeout_ms:
+            raise ValueError(
+                f"min_block_interval_ms ({self.min_block_interval_ms}) must be below half of "
+                f"view_timeout_ms ({self.view_timeout_ms})"
+            )
+        return self
 
 
 class EpochConfig(_Strict):

@@ -16,6 +16,7 @@ generators (``num_returns="streaming"``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -32,8 +33,10 @@ async def stream_call(method: Any, *args: Any) -> AsyncIterator[Any]:
     """The items of a Ray streaming actor call ``method.remote(*args)``.
 
     A consumer that stops early (a client went away, an error upstream, a cancelled task)
-    cancels the remote task, and with it the tasks it called (``ray.cancel`` is recursive): an
-    abandoned stream must not keep an executor and its engine generating to ``max_tokens``.
+    cancels the remote task: an abandoned stream must not keep an executor and its engine
+    generating to ``max_tokens``. The cancellation travels down the chain through each
+    stream's own ``stream_call`` (TA → executor → MLNode), not through ``ray.cancel``'s
+    recursion, which would also cancel the ledger submissions those tasks started.
     """
     gen = method.options(num_returns="streaming").remote(*args)
     finished = False
@@ -46,7 +49,7 @@ async def stream_call(method: Any, *args: Any) -> AsyncIterator[Any]:
             import ray
 
             try:
-                ray.cancel(gen)
+                ray.cancel(gen, recursive=False)
             except Exception as exc:  # the task already ended, or Ray is shutting down
                 log.debug("cancelling an abandoned stream failed: %r", exc)
 
@@ -155,13 +158,18 @@ class PeerExecutor:
 
 
 class BackgroundTasks:
-    """Fire-and-forget coroutines (ledger submissions) that tests and shutdown can wait for."""
+    """Fire-and-forget coroutines (ledger submissions) that tests and shutdown can wait for.
+
+    NOTE: each runs in a fresh ``contextvars`` context: Ray reads the current task from a
+    context variable, so a background submission started while serving a request would
+    otherwise count as a child of that request's Ray task and be cancelled with it.
+    """
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
     def spawn(self, coro: Coroutine) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

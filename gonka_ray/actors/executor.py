@@ -7,7 +7,9 @@ is the deterministic draw for ``(inference_id, attempt)`` excluding the TA — a
 participant work outside the protocol. After the last chunk it stores the payload (client
 request + compact artifact) in its content-addressed store and, in the background, submits
 ``FinishInference``; the stream's end is never delayed by the ledger. A Finish that reaches the
-ledger before the TA's Start is retried until the Start commits.
+ledger before the TA's Start is retried until the Start commits. A stream cancelled mid-way
+(its TA's client went away) is recorded the same way with the tokens generated so far and finish
+reason ``abort``; an engine failure mid-way is not (the client gets an error and is refunded).
 
 ``payload(envelope)`` serves a stored payload to a verifier's signed ``PayloadRequest``.
 
@@ -30,6 +32,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import BackgroundTasks, RoleBase, submit_until
@@ -39,6 +42,7 @@ from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import GonkaError, NoExecutorAvailable, PayloadUnavailable
 from gonka_ray.ledger.inference_app import prompt_hash
+from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
 
@@ -151,6 +155,15 @@ class Executor(RoleBase):
                         finish_reason=chunk.finish_reason or "",
                     )
                 )
+        except (asyncio.CancelledError, GeneratorExit):
+            if chunks and not chunks[-1].finish_reason:
+                # Cancelled mid-stream (the TA's client went away): the tokens generated so far
+                # are recorded with finish reason "abort", so the client pays for them and this
+                # executor is paid, as any API bills a disconnected stream. (An engine failure,
+                # below, is not billed: the client gets an error and the Start expires.)
+                aborted = [*chunks[:-1], replace(chunks[-1], finish_reason="abort")]
+                self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, aborted))
+            raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
@@ -172,6 +185,10 @@ class Executor(RoleBase):
 
     async def _admit(self, envelope: bytes):
         outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest)
+        if not 0 <= outer.message.attempt < MAX_ATTEMPTS:
+            # NOTE: before any draw: drawing attempt a costs a+1 weighted picks, and the ledger
+            # refuses a Start beyond its cap anyway.
+            raise NoExecutorAvailable(f"attempt must be in [0, {MAX_ATTEMPTS})")
         client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
         participants, fresh = await self._cached_participants()
         if outer.signer_address not in participants and not fresh:

@@ -7,8 +7,8 @@ failure is a typed :class:`~gonka_ray.exceptions.GonkaError` (4xx at the HTTP la
 
 The admission look-ups that need another actor (the prompt's tokens from the MLNode, the
 client's balance and the participants from the ledger replica) run concurrently. The balance
-check counts the escrow of this TA's own Starts that have not committed yet, so a client cannot
-spend the same balance twice through one TA while its first Start is in flight.
+check counts the escrow this TA reserved for the client's requests whose Starts the ledger has
+not decided yet, so a client cannot spend the same balance twice through one TA.
 
 Then, per attempt: the executor is the deterministic draw over the committed participants
 (excluding this TA's own participant and INVALID ones); the TA sends the signed
@@ -21,7 +21,7 @@ full. After the stream, ``OutputDelivered`` records the hash of exactly the toke
 received.
 
 The last item (``InferenceDone``) waits until a ledger replica has *accepted* the Start (taken it
-into its mempool and gossiped it to the group; a millisecond hop that generation has long
+into its mempool and handed it to the group; a millisecond hop that generation has long
 overtaken), not until it commits: so the ledger adds no latency to the answer, and a client never
 holds an answer whose Start exists only in this TA's memory, even if the TA dies right after. If
 the commit's outcome is already known by then and it was refused, the client gets that error
@@ -179,22 +179,29 @@ class TransportAgent(RoleBase):
                     f"escrow {escrow} exceeds the request's max_escrow {req.max_escrow}",
                     field="max_escrow",
                 )
+            balance = await balance_task
+            # NOTE: no await between reading the pending escrow and reserving this one, so two
+            # concurrent requests of one client cannot both pass on the same balance.
             pending = self.pending_escrow.get(requester, 0)
-            if await balance_task - pending < escrow:
+            if balance - pending < escrow:
                 raise InsufficientBalance(
                     f"balance below the escrow of {escrow}"
                     + (f" (with {pending} escrowed by requests still starting)" if pending else "")
                 )
-            participants = await participants_task
+            self.pending_escrow[requester] = pending + escrow
+            try:
+                participants = await participants_task
+                self.replay.admit(signed.id, req.timestamp_ms, now_ms)
+            except BaseException:
+                self._release(requester, escrow)
+                raise
         finally:
             for task in (balance_task, participants_task):
                 task.cancel()  # no-op once done; a failed admission leaves nothing running
-        self.replay.admit(signed.id, req.timestamp_ms, now_ms)
         iid = signed.id
         t0 = time.perf_counter()
         timing: dict[str, float] = {}
         starts: list[asyncio.Task] = []  # this request's Start submissions, one per attempt
-        self.pending_escrow[requester] = self.pending_escrow.get(requester, 0) + escrow
         try:
             async for item in self._attempts(
                 iid, envelope, prompt_ids, participants, escrow, t0, timing, starts
@@ -274,6 +281,10 @@ class TransportAgent(RoleBase):
                 )
                 self.retries += 1
                 continue
+            except (asyncio.CancelledError, GeneratorExit):
+                if output:  # the client went away: record what it was sent
+                    self._tasks.spawn(self._submit_delivered(start_task, iid, list(output)))
+                raise
             except Exception as exc:  # a dead actor, a broken stream
                 if output:
                     raise self._interrupted(iid, output, exc) from None
@@ -353,6 +364,12 @@ class TransportAgent(RoleBase):
     ) -> None:
         if starts:
             await asyncio.wait(starts)
+            for task in starts:  # their outcome was logged or counted; retrieve it
+                if not task.cancelled():
+                    task.exception()
+        self._release(requester, escrow)
+
+    def _release(self, requester: str, escrow: int) -> None:
         left = self.pending_escrow.get(requester, 0) - escrow
         if left > 0:
             self.pending_escrow[requester] = left

@@ -356,7 +356,7 @@ class ConsensusCore:
         empty_block_ticks: an idle leader proposes an empty block after this many ticks in its
             view (heartbeat blocks); 0 disables.
         min_block_ticks: a leader proposes no block before this many ticks in its view (block
-            pacing); 0 proposes as soon as it can.
+            pacing); 0 proposes as soon as it can; must stay below ``timeout_ticks``.
         admit: ``admit(tx_hash, tx)`` is called once for each transaction new to this mempool,
             before it is gossiped or proposed (the shell verifies its signature there, once, and keeps the result for
             apply). Its result is ignored: what enters a block must not depend on it.
@@ -386,8 +386,8 @@ class ConsensusCore:
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
-        if min_block_ticks < 0:
-            raise ValueError("min_block_ticks must be >= 0")
+        if not 0 <= min_block_ticks < timeout_ticks:
+            raise ValueError("min_block_ticks must be in [0, timeout_ticks)")
         me = validators.index_of(key.public_key)
         if me is None:
             raise ValueError("this replica's key is not in the validator set")

@@ -40,7 +40,7 @@ import msgpack
 
 from gonka_ray import constants as C
 from gonka_ray import crypto, wire
-from gonka_ray.exceptions import CommitTimeout, StorageError
+from gonka_ray.exceptions import CommitTimeout, Overloaded, StorageError
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import (
     Committed,
@@ -102,7 +102,8 @@ class LedgerReplica:
         empty_block_interval_ms: an idle leader proposes an empty block after this long in its
             view (rounded up to whole ticks), so an idle chain's height keeps advancing; 0 = off.
         min_block_interval_ms: a leader waits this long in its view before proposing any block
-            (rounded down to whole ticks; block pacing, see the consensus module); 0 = off.
+            (rounded down to whole ticks, so less than a tick is off; block pacing, see the
+            consensus module); 0 = off.
         max_block_txs: transactions per block.
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
@@ -255,10 +256,21 @@ class LedgerReplica:
         self._carry_out(merged)
 
     async def submit(self, tx: bytes) -> bytes:
-        """Queue a signed transaction; returns its hash (the receipt key)."""
+        """Queue a signed transaction and hand it to the other replicas; returns its hash (the
+        receipt key) once it is in this replica's mempool (or already known here).
+
+        Raises:
+            Overloaded: the mempool is full; the transaction was not taken (try another
+                replica, or later).
+        """
         self._ensure_started()
-        self._carry_out(self.core.submit(tx))
-        return merkle.tx_hash(tx)
+        th = merkle.tx_hash(tx)
+        core = self.core
+        known = th in core.mempool or th in core.committed_txs
+        if not known and len(core.mempool) >= core.mempool_max_txs:
+            raise Overloaded(f"replica {self.index}: mempool full", retry_after_s=1.0)
+        self._carry_out(core.submit(tx))
+        return th
 
     async def submit_many(self, txs: list[bytes]) -> int:
         self._ensure_started()

@@ -45,6 +45,10 @@ def test_yaml_loads_with_defaults_and_overrides(tmp_path) -> None:
         ({"participants": [{"name": "a"}], "engine": {"kind": "tgi"}}, "engine.kind"),
         ({"participants": [{"name": "a", "adversary": "nice"}]}, "adversary"),
         ({"participants": [{"name": "a"}], "epoch": {"epoch_blocks": 10}}, "room for inference"),
+        (
+            {"participants": [{"name": "a"}], "ledger": {"min_block_interval_ms": 1000}},
+            "below half of view_timeout_ms",
+        ),
     ],
 )
 def test_bad_values_name_the_field(data, needle) -> None:

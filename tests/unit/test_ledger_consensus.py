@@ -281,3 +281,5 @@ def test_block_pacing_batches_a_trickle_of_transactions_into_fewer_blocks() -> N
     assert paced_ticks < eager_ticks + 60  # at the price of a few ticks of commit latency
     with pytest.raises(ValueError):
         SimNetwork(13, min_block_ticks=-1)
+    with pytest.raises(ValueError):  # a leader waiting out its followers' timeout never commits
+        SimNetwork(13, min_block_ticks=8, timeout_ticks=8)

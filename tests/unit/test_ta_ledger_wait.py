@@ -180,3 +180,68 @@ async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusin
     await run(target, s)
     assert counting[name].reads == 3
     _stop_finishes(net)  # no TA started these: their Finish would wait for a Start
+
+
+class SlowBalance:
+    """The TA's ledger port with a slow balance read, so concurrent admissions overlap."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def balance(self, address: str) -> int:
+        await asyncio.sleep(0.05)
+        return await self.inner.balance(address)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+async def test_two_concurrent_requests_cannot_share_one_balance(tmp_path) -> None:
+    probe = Net(tmp_path / "probe")
+    escrow_of_one = (await probe.ask("p0", probe.request()))[-1].prompt_tokens + 12
+    net = Net(tmp_path / "net", client_balance=escrow_of_one + escrow_of_one // 2)
+    net.tas["p0"].ledger = SlowBalance(net.ledger)
+    outcomes = await asyncio.gather(
+        _answer(net, net.request()), _answer(net, net.request()), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, InsufficientBalance)]
+    answered = [o for o in outcomes if isinstance(o, list)]
+    assert len(refused) == 1 and len(answered) == 1, outcomes
+    await net.settle()
+    assert net.tas["p0"].stats()["unpaid_answers"] == 0
+    assert net.tas["p0"].stats()["pending_escrow"] == 0
+
+
+async def test_an_absurd_attempt_is_refused_before_any_draw(tmp_path) -> None:
+    net = Net(tmp_path)
+    ta = net.keys["p0"]
+    msg = wire.ExecuteRequest(request=net.request(), attempt=2**32 - 1, prompt_ids=(1, 2, 3))
+    ex = next(iter(net.executors.values()))
+    items = await asyncio.wait_for(_collect(ex.execute(wire.seal(msg, ta))), 5)
+    assert isinstance(items[0], wire.ExecutionError) and "attempt" in items[0].message
+
+
+async def _collect(agen) -> list:
+    return [wire.decode(b) async for b in agen]
+
+
+async def test_a_stream_the_client_abandons_is_billed_for_what_was_generated(tmp_path) -> None:
+    net = Net(tmp_path)
+    balance0 = await net.ledger.balance(net.client.address)
+    env = net.request(max_tokens=12)
+    iid = wire.open_envelope(env).id
+    stream = net.tas["p0"].submit(env)
+    got = [wire.decode(await stream.__anext__()) for _ in range(3)]
+    assert all(isinstance(c, wire.StreamChunk) for c in got)
+    await stream.aclose()  # the client goes away after three tokens
+    for _ in range(20):  # the abandoned inner streams are closed by the event loop
+        await asyncio.sleep(0.01)
+    await net.settle()
+    rec = await net.ledger.inference(iid)
+    assert rec is not None and rec.status is InferenceStatus.FINISHED
+    assert rec.finish_reason == "abort" and rec.completion_tokens == 3
+    assert rec.delivered_hash == rec.response_hash  # the TA recorded the three it sent
+    assert await net.ledger.balance(net.client.address) == balance0 - rec.cost
+    await net.verify_all()  # an honest aborted output passes verification
+    rec = await net.ledger.inference(iid)
+    assert rec.status is InferenceStatus.VALIDATED, rec
