@@ -9,6 +9,11 @@ transaction was submitted to (same clock). Every replica verifies every signatur
 SQLite before sending, and applies every block. The machine's 1-minute load average at the
 start and the end goes into the JSON: on a shared 2-core machine other work can halve the
 figures.
+
+**What a block costs** (``block_cost``): an idle group of 4 replicas making heartbeat blocks
+(one every 100 ms, 20 ms ticks), measured twice: all four in this process over an in-memory
+transport (no Ray), and as Ray actors (CPU from ``/proc`` of their processes). The difference is
+what the consensus messages cost as Ray actor calls.
 """
 
 from __future__ import annotations
@@ -150,6 +155,101 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
     return rows
 
 
+def _genesis_of(replicas: list[crypto.KeyPair], chain_id: str) -> bytes:
+    return wire.encode(
+        LedgerGenesis(
+            chain_id=chain_id,
+            accounts=(),
+            participants=tuple(
+                GenesisParticipant(public_key=k.public_key, name=f"r{i}", weight=1)
+                for i, k in enumerate(replicas)
+            ),
+        )
+    )
+
+
+async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
+    """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
+    from gonka_ray.ledger.replica import LedgerReplica
+
+    keys_ = keys("blockcost", 4)
+    genesis = _genesis_of(keys_, "blockcost-local")
+    replicas: list[LedgerReplica] = []
+
+    def transport(src: int):
+        def send(dest: int, data: bytes) -> None:
+            asyncio.get_running_loop().create_task(replicas[dest].deliver(data, src))
+
+        return send
+
+    for i, k in enumerate(keys_):
+        replicas.append(
+            LedgerReplica(
+                index=i,
+                key_seed=k.seed,
+                genesis=genesis,
+                storage_dir=f"{tmp}/local",
+                transport=transport(i),
+                tick_ms=20,
+                timeout_ticks=100,
+                empty_block_interval_ms=100,
+            )
+        )
+    for r in replicas:
+        await r.start()
+    await asyncio.sleep(2.0)
+    h0, c0 = replicas[0].core.committed_height, time.process_time()
+    await asyncio.sleep(seconds)
+    blocks = replicas[0].core.committed_height - h0
+    cpu = time.process_time() - c0
+    for r in replicas:
+        await r.stop()
+    return round(1000 * cpu / max(1, blocks) / 4, 2)
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def block_cost_over_ray(ray, tmp: str, seconds: float = 8.0) -> float:
+    """The same group as Ray actors: CPU ms per heartbeat block per replica process."""
+    keys_ = keys("blockcost", 4)
+    genesis = _genesis_of(keys_, "blockcost-ray")
+    names = [f"bench-blockcost-{i}" for i in range(4)]
+    ns = ray.get_runtime_context().namespace
+    handles = [
+        replica_actor(ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
+            index=i,
+            key_seed=k.seed,
+            genesis=genesis,
+            storage_dir=f"{tmp}/ray",
+            peer_names=names,
+            namespace=ns,
+            tick_ms=20,
+            timeout_ticks=100,
+            empty_block_interval_ms=100,
+        )
+        for i, k in enumerate(keys_)
+    ]
+    try:
+        await asyncio.gather(*[h.start.remote() for h in handles])
+        pids = await asyncio.gather(
+            *[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles]
+        )
+        await asyncio.sleep(2.0)
+        h0 = (await handles[0].status.remote())["committed_height"]
+        c0 = sum(_proc_cpu_s(p) for p in pids)
+        await asyncio.sleep(seconds)
+        blocks = (await handles[0].status.remote())["committed_height"] - h0
+        cpu = sum(_proc_cpu_s(p) for p in pids) - c0
+    finally:
+        for h in handles:
+            ray.kill(h, no_restart=True)
+    return round(1000 * cpu / max(1, blocks) / 4, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rates", default="250,500,1000,2000,4000")
@@ -164,6 +264,11 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     all_rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
+        block_cost = {
+            "in_process_cpu_ms_per_block_per_replica": asyncio.run(block_cost_in_process(tmp)),
+            "over_ray_cpu_ms_per_block_per_replica": asyncio.run(block_cost_over_ray(ray, tmp)),
+        }
+        print(f"heartbeat block cost: {block_cost}")
         for n in [int(g) for g in args.groups.split(",")]:
             rows = asyncio.run(bench_group(ray, n, rates, args.duration_s, tmp))
             if n == 4:
@@ -183,12 +288,21 @@ def main() -> None:
         "tx_per_s_4_replicas": peak_of(4),
         "tx_per_s_7_replicas": peak_of(7),
         "p99_ms_half_load_4_replicas": half_rows[0]["p99_ms"] if half_rows else None,
+        "block_cpu_ms_per_replica_in_process": block_cost[
+            "in_process_cpu_ms_per_block_per_replica"
+        ],
+        "block_cpu_ms_per_replica_over_ray": block_cost["over_ray_cpu_ms_per_block_per_replica"],
     }
     print(summary)
     load = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
     print(f"1-minute load average: {load}")
     path = write_results(
-        "ledger", summary, rows=all_rows, duration_s=args.duration_s, load_avg_1m=load
+        "ledger",
+        summary,
+        rows=all_rows,
+        duration_s=args.duration_s,
+        load_avg_1m=load,
+        block_cost=block_cost,
     )
     print(f"wrote {path}")
     plot(all_rows)
