@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -108,37 +109,60 @@ async def run_level(handles: list, txs: list[list[bytes]], rate: float, duration
     }
 
 
-async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: str) -> list[dict]:
-    replicas = keys(f"replica{n}", n)
-    clients = keys("client", CLIENTS)
-    genesis = LedgerGenesis(
-        chain_id=f"bench-{n}",
-        accounts=tuple(GenesisAccount(address=c.address, balance=10**12) for c in clients),
-        participants=tuple(
-            GenesisParticipant(public_key=k.public_key, name=f"r{i}", weight=1)
-            for i, k in enumerate(replicas)
-        ),
+def genesis_of(
+    replicas: Sequence[crypto.KeyPair], chain_id: str, clients: Sequence[crypto.KeyPair] = ()
+) -> bytes:
+    """The encoded genesis of a group of ``replicas`` (weight 1 each), ``clients`` funded."""
+    return wire.encode(
+        LedgerGenesis(
+            chain_id=chain_id,
+            accounts=tuple(GenesisAccount(address=c.address, balance=10**12) for c in clients),
+            participants=tuple(
+                GenesisParticipant(public_key=k.public_key, name=f"r{i}", weight=1)
+                for i, k in enumerate(replicas)
+            ),
+        )
     )
-    names = [f"bench-ledger-{n}-{i}" for i in range(n)]
+
+
+async def start_group(
+    ray, prefix: str, replicas: Sequence[crypto.KeyPair], genesis: bytes, storage_dir: str, **kw
+) -> list:
+    """One Ray replica actor per key, named ``<prefix>-<i>``, started; ``kw`` go to each."""
+    names = [f"{prefix}-{i}" for i in range(len(replicas))]
     ns = ray.get_runtime_context().namespace
     handles = [
         replica_actor(ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
             index=i,
-            key_seed=replicas[i].seed,
-            genesis=wire.encode(genesis),
-            storage_dir=f"{tmp}/g{n}",
+            key_seed=k.seed,
+            genesis=genesis,
+            storage_dir=storage_dir,
             peer_names=names,
             namespace=ns,
-            tick_ms=10,
-            timeout_ticks=200,
-            max_block_txs=2_000,
-            snapshot_every=10**9,
-            track_latency=True,
-            apply_in_thread=False,  # apply mostly hits the admission cache now
+            **kw,
         )
-        for i in range(n)
+        for i, k in enumerate(replicas)
     ]
     await asyncio.gather(*[h.start.remote() for h in handles])
+    return handles
+
+
+async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: str) -> list[dict]:
+    replicas = keys(f"replica{n}", n)
+    clients = keys("client", CLIENTS)
+    handles = await start_group(
+        ray,
+        f"bench-ledger-{n}",
+        replicas,
+        genesis_of(replicas, f"bench-{n}", clients),
+        f"{tmp}/g{n}",
+        tick_ms=10,
+        timeout_ticks=200,
+        max_block_txs=2_000,
+        snapshot_every=10**9,
+        track_latency=True,
+        apply_in_thread=False,  # apply mostly hits the admission cache now
+    )
     nonces = [0] * CLIENTS
     rows = []
     try:
@@ -155,25 +179,12 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
     return rows
 
 
-def _genesis_of(replicas: list[crypto.KeyPair], chain_id: str) -> bytes:
-    return wire.encode(
-        LedgerGenesis(
-            chain_id=chain_id,
-            accounts=(),
-            participants=tuple(
-                GenesisParticipant(public_key=k.public_key, name=f"r{i}", weight=1)
-                for i, k in enumerate(replicas)
-            ),
-        )
-    )
-
-
 async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
     """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
     from gonka_ray.ledger.replica import LedgerReplica
 
     keys_ = keys("blockcost", 4)
-    genesis = _genesis_of(keys_, "blockcost-local")
+    genesis = genesis_of(keys_, "blockcost-local")
     replicas: list[LedgerReplica] = []
 
     def transport(src: int):
@@ -216,25 +227,17 @@ def _proc_cpu_s(pid: int) -> float:
 async def block_cost_over_ray(ray, tmp: str, seconds: float = 8.0) -> float:
     """The same group as Ray actors: CPU ms per heartbeat block per replica process."""
     keys_ = keys("blockcost", 4)
-    genesis = _genesis_of(keys_, "blockcost-ray")
-    names = [f"bench-blockcost-{i}" for i in range(4)]
-    ns = ray.get_runtime_context().namespace
-    handles = [
-        replica_actor(ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
-            index=i,
-            key_seed=k.seed,
-            genesis=genesis,
-            storage_dir=f"{tmp}/ray",
-            peer_names=names,
-            namespace=ns,
-            tick_ms=20,
-            timeout_ticks=100,
-            empty_block_interval_ms=100,
-        )
-        for i, k in enumerate(keys_)
-    ]
+    handles = await start_group(
+        ray,
+        "bench-blockcost",
+        keys_,
+        genesis_of(keys_, "blockcost-ray"),
+        f"{tmp}/ray",
+        tick_ms=20,
+        timeout_ticks=100,
+        empty_block_interval_ms=100,
+    )
     try:
-        await asyncio.gather(*[h.start.remote() for h in handles])
         pids = await asyncio.gather(
             *[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles]
         )
