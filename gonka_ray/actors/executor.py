@@ -190,19 +190,15 @@ class Executor(RoleBase):
             # refuses a Start beyond its cap anyway.
             raise NoExecutorAvailable(f"attempt must be in [0, {MAX_ATTEMPTS})")
         client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
+        iid, attempt, ta = client.id, outer.message.attempt, outer.signer_address
         participants, fresh = await self._cached_participants()
-        if outer.signer_address not in participants and not fresh:
-            participants, fresh = await self._read_participants(), True
-        if outer.signer_address not in participants:
+        if not fresh and not (ta in participants and self._drawn(iid, attempt, ta, participants)):
+            participants = await self._read_participants()  # the copy may be old: re-read
+        if ta not in participants:
             raise NoExecutorAvailable("ExecuteRequest not signed by a registered participant")
         if client.message.model != self.model:
             raise NoExecutorAvailable(f"this executor serves {self.model}")
-        iid = client.id
-        attempt, ta = outer.message.attempt, outer.signer_address
-        drawn = self._drawn(iid, attempt, ta, participants)
-        if not drawn and not fresh:  # the copy may be old: ask the ledger before refusing
-            drawn = self._drawn(iid, attempt, ta, await self._read_participants())
-        if not drawn:
+        if not self._drawn(iid, attempt, ta, participants):
             raise NoExecutorAvailable("this executor is not the draw for this inference")
         spec = client.message.sampling
         sampling = SamplingParams.from_spec(spec)

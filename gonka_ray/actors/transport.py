@@ -354,9 +354,15 @@ class TransportAgent(RoleBase):
                 reason=started.reason,
             )
 
+    @staticmethod
+    def _started(start_task: asyncio.Task) -> bool:
+        """Whether a finished Start submission committed and applied."""
+        if start_task.cancelled() or start_task.exception() is not None:
+            return False
+        return start_task.result().ok
+
     def _count_unpaid(self, start_task: asyncio.Task) -> None:
-        failed = start_task.cancelled() or start_task.exception() is not None
-        if failed or not start_task.result().ok:
+        if not self._started(start_task):
             self.unpaid_answers += 1
 
     async def _release_escrow(
@@ -365,8 +371,7 @@ class TransportAgent(RoleBase):
         if starts:
             await asyncio.wait(starts)
             for task in starts:  # their outcome was logged or counted; retrieve it
-                if not task.cancelled():
-                    task.exception()
+                self._started(task)
         self._release(requester, escrow)
 
     def _release(self, requester: str, escrow: int) -> None:
@@ -388,11 +393,8 @@ class TransportAgent(RoleBase):
     async def _submit_delivered(self, start_task: asyncio.Task, iid: bytes, output: list[int]):
         # Delivered after the Start, or the ledger would not know the inference; a Start that
         # was refused or never committed (counted in unpaid_answers) has nothing to record.
-        try:
-            started = await start_task
-        except Exception:
-            return None
-        if not started.ok:
+        await asyncio.wait({start_task})
+        if not self._started(start_task):
             return None
         tx = wire.seal(
             wire.OutputDelivered(

@@ -1037,12 +1037,18 @@ class ConsensusCore:
         tip = self.blocks.get(self.high_qc.block_hash)
         return tip is not None and any(x.txs for x in self._uncommitted_ancestry(tip))
 
+    def can_take(self, tx_hash: bytes) -> bool:
+        """Whether a submission of ``tx_hash`` leaves it known here: already in the mempool or
+        committed, or new with room in the mempool (a full mempool drops new transactions)."""
+        known = tx_hash in self.mempool or tx_hash in self.committed_txs
+        return known or len(self.mempool) < self.mempool_max_txs
+
     def _add_tx(self, tx: bytes) -> bool:
         th = merkle.tx_hash(tx)
         if th in self.mempool or th in self.committed_txs:
-            return False
-        if len(self.mempool) >= self.mempool_max_txs:
-            return False
+            return False  # known already
+        if not self.can_take(th):
+            return False  # the mempool is full
         if self.admit is not None:
             self.admit(th, tx)
         self.mempool[th] = tx

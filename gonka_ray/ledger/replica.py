@@ -265,11 +265,9 @@ class LedgerReplica:
         """
         self._ensure_started()
         th = merkle.tx_hash(tx)
-        core = self.core
-        known = th in core.mempool or th in core.committed_txs
-        if not known and len(core.mempool) >= core.mempool_max_txs:
+        if not self.core.can_take(th):
             raise Overloaded(f"replica {self.index}: mempool full", retry_after_s=1.0)
-        self._carry_out(core.submit(tx))
+        self._carry_out(self.core.submit(tx))
         return th
 
     async def submit_many(self, txs: list[bytes]) -> int:

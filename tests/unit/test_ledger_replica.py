@@ -101,3 +101,19 @@ def test_store_roundtrip_of_safety_and_blocks(tmp_path) -> None:
     rec = store.load()
     assert rec.blocks == [g] and rec.safety is None and rec.committed_hashes == []
     store.close()
+
+
+async def test_a_full_mempool_refuses_a_new_transaction_instead_of_dropping_it(tmp_path) -> None:
+    import pytest
+
+    from gonka_ray.exceptions import Overloaded
+
+    bus = Bus()
+    r = bus.make(0, tmp_path)  # alone: nothing commits, the mempool only fills
+    r.core.mempool_max_txs = 1
+    first = transfer(1, 0)
+    await r.submit(first)
+    assert await r.submit(first) == merkle.tx_hash(first)  # a known one is still taken
+    with pytest.raises(Overloaded):
+        await r.submit(transfer(1, 1))
+    await r.stop()
