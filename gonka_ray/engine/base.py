@@ -52,6 +52,7 @@ class SamplingParams:
     logprobs: int = C.DEFAULT_TOP_K_LOGPROBS
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    replay_tolerance: float = 0.0  # score() only: see :meth:`InferenceEngine.score`
 
     @classmethod
     def from_spec(cls, spec: Any) -> SamplingParams:
@@ -305,6 +306,11 @@ class InferenceEngine(ABC):
             raise InvalidRequest(f"seed must be in [0, 2**64), got {s.seed}", field="seed")
         if len(s.stop) > 16 or any(not isinstance(x, str) or not x for x in s.stop):
             raise InvalidRequest("stop takes at most 16 non-empty strings", field="stop")
+        if not _finite(s.replay_tolerance) or not 0 <= s.replay_tolerance <= 100:
+            raise InvalidRequest(
+                f"replay_tolerance must be in [0, 100] logits, got {s.replay_tolerance}",
+                field="replay_tolerance",
+            )
 
     def validate(self, request: EngineRequest) -> None:
         """Check a generation request against this engine.
@@ -381,8 +387,10 @@ class InferenceEngine(ABC):
         """One prefill pass over ``prompt_ids + output_ids``; see :class:`ScoreResult`.
 
         The sampler is replayed at output position ``i`` with ``sampling.seed``,
-        ``sampling.temperature``, ``top_k`` and ``top_p``. Top-k size is
-        ``max(1, sampling.logprobs)``.
+        ``sampling.temperature``, ``top_k`` and ``top_p``; ``sampling.replay_tolerance`` (raw
+        logit units, the verifier's noise bound) lowers a margin where top-k/top-p membership
+        could flip under that much noise (see :func:`gonka_ray.engine.sampler.sample`). Top-k
+        size is ``max(1, sampling.logprobs)``.
 
         Raises:
             InvalidRequest: see :meth:`validate_score`.

@@ -154,26 +154,125 @@ class SampleOutput:
     margins: torch.Tensor
 
 
+_HEAD = 256  # sorted prefix tried before a full sort of the vocabulary (top-k / top-p)
+
+
+def _by_head(fn, scaled: torch.Tensor, top_k: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    """Run ``fn`` on a sorted prefix of each row (``torch.topk``), redoing with the whole
+    vocabulary sorted the rows whose answer reaches past the prefix.
+
+    NOTE: a full sort of a 49k vocabulary costs ~7 ms per row on a CPU core, a top-256 ~0.3 ms;
+    the nucleus almost always lies in the prefix, and ``fn`` reports the rows where it does not,
+    so the result is the same as with a full sort.
+    """
+    vocab = scaled.shape[-1]
+    k_on = (top_k > 0) & (top_k < vocab)
+    kmax = int(top_k[k_on].max()) if bool(k_on.any()) else 0
+    width = min(vocab, max(_HEAD, kmax + 2))
+    out, ok = fn(scaled, top_k, *rest, width=width)
+    if width < vocab and not bool(ok.all()):
+        bad = torch.nonzero(~ok).flatten()
+        sub, _ = fn(scaled[bad], top_k[bad], *(r[bad] for r in rest), width=vocab)
+        out = out.clone()
+        out[bad] = sub
+    return out
+
+
+def _head(scaled: torch.Tensor, top_k: torch.Tensor, width: int):
+    """The ``width`` largest values of each row, best first, and the top-k/top-p bookkeeping:
+    ``(vals, idx, k, kept_k, probs, before)`` — ``kept_k`` marks prefix entries top-k keeps,
+    ``probs`` their probability after the top-k cut, ``before`` the mass strictly before."""
+    vocab = scaled.shape[-1]
+    if width >= vocab:  # topk with k = V is far slower than a sort
+        vals, idx = torch.sort(scaled, dim=-1, descending=True, stable=True)
+    else:
+        vals, idx = torch.topk(scaled, width, dim=-1, sorted=True)  # [B, W]
+    k = torch.where((top_k <= 0) | (top_k > vocab), torch.full_like(top_k, vocab), top_k)
+    rank = torch.arange(width, device=scaled.device)[None, :]
+    kept_k = rank < k[:, None]
+    lse = torch.where(
+        k >= vocab,
+        torch.logsumexp(scaled, dim=-1),
+        torch.logsumexp(vals.masked_fill(~kept_k, _NEG_INF), dim=-1),
+    )  # [B]: the top-k cut's normaliser
+    probs = torch.exp(vals - lse[:, None]).masked_fill(~kept_k, 0.0)  # [B, W]
+    before = torch.cumsum(probs, dim=-1) - probs
+    return vals, idx, k, kept_k, probs, before
+
+
+def _mask_rows(scaled, top_k, top_p, *, width: int):
+    vals, _, _, kept_k, _, before = _head(scaled, top_k, width)
+    keep = kept_k & (before < top_p[:, None])
+    keep[:, 0] = True
+    n_keep = keep.sum(dim=-1)  # kept entries form a prefix of the sorted row
+    threshold = vals.gather(1, (n_keep - 1)[:, None])  # [B, 1]
+    # the cut lies inside the prefix iff its last entry is dropped (by top-k or top-p)
+    ok = ~keep[:, -1] | (width >= scaled.shape[-1])
+    return scaled.masked_fill(scaled < threshold, _NEG_INF), ok
+
+
 def _mask_top_k_top_p(
     scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
 ) -> torch.Tensor:
     """Set to -inf every entry below the row's top-k / top-p threshold.
 
     Thresholds are *values*, so tied logits are kept or dropped together whatever the device's
-    sort order. ``scaled``: [B, V] float32; ``top_k``: [B] int64 (0 = off); ``top_p``: [B].
+    sort order: top-k keeps values ``≥`` the k-th largest; top-p then keeps the smallest prefix
+    of the (top-k renormalised, best-first) distribution whose mass before each kept entry is
+    ``< top_p``. ``scaled``: [B, V] float32; ``top_k``: [B] int64 (0 = off); ``top_p``: [B].
     """
+    return _by_head(_mask_rows, scaled, top_k, top_p.to(scaled.dtype))
+
+
+def _ambiguous_rows(scaled, top_k, top_p, tol, *, width: int):
     vocab = scaled.shape[-1]
-    sorted_vals, _ = torch.sort(scaled, dim=-1, descending=True, stable=True)  # [B, V]
-    k = torch.where((top_k <= 0) | (top_k > vocab), torch.full_like(top_k, vocab), top_k)
-    kth = sorted_vals.gather(1, (k - 1)[:, None])  # [B, 1]
-    sorted_vals = sorted_vals.masked_fill(sorted_vals < kth, _NEG_INF)
-    probs = torch.softmax(sorted_vals, dim=-1)  # [B, V]
-    before = torch.cumsum(probs, dim=-1) - probs  # probability mass strictly before each entry
-    keep = before < top_p.to(probs.dtype)[:, None]
-    keep[:, 0] = True
-    n_keep = keep.sum(dim=-1).clamp(max=k)  # kept entries form a prefix of the sorted row
-    threshold = sorted_vals.gather(1, (n_keep - 1)[:, None])  # [B, 1]
-    return scaled.masked_fill(scaled < threshold, _NEG_INF)
+    vals, idx, k, kept_k, probs, before = _head(scaled, top_k, width)
+    two_tol = (2.0 * tol)[:, None]  # [B, 1]
+    rank = torch.arange(width, device=scaled.device)[None, :]
+    last = vals[:, -1:]
+    k_on = (top_k > 0) & (top_k < vocab)
+    kth = vals.gather(1, (k.clamp(max=width) - 1)[:, None])
+    nxt = vals.gather(1, k.clamp(max=width - 1)[:, None])  # first dropped by top-k
+    amb = k_on[:, None] & ((kept_k & (vals <= nxt + two_tol)) | (~kept_k & (vals >= kth - two_tol)))
+    ok = ~k_on | (last < kth - two_tol)[:, 0] | (width >= vocab)
+    p_on = top_p < 1.0
+    if bool(p_on.any()):
+        k_mass = (probs * amb).sum(-1, keepdim=True)  # mass the top-k cut could move
+        factor = torch.exp(two_tol) * (1.0 + k_mass) / (1.0 - k_mass).clamp(min=1e-12)
+        p = top_p[:, None]
+        core = kept_k & (before * factor >= p) & (before / factor < p)
+        n_keep = (kept_k & (before < p)).sum(-1).clamp(min=1)  # [B]
+        last_kept = vals.gather(1, (n_keep - 1)[:, None])
+        first_out = vals.gather(1, n_keep.clamp(max=width - 1)[:, None])
+        pair = ((n_keep < k) & (n_keep < width))[:, None] & (last_kept - first_out <= two_tol)
+        core |= pair & ((rank == (n_keep - 1)[:, None]) | (rank == n_keep[:, None]))
+        inf = torch.full_like(vals, float("inf"))
+        hi = torch.where(core, vals, -inf).amax(-1, keepdim=True)
+        lo = torch.where(core, vals, inf).amin(-1, keepdim=True)
+        band = (vals <= hi + two_tol) & (vals >= lo - two_tol) & kept_k
+        amb |= p_on[:, None] & core.any(-1, keepdim=True) & band
+        # every entry past the prefix must be surely dropped and outside the tie band
+        tail_safe = (~kept_k[:, -1:] | (before[:, -1:] / factor >= p)) & (last < lo - two_tol)
+        ok &= ~p_on | tail_safe[:, 0] | (width >= vocab)
+    out = torch.zeros(scaled.shape, dtype=torch.bool, device=scaled.device)
+    return out.scatter_(1, idx, amb), ok
+
+
+def _mask_ambiguous(
+    scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, tol: torch.Tensor
+) -> torch.Tensor:
+    """Tokens whose top-k / top-p membership could flip if every logit moved by ``≤ tol``.
+
+    ``scaled``: [B, V] temperature-scaled logits; ``tol``: [B] the same bound in scaled units.
+    Returns a bool [B, V]. Top-k: a kept token within ``2·tol`` of the first dropped one (or a
+    dropped one within ``2·tol`` of the k-th) could swap with it. Top-p: moving every logit by
+    ``≤ tol`` scales each probability, and so the mass before a token, by at most
+    ``e^{±2·tol}`` (times the mass the top-k cut could add or take); a token whose mass-before
+    lies within that factor of ``top_p``, or that ties (within ``2·tol``) with such a token or
+    with the last kept/first dropped pair, could be kept or dropped. Conservative by design: an
+    ambiguous token only makes the replay undecided at positions where it could matter.
+    """
+    return _by_head(_ambiguous_rows, scaled, top_k, top_p.to(scaled.dtype), tol.to(scaled.dtype))
 
 
 def _best_two(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +294,7 @@ def sample(
     positions: torch.Tensor,
     top_k: torch.Tensor | None = None,
     top_p: torch.Tensor | None = None,
+    mask_tolerance: float = 0.0,
 ) -> SampleOutput:
     """Choose one token per row by Gumbel-max (greedy where temperature is 0).
 
@@ -204,6 +304,11 @@ def sample(
         seeds: [B] int64 (uint64 bits, see :func:`seed_to_int64`).
         positions: [B] int64 output positions (0 for the first generated token).
         top_k: [B] int64, 0 = off. top_p: [B] float in (0, 1], 1 = off.
+        mask_tolerance: verifiers only — a bound (raw logit units) on how far another engine's
+            logits may differ from these. Where moving every logit by that much could flip a
+            token's top-k/top-p membership in a way that changes the choice, the margin is
+            lowered accordingly (0 if the chosen token itself could be masked out), so a
+            replay never counts a mask decided by noise. 0 (the executor's case) = plain margin.
     Returns:
         :class:`SampleOutput` with tokens and margins, on ``logits.device``.
     """
@@ -225,12 +330,27 @@ def sample(
         else top_p.to(device=device, dtype=torch.float32)
     )
     needs_mask = (~greedy) & (((top_k > 0) & (top_k < vocab)) | (top_p < 1.0))
+    unmasked = logits / safe_t[:, None]
     if bool(needs_mask.any()):
         masked = _mask_top_k_top_p(scaled, top_k, top_p)
         scaled = torch.where(needs_mask[:, None], masked, scaled)
     noise = gumbel_noise(seeds.to(device), positions.to(device), vocab, device=device)
     scores = torch.where(greedy[:, None], logits, scaled + noise)  # [B, V]
     tokens, margins = _best_two(scores)
+    if mask_tolerance > 0 and bool(needs_mask.any()):
+        rows = torch.nonzero(needs_mask).flatten()
+        amb = _mask_ambiguous(
+            unmasked[rows], top_k[rows], top_p[rows], mask_tolerance / safe_t[rows]
+        )  # [R, V]
+        chosen_amb = amb.gather(1, tokens[rows][:, None])[:, 0]
+        free = torch.where(
+            amb, (unmasked[rows] + noise[rows]), torch.full_like(noise[rows], _NEG_INF)
+        )
+        best = scores[rows].gather(1, tokens[rows][:, None])[:, 0]
+        gap = (best - free.amax(-1)).clamp(min=0.0)
+        m = torch.minimum(margins[rows], gap)
+        margins = margins.clone()
+        margins[rows] = torch.where(chosen_amb, torch.zeros_like(m), m)
     return SampleOutput(tokens=tokens, margins=margins)
 
 

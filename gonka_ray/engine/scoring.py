@@ -78,7 +78,9 @@ def score_logits(
     k = max(1, sampling.logprobs)
     art = artifacts(logits, tokens, [k] * n)
     chosen = sampler.sample(
-        logits, **sampling_tensors([(sampling, i) for i in range(n)], logits.device)
+        logits,
+        **sampling_tensors([(sampling, i) for i in range(n)], logits.device),
+        mask_tolerance=sampling.replay_tolerance,
     )
     return ScoreResult(
         top_ids=tuple(art.top_ids),

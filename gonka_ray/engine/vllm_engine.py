@@ -10,21 +10,28 @@
   logprobs. Text, stop strings and finish reasons are produced here with the same
   :class:`~gonka_ray.engine.base.Detokenizer` as the other engines (vLLM runs with
   ``detokenize=False``); a stop string aborts the vLLM request.
-- **Scoring** is one prefill of ``prompt + output`` with ``prompt_logprobs``: vLLM returns only
-  the top ``SCORE_CANDIDATES`` raw logprobs per position (plus the executor's token), so the
-  sampler is replayed over those candidates. The replay is exact for greedy requests and when
-  ``0 < top_k <= SCORE_CANDIDATES``; otherwise a token outside the candidates could in
-  principle win, and the engine bounds that case (the ``SCORE_CANDIDATES``-th logprob plus the
-  largest noise among the other tokens). Top-p without top-k is exact when the nucleus provably
-  ends inside the candidates (exact at temperature 1, bounded otherwise). Where the bounds do
-  not decide, the margin is reported as 0.0 ("undecided") so a replay check gated on the
-  margin skips the position instead of guessing.
+- **Scoring** is one prefill of ``prompt + output``. The replay runs inside vLLM's worker on the
+  full-vocabulary logits of the output positions (:mod:`gonka_ray.engine.vllm_replay`, a hook
+  installed through ``worker_extension_cls`` + ``collective_rpc``), so it is exactly
+  :func:`gonka_ray.engine.scoring.score_logits`, as in the transformers engine; only the
+  per-position results come back, packed into the request's prompt logprobs.
+- **Fallback** (the hook could not be installed, e.g. another vLLM runner, or did not answer
+  for a call; both are logged as warnings): ``prompt_logprobs`` with the top
+  ``SCORE_CANDIDATES`` raw logprobs per position (plus the executor's token), and the sampler is
+  replayed over those candidates (:func:`replay_from_candidates`). That is exact for greedy
+  requests and when ``0 < top_k <= SCORE_CANDIDATES``; otherwise a token outside the candidates
+  could in principle win, and the engine bounds that case (the ``SCORE_CANDIDATES``-th logprob
+  plus the largest noise among the other tokens). Top-p without top-k is exact when the nucleus
+  provably ends inside the candidates (exact at temperature 1, bounded otherwise). Where the
+  bounds do not decide, the margin is reported as 0.0 ("undecided") so a replay check gated on
+  the margin skips the position instead of guessing. The candidate replay ignores
+  ``replay_tolerance``.
 - **Threads and loops.** ``AsyncLLM`` is bound to the event loop that made it, so the engine
   owns a private loop in a background thread and bridges each caller's loop to it; one engine
   serves any number of callers' loops (tests, Ray's actor loop).
 - The V1 model runner is forced (``VLLM_USE_V2_MODEL_RUNNER=0``): the V2 runner has another
-  logits-processor interface and needs Triton. ``async_scheduling`` is off so the processor
-  sees exact output positions. Scripts that construct it need an ``if __name__ == "__main__"``
+  logits-processor interface and needs Triton, and the score hook wraps a V1-runner method.
+  ``async_scheduling`` is off so the processor sees exact output positions. Scripts that construct it need an ``if __name__ == "__main__"``
   guard (vLLM spawns worker processes).
 """
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import os
 import threading
@@ -56,8 +64,9 @@ from gonka_ray.engine.models import model_dir
 from gonka_ray.engine.sampler import _mask_top_k_top_p
 from gonka_ray.exceptions import EngineError, EngineLoadError
 
-SCORE_CANDIDATES = 1024  # prompt logprobs per position when scoring (vLLM max_logprobs); NOTE:
-# on SmolLM2 at temperature 1 this decides ~77% of positions (64: ~20%) for ~1 s per 256 tokens
+SCORE_CANDIDATES = 1024  # fallback scoring: prompt logprobs per position (vLLM max_logprobs);
+# NOTE: on SmolLM2 that decides only ~50-56% of positions at T=0.8/top_p=0.95 and T=1 (the
+# in-worker replay: all of them)
 _ENV_DEFAULTS = {
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_USE_V2_MODEL_RUNNER": "0",
@@ -66,6 +75,7 @@ _ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 _ids = itertools.count()
+log = logging.getLogger(__name__)
 
 
 def vllm_available() -> bool:
@@ -101,6 +111,7 @@ class VLLMEngine(InferenceEngine):
             os.environ.setdefault(key, value)
         self.folder = model_dir(model.name, model.path)
         self._model_name = model.name
+        self.exact_replay = False  # True once the in-worker score replay hook is installed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="gonka-vllm-loop", daemon=True
@@ -119,6 +130,7 @@ class VLLMEngine(InferenceEngine):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from gonka_ray.engine import vllm_replay
         from gonka_ray.engine.vllm_logits import GumbelLogitsProcessor
 
         cfg = self.config
@@ -139,8 +151,21 @@ class VLLMEngine(InferenceEngine):
             enforce_eager=not on_gpu,
             seed=0,
             disable_log_stats=True,
+            worker_extension_cls=vllm_replay.WORKER_EXTENSION,
         )
         self.llm = AsyncLLM.from_engine_args(args)
+        try:
+            hooked = await self.llm.collective_rpc("gonka_install_score_replay")
+            self.exact_replay = bool(hooked) and all(bool(h) for h in hooked)
+        except Exception as exc:
+            log.warning("vLLM score replay hook: collective_rpc failed: %s", exc)
+            self.exact_replay = False
+        if not self.exact_replay:
+            log.warning(
+                "vLLM score replay hook not installed (unsupported vLLM model runner); scoring "
+                "falls back to replaying the top %d candidates (undecided positions get margin 0)",
+                SCORE_CANDIDATES,
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         vllm_cfg = self.llm.model_config
         vocab = int(vllm_cfg.get_vocab_size())
@@ -257,26 +282,57 @@ class VLLMEngine(InferenceEngine):
     async def score(
         self, prompt_ids: Sequence[int], output_ids: Sequence[int], sampling: SamplingParams
     ) -> ScoreResult:
+        from gonka_ray.engine import vllm_replay
+
         self.validate_score(prompt_ids, output_ids, sampling)
         seq = list(prompt_ids) + list(output_ids)
         k = max(1, sampling.logprobs)
+        if self.exact_replay:
+            out = await self._prefill(seq, self._score_params(sampling, len(prompt_ids)))
+            result = vllm_replay.decode(out.prompt_logprobs, output_ids, k)
+            if result is not None:
+                return result
+            log.warning(
+                "vLLM score replay hook gave no answer for this call (see the engine log); "
+                "replaying from the top %d candidates",
+                SCORE_CANDIDATES,
+            )
+        out = await self._prefill(seq, self._vllm_params(sampling, score_k=SCORE_CANDIDATES))
+        entries = out.prompt_logprobs[len(prompt_ids) :]  # one mapping per output position
+        return replay_from_candidates(entries, output_ids, sampling, k, self.info.vocab_size)
+
+    def _score_params(self, s: SamplingParams, n_prompt: int) -> Any:
+        """vLLM params of a scoring prefill answered by the in-worker replay hook."""
+        from vllm import SamplingParams as VSP
+        from vllm.sampling_params import RequestOutputKind
+
+        from gonka_ray.engine import vllm_replay
+
+        return VSP(
+            temperature=0.0,
+            max_tokens=1,
+            prompt_logprobs=max(1, s.logprobs) + 1,  # the hook's k + 2 columns (see vllm_replay)
+            flat_logprobs=True,  # keeps duplicate ids (the sampler's token is often in the top-k)
+            detokenize=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+            extra_args=vllm_replay.score_args(s, n_prompt),
+        )
+
+    async def _prefill(self, seq: list[int], params: Any) -> Any:
+        """Run one prefill-only request; its final ``RequestOutput``."""
 
         async def run() -> Any:
             final = None
             async for out in self.llm.generate(
-                {"prompt_token_ids": seq},
-                self._vllm_params(sampling, score_k=SCORE_CANDIDATES),
-                f"score-{next(_ids)}",
+                {"prompt_token_ids": seq}, params, f"score-{next(_ids)}"
             ):
                 final = out
             return final
 
         try:
-            out = await asyncio.wrap_future(self._call(run()))
+            return await asyncio.wrap_future(self._call(run()))
         except Exception as exc:
             raise EngineError(f"vLLM scoring failed: {exc}") from exc
-        entries = out.prompt_logprobs[len(prompt_ids) :]  # one mapping per output position
-        return replay_from_candidates(entries, output_ids, sampling, k, self.info.vocab_size)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.shutdown)

@@ -12,6 +12,9 @@ processor).
 The output position is ``len(output_tok_ids)``: vLLM hands us a live reference to the
 request's running output list. NOTE: this needs synchronous scheduling (the engine sets
 ``async_scheduling=False``); with async scheduling that list can lag one step behind.
+
+Generation only: scoring replays the sampler from prompt-position logits, which no logits
+processor sees; that is the worker hook in :mod:`gonka_ray.engine.vllm_replay`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ the one the transport agent committed, a "stop" that did not stop) fail outright
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,9 +20,34 @@ from gonka_ray.verification.checks import VerificationResult
 
 @dataclass(frozen=True)
 class Thresholds:
-    replay_gate: float  # margins above this must replay exactly
+    replay_gate: float  # raw-logit margins above this must replay exactly (also the engine's
+    # replay_tolerance: top-k/top-p memberships this much noise could flip are undecided)
     max_replay_mismatches: int  # gated mismatches tolerated
-    max_logprob_deviation: float  # mean |executor − verifier| logprob of the chosen tokens
+    max_logprob_excess: float  # mean per-token |executor − verifier| beyond float16 rounding
+
+
+@dataclass(frozen=True)
+class EpochRule:
+    """Epoch evidence about one executor (:mod:`gonka_ray.verification.calibration`): over all
+    tokens of its checked inferences in an epoch, ``R = Σ excess / Σ w``; flagged when
+    ``R > safety·(mu + z·kappa/√Σw)`` with at least ``min_inferences`` inferences."""
+
+    mu: float
+    kappa: float
+    z: float
+    safety: float
+    min_inferences: int
+
+    def threshold(self, weight: float) -> float:
+        return self.safety * (self.mu + self.z * self.kappa / math.sqrt(max(weight, 1e-9)))
+
+    def flagged(self, excess_sum: float, weight: float, inferences: int) -> bool:
+        """Whether the pooled evidence convicts (NaN or infinite evidence convicts too: only a
+        malformed artifact produces it)."""
+        if inferences < self.min_inferences or weight <= 0:
+            return False
+        ratio = excess_sum / weight
+        return not ratio <= self.threshold(weight)
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,15 @@ def _table() -> dict:
 HALF_PRECISION = ("bfloat16", "float16", "auto")  # "auto" is half precision on GPUs
 
 
+def _row(model: str, dtype: str) -> dict:
+    table = _table()
+    entry = table.get(model, table["default"])
+    row = entry.get(dtype)
+    if row is None and dtype in HALF_PRECISION:
+        row = entry.get("bfloat16") or table["default"]["bfloat16"]
+    return row or entry["float32"]
+
+
 def thresholds_for(model: str, dtype: str = "float32") -> Thresholds:
     """The calibrated thresholds of ``model`` when the network runs in ``dtype``.
 
@@ -46,16 +81,27 @@ def thresholds_for(model: str, dtype: str = "float32") -> Thresholds:
     least that of ``dtype``: a half-precision network (or ``auto``) takes the model's
     ``bfloat16`` row, whichever half type it uses (the ``default`` entry if the model has none).
     """
-    table = _table()
-    entry = table.get(model, table["default"])
-    row = entry.get(dtype)
-    if row is None and dtype in HALF_PRECISION:
-        row = entry.get("bfloat16") or table["default"]["bfloat16"]
-    row = row or entry["float32"]
+    row = _row(model, dtype)
     return Thresholds(
         replay_gate=float(row["replay_gate"]),
         max_replay_mismatches=int(row["max_replay_mismatches"]),
-        max_logprob_deviation=float(row["max_logprob_deviation"]),
+        max_logprob_excess=float(row["max_logprob_excess"]),
+    )
+
+
+def epoch_rule_for(model: str, dtype: str = "float32") -> EpochRule | None:
+    """The calibrated epoch-evidence rule of ``model`` in ``dtype`` (None when the row has none:
+    uncalibrated models are judged per inference only)."""
+    row = _row(model, dtype)
+    ep = row.get("epoch")
+    if not ep:
+        return None
+    return EpochRule(
+        mu=float(ep["mu"]),
+        kappa=float(ep["kappa"]),
+        z=float(ep["z"]),
+        safety=float(ep["safety"]),
+        min_inferences=int(ep["min_inferences"]),
     )
 
 
@@ -71,11 +117,11 @@ def decide(result: VerificationResult, thresholds: Thresholds) -> Verdict:
         )
     # NOTE: written so NaN fails: an executor reporting NaN logprobs made ``nan > bound`` False
     # and passed the logprob check (found by fuzzing the verifier with forged payloads).
-    if not result.logprob_deviation <= thresholds.max_logprob_deviation:
+    if not result.logprob_excess <= thresholds.max_logprob_excess:
         return Verdict(
             False,
-            f"logprobs: mean deviation {result.logprob_deviation:.4f} > "
-            f"{thresholds.max_logprob_deviation}",
+            f"logprobs: mean deviation beyond float16 rounding {result.logprob_excess:.5f} > "
+            f"{thresholds.max_logprob_excess}",
         )
     return Verdict(True, "")
 
@@ -91,5 +137,7 @@ def failed_structurally(reason: str, positions: int = 0) -> VerificationResult:
         replay_mismatch_positions=(),
         logprob_deviation=float("inf"),
         max_logprob_deviation=float("inf"),
+        logprob_excess=float("inf"),
+        max_logprob_excess=float("inf"),
         structural_error=reason,
     )

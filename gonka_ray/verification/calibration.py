@@ -1,33 +1,39 @@
 """Thresholds from honest variation at a target false-positive rate: the pure maths.
 
 Input: one :class:`HonestRecord` per honest verification (any engine, batch composition, thread
-count or dtype the verifier row must accept). Output: a thresholds row for
+count, sampling parameters, length; one network dtype per fit). Output: a thresholds row for
 ``gonka_ray/data/verification_thresholds.json`` (read by
 :mod:`gonka_ray.protocol.verification_policy`) with the false-positive model that justifies it.
 
-False-positive model (documented in every row it writes):
+**Per-token noise model.** Everything rests on ``δ = v − e``, the verifier's minus the
+executor's *unrounded* logprob of a chosen token: honest engines differ only by numeric noise.
+Its upper tail is fitted by peaks-over-threshold with an exponential tail (:class:`TokenTail`:
+above the 99th percentile ``x0``, ``P(|δ| > x) = q·exp(−(x − x0)/β)``, ``β`` the mean
+exceedance — the maximum-likelihood fit; a heavier tail would show up as honest values beyond
+the fit, and the shipped value is never below ``safety`` × the largest one seen).
 
-- The policy rejects if **either** check fires, so the target ``α`` is split between them
-  (union bound): ``α/2`` each; the shipped row's ``implied_fpr.total`` is the sum.
-- **Replay** (gated mismatches, tolerated count ``m = 0``): honest executor and verifier logits
-  differ by numeric noise. Per output position the verifier's chosen-token logprob minus the
-  executor's raw one, ``δ``, is modelled as ``N(0, σ²)`` per token; a flip of the Gumbel-max
-  choice needs the best-minus-runner-up score to move by more than its margin, and that move is
-  ``(δ_a − δ_b) / T ~ N(0, 2σ²/T²)``. So a gated position flips with probability at most
-  ``p = 2·Φ̄(gate·T / (√2·σ))`` and an ``n``-token output is falsely rejected with probability
-  ``P(Binomial(n, p) > m)``. ``σ`` is the RMS of the observed ``δ`` times ``safety``, ``T`` is
-  the lowest temperature the row covers (``min_temperature``; noise in score units grows as
-  ``1/T``) and ``n`` a reference output length (``ref_tokens``). The gate is the smallest value
-  meeting ``α/2`` under this model, never below ``MIN_GATE`` and never below ``safety`` times the
-  largest margin at which an honest run was actually seen to flip.
-- **Logprob deviation** (mean ``|δ|`` over the output, after the artifact's float16 rounding):
-  the per-output statistic is fitted with a log-normal (positive, right-skewed; its tail decays
-  slower than a normal's, so the fit errs high), and the threshold is ``safety`` times the larger
-  of its ``1 − α/2`` quantile and the largest honest value seen. Outputs of every length given
-  are pooled (short outputs have the widest spread, so they set the threshold).
+- **Logprob excess** (mean over the output of ``max(0, |v − o| − h(o))``, ``h`` the artifact's
+  float16 half-spacing): every honest token's excess is at most its ``|δ|``, so the mean is at
+  most the largest ``|δ|`` of the output and ``P(mean > τ) ≤ n · P(|δ| > τ)`` **for any length
+  and temperature**. ``τ`` is the tail quantile meeting ``α/2`` at ``ref_tokens`` (the longest
+  output the row covers), times ``safety``, never below ``MIN_EXCESS``.
+- **Replay** (gate ``g`` in raw logit units): a decided position flips only if the two
+  competing tokens' noises differ by more than ``g``, so one of them exceeds ``g/2`` in
+  magnitude: ``P ≤ 2·P(|δ| > g/2)`` per position, ``n`` times that per output (union bound).
+  ``g`` meets ``α/2`` at ``ref_tokens``, times ``safety``, never below ``MIN_GATE`` nor below
+  ``safety`` × the largest logit margin at which an honest run was seen to flip.
 
-The fit's own estimate of the false-positive rate at the shipped thresholds (without the safety
-factor's slack) is reported as ``implied_fpr``. Pure: numpy and the standard library only.
+**Epoch evidence** (:func:`fit_epoch`). In half precision honest noise is as large as int8
+weights' (measured on SmolLM2: mean ``|δ|`` 0.030 bf16-vs-bf16 against 0.050 for an int8
+executor), so one output cannot separate them; many can. Per token the expected honest
+``|δ|`` grows with ``w = 1 − p`` of the chosen token (a near-certain token's logprob barely
+moves), so an epoch's evidence about one executor is the ratio ``R = Σ excess / Σ w`` over all
+tokens of its checked inferences, whatever their lengths and temperatures. Honest ``R`` has mean
+``μ`` (the worst honest variant's) and, by the delta method over independent inferences,
+variance ``κ² / W`` with ``W = Σ w``; an executor is flagged when
+``R > safety·(μ + z_{1−α}·κ/√W)`` with at least ``min_inferences`` checked inferences.
+
+Pure: numpy and the standard library only.
 """
 
 from __future__ import annotations
@@ -39,18 +45,22 @@ from statistics import NormalDist
 
 import numpy as np
 
-# NOTE: a floor on the gate in score units: below it a margin counts as a near-tie whatever the
-# noise model says (insurance against noise the calibration never saw). It was 0.05, 160× the
-# gate the fitted fp32 noise asks for (σ ≈ 3e-6 logprob on SmolLM2, T = 0.2), and that let a
-# swapped token at a 0.04 margin pass; 0.005 keeps a 16× cushion and shrinks that blind spot
-# tenfold. A half-precision row's gate comes from its own, much larger noise.
-MIN_GATE = 0.005
+from gonka_ray.verification.checks import float16_half_spacing
+
+# NOTE: floors under the fitted values: insurance against honest noise the calibration never
+# saw (another engine, a longer context). The fp32 fit asks for ~1e-4 on SmolLM2; int8 weights
+# move the mean excess by > 0.02, so floors of 0.001 cost no detection power.
+MIN_GATE = 0.005  # raw logit units
+MIN_EXCESS = 0.001  # mean logprob excess
 DEFAULT_TARGET_FPR = 1e-3  # per verified output, both checks together
-DEFAULT_SAFETY = 1.5  # multiplies σ, the fitted quantile and the worst honest value seen
-DEFAULT_MIN_TEMPERATURE = 0.2  # gate is sized for requests down to this temperature
-DEFAULT_REF_TOKENS = 256  # output length the replay false-positive rate is quoted for
+DEFAULT_SAFETY = 1.5  # multiplies the fitted quantiles and the worst honest value seen
+DEFAULT_REF_TOKENS = 1024  # longest output the per-output false-positive model is quoted for
+DEFAULT_EPOCH_FPR = 1e-3  # honest executor flagged per epoch
+DEFAULT_EPOCH_SAFETY = 1.2
+DEFAULT_MIN_INFERENCES = 20  # checked inferences before epoch evidence can flag anyone
+W_FLOOR = 0.01  # per-token evidence weight floor (a token with p ≈ 1 still counts a little)
+TAIL_QUANTILE = 0.99
 _NORMAL = NormalDist()
-_LOG_FLOOR = 1e-9  # log-normal fit: statistics of exactly 0 are clamped here
 
 
 @dataclass(frozen=True)
@@ -58,115 +68,87 @@ class HonestRecord:
     """One honest verification, as calibration needs it.
 
     Attributes:
-        variant: which honest variation produced it (e.g. ``"fp32/threads=1/batch=16"``).
-        positions: output tokens checked.
-        logprob_deviation: the check's statistic (mean ``|δ|``, artifact float16 rounding in).
-        deltas: per-position raw ``δ`` (verifier minus executor chosen-token logprob, before the
-            artifact's rounding) where available, else the rounded ones.
-        flip_margins: the verifier's margin at every position where its replayed choice differs
-            from the executor's token (ungated), i.e. where honest noise flipped a choice.
+        variant: which honest variation produced it (e.g. ``"fp32/exec_batch=64"``).
+        deltas: per-token raw ``δ`` (verifier minus executor chosen-token logprob, before the
+            artifact's rounding).
+        logprobs: the executor's reported (float16-rounded) chosen-token logprobs ``o``.
+        verifier_logprobs: the verifier's ``v`` of the same tokens.
+        flip_margins: the verifier's margin in raw logit units at every *decided* position
+            (margin > 0) where its replayed choice differs from the executor's token.
+        temperature: the request's temperature (reported, not used by the fit).
     """
 
     variant: str
-    positions: int
-    logprob_deviation: float
     deltas: np.ndarray = field(repr=False)
+    logprobs: np.ndarray = field(repr=False)
+    verifier_logprobs: np.ndarray = field(repr=False)
     flip_margins: tuple[float, ...] = ()
+    temperature: float = 1.0
+
+    @property
+    def positions(self) -> int:
+        return len(self.deltas)
+
+    def excess(self) -> np.ndarray:
+        o = np.asarray(self.logprobs, dtype=np.float16)
+        dev = np.abs(o.astype(np.float64) - np.asarray(self.verifier_logprobs, np.float64))
+        return np.maximum(0.0, dev - float16_half_spacing(o))
+
+    def evidence(self) -> tuple[float, float]:
+        """This output's epoch evidence ``(Σ excess, Σ w)`` (see the module docstring)."""
+        return evidence(self.logprobs, self.excess())
 
 
-def normal_sf(z: float) -> float:
-    """P(N(0, 1) > z)."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def flip_probability(gate: float, sigma: float, temperature: float) -> float:
-    """Per-position probability that honest noise of sd ``sigma`` (logprob units) moves a
-    choice's score margin by more than ``gate`` at ``temperature`` (two-sided, conservative)."""
-    if sigma <= 0:
-        return 0.0
-    sd = math.sqrt(2.0) * sigma / max(temperature, 1e-6)
-    return min(1.0, 2.0 * normal_sf(gate / sd))
-
-
-def binomial_tail(n: int, p: float, m: int) -> float:
-    """P(Binomial(n, p) > m), computed stably for tiny ``p``."""
-    if p <= 0:
-        return 0.0
-    if p >= 1:
-        return 1.0 if n > m else 0.0
-    below = 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    for j in range(0, min(m, n) + 1):
-        below += math.exp(
-            math.lgamma(n + 1)
-            - math.lgamma(j + 1)
-            - math.lgamma(n - j + 1)
-            + j * log_p
-            + (n - j) * log_q
-        )
-    return max(0.0, 1.0 - below) if below < 0.5 else _upper_sum(n, p, m)
-
-
-def _upper_sum(n: int, p: float, m: int) -> float:
-    log_p, log_q = math.log(p), math.log1p(-p)
-    total = 0.0
-    for j in range(m + 1, n + 1):
-        term = math.exp(
-            math.lgamma(n + 1)
-            - math.lgamma(j + 1)
-            - math.lgamma(n - j + 1)
-            + j * log_p
-            + (n - j) * log_q
-        )
-        total += term
-        if term < total * 1e-16:
-            break
-    return total
-
-
-def replay_fpr(gate: float, sigma: float, temperature: float, n: int, m: int = 0) -> float:
-    """Per-output false-positive rate of the replay check under the noise model."""
-    return binomial_tail(n, flip_probability(gate, sigma, temperature), m)
-
-
-def gate_for(
-    alpha: float, sigma: float, temperature: float, n: int, m: int = 0, *, floor: float = MIN_GATE
-) -> float:
-    """The smallest gate ``≥ floor`` whose modelled replay false-positive rate is ``≤ alpha``."""
-    if replay_fpr(floor, sigma, temperature, n, m) <= alpha:
-        return floor
-    lo, hi = floor, floor
-    while replay_fpr(hi, sigma, temperature, n, m) > alpha:
-        hi *= 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if replay_fpr(mid, sigma, temperature, n, m) > alpha:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+def evidence(logprobs: np.ndarray, excess: np.ndarray) -> tuple[float, float]:
+    """``(Σ excess, Σ w)`` with ``w = max(1 − exp(o), W_FLOOR)`` per token."""
+    o = np.asarray(logprobs, dtype=np.float64)
+    w = np.maximum(-np.expm1(np.minimum(o, 0.0)), W_FLOOR)
+    return float(np.sum(excess)), float(np.sum(w))
 
 
 @dataclass(frozen=True)
-class LogNormalFit:
-    """``log X ~ N(mu, s²)`` fitted to positive statistics."""
+class TokenTail:
+    """Exponential upper tail of per-token ``|δ|``: ``P(|δ| > x) = q·exp(−(x − x0)/β)``, x ≥ x0."""
 
-    mu: float
-    s: float
+    x0: float
+    q: float
+    beta: float
+    count: int
+    max_seen: float
 
     @classmethod
-    def fit(cls, values: Sequence[float]) -> LogNormalFit:
-        logs = np.log(np.maximum(np.asarray(values, dtype=np.float64), _LOG_FLOOR))
-        s = float(logs.std(ddof=1)) if logs.size > 1 else 1.0
-        return cls(float(logs.mean()), max(s, 1e-6))
-
-    def quantile(self, q: float) -> float:
-        return math.exp(self.mu + self.s * _NORMAL.inv_cdf(q))
+    def fit(cls, abs_deltas: np.ndarray, quantile: float = TAIL_QUANTILE) -> TokenTail:
+        x = np.sort(np.abs(np.asarray(abs_deltas, dtype=np.float64)).ravel())
+        if x.size == 0:
+            return cls(0.0, 1.0, 1e-12, 0, 0.0)
+        x0 = float(np.quantile(x, quantile))
+        over = x[x > x0]
+        q = max(over.size / x.size, 1.0 / x.size)
+        beta = float((over - x0).mean()) if over.size else max(x0, 1e-12) * 0.1
+        return cls(x0, q, max(beta, 1e-12), int(x.size), float(x[-1]))
 
     def sf(self, x: float) -> float:
-        if x <= 0:
+        if x <= self.x0:
             return 1.0
-        return normal_sf((math.log(x) - self.mu) / self.s)
+        return min(1.0, self.q * math.exp(-(x - self.x0) / self.beta))
+
+    def quantile(self, p: float) -> float:
+        """The ``x`` with ``sf(x) = p`` (``x0`` if ``p ≥ q``)."""
+        if p >= self.q:
+            return self.x0
+        return self.x0 + self.beta * math.log(self.q / p)
+
+
+def excess_fpr(tail: TokenTail, threshold: float, n: int) -> float:
+    """Modelled per-output false-positive rate of the excess check for ``n``-token outputs."""
+    return min(1.0, n * tail.sf(threshold))
+
+
+def replay_fpr(tail: TokenTail, gate: float, n: int, m: int = 0) -> float:
+    """Modelled per-output false-positive rate of the replay check (``m`` mismatches
+    tolerated; ``m > 0`` takes the union bound of any ``m + 1`` positions flipping)."""
+    p = min(1.0, 2.0 * tail.sf(gate / 2.0))
+    return min(1.0, math.comb(n, m + 1) * p ** (m + 1)) if p < 1 else 1.0
 
 
 def fit_thresholds(
@@ -174,59 +156,100 @@ def fit_thresholds(
     *,
     target_fpr: float = DEFAULT_TARGET_FPR,
     safety: float = DEFAULT_SAFETY,
-    min_temperature: float = DEFAULT_MIN_TEMPERATURE,
     ref_tokens: int = DEFAULT_REF_TOKENS,
     max_replay_mismatches: int = 0,
+    epoch: bool = True,
 ) -> dict:
-    """A thresholds row (the policy's three keys plus the model that justifies them).
+    """A thresholds row (the policy's keys plus the model that justifies them).
 
     Raises:
         ValueError: no records, or a target outside (0, 1).
     """
-    recs = list(records)
+    recs = [r for r in records if r.positions > 0]
     if not recs:
         raise ValueError("calibration needs at least one honest record")
     if not 0 < target_fpr < 1:
         raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
     alpha = target_fpr / 2  # union bound over the two checks
-    deltas = np.concatenate([np.asarray(r.deltas, dtype=np.float64).ravel() for r in recs])
-    sigma_obs = float(np.sqrt(np.mean(deltas**2))) if deltas.size else 0.0
-    sigma = sigma_obs * safety
+    deltas = np.concatenate([np.abs(np.asarray(r.deltas, np.float64)) for r in recs])
+    tail = TokenTail.fit(deltas)
+    means = [float(r.excess().mean()) for r in recs]
+    tau = tail.quantile(alpha / ref_tokens)
+    max_excess = max(MIN_EXCESS, safety * max(tau, max(means)))
     flips = [m for r in recs for m in r.flip_margins if math.isfinite(m)]
-    floor = max(MIN_GATE, safety * max(flips, default=0.0))
-    gate = gate_for(alpha, sigma, min_temperature, ref_tokens, max_replay_mismatches, floor=floor)
-
-    stats = [r.logprob_deviation for r in recs]
-    fit = LogNormalFit.fit(stats)
-    q = fit.quantile(1 - alpha)
-    max_dev = safety * max(q, max(stats))
-
-    fpr_replay = replay_fpr(gate, sigma_obs, min_temperature, ref_tokens, max_replay_mismatches)
-    fpr_dev = fit.sf(max_dev)
-    variants = sorted({r.variant for r in recs})
-    return {
+    half_gate = tail.quantile(alpha / (2.0 * ref_tokens))
+    gate = max(MIN_GATE, safety * max(2.0 * half_gate, max(flips, default=0.0)))
+    row = {
         "replay_gate": _round_up(gate),
         "max_replay_mismatches": max_replay_mismatches,
-        "max_logprob_deviation": _round_up(max_dev),
+        "max_logprob_excess": _round_up(max_excess),
         "target_fpr": target_fpr,
+        "ref_tokens": ref_tokens,
         "implied_fpr": {
-            "replay": fpr_replay,
-            "logprob_deviation": fpr_dev,
-            "total": fpr_replay + fpr_dev,
+            "replay": replay_fpr(tail, gate, ref_tokens, max_replay_mismatches),
+            "logprob_excess": excess_fpr(tail, max_excess, ref_tokens),
+        },
+        "token_tail": {
+            "x0": tail.x0,
+            "q": tail.q,
+            "beta": tail.beta,
+            "tokens": tail.count,
+            "max_abs_delta_seen": tail.max_seen,
         },
         "honest_samples": len(recs),
-        "honest_max_logprob_deviation": max(stats),
+        "honest_max_logprob_excess": max(means),
         "honest_flips_seen": len(flips),
-        "noise_sd_logprob": sigma_obs,
-        "lognormal_fit": {"mu": fit.mu, "s": fit.s},
+        "honest_max_flip_margin": max(flips, default=0.0),
         "fp_model": (
-            f"union of two checks at {alpha:g} each; replay: per-token logprob noise "
-            f"N(0, ({safety}·σ)²), flip if |Δmargin| > gate at T = {min_temperature}, "
-            f"Binomial over {ref_tokens} tokens, ≤ {max_replay_mismatches} tolerated; "
-            f"logprob deviation: log-normal fit, {safety} × max(quantile, worst seen)"
+            f"union of two checks at {alpha:g} each for outputs up to {ref_tokens} tokens; "
+            f"per-token |δ| tail: exponential above its {TAIL_QUANTILE:.0%} quantile; excess: "
+            f"mean ≤ max |δ|, n·P(|δ| > τ); replay: n·2·P(|δ| > g/2); {safety} × max(fit, "
+            f"worst seen); floors {MIN_EXCESS} / {MIN_GATE}"
         ),
-        "variants": variants,
+        "variants": sorted({r.variant for r in recs}),
     }
+    row["implied_fpr"]["total"] = sum(row["implied_fpr"].values())
+    if epoch:
+        row["epoch"] = fit_epoch(recs)
+    return row
+
+
+def fit_epoch(
+    records: Sequence[HonestRecord],
+    *,
+    epoch_fpr: float = DEFAULT_EPOCH_FPR,
+    safety: float = DEFAULT_EPOCH_SAFETY,
+    min_inferences: int = DEFAULT_MIN_INFERENCES,
+) -> dict:
+    """The epoch-evidence rule (see the module docstring): ``mu`` and ``kappa`` are the worst
+    over honest variants (each variant with ≥ 8 records), so a mixture of honest conditions in
+    one epoch sits below the bound."""
+    by_variant: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        by_variant.setdefault(r.variant, []).append(r.evidence())
+    stats = [_ratio_stats(v) for v in by_variant.values() if len(v) >= 8]
+    if not stats:
+        stats = [_ratio_stats([r.evidence() for r in records])]
+    mu = max(s[0] for s in stats)
+    kappa = max(s[1] for s in stats)
+    return {
+        "mu": mu,
+        "kappa": kappa,
+        "z": _NORMAL.inv_cdf(1.0 - epoch_fpr),
+        "safety": safety,
+        "min_inferences": min_inferences,
+        "epoch_fpr": epoch_fpr,
+        "rule": "flag iff inferences ≥ min_inferences and Σexcess/Σw > safety·(mu + z·kappa/√Σw)",
+    }
+
+
+def _ratio_stats(pairs: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    a = np.array([p[0] for p in pairs], np.float64)
+    w = np.array([p[1] for p in pairs], np.float64)
+    mu = float(a.sum() / w.sum())
+    resid = a - mu * w
+    kappa2 = float(resid.var(ddof=1) / w.mean()) if len(a) > 1 else float(mu**2)
+    return mu, math.sqrt(max(kappa2, 0.0))
 
 
 def _round_up(x: float, digits: int = 3) -> float:
@@ -236,11 +259,3 @@ def _round_up(x: float, digits: int = 3) -> float:
         return x
     scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
     return math.ceil(x * scale * (1 - 1e-12)) / scale
-
-
-def implied_fpr(row: dict, *, sigma: float, fit: LogNormalFit, temperature: float, n: int) -> float:
-    """The modelled per-output false-positive rate of ``row`` for ``n``-token outputs at
-    ``temperature`` (replay plus logprob deviation, union bound)."""
-    return replay_fpr(
-        row["replay_gate"], sigma, temperature, n, row["max_replay_mismatches"]
-    ) + fit.sf(row["max_logprob_deviation"])

@@ -10,12 +10,22 @@ Three statistics, each graded, none raising on a bad artifact (a failed check is
   prefill ("laundering") passes it.
 - ``replay`` — recompute the deterministic Gumbel-max choice from the verifier's own logits at
   every position; count positions where the executor's token differs **and** the verifier's margin
-  (best minus runner-up perturbed score) exceeds ``gate``. Honest numeric noise can only flip
-  near-ties, which the gate excludes; laundering, a wrong temperature, an ignored seed and a
-  replaced token flip positions with large margins.
-- ``logprob_deviation`` — mean absolute difference between the executor's reported logprob of
-  each chosen token and the verifier's. Honest engines agree to numeric noise; quantised or
-  truncated models report measurably different logprobs even where they pick the same tokens.
+  exceeds ``gate``. The gate is in **raw logit units** (the score margin times the temperature;
+  greedy margins are logit differences already): a logit difference of ``ε`` between two
+  engines moves a score margin by at most ``2ε / T``, so one gate covers every temperature.
+  Honest numeric noise can only flip near-ties (and top-k/top-p memberships the engine's
+  ``replay_tolerance`` marks as undecided), which the gate excludes; laundering, a wrong
+  temperature, an ignored seed and a replaced token flip positions with large margins.
+- ``logprob_excess`` — per chosen token, how far the executor's reported logprob ``o`` lies from
+  the verifier's ``v`` **beyond the artifact's own precision**: ``max(0, |v − o| − h(o))`` where
+  ``h(o)`` is half the float16 spacing at ``o`` (the most the executor's float32 value can have
+  moved when it was rounded into the artifact: 2⁻⁸ at ``|o|`` in [8, 16), 2⁻¹² near −1). The
+  statistic is the mean over the output. For an honest executor each token's excess is at most
+  the engines' raw numeric difference ``|v − e|`` (``e`` the executor's unrounded value), so the
+  mean is bounded by the largest per-token noise whatever the temperature (which decides how
+  improbable — how far from 0, how coarsely rounded — the chosen tokens are) or the length.
+  Quantised or truncated models report measurably different logprobs even where they pick the
+  same tokens. ``logprob_deviation`` (the plain mean ``|v − o|``) is reported beside it.
 
 Thresholds are calibrated from honest variation (``calibration.py``) and the accept/reject
 decision is made in ``gonka_ray.protocol``, not here.
@@ -61,6 +71,8 @@ class VerificationResult:
     replay_mismatch_positions: tuple[int, ...]
     logprob_deviation: float
     max_logprob_deviation: float
+    logprob_excess: float = 0.0
+    max_logprob_excess: float = 0.0
     structural_error: str | None = None
 
     def to_dict(self) -> dict:
@@ -95,21 +107,47 @@ def gonka_distance(
     return float(per.sum() / (max(DISTANCE_MIN_TOKENS, n) * k))
 
 
+def float16_half_spacing(values: np.ndarray) -> np.ndarray:
+    """Half the float16 spacing at each of ``values`` (float64): the largest error rounding a
+    float32 value to the float16 ``values`` can have introduced (the spacing above ``|x|`` is
+    used, so a value rounded up across a power of two is covered too)."""
+    mag = np.abs(np.asarray(values, dtype=np.float16))
+    return np.spacing(mag).astype(np.float64) / 2.0
+
+
+def logprob_excess(executor: np.ndarray, verifier: np.ndarray) -> np.ndarray:
+    """Per token ``max(0, |v − o| − h(o))`` (see the module docstring). Shapes ``[N]``."""
+    o = np.asarray(executor)
+    dev = np.abs(o.astype(np.float64) - np.asarray(verifier, dtype=np.float64))
+    return np.maximum(0.0, dev - float16_half_spacing(o))
+
+
+def logit_margins(margin: np.ndarray, temperature: float) -> np.ndarray:
+    """Score margins in raw logit units: ``margin · T`` (greedy margins already are)."""
+    m = np.asarray(margin, dtype=np.float64)
+    return m * temperature if temperature > 0 else m
+
+
 def replay(
-    output_ids: np.ndarray, choice: np.ndarray, margin: np.ndarray, gate: float
+    output_ids: np.ndarray,
+    choice: np.ndarray,
+    margin: np.ndarray,
+    gate: float,
+    temperature: float = 1.0,
 ) -> tuple[int, int, tuple[int, ...]]:
-    """Gated replay mismatches.
+    """Gated replay mismatches; ``margin`` in score units, ``gate`` in logit units.
 
     Returns:
         (mismatches, positions whose margin exceeds the gate, mismatch positions).
     """
-    gated = margin > gate
+    gated = logit_margins(margin, temperature) > gate
     bad = (output_ids.astype(np.int64) != choice.astype(np.int64)) & gated
     return int(bad.sum()), int(gated.sum()), tuple(int(i) for i in np.flatnonzero(bad))
 
 
 def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) -> VerificationResult:
-    """Run every check; structural problems (length mismatch) are reported, never raised."""
+    """Run every check; structural problems (length mismatch) are reported, never raised.
+    ``replay_gate`` is in raw logit units (see :func:`replay`)."""
     n = artifact.num_output_tokens
     shapes_ok = (
         scores.top_ids.shape[0] == n
@@ -127,15 +165,20 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
             replay_mismatch_positions=(),
             logprob_deviation=float("inf"),
             max_logprob_deviation=float("inf"),
+            logprob_excess=float("inf"),
+            max_logprob_excess=float("inf"),
             structural_error="scores do not match artifact length",
         )
     dist = gonka_distance(
         artifact.top_ids, artifact.top_logprobs, scores.top_ids, scores.top_logprobs
     )
-    mism, gated, where = replay(artifact.output_ids, scores.choice, scores.margin, replay_gate)
+    mism, gated, where = replay(
+        artifact.output_ids, scores.choice, scores.margin, replay_gate, artifact.temperature
+    )
     dev = np.abs(
         artifact.token_logprobs.astype(np.float64) - scores.token_logprobs.astype(np.float64)
     )
+    excess = logprob_excess(artifact.token_logprobs, scores.token_logprobs)
     return VerificationResult(
         positions=n,
         distance=dist,
@@ -145,4 +188,6 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
         replay_mismatch_positions=where,
         logprob_deviation=float(dev.mean()) if n else 0.0,
         max_logprob_deviation=float(dev.max()) if n else 0.0,
+        logprob_excess=float(excess.mean()) if n else 0.0,
+        max_logprob_excess=float(excess.max()) if n else 0.0,
     )

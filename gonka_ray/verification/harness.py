@@ -1,10 +1,12 @@
 """Batched honest (and cheating) executions for calibration and the detection benchmark.
 
 An executor here is a Hugging Face causal LM decoding with a KV cache and the shared replayable
-sampler (:mod:`gonka_ray.engine.sampler`), many sequences per step; a verifier is one batched
-prefill of ``prompt + output`` per sequence, scored with :func:`gonka_ray.engine.scoring` maths.
-This mirrors the transformers engine's arithmetic while letting one process run thousands of
-sequences; the vLLM engine is driven through its own interface by :mod:`calibrate`.
+sampler (:mod:`gonka_ray.engine.sampler`), many sequences per step, each with its own sampling
+parameters, stopping at EOS or a stop string like the engines do (the
+:class:`gonka_ray.engine.base.Detokenizer` decides stop strings); a verifier is one batched
+prefill of ``prompt + output`` per sequence, scored with the verifier's replay tolerance. This
+mirrors the transformers engine's arithmetic while letting one process run thousands of
+sequences; the engines themselves are driven through their own interface by the benchmark.
 
 Not used by participants. Uses torch (the checks themselves stay in the pure modules).
 
@@ -14,12 +16,13 @@ Shapes: ``B`` sequences, ``N`` output tokens, ``V`` vocabulary, ``K`` top-k of t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from gonka_ray.engine import sampler
+from gonka_ray.engine.base import Detokenizer, SamplingParams
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import VerifierScores
 
@@ -28,38 +31,41 @@ SCORE_BLOCK = 16  # positions per sampler call when a verifier replays a prefill
 
 
 @dataclass
-class Executions:
-    """What executors produced for ``B`` sequences of ``N`` tokens (numpy, CPU).
+class Execution:
+    """What an executor produced for one request (numpy, CPU).
 
-    ``token_logprobs [B, N]`` are the executor's raw float32 logprobs of its tokens (before the
-    artifact's float16 rounding); ``top_ids`` / ``top_logprobs`` ``[B, N, K]``.
+    ``token_logprobs [N]`` are the executor's raw float32 logprobs of its tokens (before the
+    artifact's float16 rounding); ``top_ids`` / ``top_logprobs`` ``[N, K]``.
     """
 
-    prompts: list[list[int]]
-    seeds: list[int]
-    temperature: float
+    prompt_ids: list[int]
+    sampling: SamplingParams
     output_ids: np.ndarray
     token_logprobs: np.ndarray
     top_ids: np.ndarray
     top_logprobs: np.ndarray
+    finish_reason: str = "length"
 
-    def artifact(
-        self, i: int, n: int | None = None, *, temperature: float | None = None
-    ) -> Artifact:
-        """Row ``i``'s artifact over its first ``n`` tokens, claiming ``temperature`` (default:
-        the one it ran with — a sampling cheat claims the client's instead)."""
-        n = self.output_ids.shape[1] if n is None else n
+    @property
+    def n(self) -> int:
+        return int(self.output_ids.shape[0])
+
+    def artifact(self, n: int | None = None, *, sampling: SamplingParams | None = None) -> Artifact:
+        """The artifact over the first ``n`` tokens, claiming ``sampling`` (default: the params it
+        ran with — a sampling cheat claims the client's instead)."""
+        n = self.n if n is None else n
+        s = sampling or self.sampling
         return Artifact.build(
-            prompt_ids=self.prompts[i],
-            output_ids=self.output_ids[i, :n].tolist(),
-            token_logprobs=self.token_logprobs[i, :n],
-            top_ids=self.top_ids[i, :n],
-            top_logprobs=self.top_logprobs[i, :n],
-            seed=self.seeds[i],
-            temperature=self.temperature if temperature is None else temperature,
-            top_p=1.0,
-            top_k=0,
-            finish_reason="length",
+            prompt_ids=self.prompt_ids,
+            output_ids=self.output_ids[:n].tolist(),
+            token_logprobs=self.token_logprobs[:n],
+            top_ids=self.top_ids[:n],
+            top_logprobs=self.top_logprobs[:n],
+            seed=s.seed,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            finish_reason=self.finish_reason if n == self.n else "length",
         )
 
 
@@ -68,9 +74,22 @@ def chat_ids(tokenizer, text: str, system: str | None = None) -> list[int]:
     msgs = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": text}
     ]
-    out = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    return messages_ids(tokenizer, msgs)
+
+
+def messages_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Prompt ids of chat ``messages`` under the tokenizer's template, generation prompt on."""
+    out = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
     ids = out["input_ids"] if hasattr(out, "keys") else out
     return [int(t) for t in ids]
+
+
+def eos_ids(model, tokenizer) -> tuple[int, ...]:
+    """The EOS ids the engines stop at (tokenizer's and generation config's)."""
+    eos = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos |= set(gen) if isinstance(gen, list) else {gen}
+    return tuple(sorted(int(e) for e in eos if e is not None))
 
 
 def _left_pad(prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,43 +106,61 @@ def _left_pad(prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Ten
 def generate(
     model,
     prompts: Sequence[Sequence[int]],
-    seeds: Sequence[int],
-    n_tokens: int,
+    params: Sequence[SamplingParams],
     *,
-    temperature: float | Sequence[float],
     k: int = ARTIFACT_K,
+    tokenizer=None,
+    eos: Sequence[int] = (),
     start_positions: Sequence[int] | None = None,
-) -> Executions:
-    """Decode ``n_tokens`` for every prompt at once (left-padded batch, KV cache).
+) -> list[Execution]:
+    """Decode every prompt at once (left-padded batch, KV cache), each row with its own params.
 
-    Every row runs to ``n_tokens`` (EOS is just another token here): the statistics are per
-    position and a fixed length keeps them comparable.
+    A row ends at ``max_tokens``, at an EOS id in ``eos`` (unless ``ignore_eos``) or when its
+    text contains one of its stop strings (needs ``tokenizer``); the batch runs until every row
+    ended. ``start_positions`` offsets the sampler's output positions (a continuation).
     """
     ids, mask = _left_pad(prompts)  # [B, P]
     b = ids.shape[0]
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1].float()  # [B, V]
-    seeds_t = torch.tensor([sampler.seed_to_int64(s) for s in seeds], dtype=torch.int64)
-    temps = [float(temperature)] * b if isinstance(temperature, (int, float)) else temperature
-    temp_t = torch.tensor([float(t) for t in temps])
-    next_pos = pos[:, -1] + 1
+    t = {
+        "temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
+        "seeds": torch.tensor([sampler.seed_to_int64(p.seed) for p in params], dtype=torch.int64),
+        "top_k": torch.tensor([p.top_k for p in params], dtype=torch.int64),
+        "top_p": torch.tensor([p.top_p for p in params], dtype=torch.float32),
+    }
     start = torch.tensor(list(start_positions) if start_positions is not None else [0] * b)
-    toks = np.zeros((b, n_tokens), dtype=np.int64)
-    tok_lp = np.zeros((b, n_tokens), dtype=np.float32)
-    top_ids = np.zeros((b, n_tokens, k), dtype=np.int64)
-    top_lp = np.zeros((b, n_tokens, k), dtype=np.float32)
-    for step in range(n_tokens):
-        chosen = sampler.sample(
-            logits, temperature=temp_t, seeds=seeds_t, positions=start + step
-        ).tokens  # [B]
+    next_pos = pos[:, -1] + 1
+    eos_set = frozenset(int(e) for e in eos)
+    detoks = [
+        Detokenizer(tokenizer, p.stop, tuple(eos_set)) if p.stop and tokenizer else None
+        for p in params
+    ]
+    limit = max(p.max_tokens for p in params)
+    toks, tok_lp, top_i, top_l = ([[] for _ in range(b)] for _ in range(4))
+    finish: list[str | None] = [None] * b
+    for step in range(limit):
+        chosen = sampler.sample(logits, positions=start + step, **t).tokens  # [B]
         logp = torch.log_softmax(logits, -1)  # [B, V]
         top = torch.topk(logp, k, -1)
-        toks[:, step] = chosen.numpy()
-        tok_lp[:, step] = logp.gather(1, chosen[:, None])[:, 0].numpy()
-        top_ids[:, step] = top.indices.numpy()
-        top_lp[:, step] = top.values.numpy()
-        if step + 1 == n_tokens:
+        c_lp = logp.gather(1, chosen[:, None])[:, 0]
+        for r in range(b):
+            if finish[r] is not None:
+                continue
+            tok = int(chosen[r])
+            toks[r].append(tok)
+            tok_lp[r].append(float(c_lp[r]))
+            top_i[r].append(top.indices[r].tolist())
+            top_l[r].append(top.values[r].tolist())
+            is_eos = tok in eos_set and not params[r].ignore_eos
+            if detoks[r] is not None:
+                detoks[r].add(tok, final=is_eos or len(toks[r]) == params[r].max_tokens)
+            if is_eos or (detoks[r] is not None and detoks[r].stopped):
+                finish[r] = "stop"
+            elif len(toks[r]) == params[r].max_tokens:
+                finish[r] = "length"
+        if all(f is not None for f in finish):
             break
         mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.long)], 1)
         out = model(
@@ -135,10 +172,18 @@ def generate(
         )
         past, logits = out.past_key_values, out.logits[:, -1].float()
         next_pos = next_pos + 1
-    t_claim = float(temps[0]) if len(set(temps)) == 1 else float("nan")
-    return Executions(
-        [list(p) for p in prompts], list(seeds), t_claim, toks, tok_lp, top_ids, top_lp
-    )
+    return [
+        Execution(
+            prompt_ids=list(prompts[r]),
+            sampling=params[r],
+            output_ids=np.asarray(toks[r], dtype=np.int64),
+            token_logprobs=np.asarray(tok_lp[r], dtype=np.float32),
+            top_ids=np.asarray(top_i[r], dtype=np.int64).reshape(-1, k),
+            top_logprobs=np.asarray(top_l[r], dtype=np.float32).reshape(-1, k),
+            finish_reason=finish[r] or "length",
+        )
+        for r in range(b)
+    ]
 
 
 @torch.no_grad()
@@ -166,12 +211,12 @@ def prefill_logits(
 def score(
     logits: torch.Tensor,
     output_ids: Sequence[int],
+    sampling: SamplingParams,
     *,
-    seed: int,
-    temperature: float,
     k: int = ARTIFACT_K,
 ) -> VerifierScores:
-    """The verifier's :class:`VerifierScores` for one row from its prefill ``logits [N, V]``."""
+    """The verifier's :class:`VerifierScores` for one row from its prefill ``logits [N, V]``,
+    replayed with ``sampling`` (its ``replay_tolerance`` marks noise-decided masks)."""
     n = len(output_ids)
     logp = torch.log_softmax(logits.float(), -1)  # [N, V]
     t = torch.tensor(list(output_ids), dtype=torch.long)
@@ -183,9 +228,12 @@ def score(
         m = min(n, lo + SCORE_BLOCK) - lo
         s = sampler.sample(
             logits[lo : lo + m],
-            temperature=torch.full((m,), float(temperature)),
-            seeds=torch.full((m,), sampler.seed_to_int64(seed), dtype=torch.int64),
+            temperature=torch.full((m,), float(sampling.temperature)),
+            seeds=torch.full((m,), sampler.seed_to_int64(sampling.seed), dtype=torch.int64),
             positions=torch.arange(lo, lo + m),
+            top_k=torch.full((m,), int(sampling.top_k), dtype=torch.int64),
+            top_p=torch.full((m,), float(sampling.top_p)),
+            mask_tolerance=sampling.replay_tolerance,
         )
         choice.append(s.tokens)
         margin.append(s.margins)
@@ -199,21 +247,25 @@ def score(
 
 
 def verify_batch(
-    model, execs: Executions, rows: Sequence[int], *, temperature: float, batch_size: int = 16
+    model,
+    execs: Sequence[Execution],
+    *,
+    tolerance: float,
+    claimed: Sequence[SamplingParams] | None = None,
+    batch_size: int = 16,
 ) -> list[VerifierScores]:
-    """Score executions ``rows`` of ``execs`` with ``model``: batched prefills, per-row replay."""
+    """Score ``execs`` with ``model``: batched prefills, per-row replay of the params each
+    claims (``claimed``, default the ones it ran with) at replay tolerance ``tolerance``."""
     out: list[VerifierScores] = []
-    for lo in range(0, len(rows), batch_size):
-        chunk = rows[lo : lo + batch_size]
+    claims = list(claimed) if claimed is not None else [e.sampling for e in execs]
+    for lo in range(0, len(execs), batch_size):
+        chunk = list(range(lo, min(len(execs), lo + batch_size)))
         logits = prefill_logits(
-            model, [execs.prompts[i] for i in chunk], [execs.output_ids[i].tolist() for i in chunk]
+            model, [execs[i].prompt_ids for i in chunk], [execs[i].output_ids for i in chunk]
         )
         for i, lg in zip(chunk, logits, strict=True):
-            out.append(
-                score(
-                    lg, execs.output_ids[i].tolist(), seed=execs.seeds[i], temperature=temperature
-                )
-            )
+            sp = replace(claims[i], replay_tolerance=tolerance)
+            out.append(score(lg, execs[i].output_ids.tolist(), sp))
     return out
 
 

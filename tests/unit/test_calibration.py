@@ -1,60 +1,92 @@
 """Calibration: the false-positive model's maths, and the ``calibrate`` tool on the tiny model —
-its thresholds accept fresh honest runs (other prompts, seeds, batch and thread count) and reject
-cheats, each by the check that should catch it."""
+its thresholds accept fresh honest runs of the held-out traffic split (other prompts, seeds,
+sampling params, batch and thread count) and reject cheats, each by the check that should
+catch it."""
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf, truncate_layers
-from gonka_ray.protocol.verification_policy import Thresholds, decide
+from gonka_ray.protocol.verification_policy import EpochRule, Thresholds, decide
 from gonka_ray.verification import calibration as cal
 from gonka_ray.verification import harness as H
+from gonka_ray.verification import traffic
 from gonka_ray.verification.adversary import cheat_model
 from gonka_ray.verification.calibrate import calibrate, update_table
 from gonka_ray.verification.checks import verify
 
 MODEL = "tiny-llama"
-T = 0.7
 N = 12
 
 
-def test_binomial_tail_matches_brute_force() -> None:
-    n, p = 20, 0.03
-    for m in (0, 1, 3):
-        exact = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(m + 1, n + 1))
-        assert cal.binomial_tail(n, p, m) == pytest.approx(exact, rel=1e-9)
-    assert cal.binomial_tail(256, 1e-12, 0) == pytest.approx(256e-12, rel=1e-6)
+def _record(rng, sd: float, n: int = 64, variant: str = "a", flips=()) -> cal.HonestRecord:
+    e = -rng.exponential(1.0, n)
+    d = rng.normal(0, sd, n)
+    return cal.HonestRecord(variant, d, e.astype(np.float16), e + d, flip_margins=flips)
 
 
-def test_gate_meets_its_target_and_grows_with_noise() -> None:
-    small = cal.gate_for(5e-4, 1e-4, 0.2, 256)
-    big = cal.gate_for(5e-4, 5e-2, 0.2, 256)
-    assert small == cal.MIN_GATE < big
-    assert cal.replay_fpr(big, 5e-2, 0.2, 256) <= 5e-4
-    assert cal.replay_fpr(big * 0.9, 5e-2, 0.2, 256) > 5e-4
+def test_token_tail_quantile_inverts_its_survival_function() -> None:
+    rng = np.random.default_rng(0)
+    tail = cal.TokenTail.fit(np.abs(rng.normal(0, 1.0, 100_000)))
+    assert tail.q == pytest.approx(0.01, rel=0.01)
+    for p in (1e-3, 1e-6, 1e-9):
+        assert tail.sf(tail.quantile(p)) == pytest.approx(p, rel=1e-9)
+    # an exponential tail over-states a normal's: the fit errs towards higher thresholds
+    assert tail.sf(4.0) > 2 * 0.5 * (1 - __import__("math").erf(4.0 / 2**0.5))
 
 
 def test_fit_thresholds_is_above_every_honest_value_and_reports_its_model() -> None:
     rng = np.random.default_rng(0)
-    recs = [
-        cal.HonestRecord("a", 64, float(x), rng.normal(0, 1e-4, 64))
-        for x in rng.lognormal(np.log(3e-4), 0.2, 200)
-    ]
-    recs.append(cal.HonestRecord("b", 64, 4e-4, np.zeros(64), flip_margins=(0.2,)))
+    recs = [_record(rng, 0.02) for _ in range(200)] + [_record(rng, 0.02, flips=(0.3,))]
     row = cal.fit_thresholds(recs, target_fpr=1e-3)
-    assert row["max_logprob_deviation"] >= 1.5 * max(r.logprob_deviation for r in recs)
-    assert row["replay_gate"] >= 0.3  # an honest flip seen at 0.2 sets the floor (× safety)
+    assert row["max_logprob_excess"] >= 1.5 * max(float(r.excess().mean()) for r in recs)
+    assert row["max_logprob_excess"] >= 1.5 * row["token_tail"]["x0"]
+    assert row["replay_gate"] >= 1.5 * 0.3  # an honest flip seen at 0.3 sets the floor
     assert row["implied_fpr"]["total"] <= 1e-3
-    assert row["honest_samples"] == 201 and row["variants"] == ["a", "b"]
+    assert {"replay_gate", "max_replay_mismatches", "max_logprob_excess", "epoch"} <= set(row)
+    # an fp32-sized noise hits the floors
+    tiny = cal.fit_thresholds([_record(rng, 1e-6) for _ in range(50)])
+    assert tiny["replay_gate"] == cal.MIN_GATE and tiny["max_logprob_excess"] == cal.MIN_EXCESS
 
 
-def test_update_table_keeps_other_models(tmp_path) -> None:
+def test_excess_discounts_the_artifacts_float16_rounding() -> None:
+    """A token at logprob −11.38 (float16 spacing 2⁻⁷ there) reported exactly and rounded: its
+    excess is 0 although |v − o| is ~1e-3 — the false positive of the issue report."""
+    v = np.array([-11.381584, -5.720082, -9.314544, -1.953845])
+    o = v.astype(np.float16)
+    assert np.abs(o.astype(np.float64) - v).mean() > 9.6e-4
+    rec = cal.HonestRecord("x", np.zeros(4), o, v)
+    assert rec.excess().max() == 0.0
+
+
+def test_epoch_rule_separates_inflated_noise_from_honest_over_many_inferences() -> None:
+    rng = np.random.default_rng(1)
+    honest = [_record(rng, 0.03, variant=f"v{i % 2}") for i in range(400)]
+    rule_row = cal.fit_epoch(honest, min_inferences=20)
+    rule = EpochRule(**{k: rule_row[k] for k in ("mu", "kappa", "z", "safety", "min_inferences")})
+
+    def flagged(sd: float, trials: int = 300) -> float:
+        hits = 0
+        for _ in range(trials):
+            ev = [_record(rng, sd).evidence() for _ in range(20)]
+            a, w = sum(x for x, _ in ev), sum(y for _, y in ev)
+            hits += rule.flagged(a, w, 20)
+        return hits / trials
+
+    assert flagged(0.03) <= 0.01
+    assert flagged(0.05) >= 0.99
+    assert not rule.flagged(1e9, 10.0, 19)  # below min_inferences nothing is judged
+    assert rule.flagged(float("nan"), 10.0, 20)  # NaN evidence never passes
+
+
+def test_update_table_replaces_one_model_and_keeps_the_rest(tmp_path) -> None:
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"default": {"float32": {"replay_gate": 0.5}}}))
     update_table("m", {"float32": {"replay_gate": 0.1}}, path)
@@ -66,63 +98,73 @@ def test_update_table_keeps_other_models(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def tiny():
     threads = torch.get_num_threads()
-    rows = calibrate(MODEL, prompts=3, tokens=(N,), bf16=False)
+    row = calibrate(MODEL, requests=24, max_tokens=N)
     torch.set_num_threads(threads)
     model, tok = load_hf(MODEL)
-    row = rows["float32"]
     thr = Thresholds(
         replay_gate=row["replay_gate"],
         max_replay_mismatches=row["max_replay_mismatches"],
-        max_logprob_deviation=row["max_logprob_deviation"],
+        max_logprob_excess=row["max_logprob_excess"],
     )
-    texts = ["Tell me about owls.", "What is rain?", "Count to five.", "Hello there!", "Why?"]
-    ids = [H.chat_ids(tok, t) for t in texts]
-    return model, ids, [77 + i for i in range(len(ids))], thr, row
+    reqs = [r for r in traffic.requests("heldout", 12, seed=5) if r.prompt_size != "near_context"]
+    ids = [H.messages_ids(tok, r.chat()) for r in reqs]
+    params = [
+        SamplingParams(
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_tokens=N,
+            seed=r.seed,
+            ignore_eos=True,
+        )
+        for r in reqs
+    ]
+    return model, ids, params, thr, row
 
 
-def _verdicts(verifier, execs, thr, claimed_t=T):
-    """(result, verdict) per row of ``execs``, scored by ``verifier`` under ``thr``."""
-    scores = H.verify_batch(verifier, execs, list(range(len(execs.prompts))), temperature=claimed_t)
+def _verdicts(verifier, execs, thr, claimed=None):
+    """(result, verdict) per execution, scored by ``verifier`` under ``thr``."""
+    scores = H.verify_batch(verifier, execs, tolerance=thr.replay_gate, claimed=claimed)
     out = []
-    for i, s in enumerate(scores):
-        res = verify(execs.artifact(i, temperature=claimed_t), s, replay_gate=thr.replay_gate)
+    for i, (ex, s) in enumerate(zip(execs, scores, strict=True)):
+        art = ex.artifact(sampling=claimed[i] if claimed else None)
+        res = verify(art, s, replay_gate=thr.replay_gate)
         out.append((res, decide(res, thr)))
     return out
 
 
 def test_calibrated_row_has_the_policy_keys_and_a_modelled_fpr(tiny) -> None:
     *_, row = tiny
-    assert {"replay_gate", "max_replay_mismatches", "max_logprob_deviation"} <= set(row)
+    assert {"replay_gate", "max_replay_mismatches", "max_logprob_excess"} <= set(row)
     assert row["implied_fpr"]["total"] <= row["target_fpr"]
 
 
 def test_fresh_honest_runs_pass(tiny) -> None:
-    model, ids, seeds, thr, _ = tiny
-    # honest variation the calibration never saw: other prompts and seeds, odd batch, 1 thread
+    model, ids, params, thr, _ = tiny
+    # honest variation the calibration never saw: held-out prompts, seeds and params, 1 thread
     torch.set_num_threads(1)
-    execs = H.generate(model, ids, seeds, N, temperature=T)
+    execs = H.generate(model, ids, params)
     verdicts = [v for _, v in _verdicts(model, execs, thr)]
     assert all(v.passed for v in verdicts), [v.reason for v in verdicts]
 
 
 @pytest.mark.parametrize("kind", ["int8", "truncate"])
 def test_model_cheats_fail(tiny, kind) -> None:
-    model, ids, seeds, thr, _ = tiny
+    model, ids, params, thr, _ = tiny
     cheap = truncate_layers(model, 1) if kind == "truncate" else cheat_model(model, kind)
-    graded = _verdicts(model, H.generate(cheap, ids, seeds, N, temperature=T), thr)
+    graded = _verdicts(model, H.generate(cheap, ids, params), thr)
     assert not any(v.passed for _, v in graded)
-    if kind == "int8":  # the check that must catch int8 is the logprob deviation
-        assert all(r.logprob_deviation > thr.max_logprob_deviation for r, _ in graded)
-    else:  # a truncated model picks other tokens where the honest one is confident
-        assert all(r.replay_mismatches > thr.max_replay_mismatches for r, _ in graded)
+    if kind == "int8":  # the check that must catch int8 is the logprob excess
+        assert all(r.logprob_excess > thr.max_logprob_excess for r, _ in graded)
 
 
 def test_laundering_fails_replay(tiny) -> None:
-    model, ids, seeds, thr, _ = tiny
-    execs = H.generate(truncate_layers(model, 1), ids, seeds, N, temperature=T)
-    honest = H.verify_batch(model, execs, list(range(len(ids))), temperature=T)
-    for i, s in enumerate(honest):  # the cheater copies an honest prefill's logprobs
-        execs.token_logprobs[i], execs.top_ids[i], execs.top_logprobs[i] = (
+    model, ids, params, thr, _ = tiny
+    sampled = [replace(p, temperature=max(p.temperature, 0.7)) for p in params]
+    execs = H.generate(truncate_layers(model, 1), ids, sampled)
+    honest = H.verify_batch(model, execs, tolerance=thr.replay_gate)
+    for ex, s in zip(execs, honest, strict=True):  # the cheater copies an honest prefill
+        ex.token_logprobs, ex.top_ids, ex.top_logprobs = (
             s.token_logprobs,
             s.top_ids,
             s.top_logprobs,
@@ -138,12 +180,16 @@ def test_harness_score_replays_like_the_sampler() -> None:
 
     logits = torch.randn(40, 300, generator=torch.Generator().manual_seed(0)) * 3
     out = list(range(40))
-    got = H.score(logits, out, seed=9, temperature=T)
+    sp = SamplingParams(temperature=0.7, top_p=0.9, top_k=40, seed=9, replay_tolerance=0.01)
+    got = H.score(logits, out, sp)
     ref = sampler.sample(
         logits,
-        temperature=torch.full((40,), T),
+        temperature=torch.full((40,), 0.7),
         seeds=torch.full((40,), 9, dtype=torch.int64),
         positions=torch.arange(40),
+        top_k=torch.full((40,), 40),
+        top_p=torch.full((40,), 0.9),
+        mask_tolerance=0.01,
     )
     assert np.array_equal(got.choice, ref.tokens.numpy())
     assert np.array_equal(got.margin, ref.margins.numpy())

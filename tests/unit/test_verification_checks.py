@@ -185,17 +185,18 @@ def test_shipped_thresholds_every_row_has_the_policy_keys() -> None:
         for dtype in entry:
             thr = thresholds_for(model, dtype)
             assert thr.replay_gate > 0 and thr.max_replay_mismatches >= 0
-            assert 0 < thr.max_logprob_deviation < 1
+            assert 0 < thr.max_logprob_excess < 1
     assert thresholds_for("no-such-model") == thresholds_for("default")
 
 
 def test_a_half_precision_network_takes_the_half_precision_row() -> None:
-    """Honest bf16/fp16 executors deviate ~0.035 in mean logprob, far above the float32 bound:
-    a network configured in half precision (or ``auto``) must be judged by the bf16 row, or
-    every honest participant would be invalidated."""
+    """Honest bf16 executors deviate ~0.03 in mean logprob (single tokens up to ~0.35), far above
+    float32 noise: a network configured in half precision (or ``auto``) must be judged by the
+    bf16 row, or every honest participant would be invalidated."""
     from gonka_ray.protocol.verification_policy import thresholds_for
 
     fp32 = thresholds_for("no-such-model", "float32")
     half = [thresholds_for("no-such-model", d) for d in ("bfloat16", "float16", "auto")]
     assert all(h == half[0] for h in half)
-    assert half[0].max_logprob_deviation > 0.035 > fp32.max_logprob_deviation
+    assert half[0].max_logprob_excess >= 0.35 > fp32.max_logprob_excess
+    assert half[0].replay_gate > fp32.replay_gate
