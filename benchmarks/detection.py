@@ -182,7 +182,9 @@ def _chunks(items, sizes):
         by_len.setdefault(it[0].max_tokens, []).append(it)
     out, j = [], 0
     for n in sorted(by_len):
-        group = by_len[n]
+        # similar prompt lengths share a batch (left padding to a 1,900-token neighbour would
+        # multiply the prefill); the shuffle keeps batch sizes independent of prompt size
+        group = sorted(by_len[n], key=lambda it: len(it[1]))
         while group:
             size = sizes[j % len(sizes)] if n <= 256 else min(16, sizes[j % len(sizes)])
             out.append(group[:size])
