@@ -66,6 +66,7 @@ COLLECT_TOLERANCE = {"float32": 0.005, "bfloat16": 1.6}
 EXEC_BATCHES = (64, 16, 64, 4, 16, 64, 32, 8)  # cycled over chunks of same-length requests
 VERIFY_BATCHES = (8, 32, 1, 8, 16)
 RUN_SEED = {"calibration": 1, "heldout": 2}
+MAX_BATCH_TOKENS = 16_384  # prompt tokens per executor batch
 CHEAT_START = 100_000  # cheats use held-out requests from here (not in the honest held-out run)
 MODEL_CHEATS = ("int8", "int4", "truncate_layers_2", "truncate_layers_6")
 SAMPLING_CHEATS = ("wrong_temperature", "greedy", "ignore_seed")
@@ -183,10 +184,13 @@ def _chunks(items, sizes):
     out, j = [], 0
     for n in sorted(by_len):
         # similar prompt lengths share a batch (left padding to a 1,900-token neighbour would
-        # multiply the prefill); the shuffle keeps batch sizes independent of prompt size
+        # multiply the prefill)
         group = sorted(by_len[n], key=lambda it: len(it[1]))
         while group:
             size = sizes[j % len(sizes)] if n <= 256 else min(16, sizes[j % len(sizes)])
+            # bound a batch's prefill: eager attention over 64 rows of 1,900 tokens needs GBs
+            while size > 1 and size * len(group[min(size, len(group)) - 1][1]) > MAX_BATCH_TOKENS:
+                size //= 2
             out.append(group[:size])
             group = group[size:]
             j += 1
@@ -196,9 +200,15 @@ def _chunks(items, sizes):
 def phase_honest(args) -> None:
     c = Collector(args.dtype)
     path = _path("honest", args.dtype, args.split)
-    items = _requests(c, args.split, args.count, args.start)
-    chunks = _chunks(items, EXEC_BATCHES)
     samples: list[dict] = []
+    if path.exists():  # resume: keep what an interrupted run stored
+        with open(path, "rb") as f:
+            samples = pickle.load(f)
+    done = {s["req"] for s in samples}
+    items = [
+        it for it in _requests(c, args.split, args.count, args.start) if it[0].index not in done
+    ]
+    chunks = _chunks(items, EXEC_BATCHES)
     bar = tqdm(total=len(items), desc=f"honest {args.dtype} {args.split}")
     for j, chunk in enumerate(chunks):
         # executor threads 2 (1 every third chunk); the verifier uses the other count
