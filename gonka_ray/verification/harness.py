@@ -122,7 +122,9 @@ def generate(
     ids, mask = _left_pad(prompts)  # [B, P]
     b = ids.shape[0]
     pos = (mask.cumsum(1) - 1).clamp_min(0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
+    )
     past, logits = out.past_key_values, out.logits[:, -1].float()  # [B, V]
     t = {
         "temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
@@ -201,10 +203,12 @@ def prefill_logits(
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits  # [B, W, V]
+    # NOTE: the LM head runs on the output positions only: a [B, W, V] logits tensor over
+    # 2,000-token prompts would take gigabytes (the engines do the same with logits_to_keep)
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, W, H]
     rows = []
     for i, (p, o) in enumerate(zip(prompts, outputs, strict=True)):
-        rows.append(logits[i, len(p) - 1 : len(p) - 1 + len(o)].float())
+        rows.append(model.lm_head(hidden[i, len(p) - 1 : len(p) - 1 + len(o)]).float())
     return rows
 
 
