@@ -763,14 +763,21 @@ class OutputDelivered:
     nonce: U64
 
 
-@message("Validation", version=1)
+@message("Validation", version=2)
 class Validation:
+    """A validator's verdict on one inference, with its epoch evidence about the executor: the
+    sum over output tokens of the logprob excess beyond float16 rounding and of the tokens'
+    evidence weight ``max(1 − p, 0.01)``, both in millionths (see
+    :mod:`gonka_ray.protocol.evidence`)."""
+
     inference_id: Bytes32
     passed: bool
     replay_mismatches: U32
     similarity: float
     logprob_deviation: float
     nonce: U64
+    evidence_excess_micro: U64 = 0
+    evidence_weight_micro: U64 = 0
 
 
 @message("Vote", version=1)

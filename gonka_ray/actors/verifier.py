@@ -161,6 +161,8 @@ class Verifier(RoleBase):
                 similarity=_finite(result.similarity),
                 logprob_deviation=_finite(result.logprob_deviation),
                 nonce=self.rng.getrandbits(64),
+                evidence_excess_micro=_micro(result.evidence_excess),
+                evidence_weight_micro=_micro(result.evidence_weight),
             )
         )
         self.checked += 1
@@ -325,3 +327,10 @@ class Verifier(RoleBase):
 
 def _finite(x: float) -> float:
     return float(x) if np.isfinite(x) else 1e9
+
+
+def _micro(x: float) -> int:
+    """A non-negative evidence sum in millionths for the wire (U64); non-finite → the cap."""
+    if not np.isfinite(x):
+        return 2**63
+    return min(2**63, max(0, round(float(x) * 1_000_000)))

@@ -72,10 +72,11 @@ from gonka_ray.ledger.inference_app import (
     _Participants,
 )
 from gonka_ray.ledger.state import PARTICIPANTS, VALIDATORS, StateMachine, TxContext
-from gonka_ray.protocol import epochs, reputation, settlement
+from gonka_ray.protocol import epochs, evidence, reputation, settlement
 from gonka_ray.protocol.epochs import Phase
 from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.protocol.reputation import Status
+from gonka_ray.protocol.verification_policy import EpochRule
 
 EPOCH_SEEDS = "epoch_seed"
 SNAPSHOTS = "epoch_snapshot"
@@ -85,6 +86,9 @@ POC_VERDICTS = "poc_verdict"
 POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
+EPOCH_EVIDENCE = (
+    "epoch_evidence"  # [epoch, executor] → [excess, weight, inferences, threshold, convicted]
+)
 _STATUS = _PSTATE_FIELDS.index("status")
 
 
@@ -95,6 +99,7 @@ class EpochAppConfig:
     epoch: EpochConfig = field(default_factory=EpochConfig)
     chain_id: str = "gonka"
     validator_fee_share_bps: int = settlement.DEFAULT_VALIDATOR_FEE_SHARE_BPS
+    evidence: EpochRule | None = None  # the model's calibrated epoch rule (None: not judged)
 
     @property
     def params(self) -> settlement.SettlementParams:
@@ -267,7 +272,7 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
                 a for a in ctx.keys(INVALID_EPOCH) if ctx.get(INVALID_EPOCH, a) == pos.epoch
             }
             if pos.epoch >= 1:
-                _settle(ctx, cfg, pos.epoch - 1)
+                excluded |= _settle(ctx, cfg, pos.epoch - 1)
             _open_next(ctx, cfg, pos.epoch, excluded)
 
     sm.register(wire.SeedCommit, seed_commit, sequenced=False)
@@ -315,8 +320,9 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
         ctx.delete(POC_VERDICTS, key)
 
 
-def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
-    """Settle ``epoch`` (at the last height of ``epoch + 1``)."""
+def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
+    """Settle ``epoch`` (at the last height of ``epoch + 1``); returns the executors its epoch
+    evidence convicted (they sit out the next epoch like INVALID ones)."""
     snap = snapshot_of(ctx.get, epoch) or settlement.EpochSnapshot(
         epoch, _participant_weights(ctx), {}, 0
     )
@@ -348,6 +354,10 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
             records=this_epoch,
             snapshot=snap,
         )
+    convicted = _judge_evidence(ctx, cfg, epoch, this_epoch, duties)
+    for a in convicted:
+        if a in people:
+            people[a].status = Status.INVALID
     result = settlement.settle_epoch(
         epoch=epoch, participants=people, records=due, duties=duties, params=cfg.params
     )
@@ -355,6 +365,9 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
     for a, p in people.items():
         view[a] = p
     by_id = {r.inference_id: r for r in due}
+    settled_evidence = [k for k in ctx.keys(inference_app.EVIDENCE) if k[0] in result.settled_ids]
+    for key in settled_evidence:
+        ctx.delete(inference_app.EVIDENCE, key)
     for iid in result.settled_ids:
         ctx.delete(UNSETTLED, iid)
         rec = by_id[iid]
@@ -394,6 +407,36 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
     for table in (EPOCH_SEEDS, SNAPSHOTS):
         if ctx.get(table, epoch) is not None:
             ctx.delete(table, epoch)
+    return convicted
+
+
+def _judge_evidence(
+    ctx: TxContext,
+    cfg: EpochAppConfig,
+    epoch: int,
+    records: list[InferenceRecord],
+    duties: dict[str, settlement.DutyResult],
+) -> set[str]:
+    """Pool the epoch's required validations' evidence per executor
+    (:func:`gonka_ray.protocol.evidence.tally`), record it, return who is convicted."""
+    if cfg.evidence is None:
+        return set()
+    judged = [(r.inference_id, r.executor) for r in records if r.finish_height > 0]
+    ids = {iid for iid, _ in judged}
+    rows = {}
+    for key in ctx.keys(inference_app.EVIDENCE):
+        if key[0] in ids:
+            a, w = ctx.get(inference_app.EVIDENCE, key)
+            rows[(key[0], key[1])] = (int(a), int(w))
+    required = {v: d.required_ids for v, d in duties.items() if d.revealed}
+    tallies = evidence.tally(judged, rows, required, cfg.evidence)
+    for a, t in tallies.items():
+        ctx.put(
+            EPOCH_EVIDENCE,
+            (epoch, a),
+            [t.excess, t.weight, t.inferences, t.threshold, t.convicted],
+        )
+    return {a for a, t in tallies.items() if t.convicted}
 
 
 def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[str]) -> None:

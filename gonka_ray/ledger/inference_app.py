@@ -15,6 +15,8 @@ Tables (all hashed into the state hash like every other table):
 - ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed (written by
   :mod:`gonka_ray.ledger.epoch_app`, which owns the epoch transactions);
 - ``unsettled``: inference id → finish height, until an epoch settlement pays it out;
+- ``validation_evidence``: ``[inference id, validator]`` → the validator's epoch evidence
+  (:mod:`gonka_ray.protocol.evidence`), until the inference is settled;
 - ``draw_set``: the draw's recent eligible sets (``-1`` → the current one, ``height`` → one
   replaced at that height, kept ``draw_grace_blocks``), so a Start drawn from a view a few blocks
   old still commits.
@@ -48,6 +50,7 @@ PSTATE = "pstate"
 SEED_COMMITS = "seed_commit"
 UNSETTLED = "unsettled"
 DRAW_SETS = "draw_set"
+EVIDENCE = "validation_evidence"  # [inference id, validator] → [excess_micro, weight_micro]
 
 _RECORD_FIELDS = [f.name for f in fields(InferenceRecord)]
 _PSTATE_FIELDS = [f.name for f in fields(ParticipantRecord) if f.name not in ("address", "weight")]
@@ -247,12 +250,21 @@ def install(
         )
 
     def validation(ctx: TxContext, msg: wire.Validation) -> None:
-        book_for(ctx, config, validator_weight).validation(
+        rec = book_for(ctx, config, validator_weight).validation(
             inference_id=msg.inference_id,
             validator=ctx.sender,
             passed=msg.passed,
             height=ctx.height,
         )
+        # each token's evidence weight is at most 1: a larger sum is malformed, not evidence
+        if msg.evidence_weight_micro > rec.completion_tokens * 1_000_000:
+            ctx.reject("bad_evidence")
+        if msg.evidence_weight_micro > 0:
+            ctx.put(
+                EVIDENCE,
+                (msg.inference_id, ctx.sender),
+                [msg.evidence_excess_micro, msg.evidence_weight_micro],
+            )
 
     def vote(ctx: TxContext, msg: wire.Vote) -> None:
         book_for(ctx, config).vote(

@@ -273,6 +273,7 @@ class DutyResult:
     done: int
     p_value: float  # P(≥ missed misses | allowed miss share); 1.0 when nothing missed
     forfeits: bool
+    required_ids: frozenset[bytes] = frozenset()  # what its seed required (epoch evidence)
 
     @property
     def missed(self) -> int:
@@ -318,7 +319,7 @@ def assess_duty(
     forfeits, p_value = duty_forfeits(
         len(required) - done, len(required), allowed_miss_share=allowed_miss_share, alpha=alpha
     )
-    return DutyResult(validator, True, len(required), done, p_value, forfeits)
+    return DutyResult(validator, True, len(required), done, p_value, forfeits, required)
 
 
 # --- settlement ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from gonka_ray.verification.checks import float16_half_spacing
+from gonka_ray.verification.checks import EVIDENCE_W_FLOOR, float16_half_spacing
 
 # NOTE: floors under the fitted values: insurance against honest noise the calibration never
 # saw (another engine, a longer context). The fp32 fit asks for ~1e-4 on SmolLM2; int8 weights
@@ -58,7 +58,8 @@ DEFAULT_REF_TOKENS = 1024  # longest output the per-output false-positive model 
 DEFAULT_EPOCH_FPR = 1e-3  # honest executor flagged per epoch
 DEFAULT_EPOCH_SAFETY = 1.2
 DEFAULT_MIN_INFERENCES = 20  # checked inferences before epoch evidence can flag anyone
-W_FLOOR = 0.01  # per-token evidence weight floor (a token with p ≈ 1 still counts a little)
+W_FLOOR = EVIDENCE_W_FLOOR  # per-token evidence weight floor (p ≈ 1 still counts a little)
+MIN_EPOCH_MU = MIN_EXCESS  # an fp32 row's μ (~1e-6) is floored: far below any cheat's ~0.04
 TAIL_QUANTILE = 0.99
 _NORMAL = NormalDist()
 
@@ -230,7 +231,7 @@ def fit_epoch(
     stats = [_ratio_stats(v) for v in by_variant.values() if len(v) >= 8]
     if not stats:
         stats = [_ratio_stats([r.evidence() for r in records])]
-    mu = max(s[0] for s in stats)
+    mu = max(MIN_EPOCH_MU, max(s[0] for s in stats))
     kappa = max(s[1] for s in stats)
     return {
         "mu": mu,

@@ -40,6 +40,7 @@ import numpy as np
 from gonka_ray.verification.artifact import Artifact
 
 DISTANCE_MIN_TOKENS = 100  # Gonka's normaliser: max(100, N)
+EVIDENCE_W_FLOOR = 0.01  # a token's evidence weight max(1 − p, floor): p ≈ 1 still counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +74,8 @@ class VerificationResult:
     max_logprob_deviation: float
     logprob_excess: float = 0.0
     max_logprob_excess: float = 0.0
+    evidence_excess: float = 0.0  # Σ per-token excess (epoch evidence, protocol/evidence.py)
+    evidence_weight: float = 0.0  # Σ per-token max(1 − p, W_FLOOR)
     structural_error: str | None = None
 
     def to_dict(self) -> dict:
@@ -179,6 +182,8 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
         artifact.token_logprobs.astype(np.float64) - scores.token_logprobs.astype(np.float64)
     )
     excess = logprob_excess(artifact.token_logprobs, scores.token_logprobs)
+    o = artifact.token_logprobs.astype(np.float64)
+    weight = np.maximum(-np.expm1(np.minimum(o, 0.0)), EVIDENCE_W_FLOOR)
     return VerificationResult(
         positions=n,
         distance=dist,
@@ -190,4 +195,6 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
         max_logprob_deviation=float(dev.max()) if n else 0.0,
         logprob_excess=float(excess.mean()) if n else 0.0,
         max_logprob_excess=float(excess.max()) if n else 0.0,
+        evidence_excess=float(excess.sum()),
+        evidence_weight=float(weight.sum()),
     )

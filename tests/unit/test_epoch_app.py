@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceStatus
+from gonka_ray.protocol.verification_policy import EpochRule
 
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"epoch-participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
@@ -501,3 +503,84 @@ def test_gonka_errors_survive_pickling_with_their_fields() -> None:
     assert isinstance(e, TxRejected) and e.reason == "wrong_executor" and e.message == "refused"
     o = pickle.loads(pickle.dumps(Overloaded("busy", retry_after_s=2.5)))
     assert o.retry_after_s == 2.5 and o.to_dict()["code"] == Overloaded.code
+
+
+RULE = EpochRule(mu=0.03, kappa=0.002, z=3.09, safety=1.2, min_inferences=3)
+
+
+def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> list:
+    weight = 2_500_000  # Σ w over the 5 output tokens, in millionths
+    return chain.block(
+        chain.tx(
+            judge,
+            wire.Validation,
+            inference_id=iid,
+            passed=True,
+            replay_mismatches=0,
+            similarity=1.0,
+            logprob_deviation=0.0,
+            evidence_excess_micro=int(ratio * weight),
+            evidence_weight_micro=weight,
+        )
+    )
+
+
+def test_epoch_evidence_convicts_an_executor_whose_required_checks_show_inflated_noise(
+    monkeypatch,
+) -> None:
+    """Half precision: every output passes its own check, but the epoch's pooled evidence about
+    p1 (ratio 0.05 against the rule's μ 0.03) convicts it at settlement — its fees go back to
+    the client, its mint burns and it sits out the next epoch — while a validator that was not
+    required to check p2's work cannot frame it with absurd evidence."""
+    cfg = epoch_app.EpochAppConfig(epoch=EPOCH, chain_id="test", evidence=RULE)
+    monkeypatch.setattr(sys.modules[__name__], "CFG", cfg)
+    chain = Chain()
+    commit_all(chain, 0)
+    done = [chain.run_inference(ta=f"p{i % 4}") for i in range(40)]
+    counted: dict[str, int] = {}
+    framed = 0
+    for iid, ex in done:
+        for judge in KEYS:
+            if judge == ex:
+                continue
+            if chain.required(judge, iid, 0):
+                ratio = 0.05 if ex == "p1" else 0.03
+                assert _evidence_validation(chain, judge, iid, ratio) == [(True, "")]
+                counted[ex] = counted.get(ex, 0) + 1
+            elif ex == "p2" and judge == "p3" and framed < 5:
+                assert _evidence_validation(chain, judge, iid, 50.0) == [(True, "")]
+                framed += 1
+    assert counted.get("p1", 0) >= RULE.min_inferences and framed > 0  # preconditions
+    paid_before = chain.sm.balance(CLIENT.address)
+    chain.until(epochs.epoch_start(1, EPOCH))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(2, EPOCH))
+    verdicts = {NAME[k[1]]: v for k, v in chain.sm.tables[epoch_app.EPOCH_EVIDENCE].items()}
+    assert verdicts["p1"][4] is True and verdicts["p1"][0] / verdicts["p1"][1] > 0.04
+    assert verdicts["p2"][4] is False  # p3's unrequired 50.0 did not count
+    s = epoch_app.settlement_summary(chain.sm, 0)
+    rows = {NAME[r.address]: r for r in s.rows}
+    assert rows["p1"].invalid and rows["p1"].mint == 0 and rows["p1"].executor_fees == 0
+    assert not rows["p2"].invalid and rows["p2"].mint > 0
+    p1_cost = sum(inference_app.inference_record(chain.sm, i).cost for i, e in done if e == "p1")
+    assert chain.sm.balance(CLIENT.address) - paid_before == p1_cost  # refunded
+    assert chain.weights()["p1"] == 0  # sits out epoch 2
+    assert not chain.sm.tables.get(inference_app.EVIDENCE)  # pruned once settled
+
+
+def test_a_malformed_evidence_weight_is_refused() -> None:
+    chain = Chain()
+    iid, ex = chain.run_inference()
+    judge = next(n for n in KEYS if n != ex)
+    bad = chain.tx(
+        judge,
+        wire.Validation,
+        inference_id=iid,
+        passed=True,
+        replay_mismatches=0,
+        similarity=1.0,
+        logprob_deviation=0.0,
+        evidence_excess_micro=1,
+        evidence_weight_micro=5_000_001,  # 5 tokens weigh at most 5.0
+    )
+    assert chain.block(bad) == [(False, "bad_evidence")]

@@ -1,0 +1,379 @@
+"""Detection benchmark, part 2: fit on the calibration split, judge on the held-out split.
+
+Reads the samples ``benchmarks/detection.py`` collected and writes
+``benchmarks/results/detection.json`` (summary keys below) and ``detection.png``:
+
+- thresholds per network dtype fitted by :func:`gonka_ray.verification.calibration.fit_thresholds`
+  on the **calibration** split only (``--write-thresholds`` ships them as package data);
+- false positives of those thresholds on every **held-out** honest output (other prompts,
+  seeds, engines, batch sizes and threads), with the modelled false-positive rate beside the
+  count, and per cell of the traffic grid;
+- per cheat at 64 tokens: the share of outputs token-for-token identical to the honest output of
+  the same request (no harm done) and the true-positive rate over the outputs that differ;
+- half precision: per-inference TPR of int8 at 64 and 256 tokens, and the epoch rule judged on
+  epochs of 20 checked inferences resampled (seeded) from held-out honest and int8 outputs;
+- the vLLM verifier's share of decided replay positions; artifact bytes per token; the
+  verifier's cost against generation.
+
+Run: ``.venv/bin/python benchmarks/detection_report.py [--write-thresholds]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks.detection import DATA_DIR, MODEL, load_samples
+from gonka_ray.protocol.verification_policy import EpochRule
+from gonka_ray.verification import calibration as cal
+from gonka_ray.verification.checks import logit_margins, logprob_excess
+
+EPOCH_INFERENCES = 20
+EPOCH_DRAWS = 100_000
+LENGTH_BUCKETS = (1, 2, 4, 16, 64, 256, 1024)
+
+
+def record(s: dict) -> cal.HonestRecord:
+    mism = s["out"].astype(np.int64) != s["choice"].astype(np.int64)
+    lm = logit_margins(s["margin"], s["T"])
+    return cal.HonestRecord(
+        variant=s["variant"].split("/verify_batch")[0],
+        deltas=s["v"].astype(np.float64) - s["e"].astype(np.float64),
+        logprobs=s["o"],
+        verifier_logprobs=s["v"].astype(np.float64),
+        flip_margins=tuple(float(m) for m in lm[mism & (lm > 0)]),
+        temperature=s["T"],
+    )
+
+
+def judge(s: dict, row: dict) -> tuple[bool, str]:
+    """(rejected, by which check) under a thresholds row — the policy's decision."""
+    n = len(s["out"])
+    if n == 0:
+        return False, ""
+    mism = s["out"].astype(np.int64) != s["choice"].astype(np.int64)
+    gated = mism & (logit_margins(s["margin"], s["T"]) > row["replay_gate"])
+    if int(gated.sum()) > row["max_replay_mismatches"]:
+        return True, "replay"
+    exc = float(logprob_excess(s["o"], s["v"]).mean())
+    if not exc <= row["max_logprob_excess"]:
+        return True, "logprobs"
+    return False, ""
+
+
+def modelled_fpr(row: dict, n: int) -> float:
+    t = row["token_tail"]
+    tail = cal.TokenTail(t["x0"], t["q"], t["beta"], t["tokens"], t["max_abs_delta_seen"])
+    return cal.excess_fpr(tail, row["max_logprob_excess"], n) + cal.replay_fpr(
+        tail, row["replay_gate"], n, row["max_replay_mismatches"]
+    )
+
+
+def bucket(n: int) -> int:
+    return next(b for b in LENGTH_BUCKETS if n <= b) if n <= LENGTH_BUCKETS[-1] else 1024
+
+
+def is_honest(s: dict) -> bool:
+    return s["kind"] == "honest"
+
+
+def grid_table(samples: list[dict], rows: dict) -> tuple[list[dict], int]:
+    cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    fps = 0
+    for s in samples:
+        bad, _ = judge(s, rows[s["dtype"]])
+        fps += bad
+        for key in (
+            ("temperature", s["T"]),
+            ("top_p", s["top_p"]),
+            ("top_k", s["top_k"]),
+            ("output_tokens", bucket(len(s["out"]))),
+            ("prompt", s["prompt_size"]),
+            ("finish", s["finish"]),
+            ("stop_strings", s["stop"]),
+            ("source", s["variant"].split("/")[0] + "/" + s["variant"].split("/")[1]),
+        ):
+            c = cells[(s["dtype"], *key)]
+            c[0] += 1
+            c[1] += bad
+    table = [
+        {"dtype": k[0], "axis": k[1], "value": k[2], "outputs": v[0], "false_positives": v[1]}
+        for k, v in sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0])))
+    ]
+    return table, fps
+
+
+def cheat_rows(samples: list[dict], row: dict, dtype: str, length: int) -> list[dict]:
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        if s["dtype"] == dtype and s["kind"] != "honest" and len(s["out"]) == length:
+            by_kind[s["kind"]].append(s)
+    out = []
+    for kind, ss in sorted(by_kind.items()):
+        differ = [s for s in ss if not s.get("identical")]
+        caught = [judge(s, row) for s in differ]
+        by = defaultdict(int)
+        for bad, check in caught:
+            by[check] += bad
+        out.append(
+            {
+                "cheat": kind,
+                "dtype": dtype,
+                "tokens": length,
+                "samples": len(ss),
+                "identical_to_honest": len(ss) - len(differ),
+                "identical_share": round((len(ss) - len(differ)) / max(1, len(ss)), 4),
+                "tpr_over_differing": round(sum(b for b, _ in caught) / max(1, len(differ)), 4),
+                "tpr_all": round(sum(b for b, _ in caught) / max(1, len(ss)), 4),
+                "caught_by_replay": by["replay"],
+                "caught_by_logprobs": by["logprobs"],
+            }
+        )
+    return out
+
+
+def epoch_rates(pool: list[tuple[float, float]], rule: EpochRule, rng, draws: int) -> float:
+    a = np.array([p[0] for p in pool])
+    w = np.array([p[1] for p in pool])
+    idx = rng.integers(0, len(pool), size=(draws, EPOCH_INFERENCES))
+    sa, sw = a[idx].sum(1), w[idx].sum(1)
+    thr = rule.safety * (rule.mu + rule.z * rule.kappa / np.sqrt(sw))
+    return float(np.mean(~(sa / sw <= thr)))
+
+
+def epoch_section(samples: list[dict], row: dict, rng) -> dict:
+    ep = row["epoch"]
+    rule = EpochRule(ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES)
+    honest = [s for s in samples if s["dtype"] == "bfloat16" and is_honest(s)]
+    held = [s for s in honest if s["split"] == "heldout"]
+    out = {"rule": ep, "epochs_drawn": EPOCH_DRAWS, "inferences_per_epoch": EPOCH_INFERENCES}
+    pools = {
+        "honest_heldout_traffic": [record(s).evidence() for s in held if s["phase"] == "honest"],
+        "honest_heldout_64tok": [record(s).evidence() for s in held if len(s["out"]) == 64],
+        "honest_heldout_256tok": [record(s).evidence() for s in held if len(s["out"]) == 256],
+    }
+    for v in sorted({s["variant"].split("/verify_batch")[0] for s in held}):
+        pool = [record(s).evidence() for s in held if s["variant"].startswith(v)]
+        if len(pool) >= 20:
+            pools[f"honest_{v}"] = pool
+    for n in (64, 256):
+        pools[f"int8_{n}tok"] = [
+            record(s).evidence()
+            for s in samples
+            if s["dtype"] == "bfloat16" and s["kind"] == "int8" and len(s["out"]) == n
+        ]
+    rates = {}
+    for name, pool in pools.items():
+        if len(pool) >= 8:
+            rates[name] = {
+                "pool": len(pool),
+                "flag_rate": epoch_rates(pool, rule, rng, EPOCH_DRAWS),
+            }
+    out["rates"] = rates
+    honest_rates = [v["flag_rate"] for k, v in rates.items() if k.startswith("honest")]
+    int8_rates = [v["flag_rate"] for k, v in rates.items() if k.startswith("int8")]
+    out["worst_honest_false_alarm"] = max(honest_rates, default=None)
+    out["int8_detection_min"] = min(int8_rates, default=None)
+    return out
+
+
+def vllm_section() -> dict:
+    path = DATA_DIR / "vllm_verifier.pkl"
+    if not path.exists():
+        return {}
+    import pickle
+
+    with open(path, "rb") as f:
+        ss = pickle.load(f)
+    pos = sum(len(s["vllm_margin"]) for s in ss)
+    decided = sum(int((s["vllm_margin"] > 0).sum()) for s in ss)
+    ref_decided = sum(int((s["ref_margin"] > 0).sum()) for s in ss)
+    both = [(s["vllm_margin"] > 0) & (s["ref_margin"] > 0) for s in ss]
+    agree = sum(
+        int((s["vllm_choice"] == s["ref_choice"])[b].sum()) for s, b in zip(ss, both, strict=True)
+    )
+    return {
+        "outputs": len(ss),
+        "positions": pos,
+        "vllm_decided_share": decided / max(1, pos),
+        "transformers_decided_share": ref_decided / max(1, pos),
+        "agreement_where_both_decide": agree / max(1, sum(int(b.sum()) for b in both)),
+        "wall_s": ss[0]["wall_s"] if ss else None,
+    }
+
+
+def plot(samples: list[dict], rows: dict, epoch: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    for ax, dtype in zip(axes[:2], ("float32", "bfloat16"), strict=False):
+        floor = 1e-7
+        hon = [
+            max(floor, float(logprob_excess(s["o"], s["v"]).mean()))
+            for s in samples
+            if s["dtype"] == dtype and is_honest(s) and len(s["out"]) and s["split"] == "heldout"
+        ]
+        bins = np.logspace(-7, 0.5, 60)
+        ax.hist(hon, bins=bins, alpha=0.5, label=f"honest held-out ({len(hon)})", density=True)
+        for kind in sorted({s["kind"] for s in samples if s["dtype"] == dtype} - {"honest"}):
+            vals = [
+                max(floor, float(logprob_excess(s["o"], s["v"]).mean()))
+                for s in samples
+                if s["dtype"] == dtype and s["kind"] == kind and not s.get("identical")
+            ]
+            ax.hist(vals, bins=bins, histtype="step", label=kind, density=True)
+        if dtype in rows:
+            ax.axvline(rows[dtype]["max_logprob_excess"], color="k", ls=":", label="threshold")
+        ax.set_xscale("log")
+        ax.set_title(f"{dtype}: mean logprob excess per output")
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    if epoch and "bfloat16" in rows:
+        rng = np.random.default_rng(1)
+        for name in ("honest_heldout_64tok", "int8_64tok", "honest_heldout_traffic"):
+            pool = [
+                record(s).evidence()
+                for s in samples
+                if s["dtype"] == "bfloat16"
+                and (
+                    (name.startswith("int8") and s["kind"] == "int8")
+                    or (name.startswith("honest") and is_honest(s) and s["split"] == "heldout")
+                )
+                and (len(s["out"]) == 64 or name.endswith("traffic"))
+            ]
+            if len(pool) < 8:
+                continue
+            a, w = np.array(pool).T
+            idx = rng.integers(0, len(pool), size=(20_000, EPOCH_INFERENCES))
+            ax.hist(a[idx].sum(1) / w[idx].sum(1), bins=80, alpha=0.5, label=name, density=True)
+        ep = rows["bfloat16"]["epoch"]
+        ax.axvline(ep["safety"] * ep["mu"], color="k", ls=":", label="safety·mu")
+        ax.set_title(f"bf16 epoch evidence R over {EPOCH_INFERENCES} inferences")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS_DIR / "detection.png", dpi=100)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--write-thresholds", action="store_true")
+    args = ap.parse_args()
+    samples = [s for s in load_samples() if "out" in s]
+    honest = [s for s in samples if is_honest(s)]
+    rows = {}
+    for dtype in ("float32", "bfloat16"):
+        cal_recs = [
+            record(s)
+            for s in honest
+            if s["dtype"] == dtype and s["split"] == "calibration" and len(s["out"])
+        ]
+        if cal_recs:
+            rows[dtype] = cal.fit_thresholds(cal_recs)
+            rows[dtype]["source"] = (
+                f"benchmarks/detection_report.py: calibration split, {len(cal_recs)} honest "
+                f"{dtype} outputs; judged on the held-out split (benchmarks/results/detection.json)"
+            )
+    held = [s for s in honest if s["split"] == "heldout" and s["dtype"] in rows]
+    grid, grid_fps = grid_table([s for s in honest if s["dtype"] in rows], rows)
+    fp = {d: [s for s in held if s["dtype"] == d and judge(s, rows[d])[0]] for d in rows}
+    modelled = {
+        d: float(np.mean([modelled_fpr(rows[d], len(s["out"])) for s in held if s["dtype"] == d]))
+        for d in rows
+    }
+    cheats = cheat_rows(samples, rows["float32"], "float32", 64) if "float32" in rows else []
+    bf16_cheats = []
+    if "bfloat16" in rows:
+        for n in (64, 256):
+            bf16_cheats += cheat_rows(samples, rows["bfloat16"], "bfloat16", n)
+    rng = np.random.default_rng(0)
+    epoch = epoch_section(samples, rows["bfloat16"], rng) if "bfloat16" in rows else None
+    vllm = vllm_section()
+    cost_path = DATA_DIR / "cost.json"
+    cost = json.loads(cost_path.read_text()) if cost_path.exists() else {}
+    pairs = [s for s in samples if s["variant"] == "cheat_pair" and s["dtype"] == "float32"]
+    all_cheats = [c for c in cheats]
+    identical = sum(c["identical_to_honest"] for c in all_cheats)
+    int8_bf16 = {c["tokens"]: c["tpr_over_differing"] for c in bf16_cheats if c["cheat"] == "int8"}
+    summary = {
+        "heldout_honest_samples": len(held),
+        "heldout_false_positives": sum(len(v) for v in fp.values()),
+        "heldout_modelled_fpr_per_output": modelled,
+        "honest_grid_false_positives": grid_fps,
+        "honest_samples_all": len([s for s in honest if s["dtype"] in rows]),
+        "min_tpr_at_fpr_1e-3_64tok": min((c["tpr_over_differing"] for c in cheats), default=None),
+        "worst_cheat_64tok": min(cheats, key=lambda c: c["tpr_over_differing"])["cheat"]
+        if cheats
+        else None,
+        "cheat_samples_min": min((c["samples"] for c in cheats), default=0),
+        "cheat_identical_to_honest_share": round(
+            identical / max(1, sum(c["samples"] for c in all_cheats)), 4
+        ),
+        "int8_bf16_epoch_detection": epoch["int8_detection_min"] if epoch else None,
+        "honest_bf16_epoch_false_alarm": epoch["worst_honest_false_alarm"] if epoch else None,
+        "int8_tpr_bf16_64tok": int8_bf16.get(64),
+        "int8_tpr_bf16_256tok": int8_bf16.get(256),
+        "vllm_replay_decided_share": vllm.get("vllm_decided_share"),
+        "artifact_bytes_per_token": round(float(np.mean([s["bytes_per_token"] for s in pairs])), 2)
+        if pairs
+        else None,
+        "verify_cost_ratio_batch_16": round(cost["batch_16"]["ratio"], 4) if cost else None,
+        "verify_cost_ratio_batch_1": round(cost["batch_1"]["ratio"], 4) if cost else None,
+    }
+    print_table(cheats + bf16_cheats)
+    print(json.dumps(summary, indent=1))
+    commits = sorted({s.get("commit", "?") for s in samples})
+    plot(samples, rows, epoch)
+    path = write_results(
+        "detection",
+        summary,
+        model=MODEL,
+        sample_commits=commits,
+        thresholds_calibrated=rows,
+        heldout_false_positive_samples={
+            d: [{k: s[k] for k in ("variant", "T", "top_p", "top_k", "req")} for s in v]
+            for d, v in fp.items()
+        },
+        cheats=cheats,
+        bf16_cheats=bf16_cheats,
+        epoch=epoch,
+        vllm_verifier=vllm,
+        cost=cost,
+        grid=grid,
+        counts={
+            f"{d}/{sp}/{ph}": len(
+                [s for s in honest if s["dtype"] == d and s["split"] == sp and s["phase"] == ph]
+            )
+            for d in ("float32", "bfloat16")
+            for sp in ("calibration", "heldout")
+            for ph in ("honest", "engines", "cheats")
+        },
+        note=(
+            "Thresholds are fitted on the calibration split only; every false-positive count and "
+            "TPR is on the held-out split (other prompts, seeds, sampling params). TPR counts "
+            "only cheat outputs that differ from the honest output of the same request; the "
+            "identical ones did no harm and are reported as a share. Epoch figures resample "
+            f"{EPOCH_INFERENCES} checked inferences per epoch ({EPOCH_DRAWS} epochs, seed 0) "
+            "from held-out pools."
+        ),
+    )
+    print(f"wrote {path}")
+    if args.write_thresholds:
+        from gonka_ray.verification.calibrate import update_table
+
+        update_table(MODEL, rows)
+        print("wrote the calibrated rows to gonka_ray/data/verification_thresholds.json")
+
+
+if __name__ == "__main__":
+    main()
