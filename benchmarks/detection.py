@@ -63,7 +63,7 @@ DATA_DIR = Path(
 # expected to get (fp32: the floor; bf16: the pilot's fitted gate). Margins are stored, so the
 # analysis can apply any gate; only mask ambiguity is decided at this tolerance.
 COLLECT_TOLERANCE = {"float32": 0.005, "bfloat16": 1.6}
-EXEC_BATCHES = (64, 16, 64, 4, 16, 64, 32, 8)  # cycled over chunks of same-length requests
+EXEC_BATCHES = (64, 16, 64, 4, 1, 16, 64, 32, 8, 1, 1)  # cycled over same-length chunks
 VERIFY_BATCHES = (8, 32, 1, 8, 16)
 RUN_SEED = {"calibration": 1, "heldout": 2}
 MAX_BATCH_TOKENS = 16_384  # prompt tokens per executor batch
