@@ -32,6 +32,7 @@ from gonka_ray.actors.participant import (
 )
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import env
+from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.verification.adversary import MODEL_CHEATS
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
@@ -60,7 +61,24 @@ def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis
             wire.GenesisParticipant(participant_key(config, p.name).public_key, p.name, p.weight)
             for p in config.participants
         ),
+        epoch_evidence=evidence_spec(config.model.name, network_precision(config)),
     )
+
+
+def network_precision(config: NetworkConfig) -> str:
+    """The dtype verifiers judge by: the least precise engine in the network (an honest bf16
+    executor's logprobs deviate far beyond the float32 bound)."""
+    dtypes = {config.engine_for(p.name).dtype for p in config.participants}
+    return "float32" if dtypes == {"float32"} else "bfloat16"
+
+
+def evidence_spec(model: str, dtype: str) -> wire.EvidenceRuleSpec | None:
+    """The calibrated epoch-evidence rule of ``model`` in ``dtype`` for a genesis (None when
+    the model has none)."""
+    rule = epoch_rule_for(model, dtype)
+    if rule is None:
+        return None
+    return wire.EvidenceRuleSpec(rule.mu, rule.kappa, rule.z, rule.safety, rule.min_inferences)
 
 
 @dataclass
@@ -132,10 +150,7 @@ def launch(
     genesis = build_genesis(config, clients)
     genesis_bytes = wire.encode(genesis)
     names = {participant_key(config, p.name).address: p.name for p in config.participants}
-    # NOTE: verifiers judge by the least precise engine in the network: an honest bf16
-    # executor's logprobs deviate far beyond the float32 bound.
-    dtypes = {config.engine_for(p.name).dtype for p in config.participants}
-    precision = "float32" if dtypes == {"float32"} else "bfloat16"
+    precision = network_precision(config)
     specs = {
         p.name: ParticipantSpec(
             network=config.name,

@@ -696,13 +696,26 @@ class GenesisParticipant:
     weight: U64  # voting power
 
 
-@message("LedgerGenesis", version=1)
+@struct
+class EvidenceRuleSpec:
+    """The network's epoch-evidence rule (:class:`gonka_ray.protocol.verification_policy.
+    EpochRule`), fixed in the genesis so every replica judges with the same numbers."""
+
+    mu: float
+    kappa: float
+    z: float
+    safety: float
+    min_inferences: U32
+
+
+@message("LedgerGenesis", version=2)
 class LedgerGenesis:
     """The definition every replica starts from."""
 
     chain_id: Name
     accounts: Annotated[list[GenesisAccount], MaxLen(WIRE_MAX_LIST_LEN)]
     participants: Annotated[list[GenesisParticipant], MaxLen(LEDGER_MAX_VALIDATORS)]
+    epoch_evidence: EvidenceRuleSpec | None = None  # None: executors are judged per inference
 
 
 # Ledger transactions (signed envelopes). ``nonce`` is the signer's next account nonce.
@@ -745,7 +758,7 @@ class StartInference:
     nonce: U64
 
 
-@message("FinishInference", version=1)
+@message("FinishInference", version=2)
 class FinishInference:
     inference_id: Bytes32
     completion_tokens: U32
@@ -754,6 +767,9 @@ class FinishInference:
     artifact_hash: Bytes32  # sha256 of the artifact's canonical bytes
     payload_hash: Bytes32  # sha256 of the compact payload bytes kept by the executor
     nonce: U64
+    # Σ over output tokens of max(1 − p, 0.01) from the artifact's logprobs, in millionths: the
+    # epoch evidence's weight (verifiers recompute it; a wrong value fails the check)
+    evidence_weight_micro: U64 = 0
 
 
 @message("OutputDelivered", version=1)
@@ -766,8 +782,8 @@ class OutputDelivered:
 @message("Validation", version=2)
 class Validation:
     """A validator's verdict on one inference, with its epoch evidence about the executor: the
-    sum over output tokens of the logprob excess beyond float16 rounding and of the tokens'
-    evidence weight ``max(1 − p, 0.01)``, both in millionths (see
+    sum over output tokens of the logprob excess beyond float16 rounding, in millionths (the
+    weight it is pooled against is the executor's committed one; see
     :mod:`gonka_ray.protocol.evidence`)."""
 
     inference_id: Bytes32
@@ -777,7 +793,6 @@ class Validation:
     logprob_deviation: float
     nonce: U64
     evidence_excess_micro: U64 = 0
-    evidence_weight_micro: U64 = 0
 
 
 @message("Vote", version=1)

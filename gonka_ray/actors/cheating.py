@@ -29,10 +29,18 @@ class CheatingExecutor(Executor):
       filled in from one honest prefill of those tokens on the real engine;
     - ``replace_1_in_64``: every 64th token swapped for the runner-up (text and artifact agree);
     - ``drop_system``: runs the prompt without its system message (a shorter, cheaper prompt);
-    - ``truncate_output``: stops after half of the tokens and reports a natural "stop".
+    - ``truncate_output``: stops after half of the tokens and reports a natural "stop";
+    - ``inflate_evidence_weight``: honest output, but commits 4× its epoch-evidence weight
+      (which would dilute its pooled evidence in a half-precision network).
     """
 
-    KINDS = ("launder", "replace_1_in_64", "drop_system", "truncate_output")
+    KINDS = (
+        "launder",
+        "replace_1_in_64",
+        "drop_system",
+        "truncate_output",
+        "inflate_evidence_weight",
+    )
 
     def __init__(self, *, kind: str, cheap_engine: Any = None, system_tokens: int = 0, **kw: Any):
         if kind not in self.KINDS:
@@ -41,6 +49,12 @@ class CheatingExecutor(Executor):
         self.kind = kind
         self.cheap = EngineClient(cheap_engine) if cheap_engine is not None else None
         self.system_tokens = system_tokens
+
+    def _evidence_weight(self, artifact: Any) -> int:
+        honest = super()._evidence_weight(artifact)
+        if self.kind == "inflate_evidence_weight":
+            return min(artifact.num_output_tokens * 1_000_000, 4 * honest)
+        return honest
 
     def _prompt(self, prompt_ids: list[int]) -> list[int]:
         if self.kind == "drop_system" and self.system_tokens:

@@ -45,6 +45,7 @@ from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
+from gonka_ray.verification.checks import evidence_weight_micro
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +233,10 @@ class Executor(RoleBase):
         self._participants = (t, participants)
         return participants
 
+    def _evidence_weight(self, artifact: Artifact) -> int:
+        """What this executor commits as its output's epoch-evidence weight."""
+        return evidence_weight_micro(artifact.token_logprobs)
+
     async def _record(
         self,
         iid: bytes,
@@ -265,6 +270,7 @@ class Executor(RoleBase):
             artifact_hash=artifact.hash(),
             payload_hash=payload_hash,
             nonce=self.rng.getrandbits(64),
+            evidence_weight_micro=self._evidence_weight(artifact),
         )
         tx = wire.seal(finish, self.key)
         deadline = self.clock() + FINISH_DEADLINE_S

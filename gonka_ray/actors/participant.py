@@ -39,7 +39,7 @@ from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.protocol.lifecycle import InferenceRecord
-from gonka_ray.protocol.verification_policy import epoch_rule_for, thresholds_for
+from gonka_ray.protocol.verification_policy import thresholds_for
 from gonka_ray.verification.adversary import SAMPLING_CHEATS, sampling_hook
 
 
@@ -80,11 +80,7 @@ class ParticipantSpec:
     @property
     def epoch_app_config(self) -> epoch_app.EpochAppConfig:
         genesis = wire.decode(self.genesis, wire.LedgerGenesis)
-        return epoch_app.EpochAppConfig(
-            epoch=self.epochs,
-            chain_id=genesis.chain_id,
-            evidence=epoch_rule_for(self.model, self.dtype),
-        )
+        return epoch_app.EpochAppConfig(epoch=self.epochs, chain_id=genesis.chain_id)
 
     def epoch_seed(self, epoch: int) -> bytes:
         """This participant's secret seed for ``epoch`` (derived from its secret key seed)."""

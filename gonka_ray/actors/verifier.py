@@ -41,7 +41,12 @@ from gonka_ray.protocol.verification_policy import (
     thresholds_for,
 )
 from gonka_ray.verification.artifact import Artifact
-from gonka_ray.verification.checks import VerificationResult, VerifierScores, verify
+from gonka_ray.verification.checks import (
+    VerificationResult,
+    VerifierScores,
+    evidence_weight_micro,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +167,6 @@ class Verifier(RoleBase):
                 logprob_deviation=_finite(result.logprob_deviation),
                 nonce=self.rng.getrandbits(64),
                 evidence_excess_micro=_micro(result.evidence_excess),
-                evidence_weight_micro=_micro(result.evidence_weight),
             )
         )
         self.checked += 1
@@ -285,6 +289,8 @@ class Verifier(RoleBase):
             return "output differs from the committed response hash"
         if artifact.num_output_tokens != record.completion_tokens:
             return "token count differs from the committed one"
+        if evidence_weight_micro(artifact.token_logprobs) != record.evidence_weight:
+            return "evidence weight differs from the artifact's"
         spec = client.message.sampling
         if (artifact.seed, artifact.temperature, artifact.top_p, artifact.top_k) != (
             spec.seed,

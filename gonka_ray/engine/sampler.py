@@ -180,7 +180,8 @@ def _by_head(fn, scaled: torch.Tensor, top_k: torch.Tensor, *rest: torch.Tensor)
 
 def _head(scaled: torch.Tensor, top_k: torch.Tensor, width: int):
     """The ``width`` largest values of each row, best first, and the top-k/top-p bookkeeping:
-    ``(vals, idx, k, kept_k, probs, before)`` — ``kept_k`` marks prefix entries top-k keeps,
+    ``(vals, idx, k, kept_k, probs, before)`` — ``kept_k`` marks prefix entries top-k keeps
+    (values ``≥`` the k-th; callers check that no tie reaches past the prefix),
     ``probs`` their probability after the top-k cut, ``before`` the mass strictly before."""
     vocab = scaled.shape[-1]
     if width >= vocab:  # topk with k = V is far slower than a sort
@@ -188,8 +189,9 @@ def _head(scaled: torch.Tensor, top_k: torch.Tensor, width: int):
     else:
         vals, idx = torch.topk(scaled, width, dim=-1, sorted=True)  # [B, W]
     k = torch.where((top_k <= 0) | (top_k > vocab), torch.full_like(top_k, vocab), top_k)
-    rank = torch.arange(width, device=scaled.device)[None, :]
-    kept_k = rank < k[:, None]
+    kth = vals.gather(1, (k.clamp(max=width) - 1)[:, None])  # [B, 1] the k-th largest value
+    # top-k keeps every value >= the k-th (ties together, as vLLM does)
+    kept_k = (vals >= kth) | (k >= vocab)[:, None]
     lse = torch.where(
         k >= vocab,
         torch.logsumexp(scaled, dim=-1),
@@ -201,13 +203,17 @@ def _head(scaled: torch.Tensor, top_k: torch.Tensor, width: int):
 
 
 def _mask_rows(scaled, top_k, top_p, *, width: int):
-    vals, _, _, kept_k, _, before = _head(scaled, top_k, width)
-    keep = kept_k & (before < top_p[:, None])
+    vals, _, k, kept_k, _, before = _head(scaled, top_k, width)
+    # top_p 1.0 is off: a mass-before that rounds to 1.0 must not drop the tail
+    keep = kept_k & ((before < top_p[:, None]) | (top_p >= 1.0)[:, None])
     keep[:, 0] = True
     n_keep = keep.sum(dim=-1)  # kept entries form a prefix of the sorted row
     threshold = vals.gather(1, (n_keep - 1)[:, None])  # [B, 1]
-    # the cut lies inside the prefix iff its last entry is dropped (by top-k or top-p)
-    ok = ~keep[:, -1] | (width >= scaled.shape[-1])
+    # the cut lies inside the prefix iff its last entry is dropped (by top-k or top-p) and no
+    # value tied with the k-th lies past it (its mass belongs in the normaliser)
+    k_on = k < scaled.shape[-1]
+    ties_inside = ~k_on | ~kept_k[:, -1]
+    ok = (~keep[:, -1] & ties_inside) | (width >= scaled.shape[-1])
     return scaled.masked_fill(scaled < threshold, _NEG_INF), ok
 
 
@@ -232,7 +238,7 @@ def _ambiguous_rows(scaled, top_k, top_p, tol, *, width: int):
     last = vals[:, -1:]
     k_on = (top_k > 0) & (top_k < vocab)
     kth = vals.gather(1, (k.clamp(max=width) - 1)[:, None])
-    nxt = vals.gather(1, k.clamp(max=width - 1)[:, None])  # first dropped by top-k
+    nxt = vals.masked_fill(kept_k, _NEG_INF).amax(-1, keepdim=True)  # first dropped by top-k
     amb = k_on[:, None] & ((kept_k & (vals <= nxt + two_tol)) | (~kept_k & (vals >= kth - two_tol)))
     ok = ~k_on | (last < kth - two_tol)[:, 0] | (width >= vocab)
     p_on = top_p < 1.0
@@ -244,7 +250,8 @@ def _ambiguous_rows(scaled, top_k, top_p, tol, *, width: int):
         n_keep = (kept_k & (before < p)).sum(-1).clamp(min=1)  # [B]
         last_kept = vals.gather(1, (n_keep - 1)[:, None])
         first_out = vals.gather(1, n_keep.clamp(max=width - 1)[:, None])
-        pair = ((n_keep < k) & (n_keep < width))[:, None] & (last_kept - first_out <= two_tol)
+        n_k = kept_k.sum(-1)
+        pair = ((n_keep < n_k) & (n_keep < width))[:, None] & (last_kept - first_out <= two_tol)
         core |= pair & ((rank == (n_keep - 1)[:, None]) | (rank == n_keep[:, None]))
         inf = torch.full_like(vals, float("inf"))
         hi = torch.where(core, vals, -inf).amax(-1, keepdim=True)

@@ -24,8 +24,8 @@
   plus the largest noise among the other tokens). Top-p without top-k is exact when the nucleus
   provably ends inside the candidates (exact at temperature 1, bounded otherwise). Where the
   bounds do not decide, the margin is reported as 0.0 ("undecided") so a replay check gated on
-  the margin skips the position instead of guessing. The candidate replay ignores
-  ``replay_tolerance``.
+  the margin skips the position instead of guessing. ``replay_tolerance`` marks top-k/top-p
+  memberships noise could flip as undecided over the candidates, as the sampler does.
 - **Threads and loops.** ``AsyncLLM`` is bound to the event loop that made it, so the engine
   owns a private loop in a background thread and bridges each caller's loop to it; one engine
   serves any number of callers' loops (tests, Ray's actor loop).
@@ -61,7 +61,7 @@ from gonka_ray.engine.base import (
     TokenChunk,
 )
 from gonka_ray.engine.models import model_dir
-from gonka_ray.engine.sampler import _mask_top_k_top_p
+from gonka_ray.engine.sampler import _mask_ambiguous, _mask_top_k_top_p
 from gonka_ray.exceptions import EngineError, EngineLoadError
 
 SCORE_CANDIDATES = 1024  # fallback scoring: prompt logprobs per position (vLLM max_logprobs);
@@ -461,13 +461,28 @@ def replay_from_candidates(
             else:
                 scaled = scaled.masked_fill(cand_lp < top_lp[n_keep - 1], -math.inf)
         cand_idx = torch.tensor(cand, dtype=torch.long)
-        scores = scaled + sampler.gumbel_at(seed, torch.tensor([i]), cand_idx)
+        noise = sampler.gumbel_at(seed, torch.tensor([i]), cand_idx)
+        scores = scaled + noise
+        masked = exact_mask or sampling.top_p < 1.0
         top2 = torch.topk(scores, min(2, len(cand))).values
         best = int(cand[int(torch.argmax(scores))])
         runner = float(top2[1]) if len(cand) > 1 else -math.inf
         margin = float(top2[0]) - runner if runner > -math.inf else math.inf
         if not decided:
             margin = 0.0
+        elif masked and sampling.replay_tolerance > 0:
+            # NOTE: the same mask ambiguity as sampler.sample's, over the candidates: a choice a
+            # top-k/top-p membership within the tolerance could change is undecided
+            tol = torch.tensor([sampling.replay_tolerance / t])
+            amb = _mask_ambiguous(
+                (cand_lp / t)[None, :],
+                torch.tensor([sampling.top_k]),
+                torch.tensor([sampling.top_p]),
+                tol,
+            )[0]
+            free = torch.where(amb, cand_lp / t + noise, torch.full_like(noise, -math.inf))
+            gap = max(0.0, float(top2[0]) - float(free.max()))
+            margin = 0.0 if bool(amb[int(torch.argmax(scores))]) else min(margin, gap)
         elif not exact_mask and sampling.top_p >= 1.0:
             # a token outside the candidates scores at most floor / t + its noise
             bound = floor / t + float(outside_max[i])

@@ -86,9 +86,9 @@ POC_VERDICTS = "poc_verdict"
 POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
-EPOCH_EVIDENCE = (
-    "epoch_evidence"  # [epoch, executor] → [excess, weight, inferences, threshold, convicted]
-)
+EVIDENCE_KEPT_EPOCHS = 16  # epoch-evidence tallies kept for explorers and the demo
+# [epoch, executor] → [excess, weight, inferences, threshold, convicted]
+EPOCH_EVIDENCE = "epoch_evidence"
 _STATUS = _PSTATE_FIELDS.index("status")
 
 
@@ -99,7 +99,6 @@ class EpochAppConfig:
     epoch: EpochConfig = field(default_factory=EpochConfig)
     chain_id: str = "gonka"
     validator_fee_share_bps: int = settlement.DEFAULT_VALIDATOR_FEE_SHARE_BPS
-    evidence: EpochRule | None = None  # the model's calibrated epoch rule (None: not judged)
 
     @property
     def params(self) -> settlement.SettlementParams:
@@ -410,6 +409,14 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
     return convicted
 
 
+def evidence_rule(genesis: wire.LedgerGenesis) -> EpochRule | None:
+    """The network's epoch-evidence rule, from its genesis (None: judged per inference only)."""
+    spec = genesis.epoch_evidence
+    if spec is None:
+        return None
+    return EpochRule(spec.mu, spec.kappa, spec.z, spec.safety, int(spec.min_inferences))
+
+
 def _judge_evidence(
     ctx: TxContext,
     cfg: EpochAppConfig,
@@ -419,23 +426,29 @@ def _judge_evidence(
 ) -> set[str]:
     """Pool the epoch's required validations' evidence per executor
     (:func:`gonka_ray.protocol.evidence.tally`), record it, return who is convicted."""
-    if cfg.evidence is None:
+    rule = evidence_rule(ctx.genesis)
+    if rule is None:
         return set()
-    judged = [(r.inference_id, r.executor) for r in records if r.finish_height > 0]
-    ids = {iid for iid, _ in judged}
-    rows = {}
-    for key in ctx.keys(inference_app.EVIDENCE):
-        if key[0] in ids:
-            a, w = ctx.get(inference_app.EVIDENCE, key)
-            rows[(key[0], key[1])] = (int(a), int(w))
+    judged = [
+        (r.inference_id, r.executor, r.evidence_weight) for r in records if r.finish_height > 0
+    ]
+    ids = {iid for iid, _, _ in judged}
+    rows = {
+        (key[0], key[1]): int(ctx.get(inference_app.EVIDENCE, key))
+        for key in ctx.keys(inference_app.EVIDENCE)
+        if key[0] in ids
+    }
     required = {v: d.required_ids for v, d in duties.items() if d.revealed}
-    tallies = evidence.tally(judged, rows, required, cfg.evidence)
+    tallies = evidence.tally(judged, rows, required, rule)
     for a, t in tallies.items():
         ctx.put(
             EPOCH_EVIDENCE,
             (epoch, a),
             [t.excess, t.weight, t.inferences, t.threshold, t.convicted],
         )
+    for key in ctx.keys(EPOCH_EVIDENCE):  # keep the last EVIDENCE_KEPT_EPOCHS epochs
+        if key[0] <= epoch - EVIDENCE_KEPT_EPOCHS:
+            ctx.delete(EPOCH_EVIDENCE, key)
     return {a for a, t in tallies.items() if t.convicted}
 
 

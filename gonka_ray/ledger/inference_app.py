@@ -15,8 +15,8 @@ Tables (all hashed into the state hash like every other table):
 - ``seed_commit``: ``[epoch, address]`` → sha256 of the secret epoch seed (written by
   :mod:`gonka_ray.ledger.epoch_app`, which owns the epoch transactions);
 - ``unsettled``: inference id → finish height, until an epoch settlement pays it out;
-- ``validation_evidence``: ``[inference id, validator]`` → the validator's epoch evidence
-  (:mod:`gonka_ray.protocol.evidence`), until the inference is settled;
+- ``validation_evidence``: ``[inference id, validator]`` → the validator's measured excess for
+  the epoch evidence (:mod:`gonka_ray.protocol.evidence`), until the inference is settled;
 - ``draw_set``: the draw's recent eligible sets (``-1`` → the current one, ``height`` → one
   replaced at that height, kept ``draw_grace_blocks``), so a Start drawn from a view a few blocks
   old still commits.
@@ -50,7 +50,7 @@ PSTATE = "pstate"
 SEED_COMMITS = "seed_commit"
 UNSETTLED = "unsettled"
 DRAW_SETS = "draw_set"
-EVIDENCE = "validation_evidence"  # [inference id, validator] → [excess_micro, weight_micro]
+EVIDENCE = "validation_evidence"  # [inference id, validator] → excess_micro
 
 _RECORD_FIELDS = [f.name for f in fields(InferenceRecord)]
 _PSTATE_FIELDS = [f.name for f in fields(ParticipantRecord) if f.name not in ("address", "weight")]
@@ -242,6 +242,7 @@ def install(
             artifact_hash=msg.artifact_hash,
             payload_hash=msg.payload_hash,
             height=ctx.height,
+            evidence_weight=msg.evidence_weight_micro,
         )
 
     def delivered(ctx: TxContext, msg: wire.OutputDelivered) -> None:
@@ -256,15 +257,8 @@ def install(
             passed=msg.passed,
             height=ctx.height,
         )
-        # each token's evidence weight is at most 1: a larger sum is malformed, not evidence
-        if msg.evidence_weight_micro > rec.completion_tokens * 1_000_000:
-            ctx.reject("bad_evidence")
-        if msg.evidence_weight_micro > 0:
-            ctx.put(
-                EVIDENCE,
-                (msg.inference_id, ctx.sender),
-                [msg.evidence_excess_micro, msg.evidence_weight_micro],
-            )
+        if rec.evidence_weight > 0:  # pooled against the executor's committed weight
+            ctx.put(EVIDENCE, (msg.inference_id, ctx.sender), msg.evidence_excess_micro)
 
     def vote(ctx: TxContext, msg: wire.Vote) -> None:
         book_for(ctx, config).vote(

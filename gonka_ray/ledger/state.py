@@ -133,6 +133,11 @@ class TxContext:
 
     # --- generic tables --------------------------------------------------------------------
 
+    @property
+    def genesis(self) -> LedgerGenesis:
+        """The network's genesis (its fixed protocol parameters)."""
+        return self._sm.genesis
+
     def get(self, table: str, key: Any, default: Any = None) -> Any:
         v = self._writes.get((table, key), None)
         if v is _DELETED:

@@ -18,10 +18,19 @@ Against lying validators (who could report inflated evidence to frame an honest 
 - only evidence from validations the validator's **revealed seed required** counts (known at
   settlement, after the reveals), so a validator cannot choose to check, and weigh in on, every
   inference of its target — its share of the evidence follows its weight;
+- an inference's weight is the one its **executor committed** in ``FinishInference``
+  (verifiers recompute it from the artifact and fail a mismatch), so a validator only reports
+  the excess it measured and cannot give its own reports more weight;
 - an inference's evidence is the mean over its required validators, and its excess is capped at
-  ``CLAMP_RATIO · μ · w``: a validator holding a share ``s`` of the evidence moves ``R`` by at
-  most ``s·(CLAMP_RATIO − 1)·μ`` (0.17 μ at s = 1/3, under the rule's ``safety`` margin of
-  0.2 μ), while an int8 executor's per-inference ratios (~1.65 μ) stay above the threshold.
+  ``CLAMP_RATIO · μ · w``: a validator holding a share ``s`` of the evidence weight moves ``R``
+  up by at most ``s·(CLAMP_RATIO − 1)·μ`` (0.17 μ at s = 1/3, under the rule's ``safety``
+  margin of 0.2 μ). The cap also bounds a cheater's pooled ratio at ``CLAMP_RATIO·μ``, so the
+  rule convicts only with enough evidence weight that ``safety·(μ + z·κ/√W)`` falls below it
+  (``benchmarks/detection_report.py`` measures the int8 detection rate with the cap applied).
+- What it cannot stop: colluding validators *under*-reporting. A colluder holding a share ``s``
+  of a cheater's required checks dilutes its evidence by ``(1 − s)``; per-inference checks of
+  gross cheats are unaffected, but an int8 executor in a half-precision network whose checks
+  are a third in friendly hands can escape the epoch rule (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -52,36 +61,35 @@ class Tally:
 
 
 def tally(
-    records: Iterable[tuple[bytes, str]],
-    evidence: Mapping[tuple[bytes, str], tuple[int, int]],
+    records: Iterable[tuple[bytes, str, int]],
+    evidence: Mapping[tuple[bytes, str], int],
     required: Mapping[str, frozenset[bytes]],
     rule: EpochRule,
 ) -> dict[str, Tally]:
     """Pool the required validators' evidence per executor and apply ``rule``.
 
     Args:
-        records: ``(inference_id, executor)`` of the epoch's checked inferences.
-        evidence: ``(inference_id, validator) → (excess_micro, weight_micro)`` as submitted.
+        records: ``(inference_id, executor, weight_micro)`` of the epoch's finished inferences;
+            the weight is the executor's committed ``Σ max(1 − p, 0.01)`` (verifiers fail an
+            inference whose committed weight differs from its artifact's).
+        evidence: ``(inference_id, validator) → excess_micro`` as submitted.
         required: validator → the inference ids its revealed seed required it to check.
-        rule: the network's calibrated epoch rule.
+        rule: the network's epoch rule (from the genesis).
 
     Returns:
         executor → :class:`Tally` for every executor with at least one counted inference.
     """
-    by_validator: dict[bytes, list[str]] = {}
-    for (iid, validator), _ev in sorted(evidence.items()):
+    judges: dict[bytes, list[int]] = {}
+    for (iid, validator), excess in sorted(evidence.items()):
         if iid in required.get(validator, frozenset()):
-            by_validator.setdefault(iid, []).append(validator)
+            judges.setdefault(iid, []).append(int(excess))
     sums: dict[str, list[float]] = {}
-    for iid, executor in sorted(records):
-        judges = by_validator.get(iid)
-        if not judges:
+    for iid, executor, weight in sorted(records):
+        found = judges.get(iid)
+        if not found or weight <= 0:
             continue
-        a = sum(evidence[(iid, v)][0] for v in judges) / (len(judges) * MICRO)
-        w = sum(evidence[(iid, v)][1] for v in judges) / (len(judges) * MICRO)
-        if w <= 0:
-            continue
-        a = min(a, CLAMP_RATIO * rule.mu * w)
+        w = weight / MICRO
+        a = min(sum(found) / (len(found) * MICRO), CLAMP_RATIO * rule.mu * w)
         acc = sums.setdefault(executor, [0.0, 0.0, 0])
         acc[0] += a
         acc[1] += w

@@ -103,6 +103,7 @@ class InferenceRecord:
     accuser: str = ""
     vote_deadline: int = 0
     settled: bool = False  # an epoch settlement paid it out: no more validations
+    evidence_weight: int = 0  # executor-committed Σ max(1 − p, 0.01), millionths (evidence)
 
 
 def _reject(reason: str, message: str) -> TxRejected:
@@ -277,6 +278,7 @@ class InferenceBook:
         artifact_hash: bytes,
         height: int,
         payload_hash: bytes = b"",
+        evidence_weight: int = 0,
     ) -> InferenceRecord:
         """The selected executor reports the output; the cost moves to its pending fees."""
         rec = self._get(inference_id)
@@ -286,6 +288,8 @@ class InferenceBook:
             raise _reject("not_started", f"inference is {rec.status}")
         if not 0 <= completion_tokens <= rec.max_tokens:
             raise _reject("bad_tokens", "completion_tokens must be in [0, max_tokens]")
+        if not 0 <= evidence_weight <= completion_tokens * 1_000_000:
+            raise _reject("bad_evidence", "each token's evidence weight is at most 1")
         cost = payments.cost_amount(
             rec.prompt_tokens, completion_tokens, rec.price_per_token, rec.escrow
         )
@@ -296,7 +300,7 @@ class InferenceBook:
         self.participants[executor] = ex
         rec.cost, rec.completion_tokens, rec.finish_reason = cost, completion_tokens, finish_reason
         rec.response_hash, rec.artifact_hash = response_hash, artifact_hash
-        rec.payload_hash = payload_hash
+        rec.payload_hash, rec.evidence_weight = payload_hash, evidence_weight
         rec.finish_height, rec.status = height, InferenceStatus.FINISHED
         self.records[inference_id] = rec
         del self.open_index[inference_id]

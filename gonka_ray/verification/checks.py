@@ -110,12 +110,34 @@ def gonka_distance(
     return float(per.sum() / (max(DISTANCE_MIN_TOKENS, n) * k))
 
 
+MAX_PLAUSIBLE_LOGPROB = 1e4  # |logprob| beyond this is no model's output: a forged artifact
+
+
 def float16_half_spacing(values: np.ndarray) -> np.ndarray:
     """Half the float16 spacing at each of ``values`` (float64): the largest error rounding a
     float32 value to the float16 ``values`` can have introduced (the spacing above ``|x|`` is
-    used, so a value rounded up across a power of two is covered too)."""
+    used, so a value rounded up across a power of two is covered too; at the largest finite
+    float16, whose spacing above is infinite, the one below). Callers refuse values beyond
+    :data:`MAX_PLAUSIBLE_LOGPROB` before relying on this."""
     mag = np.abs(np.asarray(values, dtype=np.float16))
-    return np.spacing(mag).astype(np.float64) / 2.0
+    up = np.spacing(mag).astype(np.float64)
+    down = (mag - np.nextafter(mag, np.float16(0))).astype(np.float64)
+    return np.where(np.isfinite(up), up, down) / 2.0
+
+
+def evidence_weights(token_logprobs: np.ndarray) -> np.ndarray:
+    """Per-token epoch-evidence weight ``max(1 − p, EVIDENCE_W_FLOOR)`` of reported logprobs."""
+    o = np.asarray(token_logprobs, dtype=np.float64)
+    return np.maximum(-np.expm1(np.minimum(o, 0.0)), EVIDENCE_W_FLOOR)
+
+
+def evidence_weight_micro(token_logprobs: np.ndarray) -> int:
+    """The committed evidence weight of an artifact's token logprobs, in millionths (what the
+    executor puts in ``FinishInference`` and a verifier recomputes; deterministic)."""
+    o = np.asarray(token_logprobs, dtype=np.float16)
+    if o.size == 0 or not np.all(np.isfinite(o)):
+        return 0
+    return round(float(evidence_weights(o).sum()) * 1_000_000)
 
 
 def logprob_excess(executor: np.ndarray, verifier: np.ndarray) -> np.ndarray:
@@ -158,6 +180,11 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
         and scores.choice.shape == (n,)
         and scores.margin.shape == (n,)
     )
+    lp = artifact.token_logprobs.astype(np.float64)
+    if shapes_ok and not (np.all(np.isfinite(lp)) and np.all(np.abs(lp) <= MAX_PLAUSIBLE_LOGPROB)):
+        shapes_ok, why = False, "artifact logprobs are not finite model logprobs"
+    else:
+        why = "scores do not match artifact length"
     if not shapes_ok:
         return VerificationResult(
             positions=n,
@@ -170,7 +197,7 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
             max_logprob_deviation=float("inf"),
             logprob_excess=float("inf"),
             max_logprob_excess=float("inf"),
-            structural_error="scores do not match artifact length",
+            structural_error=why,
         )
     dist = gonka_distance(
         artifact.top_ids, artifact.top_logprobs, scores.top_ids, scores.top_logprobs
@@ -182,8 +209,7 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
         artifact.token_logprobs.astype(np.float64) - scores.token_logprobs.astype(np.float64)
     )
     excess = logprob_excess(artifact.token_logprobs, scores.token_logprobs)
-    o = artifact.token_logprobs.astype(np.float64)
-    weight = np.maximum(-np.expm1(np.minimum(o, 0.0)), EVIDENCE_W_FLOOR)
+    weight = evidence_weights(artifact.token_logprobs)
     return VerificationResult(
         positions=n,
         distance=dist,

@@ -186,6 +186,7 @@ async def test_replaced_token_fails(tmp_path, honest_engine) -> None:
         ({"kind": "drop_system", "system_tokens": 5}, "structural: prompt"),
         ({"kind": "truncate_output"}, "structural: finish reason"),
         ({"withhold_payloads": True}, "structural: payload unavailable"),
+        ({"kind": "inflate_evidence_weight"}, "structural: evidence weight"),
     ],
 )
 async def test_structural_cheats(tmp_path, honest_engine, kw, needle) -> None:

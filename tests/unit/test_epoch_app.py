@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import sys
 
 import pytest
 
@@ -14,7 +13,6 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceStatus
-from gonka_ray.protocol.verification_policy import EpochRule
 
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"epoch-participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
@@ -38,13 +36,14 @@ def seed_of(name: str, epoch: int) -> bytes:
 class Chain:
     """Two replicas' state machines with both apps, fed the same blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, evidence: wire.EvidenceRuleSpec | None = None) -> None:
         genesis = wire.LedgerGenesis(
             chain_id="test",
             accounts=(wire.GenesisAccount(CLIENT.address, 1_000_000),),
             participants=tuple(
                 wire.GenesisParticipant(k.public_key, n, 100) for n, k in KEYS.items()
             ),
+            epoch_evidence=evidence,
         )
         self.sms = [StateMachine(genesis) for _ in range(2)]
         for sm in self.sms:
@@ -103,7 +102,7 @@ class Chain:
         )
         return wire.seal(req, CLIENT)
 
-    def run_inference(self, ta: str = "p0") -> tuple[bytes, str]:
+    def run_inference(self, ta: str = "p0", evidence_weight: int = 0) -> tuple[bytes, str]:
         """Start and finish one inference; returns its id and executor name."""
         request = self.client_request()
         iid = inference_app.inference_id_of(request)
@@ -128,6 +127,7 @@ class Chain:
             response_hash=b"\x02" * 32,
             artifact_hash=b"\x03" * 32,
             payload_hash=b"\x04" * 32,
+            evidence_weight_micro=evidence_weight,
         )
         assert self.block(finish) == [(True, "")]
         return iid, NAME[ex]
@@ -505,11 +505,11 @@ def test_gonka_errors_survive_pickling_with_their_fields() -> None:
     assert o.retry_after_s == 2.5 and o.to_dict()["code"] == Overloaded.code
 
 
-RULE = EpochRule(mu=0.03, kappa=0.002, z=3.09, safety=1.2, min_inferences=3)
+RULE = wire.EvidenceRuleSpec(mu=0.03, kappa=0.002, z=3.09, safety=1.2, min_inferences=3)
+WEIGHT = 2_500_000  # Σ w over the 5 output tokens, in millionths
 
 
 def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> list:
-    weight = 2_500_000  # Σ w over the 5 output tokens, in millionths
     return chain.block(
         chain.tx(
             judge,
@@ -519,24 +519,19 @@ def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> 
             replay_mismatches=0,
             similarity=1.0,
             logprob_deviation=0.0,
-            evidence_excess_micro=int(ratio * weight),
-            evidence_weight_micro=weight,
+            evidence_excess_micro=int(ratio * WEIGHT),
         )
     )
 
 
-def test_epoch_evidence_convicts_an_executor_whose_required_checks_show_inflated_noise(
-    monkeypatch,
-) -> None:
+def test_epoch_evidence_convicts_an_executor_whose_required_checks_show_inflated_noise() -> None:
     """Half precision: every output passes its own check, but the epoch's pooled evidence about
-    p1 (ratio 0.05 against the rule's μ 0.03) convicts it at settlement — its fees go back to
-    the client, its mint burns and it sits out the next epoch — while a validator that was not
-    required to check p2's work cannot frame it with absurd evidence."""
-    cfg = epoch_app.EpochAppConfig(epoch=EPOCH, chain_id="test", evidence=RULE)
-    monkeypatch.setattr(sys.modules[__name__], "CFG", cfg)
-    chain = Chain()
+    p1 (ratio 0.05 against the genesis rule's μ 0.03) convicts it at settlement — its fees go
+    back to the client, its mint burns and it sits out the next epoch — while a validator that
+    was not required to check p2's work cannot frame it with absurd evidence."""
+    chain = Chain(evidence=RULE)
     commit_all(chain, 0)
-    done = [chain.run_inference(ta=f"p{i % 4}") for i in range(40)]
+    done = [chain.run_inference(ta=f"p{i % 4}", evidence_weight=WEIGHT) for i in range(40)]
     counted: dict[str, int] = {}
     framed = 0
     for iid, ex in done:
@@ -568,19 +563,47 @@ def test_epoch_evidence_convicts_an_executor_whose_required_checks_show_inflated
     assert not chain.sm.tables.get(inference_app.EVIDENCE)  # pruned once settled
 
 
-def test_a_malformed_evidence_weight_is_refused() -> None:
+def test_without_a_genesis_rule_evidence_convicts_nobody() -> None:
     chain = Chain()
-    iid, ex = chain.run_inference()
-    judge = next(n for n in KEYS if n != ex)
-    bad = chain.tx(
-        judge,
-        wire.Validation,
+    commit_all(chain, 0)
+    for _ in range(12):
+        iid, ex = chain.run_inference(evidence_weight=WEIGHT)
+        for judge in KEYS:
+            if judge != ex and chain.required(judge, iid, 0):
+                assert _evidence_validation(chain, judge, iid, 5.0) == [(True, "")]
+    chain.until(epochs.epoch_start(1, EPOCH))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(2, EPOCH))
+    rows = epoch_app.settlement_summary(chain.sm, 0).rows
+    assert not any(r.invalid for r in rows)
+    assert not chain.sm.tables.get(epoch_app.EPOCH_EVIDENCE)
+
+
+def test_an_evidence_weight_above_one_per_token_is_refused() -> None:
+    chain = Chain()
+    request = chain.client_request()
+    iid = inference_app.inference_id_of(request)
+    ctx = TxContext(chain.sm, height=chain.sm.height, block_hash=b"")
+    ex = inference_app.book_for(ctx, APP).expected_executor(iid, 0, ADDR["p0"])
+    start = chain.tx(
+        "p0",
+        wire.StartInference,
+        request=request,
+        executor=ex,
+        attempt=0,
+        prompt_tokens=10,
+        prompt_hash=b"\x01" * 32,
+    )
+    assert chain.block(start) == [(True, "")]
+    finish = chain.tx(
+        NAME[ex],
+        wire.FinishInference,
         inference_id=iid,
-        passed=True,
-        replay_mismatches=0,
-        similarity=1.0,
-        logprob_deviation=0.0,
-        evidence_excess_micro=1,
+        completion_tokens=5,
+        finish_reason="stop",
+        response_hash=b"\x02" * 32,
+        artifact_hash=b"\x03" * 32,
+        payload_hash=b"\x04" * 32,
         evidence_weight_micro=5_000_001,  # 5 tokens weigh at most 5.0
     )
-    assert chain.block(bad) == [(False, "bad_evidence")]
+    assert chain.block(finish) == [(False, "bad_evidence")]

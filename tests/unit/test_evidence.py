@@ -22,8 +22,8 @@ def _epoch(rng, ratio: float, n: int = 30, liar_ratio: float | None = None):
         w = rng.uniform(5, 40)  # Σ w of one output
         measured = max(0.0, rng.normal(ratio, 0.15 * ratio)) * w
         a = liar_ratio * w if (v == "v2" and liar_ratio is not None) else measured
-        records.append((iid, "E"))
-        ev[(iid, v)] = (round(a * M), round(w * M))
+        records.append((iid, "E", round(w * M)))
+        ev[(iid, v)] = round(a * M)
         required[v].add(iid)
     return records, ev, {k: frozenset(s) for k, s in required.items()}
 
@@ -46,8 +46,8 @@ def test_a_lying_validator_with_a_third_of_the_checks_cannot_frame_an_honest_exe
 def test_only_required_validations_count_and_too_few_inferences_judge_nobody() -> None:
     rng = np.random.default_rng(2)
     records, ev, required = _epoch(rng, 0.03)
-    for iid, _ in records:  # an unrequired validator floods every inference
-        ev[(iid, "v9")] = (10**12, 30 * M)
+    for iid, _, _ in records:  # an unrequired validator floods every inference
+        ev[(iid, "v9")] = 10**12
     t = evidence.tally(records, ev, required, RULE)["E"]
     assert not t.convicted and t.inferences == len(records)
     few = evidence.tally(*_epoch(rng, 0.5, n=19), RULE)["E"]

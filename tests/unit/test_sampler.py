@@ -125,3 +125,44 @@ def test_margin_is_best_minus_runner_up_score() -> None:
     top2 = scores.topk(2).values
     assert int(out.tokens[0]) == int(scores.argmax())
     assert float(out.margins[0]) == pytest.approx(float(top2[0] - top2[1]), abs=1e-5)
+
+
+def _reference_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
+    """The full-sort top-k/top-p mask (value thresholds, ties kept together), row by row."""
+    out = scaled.clone()
+    vocab = scaled.shape[-1]
+    for r in range(scaled.shape[0]):
+        vals, _ = torch.sort(scaled[r], descending=True)
+        k = vocab if top_k[r] <= 0 or top_k[r] > vocab else int(top_k[r])
+        vals = vals.masked_fill(vals < vals[k - 1], float("-inf"))
+        probs = torch.softmax(vals, -1)
+        before = torch.cumsum(probs, -1) - probs
+        keep = (before < top_p[r]) | (top_p[r] >= 1.0)
+        keep[0] = True
+        n_keep = int(min(int(keep.sum()), int(torch.isfinite(vals).sum())))
+        out[r] = scaled[r].masked_fill(scaled[r] < vals[n_keep - 1], float("-inf"))
+    return out
+
+
+@pytest.mark.parametrize("vocab", [6, 300, 5000])
+def test_prefix_masks_equal_the_full_sort_with_ties_peaks_and_flat_rows(vocab) -> None:
+    g = torch.Generator().manual_seed(vocab)
+    rows = [
+        torch.randn(vocab, generator=g) * 8,  # peaked
+        torch.randn(vocab, generator=g) * 0.05,  # flat: the nucleus passes the prefix
+        (torch.randn(vocab, generator=g) * 4).to(torch.bfloat16).float(),  # bf16 ties
+        torch.round(torch.randn(vocab, generator=g) * 2),  # many exact ties
+    ]
+    logits = torch.stack(rows * 6)
+    n = logits.shape[0]
+    top_k = torch.tensor([0, 2, 40, 1, vocab, vocab + 7] * 4)[:n]
+    top_p = torch.tensor([1.0, 0.9, 0.5, 0.05, 0.999, 1.0, 0.75, 0.3] * 3)[:n]
+    got = S._mask_top_k_top_p(logits, top_k, top_p)
+    want = _reference_mask(logits, top_k, top_p)
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+
+
+def test_top_k_keeps_every_value_tied_with_the_kth() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    got = S._mask_top_k_top_p(logits, torch.tensor([2]), torch.tensor([0.75]))
+    assert torch.isfinite(got).all()  # the k-th value 0.0 is shared by three tokens

@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 
 from gonka_ray.exceptions import WireError
 from gonka_ray.verification.artifact import Artifact
-from gonka_ray.verification.checks import VerifierScores, gonka_distance, replay, verify
+from gonka_ray.verification.checks import (
+    VerifierScores,
+    float16_half_spacing,
+    gonka_distance,
+    replay,
+    verify,
+)
 
 
 def make_artifact(n: int = 64, k: int = 5, vocab: int = 49_152, seed: int = 0) -> Artifact:
@@ -185,7 +191,7 @@ def test_shipped_thresholds_every_row_has_the_policy_keys() -> None:
         for dtype in entry:
             thr = thresholds_for(model, dtype)
             assert thr.replay_gate > 0 and thr.max_replay_mismatches >= 0
-            assert 0 < thr.max_logprob_excess < 1
+            assert 0 < thr.max_logprob_excess <= 2
     assert thresholds_for("no-such-model") == thresholds_for("default")
 
 
@@ -200,3 +206,40 @@ def test_a_half_precision_network_takes_the_half_precision_row() -> None:
     assert all(h == half[0] for h in half)
     assert half[0].max_logprob_excess >= 0.35 > fp32.max_logprob_excess
     assert half[0].replay_gate > fp32.replay_gate
+
+
+@pytest.mark.parametrize("forged", [-65504.0, -65510.0, float("nan"), float("-inf"), -2e4])
+def test_logprobs_no_model_produces_fail_structurally(forged) -> None:
+    """float16's largest value has an infinite spacing above it: a forged −65504 would have made
+    every token's excess 0 (and weighed the most in the epoch evidence). No model reports such
+    logprobs, so the artifact fails outright."""
+    art = make_artifact(n=8)
+    lp = np.full(8, forged)
+    bad = Artifact.build(
+        prompt_ids=art.prompt_ids,
+        output_ids=art.output_ids,
+        token_logprobs=lp,
+        top_ids=art.top_ids,
+        top_logprobs=art.top_logprobs,
+        seed=1,
+        temperature=0.7,
+        top_p=1.0,
+        top_k=0,
+        finish_reason="length",
+    )
+    res = verify(bad, scores_from(art), replay_gate=0.1)
+    assert res.structural_error and not res.logprob_excess <= 1.0
+
+
+def test_half_spacing_bounds_float16_rounding_everywhere() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            -np.exp(rng.uniform(-12, np.log(60000), 200_000)),
+            -(2.0 ** np.arange(-14, 16)),
+            -np.nextafter(2.0 ** np.arange(-14, 16), 0),
+            [-0.0, -65504.0, -65519.0],
+        ]
+    ).astype(np.float32)
+    o = x.astype(np.float16)
+    assert np.all(np.abs(o.astype(np.float64) - x) <= float16_half_spacing(o))
