@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from benchmarks.detection import DATA_DIR, MODEL, load_samples
+from gonka_ray.protocol.evidence import CLAMP_RATIO
 from gonka_ray.protocol.verification_policy import EpochRule
 from gonka_ray.verification import calibration as cal
 from gonka_ray.verification.checks import logit_margins, logprob_excess
@@ -141,17 +142,19 @@ def cheat_rows(samples: list[dict], row: dict, dtype: str, length: int) -> list[
 
 
 def epoch_rates(pool: list[tuple[float, float]], rule: EpochRule, rng, draws: int) -> float:
-    a = np.array([p[0] for p in pool])
-    w = np.array([p[1] for p in pool])
-    idx = rng.integers(0, len(pool), size=(draws, EPOCH_INFERENCES))
-    sa, sw = a[idx].sum(1), w[idx].sum(1)
-    thr = rule.safety * (rule.mu + rule.z * rule.kappa / np.sqrt(sw))
-    return float(np.mean(~(sa / sw <= thr)))
+    """Share of ``draws`` epochs of EPOCH_INFERENCES inferences resampled from ``pool`` that the
+    rule convicts, with the ledger's per-inference cap and trimmed statistic."""
+    arr = np.array(pool, np.float64)
+    idx = rng.integers(0, len(arr), size=(draws, EPOCH_INFERENCES))
+    a, w = arr[idx, 0], arr[idx, 1]
+    a = np.minimum(a, CLAMP_RATIO * rule.mu * w)
+    stat = cal.trimmed_ratios(a, w, rule.trim)
+    return float(np.mean(~(stat <= rule.threshold(EPOCH_INFERENCES))))
 
 
 def epoch_section(samples: list[dict], row: dict, rng) -> dict:
     ep = row["epoch"]
-    rule = EpochRule(ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES)
+    rule = EpochRule(ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"])
     honest = [s for s in samples if s["dtype"] == "bfloat16" and is_honest(s)]
     held = [s for s in honest if s["split"] == "heldout"]
     out = {"rule": ep, "epochs_drawn": EPOCH_DRAWS, "inferences_per_epoch": EPOCH_INFERENCES}

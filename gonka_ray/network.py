@@ -78,7 +78,9 @@ def evidence_spec(model: str, dtype: str) -> wire.EvidenceRuleSpec | None:
     rule = epoch_rule_for(model, dtype)
     if rule is None:
         return None
-    return wire.EvidenceRuleSpec(rule.mu, rule.kappa, rule.z, rule.safety, rule.min_inferences)
+    return wire.EvidenceRuleSpec(
+        rule.mu, rule.kappa, rule.z, rule.safety, rule.min_inferences, rule.trim
+    )
 
 
 @dataclass

@@ -706,6 +706,7 @@ class EvidenceRuleSpec:
     z: float
     safety: float
     min_inferences: U32
+    trim: float  # share of the evidence weight trimmed from each end
 
 
 @message("LedgerGenesis", version=2)

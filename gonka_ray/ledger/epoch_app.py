@@ -87,7 +87,7 @@ POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
 EVIDENCE_KEPT_EPOCHS = 16  # epoch-evidence tallies kept for explorers and the demo
-# [epoch, executor] → [excess, weight, inferences, threshold, convicted]
+# [epoch, executor] → [statistic, weight, inferences, threshold, convicted]
 EPOCH_EVIDENCE = "epoch_evidence"
 _STATUS = _PSTATE_FIELDS.index("status")
 
@@ -414,7 +414,9 @@ def evidence_rule(genesis: wire.LedgerGenesis) -> EpochRule | None:
     spec = genesis.epoch_evidence
     if spec is None:
         return None
-    return EpochRule(spec.mu, spec.kappa, spec.z, spec.safety, int(spec.min_inferences))
+    return EpochRule(
+        spec.mu, spec.kappa, spec.z, spec.safety, int(spec.min_inferences), float(spec.trim)
+    )
 
 
 def _judge_evidence(
@@ -444,7 +446,7 @@ def _judge_evidence(
         ctx.put(
             EPOCH_EVIDENCE,
             (epoch, a),
-            [t.excess, t.weight, t.inferences, t.threshold, t.convicted],
+            [t.statistic, t.weight, t.inferences, t.threshold, t.convicted],
         )
     for key in ctx.keys(EPOCH_EVIDENCE):  # keep the last EVIDENCE_KEPT_EPOCHS epochs
         if key[0] <= epoch - EVIDENCE_KEPT_EPOCHS:

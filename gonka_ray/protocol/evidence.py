@@ -1,36 +1,32 @@
-"""Epoch evidence: one executor's checked inferences of an epoch judged together (pure, integer
-inputs, deterministic).
+"""Epoch evidence: one executor's checked inferences of an epoch judged together (pure,
+integer inputs, deterministic).
 
 Why: in half-precision networks an honest executor's logprobs differ from a verifier's as much
 as an int8-quantised executor's do on one output (measured on SmolLM2: mean |Δ| 0.030 against
 0.050), so no per-inference threshold separates them without accusing honest work. Over the
-epoch — the unit of punishment — the difference is clear: each ``Validation`` carries the
-verifier's evidence about the output (Σ logprob excess beyond float16 rounding and Σ of the
-tokens' weights ``w = max(1 − p, 0.01)``, in millionths), and at settlement the ledger pools it
-per executor into ``R = Σ excess / Σ w`` and applies the calibrated
-:class:`~gonka_ray.protocol.verification_policy.EpochRule` (``R`` above
-``safety·(μ + z·κ/√Σw)`` with at least ``min_inferences`` inferences). A convicted executor is
-treated as INVALID for that epoch: it forfeits its fees (refunded to its clients) and its
-minted share, its reputation resets, and it sits out the next epoch.
+epoch — the unit of punishment — the difference is clear. Each ``Validation`` carries the
+excess the verifier measured (Σ over tokens of the logprob excess beyond float16 rounding, in
+millionths); each ``FinishInference`` carries the output's evidence weight ``Σ w``,
+``w = max(1 − p, 0.01)`` per token (a near-certain token's logprob barely moves, so it says
+little). At settlement the ledger computes, per executor, ``T``: the ``w``-weighted mean of its
+inferences' ratios ``excess / Σw`` after trimming ``trim`` (30%) of the weight from each end,
+and applies the calibrated :class:`~gonka_ray.protocol.verification_policy.EpochRule`. A
+convicted executor is treated as INVALID for that epoch: it forfeits its fees (refunded to its
+clients) and its minted share, its reputation resets, and it sits out the next epoch.
 
-Against lying validators (who could report inflated evidence to frame an honest executor):
+Against dishonest validators:
 
 - only evidence from validations the validator's **revealed seed required** counts (known at
   settlement, after the reveals), so a validator cannot choose to check, and weigh in on, every
   inference of its target — its share of the evidence follows its weight;
-- an inference's weight is the one its **executor committed** in ``FinishInference``
-  (verifiers recompute it from the artifact and fail a mismatch), so a validator only reports
-  the excess it measured and cannot give its own reports more weight;
-- an inference's evidence is the mean over its required validators, and its excess is capped at
-  ``CLAMP_RATIO · μ · w``: a validator holding a share ``s`` of the evidence weight moves ``R``
-  up by at most ``s·(CLAMP_RATIO − 1)·μ`` (0.17 μ at s = 1/3, under the rule's ``safety``
-  margin of 0.2 μ). The cap also bounds a cheater's pooled ratio at ``CLAMP_RATIO·μ``, so the
-  rule convicts only with enough evidence weight that ``safety·(μ + z·κ/√W)`` falls below it
-  (``benchmarks/detection_report.py`` measures the int8 detection rate with the cap applied).
-- What it cannot stop: colluding validators *under*-reporting. A colluder holding a share ``s``
-  of a cheater's required checks dilutes its evidence by ``(1 − s)``; per-inference checks of
-  gross cheats are unaffected, but an int8 executor in a half-precision network whose checks
-  are a third in friendly hands can escape the epoch rule (SECURITY.md).
+- an inference's weight is the one its **executor committed** (verifiers recompute it from the
+  artifact and fail a mismatch), so a validator only reports the excess it measured;
+- the statistic is **trimmed**: reports holding less than ``trim`` of an executor's evidence
+  weight cannot move ``T`` beyond the honest reports' range, in either direction — neither
+  inflated reports framing an honest executor nor zero reports shielding a cheating one;
+- each inference's ratio is **capped** at ``CLAMP_RATIO · μ``, so a coalition just above the
+  trimmed share adds a bounded bias, not an unbounded one. A coalition holding well over
+  ``trim`` of one executor's required checks can frame or shield it.
 """
 
 from __future__ import annotations
@@ -41,23 +37,39 @@ from dataclasses import dataclass
 from gonka_ray.protocol.verification_policy import EpochRule
 
 MICRO = 1_000_000
-CLAMP_RATIO = 1.5  # an inference's excess counts up to this many times μ·w
+CLAMP_RATIO = 3.0  # an inference's ratio counts up to this many times μ (int8's are ~1.65 μ)
+
+
+def trimmed_ratio(pairs: list[tuple[float, float]], trim: float) -> float:
+    """The ``w``-weighted mean of ``a / w`` over ``(a, w)`` pairs after dropping ``trim`` of the
+    total weight from each end of the ratio order (the boundary pair counts in part).
+    Deterministic: ties in the ratio are ordered by the pair itself."""
+    items = sorted((a / w, a, w) for a, w in pairs if w > 0)
+    total = sum(w for _, _, w in items)
+    if total <= 0:
+        return 0.0
+    lo, hi = trim * total, (1.0 - trim) * total
+    acc = kept_a = kept_w = 0.0
+    for ratio, _a, w in items:
+        start, end = acc, acc + w
+        acc = end
+        part = max(0.0, min(end, hi) - max(start, lo))
+        if part > 0:
+            kept_a += ratio * part
+            kept_w += part
+    return kept_a / kept_w if kept_w > 0 else items[len(items) // 2][0]
 
 
 @dataclass(frozen=True)
 class Tally:
-    """One executor's pooled evidence for an epoch (float sums of the integer inputs / 1e6)."""
+    """One executor's evidence for an epoch."""
 
     executor: str
-    excess: float
-    weight: float
+    statistic: float  # the trimmed weighted mean ratio T
+    weight: float  # Σ w of its counted inferences
     inferences: int
     threshold: float
     convicted: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.excess / self.weight if self.weight > 0 else 0.0
 
 
 def tally(
@@ -70,8 +82,7 @@ def tally(
 
     Args:
         records: ``(inference_id, executor, weight_micro)`` of the epoch's finished inferences;
-            the weight is the executor's committed ``Σ max(1 − p, 0.01)`` (verifiers fail an
-            inference whose committed weight differs from its artifact's).
+            the weight is the executor's committed ``Σ max(1 − p, 0.01)``.
         evidence: ``(inference_id, validator) → excess_micro`` as submitted.
         required: validator → the inference ids its revealed seed required it to check.
         rule: the network's epoch rule (from the genesis).
@@ -83,25 +94,23 @@ def tally(
     for (iid, validator), excess in sorted(evidence.items()):
         if iid in required.get(validator, frozenset()):
             judges.setdefault(iid, []).append(int(excess))
-    sums: dict[str, list[float]] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}
     for iid, executor, weight in sorted(records):
         found = judges.get(iid)
         if not found or weight <= 0:
             continue
         w = weight / MICRO
         a = min(sum(found) / (len(found) * MICRO), CLAMP_RATIO * rule.mu * w)
-        acc = sums.setdefault(executor, [0.0, 0.0, 0])
-        acc[0] += a
-        acc[1] += w
-        acc[2] += 1
+        pairs.setdefault(executor, []).append((a, w))
     out = {}
-    for executor, (a, w, m) in sorted(sums.items()):
+    for executor, ps in sorted(pairs.items()):
+        stat = trimmed_ratio(ps, rule.trim)
         out[executor] = Tally(
             executor=executor,
-            excess=a,
-            weight=w,
-            inferences=int(m),
-            threshold=rule.threshold(w),
-            convicted=rule.flagged(a, w, int(m)),
+            statistic=stat,
+            weight=sum(w for _, w in ps),
+            inferences=len(ps),
+            threshold=rule.threshold(len(ps)),
+            convicted=rule.flagged(stat, len(ps)),
         )
     return out

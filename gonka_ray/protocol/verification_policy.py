@@ -28,26 +28,29 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class EpochRule:
-    """Epoch evidence about one executor (:mod:`gonka_ray.verification.calibration`): over all
-    tokens of its checked inferences in an epoch, ``R = Σ excess / Σ w``; flagged when
-    ``R > safety·(mu + z·kappa/√Σw)`` with at least ``min_inferences`` inferences."""
+    """Epoch evidence about one executor (:mod:`gonka_ray.protocol.evidence`): ``T``, the
+    ``w``-weighted mean of its checked inferences' ratios ``excess / w`` after trimming ``trim``
+    of the weight from each end; flagged when ``T > safety·(mu + z·kappa·√(min_inferences /
+    m))`` with ``m ≥ min_inferences`` inferences (``kappa``: the sd of honest ``T`` at
+    ``min_inferences``, calibrated in :mod:`gonka_ray.verification.calibration`)."""
 
     mu: float
     kappa: float
     z: float
     safety: float
     min_inferences: int
+    trim: float = 0.3
 
-    def threshold(self, weight: float) -> float:
-        return self.safety * (self.mu + self.z * self.kappa / math.sqrt(max(weight, 1e-9)))
+    def threshold(self, inferences: int) -> float:
+        scale = math.sqrt(self.min_inferences / max(inferences, 1))
+        return self.safety * (self.mu + self.z * self.kappa * scale)
 
-    def flagged(self, excess_sum: float, weight: float, inferences: int) -> bool:
-        """Whether the pooled evidence convicts (NaN or infinite evidence convicts too: only a
-        malformed artifact produces it)."""
-        if inferences < self.min_inferences or weight <= 0:
+    def flagged(self, statistic: float, inferences: int) -> bool:
+        """Whether the epoch's statistic convicts (NaN convicts too: only malformed evidence
+        produces it)."""
+        if inferences < self.min_inferences:
             return False
-        ratio = excess_sum / weight
-        return not ratio <= self.threshold(weight)
+        return not statistic <= self.threshold(inferences)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def epoch_rule_for(model: str, dtype: str = "float32") -> EpochRule | None:
         z=float(ep["z"]),
         safety=float(ep["safety"]),
         min_inferences=int(ep["min_inferences"]),
+        trim=float(ep.get("trim", 0.3)),
     )
 
 

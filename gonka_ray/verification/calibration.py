@@ -27,11 +27,11 @@ the fit, and the shipped value is never below ``safety`` × the largest one seen
 weights' (measured on SmolLM2: mean ``|δ|`` 0.030 bf16-vs-bf16 against 0.050 for an int8
 executor), so one output cannot separate them; many can. Per token the expected honest
 ``|δ|`` grows with ``w = 1 − p`` of the chosen token (a near-certain token's logprob barely
-moves), so an epoch's evidence about one executor is the ratio ``R = Σ excess / Σ w`` over all
-tokens of its checked inferences, whatever their lengths and temperatures. Honest ``R`` has mean
-``μ`` (the worst honest variant's) and, by the delta method over independent inferences,
-variance ``κ² / W`` with ``W = Σ w``; an executor is flagged when
-``R > safety·(μ + z_{1−α}·κ/√W)`` with at least ``min_inferences`` checked inferences.
+moves), so each inference gives a ratio ``Σ excess / Σ w`` and an epoch's statistic ``T`` is
+their ``w``-weighted mean after trimming 30% of the weight from each end
+(:mod:`gonka_ray.protocol.evidence`: robust to dishonest validators either way). Honest ``T``
+over ``min_inferences`` inferences is resampled from each honest variant; its worst mean
+``mu`` and sd ``kappa`` give the rule ``T > safety·(mu + z·kappa·√(min_inferences/m))``.
 
 Pure: numpy and the standard library only.
 """
@@ -58,6 +58,7 @@ DEFAULT_REF_TOKENS = 1024  # longest output the per-output false-positive model 
 DEFAULT_EPOCH_FPR = 1e-3  # honest executor flagged per epoch
 DEFAULT_EPOCH_SAFETY = 1.2
 DEFAULT_MIN_INFERENCES = 20  # checked inferences before epoch evidence can flag anyone
+DEFAULT_TRIM = 0.3  # evidence weight trimmed from each end (a coalition below it moves nothing)
 W_FLOOR = EVIDENCE_W_FLOOR  # per-token evidence weight floor (p ≈ 1 still counts a little)
 MIN_EPOCH_MU = MIN_EXCESS  # an fp32 row's μ (~1e-6) is floored: far below any cheat's ~0.04
 TAIL_QUANTILE = 0.99
@@ -215,42 +216,59 @@ def fit_thresholds(
     return row
 
 
+def trimmed_ratios(a: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
+    """Row-wise :func:`gonka_ray.protocol.evidence.trimmed_ratio` of ``a, w [E, m]`` (numpy)."""
+    r = a / w
+    order = np.argsort(r, axis=1, kind="stable")
+    r_s = np.take_along_axis(r, order, 1)
+    w_s = np.take_along_axis(w, order, 1)
+    end = np.cumsum(w_s, axis=1)
+    start = end - w_s
+    total = end[:, -1:]
+    part = np.clip(np.minimum(end, (1 - trim) * total) - np.maximum(start, trim * total), 0, None)
+    return (r_s * part).sum(1) / part.sum(1)
+
+
 def fit_epoch(
     records: Sequence[HonestRecord],
     *,
     epoch_fpr: float = DEFAULT_EPOCH_FPR,
     safety: float = DEFAULT_EPOCH_SAFETY,
     min_inferences: int = DEFAULT_MIN_INFERENCES,
+    trim: float = DEFAULT_TRIM,
+    draws: int = 4000,
+    seed: int = 0,
 ) -> dict:
-    """The epoch-evidence rule (see the module docstring): ``mu`` and ``kappa`` are the worst
-    over honest variants (each variant with ≥ 8 records), so a mixture of honest conditions in
-    one epoch sits below the bound."""
+    """The epoch-evidence rule (see the module docstring). Honest epochs of ``min_inferences``
+    inferences are resampled (seeded) from each honest variant's records; ``mu`` and ``kappa``
+    are the largest mean and sd of the trimmed statistic over variants (each with ≥ 20
+    records), so an epoch mixing honest conditions sits below the bound."""
+    rng = np.random.default_rng(seed)
     by_variant: dict[str, list[tuple[float, float]]] = {}
     for r in records:
         by_variant.setdefault(r.variant, []).append(r.evidence())
-    stats = [_ratio_stats(v) for v in by_variant.values() if len(v) >= 8]
-    if not stats:
-        stats = [_ratio_stats([r.evidence() for r in records])]
-    mu = max(MIN_EPOCH_MU, max(s[0] for s in stats))
-    kappa = max(s[1] for s in stats)
+    pools = [v for v in by_variant.values() if len(v) >= 20] or [[r.evidence() for r in records]]
+    stats = []
+    for pool in pools:
+        arr = np.array(pool, np.float64)  # [n, 2]
+        idx = rng.integers(0, len(arr), size=(draws, min_inferences))
+        t = trimmed_ratios(arr[idx, 0], arr[idx, 1], trim)
+        stats.append((float(t.mean()), float(t.std(ddof=1))))
     return {
-        "mu": mu,
-        "kappa": kappa,
+        "mu": max(MIN_EPOCH_MU, max(m for m, _ in stats)),
+        "kappa": max(sd for _, sd in stats),
         "z": _NORMAL.inv_cdf(1.0 - epoch_fpr),
         "safety": safety,
         "min_inferences": min_inferences,
+        "trim": trim,
         "epoch_fpr": epoch_fpr,
-        "rule": "flag iff inferences ≥ min_inferences and Σexcess/Σw > safety·(mu + z·kappa/√Σw)",
+        "variants": len(pools),
+        "rule": (
+            "T = w-weighted mean of excess/w over the epoch's checked inferences, "
+            f"{trim:.0%} of the weight trimmed from each end; flag iff m ≥ min_inferences and "
+            "T > safety·(mu + z·kappa·√(min_inferences/m))"
+        ),
     }
-
-
-def _ratio_stats(pairs: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    a = np.array([p[0] for p in pairs], np.float64)
-    w = np.array([p[1] for p in pairs], np.float64)
-    mu = float(a.sum() / w.sum())
-    resid = a - mu * w
-    kappa2 = float(resid.var(ddof=1) / w.mean()) if len(a) > 1 else float(mu**2)
-    return mu, math.sqrt(max(kappa2, 0.0))
 
 
 def _round_up(x: float, digits: int = 3) -> float:

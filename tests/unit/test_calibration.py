@@ -69,21 +69,23 @@ def test_excess_discounts_the_artifacts_float16_rounding() -> None:
 def test_epoch_rule_separates_inflated_noise_from_honest_over_many_inferences() -> None:
     rng = np.random.default_rng(1)
     honest = [_record(rng, 0.03, variant=f"v{i % 2}") for i in range(400)]
-    rule_row = cal.fit_epoch(honest, min_inferences=20)
-    rule = EpochRule(**{k: rule_row[k] for k in ("mu", "kappa", "z", "safety", "min_inferences")})
+    row = cal.fit_epoch(honest, min_inferences=20)
+    rule = EpochRule(
+        **{k: row[k] for k in ("mu", "kappa", "z", "safety", "min_inferences", "trim")}
+    )
 
     def flagged(sd: float, trials: int = 300) -> float:
         hits = 0
         for _ in range(trials):
-            ev = [_record(rng, sd).evidence() for _ in range(20)]
-            a, w = sum(x for x, _ in ev), sum(y for _, y in ev)
-            hits += rule.flagged(a, w, 20)
+            ev = np.array([_record(rng, sd).evidence() for _ in range(20)])
+            stat = float(cal.trimmed_ratios(ev[None, :, 0], ev[None, :, 1], rule.trim)[0])
+            hits += rule.flagged(stat, 20)
         return hits / trials
 
     assert flagged(0.03) <= 0.01
     assert flagged(0.05) >= 0.99
-    assert not rule.flagged(1e9, 10.0, 19)  # below min_inferences nothing is judged
-    assert rule.flagged(float("nan"), 10.0, 20)  # NaN evidence never passes
+    assert not rule.flagged(1e9, 19)  # below min_inferences nothing is judged
+    assert rule.flagged(float("nan"), 20)  # NaN evidence never passes
 
 
 def test_update_table_replaces_one_model_and_keeps_the_rest(tmp_path) -> None:

@@ -1,27 +1,30 @@
-"""Epoch evidence (pure): required validations only, per-inference cap, and what one lying
-validator can and cannot do."""
+"""Epoch evidence (pure): required validations only, a trimmed statistic, and what dishonest
+validators holding less than the trimmed share can and cannot do."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gonka_ray.protocol import evidence
 from gonka_ray.protocol.verification_policy import EpochRule
+from gonka_ray.verification.calibration import trimmed_ratios
 
-RULE = EpochRule(mu=0.03, kappa=0.01, z=3.09, safety=1.2, min_inferences=20)
+# kappa: the sd of honest T over 20 of these synthetic inferences (measured: ~0.0013)
+RULE = EpochRule(mu=0.03, kappa=0.0015, z=3.09, safety=1.2, min_inferences=20, trim=0.3)
 M = evidence.MICRO
 
 
-def _epoch(rng, ratio: float, n: int = 30, liar_ratio: float | None = None):
-    """``n`` inferences of executor E, each checked by one of three validators (round robin);
-    validator ``v2`` reports ``liar_ratio`` instead of what it measured."""
-    records, ev, required = [], {}, {"v0": set(), "v1": set(), "v2": set()}
+def _epoch(rng, ratio: float, n: int = 30, liar_ratio: float | None = None, liars: int = 5):
+    """``n`` inferences of executor E, each checked by one of ``liars`` validators in turn;
+    validator ``v0`` reports ``liar_ratio`` instead of what it measured (a 1/``liars`` share)."""
+    records, ev, required = [], {}, {f"v{i}": set() for i in range(liars)}
     for i in range(n):
         iid = i.to_bytes(32, "big")
-        v = f"v{i % 3}"
+        v = f"v{i % liars}"
         w = rng.uniform(5, 40)  # Σ w of one output
         measured = max(0.0, rng.normal(ratio, 0.15 * ratio)) * w
-        a = liar_ratio * w if (v == "v2" and liar_ratio is not None) else measured
+        a = liar_ratio * w if (v == "v0" and liar_ratio is not None) else measured
         records.append((iid, "E", round(w * M)))
         ev[(iid, v)] = round(a * M)
         required[v].add(iid)
@@ -35,12 +38,17 @@ def test_honest_noise_is_not_convicted_and_inflated_noise_is() -> None:
     assert sum(honest) == 0 and sum(cheat) == 200
 
 
-def test_a_lying_validator_with_a_third_of_the_checks_cannot_frame_an_honest_executor() -> None:
+@pytest.mark.parametrize("liar", [1e3, 0.0])
+def test_a_fifth_of_the_checks_can_neither_frame_nor_shield(liar) -> None:
+    """Inflated reports on an honest executor, or zero reports on a cheating one, from a
+    validator holding a fifth of the checks (under the 30% trimmed from each end)."""
     rng = np.random.default_rng(1)
-    for liar in (1.0, 1e3):
-        t = evidence.tally(*_epoch(rng, 0.03, liar_ratio=liar), RULE)["E"]
-        assert not t.convicted
-        assert t.ratio <= 0.03 * (1 + (evidence.CLAMP_RATIO - 1) / 3) * 1.1
+    truth = 0.03 if liar > 0 else 0.05
+    verdicts = [
+        evidence.tally(*_epoch(rng, truth, liar_ratio=liar), RULE)["E"].convicted
+        for _ in range(100)
+    ]
+    assert sum(verdicts) == (0 if liar > 0 else 100)
 
 
 def test_only_required_validations_count_and_too_few_inferences_judge_nobody() -> None:
@@ -52,3 +60,13 @@ def test_only_required_validations_count_and_too_few_inferences_judge_nobody() -
     assert not t.convicted and t.inferences == len(records)
     few = evidence.tally(*_epoch(rng, 0.5, n=19), RULE)["E"]
     assert few.inferences == 19 and not few.convicted
+
+
+def test_the_ledgers_trimmed_ratio_equals_the_calibrations() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.exponential(1.0, (50, 20))
+    w = rng.uniform(0.5, 30, (50, 20))
+    fast = trimmed_ratios(a, w, 0.3)
+    for row in range(50):
+        pairs = list(zip(a[row].tolist(), w[row].tolist(), strict=True))
+        assert evidence.trimmed_ratio(pairs, 0.3) == pytest.approx(fast[row], rel=1e-12)
