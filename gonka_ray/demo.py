@@ -242,6 +242,8 @@ async def _epoch_rows(net: Network, config: NetworkConfig, epochs: range) -> lis
 def _epoch_note(r: Any, cheater: bool) -> str:
     if r.invalid:
         return "INVALID: paid nothing"
+    if r.forfeited:
+        return "invalidated inference: paid nothing"
     note = ""
     if not r.duty_met:
         note = "no seed committed in time" if r.required_checks == 0 else "missed its checks"

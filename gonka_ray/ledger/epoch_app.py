@@ -74,7 +74,7 @@ from gonka_ray.ledger.inference_app import (
 from gonka_ray.ledger.state import PARTICIPANTS, VALIDATORS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, evidence, reputation, settlement
 from gonka_ray.protocol.epochs import Phase
-from gonka_ray.protocol.lifecycle import InferenceRecord
+from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 from gonka_ray.protocol.reputation import Status
 from gonka_ray.protocol.verification_policy import EpochRule
 
@@ -358,7 +358,12 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
         if a in people:
             people[a].status = Status.INVALID
     result = settlement.settle_epoch(
-        epoch=epoch, participants=people, records=due, duties=duties, params=cfg.params
+        epoch=epoch,
+        participants=people,
+        records=due,
+        duties=duties,
+        params=cfg.params,
+        invalidated={r.executor for r in this_epoch if r.status is InferenceStatus.INVALIDATED},
     )
     settlement.apply_settlement(result, _Accounts(ctx), people)
     for a, p in people.items():
@@ -394,6 +399,7 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
                     ps.duty_met,
                     duties[a].required if a in duties else 0,
                     duties[a].done if a in duties else 0,
+                    ps.forfeited,
                 ]
                 for a, ps in sorted(result.participants.items())
             ],
@@ -510,6 +516,7 @@ class SettlementRow:
     duty_met: bool
     required_checks: int
     done_checks: int
+    forfeited: bool = False  # INVALID or an invalidated inference: paid nothing for the epoch
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ Money rules (decided here; DESIGN leaves some open):
   **refunded to its requesters**, not burned: all of its work in that epoch is suspect, the client
   paid for service it may not have received, and a refund gives nobody but the victim a gain
   (a colluding client only gets its own money back). Validators' shares of those fees lapse.
+- **One confirmed invalidation forfeits the epoch** (DESIGN §4). An executor with an inference
+  of this epoch that a vote invalidated is settled like an INVALID one — every fee refunded, its
+  mint and validator shares burned, reputation reset — but it is not excluded from the next
+  epoch (that is INVALID's consequence). Otherwise a participant cheating on a small share of its
+  work, checked rarely at high reputation, would lose only the caught inference's fee.
 - **Mint.** ``reward_per_epoch`` is split ∝ epoch weight over *all* weighted participants (largest
   remainder, exact). The share of one that is INVALID, or missed its duty, or did not reveal, is
   **burned**, not redistributed. NOTE: redistribution would pay honest participants for getting
@@ -369,6 +374,10 @@ class ParticipantSettlement:
     refunded_fees: int = 0  # its pending fees refunded to requesters (INVALID executor)
     fees_settled: int = 0  # how much of its pending fees this settlement consumes
     next_epochs_active: int = 0
+    forfeited: bool = False  # INVALID, or a vote-confirmed invalidation of this epoch's work
+
+    def __post_init__(self) -> None:
+        self.forfeited = self.forfeited or self.invalid
 
     @property
     def paid(self) -> int:
@@ -399,6 +408,7 @@ def settle_epoch(
     records: Iterable[InferenceRecord],
     duties: Mapping[str, DutyResult],
     params: SettlementParams,
+    invalidated: Iterable[str] = (),
 ) -> Settlement:
     """Compute every transfer of an epoch's settlement (nothing is mutated).
 
@@ -410,16 +420,20 @@ def settle_epoch(
         duties: validator → :class:`DutyResult` from its ``SeedReveal``; a weighted participant
             absent here did not claim and forfeits.
         params: mint and fee split.
+        invalidated: executors with a vote-confirmed invalidation among the epoch's inferences:
+            they forfeit the epoch like INVALID ones (DESIGN §4: one confirmed invalidation is
+            enough) but are not excluded from the next epoch.
 
     Returns:
         A :class:`Settlement`; pass it to :func:`apply_settlement`.
     """
+    caught = frozenset(invalidated)
     out: dict[str, ParticipantSettlement] = {}
     for a, p in participants.items():
         invalid = p.status is Status.INVALID
         duty = duties.get(a)
         duty_met = p.weight > 0 and duty is not None and not duty.forfeits
-        out[a] = ParticipantSettlement(a, p.weight, invalid, duty_met)
+        out[a] = ParticipantSettlement(a, p.weight, invalid, duty_met, forfeited=a in caught)
     refunds: dict[str, int] = defaultdict(int)
     settled, held = [], []
     burned = 0
@@ -434,7 +448,7 @@ def settle_epoch(
         settled.append(rec.inference_id)
         ex = out[rec.executor]
         ex.fees_settled += rec.cost
-        if ex.invalid:
+        if ex.forfeited:
             refunds[rec.requester] += rec.cost
             ex.refunded_fees += rec.cost
             continue
@@ -445,7 +459,7 @@ def settle_epoch(
         ex.executor_fees += rec.cost - share
         for v, amount in split_largest_remainder(share, dict.fromkeys(passers, 1)).items():
             pv = out[v]
-            if pv.invalid or not pv.duty_met:
+            if pv.forfeited or not pv.duty_met:
                 pv.burned += amount
                 burned += amount
             else:
@@ -457,7 +471,7 @@ def settle_epoch(
     minted = sum(mint.values())
     for a, amount in mint.items():
         ps = out[a]
-        if ps.invalid or not ps.duty_met:
+        if ps.forfeited or not ps.duty_met:
             ps.burned += amount
             burned += amount
             continue
@@ -476,7 +490,7 @@ def settle_epoch(
             ps.next_epochs_active = reputation.next_epochs_active(
                 p.epochs_active,
                 missed_duty=not ps.duty_met,
-                invalidated=ps.invalid or p.failed > 0,
+                invalidated=ps.forfeited or p.failed > 0,
             )
     return Settlement(
         epoch=epoch,

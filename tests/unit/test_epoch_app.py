@@ -388,6 +388,29 @@ def test_invalid_executor_is_paid_nothing_and_leaves_the_next_group() -> None:
     assert chain.money() == before + s.minted - s.burned
 
 
+def test_one_invalidated_inference_forfeits_the_epoch_on_the_ledger() -> None:
+    chain = Chain()
+    commit_all(chain, 0)
+    before = chain.money()
+    served = []
+    while sum(ex == "p3" for _, ex in served) < 3:
+        served.append(chain.run_inference(ta=f"p{len(served) % 3}"))
+    caught = next(i for i, ex in served if ex == "p3")
+    assert chain.validate("p0", caught, passed=False) == [(True, "")]
+    for voter in ("p1", "p2"):
+        chain.block(chain.tx(voter, wire.Vote, inference_id=caught, valid=False))
+    assert inference_app.inference_record(chain.sm, caught).status is InferenceStatus.INVALIDATED
+    assert inference_app.participant_record(chain.sm, ADDR["p3"]).status != "INVALID"
+    chain.until(epochs.epoch_start(1, EPOCH))
+    reveal_all(chain, 0)
+    chain.until(epochs.epoch_start(2, EPOCH))
+    rows = {NAME[r.address]: r for r in epoch_app.settlement_summary(chain.sm, 0).rows}
+    assert rows["p3"].forfeited and not rows["p3"].invalid and rows["p3"].paid == 0
+    assert chain.weights()["p3"] > 0  # not excluded from epoch 2
+    s = epoch_app.settlement_summary(chain.sm, 0)
+    assert chain.money() == before + s.minted - s.burned
+
+
 def test_vote_in_progress_is_held_to_the_next_settlement() -> None:
     chain = Chain()
     iid, ex = chain.run_inference()

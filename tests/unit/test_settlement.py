@@ -301,3 +301,41 @@ def test_lazy_validator_below_test_power_keeps_no_mint() -> None:
     lax = st.SettlementParams(reward_per_epoch=1000, prorate_duty=False)
     s2 = st.settle_epoch(epoch=0, participants=parts, records=[], duties=duties, params=lax)
     assert s2.participants["p1"].mint == 200
+
+
+def test_one_confirmed_invalidation_forfeits_the_epoch_but_not_the_next() -> None:
+    """DESIGN §4: the executor of an invalidated inference loses all its rewards of that epoch
+    (its other fees go back to their clients, its mint burns, its reputation resets) but, not
+    being INVALID, is not excluded from the next epoch group."""
+    book = make_book()
+    ids = [run(book, i, ta="p0" if i % 2 else "p1") for i in range(40)]
+    recs = list(book.records.values())
+    by_p2 = [i for i in ids if book.records[i].executor == "p2"]
+    assert len(by_p2) >= 2  # precondition: one invalidated, at least one honest-looking
+    book.validation(inference_id=by_p2[0], validator="p3", passed=False, height=3)
+    book.vote(inference_id=by_p2[0], voter="p1", valid=False, height=4)  # p1+p3: 600 of 700
+    assert book.records[by_p2[0]].status is InferenceStatus.INVALIDATED
+    assert book.participants["p2"].status is not Status.INVALID  # one strike is not INVALID
+    duties = {
+        v: st.DutyResult(v, True, 0, 0, 1.0, False) for v in WEIGHTS
+    }  # every duty met: only the invalidation decides
+    before = supply(book)
+    params = st.SettlementParams(reward_per_epoch=1_000_000, validator_fee_share_bps=1000)
+    s = st.settle_epoch(
+        epoch=0,
+        participants=book.participants,
+        records=recs,
+        duties=duties,
+        params=params,
+        invalidated={"p2"},
+    )
+    st.apply_settlement(s, book.accounts, book.participants)
+    p2 = s.participants["p2"]
+    assert p2.forfeited and not p2.invalid
+    assert p2.paid == 0 and p2.burned == 1_000_000 * 300 // 1000
+    rest = sum(book.records[i].cost for i in by_p2[1:])
+    assert p2.refunded_fees == rest and s.refunds[CLIENT] == rest
+    assert "p2" not in s.excluded_next
+    assert book.participants["p2"].epochs_active == 0
+    assert s.participants["p0"].mint > 0 and not s.participants["p0"].forfeited
+    assert supply(book) == before + s.minted - s.burned
