@@ -141,15 +141,31 @@ def cheat_rows(samples: list[dict], row: dict, dtype: str, length: int) -> list[
     return out
 
 
-def epoch_rates(pool: list[tuple[float, float]], rule: EpochRule, rng, draws: int) -> float:
+def epoch_rates(
+    pool: list[tuple[float, float]], rule: EpochRule, rng, draws: int, validators: int = 3
+) -> float:
     """Share of ``draws`` epochs of EPOCH_INFERENCES inferences resampled from ``pool`` that the
-    rule convicts, with the ledger's per-inference cap and trimmed statistic."""
+    ledger's rule convicts (protocol/evidence.py: per-inference cap, trimmed statistic, and the
+    conviction standing without each validator's reports). Each inference is checked by one of
+    ``validators`` validators drawn uniformly — 3 is the smallest network's case, where leaving
+    one out costs the most inferences."""
     arr = np.array(pool, np.float64)
     idx = rng.integers(0, len(arr), size=(draws, EPOCH_INFERENCES))
-    a, w = arr[idx, 0], arr[idx, 1]
-    a = np.minimum(a, CLAMP_RATIO * rule.mu * w)
-    stat = cal.trimmed_ratios(a, w, rule.trim)
-    return float(np.mean(~(stat <= rule.threshold(EPOCH_INFERENCES))))
+    w = arr[idx, 1]
+    a = np.minimum(arr[idx, 0], CLAMP_RATIO * rule.mu * w)
+    who = rng.integers(0, validators, size=a.shape)
+    convicted = ~(cal.trimmed_ratios(a, w, rule.trim) <= rule.threshold(EPOCH_INFERENCES))
+    for v in range(validators):
+        keep = who != v
+        m_v = keep.sum(1)
+        stat = cal.trimmed_ratios(np.where(keep, a, 0.0), np.where(keep, w, 1e-12), rule.trim)
+        thr = np.array([rule.threshold(max(1, int(m))) for m in m_v])
+        convicted &= (m_v > 0) & ~(stat <= thr)
+    return float(np.mean(convicted))
+
+
+def _flag_rates(entry: dict) -> list[float]:
+    return [v for k, v in entry.items() if k.startswith("flag_rate")]
 
 
 def epoch_section(samples: list[dict], row: dict, rng) -> dict:
@@ -178,11 +194,15 @@ def epoch_section(samples: list[dict], row: dict, rng) -> dict:
         if len(pool) >= 8:
             rates[name] = {
                 "pool": len(pool),
-                "flag_rate": epoch_rates(pool, rule, rng, EPOCH_DRAWS),
+                **{
+                    f"flag_rate_{v}_validators": epoch_rates(pool, rule, rng, EPOCH_DRAWS, v)
+                    for v in (3, 5)
+                },
             }
     out["rates"] = rates
-    honest_rates = [v["flag_rate"] for k, v in rates.items() if k.startswith("honest")]
-    int8_rates = [v["flag_rate"] for k, v in rates.items() if k.startswith("int8")]
+    honest_rates = [x for k, v in rates.items() if k.startswith("honest") for x in _flag_rates(v)]
+    # headline: the worst over the 64- and 256-token pools and 3 or 5 validators
+    int8_rates = [x for k, v in rates.items() if k.startswith("int8") for x in _flag_rates(v)]
     out["worst_honest_false_alarm"] = max(honest_rates, default=None)
     out["int8_detection_min"] = min(int8_rates, default=None)
     return out

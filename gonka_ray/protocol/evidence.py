@@ -25,8 +25,11 @@ Against dishonest validators:
   weight cannot move ``T`` beyond the honest reports' range, in either direction — neither
   inflated reports framing an honest executor nor zero reports shielding a cheating one;
 - each inference's ratio is **capped** at ``CLAMP_RATIO · μ``, so a coalition just above the
-  trimmed share adds a bounded bias, not an unbounded one. A coalition holding well over
-  ``trim`` of one executor's required checks can frame or shield it.
+  trimmed share adds a bounded bias, not an unbounded one;
+- a conviction must **stand without each single validator's reports** (the threshold scaled to
+  the inferences left): one validator cannot frame an executor, whatever share of its checks it
+  drew. Several colluding validators holding well over ``trim`` of one executor's
+  required checks can still frame it, and can shield it; SECURITY.md states the bound.
 """
 
 from __future__ import annotations
@@ -90,27 +93,53 @@ def tally(
     Returns:
         executor → :class:`Tally` for every executor with at least one counted inference.
     """
-    judges: dict[bytes, list[int]] = {}
+    judges: dict[bytes, dict[str, int]] = {}
     for (iid, validator), excess in sorted(evidence.items()):
         if iid in required.get(validator, frozenset()):
-            judges.setdefault(iid, []).append(int(excess))
-    pairs: dict[str, list[tuple[float, float]]] = {}
+            judges.setdefault(iid, {})[validator] = int(excess)
+    per_executor: dict[str, list[tuple[dict[str, int], float]]] = {}
     for iid, executor, weight in sorted(records):
         found = judges.get(iid)
-        if not found or weight <= 0:
-            continue
-        w = weight / MICRO
-        a = min(sum(found) / (len(found) * MICRO), CLAMP_RATIO * rule.mu * w)
-        pairs.setdefault(executor, []).append((a, w))
+        if found and weight > 0:
+            per_executor.setdefault(executor, []).append((found, weight / MICRO))
     out = {}
-    for executor, ps in sorted(pairs.items()):
-        stat = trimmed_ratio(ps, rule.trim)
+    for executor, items in sorted(per_executor.items()):
+        stat, m = _statistic(items, rule, None)
+        convicted = rule.flagged(stat, m)
+        # NOTE: leave one validator out: a conviction must also stand on the other validators'
+        # reports alone (threshold scaled to their count), so that no single validator, whatever
+        # share of the checks it drew, can frame an executor on its own.
+        for v in sorted({v for found, _ in items for v in found}) if convicted else ():
+            stat_v, m_v = _statistic(items, rule, v)
+            if m_v == 0 or not _over(rule, stat_v, m_v):
+                convicted = False
+                break
         out[executor] = Tally(
             executor=executor,
             statistic=stat,
-            weight=sum(w for _, w in ps),
-            inferences=len(ps),
-            threshold=rule.threshold(len(ps)),
-            convicted=rule.flagged(stat, len(ps)),
+            weight=sum(w for _, w in items),
+            inferences=m,
+            threshold=rule.threshold(m),
+            convicted=convicted,
         )
     return out
+
+
+def _over(rule: EpochRule, statistic: float, inferences: int) -> bool:
+    """``statistic`` above the rule's threshold for ``inferences`` (no minimum count)."""
+    return not statistic <= rule.threshold(inferences)
+
+
+def _statistic(
+    items: list[tuple[dict[str, int], float]], rule: EpochRule, without: str | None
+) -> tuple[float, int]:
+    """The trimmed statistic over ``items`` (each: validator → excess, and the weight), leaving
+    out validator ``without``'s reports; returns it and the number of inferences counted."""
+    pairs = []
+    for found, w in items:
+        reports = [x for v, x in found.items() if v != without]
+        if not reports:
+            continue
+        a = min(sum(reports) / (len(reports) * MICRO), CLAMP_RATIO * rule.mu * w)
+        pairs.append((a, w))
+    return (trimmed_ratio(pairs, rule.trim) if pairs else 0.0), len(pairs)

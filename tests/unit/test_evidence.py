@@ -43,7 +43,7 @@ def test_a_fifth_of_the_checks_can_neither_frame_nor_shield(liar) -> None:
     """Inflated reports on an honest executor, or zero reports on a cheating one, from a
     validator holding a fifth of the checks (under the 30% trimmed from each end)."""
     rng = np.random.default_rng(1)
-    truth = 0.03 if liar > 0 else 0.05
+    truth = 0.03 if liar > 0 else 0.06
     verdicts = [
         evidence.tally(*_epoch(rng, truth, liar_ratio=liar), RULE)["E"].convicted
         for _ in range(100)
@@ -70,3 +70,17 @@ def test_the_ledgers_trimmed_ratio_equals_the_calibrations() -> None:
     for row in range(50):
         pairs = list(zip(a[row].tolist(), w[row].tolist(), strict=True))
         assert evidence.trimmed_ratio(pairs, 0.3) == pytest.approx(fast[row], rel=1e-12)
+
+
+def test_one_validator_cannot_frame_even_with_half_the_checks() -> None:
+    """Two validators: the liar holds half of the checks (beyond the trim) — the conviction
+    must stand without its reports, and it does not; a real cheater is still convicted."""
+    rng = np.random.default_rng(4)
+    framed = [
+        evidence.tally(*_epoch(rng, 0.03, n=40, liar_ratio=1e3, liars=2), RULE)["E"]
+        for _ in range(50)
+    ]
+    assert all(t.statistic > t.threshold for t in framed)  # precondition: the trim alone fails
+    assert not any(t.convicted for t in framed)
+    cheats = [evidence.tally(*_epoch(rng, 0.05, n=40, liars=2), RULE)["E"] for _ in range(50)]
+    assert all(t.convicted for t in cheats)
