@@ -15,18 +15,19 @@ output of the same request so that a cheat that changed nothing is counted apart
 Phases (each appends to ``$GONKA_DETECTION_DIR/<phase>-<dtype>-<split>.pkl``, default
 ``~/.cache/gonka_ray/detection``; ``benchmarks/detection_report.py`` analyses them)::
 
-    detection.py honest --dtype float32 --split calibration --count 1200
-    detection.py honest --dtype float32 --split heldout --count 3000
-    detection.py engines --dtype float32 --split heldout --count 160
-    detection.py cheats --dtype float32 --count 200
-    detection.py honest --dtype bfloat16 --split calibration --count 700
-    detection.py honest --dtype bfloat16 --split heldout --count 1400
-    detection.py cheats --dtype bfloat16 --count 200
     detection.py vllm-verifier --count 48
     detection.py cost
+    detection.py cheats --dtype bfloat16 --count 200
+    detection.py cheats --dtype float32 --count 200
+    detection.py engines --dtype float32 --split heldout --count 150
+    detection.py engines --dtype bfloat16 --split heldout --count 90
+    detection.py honest --dtype float32 --split calibration --count 1200
+    detection.py honest --dtype bfloat16 --split calibration --count 500
+    detection.py honest --dtype float32 --split heldout --count 1700
+    detection.py honest --dtype bfloat16 --split heldout --count 1100
 
 ``detection.py all`` runs them in that order. Run from a committed tree on a quiet machine
-(2 cores: hours). Samples record the commit they were made with.
+(2 cores: hours; every phase resumes what an interrupted run stored). Samples record the commit they were made with.
 """
 
 from __future__ import annotations
@@ -325,16 +326,23 @@ def phase_cheats(args) -> None:
         if (args.dtype == "float32")
         else BF16_CHEATS
     )
-    rng = np.random.default_rng(7)
     for n in lengths:
         count = args.count if n == 64 else args.count // 2
         path = _path(f"cheats{n}", args.dtype, "heldout")
         items = _requests(c, "heldout", count, CHEAT_START + n, max_tokens=n, prompt_size="cheat")
         items = [(r, ids) for r, ids in items if len(ids) <= 1024]
         samples: list[dict] = []
+        if path.exists():  # resume: whole chunks an interrupted run stored are kept
+            with open(path, "rb") as f:
+                samples = pickle.load(f)
+        done = {s["req"] for s in samples}
         bar = tqdm(total=len(items) * (1 + len(kinds)), desc=f"cheats {args.dtype} @{n}")
         for lo in range(0, len(items), 50):
             chunk = items[lo : lo + 50]
+            if all(r.index in done for r, _ in chunk):
+                bar.update(len(chunk) * (1 + len(kinds)))
+                continue
+            rng = np.random.default_rng([7, n, lo])  # per chunk, so a resumed run replays
             prompts = [ids for _, ids in chunk]
             claimed = [c.params(r, ignore_eos=True) for r, _ in chunk]
             honest = c.run(c.model, prompts, claimed, 2)
@@ -506,17 +514,17 @@ def phase_cost(args) -> None:
     (DATA_DIR / "cost.json").write_text(json.dumps(cost))
 
 
-PLAN = (
-    ("honest", "float32", "calibration", 1200),
-    ("honest", "float32", "heldout", 3000),
-    ("cheats", "float32", "heldout", 200),
-    ("engines", "float32", "heldout", 160),
-    ("honest", "bfloat16", "calibration", 700),
-    ("honest", "bfloat16", "heldout", 1400),
-    ("cheats", "bfloat16", "heldout", 200),
-    ("engines", "bfloat16", "heldout", 120),
+PLAN = (  # short, resumable phases first; honest runs resume where they stopped
     ("vllm-verifier", "float32", "heldout", 48),
     ("cost", "float32", "heldout", 0),
+    ("cheats", "bfloat16", "heldout", 200),
+    ("cheats", "float32", "heldout", 200),
+    ("engines", "float32", "heldout", 150),
+    ("engines", "bfloat16", "heldout", 90),
+    ("honest", "float32", "calibration", 1200),
+    ("honest", "bfloat16", "calibration", 500),
+    ("honest", "float32", "heldout", 1700),
+    ("honest", "bfloat16", "heldout", 1100),
 )
 PHASES = {
     "honest": phase_honest,
