@@ -8,9 +8,10 @@ What is real and what is modelled:
 - **Real protocol code** decides every check: for each request an executor is drawn with the real
   :func:`~gonka_ray.protocol.selection.select_executor` (weighted, the TA's participant excluded),
   and every other participant decides with the real
-  :func:`~gonka_ray.protocol.validation_sampling.must_validate` — its own secret 32-byte epoch
-  seed, the executor's reputation, the epoch's traffic (``min_avg``), the weights. Nothing is
-  taken from the expectation formula; the checks are counted.
+  :func:`~gonka_ray.protocol.validation_sampling.must_check` — its own secret 32-byte epoch
+  seed, the executor's reputation, the epoch's traffic (``min_avg``), the weights, and for a
+  newcomer its primary validator drawn from the committing block's hash. Nothing is taken from
+  the expectation formula; the checks are counted.
 - **Measured cost model**: one check is one prefill of ``prompt + output`` on the verifier's
   engine; one inference is its generation. Their cost ratio comes from
   ``results/engine.json`` (``score_over_generate_64``/``_256``: same engine, same prompt, batch 1,
@@ -41,7 +42,7 @@ from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from gonka_ray.protocol.selection import select_executor
-from gonka_ray.protocol.validation_sampling import min_avg, must_validate
+from gonka_ray.protocol.validation_sampling import min_avg, must_check
 
 FALLBACK_RATIOS = {"batch1_64tok": 0.1244, "batch1_256tok": 0.1541, "batched_cpu": 0.7837}
 
@@ -77,23 +78,24 @@ def simulate_epoch(
     """One epoch of ``requests`` honest inferences; counts checks and false-positive votes."""
     names = sorted(weights)
     seeds = {n: rng.randbytes(32) for n in names}  # each validator's secret epoch seed
-    total = sum(weights.values())
     checks = votes = 0
     for _ in range(requests):
         inference_id = hashlib.sha256(rng.randbytes(32)).digest()
         ta = rng.choice(names)
         executor = select_executor(inference_id, 0, weights, exclude={ta})
+        block_hash = rng.randbytes(32)  # the block that commits the Finish (primary validator)
         for v in names:
             if v == executor:
                 continue
-            if must_validate(
+            if must_check(
                 seed=seeds[v],
+                validator=v,
                 inference_id=inference_id,
+                executor=executor,
+                finish_block_hash=block_hash,
                 executor_reputation=reputation,
                 requests_per_epoch=requests,
-                validator_weight=weights[v],
-                total_weight=total,
-                executor_weight=weights[executor],
+                weights=weights,
             ):
                 checks += 1
                 if rng.random() < fpr:  # honest output flagged: everyone else re-verifies
@@ -182,7 +184,7 @@ def main() -> None:
         cost_ratio_sources=ratio_source,
         rows=rows,
         note=(
-            "Checks counted with the real selection and must_validate (real secret seeds); "
+            "Checks counted with the real selection and must_check (real secret seeds, primary validator); "
             "compute = checks x measured verify/generate cost ratio. share_* = verifier compute "
             "/ executor compute. The batched_cpu ratio is a pessimistic CPU-only sensitivity "
             "(batched decode is cheap on 2 cores relative to prefill)."

@@ -97,6 +97,7 @@ async def run_demo(
     config = config or demo_network_config()
     t0 = time.perf_counter()
     net = launch(config)
+    watcher: asyncio.Task | None = None
     try:
         echo(f"launching {len(config.participants)} participants ({config.model.name}) ...")
         await wait_ready(net)
@@ -104,6 +105,8 @@ async def run_demo(
         honest_tas = [p.name for p in config.participants if not p.adversary]
         client = sdk.Client(net.client_key(), {n: net.ta(n) for n in honest_tas}, config.model.name)
         first_epoch = (await _epoch_view(net)).epoch
+        snapshots: dict[int, Any] = {}  # epoch -> its frozen snapshot (pruned at settlement)
+        watcher = asyncio.create_task(_watch_snapshots(net, snapshots))
 
         first = await client.chat(
             [{"role": "user", "content": PROMPTS[0]}],
@@ -140,11 +143,14 @@ async def run_demo(
         bar.close()
         echo(f"{len(done)} requests answered; waiting for verification and votes ...")
         await _settle(net, [d.inference_id for d in done], settle_timeout_s)
+        watcher.cancel()
         last = await _last_finish_epoch(net, done)
         target = max(last, first_epoch + min_epochs - 1)
         echo(f"waiting for the ledger to settle epoch {target} ...")
         await _wait_settled(net, target, settle_timeout_s)
-        report = await _report(net, config, done, first.text, range(first_epoch, target + 1))
+        report = await _report(
+            net, config, done, first.text, range(first_epoch, target + 1), snapshots
+        )
         _print_table(report.rows, echo)
         echo("")
         echo("per epoch (weights from Proof of Compute; rewards = fees + minted reward):")
@@ -156,6 +162,8 @@ async def run_demo(
             echo(f"wrote {results_path}")
         return report
     finally:
+        if watcher is not None:
+            watcher.cancel()
         net.teardown()
 
 
@@ -182,6 +190,20 @@ async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
         else:
             quiet = 0
         await asyncio.sleep(1.0)
+
+
+async def _watch_snapshots(net: Network, into: dict[int, Any]) -> None:
+    """Keep each epoch's snapshot (reputations and weights frozen at its start) while it runs:
+    the ledger prunes it at settlement, and the demo's figures need the reputation each
+    executor had when it served."""
+    ledger = _ledger(net)
+    while True:
+        epoch = (await _epoch_view(net)).epoch
+        if epoch not in into:
+            snap = await ledger.epoch_snapshot.remote(epoch)
+            if snap is not None:
+                into[epoch] = snap
+        await asyncio.sleep(0.5)
 
 
 async def _epoch_view(net: Network) -> Any:
@@ -256,7 +278,10 @@ async def _report(
     done: list[wire.InferenceDone],
     first_text: str,
     epochs: range,
+    snapshots: dict[int, Any],
 ) -> DemoReport:
+    from gonka_ray.protocol.epochs import epoch_of
+
     ledger = _ledger(net)
     parts = await net.participants()
     stats = await net.stats()
@@ -287,12 +312,19 @@ async def _report(
     cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
     invalidated = [r for r in recs if r.status is InferenceStatus.INVALIDATED]
     spend = sum(r.cost for r in invalidated)
-    new_execs = [r for r in recs if parts[r.executor].reputation == 0]  # newcomers' work
+    # newcomers' work: the executor's reputation in the epoch it served (the sampling's input)
+    reputation_then = {
+        r.inference_id: snapshots[e].reputations.get(r.executor, 0)
+        for r in recs
+        if (e := epoch_of(r.finish_height, net.config.epoch)) in snapshots
+    }
+    new_execs = [r for r in recs if reputation_then.get(r.inference_id) == 0]
     summary = {
         "requests": len(done),
         "cheaters": len(cheaters),
         "honest_invalidated": sum(1 for r in invalidated if r.executor not in cheaters),
         "refund_share": round(sum(r.refunded for r in invalidated) / spend, 4) if spend else None,
+        "newcomer_inferences": len(new_execs),
         "verified_share_new_participants": round(
             sum(1 for r in new_execs if r.validations) / max(1, len(new_execs)), 4
         ),

@@ -1,10 +1,12 @@
 """Verifier: re-checks other participants' inferences in the background (DESIGN §3–§4).
 
 It follows committed ledger events. For each ``FinishInference`` by another participant it
-decides with its secret seed for the epoch the inference finished in whether it must validate
-(the reputation- and traffic-dependent rate of :mod:`gonka_ray.protocol.validation_sampling`,
-fed with that epoch's frozen snapshot — the same numbers the ledger uses when it checks the
-validator's duty at settlement); if so it fetches the payload
+decides whether it must validate: as the inference's primary validator (a newcomer's every
+inference has one, drawn from the committing block's hash) or by its secret seed for the epoch
+the inference finished in (the reputation- and traffic-dependent rate of
+:mod:`gonka_ray.protocol.validation_sampling`, fed with that epoch's frozen snapshot — the same
+numbers the ledger uses when it checks the validator's duty at settlement); if so it fetches the
+payload
 with a signed request, checks it against the ledger's hashes, scores ``prompt + output`` in one
 prefill pass on its own engine, grades it (:mod:`gonka_ray.verification.checks`), decides with the
 calibrated policy and submits a ``Validation``. For each failed ``Validation`` by someone else
@@ -146,14 +148,15 @@ class Verifier(RoleBase):
         snap = await self.ledger.epoch_snapshot(epoch)
         if snap is None:  # settled and pruned long ago
             return 0
-        if not validation_sampling.must_validate(
+        if snap.weights.get(self.address, 0) <= 0 or not validation_sampling.must_check(
             seed=self.seed_for(epoch),
+            validator=self.address,
             inference_id=iid,
+            executor=record.executor,
+            finish_block_hash=record.finish_block_hash,
             executor_reputation=snap.reputations.get(record.executor, 0),
             requests_per_epoch=snap.requests_per_epoch,
-            validator_weight=snap.weights.get(self.address, 0),
-            total_weight=snap.total_weight,
-            executor_weight=snap.weights.get(record.executor, 0),
+            weights=snap.weights,
         ):
             self.skipped += 1
             return 0

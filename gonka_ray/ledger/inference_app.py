@@ -243,6 +243,7 @@ def install(
             payload_hash=msg.payload_hash,
             height=ctx.height,
             evidence_weight=msg.evidence_weight_micro,
+            block_hash=ctx.block_hash,
         )
 
     def delivered(ctx: TxContext, msg: wire.OutputDelivered) -> None:

@@ -104,6 +104,7 @@ class InferenceRecord:
     vote_deadline: int = 0
     settled: bool = False  # an epoch settlement paid it out: no more validations
     evidence_weight: int = 0  # executor-committed Σ max(1 − p, 0.01), millionths (evidence)
+    finish_block_hash: bytes = b""  # the block that committed the Finish (primary validator)
 
 
 def _reject(reason: str, message: str) -> TxRejected:
@@ -279,6 +280,7 @@ class InferenceBook:
         height: int,
         payload_hash: bytes = b"",
         evidence_weight: int = 0,
+        block_hash: bytes = b"",
     ) -> InferenceRecord:
         """The selected executor reports the output; the cost moves to its pending fees."""
         rec = self._get(inference_id)
@@ -301,6 +303,7 @@ class InferenceBook:
         rec.cost, rec.completion_tokens, rec.finish_reason = cost, completion_tokens, finish_reason
         rec.response_hash, rec.artifact_hash = response_hash, artifact_hash
         rec.payload_hash, rec.evidence_weight = payload_hash, evidence_weight
+        rec.finish_block_hash = block_hash
         rec.finish_height, rec.status = height, InferenceStatus.FINISHED
         self.records[inference_id] = rec
         del self.open_index[inference_id]

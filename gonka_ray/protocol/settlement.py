@@ -246,23 +246,21 @@ def required_validations(
     Args:
         finished_by: ignore inferences finished after this height (too late to check).
     """
-    w_v = snapshot.weights.get(validator, 0)
-    if w_v <= 0:
+    if snapshot.weights.get(validator, 0) <= 0:
         return frozenset()
-    total = snapshot.total_weight
-    traffic = snapshot.requests_per_epoch
     out = []
     for rec in records:
         if not _duty_relevant(rec, validator, finished_by):
             continue
-        if validation_sampling.must_validate(
+        if validation_sampling.must_check(
             seed=seed,
+            validator=validator,
             inference_id=rec.inference_id,
+            executor=rec.executor,
+            finish_block_hash=rec.finish_block_hash,
             executor_reputation=snapshot.reputations.get(rec.executor, 0),
-            requests_per_epoch=traffic,
-            validator_weight=w_v,
-            total_weight=total,
-            executor_weight=snapshot.weights.get(rec.executor, 0),
+            requests_per_epoch=snapshot.requests_per_epoch,
+            weights=snapshot.weights,
         ):
             out.append(rec.inference_id)
     return frozenset(out)

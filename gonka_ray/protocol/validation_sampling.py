@@ -13,11 +13,22 @@ Summed over validators, the expected number of checks per inference is ``target`
 The seed stays secret until the epoch's reward claim, so an executor cannot know in advance which
 of its inferences will be checked; its commitment ``sha256(seed)`` goes on the ledger at epoch
 start, and the ledger recomputes the required set after the reveal.
+
+**Newcomers are checked every time** (DESIGN §4). Independent secret draws leave ~(1 − 1/n)^n of
+a reputation-0 executor's inferences unchecked (~30% with three validators), so each of its
+inferences also has a **primary validator**: drawn ∝ epoch weight among the other participants,
+with randomness ``sha256("gonka/primary" ‖ inference_id ‖ hash of the block that committed the
+Finish)``, known only once the output is committed. It must check it (the ledger counts it in its
+duty), on top of the secret-seed sampling.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+
+from gonka_ray.exceptions import NoExecutorAvailable
+from gonka_ray.protocol.selection import weighted_pick
 
 MAX_AVG = 1.0
 _SCALE = 1 << 64
@@ -85,3 +96,46 @@ def must_validate(
     target = target_checks(executor_reputation, requests_per_epoch)
     p = validation_probability(target, validator_weight, total_weight, executor_weight)
     return should_validate(seed, inference_id, p)
+
+
+def primary_validator(
+    inference_id: bytes, finish_block_hash: bytes, weights: Mapping[str, int], executor: str
+) -> str | None:
+    """The primary validator of a newcomer's inference (see the module docstring): a weighted
+    draw over ``weights`` without the executor; None when nobody else has weight."""
+    others = {a: w for a, w in weights.items() if a != executor and w > 0}
+    digest = hashlib.sha256(b"gonka/primary" + inference_id + finish_block_hash).digest()
+    try:
+        return weighted_pick(others, int.from_bytes(digest[:8], "big"))
+    except NoExecutorAvailable:
+        return None
+
+
+def must_check(
+    *,
+    seed: bytes,
+    validator: str,
+    inference_id: bytes,
+    executor: str,
+    finish_block_hash: bytes,
+    executor_reputation: int,
+    requests_per_epoch: int,
+    weights: Mapping[str, int],
+) -> bool:
+    """Must ``validator`` check this inference: as its primary validator (executor at
+    reputation 0) or by its secret-seed sampling. ``weights`` are the epoch's."""
+    if validator == executor:
+        return False
+    if executor_reputation == 0 and (
+        primary_validator(inference_id, finish_block_hash, weights, executor) == validator
+    ):
+        return True
+    return must_validate(
+        seed=seed,
+        inference_id=inference_id,
+        executor_reputation=executor_reputation,
+        requests_per_epoch=requests_per_epoch,
+        validator_weight=weights.get(validator, 0),
+        total_weight=sum(w for w in weights.values() if w > 0),
+        executor_weight=weights.get(executor, 0),
+    )

@@ -149,14 +149,15 @@ class Chain:
         """Whether ``name`` must validate ``iid`` under its secret seed (the ledger's rule)."""
         snap = epoch_app.snapshot_of(self.sm.get, epoch)
         rec = inference_app.inference_record(self.sm, iid)
-        return validation_sampling.must_validate(
+        return snap.weights.get(ADDR[name], 0) > 0 and validation_sampling.must_check(
             seed=seed_of(name, epoch),
+            validator=ADDR[name],
             inference_id=iid,
+            executor=rec.executor,
+            finish_block_hash=rec.finish_block_hash,
             executor_reputation=snap.reputations.get(rec.executor, 0),
             requests_per_epoch=snap.requests_per_epoch,
-            validator_weight=snap.weights.get(ADDR[name], 0),
-            total_weight=snap.total_weight,
-            executor_weight=snap.weights.get(rec.executor, 0),
+            weights=snap.weights,
         )
 
 

@@ -147,17 +147,55 @@ def test_required_set_matches_must_validate_and_skips_own() -> None:
     req = st.required_validations("p1", seed_of("p1"), book.records.values(), snap)
     for i in ids:
         rec = book.records[i]
-        expected = rec.executor != "p1" and vs.must_validate(
-            seed=seed_of("p1"),
-            inference_id=i,
-            executor_reputation=0,
-            requests_per_epoch=50,
-            validator_weight=200,
-            total_weight=1000,
-            executor_weight=WEIGHTS[rec.executor],
+        primary = vs.primary_validator(i, rec.finish_block_hash, WEIGHTS, rec.executor)
+        expected = rec.executor != "p1" and (
+            primary == "p1"
+            or vs.must_validate(
+                seed=seed_of("p1"),
+                inference_id=i,
+                executor_reputation=0,
+                requests_per_epoch=50,
+                validator_weight=200,
+                total_weight=1000,
+                executor_weight=WEIGHTS[rec.executor],
+            )
         )
         assert (i in req) == expected
     assert req  # with reputation 0 and few requests most inferences need checks
+
+
+def test_every_newcomer_inference_has_a_required_check() -> None:
+    """Independent secret draws alone leave ~30% of a newcomer's inferences unchecked with three
+    validators; the primary validator closes the gap (and only for reputation 0)."""
+    book = make_book()
+    ids = [run(book, i) for i in range(300)]
+    new = st.EpochSnapshot(0, WEIGHTS, dict.fromkeys(WEIGHTS, 0), 50)
+    covered = set().union(
+        *(st.required_validations(v, seed_of(v), book.records.values(), new) for v in WEIGHTS)
+    )
+    assert covered == set(ids)
+    secret_only = sum(
+        any(
+            vs.must_validate(
+                seed=seed_of(v),
+                inference_id=i,
+                executor_reputation=0,
+                requests_per_epoch=50,
+                validator_weight=WEIGHTS[v],
+                total_weight=1000,
+                executor_weight=WEIGHTS[book.records[i].executor],
+            )
+            for v in WEIGHTS
+            if v != book.records[i].executor
+        )
+        for i in ids
+    )
+    assert secret_only < 0.85 * len(ids)  # precondition: the gap the primary closes is real
+    trusted = st.EpochSnapshot(0, WEIGHTS, dict.fromkeys(WEIGHTS, 100), 20_000)
+    some = set().union(
+        *(st.required_validations(v, seed_of(v), book.records.values(), trusted) for v in WEIGHTS)
+    )
+    assert len(some) < 0.2 * len(ids)  # at reputation 100 no primary: ~1-2% sampled
 
 
 def test_lazy_validator_forfeits_and_diligent_one_does_not() -> None:
