@@ -45,9 +45,23 @@ NOTES = {
         "Ray session's processes only; py-spy profiles of one process per role at 4 "
         "participants. One participant cannot serve (a TA never executes its own requests)."
     ),
+    "detection": (
+        "SmolLM2-135M on the 2-core CPU. `benchmarks/detection.py` collects honest and cheating "
+        "verifications over the traffic grid of `gonka_ray/verification/traffic.py` (temperature "
+        "0-2, top-p, top-k, 1-1,024 output tokens, prompts from one word to ~1,900 tokens, stop "
+        "strings, EOS), with the executor and verifier differing in batch size (1-64) and thread "
+        "count, plus the transformers engine's own loop (streaming and not) and the vLLM engine; "
+        "`benchmarks/detection_report.py` fits the thresholds on the calibration split and judges "
+        "them on the held-out split (other prompts, seeds and sampling params). Cheats run on "
+        "held-out requests at 64 tokens beside the honest output of the same request; TPR counts "
+        "the outputs that differ from it. bf16: per-output checks are loose; int8 is caught by "
+        "the epoch rule, measured on epochs of 20 checked inferences resampled from held-out "
+        "pools, 3 or 5 validators, with the ledger's cap, trim and leave-one-validator-out."
+    ),
     "verification_share": (
-        "Checks counted with the real selection and `must_validate` (secret seeds, weights, "
-        "`min_avg`); compute from the measured verify/generate cost ratio (`engine.json`, "
+        "Checks counted with the real selection and `must_check` (secret seeds, weights, "
+        "`min_avg`, a newcomer's primary validator); compute from the measured verify/generate "
+        "cost ratio (`engine.json`, "
         "batch 1). Goal ≤ 0.5% at reputation 100 — met (0.12%); with the pessimistic batched "
         "CPU ratio from `detection.json` (0.55) it would be about 0.5%."
     ),
@@ -59,7 +73,7 @@ ROW_TABLES = {  # results whose per-row detail is worth a table here: (key, colu
                          "ideal_requests_per_s", "efficiency_vs_ideal", "efficiency_vs_linear",
                          "latency_p50_ms", "start_commit_p50_ms", "top_cpu_role"]),
 }  # fmt: skip
-PLOT_ALIASES = {"ledger": ["ledger_latency.png"], "detection": ["detection_roc.png"]}
+PLOT_ALIASES = {"ledger": ["ledger_latency.png"], "detection": ["detection.png"]}
 
 
 def fmt(v: object) -> str:
