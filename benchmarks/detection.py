@@ -443,7 +443,13 @@ def phase_vllm_verifier(args) -> None:
     c = Collector("float32")
     items = _requests(c, "heldout", args.count, 300_000)
     items = [(r, ids) for r, ids in items if r.max_tokens <= 256]
-    execs = c.run(c.model, [ids for _, ids in items], [c.params(r) for r, _ in items], 2)
+    # bounded same-length batches (one batch of all would pad every row to the longest prompt)
+    items = [it for chunk in _chunks(items, (16,)) for it in chunk]
+    execs = [
+        ex
+        for chunk in _chunks(items, (16,))
+        for ex in c.run(c.model, [ids for _, ids in chunk], [c.params(r) for r, _ in chunk], 2)
+    ]
     ref = c.verify(execs, 2, 8)
     eng = VLLMEngine(
         ModelConfig(name=MODEL),
