@@ -24,6 +24,9 @@ WIRE_SIGNATURE_DOMAIN = b"gonka_ray/v1/"  # domain tag prefixed to every signed 
 
 # --- requests ------------------------------------------------------------------------------
 REQUEST_MAX_AGE_S = 60.0  # a signed request older than this is rejected
+# public lookups (GET /v1/inferences/{id}, /v1/explorer) per client address: a ledger read each
+LOOKUP_RATE_PER_S = 10.0
+LOOKUP_BURST = 30
 REQUEST_MAX_SKEW_AHEAD_S = 30.0  # ... and one dated further in the future too
 DEFAULT_TOP_K_LOGPROBS = 5  # k of the verification artifact
 MAX_TOP_K_LOGPROBS = 20  # the OpenAI API's top_logprobs limit

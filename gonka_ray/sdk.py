@@ -28,7 +28,12 @@ from typing import Any, TypeVar
 
 from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import stream_call
-from gonka_ray.constants import DEFAULT_MAX_TOKENS, DEFAULT_TOP_K_LOGPROBS
+from gonka_ray.constants import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PRICE_PER_TOKEN,
+    DEFAULT_TOP_K_LOGPROBS,
+)
+from gonka_ray.protocol import payments
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to be listed
@@ -47,11 +52,19 @@ def sign_chat(
     seed: int | None = None,
     logprobs: int = DEFAULT_TOP_K_LOGPROBS,
     stop: Sequence[str] = (),
-    max_escrow: int = 10**12,
+    max_escrow: int | None = None,
+    price_per_token: int = DEFAULT_PRICE_PER_TOKEN,
     clock: Callable[[], float] = time.time,
     nonce: int | None = None,
 ) -> bytes:
-    """A signed ``InferenceRequest`` envelope. ``seed`` defaults to a random one."""
+    """A signed ``InferenceRequest`` envelope. ``seed`` defaults to a random one.
+
+    ``max_escrow`` (the most the client lets the network lock and charge) defaults to what this
+    request can honestly cost at ``price_per_token``
+    (:func:`~gonka_ray.protocol.payments.request_escrow_bound`), never the whole balance."""
+    if max_escrow is None:
+        texts = [m["content"] for m in (messages or ())] if prompt is None else [prompt]
+        max_escrow = payments.request_escrow_bound(texts, int(max_tokens), int(price_per_token))
     request = wire.InferenceRequest(
         model=model,
         messages=tuple(wire.ChatMessage(m["role"], m["content"]) for m in (messages or ())),

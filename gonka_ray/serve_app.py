@@ -78,7 +78,7 @@ from gonka_ray.exceptions import (
     Overloaded,
     WireError,
 )
-from gonka_ray.protocol.admission import ReplayGuard
+from gonka_ray.protocol.admission import RateLimiter, ReplayGuard
 from gonka_ray.sdk import sign_chat
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,10 @@ def _jsonable(value: Any) -> Any:
 
 def record_view(record: Any, names: Mapping[str, str]) -> dict[str, Any]:
     """An InferenceRecord as JSON, addresses also shown as participant names."""
-    out = {f.name: _jsonable(getattr(record, f.name)) for f in fields(record)}
+    # NOTE: the sampling seed stays off the public view: with it anyone could replay (and so
+    # predict or imitate) the client's sampled answer; executors and verifiers read it from
+    # the signed request.
+    out = {f.name: _jsonable(getattr(record, f.name)) for f in fields(record) if f.name != "seed"}
     out["id"] = out.pop("inference_id")
     out["object"] = "inference"
     for role in ("transport_agent", "executor", "accuser"):
@@ -443,6 +446,8 @@ class GonkaIngress:
         max_inflight: requests in flight before 429.
         epoch: the network's :class:`~gonka_ray.config.EpochConfig` as a dict (explorer's
             epoch and phase); None hides them.
+        price_per_token: the network's price: API-key requests let the network lock at most
+            what they can cost at it (their ``max_escrow``).
     """
 
     def __init__(
@@ -455,8 +460,10 @@ class GonkaIngress:
         api_keys: dict[str, bytes],
         max_inflight: int = SERVE_MAX_INFLIGHT,
         epoch: dict[str, Any] | None = None,
+        price_per_token: int = C.DEFAULT_PRICE_PER_TOKEN,
     ) -> None:
         self.network = network
+        self.price_per_token = price_per_token
         self.epoch = epoch
         self.namespace = namespace
         self.participants = dict(participants)
@@ -466,6 +473,7 @@ class GonkaIngress:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.replay = ReplayGuard(max_age_s=C.REQUEST_MAX_AGE_S)
+        self.lookups = RateLimiter(C.LOOKUP_RATE_PER_S, C.LOOKUP_BURST)
         self._handles: dict[str, Any] = {}
         self._statuses: dict[str, str] = {}
         self._statuses_at = 0.0
@@ -608,6 +616,7 @@ class GonkaIngress:
             seed=req.seed,
             logprobs=shown or 0,
             stop=req.stop_list(),
+            price_per_token=self.price_per_token,
         )
         if isinstance(req, ChatCompletionRequest):
             envelope = sign_chat(key, messages=req.wire_messages(), **common)
@@ -881,7 +890,19 @@ class GonkaIngress:
 
     # --- other endpoints ------------------------------------------------------------------
 
+    def _lookup_limited(self, request: Request) -> JSONResponse | None:
+        """A 429 when this client exceeds its share of public lookups, else None."""
+        host = request.client.host if request.client else "?"
+        wait = self.lookups.wait_s(host)
+        if wait <= 0:
+            return None
+        return error_response(
+            Overloaded(f"too many lookups from {host}; retry later", retry_after_s=wait)
+        )
+
     async def _inference(self, request: Request, inference_id: str):
+        if (limited := self._lookup_limited(request)) is not None:
+            return limited
         try:
             try:
                 iid = bytes.fromhex(inference_id)
@@ -957,7 +978,9 @@ class GonkaIngress:
         self._explorer = (now, view)
         return view
 
-    async def _explorer_json(self):
+    async def _explorer_json(self, request: Request):
+        if (limited := self._lookup_limited(request)) is not None:
+            return limited
         try:
             return JSONResponse(await self.explorer_snapshot())
         except Exception as exc:
@@ -1003,8 +1026,8 @@ class _Routes(GonkaIngress):
     async def health(self):
         return await self._health()
 
-    async def explorer_json(self):
-        return await self._explorer_json()
+    async def explorer_json(self, request: Request):
+        return await self._explorer_json(request)
 
     async def explorer_page(self):
         return HTMLResponse(explorer_html(), headers={"Cache-Control": "no-cache"})
@@ -1037,6 +1060,7 @@ def build_app(
     api_keys: dict[str, bytes],
     max_inflight: int = SERVE_MAX_INFLIGHT,
     epoch: dict[str, Any] | None = None,
+    price_per_token: int = C.DEFAULT_PRICE_PER_TOKEN,
 ):
     """The Serve application: one replica of :class:`GonkaIngress` behind FastAPI."""
     return GonkaDeployment.bind(
@@ -1047,6 +1071,7 @@ def build_app(
         api_keys=api_keys,
         max_inflight=max_inflight,
         epoch=epoch,
+        price_per_token=price_per_token,
     )
 
 
@@ -1092,6 +1117,7 @@ def serve_network(
         api_keys=seeds,
         max_inflight=max_inflight,
         epoch=net.config.epoch.model_dump(),
+        price_per_token=net.config.pricing.price_per_token,
     )
     serve.run(application, name=name or app_name(net), route_prefix=route_prefix)
     prefix = route_prefix if route_prefix.endswith("/") else route_prefix + "/"

@@ -759,9 +759,14 @@ class StartInference:
     nonce: U64
 
 
-@message("FinishInference", version=2)
+@message("FinishInference", version=3)
 class FinishInference:
+    """The drawn executor's signed report of the output. ``prompt_tokens`` is its own count of
+    the prompt it ran (the client is charged for at most that many, whatever the TA's Start
+    claimed; verifiers check it against the artifact)."""
+
     inference_id: Bytes32
+    prompt_tokens: U32
     completion_tokens: U32
     finish_reason: Annotated[str, MaxLen(16)]
     response_hash: Bytes32  # sha256 of the output token ids (uint32 little-endian)
@@ -773,11 +778,15 @@ class FinishInference:
     evidence_weight_micro: U64 = 0
 
 
-@message("OutputDelivered", version=1)
+@message("OutputDelivered", version=2)
 class OutputDelivered:
+    """The TA's record of what its client received. ``client_left``: the client went away
+    mid-stream; only then is an output the executor finished with ``abort`` billed."""
+
     inference_id: Bytes32
     output_hash: Bytes32  # sha256 of the output token ids the client received
     nonce: U64
+    client_left: bool = False
 
 
 @message("Validation", version=2)

@@ -919,13 +919,17 @@ def make_ingress() -> Any:
         def _handle(self, participant: str, role: str) -> Any:
             return fakes[role]
 
-    return InProcessIngress(
+    from gonka_ray.protocol.admission import RateLimiter
+
+    ingress = InProcessIngress(
         network="fuzz",
         namespace="fuzz",
         participants={"p0": "a0", "p1": "a1"},
         model="fake",
         api_keys={API_KEY: HTTP_CLIENT.seed},
     )
+    ingress.lookups = RateLimiter(1e9, 1e9)  # every fuzzed lookup reaches the handler
+    return ingress
 
 
 # Any code point, lone surrogates included (JSON "\ud800" escapes decode to them).

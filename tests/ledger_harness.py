@@ -102,6 +102,7 @@ class Chain:
         attempt: int = 0,
         executor: str | None = None,
         key: crypto.KeyPair | None = None,
+        prompt_tokens: int = PROMPT_TOKENS,
     ) -> bytes:
         return self.tx(
             key or KEYS[ta],
@@ -109,15 +110,18 @@ class Chain:
             request=request,
             executor=executor or self.drawn(request, attempt, ta),
             attempt=attempt,
-            prompt_tokens=PROMPT_TOKENS,
+            prompt_tokens=prompt_tokens,
             prompt_hash=b"\x01" * 32,
         )
 
-    def finish_tx(self, iid: bytes, key: crypto.KeyPair, tokens: int = 5) -> bytes:
+    def finish_tx(
+        self, iid: bytes, key: crypto.KeyPair, tokens: int = 5, prompt_tokens: int = PROMPT_TOKENS
+    ) -> bytes:
         return self.tx(
             key,
             wire.FinishInference,
             inference_id=iid,
+            prompt_tokens=prompt_tokens,
             completion_tokens=tokens,
             finish_reason="stop",
             response_hash=b"\x02" * 32,

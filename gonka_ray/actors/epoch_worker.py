@@ -3,8 +3,9 @@
 Each :meth:`EpochWorker.run_once` reads the current :class:`~gonka_ray.ledger.epoch_app.EpochView`
 from the participant's own replica and does whatever the phase asks and has not been done:
 
-- commit ``sha256(seed)`` of its secret seed for the next epoch (and for the current one while
-  its PoC sprint is still open — a participant that joins late can still take part);
+- commit ``sha256(seed)`` of its secret seed for the next epoch (the ledger accepts a commit
+  for an epoch only before it starts, so nobody can grind a seed against finished work; the
+  genesis epoch's during its PoC sprint);
 - **PoC sprint**: run the seed-initialised transformer on its MLNode for a time budget that fits
   in what is left of the phase, and submit the passing nonces (``PocClaim``);
 - **PoC validation**: recompute a sample of every other participant's claim, picked by its own
@@ -104,7 +105,7 @@ class EpochWorker(RoleBase):
         e, phase = view.epoch, Phase(view.phase)
         if self.address not in view.committed:
             done += await self._once(("commit", e + 1, None), self._commit(e + 1))
-        if phase is Phase.POC_SPRINT and self.address not in view.committed_now:
+        if e == 0 and phase is Phase.POC_SPRINT and self.address not in view.committed_now:
             done += await self._once(("commit", e, None), self._commit(e))
         sprint = phase is Phase.POC_SPRINT and self.poc.enabled and view.seed is not None
         if sprint and self.address not in view.claims and ("claim", e, None) not in self._tried:

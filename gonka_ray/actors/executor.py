@@ -40,7 +40,12 @@ from gonka_ray.actors.ledger_port import LedgerPort
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
-from gonka_ray.exceptions import GonkaError, NoExecutorAvailable, PayloadUnavailable
+from gonka_ray.exceptions import (
+    GonkaError,
+    InvalidRequest,
+    NoExecutorAvailable,
+    PayloadUnavailable,
+)
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
@@ -192,7 +197,20 @@ class Executor(RoleBase):
             raise NoExecutorAvailable(f"attempt must be in [0, {MAX_ATTEMPTS})")
         client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
         iid, attempt, ta = client.id, outer.message.attempt, outer.signer_address
-        participants, fresh = await self._cached_participants()
+        # the prompt must be the client's request under the chat template: a TA that pads it
+        # would bill the client for tokens it never sent (and the verifier fails such a prompt,
+        # so an honest executor must refuse it here). Tokenised while the participants are read.
+        expected = asyncio.ensure_future(self.engine.request_prompt_ids(client.message))
+        try:
+            participants, fresh = await self._cached_participants()
+            expected_ids = await expected
+        finally:
+            expected.cancel()
+        if list(outer.message.prompt_ids) != list(expected_ids):
+            raise InvalidRequest(
+                "prompt_ids are not the client's request under the chat template",
+                field="prompt_ids",
+            )
         if not fresh and not (ta in participants and self._drawn(iid, attempt, ta, participants)):
             participants = await self._read_participants()  # the copy may be old: re-read
         if ta not in participants:
@@ -264,6 +282,7 @@ class Executor(RoleBase):
         payload_hash = self.store.put(payload, now_ms=int(self.clock() * 1000))
         finish = wire.FinishInference(
             inference_id=iid,
+            prompt_tokens=len(prompt_ids),
             completion_tokens=len(chunks),
             finish_reason=artifact.finish_reason,
             response_hash=prompt_hash([c.token_id for c in chunks]),

@@ -282,8 +282,10 @@ class TransportAgent(RoleBase):
                 self.retries += 1
                 continue
             except (asyncio.CancelledError, GeneratorExit):
-                if output:  # the client went away: record what it was sent
-                    self._tasks.spawn(self._submit_delivered(start_task, iid, list(output)))
+                if output:  # the client went away: record what it was sent, and that it left
+                    self._tasks.spawn(
+                        self._submit_delivered(start_task, iid, list(output), client_left=True)
+                    )
                 raise
             except Exception as exc:  # a dead actor, a broken stream
                 if output:
@@ -390,7 +392,9 @@ class TransportAgent(RoleBase):
             log.warning("StartInference rejected: %s", outcome.reason)
         return outcome
 
-    async def _submit_delivered(self, start_task: asyncio.Task, iid: bytes, output: list[int]):
+    async def _submit_delivered(
+        self, start_task: asyncio.Task, iid: bytes, output: list[int], client_left: bool = False
+    ):
         # Delivered after the Start, or the ledger would not know the inference; a Start that
         # was refused or never committed (counted in unpaid_answers) has nothing to record.
         await asyncio.wait({start_task})
@@ -398,7 +402,10 @@ class TransportAgent(RoleBase):
             return None
         tx = wire.seal(
             wire.OutputDelivered(
-                inference_id=iid, output_hash=prompt_hash(output), nonce=self.rng.getrandbits(64)
+                inference_id=iid,
+                output_hash=prompt_hash(output),
+                nonce=self.rng.getrandbits(64),
+                client_left=client_left,
             ),
             self.key,
         )

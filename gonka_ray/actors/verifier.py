@@ -292,6 +292,8 @@ class Verifier(RoleBase):
             return "output differs from the committed response hash"
         if artifact.num_output_tokens != record.completion_tokens:
             return "token count differs from the committed one"
+        if len(artifact.prompt_ids) != record.executor_prompt_tokens:
+            return "prompt token count differs from the executor's committed one"
         if evidence_weight_micro(artifact.token_logprobs) != record.evidence_weight:
             return "evidence weight differs from the artifact's"
         spec = client.message.sampling

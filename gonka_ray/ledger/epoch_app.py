@@ -13,13 +13,10 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   ``e − 1``, :func:`gonka_ray.protocol.epochs.epoch_seed` of that block's hash; for ``e = 0``
   the first block's hash). Participants run the PoC transformer and submit one ``PocClaim``.
 - **PoC validation.** Participants with weight in ``e`` recompute a sample of every other claim
-  and submit ``PocVerdict``. At the phase's last height the ledger fixes each claim: accepted
-  iff more than a third of the weight that could judge it (everyone weighted but the claimant)
-  accepted it and more weight accepted than rejected. NOTE: with byzantine weight below a third,
-  an accepted claim passed at least one honest validator's sampled recomputation, and any honest
-  rejection outweighs the byzantine acceptances only if honest validators reject in force — the
-  "more than rejected" half; silent validators cannot get a claim accepted on their own, and a
-  slow machine that misses the phase does not sink honest claims as a strict majority would.
+  and submit ``PocVerdict``. At the phase's last height the ledger fixes each claim by
+  :func:`gonka_ray.protocol.votes.poc_claim_outcome` (more than a third of the judging weight
+  accepted it and more accepted than rejected; a tie rejects). A slow machine that misses the
+  phase does not sink honest claims as a strict majority would.
   Accepted nonce counts are kept for ``e + 1``.
 - **Inference** goes on in every phase; executor draws, validation sampling, duty and the mint
   of epoch ``e`` all use *one* weight set, the one in force from ``e``'s first height.
@@ -41,8 +38,10 @@ Timeline of epoch ``e`` (``B`` blocks; heights ``e·B … (e+1)·B − 1``):
   block's hooks (:mod:`gonka_ray.ledger.consensus`: a participant with weight 0 follows the
   chain without voting).
 
-A ``SeedCommit`` for epoch ``E`` is accepted while the chain is in an earlier epoch or in ``E``'s
-PoC sprint, so a validator cannot pick its seed after seeing which inferences it would check.
+A ``SeedCommit`` for epoch ``E`` is accepted only while the chain is in an earlier epoch, so a
+validator cannot grind its seed against inferences of ``E`` already finished (a commit accepted
+during ``E`` could be chosen to skip a friend's work or to land on a rival's). The genesis epoch
+has no earlier one: its founders may commit during its PoC sprint.
 
 Tables: ``epoch_seed`` (epoch → public seed), ``epoch_snapshot`` (epoch → weights, reputations,
 traffic, height), ``seed_commit`` / ``seed_reveal`` (``[epoch, address]``), ``poc_claim``
@@ -72,7 +71,14 @@ from gonka_ray.ledger.inference_app import (
     _Participants,
 )
 from gonka_ray.ledger.state import PARTICIPANTS, VALIDATORS, StateMachine, TxContext
-from gonka_ray.protocol import epochs, evidence, reputation, settlement
+from gonka_ray.protocol import (
+    epochs,
+    evidence,
+    reputation,
+    settlement,
+    validation_sampling,
+    votes,
+)
 from gonka_ray.protocol.epochs import Phase
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 from gonka_ray.protocol.reputation import Status
@@ -200,9 +206,8 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
     def seed_commit(ctx: TxContext, msg: wire.SeedCommit) -> None:
         _require_participant(ctx)
         pos = _phase(ctx, cfg)
-        if not (
-            pos.epoch < msg.epoch or (pos.epoch == msg.epoch and pos.phase is Phase.POC_SPRINT)
-        ):
+        genesis_sprint = msg.epoch == pos.epoch == 0 and pos.phase is Phase.POC_SPRINT
+        if not (pos.epoch < msg.epoch or genesis_sprint):
             ctx.reject("commit_window_closed")
         key = (msg.epoch, ctx.sender)
         if ctx.get(SEED_COMMITS, key) is not None:
@@ -290,26 +295,18 @@ def _fix_claims(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> None:
     """End of PoC validation: decide every claim of ``epoch`` and keep the accepted counts."""
     snap = snapshot_of(ctx.get, epoch)
     weights = dict(snap.weights) if snap else _participant_weights(ctx)
-    total = sum(w for w in weights.values() if w > 0)
     accepted: dict[str, int] = {}
     unjudged: dict[str, int] = {}
     for _e, claimant in _rows_with_prefix(ctx, POC_CLAIMS, epoch):
         nonces = ctx.get(POC_CLAIMS, (epoch, claimant))
-        judges = total - max(0, weights.get(claimant, 0))
-        yes = no = 0
-        for _e2, _c, v in _rows_with_prefix(ctx, POC_VERDICTS, epoch, claimant):
-            w = max(0, weights.get(v, 0))
-            if ctx.get(POC_VERDICTS, (epoch, claimant, v))[0]:
-                yes += w
-            else:
-                no += w
-        if yes == no == 0 and judges > 0:
-            # NOTE: nobody judged it (every validator missed the phase): the ledger cannot tell
-            # a good claim from a bad one, so it keeps the claimant's current weight, never more.
-            # One slow phase must not drain honest weight (and with it the judges of the next).
+        verdicts = {
+            v: bool(ctx.get(POC_VERDICTS, (epoch, claimant, v))[0])
+            for _e2, _c, v in _rows_with_prefix(ctx, POC_VERDICTS, epoch, claimant)
+        }
+        ok = votes.poc_claim_outcome(verdicts, weights, claimant)
+        if ok is None:  # nobody judged it: keep its current weight, never more
             unjudged[claimant] = min(len(nonces), max(0, weights.get(claimant, 0)))
             continue
-        ok = judges > 0 and 3 * yes > judges and yes > no
         accepted[claimant] = len(nonces) if ok else 0
     ctx.put(POC_ACCEPTED, epoch, inference_app.pairs({**accepted, **unjudged}))
     # claims and verdicts are decided: drop them (the counts stay in poc_accepted)
@@ -496,7 +493,18 @@ def install_protocol(
             return 0 if row is None else int(row[2])
         return snap.weights.get(address, 0)
 
-    inference_app.install(sm, inference, validator_weight)
+    def resets_streak(ctx: TxContext, rec: InferenceRecord, address: str) -> bool:
+        """Only the primary validator's pass (public, drawn after the Finish) ends a run of
+        invalidations; secret-seed checks are known to be required only after the reveal."""
+        snap = snapshot_of(ctx.get, epochs.epoch_of(rec.finish_height, epoch.epoch))
+        if snap is None or snap.reputations.get(rec.executor, 0) != 0:
+            return False
+        primary = validation_sampling.primary_validator(
+            rec.inference_id, rec.finish_block_hash, snap.weights, rec.executor
+        )
+        return primary == address
+
+    inference_app.install(sm, inference, validator_weight, resets_streak)
     install(sm, epoch)
 
 

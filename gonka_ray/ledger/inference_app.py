@@ -167,10 +167,14 @@ class _Accounts:
 
 
 ValidatorWeight = Callable[[TxContext, InferenceRecord, str], int]
+StreakRule = Callable[[TxContext, InferenceRecord, str], bool]
 
 
 def book_for(
-    ctx: TxContext, config: InferenceAppConfig, validator_weight: ValidatorWeight | None = None
+    ctx: TxContext,
+    config: InferenceAppConfig,
+    validator_weight: ValidatorWeight | None = None,
+    resets_streak: StreakRule | None = None,
 ) -> InferenceBook:
     """An :class:`InferenceBook` reading and writing through ``ctx``."""
     return InferenceBook(
@@ -186,6 +190,9 @@ def book_for(
         ),
         draw_sets=_TableView(ctx, DRAW_SETS, pairs, lambda _k, row: unpairs(row)),
         draw_grace_blocks=config.draw_grace_blocks,
+        resets_streak=(
+            None if resets_streak is None else (lambda rec, a: resets_streak(ctx, rec, a))
+        ),
     )
 
 
@@ -203,11 +210,13 @@ def install(
     sm: StateMachine,
     config: InferenceAppConfig,
     validator_weight: ValidatorWeight | None = None,
+    resets_streak: StreakRule | None = None,
 ) -> None:
     """Register the lifecycle handlers and the end-of-block hook on ``sm``.
 
     ``validator_weight`` (from the epoch app) says which weight entitles a participant to
-    validate an inference; default: its current weight.
+    validate an inference; default: its current weight. ``resets_streak`` says whose pass ends
+    an executor's run of invalidations (default: anyone's).
     """
 
     def start(ctx: TxContext, msg: wire.StartInference) -> None:
@@ -236,6 +245,7 @@ def install(
         book_for(ctx, config).finish(
             inference_id=msg.inference_id,
             executor=ctx.sender,
+            prompt_tokens=msg.prompt_tokens,
             completion_tokens=msg.completion_tokens,
             finish_reason=msg.finish_reason,
             response_hash=msg.response_hash,
@@ -248,11 +258,14 @@ def install(
 
     def delivered(ctx: TxContext, msg: wire.OutputDelivered) -> None:
         book_for(ctx, config).delivered(
-            inference_id=msg.inference_id, transport_agent=ctx.sender, output_hash=msg.output_hash
+            inference_id=msg.inference_id,
+            transport_agent=ctx.sender,
+            output_hash=msg.output_hash,
+            client_left=msg.client_left,
         )
 
     def validation(ctx: TxContext, msg: wire.Validation) -> None:
-        rec = book_for(ctx, config, validator_weight).validation(
+        rec = book_for(ctx, config, validator_weight, resets_streak).validation(
             inference_id=msg.inference_id,
             validator=ctx.sender,
             passed=msg.passed,

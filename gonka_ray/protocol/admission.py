@@ -9,6 +9,8 @@ as their timestamps could still be accepted, so memory is bounded by traffic × 
 from __future__ import annotations
 
 import heapq
+import time
+from collections.abc import Callable
 
 from gonka_ray.constants import REQUEST_MAX_AGE_S, REQUEST_MAX_SKEW_AHEAD_S
 from gonka_ray.exceptions import ExpiredRequest, ReplayedRequest
@@ -63,3 +65,42 @@ class ReplayGuard:
         while self._expiry and self._expiry[0][0] < cutoff:
             _, rid = heapq.heappop(self._expiry)
             self._seen.discard(rid)
+
+
+class RateLimiter:
+    """Token buckets per key (a client's address): ``rate`` per second, bursts of ``burst``.
+
+    Used for the public read-only lookups (an inference's record, the explorer), which cost a
+    ledger read each. At most ``max_keys`` buckets are kept; the fullest (idlest) are dropped
+    first, which only ever lets a client through sooner. ``clock`` is injected (seconds).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate, self.burst, self.max_keys = float(rate), float(burst), max_keys
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def wait_s(self, key: str) -> float:
+        """Take one token for ``key``: 0.0 when allowed, else the seconds until one is free."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > self.max_keys:
+            # drop the idlest tenth at once, so a flood of new keys sorts once per tenth
+            idlest = sorted(self._buckets, key=lambda k: self._buckets[k][1])
+            for k in idlest[: len(self._buckets) - self.max_keys * 9 // 10]:
+                del self._buckets[k]
+        return 0.0

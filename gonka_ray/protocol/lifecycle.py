@@ -72,6 +72,7 @@ class ParticipantRecord:
     validations_done: int = 0
     false_accusations: int = 0
     pending_fees: int = 0  # earned this epoch, paid at settlement unless forfeited
+    prompt_token_disputes: int = 0  # as TA: Starts whose prompt count its executor contradicted
 
 
 @dataclass
@@ -105,6 +106,11 @@ class InferenceRecord:
     settled: bool = False  # an epoch settlement paid it out: no more validations
     evidence_weight: int = 0  # executor-committed Σ max(1 − p, 0.01), millionths (evidence)
     finish_block_hash: bytes = b""  # the block that committed the Finish (primary validator)
+    executor_prompt_tokens: int = 0  # the executor's signed prompt count (verifiers check it)
+    # the TA's Start claim when the executor's count contradicted it (0 when they agreed);
+    # ``prompt_tokens`` (what is charged) is then the smaller of the two
+    claimed_prompt_tokens: int = 0
+    client_left: bool = False  # the TA signed that its client went away mid-stream
 
 
 def _reject(reason: str, message: str) -> TxRejected:
@@ -141,6 +147,10 @@ class InferenceBook:
             executor turned INVALID meanwhile), and then names a draw under a recent set.
             None: only the current draw is accepted.
         draw_grace_blocks: how long a replaced set still counts.
+        resets_streak: whether a pass by this validator ends the executor's run of
+            invalidations (default: any pass). The ledger counts only the inference's primary
+            validator, the one check the ledger itself required when it was made: a sybil
+            passing its friend's work must not keep it from turning INVALID.
     """
 
     def __init__(
@@ -157,6 +167,7 @@ class InferenceBook:
         validator_weight: Callable[[InferenceRecord, str], int] | None = None,
         draw_sets: MutableMapping[int, Mapping[str, int]] | None = None,
         draw_grace_blocks: int = 0,
+        resets_streak: Callable[[InferenceRecord, str], bool] | None = None,
     ) -> None:
         self.accounts = accounts
         self.participants = participants
@@ -169,6 +180,7 @@ class InferenceBook:
         self.validator_weight = validator_weight
         self.draw_sets = draw_sets
         self.draw_grace_blocks = draw_grace_blocks
+        self.resets_streak = resets_streak
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -276,13 +288,19 @@ class InferenceBook:
         completion_tokens: int,
         finish_reason: str,
         response_hash: bytes,
+        prompt_tokens: int | None = None,
         artifact_hash: bytes,
         height: int,
         payload_hash: bytes = b"",
         evidence_weight: int = 0,
         block_hash: bytes = b"",
     ) -> InferenceRecord:
-        """The selected executor reports the output; the cost moves to its pending fees."""
+        """The selected executor reports the output; the cost moves to its pending fees.
+
+        ``prompt_tokens`` is the executor's own count of the prompt it ran (None: the TA's).
+        The client pays for at most that many; a TA whose Start claimed another count is
+        flagged (``prompt_token_disputes``) and the record keeps the executor's count, which
+        verifiers check against the artifact."""
         rec = self._get(inference_id)
         if executor != rec.executor:
             raise _reject("not_executor", "only the selected executor may finish")
@@ -292,6 +310,17 @@ class InferenceBook:
             raise _reject("bad_tokens", "completion_tokens must be in [0, max_tokens]")
         if not 0 <= evidence_weight <= completion_tokens * 1_000_000:
             raise _reject("bad_evidence", "each token's evidence weight is at most 1")
+        counted = rec.prompt_tokens if prompt_tokens is None else prompt_tokens
+        if counted < 0:
+            raise _reject("bad_tokens", "prompt_tokens must be >= 0")
+        if counted != rec.prompt_tokens:  # the TA's Start claimed another prompt size
+            ta = self.participants.get(rec.transport_agent)
+            if ta is not None:
+                ta.prompt_token_disputes += 1
+                self.participants[rec.transport_agent] = ta
+            rec.claimed_prompt_tokens = rec.prompt_tokens
+            rec.prompt_tokens = min(rec.prompt_tokens, counted)
+        rec.executor_prompt_tokens = counted
         cost = payments.cost_amount(
             rec.prompt_tokens, completion_tokens, rec.price_per_token, rec.escrow
         )
@@ -310,15 +339,21 @@ class InferenceBook:
         return rec
 
     def delivered(
-        self, *, inference_id: bytes, transport_agent: str, output_hash: bytes
+        self,
+        *,
+        inference_id: bytes,
+        transport_agent: str,
+        output_hash: bytes,
+        client_left: bool = False,
     ) -> InferenceRecord:
-        """The TA records the hash of what the client received."""
+        """The TA records the hash of what the client received (and whether the client left
+        mid-stream: the only case an ``abort`` finish is billed, see settlement)."""
         rec = self._get(inference_id)
         if transport_agent != rec.transport_agent:
             raise _reject("not_transport_agent", "only the inference's TA records delivery")
         if rec.delivered_hash:
             raise _reject("duplicate", "delivery already recorded")
-        rec.delivered_hash = output_hash
+        rec.delivered_hash, rec.client_left = output_hash, bool(client_left)
         self.records[inference_id] = rec
         return rec
 
@@ -348,9 +383,13 @@ class InferenceBook:
         if len(rec.validations) == 1:
             executor.checked += 1
         if passed:
+            resets = self.resets_streak is None or self.resets_streak(rec, validator)
             if rec.status is InferenceStatus.FINISHED:
                 rec.status = InferenceStatus.VALIDATED
-                executor.consecutive_invalid = 0  # the streak counts invalidations in a row
+                if resets:
+                    executor.consecutive_invalid = 0  # the streak counts invalidations in a row
+            elif rec.status is InferenceStatus.VALIDATED and resets:
+                executor.consecutive_invalid = 0
         elif rec.status is not InferenceStatus.VOTING:
             rec.status, rec.accuser = InferenceStatus.VOTING, validator
             rec.vote_deadline = height + self.vote_blocks

@@ -34,7 +34,8 @@ exceeds ``honest_fail_rate`` (default 1%, covering device mismatches) at level `
 (default 1e-3). An inflated claim with a fake share ``f`` fails ``≈ f·(1 − difficulty)`` of its
 sample, so with 100 samples inflation above ~8% is rejected almost surely and inflation
 below it buys at most that much extra weight. Validators' verdicts combine by weighted
-vote (:func:`claim_accepted`). Weight = accepted nonce count, capped at 25% of the total by
+vote on the ledger (:func:`gonka_ray.protocol.votes.poc_claim_outcome`). Weight = accepted
+nonce count, capped at 25% of the total by
 :func:`~gonka_ray.protocol.settlement.epoch_weights` (iterative water-filling).
 
 NOTE: the nonce count a participant could have computed in the sprint is not bounded here; the
@@ -49,14 +50,13 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from gonka_ray.engine.sampler import hash_u64, seed_to_int64
-from gonka_ray.protocol import votes
 from gonka_ray.protocol.settlement import binomial_tail
 
 POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices
@@ -323,12 +323,3 @@ def verify_claim(
     failed = int((dists > model.threshold + tolerance).sum())
     ok = accept_claim(failed, len(sample), honest_fail_rate=honest_fail_rate, alpha=alpha)
     return ClaimCheck(participant, claimed, len(sample), failed, ok, "" if ok else "failed sample")
-
-
-def claim_accepted(verdicts: Mapping[str, bool], validator_weights: Mapping[str, int]) -> bool:
-    """Combine validators' verdicts on one claim by weight (:func:`votes.tally` at deadline).
-
-    Rejected when the weight that rejected it exceeds the weight that accepted it (a tie accepts).
-    """
-    outcome = votes.tally(verdicts, validator_weights, deadline_passed=True)
-    return outcome is not votes.VoteOutcome.INVALIDATED

@@ -19,7 +19,10 @@ Money rules (decided here; DESIGN leaves some open):
 - **Fees.** The cost of a FINISHED or VALIDATED inference sits in its executor's pending fees
   (the :class:`~gonka_ray.protocol.lifecycle.InferenceBook` put it there). At settlement the
   executor gets it, less ``validator_fee_share_bps`` of VALIDATED inferences, which is split
-  equally (largest remainder) among the validators whose check *passed* it.
+  equally (largest remainder) among the validators whose check *passed* it **and was required**
+  of them (their revealed seed's sample or the primary draw): a validator cannot earn shares
+  by stamping "passed" on inferences it picked. A pass on an inference the vote invalidated
+  does not count towards its duty.
 - **INVALID executor.** Every unsettled fee of a participant that is INVALID at settlement is
   **refunded to its requesters**, not burned: all of its work in that epoch is suspect, the client
   paid for service it may not have received, and a refund gives nobody but the victim a gain
@@ -29,6 +32,10 @@ Money rules (decided here; DESIGN leaves some open):
   mint and validator shares burned, reputation reset — but it is not excluded from the next
   epoch (that is INVALID's consequence). Otherwise a participant cheating on a small share of its
   work, checked rarely at high reputation, would lose only the caught inference's fee.
+- **Aborted outputs.** An inference the executor finished with ``abort`` (its stream was
+  cancelled) is billed only if the TA signed that its client left (``OutputDelivered.client_left``);
+  otherwise its fee is refunded at settlement. An executor cannot stop after one token and be
+  paid; an honest one whose TA died mid-stream loses that one fee, as after an engine failure.
 - **Mint.** ``reward_per_epoch`` is split ∝ epoch weight over *all* weighted participants (largest
   remainder, exact). The share of one that is INVALID, or missed its duty, or did not reveal, is
   **burned**, not redistributed. NOTE: redistribution would pay honest participants for getting
@@ -297,6 +304,16 @@ def duty_forfeits(
     return p_value < alpha, p_value
 
 
+def _did_check(rec: InferenceRecord, validator: str) -> bool:
+    """Whether ``validator``'s validation of ``rec`` counts towards its duty: a pass on an
+    inference the vote invalidated does not (a validator answering "passed" without running
+    the check would otherwise meet its duty for free)."""
+    verdict = rec.validations.get(validator)
+    if verdict is None:
+        return False
+    return not (verdict and rec.status is InferenceStatus.INVALIDATED)
+
+
 def assess_duty(
     validator: str,
     *,
@@ -318,7 +335,7 @@ def assess_duty(
     assert seed is not None
     required = required_validations(validator, seed, recs, snapshot, finished_by=finished_by)
     by_id = {r.inference_id: r for r in recs}
-    done = sum(1 for i in required if validator in by_id[i].validations)
+    done = sum(1 for i in required if _did_check(by_id[i], validator))
     forfeits, p_value = duty_forfeits(
         len(required) - done, len(required), allowed_miss_share=allowed_miss_share, alpha=alpha
     )
@@ -446,11 +463,18 @@ def settle_epoch(
         settled.append(rec.inference_id)
         ex = out[rec.executor]
         ex.fees_settled += rec.cost
-        if ex.forfeited:
+        # an output cut short ("abort") is billed only when its TA signed that the client left
+        # (an executor stopping after one token would otherwise be paid for every answer)
+        if ex.forfeited or (rec.finish_reason == "abort" and not rec.client_left):
             refunds[rec.requester] += rec.cost
             ex.refunded_fees += rec.cost
             continue
-        passers = sorted(v for v, ok in rec.validations.items() if ok and v in out)
+        # the fee share goes to passes the validator's seed (or the primary draw) required
+        passers = sorted(
+            v
+            for v, ok in rec.validations.items()
+            if ok and v in out and v in duties and rec.inference_id in duties[v].required_ids
+        )
         share = 0
         if rec.status is InferenceStatus.VALIDATED and passers:
             share = rec.cost * params.validator_fee_share_bps // BPS

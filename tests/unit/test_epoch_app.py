@@ -122,6 +122,7 @@ class Chain:
             NAME[ex],
             wire.FinishInference,
             inference_id=iid,
+            prompt_tokens=10,
             completion_tokens=5,
             finish_reason="stop",
             response_hash=b"\x02" * 32,
@@ -213,10 +214,19 @@ def test_seed_commit_window_and_once_per_epoch() -> None:
         (False, "duplicate"),
         (False, "not_participant"),
     ]
-    # epoch 0's window closes when its sprint ends
+    # epoch 0's window (the genesis epoch's only) closes when its sprint ends
     chain.until(EPOCH.poc_sprint_blocks)
     late = chain.tx("p2", wire.SeedCommit, epoch=0, commitment=b"\x07" * 32)
     assert chain.block(late) == [(False, "commit_window_closed")]
+    # any later epoch's closes when it starts, even in its sprint: no grinding a seed against
+    # inferences of that epoch already started or finished
+    chain.until(EPOCH.epoch_blocks)
+    assert chain.block(chain.tx("p2", wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)) == [
+        (False, "commit_window_closed")
+    ]
+    assert chain.block(chain.tx("p2", wire.SeedCommit, epoch=2, commitment=b"\x07" * 32)) == [
+        (True, "")
+    ]
 
 
 def test_reveal_must_match_and_come_in_the_next_epoch() -> None:
@@ -623,6 +633,7 @@ def test_an_evidence_weight_above_one_per_token_is_refused() -> None:
         NAME[ex],
         wire.FinishInference,
         inference_id=iid,
+        prompt_tokens=10,
         completion_tokens=5,
         finish_reason="stop",
         response_hash=b"\x02" * 32,

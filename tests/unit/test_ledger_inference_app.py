@@ -103,6 +103,7 @@ def finish_tx(chain: Chain, iid: bytes, executor: str, tokens: int = 5) -> bytes
         BY_ADDR[executor],
         wire.FinishInference,
         inference_id=iid,
+        prompt_tokens=10,
         completion_tokens=tokens,
         finish_reason="stop",
         response_hash=b"\x02" * 32,

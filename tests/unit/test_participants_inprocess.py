@@ -150,7 +150,7 @@ async def test_honest_network_serves_records_and_validates(tmp_path) -> None:
     assert rec.executor not in rec.validations
 
 
-async def test_newcomers_are_checked_about_once_per_inference(tmp_path) -> None:
+async def test_every_newcomer_inference_is_checked(tmp_path) -> None:
     net = Net(tmp_path)
     ids = []
     for i in range(12):
@@ -158,8 +158,8 @@ async def test_newcomers_are_checked_about_once_per_inference(tmp_path) -> None:
         ids.append(done.inference_id)
     await net.verify_all()
     checks = [len((await net.ledger.inference(i)).validations) for i in ids]
-    assert sum(checks) / len(checks) >= 0.7  # target 1.0 at reputation 0 (binomial noise)
-    assert all(c <= 3 for c in checks)
+    # the primary validator checks every one; secret-seed sampling adds ~1 more on average
+    assert all(1 <= c <= 3 for c in checks), checks
 
 
 async def test_cheater_is_caught_voted_invalid_refunded_and_kicked_out(tmp_path) -> None:
@@ -230,7 +230,8 @@ async def test_executor_refuses_work_it_was_not_drawn_for(tmp_path) -> None:
     env = net.request()
     ta = net.keys["p0"]
     wrong = next(e for e in net.executors.values() if e.address != ta.address)
-    msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=(1, 2, 3))
+    prompt = await net.executors["p1"].engine.request_prompt_ids(wire.open_envelope(env).message)
+    msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=tuple(prompt))
     for ex in net.executors.values():
         items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta))]
         if ex is wrong and len(items) > 1:

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from gonka_ray.protocol import poc
+from gonka_ray.protocol import poc, votes
 from gonka_ray.protocol.settlement import epoch_weights
 
 SEED = hashlib.sha256(b"epoch-7").digest()
@@ -109,8 +109,12 @@ def test_tolerance_band_adds_little_weight(model: poc.PocModel) -> None:
 
 
 def test_verdicts_combine_by_weight_and_weights_are_capped() -> None:
-    w = {"v1": 10, "v2": 10, "v3": 30}
-    assert poc.claim_accepted({"v1": False, "v2": False, "v3": True}, w)
-    assert not poc.claim_accepted({"v1": True, "v2": True, "v3": False}, {**w, "v3": 50})
+    w = {"c": 40, "v1": 10, "v2": 10, "v3": 30}  # judges of c's claim: 50
+    assert votes.poc_claim_outcome({"v1": False, "v2": False, "v3": True}, w, "c")
+    assert not votes.poc_claim_outcome({"v1": True, "v2": True, "v3": False}, {**w, "v3": 50}, "c")
+    assert not votes.poc_claim_outcome({"v1": True}, w, "c")  # 10 of 50: not above a third
+    assert not votes.poc_claim_outcome({"v1": True, "v2": True, "v3": False}, {**w, "v3": 20}, "c")
+    assert votes.poc_claim_outcome({}, w, "c") is None  # nobody judged: keep current weight
+    assert votes.poc_claim_outcome({"c": True, "v1": True}, w, "c") is False  # own verdict: 10
     weights = epoch_weights({"a": 900, "b": 100, "c": 100, "d": 100, "e": 100}, (), 0.25)
     assert 4 * weights["a"] <= sum(weights.values())

@@ -144,10 +144,11 @@ async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusin
         ex.monotonic = lambda: now[0]
     weights = eligible_weights(await net.ledger.participants())
 
-    def execute_msg(env: bytes) -> tuple[bytes, str]:
-        iid = wire.open_envelope(env).id
-        drawn = select_executor(iid, 0, weights, exclude={ta.address})
-        msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=(1, 2, 3))
+    async def execute_msg(env: bytes) -> tuple[bytes, str]:
+        client = wire.open_envelope(env)
+        drawn = select_executor(client.id, 0, weights, exclude={ta.address})
+        prompt = await net.executors["p0"].engine.request_prompt_ids(client.message)
+        msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=tuple(prompt))
         return wire.seal(msg, ta), drawn
 
     async def run(ex, sealed: bytes) -> list:
@@ -157,7 +158,7 @@ async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusin
     target = next(ex for ex in net.executors.values() if ex.address != ta.address)
     sealed = []
     while len(sealed) < 2:
-        s, drawn = execute_msg(net.request())
+        s, drawn = await execute_msg(net.request())
         if drawn == target.address:
             sealed.append(s)
     for s in sealed:
@@ -167,16 +168,16 @@ async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusin
     # a copy under which the draw lands elsewhere is re-read before refusing: no false refusal
     stale = {a: p for a, p in (await net.ledger.participants()).items() if a != target.address}
     target._participants = (now[0], stale)
-    s, drawn = execute_msg(net.request())
+    s, drawn = await execute_msg(net.request())
     while drawn != target.address:
-        s, drawn = execute_msg(net.request())
+        s, drawn = await execute_msg(net.request())
     assert isinstance((await run(target, s))[-1], wire.StreamChunk)
     assert counting[name].reads == 2
     # past the TTL the set is read again
     now[0] += 10.0
-    s, drawn = execute_msg(net.request())
+    s, drawn = await execute_msg(net.request())
     while drawn != target.address:
-        s, drawn = execute_msg(net.request())
+        s, drawn = await execute_msg(net.request())
     await run(target, s)
     assert counting[name].reads == 3
     _stop_finishes(net)  # no TA started these: their Finish would wait for a Start
