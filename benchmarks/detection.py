@@ -157,9 +157,11 @@ def _save(path: Path, samples: list[dict]) -> None:
 
 
 def load_samples(pattern: str = "*.pkl") -> list[dict]:
-    """Every stored sample (for the report)."""
+    """Every stored verification sample (for the report; the vLLM verifier's are apart)."""
     out: list[dict] = []
     for p in sorted(DATA_DIR.glob(pattern)):
+        if p.name == "vllm_verifier.pkl":
+            continue
         with open(p, "rb") as f:
             out += pickle.load(f)
     return out

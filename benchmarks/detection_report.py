@@ -100,7 +100,7 @@ def grid_table(samples: list[dict], rows: dict) -> tuple[list[dict], int]:
             ("prompt", s["prompt_size"]),
             ("finish", s["finish"]),
             ("stop_strings", s["stop"]),
-            ("source", s["variant"].split("/")[0] + "/" + s["variant"].split("/")[1]),
+            ("source", "/".join(s["variant"].split("/")[:2])),
         ):
             c = cells[(s["dtype"], *key)]
             c[0] += 1
