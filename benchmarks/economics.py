@@ -9,7 +9,7 @@ What is real and what is modelled:
   :class:`~gonka_ray.protocol.lifecycle.InferenceBook` (Start with the recomputed executor draw,
   Finish, Validation, Vote, invalidation, status rules, refunds); the sampling decision is
   :func:`~gonka_ray.protocol.validation_sampling.should_validate` with ``p`` from the real
-  ``target_checks``/``validation_probability`` on an epoch snapshot; validation duty uses
+  ``check_target``/``validation_probability`` on an epoch snapshot; validation duty uses
   :func:`~gonka_ray.protocol.settlement.duty_forfeits` on each validator's required set (the same
   set ``assess_duty`` recomputes from the revealed seed, computed once here for speed); weights
   come from :func:`~gonka_ray.protocol.settlement.epoch_weights` (cap, exclusion of last epoch's
@@ -221,7 +221,7 @@ def simulate(cfg: SimConfig, seed: int, *, progress: bool = True) -> Tally:
         probs = {
             v: {
                 e: validation_sampling.validation_probability(
-                    validation_sampling.target_checks(reps[e], traffic),
+                    validation_sampling.check_target(reps[e], traffic, weights[e], total_w),
                     weights[v],
                     total_w,
                     weights[e],

@@ -20,6 +20,22 @@ inferences also has a **primary validator**: drawn ∝ epoch weight among the ot
 with randomness ``sha256("gonka/primary" ‖ inference_id ‖ hash of the block that committed the
 Finish)``, known only once the output is committed. It must check it (the ledger counts it in its
 duty), on top of the secret-seed sampling.
+
+**Deterrence at any scale** (issue 16). One confirmed invalidation forfeits the executor's whole
+epoch (fees R_f and mint R_m, R = R_f + R_m). An executor cheating on a share ``c`` of its ``n``
+inferences of an epoch saves at most ``c`` of its compute cost ``C ≤ R_f`` and is caught with
+``P = 1 − (1 − q·d)^(c·n) ≈ 1 − exp(−c·d·q·n)`` (``q`` checks per inference, ``d`` the
+detection rate of one check). Its profit over an honest one's, ``((1 − P)·R − C + c·C) /
+(R − C)``, stays ≤ 0.9 whatever the margin ``C/R`` iff ``P ≥ 0.1 + c``; at ``c = 1%`` that is
+``q·n·d ≥ −ln(0.89)/0.01 ≈ 11.7`` checks of its work per epoch. The reputation rate alone gives
+``q·n = 0.01 · traffic · share``: enough for one executor of four at 10,000 requests per epoch,
+not for one of a hundred. So the target never falls below :func:`deterrence_floor`:
+``MIN_CHECKS_PER_EPOCH / n`` with ``n = traffic · w_executor / W`` the executor's expected
+inferences this epoch (capped at one check per inference; below ``MIN_CHECKS_PER_EPOCH``
+inferences every one is checked). Cheating on 1% then risks ``P ≥ 1 − e^(−0.16·d) ≈ 0.15``,
+10% risks ``≥ 0.80``. The cost falls on small executors in large networks (their every inference
+is checked when they serve fewer than 16 per epoch): verification grows with participants ×
+16, not with traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from gonka_ray.exceptions import NoExecutorAvailable
 from gonka_ray.protocol.selection import weighted_pick
 
 MAX_AVG = 1.0
+MIN_CHECKS_PER_EPOCH = 16  # checks of each executor's work per epoch, at least (see above)
 _SCALE = 1 << 64
 
 
@@ -51,6 +68,31 @@ def target_checks(reputation: int, requests_per_epoch: int) -> float:
     if not 0 <= reputation <= 100:
         raise ValueError("reputation must be in 0..100")
     return MAX_AVG - (MAX_AVG - min_avg(requests_per_epoch)) * reputation / 100
+
+
+def deterrence_floor(
+    requests_per_epoch: int,
+    executor_weight: int,
+    total_weight: int,
+    min_checks: int = MIN_CHECKS_PER_EPOCH,
+) -> float:
+    """The least expected checks per inference for an executor: ``min_checks`` over its
+    expected inferences this epoch, at most one per inference (see the module docstring)."""
+    if requests_per_epoch <= 0 or executor_weight <= 0 or total_weight <= 0:
+        return MAX_AVG
+    expected = requests_per_epoch * executor_weight / total_weight
+    return min(MAX_AVG, min_checks / expected)
+
+
+def check_target(
+    reputation: int, requests_per_epoch: int, executor_weight: int, total_weight: int
+) -> float:
+    """Expected checks per inference of an executor: its reputation's rate, never below the
+    deterrence floor."""
+    return max(
+        target_checks(reputation, requests_per_epoch),
+        deterrence_floor(requests_per_epoch, executor_weight, total_weight),
+    )
 
 
 def validation_probability(
@@ -93,7 +135,7 @@ def must_validate(
     executor_weight: int,
 ) -> bool:
     """All of the above in one call: must this validator check this inference?"""
-    target = target_checks(executor_reputation, requests_per_epoch)
+    target = check_target(executor_reputation, requests_per_epoch, executor_weight, total_weight)
     p = validation_probability(target, validator_weight, total_weight, executor_weight)
     return should_validate(seed, inference_id, p)
 

@@ -177,3 +177,28 @@ def test_payments() -> None:
             payments.escrow_amount(bad, 1, 1)
     with pytest.raises(ValueError):
         payments.escrow_amount(2**40, 2**40, 2**40)  # overflow past 2^63
+
+
+@pytest.mark.parametrize("participants", [4, 10, 100, 1000])
+@pytest.mark.parametrize("traffic", [1_000, 10_000, 100_000])
+def test_deterrence_floor_makes_cheating_one_percent_unprofitable(participants, traffic) -> None:
+    """Issue 16: whatever the traffic and the network size, each trusted executor's work is
+    checked at least MIN_CHECKS_PER_EPOCH times per epoch in expectation (every inference when
+    it serves fewer), so cheating on 1% of it is caught with P >= 0.1 + c (the bound under which
+    a forfeited epoch makes it earn at most 90% of honest; derivation in the module)."""
+    vs = validation_sampling
+    weights = {f"p{i}": 100 + (i % 7) for i in range(participants)}
+    total = sum(weights.values())
+    for executor, w in list(weights.items())[:5]:
+        q = vs.check_target(100, traffic, w, total)  # reputation 100: the lowest rate
+        n = traffic * w / total
+        assert q * n >= min(vs.MIN_CHECKS_PER_EPOCH, n) - 1e-9
+        assert q >= vs.target_checks(100, traffic)  # the floor only ever adds checks
+        c, d = 0.01, 0.999
+        cheated = max(1.0, c * n)  # a cheater at this size cheats on at least one inference
+        p_caught = 1 - (1 - min(1.0, q) * d) ** cheated
+        assert p_caught >= 0.1 + c, (executor, q, n, p_caught)
+    # one of four executors at 10,000 requests: the reputation rate alone is enough (no change)
+    four = {f"p{i}": 100 for i in range(4)}
+    assert vs.check_target(100, 10_000, 100, 400) == vs.target_checks(100, 10_000)
+    assert sum(four.values()) == 400
