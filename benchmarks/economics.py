@@ -334,9 +334,11 @@ def simulate(cfg: SimConfig, seed: int, *, progress: bool = True) -> Tally:
                 if book.records[i].status is not InferenceStatus.INVALIDATED
                 or v in book.records[i].validations
             }  # as settlement.required_validations: no duty on what was invalidated first
-            done = sum(1 for i in req if v in book.records[i].validations)
+            done = sum(1 for i in req if settlement.check_counts_for_duty(book.records[i], v))
             forfeits, p_value = settlement.duty_forfeits(len(req) - done, len(req))
-            duties[v] = settlement.DutyResult(v, True, len(req), done, p_value, forfeits)
+            duties[v] = settlement.DutyResult(
+                v, True, len(req), done, p_value, forfeits, frozenset(req)
+            )
             if forfeits:
                 tally.forfeits[v] += 1
         records = [*held.values(), *epoch_records]
@@ -354,17 +356,22 @@ def simulate(cfg: SimConfig, seed: int, *, progress: bool = True) -> Tally:
             params=settlement.SettlementParams(
                 cfg.reward_per_epoch, cfg.validator_fee_share_bps, prorate_duty=cfg.prorate_duty
             ),
+            # DESIGN §4: one vote-confirmed invalidation forfeits the executor's epoch
+            invalidated={
+                r.executor for r in epoch_records if r.status is InferenceStatus.INVALIDATED
+            },
         )
         for a, ps in s.participants.items():
             if ps.invalid:
                 tally.invalid_epochs[a] += 1
+            if ps.invalid or ps.forfeited:  # both refund the epoch's fees to the clients
                 tally.invalidated_spend += ps.refunded_fees
         tally.refunded += sum(s.refunds.values())
         for rec in records:
             if (
                 rec.inference_id in s.settled_ids
                 and cheated.get(rec.inference_id)
-                and s.participants[rec.executor].invalid
+                and (s.participants[rec.executor].invalid or s.participants[rec.executor].forfeited)
                 and rec.status in (InferenceStatus.FINISHED, InferenceStatus.VALIDATED)
             ):
                 tally.cheated_refunded += rec.cost

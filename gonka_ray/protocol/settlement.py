@@ -304,7 +304,7 @@ def duty_forfeits(
     return p_value < alpha, p_value
 
 
-def _did_check(rec: InferenceRecord, validator: str) -> bool:
+def check_counts_for_duty(rec: InferenceRecord, validator: str) -> bool:
     """Whether ``validator``'s validation of ``rec`` counts towards its duty: a pass on an
     inference the vote invalidated does not (a validator answering "passed" without running
     the check would otherwise meet its duty for free)."""
@@ -335,7 +335,7 @@ def assess_duty(
     assert seed is not None
     required = required_validations(validator, seed, recs, snapshot, finished_by=finished_by)
     by_id = {r.inference_id: r for r in recs}
-    done = sum(1 for i in required if _did_check(by_id[i], validator))
+    done = sum(1 for i in required if check_counts_for_duty(by_id[i], validator))
     forfeits, p_value = duty_forfeits(
         len(required) - done, len(required), allowed_miss_share=allowed_miss_share, alpha=alpha
     )
