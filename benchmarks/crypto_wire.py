@@ -56,7 +56,7 @@ def main() -> None:
         max_escrow=10_000,
     )
     data = wire.encode(msg)
-    env = wire.seal(msg, key)
+    env = wire.seal(msg, key, "bench")
     payload = b"x" * 200
     sig = key.sign(b"bench", payload)
     cases: dict[str, Callable[[], object]] = {
@@ -64,8 +64,8 @@ def main() -> None:
         "verify": lambda: crypto.verify(key.public_key, b"bench", payload, sig),
         "encode": lambda: wire.encode(msg),
         "decode": lambda: wire.decode(data),
-        "seal": lambda: wire.seal(msg, key),
-        "open_envelope": lambda: wire.open_envelope(env),
+        "seal": lambda: wire.seal(msg, key, "bench"),
+        "open_envelope": lambda: wire.open_envelope(env, chain="bench"),
     }
     rows = []
     for name, fn in tqdm(cases.items(), desc="crypto_wire"):

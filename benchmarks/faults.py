@@ -168,6 +168,7 @@ class Load:
         self.rng = random.Random(seed)
         self.key = net.client_key()
         self.model = net.config.model.name
+        self.chain = net.chain_id
         self.names = list(net.specs)
         self.address = {n: net.address_of(n) for n in self.names}
         self.requests: list[Request] = []
@@ -208,8 +209,9 @@ class Load:
                 messages=[{"role": "user", "content": f"fault load {i}.{retry}"}],
                 max_tokens=self.max_tokens,
                 seed=self.rng.getrandbits(32),
+                chain=self.chain,
             )
-            iid = wire.open_envelope(env).id
+            iid = wire.envelope_id(env)
             ex0 = select_executor(iid, 0, self.weights, exclude={self.address[ta]})
             send = Send(iid, ta, ex0, time.monotonic())
             req.sends.append(send)
@@ -296,7 +298,7 @@ async def _payload_served(net: Network, executor: str, iid: bytes) -> bool:
     req = wire.PayloadRequest(
         inference_id=iid, payload_hash=rec.payload_hash, timestamp_ms=int(time.time() * 1000)
     )
-    env = wire.seal(req, participant_key(net.config, asker))
+    env = wire.seal(req, participant_key(net.config, asker), net.chain_id)
     body = await net.handle(executor, "executor").payload.remote(env)
     return hashlib.sha256(body).digest() == rec.payload_hash
 
@@ -592,6 +594,7 @@ async def overload_burst(
             model=model,
             messages=[{"role": "user", "content": f"burst {i}"}],
             max_tokens=max_tokens,
+            chain=net.chain_id,
         )
         t0 = time.monotonic()
         try:

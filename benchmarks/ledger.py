@@ -47,7 +47,7 @@ def keys(prefix: str, n: int) -> list[crypto.KeyPair]:
 
 
 def presign(
-    clients: list[crypto.KeyPair], nonces: list[int], count: int, n: int
+    clients: list[crypto.KeyPair], nonces: list[int], count: int, n: int, chain: str
 ) -> list[list[bytes]]:
     """``count`` transfers split by replica: client ``k`` always submits to replica ``k % n``,
     so each client's nonces arrive in order."""
@@ -55,7 +55,9 @@ def presign(
     out: list[list[bytes]] = [[] for _ in range(n)]
     for j in range(count):
         k = j % len(clients)
-        out[k % n].append(wire.seal(Transfer(to=dest, amount=1, nonce=nonces[k]), clients[k]))
+        out[k % n].append(
+            wire.seal(Transfer(to=dest, amount=1, nonce=nonces[k]), clients[k], chain)
+        )
         nonces[k] += 1
     return out
 
@@ -150,11 +152,12 @@ async def start_group(
 async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: str) -> list[dict]:
     replicas = keys(f"replica{n}", n)
     clients = keys("client", CLIENTS)
+    chain = f"bench-{n}"
     handles = await start_group(
         ray,
         f"bench-ledger-{n}",
         replicas,
-        genesis_of(replicas, f"bench-{n}", clients),
+        genesis_of(replicas, chain, clients),
         f"{tmp}/g{n}",
         tick_ms=10,
         timeout_ticks=200,
@@ -167,9 +170,9 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
     rows = []
     try:
         # Warm up (actor lookups, first blocks) so the first level does not pay for it.
-        await run_level(handles, presign(clients, nonces, 200, n), 100, 2.0)
+        await run_level(handles, presign(clients, nonces, 200, n, chain), 100, 2.0)
         for rate in tqdm(rates, desc=f"{n} replicas"):
-            txs = presign(clients, nonces, int(rate * duration_s), n)
+            txs = presign(clients, nonces, int(rate * duration_s), n, chain)
             row = {"replicas": n, **await run_level(handles, txs, rate, duration_s)}
             rows.append(row)
             tqdm.write(str(row))

@@ -239,11 +239,11 @@ def micro_costs(reps: int = 200) -> dict[str, float]:
     msgs = [{"role": "user", "content": QUESTIONS[0]}]
     t0 = time.perf_counter()
     for _ in range(reps):
-        env = sign_chat(key, model="m", messages=msgs, max_tokens=16, seed=1)
+        env = sign_chat(key, model="m", messages=msgs, max_tokens=16, seed=1, chain="bench")
     sign_ms = 1000 * (time.perf_counter() - t0) / reps
     t0 = time.perf_counter()
     for _ in range(reps):
-        wire.open_envelope(env, expect=wire.InferenceRequest)
+        wire.open_envelope(env, expect=wire.InferenceRequest, chain="bench")
     open_ms = 1000 * (time.perf_counter() - t0) / reps
     return {"sign_chat_ms": round(sign_ms, 3), "open_envelope_verify_ms": round(open_ms, 3)}
 
@@ -334,7 +334,7 @@ async def path_probe(net: Any, model: str, max_tokens: int, reps: int = 10) -> d
         total.append(time.perf_counter() - t0)
     out["mlnode_direct_ttft_p50_ms"] = round(1000 * statistics.median(first), 1)
     out["mlnode_direct_e2e_p50_ms"] = round(1000 * statistics.median(total), 1)
-    client = Client(net.client_key(), {"p0": net.ta("p0")}, model)
+    client = Client(net.client_key(), {"p0": net.ta("p0")}, model, chain=net.chain_id)
     first, total = [], []
     for i in range(reps):
         t0 = time.perf_counter()
@@ -364,7 +364,7 @@ async def cpu_per_request(
     from gonka_ray.sdk import Client
 
     msgs = [{"role": "user", "content": QUESTIONS[1]}]
-    client = Client(net.client_key(), {"p0": net.ta("p0")}, model)
+    client = Client(net.client_key(), {"p0": net.ta("p0")}, model, chain=net.chain_id)
     await client.chat(msgs, max_tokens=max_tokens, seed=1)  # warm
     await asyncio.sleep(5.0)  # let its checks finish
     before, t0 = cpu_by_process(), time.monotonic()

@@ -210,7 +210,9 @@ async def measure(
                 f"{5 * n} actors not ready within {start_timeout_s:.0f} s (2 shared cores)"
             ) from None
         startup_s = time.perf_counter() - t_launch
-        client = Client(net.client_key(), {p: net.ta(p) for p in net.specs}, "fake")
+        client = Client(
+            net.client_key(), {p: net.ta(p) for p in net.specs}, "fake", chain=net.chain_id
+        )
 
         async def send() -> int:
             res = await client.chat(PROMPT, max_tokens=args.max_tokens, seed=1)

@@ -21,6 +21,9 @@ WIRE_MAX_STR_CHARS = 1024 * 1024  # default cap on a string field
 WIRE_MAX_BYTES_LEN = 8 * 1024 * 1024  # default cap on a bytes field
 WIRE_MAX_LIST_LEN = 65_536  # default cap on list fields
 WIRE_SIGNATURE_DOMAIN = b"gonka_ray/v1/"  # domain tag prefixed to every signed byte string
+# The protocol rules version a new network starts with (gonka_ray/protocol/versions.py lists them;
+# a genesis names its starting version and any scheduled upgrades by height).
+PROTOCOL_VERSION = 2
 
 # --- requests ------------------------------------------------------------------------------
 REQUEST_MAX_AGE_S = 60.0  # a signed request older than this is rejected

@@ -103,7 +103,12 @@ async def run_demo(
         await wait_ready(net)
         echo(f"network ready in {time.perf_counter() - t0:.0f} s")
         honest_tas = [p.name for p in config.participants if not p.adversary]
-        client = sdk.Client(net.client_key(), {n: net.ta(n) for n in honest_tas}, config.model.name)
+        client = sdk.Client(
+            net.client_key(),
+            {n: net.ta(n) for n in honest_tas},
+            config.model.name,
+            chain=net.chain_id,
+        )
         first_epoch = (await _epoch_view(net)).epoch
         snapshots: dict[int, Any] = {}  # epoch -> its frozen snapshot (pruned at settlement)
         watcher = asyncio.create_task(_watch_snapshots(net, snapshots))

@@ -103,6 +103,11 @@ class Network:
     def client_key(self, index: int = 0) -> crypto.KeyPair:
         return client_key(self.config, index)
 
+    @property
+    def chain_id(self) -> str:
+        """The genesis chain id (:func:`build_genesis`): clients sign requests for it."""
+        return self.config.name
+
     def address_of(self, participant: str) -> str:
         return participant_key(self.config, participant).address
 

@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to b
 def sign_chat(
     key: crypto.KeyPair,
     *,
+    chain: str,
     model: str,
     messages: Sequence[dict[str, str]] | None = None,
     prompt: str | None = None,
@@ -57,7 +58,8 @@ def sign_chat(
     clock: Callable[[], float] = time.time,
     nonce: int | None = None,
 ) -> bytes:
-    """A signed ``InferenceRequest`` envelope. ``seed`` defaults to a random one.
+    """A signed ``InferenceRequest`` envelope for the network ``chain`` (its chain id: a request
+    signed for one network does not verify on another). ``seed`` defaults to a random one.
 
     ``max_escrow`` (the most the client lets the network lock and charge) defaults to what this
     request can honestly cost at ``price_per_token``
@@ -82,7 +84,7 @@ def sign_chat(
         nonce=secrets.randbits(63) if nonce is None else nonce,
         max_escrow=int(max_escrow),
     )
-    return wire.seal(request, key)
+    return wire.seal(request, key, chain)
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,14 @@ class Client:
         key: the client's key (its address must hold a balance on the ledger).
         tas: transport agents; each request goes to a random one unless ``ta`` is named.
         model: the network's model id.
+        chain: the network's chain id (its genesis ``chain_id``), bound into every signature.
     """
 
-    def __init__(self, key: crypto.KeyPair, tas: dict[str, Any], model: str) -> None:
+    def __init__(self, key: crypto.KeyPair, tas: dict[str, Any], model: str, *, chain: str) -> None:
         self.key = key
         self.tas = tas
         self.model = model
+        self.chain = chain
 
     def _pick(self, ta: str | None) -> Any:
         if ta is not None:
@@ -153,7 +157,9 @@ class Client:
         on_text: Callable[[str], None] | None = None,
         **sampling: Any,
     ) -> ChatResult:
-        envelope = sign_chat(self.key, model=self.model, messages=messages, **sampling)
+        envelope = sign_chat(
+            self.key, chain=self.chain, model=self.model, messages=messages, **sampling
+        )
         return await collect(self._pick(ta), envelope, on_text)
 
     def chat_sync(self, messages: Sequence[dict[str, str]], **kw: Any) -> ChatResult:
@@ -278,8 +284,10 @@ class NetworkClient:
         participants: Sequence[str],
         model: str,
         key: crypto.KeyPair,
+        chain: str,
     ) -> None:
         self.network = network
+        self.chain = chain
         self.namespace = namespace
         self.participant_names = list(participants)
         self.model = model
@@ -327,7 +335,9 @@ class NetworkClient:
     # --- inference -------------------------------------------------------------------------
 
     def _sign(self, messages: Sequence[dict[str, str]] | None, prompt: str | None, **kw: Any):
-        return sign_chat(self.key, model=self.model, messages=messages, prompt=prompt, **kw)
+        return sign_chat(
+            self.key, chain=self.chain, model=self.model, messages=messages, prompt=prompt, **kw
+        )
 
     async def chat(
         self,
@@ -525,16 +535,21 @@ def connect(
         time.sleep(0.5)
     if isinstance(key, str | Path):
         key = crypto.KeyPair.load(key)
+    import ray
+
+    first = found[network][0]
+    chain = ray.get(
+        ray.get_actor(f"{network}.{first}.ledger", namespace=namespace).chain_id.remote()
+    )
     client = NetworkClient(
         network=network,
         namespace=namespace,
         participants=found[network],
         model=model or "",
         key=key or demo_client_key(network),
+        chain=chain,
     )
     if not model:
-        import ray
-
         info = ray.get(client.handle(client.participant_names[0], "mlnode").model_info.remote())
         client.model = info.name
     return client

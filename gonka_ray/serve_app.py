@@ -439,6 +439,8 @@ class GonkaIngress:
 
     Args:
         network: the network's name (actor names are ``<network>.<participant>.<role>``).
+        chain: the network's chain id (its genesis ``chain_id``): signed requests must be
+            signed for it (``GET /health`` tells clients).
         namespace: the Ray namespace of the network's actors.
         participants: participant name -> address.
         model: the model id the network serves.
@@ -454,6 +456,7 @@ class GonkaIngress:
         self,
         *,
         network: str,
+        chain: str,
         namespace: str,
         participants: dict[str, str],
         model: str,
@@ -463,6 +466,7 @@ class GonkaIngress:
         price_per_token: int = C.DEFAULT_PRICE_PER_TOKEN,
     ) -> None:
         self.network = network
+        self.chain = chain
         self.price_per_token = price_per_token
         self.epoch = epoch
         self.namespace = namespace
@@ -617,6 +621,7 @@ class GonkaIngress:
             logprobs=shown or 0,
             stop=req.stop_list(),
             price_per_token=self.price_per_token,
+            chain=self.chain,
         )
         if isinstance(req, ChatCompletionRequest):
             envelope = sign_chat(key, messages=req.wire_messages(), **common)
@@ -624,7 +629,7 @@ class GonkaIngress:
             if req.echo:
                 raise InvalidRequest("echo is not supported", field="echo")
             envelope = sign_chat(key, prompt=req.prompt_text(), **common)
-        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
+        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest, chain=self.chain)
         return _Call(
             kind, envelope, signed.id, signed.message, ta, req.stream, shown, req.ignored_fields()
         )
@@ -639,7 +644,7 @@ class GonkaIngress:
                 "X-Gonka-Signed-Request is not base64", field="X-Gonka-Signed-Request"
             ) from None
         try:
-            signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
+            signed = wire.open_envelope(envelope, expect=wire.InferenceRequest, chain=self.chain)
         except WireError as exc:
             exc.fields.setdefault("field", "X-Gonka-Signed-Request")
             raise
@@ -936,6 +941,7 @@ class GonkaIngress:
             {
                 "status": "ok" if ok else "unavailable",
                 "network": self.network,
+                "chain_id": self.chain,
                 "model": self.model,
                 "transport_agents": tas,
                 "inflight": self.inflight,
@@ -1054,6 +1060,7 @@ GonkaDeployment = _deployment()
 def build_app(
     *,
     network: str,
+    chain: str,
     namespace: str,
     participants: dict[str, str],
     model: str,
@@ -1065,6 +1072,7 @@ def build_app(
     """The Serve application: one replica of :class:`GonkaIngress` behind FastAPI."""
     return GonkaDeployment.bind(
         network=network,
+        chain=chain,
         namespace=namespace,
         participants=participants,
         model=model,
@@ -1111,6 +1119,7 @@ def serve_network(
     serve.start(http_options={"host": host, "port": port})
     application = build_app(
         network=net.config.name,
+        chain=net.chain_id,
         namespace=net.namespace,
         participants={p.name: net.address_of(p.name) for p in net.config.participants},
         model=net.config.model.name,

@@ -12,8 +12,10 @@ Field types are plain annotations, optionally narrowed with ``Annotated``:
 
 A signed **envelope** is the msgpack array ``[type, version, body, signer, signature]`` where
 ``body`` is the canonical body bytes, ``signer`` the sender's 32-byte Ed25519 public key and
-``signature`` covers the canonical bytes of ``[type, version, body, signer]`` (purpose
-``b"envelope"``, see :mod:`gonka_ray.crypto`). :func:`open_envelope` checks size, shape, signature,
+``signature`` covers the canonical bytes of ``[chain, type, version, body, signer]`` (purpose
+``b"envelope"``, see :mod:`gonka_ray.crypto`). ``chain`` is the network's chain id (its genesis
+``chain_id``): it is not sent, each side supplies its own, so an envelope signed for one network
+fails the signature check on every other. :func:`open_envelope` checks size, shape, signature,
 then decodes the body; every failure is a typed :class:`~gonka_ray.exceptions.WireError`.
 """
 
@@ -31,6 +33,7 @@ import msgpack
 
 from gonka_ray import crypto
 from gonka_ray.constants import (
+    PROTOCOL_VERSION,
     WIRE_MAX_BYTES_LEN,
     WIRE_MAX_LIST_LEN,
     WIRE_MAX_MESSAGE_BYTES,
@@ -51,6 +54,7 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 ENVELOPE_PURPOSE = b"envelope"
+CHAIN_ID_MAX_CHARS = 64
 
 
 # --- field annotations ----------------------------------------------------------------------
@@ -397,17 +401,20 @@ class Signed:
         return crypto.sha256(self.signature)
 
 
-def _signing_bytes(type_name: str, version: int, body: bytes, signer: bytes) -> bytes:
-    return _pack([type_name, version, body, signer])
+def _signing_bytes(chain: str, type_name: str, version: int, body: bytes, signer: bytes) -> bytes:
+    if type(chain) is not str or not 0 < len(chain) <= CHAIN_ID_MAX_CHARS:
+        raise MalformedMessage("a chain id is a non-empty string of at most 64 characters")
+    return _pack([chain, type_name, version, body, signer])
 
 
-def seal(msg: Any, key: crypto.KeyPair) -> bytes:
-    """Sign ``msg`` with ``key`` and return the envelope bytes."""
+def seal(msg: Any, key: crypto.KeyPair, chain: str) -> bytes:
+    """Sign ``msg`` with ``key`` for the network ``chain`` and return the envelope bytes."""
     cls = type(msg)
     if (getattr(cls, "TYPE", None), getattr(cls, "VERSION", None)) not in REGISTRY:
         raise MalformedMessage(f"{cls.__name__} is not a declared message type")
     body = encode_body(msg)
-    sig = key.sign(ENVELOPE_PURPOSE, _signing_bytes(cls.TYPE, cls.VERSION, body, key.public_key))
+    signed = _signing_bytes(chain, cls.TYPE, cls.VERSION, body, key.public_key)
+    sig = key.sign(ENVELOPE_PURPOSE, signed)
     return _pack([cls.TYPE, cls.VERSION, body, key.public_key, sig])
 
 
@@ -415,6 +422,7 @@ def open_envelope(
     data: bytes,
     expect: type[T] | tuple[type, ...] | None = None,
     *,
+    chain: str,
     authorize: Callable[[bytes, Any], bool] | None = None,
 ) -> Signed:
     """Verify and decode a signed envelope.
@@ -422,6 +430,8 @@ def open_envelope(
     Args:
         data: the envelope bytes.
         expect: the message type(s) acceptable here; anything else raises UnknownMessageType.
+        chain: this network's chain id; an envelope signed for another network fails
+            (BadSignature).
         authorize: ``authorize(signer_public_key, message) -> bool``; False raises
             UnauthorizedSigner (e.g. "only the selected executor may send FinishInference").
 
@@ -444,7 +454,9 @@ def open_envelope(
         raise MalformedMessage("envelope signer must be a 32-byte public key", field="signer")
     if type(sig) is not bytes or len(sig) != crypto.SIGNATURE_BYTES:
         raise MalformedMessage("envelope signature must be 64 bytes", field="signature")
-    crypto.verify(signer, ENVELOPE_PURPOSE, _signing_bytes(type_name, version, body, signer), sig)
+    crypto.verify(
+        signer, ENVELOPE_PURPOSE, _signing_bytes(chain, type_name, version, body, signer), sig
+    )
     msg = decode_body(cls, body)
     raw = bytes(data)
     if _pack([type_name, version, body, signer, sig]) != raw:
@@ -452,6 +464,15 @@ def open_envelope(
     if authorize is not None and not authorize(signer, msg):
         raise UnauthorizedSigner(f"{crypto.address(signer)} may not send {cls.TYPE}")
     return Signed(msg, signer, sig, raw)
+
+
+def envelope_id(data: bytes) -> bytes:
+    """:attr:`Signed.id` of an envelope, read without verifying it (for envelopes already
+    verified elsewhere, e.g. a transaction the ledger applied)."""
+    obj = _unpack(data)
+    if type(obj) is not list or len(obj) != 5 or type(obj[4]) is not bytes:
+        raise MalformedMessage("an envelope is [type, version, body, signer, signature]")
+    return crypto.sha256(obj[4])
 
 
 def peek_type(data: bytes) -> tuple[str, int]:
@@ -481,6 +502,7 @@ __all__ = [
     "digest",
     "encode",
     "encode_body",
+    "envelope_id",
     "message",
     "open_envelope",
     "peek_type",
@@ -709,14 +731,34 @@ class EvidenceRuleSpec:
     trim: float  # share of the evidence weight trimmed from each end
 
 
-@message("LedgerGenesis", version=2)
-class LedgerGenesis:
-    """The definition every replica starts from."""
+@struct
+class ProtocolUpgrade:
+    """Rules of protocol ``version`` apply to blocks from ``height`` on
+    (:mod:`gonka_ray.protocol.versions`)."""
 
-    chain_id: Name
+    version: U32
+    height: U64
+
+
+ChainId = Annotated[str, MaxLen(CHAIN_ID_MAX_CHARS)]
+
+
+@message("LedgerGenesis", version=3)
+class LedgerGenesis:
+    """The definition every replica starts from.
+
+    ``chain_id`` names the network and is bound into every envelope signature (see
+    :func:`seal`); ``protocol_version`` is the rules version from height 0 and ``upgrades`` the
+    scheduled later ones, so a replica replaying old blocks applies the rules they were written
+    under.
+    """
+
+    chain_id: ChainId
     accounts: Annotated[list[GenesisAccount], MaxLen(WIRE_MAX_LIST_LEN)]
     participants: Annotated[list[GenesisParticipant], MaxLen(LEDGER_MAX_VALIDATORS)]
     epoch_evidence: EvidenceRuleSpec | None = None  # None: executors are judged per inference
+    protocol_version: U32 = PROTOCOL_VERSION
+    upgrades: Annotated[list[ProtocolUpgrade], MaxLen(64)] = ()
 
 
 # Ledger transactions (signed envelopes). ``nonce`` is the signer's next account nonce.

@@ -197,15 +197,18 @@ def _pack(obj: Any) -> bytes | None:
         return None
 
 
-def sign_raw(key: crypto.KeyPair, type_name: Any, version: Any, body: bytes) -> bytes:
-    """An envelope around arbitrary body bytes, correctly signed (what a hostile peer can send)."""
-    signing = msgpack.packb([type_name, version, body, key.public_key], use_bin_type=True)
+def sign_raw(key: crypto.KeyPair, type_name: Any, version: Any, body: bytes, chain: str) -> bytes:
+    """An envelope around arbitrary body bytes, correctly signed for ``chain`` (what a hostile
+    peer of that network can send)."""
+    signing = msgpack.packb([chain, type_name, version, body, key.public_key], use_bin_type=True)
     sig = key.sign(wire.ENVELOPE_PURPOSE, signing)
     return msgpack.packb([type_name, version, body, key.public_key, sig], use_bin_type=True)
 
 
 # --- wire -----------------------------------------------------------------------------------
 
+CHAIN = "fuzz"  # chain id of the wire and HTTP targets (the ledger targets use the harness')
+PAYLOAD_CHAIN = "fuzz-payload"
 _WIRE_KEYS = [crypto.KeyPair.from_seed(f"fuzz-wire-{i}") for i in range(2)]
 
 wire_cases = st.one_of(
@@ -231,7 +234,8 @@ def run_wire(case: tuple) -> str:
     try:
         if kind == "random":
             data = case[1]
-            for fn in (wire.open_envelope, wire.decode, wire.peek_type):
+            opener = functools.partial(wire.open_envelope, chain=CHAIN)
+            for fn in (opener, wire.decode, wire.peek_type):
                 try:
                     fn(data)
                 except WireError:
@@ -241,13 +245,13 @@ def run_wire(case: tuple) -> str:
             data = _pack(case[1])
             if data is None:
                 return "unpackable"
-            wire.open_envelope(data)
+            wire.open_envelope(data, chain=CHAIN)
             return "accepted"  # pragma: no cover - a random tree is never a signed envelope
         if kind == "mutated":
             _, msg, k, seed = case
-            original = wire.seal(msg, _WIRE_KEYS[k])
+            original = wire.seal(msg, _WIRE_KEYS[k], CHAIN)
             data = mutate_bytes(original, random_byte_mutations(random.Random(seed)))
-            opened = wire.open_envelope(data)
+            opened = wire.open_envelope(data, chain=CHAIN)
             if data != original:
                 raise AssertionError("a mutated envelope opened")
             assert opened.message == msg
@@ -258,9 +262,9 @@ def run_wire(case: tuple) -> str:
             body = _pack(mutate_tree(msgpack.unpackb(wire.encode_body(msg)), mutation))
             if body is None:
                 return "unpackable"
-            data = sign_raw(_WIRE_KEYS[k], msg.TYPE, msg.VERSION, body)
-            opened = wire.open_envelope(data)
-            if wire.seal(opened.message, _WIRE_KEYS[k]) != data:
+            data = sign_raw(_WIRE_KEYS[k], msg.TYPE, msg.VERSION, body, CHAIN)
+            opened = wire.open_envelope(data, chain=CHAIN)
+            if wire.seal(opened.message, _WIRE_KEYS[k], CHAIN) != data:
                 raise AssertionError("an accepted envelope is not the canonical one")
             return "accepted"
         _, msg, seed = case
@@ -400,7 +404,7 @@ def _ledger_tx(
     elif kind == "random_message":
         if msg is None:
             return bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64))), "random"
-        tx = wire.seal(msg, key)
+        tx = wire.seal(msg, key, lh.CHAIN)
     if how == "bytes":
         tx = mutate_bytes(tx, random_byte_mutations(rng))
     elif how in ("resign", "other_signer"):
@@ -408,7 +412,11 @@ def _ledger_tx(
         if how == "resign":
             body = _pack(mutate_tree(msgpack.unpackb(body), random_tree_mutation(rng))) or body
         tx = sign_raw(
-            key if how == "other_signer" else _signer_key(_signer), type_name, version, body
+            key if how == "other_signer" else _signer_key(_signer),
+            type_name,
+            version,
+            body,
+            lh.CHAIN,
         )
     return tx, kind
 
@@ -504,7 +512,7 @@ def _epoch_config() -> Any:
 
     return EpochAppConfig(
         epoch=EpochConfig(epoch_blocks=8, poc_sprint_blocks=2, poc_validation_blocks=2),
-        chain_id="harness",
+        chain_id=lh.CHAIN,
     )
 
 
@@ -626,7 +634,7 @@ class _PayloadWorld:
         keys = {f"p{i}": crypto.KeyPair.from_seed(f"fuzz-payload-{i}") for i in range(4)}
         client = crypto.KeyPair.from_seed("fuzz-payload-client")
         genesis = wire.LedgerGenesis(
-            chain_id="fuzz-payload",
+            chain_id=PAYLOAD_CHAIN,
             accounts=(wire.GenesisAccount(client.address, 10**9),),
             participants=tuple(
                 wire.GenesisParticipant(k.public_key, n, 100) for n, k in keys.items()
@@ -668,7 +676,7 @@ class _PayloadWorld:
             nonce=1,
             max_escrow=10_000,
         )
-        self.request = wire.seal(request, client)
+        self.request = wire.seal(request, client, PAYLOAD_CHAIN)
 
         async def serve() -> bytes:
             items = [wire.decode(b) async for b in ta.submit(self.request)]
@@ -804,7 +812,11 @@ def run_payload(case: tuple) -> str:
             tree = random_tree_mutation(rng)
             mutated = _pack(mutate_tree(msgpack.unpackb(body_bytes), tree)) or body_bytes
             req = sign_raw(
-                crypto.KeyPair.from_seed("fuzz-payload-client"), type_name, version, mutated
+                crypto.KeyPair.from_seed("fuzz-payload-client"),
+                type_name,
+                version,
+                mutated,
+                PAYLOAD_CHAIN,
             )
         body = wire.encode(wire.Payload(request=req, artifact=art))
         record = dataclasses.replace(record, payload_hash=hashlib.sha256(body).digest())
@@ -829,7 +841,9 @@ def _run_fetch(world: _PayloadWorld, case: tuple) -> str:
     key = keys[who % len(keys)]
     digest = world.record.payload_hash if honest_hash else hashlib.sha256(b"nothing").digest()
     envelope = wire.seal(
-        wire.PayloadRequest(inference_id=world.iid, payload_hash=digest, timestamp_ms=1), key
+        wire.PayloadRequest(inference_id=world.iid, payload_hash=digest, timestamp_ms=1),
+        key,
+        PAYLOAD_CHAIN,
     )
     if mutate:
         envelope = mutate_bytes(envelope, random_byte_mutations(random.Random(seed)))
@@ -887,7 +901,7 @@ class _FakeTA:
         self.submit = _Remote(self._submit)
 
     async def _submit(self, envelope: bytes):
-        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
+        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest, chain=CHAIN)
         k = signed.message.sampling.logprobs
         for i in range(2):
             chunk = wire.StreamChunk(
@@ -923,6 +937,7 @@ def make_ingress() -> Any:
 
     ingress = InProcessIngress(
         network="fuzz",
+        chain=CHAIN,
         namespace="fuzz",
         participants={"p0": "a0", "p1": "a1"},
         model="fake",
@@ -1039,12 +1054,16 @@ def _signed_header(choice: str, seed: int, kind: str) -> bytes | None:
     from gonka_ray.sdk import sign_chat
 
     if choice == "other_type":
-        env = wire.seal(wire.Ping(1, 2), HTTP_CLIENT)
+        env = wire.seal(wire.Ping(1, 2), HTTP_CLIENT, CHAIN)
     elif (choice == "prompt_only") == (kind == "chat"):  # the other endpoint's form
-        env = sign_chat(HTTP_CLIENT, model="fake", prompt="hi", max_tokens=4)
+        env = sign_chat(HTTP_CLIENT, model="fake", prompt="hi", max_tokens=4, chain=CHAIN)
     else:
         env = sign_chat(
-            HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            HTTP_CLIENT,
+            model="fake",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            chain=CHAIN,
         )
     if choice == "mutated":
         env = mutate_bytes(env, random_byte_mutations(rng))

@@ -15,6 +15,7 @@ from gonka_ray.ledger import inference_app as app
 from gonka_ray.ledger.state import BlockResult, StateMachine, TxContext
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 
+CHAIN = "harness"  # the harness genesis' chain id: every envelope here is signed for it
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"harness-participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
 BY_ADDR = {k.address: k for k in KEYS.values()}
@@ -27,7 +28,7 @@ PROMPT_TOKENS = 10
 
 def genesis(client_balance: int = CLIENT_BALANCE) -> wire.LedgerGenesis:
     return wire.LedgerGenesis(
-        chain_id="harness",
+        chain_id=CHAIN,
         accounts=(
             wire.GenesisAccount(CLIENT.address, client_balance),
             wire.GenesisAccount(OUTSIDER.address, 1_000),
@@ -67,12 +68,12 @@ class Chain:
     def tx(self, key: crypto.KeyPair, msg_cls: type, **fields: Any) -> bytes:
         """Sign a transaction: lifecycle types with a fresh salt, others with the next nonce."""
         if "nonce" in fields:
-            return wire.seal(msg_cls(**fields), key)
+            return wire.seal(msg_cls(**fields), key, CHAIN)
         if msg_cls in self.sm.unsequenced:
-            return wire.seal(msg_cls(**fields, nonce=next(self.salts)), key)
+            return wire.seal(msg_cls(**fields, nonce=next(self.salts)), key, CHAIN)
         n = self.pending.get(key.address, 0)
         self.pending[key.address] = n + 1
-        return wire.seal(msg_cls(**fields, nonce=self.sm.nonce(key.address) + n), key)
+        return wire.seal(msg_cls(**fields, nonce=self.sm.nonce(key.address) + n), key, CHAIN)
 
     def client_request(
         self, *, max_tokens: int = 20, max_escrow: int = 10_000, key: crypto.KeyPair = CLIENT
@@ -86,7 +87,7 @@ class Chain:
             nonce=next(self.requests),
             max_escrow=max_escrow,
         )
-        return wire.seal(req, key)
+        return wire.seal(req, key, CHAIN)
 
     def drawn(self, request: bytes, attempt: int = 0, ta: str = "p0") -> str:
         """The executor the ledger will accept for ``request`` at ``attempt`` from ``ta``."""

@@ -198,10 +198,19 @@ class RoleBase:
         self.key = key
         self.address = key.address
         self.ledger = ledger
+        self.chain = ledger.chain  # the network's chain id and rule schedule (LedgerPort)
         self.engine = EngineClient(engine)
         self.model = model
         self.clock = clock
         self.rng = rng or random.Random()
+
+    async def draws_without_replacement(self, attempt: int) -> bool:
+        """Whether a retry's executor draw skips the earlier attempts' executors under the
+        rules of the ledger's current height (attempt 0 draws the same under every version)."""
+        if attempt == 0:
+            return True
+        rules = self.chain.rules_at(await self.ledger.height())
+        return rules.retry_draws_without_replacement
 
 
 async def submit_until(

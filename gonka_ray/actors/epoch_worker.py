@@ -211,7 +211,7 @@ class EpochWorker(RoleBase):
 
     async def _submit(self, msg: Any) -> bool:
         msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))
-        outcome = await self.ledger.submit(wire.seal(msg, self.key))
+        outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:
             self.rejected[f"{type(msg).TYPE}:{outcome.reason}"] += 1
             log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)

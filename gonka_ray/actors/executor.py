@@ -190,12 +190,14 @@ class Executor(RoleBase):
         )
 
     async def _admit(self, envelope: bytes):
-        outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest)
+        outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest, chain=self.chain.id)
         if not 0 <= outer.message.attempt < MAX_ATTEMPTS:
             # NOTE: before any draw: drawing attempt a costs a+1 weighted picks, and the ledger
             # refuses a Start beyond its cap anyway.
             raise NoExecutorAvailable(f"attempt must be in [0, {MAX_ATTEMPTS})")
-        client = wire.open_envelope(outer.message.request, expect=wire.InferenceRequest)
+        client = wire.open_envelope(
+            outer.message.request, expect=wire.InferenceRequest, chain=self.chain.id
+        )
         iid, attempt, ta = client.id, outer.message.attempt, outer.signer_address
         # the prompt must be the client's request under the chat template: a TA that pads it
         # would bill the client for tokens it never sent (and the verifier fails such a prompt,
@@ -211,13 +213,16 @@ class Executor(RoleBase):
                 "prompt_ids are not the client's request under the chat template",
                 field="prompt_ids",
             )
-        if not fresh and not (ta in participants and self._drawn(iid, attempt, ta, participants)):
+        unreplaced = await self.draws_without_replacement(attempt)
+        if not fresh and not (
+            ta in participants and self._drawn(iid, attempt, ta, participants, unreplaced)
+        ):
             participants = await self._read_participants()  # the copy may be old: re-read
         if ta not in participants:
             raise NoExecutorAvailable("ExecuteRequest not signed by a registered participant")
         if client.message.model != self.model:
             raise NoExecutorAvailable(f"this executor serves {self.model}")
-        if not self._drawn(iid, attempt, ta, participants):
+        if not self._drawn(iid, attempt, ta, participants, unreplaced):
             raise NoExecutorAvailable("this executor is not the draw for this inference")
         spec = client.message.sampling
         sampling = SamplingParams.from_spec(spec)
@@ -234,8 +239,16 @@ class Executor(RoleBase):
             sampling = self.sampling_hook(sampling)
         return iid, outer.message.request, list(outer.message.prompt_ids), sampling, spec
 
-    def _drawn(self, iid: bytes, attempt: int, ta: str, participants: dict) -> bool:
-        drawn = select_executor(iid, attempt, eligible_weights(participants), exclude={ta})
+    def _drawn(
+        self, iid: bytes, attempt: int, ta: str, participants: dict, without_replacement: bool
+    ) -> bool:
+        drawn = select_executor(
+            iid,
+            attempt,
+            eligible_weights(participants),
+            exclude={ta},
+            without_replacement=without_replacement,
+        )
         return drawn == self.address
 
     async def _cached_participants(self) -> tuple[dict, bool]:
@@ -291,7 +304,7 @@ class Executor(RoleBase):
             nonce=self.rng.getrandbits(64),
             evidence_weight_micro=self._evidence_weight(artifact),
         )
-        tx = wire.seal(finish, self.key)
+        tx = wire.seal(finish, self.key, self.chain.id)
         deadline = self.clock() + FINISH_DEADLINE_S
         give_up = time.monotonic() + FINISH_DEADLINE_S
         while True:
@@ -311,6 +324,7 @@ class Executor(RoleBase):
                 tx = wire.seal(
                     wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
                     self.key,
+                    self.chain.id,
                 )
                 continue
             self.finish_failures.append(outcome.reason)
@@ -326,7 +340,7 @@ class Executor(RoleBase):
             WireError: bad or unsigned request.
             PayloadUnavailable: not a participant, unknown hash, or withheld.
         """
-        req = wire.open_envelope(envelope, expect=wire.PayloadRequest)
+        req = wire.open_envelope(envelope, expect=wire.PayloadRequest, chain=self.chain.id)
         participants = await self.ledger.participants()
         if req.signer_address not in participants:
             raise PayloadUnavailable("payloads are served to participants only")

@@ -27,6 +27,7 @@ from gonka_ray.ledger.state import PARTICIPANTS, BlockResult, StateMachine
 from gonka_ray.protocol.lifecycle import InferenceRecord, ParticipantRecord
 from gonka_ray.protocol.reputation import reputation
 from gonka_ray.protocol.settlement import EpochSnapshot
+from gonka_ray.protocol.versions import Chain
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class LedgerEvent:
 class EventLog:
     """Events from committed blocks, numbered from 1; bounded (old events are dropped)."""
 
-    def __init__(self, max_events: int = 100_000) -> None:
+    def __init__(self, chain: str, max_events: int = 100_000) -> None:
+        self.chain = chain
         self.events: list[LedgerEvent] = []
         self.max_events = max_events
         self._next = 1
@@ -74,7 +76,7 @@ class EventLog:
         for tx, receipt in zip(txs, result.receipts, strict=True):
             if not receipt.ok:
                 continue
-            signed = wire.open_envelope(tx)  # applied, so it opens
+            signed = wire.open_envelope(tx, chain=self.chain)  # applied, so it opens
             msg = signed.message
             if isinstance(msg, wire.StartInference):
                 iid = inference_app.inference_id_of(msg.request)
@@ -106,8 +108,11 @@ class LedgerPort(Protocol):
 
     ``submit`` returns once the transaction committed (its receipt); when ``accepted`` is given
     it is set as soon as a replica has taken the transaction into its mempool and passed it on
-    to the group, long before the commit.
+    to the group, long before the commit. ``chain`` is the network's chain id and rule schedule
+    (from its genesis): roles sign and open envelopes for it.
     """
+
+    chain: Chain
 
     async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome: ...
     async def participants(self) -> dict[str, ParticipantInfo]: ...
@@ -154,9 +159,10 @@ class LocalLedger:
         epoch: epoch_app.EpochAppConfig | None = None,
     ) -> None:
         self.sm = StateMachine(genesis)
+        self.chain = self.sm.chain
         self.epoch_config = epoch or epoch_app.EpochAppConfig(chain_id=genesis.chain_id)
         epoch_app.install_protocol(self.sm, config, self.epoch_config)
-        self.log = EventLog()
+        self.log = EventLog(self.chain.id)
         self.epochs_to_max = epochs_to_max_reputation
         self._queue: list[tuple[bytes, asyncio.Future]] = []
         self._cutting = False

@@ -40,6 +40,7 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.protocol.verification_policy import thresholds_for
+from gonka_ray.protocol.versions import Chain, chain_of
 from gonka_ray.verification.adversary import SAMPLING_CHEATS, sampling_hook
 
 
@@ -76,6 +77,11 @@ class ParticipantSpec:
             expiry_blocks=self.expiry_blocks,
             vote_blocks=self.vote_blocks,
         )
+
+    @property
+    def chain(self) -> Chain:
+        """The network's chain id and rule schedule (from the genesis)."""
+        return chain_of(wire.decode(self.genesis, wire.LedgerGenesis))
 
     @property
     def epoch_app_config(self) -> epoch_app.EpochAppConfig:
@@ -121,7 +127,7 @@ class ParticipantReplica(LedgerReplica):
 
     def __init__(self, spec: ParticipantSpec, **replica_kwargs: Any) -> None:
         self.spec = spec
-        self.events = EventLog()
+        self.events = EventLog(spec.chain.id)
 
         self.epoch_config = spec.epoch_app_config
 
@@ -183,6 +189,10 @@ class ParticipantReplica(LedgerReplica):
     async def height(self) -> int:
         return self.sm.height
 
+    async def chain_id(self) -> str:
+        """The network's chain id: clients sign their requests for it."""
+        return self.sm.chain.id
+
     async def epoch_view(self) -> epoch_app.EpochView:
         return epoch_app.epoch_view(self.sm, self.epoch_config)
 
@@ -208,6 +218,7 @@ class ReplicaLedgerPort:
         self.spec = spec
         self.handles = handles
         self.timeout_s = timeout_s
+        self.chain = spec.chain
         self._client = None
 
     def _own(self) -> Any:

@@ -156,7 +156,7 @@ class TransportAgent(RoleBase):
             self.inflight -= 1
 
     async def _submit(self, envelope: bytes) -> AsyncIterator[bytes]:
-        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest)
+        signed = wire.open_envelope(envelope, expect=wire.InferenceRequest, chain=self.chain.id)
         req: wire.InferenceRequest = signed.message
         now_ms = int(self.clock() * 1000)
         check_timestamp(req.timestamp_ms, now_ms)
@@ -229,7 +229,11 @@ class TransportAgent(RoleBase):
             if attempt:  # a retry draws from the ledger's current set
                 participants = await self.ledger.participants()
             executor = select_executor(
-                iid, attempt, eligible_weights(participants), exclude={self.address}
+                iid,
+                attempt,
+                eligible_weights(participants),
+                exclude={self.address},
+                without_replacement=await self.draws_without_replacement(attempt),
             )
             start_tx = wire.seal(
                 wire.StartInference(
@@ -241,6 +245,7 @@ class TransportAgent(RoleBase):
                     nonce=self.rng.getrandbits(64),
                 ),
                 self.key,
+                self.chain.id,
             )
             accepted = asyncio.Event()
             start_task = self._tasks.spawn(self._submit_start(start_tx, t0, timing, accepted))
@@ -250,6 +255,7 @@ class TransportAgent(RoleBase):
                     request=envelope, attempt=attempt, prompt_ids=tuple(prompt_ids)
                 ),
                 self.key,
+                self.chain.id,
             )
             output: list[int] = []
             finish_reason = ""
@@ -408,6 +414,7 @@ class TransportAgent(RoleBase):
                 client_left=client_left,
             ),
             self.key,
+            self.chain.id,
         )
         return await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
 

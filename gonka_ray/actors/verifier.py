@@ -195,7 +195,7 @@ class Verifier(RoleBase):
         return 1
 
     async def _submit(self, msg: Any) -> None:
-        outcome = await self.ledger.submit(wire.seal(msg, self.key))
+        outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:
             log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)
 
@@ -229,7 +229,9 @@ class Verifier(RoleBase):
         try:
             payload = wire.decode(body, expect=wire.Payload)
             artifact = Artifact.from_compact(payload.artifact)
-            client = wire.open_envelope(payload.request, expect=wire.InferenceRequest)
+            client = wire.open_envelope(
+                payload.request, expect=wire.InferenceRequest, chain=self.chain.id
+            )
         except GonkaError as exc:
             return failed_structurally(f"malformed payload: {type(exc).__name__}")
         problem = await self._structural_problem(record, artifact, client)
@@ -276,6 +278,7 @@ class Verifier(RoleBase):
                 timestamp_ms=int(self.clock() * 1000),
             ),
             self.key,
+            self.chain.id,
         )
         return await PeerExecutor(self.executors(record.executor)).payload(request)
 

@@ -190,6 +190,7 @@ def book_for(
         ),
         draw_sets=_TableView(ctx, DRAW_SETS, pairs, lambda _k, row: unpairs(row)),
         draw_grace_blocks=config.draw_grace_blocks,
+        rules_at=ctx.chain.rules_at,
         resets_streak=(
             None if resets_streak is None else (lambda rec, a: resets_streak(ctx, rec, a))
         ),
@@ -201,9 +202,10 @@ def prompt_hash(prompt_ids: list[int] | tuple[int, ...]) -> bytes:
     return hashlib.sha256(b"".join(int(t).to_bytes(4, "little") for t in prompt_ids)).digest()
 
 
-def open_client_request(request: bytes) -> wire.Signed:
-    """Verify a client's InferenceRequest envelope (raises a WireError subclass)."""
-    return wire.open_envelope(request, expect=wire.InferenceRequest)
+def open_client_request(request: bytes, chain: str) -> wire.Signed:
+    """Verify a client's InferenceRequest envelope signed for ``chain`` (raises a WireError
+    subclass)."""
+    return wire.open_envelope(request, expect=wire.InferenceRequest, chain=chain)
 
 
 def install(
@@ -221,7 +223,7 @@ def install(
 
     def start(ctx: TxContext, msg: wire.StartInference) -> None:
         try:
-            client = open_client_request(msg.request)
+            client = open_client_request(msg.request, ctx.chain.id)
         except WireError as exc:
             ctx.reject(f"bad_client_request:{type(exc).__name__}")
         req = client.message
@@ -313,8 +315,9 @@ def participant_records(sm: StateMachine) -> dict[str, ParticipantRecord]:
 
 
 def inference_id_of(request_envelope: bytes) -> bytes:
-    """``sha256(client signature)`` of a client's request envelope."""
-    return open_client_request(request_envelope).id
+    """``sha256(client signature)`` of a client's request envelope (read, not verified: for
+    envelopes the ledger already accepted)."""
+    return wire.envelope_id(request_envelope)
 
 
 __all__ = [

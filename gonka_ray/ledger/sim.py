@@ -62,6 +62,7 @@ from gonka_ray.wire import (
 
 BYZANTINE_MODES = ("silent", "equivocate", "forge", "replay")
 REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed} --n {n}"
+SIM_CHAIN = "sim"  # the simulated network's chain id
 
 
 @lru_cache(maxsize=64)
@@ -75,7 +76,7 @@ def make_genesis(
     """A genesis with ``n`` validators ``replica-i`` and ``clients`` funded ``client-k``."""
     powers = powers or [1] * n
     return LedgerGenesis(
-        chain_id="sim",
+        chain_id=SIM_CHAIN,
         accounts=tuple(
             GenesisAccount(address=sim_key(f"client-{k}").address, balance=balance)
             for k in range(clients)
@@ -431,13 +432,17 @@ def scenario_txs(rng: random.Random, count: int) -> list[bytes]:
         to = sim_key(f"client-{rng.randrange(4)}").address
         roll = rng.random()
         if roll < 0.08:  # overspend
-            txs.append(wire.seal(Transfer(to=to, amount=10**6, nonce=nonces[k]), key))
+            txs.append(wire.seal(Transfer(to=to, amount=10**6, nonce=nonces[k]), key, SIM_CHAIN))
         elif roll < 0.12:  # bad signature: flip a byte of the signature
-            raw = bytearray(wire.seal(Transfer(to=to, amount=1, nonce=nonces[k]), key))
+            raw = bytearray(wire.seal(Transfer(to=to, amount=1, nonce=nonces[k]), key, SIM_CHAIN))
             raw[-1] ^= 1
             txs.append(bytes(raw))
         else:
-            txs.append(wire.seal(Transfer(to=to, amount=rng.randint(1, 20), nonce=nonces[k]), key))
+            txs.append(
+                wire.seal(
+                    Transfer(to=to, amount=rng.randint(1, 20), nonce=nonces[k]), key, SIM_CHAIN
+                )
+            )
             nonces[k] += 1
     return txs
 

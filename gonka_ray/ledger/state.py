@@ -47,6 +47,7 @@ import msgpack
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import BadSignature, TxRejected, UnknownMessageType, WireError
 from gonka_ray.ledger import merkle
+from gonka_ray.protocol.versions import Chain, chain_of
 from gonka_ray.wire import LedgerGenesis, RegisterParticipant, Transfer
 
 MAX_AMOUNT = 2**63 - 1  # largest balance or amount
@@ -138,6 +139,11 @@ class TxContext:
         """The network's genesis (its fixed protocol parameters)."""
         return self._sm.genesis
 
+    @property
+    def chain(self) -> Chain:
+        """The network's chain id and rule schedule (from the genesis)."""
+        return self._sm.chain
+
     def get(self, table: str, key: Any, default: Any = None) -> Any:
         v = self._writes.get((table, key), None)
         if v is _DELETED:
@@ -203,6 +209,7 @@ class StateMachine:
 
     def __init__(self, genesis: LedgerGenesis, *, epoch_blocks: int = 0) -> None:
         self.genesis = genesis
+        self.chain = chain_of(genesis)  # refuses a rules version this software does not know
         self.epoch_blocks = epoch_blocks
         self.tables: dict[str, dict[Any, Any]] = {}
         self._leaves: dict[str, dict[Any, int]] = {}
@@ -320,10 +327,9 @@ class StateMachine:
                 self._opened.popitem(last=False)
         return not isinstance(hit, TxResult)
 
-    @staticmethod
-    def _open(th: bytes, tx: bytes) -> Any:
+    def _open(self, th: bytes, tx: bytes) -> Any:
         try:
-            return wire.open_envelope(tx)
+            return wire.open_envelope(tx, chain=self.chain.id)
         except BadSignature:
             return TxResult(th, th, False, "bad_signature")
         except UnknownMessageType as exc:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from gonka_ray.constants import PROTOCOL_VERSION
 from gonka_ray.exceptions import NoExecutorAvailable, TxRejected
-from gonka_ray.protocol import payments, reputation, selection, votes
+from gonka_ray.protocol import payments, reputation, selection, versions, votes
 from gonka_ray.protocol.reputation import Status
 
 # NOTE: each attempt is a fresh executor draw, so a TA free to name any attempt could grind
@@ -147,6 +148,8 @@ class InferenceBook:
             executor turned INVALID meanwhile), and then names a draw under a recent set.
             None: only the current draw is accepted.
         draw_grace_blocks: how long a replaced set still counts.
+        rules_at: the protocol rules of a block height (:mod:`gonka_ray.protocol.versions`;
+            default: this software's current rules at every height).
         resets_streak: whether a pass by this validator ends the executor's run of
             invalidations (default: any pass). The ledger counts only the inference's primary
             validator, the one check the ledger itself required when it was made: a sybil
@@ -168,6 +171,7 @@ class InferenceBook:
         draw_sets: MutableMapping[int, Mapping[str, int]] | None = None,
         draw_grace_blocks: int = 0,
         resets_streak: Callable[[InferenceRecord, str], bool] | None = None,
+        rules_at: Callable[[int], versions.Rules] | None = None,
     ) -> None:
         self.accounts = accounts
         self.participants = participants
@@ -181,6 +185,7 @@ class InferenceBook:
         self.draw_sets = draw_sets
         self.draw_grace_blocks = draw_grace_blocks
         self.resets_streak = resets_streak
+        self.rules_at = rules_at or (lambda _height: versions.RULES[PROTOCOL_VERSION])
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -188,11 +193,22 @@ class InferenceBook:
         """Executors that may be drawn now: weight > 0 and not INVALID."""
         return selection.eligible_weights(self.participants)
 
-    def expected_executor(self, inference_id: bytes, attempt: int, transport_agent: str) -> str:
-        """The only executor a Start for this id and attempt may name."""
+    def expected_executor(
+        self, inference_id: bytes, attempt: int, transport_agent: str, height: int | None = None
+    ) -> str:
+        """The only executor a Start for this id and attempt may name (committed at ``height``;
+        default: under the current rules)."""
         return selection.select_executor(
-            inference_id, attempt, self.eligible_weights(), exclude={transport_agent}
+            inference_id,
+            attempt,
+            self.eligible_weights(),
+            exclude={transport_agent},
+            without_replacement=self._without_replacement(height),
         )
+
+    def _without_replacement(self, height: int | None) -> bool:
+        rules = versions.RULES[PROTOCOL_VERSION] if height is None else self.rules_at(height)
+        return rules.retry_draws_without_replacement
 
     def total_escrow(self) -> int:
         """Units locked in escrow by unfinished inferences."""
@@ -230,7 +246,7 @@ class InferenceBook:
         if not 0 <= attempt < MAX_ATTEMPTS:
             raise _reject("bad_attempt", f"attempt must be in [0, {MAX_ATTEMPTS})")
         try:
-            drawn = self.expected_executor(inference_id, attempt, transport_agent)
+            drawn = self.expected_executor(inference_id, attempt, transport_agent, height)
         except NoExecutorAvailable:
             raise _reject("no_executor", "no eligible executor") from None
         if executor != drawn and not self._drawn_before(
@@ -447,7 +463,11 @@ class InferenceBook:
                 continue
             try:
                 chosen = selection.select_executor(
-                    inference_id, attempt, self.draw_sets[key], exclude={ta}
+                    inference_id,
+                    attempt,
+                    self.draw_sets[key],
+                    exclude={ta},
+                    without_replacement=self._without_replacement(height),
                 )
             except NoExecutorAvailable:
                 continue

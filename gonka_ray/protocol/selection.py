@@ -71,12 +71,16 @@ def select_executor(
     attempt: int,
     weights: Mapping[str, int],
     exclude: Iterable[str] = (),
+    *,
+    without_replacement: bool = True,
 ) -> str:
     """The executor for ``inference_id`` at ``attempt``.
 
     Attempt ``a`` is drawn ∝ weight among the candidates that attempts ``0 … a−1`` did not pick
     (all of them again once each has been picked), so attempt 0 is ∝ weight and a retry goes to
-    someone new while anyone new is left.
+    someone new while anyone new is left. ``without_replacement=False`` is protocol version 1's
+    rule (every attempt drawn from everyone), kept so that old blocks replay
+    (:mod:`gonka_ray.protocol.versions`).
 
     Args:
         inference_id: 32-byte id (sha256 of the client's signature).
@@ -92,6 +96,8 @@ def select_executor(
         raise ValueError("attempt must be >= 0")
     banned = set(exclude)
     eligible = {k: w for k, w in weights.items() if k not in banned and w > 0}
+    if not without_replacement:
+        return weighted_pick(eligible, draw_randomness(inference_id, attempt))
     tried: set[str] = set()
     chosen = ""
     for a in range(attempt + 1):

@@ -83,7 +83,12 @@ def test_poc_weights_drive_draws_and_rewards_and_a_cheater_is_paid_nothing(ray_s
         epoch = view.epoch
         snapshot_w = {n: view.weights[a] for n, a in addr.items()}
 
-        client = Client(net.client_key(), {n: net.ta(n) for n in ("p0", "p1", "p2")}, "fake")
+        client = Client(
+            net.client_key(),
+            {n: net.ta(n) for n in ("p0", "p1", "p2")},
+            "fake",
+            chain=net.chain_id,
+        )
         sem = asyncio.Semaphore(6)
         done = []
 

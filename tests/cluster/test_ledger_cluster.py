@@ -11,6 +11,7 @@ from gonka_ray import wire
 from gonka_ray.actors._factory import ActorOptions
 from gonka_ray.ledger.client import LedgerClient
 from gonka_ray.ledger.replica import replica_actor
+from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
 from gonka_ray.ledger.sim import make_genesis, sim_key
 from gonka_ray.wire import Transfer
 
@@ -19,7 +20,7 @@ N = 4
 
 def transfer(k: int, nonce: int) -> bytes:
     to = sim_key("client-3").address
-    return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"))
+    return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"), CHAIN)
 
 
 async def wait_for(cond, timeout_s: float) -> bool:

@@ -51,7 +51,12 @@ def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejecte
 
     async def scenario() -> None:
         await wait_ready(net)
-        client = Client(net.client_key(), {n: net.ta(n) for n in ("p0", "p1", "p2")}, "fake")
+        client = Client(
+            net.client_key(),
+            {n: net.ta(n) for n in ("p0", "p1", "p2")},
+            "fake",
+            chain=net.chain_id,
+        )
         results = [
             await client.chat([{"role": "user", "content": f"q{i}"}], ta="p0", max_tokens=4, seed=i)
             for i in range(6)
@@ -80,6 +85,7 @@ def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejecte
                 nonce=12345,
             ),
             key,
+            net.chain_id,
         )
         from gonka_ray.actors.participant import ReplicaLedgerPort, _Handles
 
@@ -87,7 +93,9 @@ def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejecte
         outcome = await port.submit(tx)
         assert not outcome.ok and outcome.reason == "self_validation"
         stranger = crypto.KeyPair.from_seed("not-a-participant")
-        tx = wire.seal(wire.Vote(inference_id=own.inference_id, valid=False, nonce=1), stranger)
+        tx = wire.seal(
+            wire.Vote(inference_id=own.inference_id, valid=False, nonce=1), stranger, net.chain_id
+        )
         outcome = await port.submit(tx)
         assert not outcome.ok and outcome.reason == "not_participant"
 

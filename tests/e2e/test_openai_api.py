@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from gonka_ray import crypto, sdk
+from gonka_ray import sdk
 from gonka_ray.exceptions import GonkaError, InsufficientBalance, Overloaded
 from gonka_ray.serve_app import error_response, serve_network, unwrap_error
 from tests.served_network import API_KEY, POOR_KEY
@@ -169,6 +169,7 @@ def test_signed_request_and_its_replay(served) -> None:
         messages=[{"role": "user", "content": "signed"}],
         max_tokens=3,
         logprobs=5,
+        chain=net.chain_id,
     )
     hdr = {"X-Gonka-Signed-Request": base64.b64encode(env).decode(), "X-Gonka-TA": "p1"}
     body = {"model": "ignored", "messages": [], "logprobs": True, "top_logprobs": 2}
@@ -177,9 +178,7 @@ def test_signed_request_and_its_replay(served) -> None:
         assert r.status_code == 200, r.text
         assert (
             r.json()["inference_id"]
-            == crypto.sha256(
-                __import__("gonka_ray.wire", fromlist=["x"]).open_envelope(env).signature
-            ).hex()
+            == __import__("gonka_ray.wire", fromlist=["x"]).envelope_id(env).hex()
         )
         assert r.headers["x-gonka-ignored-fields"] == "messages,model"
         assert len(r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
@@ -343,11 +342,15 @@ def test_expired_and_misrouted_signed_requests(served) -> None:
         messages=[{"role": "user", "content": "late"}],
         max_tokens=2,
         clock=lambda: time.time() - 120,
+        chain=net.chain_id,
     )
     r = httpx.post(url + "chat/completions", json={}, headers=header(old), timeout=60)
     assert r.status_code == 400 and _error(r)["code"] == "expired_request", r.text
     chat = sdk.sign_chat(
-        net.client_key(0), model="fake", messages=[{"role": "user", "content": "x"}]
+        net.client_key(0),
+        model="fake",
+        messages=[{"role": "user", "content": "x"}],
+        chain=net.chain_id,
     )
     r = httpx.post(url + "completions", json={}, headers=header(chat), timeout=60)
     assert r.status_code == 400 and "chat/completions" in _error(r)["message"]
@@ -363,6 +366,7 @@ def test_back_pressure_is_a_429_with_retry_after_before_any_work() -> None:
 
     ingress = GonkaIngress(
         network="none",
+        chain="none",
         namespace="none",
         participants={"p0": "addr0"},
         model="fake",

@@ -14,7 +14,7 @@ from gonka_ray.actors.transport import TIMINGS_KEPT
 from gonka_ray.exceptions import EngineError, Overloaded, StreamInterrupted
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.serve_app import error_response
-from tests.unit.test_participants_inprocess import Net, _BadExecutor
+from tests.unit.test_participants_inprocess import CHAIN, Net, _BadExecutor
 
 
 async def test_saturated_ta_answers_429_before_escrow_and_the_request_can_be_resent(
@@ -32,7 +32,7 @@ async def test_saturated_ta_answers_429_before_escrow_and_the_request_can_be_res
     assert ta.stats()["refused"] == 1
     response = error_response(err.value)
     assert response.status_code == 429 and response.headers["Retry-After"] == "1"
-    iid = wire.open_envelope(env).id
+    iid = wire.open_envelope(env, chain=CHAIN).id
     assert await net.ledger.inference(iid) is None  # nothing started, nothing escrowed
     assert await net.ledger.balance(net.client.address) == balance
     await held.aclose()
@@ -49,7 +49,9 @@ async def test_saturated_executor_is_skipped_for_the_next_draw(tmp_path) -> None
     ta = net.keys["p0"].address
 
     def draw(env: bytes, attempt: int) -> str:
-        return select_executor(wire.open_envelope(env).id, attempt, weights, exclude={ta})
+        return select_executor(
+            wire.open_envelope(env, chain=CHAIN).id, attempt, weights, exclude={ta}
+        )
 
     env = net.request()
     while draw(env, 0) != busy.address or draw(env, 1) == busy.address:
@@ -77,7 +79,7 @@ async def test_stream_cut_mid_way_is_a_typed_error_naming_the_inference(tmp_path
     with pytest.raises(StreamInterrupted) as err:
         await net.ask("p0", env)
     assert isinstance(err.value, EngineError) and err.value.recoverable
-    assert err.value.fields["inference_id"] == wire.open_envelope(env).id.hex()
+    assert err.value.fields["inference_id"] == wire.open_envelope(env, chain=CHAIN).id.hex()
     assert err.value.fields["tokens_sent"] == 1
     assert err.value.to_dict()["code"] == "stream_interrupted"
 

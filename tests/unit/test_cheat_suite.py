@@ -26,6 +26,7 @@ from gonka_ray.engine.transformers_engine import TransformersEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
 from gonka_ray.verification.adversary import cheat_model, sampling_hook
 
+CHAIN = "cheats"
 NOW = 1_800_000_000.0
 MODEL = "tiny-llama"
 CFG = EngineConfig(kind="transformers", max_batch_size=8)
@@ -50,7 +51,7 @@ async def run_cheat(tmp_path, honest_engine, *, executor_kw=None, cheater_engine
     client = crypto.KeyPair.from_seed("cheat-suite-client")
     weights = {"p0": 10, "p1": 10, "p2": 10, "p3": 100_000}
     genesis = wire.LedgerGenesis(
-        chain_id="cheats",
+        chain_id=CHAIN,
         accounts=(wire.GenesisAccount(client.address, 10**9),),
         participants=tuple(
             wire.GenesisParticipant(k.public_key, n, weights[n]) for n, k in keys.items()
@@ -113,7 +114,7 @@ async def run_cheat(tmp_path, honest_engine, *, executor_kw=None, cheater_engine
             nonce=i,
             max_escrow=10**6,
         )
-        return [wire.decode(b) async for b in ta.submit(wire.seal(req, client))][-1]
+        return [wire.decode(b) async for b in ta.submit(wire.seal(req, client, CHAIN))][-1]
 
     # concurrent requests: the honest engine batches them (honest variation: batch composition)
     done = await asyncio.gather(*[one(i) for i in range(requests)])

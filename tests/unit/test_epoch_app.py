@@ -26,7 +26,8 @@ EPOCH = EpochConfig(
     weight_cap_share=0.5,
 )
 APP = inference_app.InferenceAppConfig(price_per_token=2, expiry_blocks=30, vote_blocks=3)
-CFG = epoch_app.EpochAppConfig(epoch=EPOCH, chain_id="test")
+CHAIN = "test"
+CFG = epoch_app.EpochAppConfig(epoch=EPOCH, chain_id=CHAIN)
 
 
 def seed_of(name: str, epoch: int) -> bytes:
@@ -38,7 +39,7 @@ class Chain:
 
     def __init__(self, evidence: wire.EvidenceRuleSpec | None = None) -> None:
         genesis = wire.LedgerGenesis(
-            chain_id="test",
+            chain_id=CHAIN,
             accounts=(wire.GenesisAccount(CLIENT.address, 1_000_000),),
             participants=tuple(
                 wire.GenesisParticipant(k.public_key, n, 100) for n, k in KEYS.items()
@@ -60,7 +61,7 @@ class Chain:
         return self.sm.height
 
     def tx(self, name: str, msg_cls, **fields) -> bytes:
-        return wire.seal(msg_cls(**fields, nonce=next(self.salts)), KEYS[name])
+        return wire.seal(msg_cls(**fields, nonce=next(self.salts)), KEYS[name], CHAIN)
 
     def block(self, *txs: bytes) -> list[tuple[bool, str]]:
         h = self.sm.height + 1
@@ -100,7 +101,7 @@ class Chain:
             nonce=next(self.requests),
             max_escrow=10_000,
         )
-        return wire.seal(req, CLIENT)
+        return wire.seal(req, CLIENT, CHAIN)
 
     def run_inference(self, ta: str = "p0", evidence_weight: int = 0) -> tuple[bytes, str]:
         """Start and finish one inference; returns its id and executor name."""
@@ -208,7 +209,9 @@ def test_seed_commit_window_and_once_per_epoch() -> None:
     commit = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x07" * 32)
     again = chain.tx("p1", wire.SeedCommit, epoch=1, commitment=b"\x08" * 32)
     stranger = crypto.KeyPair.from_seed("stranger")
-    outsider = wire.seal(wire.SeedCommit(epoch=1, commitment=b"\x07" * 32, nonce=0), stranger)
+    outsider = wire.seal(
+        wire.SeedCommit(epoch=1, commitment=b"\x07" * 32, nonce=0), stranger, CHAIN
+    )
     assert chain.block(commit, again, outsider) == [
         (True, ""),
         (False, "duplicate"),

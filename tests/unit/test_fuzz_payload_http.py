@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from gonka_ray.exceptions import MalformedMessage
 from gonka_ray.sdk import sign_chat
 from tests.fuzz_targets import (
+    CHAIN,
     HTTP,
     HTTP_CLIENT,
     NAN_LOGPROB,
@@ -86,7 +87,9 @@ def test_lone_surrogate_in_content_is_a_typed_error() -> None:
     body = ("field", "messages", [{"role": "user", "content": "a\ud800"}], {})
     assert run_http(("chat", body, _headers())) == "4xx:400"
     with pytest.raises(MalformedMessage):
-        sign_chat(HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "\udfff"}])
+        sign_chat(
+            HTTP_CLIENT, model="fake", messages=[{"role": "user", "content": "\udfff"}], chain=CHAIN
+        )
 
 
 def test_out_of_range_logprob_counts_next_to_a_signed_request_are_400() -> None:

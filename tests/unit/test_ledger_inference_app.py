@@ -9,6 +9,7 @@ from gonka_ray.ledger import inference_app as app
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.protocol.lifecycle import InferenceStatus
 
+CHAIN = "test"
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
 BY_ADDR = {k.address: k for k in KEYS.values()}
@@ -18,7 +19,7 @@ CONFIG = app.InferenceAppConfig(price_per_token=2, expiry_blocks=5, vote_blocks=
 
 def genesis() -> wire.LedgerGenesis:
     return wire.LedgerGenesis(
-        chain_id="test",
+        chain_id=CHAIN,
         accounts=(wire.GenesisAccount(CLIENT.address, 100_000),),
         participants=tuple(wire.GenesisParticipant(k.public_key, n, 100) for n, k in KEYS.items()),
     )
@@ -42,10 +43,10 @@ class Chain:
     def tx(self, key: crypto.KeyPair, msg_cls, **fields) -> bytes:
         """Sign a transaction: lifecycle ones with a fresh salt, others with the next nonce."""
         if msg_cls in self.sm.unsequenced:
-            return wire.seal(msg_cls(**fields, nonce=next(self.salts)), key)
+            return wire.seal(msg_cls(**fields, nonce=next(self.salts)), key, CHAIN)
         n = self.pending.get(key.address, 0)
         self.pending[key.address] = n + 1
-        return wire.seal(msg_cls(**fields, nonce=self.sm.nonce(key.address) + n), key)
+        return wire.seal(msg_cls(**fields, nonce=self.sm.nonce(key.address) + n), key, CHAIN)
 
     def block(self, *txs: bytes) -> list:
         self.pending.clear()
@@ -63,7 +64,7 @@ class Chain:
             nonce=next(self.requests),
             max_escrow=max_escrow,
         )
-        return wire.seal(req, CLIENT)
+        return wire.seal(req, CLIENT, CHAIN)
 
     def start(self, ta: str = "p0", attempt: int = 0, executor: str | None = None, **kw):
         request = kw.pop("request", None) or self.client_request(**kw)

@@ -8,6 +8,7 @@ from gonka_ray import wire
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.receipts import verify_receipt
 from gonka_ray.ledger.replica import LedgerReplica, validators_of
+from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
 from gonka_ray.ledger.sim import make_genesis, sim_key
 from gonka_ray.ledger.storage import LedgerStore
 from gonka_ray.wire import Transfer, TxReceipt
@@ -47,7 +48,7 @@ class Bus:
 
 def transfer(k: int, nonce: int) -> bytes:
     to = sim_key("client-0").address
-    return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"))
+    return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"), CHAIN)
 
 
 async def test_replicas_commit_give_receipts_and_recover(tmp_path) -> None:

@@ -13,6 +13,7 @@ from gonka_ray.wire import (
     Transfer,
 )
 
+CHAIN = "test"
 ALICE = crypto.KeyPair.from_seed("alice")
 BOB = crypto.KeyPair.from_seed("bob")
 VAL = crypto.KeyPair.from_seed("validator")
@@ -21,14 +22,14 @@ H = b"\x11" * 32
 
 def genesis(alice: int = 100) -> LedgerGenesis:
     return LedgerGenesis(
-        chain_id="test",
+        chain_id=CHAIN,
         accounts=(GenesisAccount(address=ALICE.address, balance=alice),),
         participants=(GenesisParticipant(public_key=VAL.public_key, name="v", weight=10),),
     )
 
 
 def transfer(amount: int, nonce: int, key=ALICE, to=BOB.address) -> bytes:
-    return wire.seal(Transfer(to=to, amount=amount, nonce=nonce), key)
+    return wire.seal(Transfer(to=to, amount=amount, nonce=nonce), key, CHAIN)
 
 
 def apply(sm: StateMachine, *txs: bytes):
@@ -58,7 +59,7 @@ def test_transfer_moves_funds_and_bumps_nonce() -> None:
         (transfer(0, 0), "bad_amount"),
         (transfer(MAX_AMOUNT + 1, 0), "bad_amount"),
         (transfer(5, 0, to="not-an-address"), "bad_address"),
-        (wire.seal(Ping(nonce=0, sent_ms=0), ALICE), "unknown_type:Ping"),
+        (wire.seal(Ping(nonce=0, sent_ms=0), ALICE, CHAIN), "unknown_type:Ping"),
         (b"\x93garbage", "bad_envelope:MalformedMessage"),
     ],
 )
@@ -87,12 +88,12 @@ def test_same_tx_twice_applies_once() -> None:
     res2 = apply(sm, tx)
     assert res2.receipts[0].reason == "duplicate"
     assert sm.balance(BOB.address) == 10
-    assert res.receipts[0].tx_id == crypto.sha256(wire.open_envelope(tx).signature)
+    assert res.receipts[0].tx_id == crypto.sha256(wire.open_envelope(tx, chain=CHAIN).signature)
 
 
 def test_recipient_overflow_is_rejected() -> None:
     g = LedgerGenesis(
-        chain_id="t",
+        chain_id=CHAIN,
         accounts=(
             GenesisAccount(address=ALICE.address, balance=10),
             GenesisAccount(address=BOB.address, balance=MAX_AMOUNT),
@@ -107,8 +108,8 @@ def test_recipient_overflow_is_rejected() -> None:
 
 def test_register_participant_once() -> None:
     sm = StateMachine(genesis())
-    t1 = wire.seal(RegisterParticipant(name="bob", weight=0, nonce=0), BOB)
-    t2 = wire.seal(RegisterParticipant(name="bob2", weight=0, nonce=1), BOB)
+    t1 = wire.seal(RegisterParticipant(name="bob", weight=0, nonce=0), BOB, CHAIN)
+    t2 = wire.seal(RegisterParticipant(name="bob2", weight=0, nonce=1), BOB, CHAIN)
     res = apply(sm, t1, t2)
     assert [(r.ok, r.reason) for r in res.receipts] == [(True, ""), (False, "already_registered")]
     assert sm.get(PARTICIPANTS, BOB.address) == [BOB.public_key, "bob", 0]
@@ -150,10 +151,10 @@ def test_registered_handler_is_atomic_on_reject() -> None:
 
     sm.register(Ping, ping_handler)
     before = sm.state_hash
-    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=1), ALICE))
+    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=1), ALICE, CHAIN))
     assert res.receipts[0].reason == "nope"
     assert sm.balance(ALICE.address) == 100 and sm.state_hash == before
-    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=2), ALICE))
+    res = apply(sm, wire.seal(Ping(nonce=0, sent_ms=2), ALICE, CHAIN))
     assert res.receipts[0].ok
     assert sm.get("pings", ALICE.address) == 2 and sm.balance(ALICE.address) == 50
 
@@ -199,3 +200,15 @@ def test_precheck_opens_once_and_apply_gives_the_same_receipts() -> None:
     b = apply(plain, good, bytes(bad))
     assert a.receipts == b.receipts and a.state_hash == b.state_hash
     assert [r.reason for r in a.receipts] == ["", "bad_signature"]
+
+
+def test_a_transaction_signed_for_another_network_is_refused() -> None:
+    # the chain id is bound into every envelope signature (wire.seal): a transfer signed for a
+    # network with the same accounts but another chain id is a bad signature here
+    sm = StateMachine(genesis())
+    foreign = wire.seal(Transfer(to=BOB.address, amount=10, nonce=0), ALICE, "another-net")
+    res = apply(sm, foreign)
+    assert res.receipts[0].reason == "bad_signature"
+    assert sm.balance(BOB.address) == 0 and sm.nonce(ALICE.address) == 0
+    res = apply(sm, transfer(10, 0))  # the same transfer signed for this network applies
+    assert res.receipts[0].ok and sm.balance(BOB.address) == 10

@@ -32,6 +32,7 @@ from gonka_ray.exceptions import (
 from gonka_ray.ledger.inference_app import InferenceAppConfig
 from gonka_ray.protocol.lifecycle import InferenceStatus
 
+CHAIN = "inproc"
 NOW = 1_800_000_000.0
 MODEL = "fake"
 
@@ -48,7 +49,7 @@ class Net:
         self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
         self.client = crypto.KeyPair.from_seed("inproc-client")
         genesis = wire.LedgerGenesis(
-            chain_id="inproc",
+            chain_id=CHAIN,
             accounts=(wire.GenesisAccount(self.client.address, client_balance),),
             participants=tuple(
                 wire.GenesisParticipant(k.public_key, n, 100) for n, k in self.keys.items()
@@ -115,7 +116,7 @@ class Net:
             nonce=self.nonce,
             max_escrow=kw.pop("max_escrow", 10_000),
         )
-        return wire.seal(req, kw.pop("key", self.client))
+        return wire.seal(req, kw.pop("key", self.client), CHAIN)
 
     async def ask(self, ta: str, envelope: bytes):
         items = [wire.decode(b) async for b in self.tas[ta].submit(envelope)]
@@ -165,23 +166,29 @@ async def test_every_newcomer_inference_is_checked(tmp_path) -> None:
 async def test_cheater_is_caught_voted_invalid_refunded_and_kicked_out(tmp_path) -> None:
     net = Net(tmp_path, cheater="p3")
     cheater = net.keys["p3"].address
-    spent, refunded, served = 0, 0, []
-    for i in range(40):
+    served = []
+    # NOTE: traffic until the cheater is INVALID (five invalidations in a row), at most 90
+    # requests (~30 of them drawn to it). A wrong-temperature answer that happens to equal the
+    # honest one passes — it did no harm — and restarts the run; the test is deterministic
+    # (fixed keys, seeds and nonces), so this bound is not a retry.
+    for i in range(90):
         *_, done = await net.ask(f"p{i % 3}", net.request())
         if done.executor == cheater:
             served.append(done.inference_id)
-            spent += done.cost
         await net.verify_all(rounds=2)
-    assert len(served) >= 5
-    statuses = [(await net.ledger.inference(i)).status for i in served]
-    assert statuses.count(InferenceStatus.INVALIDATED) >= 5
-    for i in served:
-        rec = await net.ledger.inference(i)
-        refunded += rec.refunded
+        if (await net.ledger.participants())[cheater].status == "INVALID":
+            break
     parts = await net.ledger.participants()
-    assert parts[cheater].status == "INVALID"
-    assert parts[cheater].record.pending_fees == 0
-    assert refunded == spent  # everything the cheater was paid went back to the client
+    assert parts[cheater].status == "INVALID", len(served)
+    recs = [await net.ledger.inference(i) for i in served]
+    invalidated = [r for r in recs if r.status is InferenceStatus.INVALIDATED]
+    assert len(invalidated) >= 5
+    # the invalidated answers' fees left its pending fees; what is left (answers that passed)
+    # is forfeited with its INVALID epoch at settlement (test_settlement, test_epoch_app)
+    kept = sum(r.cost for r in recs if r.status is not InferenceStatus.INVALIDATED)
+    assert parts[cheater].record.pending_fees == kept
+    # every invalidated answer went back to the client in full
+    assert all(r.refunded == r.cost > 0 for r in invalidated)
     for name in ("p0", "p1", "p2"):
         assert parts[net.keys[name].address].status != "INVALID"
     # kicked out: no further work goes to the cheater
@@ -230,19 +237,21 @@ async def test_executor_refuses_work_it_was_not_drawn_for(tmp_path) -> None:
     env = net.request()
     ta = net.keys["p0"]
     wrong = next(e for e in net.executors.values() if e.address != ta.address)
-    prompt = await net.executors["p1"].engine.request_prompt_ids(wire.open_envelope(env).message)
+    prompt = await net.executors["p1"].engine.request_prompt_ids(
+        wire.open_envelope(env, chain=CHAIN).message
+    )
     msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=tuple(prompt))
     for ex in net.executors.values():
-        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta))]
+        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta, CHAIN))]
         if ex is wrong and len(items) > 1:
             break
     refused = 0
     for ex in net.executors.values():
-        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta))]
+        items = [wire.decode(b) async for b in ex.execute(wire.seal(msg, ta, CHAIN))]
         refused += isinstance(items[0], wire.ExecutionError)
     assert refused == 3  # exactly one executor is the draw; the TA's own is never it
     stranger = crypto.KeyPair.from_seed("stranger")
-    items = [wire.decode(b) async for b in wrong.execute(wire.seal(msg, stranger))]
+    items = [wire.decode(b) async for b in wrong.execute(wire.seal(msg, stranger, CHAIN))]
     assert isinstance(items[0], wire.ExecutionError) and not items[0].started
     await asyncio.sleep(0)
 
@@ -306,7 +315,7 @@ async def test_executor_cut_mid_stream_ends_with_error_and_escrow_expires(tmp_pa
     with pytest.raises(EngineError, match="mid-stream"):
         await net.ask("p0", env)
     await net.settle()
-    iid = wire.open_envelope(env).id
+    iid = wire.open_envelope(env, chain=CHAIN).id
     rec = await net.ledger.inference(iid)
     assert rec.status is InferenceStatus.STARTED
     assert await net.ledger.balance(net.client.address) == before - rec.escrow

@@ -15,7 +15,7 @@ from gonka_ray import wire
 from gonka_ray.actors.ledger_port import TxOutcome
 from gonka_ray.exceptions import InsufficientBalance, TxRejected
 from gonka_ray.protocol.lifecycle import InferenceStatus
-from tests.unit.test_participants_inprocess import Net
+from tests.unit.test_participants_inprocess import CHAIN, Net
 
 
 class GatedLedger:
@@ -60,7 +60,7 @@ async def test_the_answer_does_not_wait_for_the_start_to_commit(tmp_path) -> Non
     gated = GatedLedger(net.ledger)
     net.tas["p0"].ledger = gated
     env = net.request()
-    iid = wire.open_envelope(env).id
+    iid = wire.open_envelope(env, chain=CHAIN).id
     items = await asyncio.wait_for(_answer(net, env), 10)
     assert isinstance(items[-1], wire.InferenceDone) and items[-1].inference_id == iid
     assert gated.held == 1 and await net.ledger.inference(iid) is None  # not committed yet
@@ -145,11 +145,11 @@ async def test_executor_checks_draws_on_a_recent_copy_and_rereads_before_refusin
     weights = eligible_weights(await net.ledger.participants())
 
     async def execute_msg(env: bytes) -> tuple[bytes, str]:
-        client = wire.open_envelope(env)
+        client = wire.open_envelope(env, chain=CHAIN)
         drawn = select_executor(client.id, 0, weights, exclude={ta.address})
         prompt = await net.executors["p0"].engine.request_prompt_ids(client.message)
         msg = wire.ExecuteRequest(request=env, attempt=0, prompt_ids=tuple(prompt))
-        return wire.seal(msg, ta), drawn
+        return wire.seal(msg, ta, CHAIN), drawn
 
     async def run(ex, sealed: bytes) -> list:
         return [wire.decode(b) async for b in ex.execute(sealed)]
@@ -218,7 +218,7 @@ async def test_an_absurd_attempt_is_refused_before_any_draw(tmp_path) -> None:
     ta = net.keys["p0"]
     msg = wire.ExecuteRequest(request=net.request(), attempt=2**32 - 1, prompt_ids=(1, 2, 3))
     ex = next(iter(net.executors.values()))
-    items = await asyncio.wait_for(_collect(ex.execute(wire.seal(msg, ta))), 5)
+    items = await asyncio.wait_for(_collect(ex.execute(wire.seal(msg, ta, CHAIN))), 5)
     assert isinstance(items[0], wire.ExecutionError) and "attempt" in items[0].message
 
 
@@ -230,7 +230,7 @@ async def test_a_stream_the_client_abandons_is_billed_for_what_was_generated(tmp
     net = Net(tmp_path)
     balance0 = await net.ledger.balance(net.client.address)
     env = net.request(max_tokens=12)
-    iid = wire.open_envelope(env).id
+    iid = wire.open_envelope(env, chain=CHAIN).id
     stream = net.tas["p0"].submit(env)
     got = [wire.decode(await stream.__anext__()) for _ in range(3)]
     assert all(isinstance(c, wire.StreamChunk) for c in got)

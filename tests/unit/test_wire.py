@@ -19,6 +19,7 @@ from gonka_ray.exceptions import (
 )
 from tests.strategies import any_message
 
+CHAIN = "wire-test"  # the chain id every envelope here is signed for
 KEY = crypto.KeyPair.from_seed("alice")
 OTHER = crypto.KeyPair.from_seed("mallory")
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,32 +54,32 @@ def test_encode_decode_encode_is_identity(msg) -> None:
 @FAST
 @given(any_message)
 def test_envelope_roundtrip(msg) -> None:
-    env = wire.seal(msg, KEY)
-    opened = wire.open_envelope(env)
+    env = wire.seal(msg, KEY, CHAIN)
+    opened = wire.open_envelope(env, chain=CHAIN)
     assert opened.message == msg
     assert opened.signer == KEY.public_key
     assert opened.raw == env
-    assert wire.seal(opened.message, KEY) == env  # Ed25519 is deterministic
+    assert wire.seal(opened.message, KEY, CHAIN) == env  # Ed25519 is deterministic
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_any_flipped_byte_in_an_envelope_is_rejected(data) -> None:
-    env = bytearray(wire.seal(request(), KEY))
+    env = bytearray(wire.seal(request(), KEY, CHAIN))
     i = data.draw(st.integers(0, len(env) - 1))
     bit = data.draw(st.integers(0, 7))
     env[i] ^= 1 << bit
     with pytest.raises(WireError):
-        wire.open_envelope(bytes(env))
+        wire.open_envelope(bytes(env), chain=CHAIN)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_every_truncation_is_typed(data) -> None:
-    env = wire.seal(request(), KEY)
+    env = wire.seal(request(), KEY, CHAIN)
     cut = data.draw(st.integers(0, len(env) - 1))
     with pytest.raises(WireError):
-        wire.open_envelope(env[:cut])
+        wire.open_envelope(env[:cut], chain=CHAIN)
 
 
 @settings(max_examples=300, deadline=None)
@@ -86,17 +87,17 @@ def test_every_truncation_is_typed(data) -> None:
 def test_random_bytes_never_crash(blob) -> None:
     for fn in (wire.open_envelope, wire.decode, wire.peek_type):
         try:
-            fn(blob)
+            fn(blob, chain=CHAIN) if fn is wire.open_envelope else fn(blob)
         except WireError:
             pass
 
 
 def test_truncated_is_its_own_type() -> None:
-    env = wire.seal(request(), KEY)
+    env = wire.seal(request(), KEY, CHAIN)
     with pytest.raises(TruncatedMessage):
-        wire.open_envelope(env[:-10])
+        wire.open_envelope(env[:-10], chain=CHAIN)
     with pytest.raises(TruncatedMessage):
-        wire.open_envelope(b"")
+        wire.open_envelope(b"", chain=CHAIN)
 
 
 def test_unknown_type_and_wrong_version() -> None:
@@ -107,14 +108,19 @@ def test_unknown_type_and_wrong_version() -> None:
         wire.decode(msgpack.packb(["Ping", 99, [1, 2]]))
     forged = msgpack.packb(["Ping", 2, body, KEY.public_key, b"\x00" * 64])
     with pytest.raises(UnsupportedVersion):
-        wire.open_envelope(forged)
+        wire.open_envelope(forged, chain=CHAIN)
 
 
 def test_expected_type_is_enforced() -> None:
-    env = wire.seal(wire.Ping(1, 2), KEY)
+    env = wire.seal(wire.Ping(1, 2), KEY, CHAIN)
     with pytest.raises(UnknownMessageType, match="expected InferenceRequest"):
-        wire.open_envelope(env, expect=wire.InferenceRequest)
-    assert wire.open_envelope(env, expect=(wire.InferenceRequest, wire.Ping)).message.nonce == 1
+        wire.open_envelope(env, expect=wire.InferenceRequest, chain=CHAIN)
+    assert (
+        wire.open_envelope(
+            env, expect=(wire.InferenceRequest, wire.Ping), chain=CHAIN
+        ).message.nonce
+        == 1
+    )
 
 
 def test_oversize_fields_are_rejected_on_both_sides() -> None:
@@ -166,28 +172,33 @@ def test_shape_and_type_errors_name_the_field() -> None:
 
 
 def test_signature_by_another_key_and_changed_body() -> None:
-    env = wire.seal(request(), KEY)
+    env = wire.seal(request(), KEY, CHAIN)
     type_name, version, body, signer, sig = msgpack.unpackb(env)
     swapped = msgpack.packb([type_name, version, body, OTHER.public_key, sig], use_bin_type=True)
     with pytest.raises(BadSignature):
-        wire.open_envelope(swapped)
+        wire.open_envelope(swapped, chain=CHAIN)
     changed = wire.encode_body(request(max_escrow=10**9))
     tampered = msgpack.packb([type_name, version, changed, signer, sig], use_bin_type=True)
     with pytest.raises(BadSignature):
-        wire.open_envelope(tampered)
+        wire.open_envelope(tampered, chain=CHAIN)
 
 
 def test_authorize_hook() -> None:
-    env = wire.seal(wire.Ping(1, 2), KEY)
+    env = wire.seal(wire.Ping(1, 2), KEY, CHAIN)
     with pytest.raises(UnauthorizedSigner):
-        wire.open_envelope(env, authorize=lambda pk, msg: pk == OTHER.public_key)
-    assert wire.open_envelope(env, authorize=lambda pk, msg: pk == KEY.public_key).signer_address
+        wire.open_envelope(env, authorize=lambda pk, msg: pk == OTHER.public_key, chain=CHAIN)
+    assert wire.open_envelope(
+        env, authorize=lambda pk, msg: pk == KEY.public_key, chain=CHAIN
+    ).signer_address
 
 
 def test_digest_and_ids_are_content_addressed() -> None:
     a, b = request(), request(nonce=8)
     assert wire.digest(a) == wire.digest(request()) != wire.digest(b)
-    assert wire.open_envelope(wire.seal(a, KEY)).id != wire.open_envelope(wire.seal(b, KEY)).id
+    assert (
+        wire.open_envelope(wire.seal(a, KEY, CHAIN), chain=CHAIN).id
+        != wire.open_envelope(wire.seal(b, KEY, CHAIN), chain=CHAIN).id
+    )
 
 
 def test_redeclaring_a_message_fails() -> None:
@@ -196,3 +207,14 @@ def test_redeclaring_a_message_fails() -> None:
         @wire.message("Ping", version=1)
         class Ping2:
             nonce: int
+
+
+def test_an_envelope_signed_for_one_chain_does_not_open_on_another() -> None:
+    env = wire.seal(request(), KEY, CHAIN)
+    assert wire.open_envelope(env, chain=CHAIN).message == request()
+    for other in ("wire-test2", "WIRE-TEST", "wire-tes"):
+        with pytest.raises(BadSignature):
+            wire.open_envelope(env, chain=other)
+    with pytest.raises(MalformedMessage):
+        wire.seal(request(), KEY, "")
+    assert wire.envelope_id(env) == wire.open_envelope(env, chain=CHAIN).id

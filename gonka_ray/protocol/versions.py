@@ -1,0 +1,97 @@
+"""Protocol rule versions and the heights at which they take effect.
+
+A network's genesis names the rules version it starts with (``protocol_version``) and any
+scheduled upgrades (``upgrades``: version from height). Every rule that ever changed is a field
+of :class:`Rules`; code that applies such a rule asks :func:`rules_at` for the block's height
+instead of assuming the newest behaviour, so a replica that replays blocks written under older
+rules reaches the same state as the replicas that wrote them.
+
+Versions:
+
+- **1** — retries draw the executor *with* replacement (attempt ``a`` is drawn from everyone).
+- **2** — retries draw *without* replacement (attempt ``a`` skips attempts ``0 … a−1``'s
+  executors), so a dead executor cannot fail all of a request's attempts.
+
+Adding a version: add its :class:`Rules` to ``RULES``, raise
+:data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
+with a genesis ``ProtocolUpgrade`` (a software release that knows the version must be running
+on ≥ 2/3 of the voting power before its height; a replica that does not know a scheduled version
+refuses to start rather than diverge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gonka_ray.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The rules that differ between versions."""
+
+    version: int
+    retry_draws_without_replacement: bool
+
+
+RULES: dict[int, Rules] = {
+    1: Rules(1, retry_draws_without_replacement=False),
+    2: Rules(2, retry_draws_without_replacement=True),
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which rules apply at which height: ``steps`` is ``((from_height, version), …)``,
+    ascending, starting at height 0."""
+
+    steps: tuple[tuple[int, int], ...]
+
+    def rules_at(self, height: int) -> Rules:
+        """The rules of the block at ``height``."""
+        version = self.steps[0][1]
+        for start, v in self.steps:
+            if height < start:
+                break
+            version = v
+        return RULES[version]
+
+
+def schedule_of(genesis) -> Schedule:
+    """The rule schedule a genesis defines.
+
+    Raises:
+        ConfigError: an unknown version (this software cannot apply it), or upgrades that do
+            not raise the version at strictly increasing heights above 0.
+    """
+    version = int(genesis.protocol_version)
+    if version not in RULES:
+        raise ConfigError(f"genesis protocol_version {version} is unknown to this software")
+    steps = [(0, version)]
+    for up in genesis.upgrades:
+        if up.version not in RULES:
+            raise ConfigError(
+                f"upgrade to protocol version {up.version} at height {up.height} is unknown to "
+                "this software: run a release that knows it"
+            )
+        if up.version <= steps[-1][1] or up.height <= steps[-1][0]:
+            raise ConfigError("upgrades must raise the version at strictly increasing heights")
+        steps.append((int(up.height), int(up.version)))
+    return Schedule(tuple(steps))
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What every signer and verifier of a network's envelopes needs: its chain id (bound into
+    every envelope signature, :func:`gonka_ray.wire.seal`) and its rule schedule."""
+
+    id: str
+    schedule: Schedule
+
+    def rules_at(self, height: int) -> Rules:
+        return self.schedule.rules_at(height)
+
+
+def chain_of(genesis) -> Chain:
+    """The :class:`Chain` of a genesis (raises ConfigError like :func:`schedule_of`)."""
+    return Chain(str(genesis.chain_id), schedule_of(genesis))

@@ -1,0 +1,102 @@
+"""Protocol versions: a genesis names its rules and scheduled upgrades; a replica replaying old
+blocks applies the rules they were written under; unknown versions refuse to start."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from gonka_ray import crypto, wire
+from gonka_ray.constants import PROTOCOL_VERSION
+from gonka_ray.exceptions import ConfigError, TxRejected
+from gonka_ray.ledger.state import StateMachine
+from gonka_ray.protocol import selection, versions
+from gonka_ray.protocol.lifecycle import InferenceBook, ParticipantRecord
+from tests.unit.test_lifecycle import CLIENT, DictAccounts
+
+WEIGHTS = {"p0": 100, "p1": 100, "p2": 100, "p3": 100}
+UPGRADE_AT = 50
+
+
+def genesis(version: int = 1, upgrades=((2, UPGRADE_AT),)) -> wire.LedgerGenesis:
+    key = crypto.KeyPair.from_seed("versions-p0")
+    return wire.LedgerGenesis(
+        chain_id="versions",
+        accounts=(),
+        participants=(wire.GenesisParticipant(key.public_key, "p0", 100),),
+        protocol_version=version,
+        upgrades=tuple(wire.ProtocolUpgrade(v, h) for v, h in upgrades),
+    )
+
+
+def test_a_new_genesis_runs_the_current_rules_and_round_trips_its_schedule() -> None:
+    g = wire.LedgerGenesis(chain_id="fresh", accounts=(), participants=())
+    assert g.protocol_version == PROTOCOL_VERSION and g.upgrades == ()
+    assert StateMachine(g).chain.rules_at(10**9) == versions.RULES[PROTOCOL_VERSION]
+    again = wire.decode(wire.encode(genesis()), wire.LedgerGenesis)
+    sched = versions.schedule_of(again)
+    assert sched.rules_at(0).version == 1 and sched.rules_at(UPGRADE_AT - 1).version == 1
+    assert sched.rules_at(UPGRADE_AT).version == 2 and sched.rules_at(10**9).version == 2
+
+
+@pytest.mark.parametrize(
+    "version, upgrades",
+    [(99, ()), (1, ((99, 10),)), (2, ((1, 10),)), (1, ((2, 0),)), (1, ((2, 10), (2, 20)))],
+)
+def test_a_replica_refuses_a_schedule_it_cannot_apply(version, upgrades) -> None:
+    # unknown versions (a release that does not know them would diverge), and upgrades that do
+    # not raise the version at strictly increasing heights above 0
+    with pytest.raises(ConfigError):
+        StateMachine(genesis(version, upgrades))
+
+
+def _retry_where_the_rules_differ() -> tuple[bytes, str, str]:
+    """An inference id whose attempt-1 executor differs between version 1 (with replacement)
+    and version 2 (without), and both executors."""
+    for i in range(1_000):
+        iid = hashlib.sha256(b"versions-%d" % i).digest()
+        v1 = selection.select_executor(iid, 1, WEIGHTS, {"p0"}, without_replacement=False)
+        v2 = selection.select_executor(iid, 1, WEIGHTS, {"p0"}, without_replacement=True)
+        if v1 != v2:
+            return iid, v1, v2
+    raise AssertionError("no inference id where the two rules differ")
+
+
+def _start(book: InferenceBook, iid: bytes, executor: str, height: int):
+    return book.start(
+        inference_id=iid,
+        requester=CLIENT,
+        transport_agent="p0",
+        executor=executor,
+        attempt=1,
+        prompt_hash=b"h",
+        prompt_tokens=10,
+        max_tokens=20,
+        max_escrow=10_000,
+        price_per_token=2,
+        seed=1,
+        height=height,
+    )
+
+
+def test_a_retry_is_judged_by_the_rules_of_its_blocks_height() -> None:
+    iid, v1_draw, v2_draw = _retry_where_the_rules_differ()
+
+    def book() -> InferenceBook:
+        parts = {a: ParticipantRecord(a, w) for a, w in WEIGHTS.items()}
+        rules_at = versions.schedule_of(genesis()).rules_at
+        return InferenceBook(
+            DictAccounts({CLIENT: 10**6}), parts, expiry_blocks=10, rules_at=rules_at
+        )
+
+    # a block written before the upgrade: version 1's draw is the valid one
+    assert _start(book(), iid, v1_draw, UPGRADE_AT - 1).executor == v1_draw
+    with pytest.raises(TxRejected) as err:
+        _start(book(), iid, v2_draw, UPGRADE_AT - 1)
+    assert err.value.reason == "wrong_executor"
+    # from the activation height on, version 2's
+    assert _start(book(), iid, v2_draw, UPGRADE_AT).executor == v2_draw
+    with pytest.raises(TxRejected) as err:
+        _start(book(), iid, v1_draw, UPGRADE_AT)
+    assert err.value.reason == "wrong_executor"
