@@ -13,7 +13,7 @@ from gonka_ray.exceptions import ConfigError, TxRejected
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.protocol import selection, versions
 from gonka_ray.protocol.lifecycle import InferenceBook, ParticipantRecord
-from tests.unit.test_lifecycle import CLIENT, DictAccounts
+from tests.unit.test_lifecycle import CLIENT, DictAccounts, start
 
 WEIGHTS = {"p0": 100, "p1": 100, "p2": 100, "p3": 100}
 UPGRADE_AT = 50
@@ -64,20 +64,7 @@ def _retry_where_the_rules_differ() -> tuple[bytes, str, str]:
 
 
 def _start(book: InferenceBook, iid: bytes, executor: str, height: int):
-    return book.start(
-        inference_id=iid,
-        requester=CLIENT,
-        transport_agent="p0",
-        executor=executor,
-        attempt=1,
-        prompt_hash=b"h",
-        prompt_tokens=10,
-        max_tokens=20,
-        max_escrow=10_000,
-        price_per_token=2,
-        seed=1,
-        height=height,
-    )
+    return start(book, attempt=1, height=height, inference_id=iid, executor=executor)
 
 
 def test_a_retry_is_judged_by_the_rules_of_its_blocks_height() -> None:
