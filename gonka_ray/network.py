@@ -48,9 +48,14 @@ def client_key(config: NetworkConfig, index: int = 0) -> crypto.KeyPair:
     return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/client/{index}")
 
 
+def chain_id(config: NetworkConfig) -> str:
+    """The network's genesis chain id: its name (clients sign requests for it)."""
+    return config.name
+
+
 def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis:
     return wire.LedgerGenesis(
-        chain_id=config.name,
+        chain_id=chain_id(config),
         accounts=tuple(
             wire.GenesisAccount(
                 client_key(config, i).address, config.pricing.genesis_client_balance
@@ -105,8 +110,8 @@ class Network:
 
     @property
     def chain_id(self) -> str:
-        """The genesis chain id (:func:`build_genesis`): clients sign requests for it."""
-        return self.config.name
+        """The genesis chain id: clients sign requests for it."""
+        return chain_id(self.config)
 
     def address_of(self, participant: str) -> str:
         return participant_key(self.config, participant).address

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from gonka_ray.constants import PROTOCOL_VERSION
 from gonka_ray.exceptions import NoExecutorAvailable, TxRejected
 from gonka_ray.protocol import payments, reputation, selection, versions, votes
 from gonka_ray.protocol.reputation import Status
@@ -185,7 +184,7 @@ class InferenceBook:
         self.draw_sets = draw_sets
         self.draw_grace_blocks = draw_grace_blocks
         self.resets_streak = resets_streak
-        self.rules_at = rules_at or (lambda _height: versions.RULES[PROTOCOL_VERSION])
+        self.rules_at = rules_at or (lambda _height: versions.CURRENT)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class InferenceBook:
         )
 
     def _without_replacement(self, height: int | None) -> bool:
-        rules = versions.RULES[PROTOCOL_VERSION] if height is None else self.rules_at(height)
+        rules = versions.CURRENT if height is None else self.rules_at(height)
         return rules.retry_draws_without_replacement
 
     def total_escrow(self) -> int:

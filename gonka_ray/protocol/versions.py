@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gonka_ray.constants import PROTOCOL_VERSION
 from gonka_ray.exceptions import ConfigError
 
 
@@ -38,6 +39,7 @@ RULES: dict[int, Rules] = {
     1: Rules(1, retry_draws_without_replacement=False),
     2: Rules(2, retry_draws_without_replacement=True),
 }
+CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise
 
 
 @dataclass(frozen=True)
