@@ -140,6 +140,7 @@ class Collector:
             "margin": np.asarray(sc.margin, np.float32),
             "choice": np.asarray(sc.choice, np.int32),
             "bytes_per_token": ex.artifact(sampling=sp).bytes_per_token() if ex.n else 0.0,
+            "bytes_per_token_def": "output",  # prompt ids left out (older samples included them)
             "commit": self.commit,
         }
 
@@ -518,6 +519,28 @@ def phase_cost(args) -> None:
             v = min(v, time.perf_counter() - t0)
         cost[f"batch_{b}"] = {"generate_s": g, "verify_s": v, "ratio": v / g}
         print(f"cost batch {b}: generate {g:.2f}s verify {v:.2f}s", flush=True)
+    # artifact size per output token (prompt ids left out: they cost once per request) over all
+    # 64 requests' 64-token outputs; with the prompt ids too for reference
+    arts = [
+        ex.artifact()
+        for lo in range(0, len(items), 16)
+        for ex in c.run(
+            c.model,
+            [ids for _, ids in items[lo : lo + 16]],
+            [c.params(r, ignore_eos=True) for r, _ in items[lo : lo + 16]],
+            2,
+        )
+    ]
+    cost["artifact"] = {
+        "outputs": len(arts),
+        "k": H.ARTIFACT_K,
+        "bytes_per_output_token": float(np.mean([a.bytes_per_token() for a in arts])),
+        "bytes_per_output_token_with_prompt": float(
+            np.mean([a.bytes_per_token(include_prompt=True) for a in arts])
+        ),
+        "commit": c.commit,
+    }
+    print(f"artifact: {cost['artifact']['bytes_per_output_token']:.2f} B/output token", flush=True)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     (DATA_DIR / "cost.json").write_text(json.dumps(cost))
 

@@ -154,14 +154,22 @@ def epoch_rates(
     w = arr[idx, 1]
     a = np.minimum(arr[idx, 0], CLAMP_RATIO * rule.mu * w)
     who = rng.integers(0, validators, size=a.shape)
-    convicted = ~(cal.trimmed_ratios(a, w, rule.trim) <= rule.threshold(EPOCH_INFERENCES))
+    convicted = ~(cal.trimmed_ratios(a, w, rule.trim) <= _thresholds(rule, a.shape[1], w.sum(1)))
     for v in range(validators):
         keep = who != v
         m_v = keep.sum(1)
         stat = cal.trimmed_ratios(np.where(keep, a, 0.0), np.where(keep, w, 1e-12), rule.trim)
-        thr = np.array([rule.threshold(max(1, int(m))) for m in m_v])
+        thr = _thresholds(rule, m_v, np.where(keep, w, 0.0).sum(1))
         convicted &= (m_v > 0) & ~(stat <= thr)
     return float(np.mean(convicted))
+
+
+def _thresholds(rule: EpochRule, inferences, weight: np.ndarray) -> np.ndarray:
+    """``rule.threshold`` per epoch (vectorised over epochs)."""
+    m = np.broadcast_to(np.asarray(inferences), weight.shape)
+    return np.array(
+        [rule.threshold(max(1, int(k)), float(x)) for k, x in zip(m, weight, strict=True)]
+    )
 
 
 def _flag_rates(entry: dict) -> list[float]:
@@ -170,7 +178,9 @@ def _flag_rates(entry: dict) -> list[float]:
 
 def epoch_section(samples: list[dict], row: dict, rng) -> dict:
     ep = row["epoch"]
-    rule = EpochRule(ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"])
+    rule = EpochRule(
+        ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"], ep["sigma"]
+    )
     honest = [s for s in samples if s["dtype"] == "bfloat16" and is_honest(s)]
     held = [s for s in honest if s["split"] == "heldout"]
     out = {"rule": ep, "epochs_drawn": EPOCH_DRAWS, "inferences_per_epoch": EPOCH_INFERENCES}
@@ -179,6 +189,15 @@ def epoch_section(samples: list[dict], row: dict, rng) -> dict:
         "honest_heldout_64tok": [record(s).evidence() for s in held if len(s["out"]) == 64],
         "honest_heldout_256tok": [record(s).evidence() for s in held if len(s["out"]) == 256],
     }
+    # an executor serving only answers of one length class (1 token, 2, ≤ 4, ...)
+    for b in (*cal.EPOCH_LENGTH_BUCKETS, 0):
+        pool = [
+            record(s).evidence()
+            for s in held
+            if s["phase"] == "honest" and len(s["out"]) and cal.length_bucket(len(s["out"])) == b
+        ]
+        if len(pool) >= 20:
+            pools[f"honest_heldout_len_{b or 'over_256'}"] = pool
     for v in sorted({s["variant"].split("/verify_batch")[0] for s in held}):
         pool = [record(s).evidence() for s in held if s["variant"].startswith(v)]
         if len(pool) >= 20:
@@ -288,6 +307,16 @@ def plot(samples: list[dict], rows: dict, epoch: dict | None) -> None:
     fig.savefig(RESULTS_DIR / "detection.png", dpi=100)
 
 
+def _artifact_bytes(cost: dict, pairs: list[dict]) -> float | None:
+    """Artifact bytes per output token (k = 5, prompt ids left out: they cost once per request):
+    measured by the cost phase on 64 outputs of 64 tokens, else from cheat pairs' honest 64-token
+    artifacts stored with that definition (either network dtype: the artifact stores float16)."""
+    if "artifact" in cost:
+        return round(cost["artifact"]["bytes_per_output_token"], 2)
+    sizes = [s["bytes_per_token"] for s in pairs if s.get("bytes_per_token_def") == "output"]
+    return round(float(np.mean(sizes)), 2) if sizes else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--write-thresholds", action="store_true")
@@ -324,9 +353,6 @@ def main() -> None:
     vllm = vllm_section()
     cost_path = DATA_DIR / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {}
-    # bytes per output token of the cheat pairs' honest 64-token artifacts (prompts up to 1,024
-    # tokens, whose ids the artifact carries too); the artifact stores float16 logprobs in either
-    # network dtype, so both dtypes' pairs count
     pairs = [s for s in samples if s["variant"] == "cheat_pair"]
     all_cheats = [c for c in cheats]
     identical = sum(c["identical_to_honest"] for c in all_cheats)
@@ -350,9 +376,7 @@ def main() -> None:
         "int8_tpr_bf16_64tok": int8_bf16.get(64),
         "int8_tpr_bf16_256tok": int8_bf16.get(256),
         "vllm_replay_decided_share": vllm.get("vllm_decided_share"),
-        "artifact_bytes_per_token": round(float(np.mean([s["bytes_per_token"] for s in pairs])), 2)
-        if pairs
-        else None,
+        "artifact_bytes_per_token": _artifact_bytes(cost, pairs),
         "verify_cost_ratio_batch_16": round(cost["batch_16"]["ratio"], 4) if cost else None,
         "verify_cost_ratio_batch_1": round(cost["batch_1"]["ratio"], 4) if cost else None,
     }

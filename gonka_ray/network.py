@@ -84,7 +84,7 @@ def evidence_spec(model: str, dtype: str) -> wire.EvidenceRuleSpec | None:
     if rule is None:
         return None
     return wire.EvidenceRuleSpec(
-        rule.mu, rule.kappa, rule.z, rule.safety, rule.min_inferences, rule.trim
+        rule.mu, rule.kappa, rule.z, rule.safety, rule.min_inferences, rule.trim, rule.sigma
     )
 
 

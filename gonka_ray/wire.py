@@ -729,6 +729,7 @@ class EvidenceRuleSpec:
     safety: float
     min_inferences: U32
     trim: float  # share of the evidence weight trimmed from each end
+    sigma: float = 0.0  # sd of honest T times √(Σw): the bound narrows with evidence; 0: kappa
 
 
 @struct
@@ -743,7 +744,7 @@ class ProtocolUpgrade:
 ChainId = Annotated[str, MaxLen(CHAIN_ID_MAX_CHARS)]
 
 
-@message("LedgerGenesis", version=3)
+@message("LedgerGenesis", version=4)
 class LedgerGenesis:
     """The definition every replica starts from.
 

@@ -418,7 +418,13 @@ def evidence_rule(genesis: wire.LedgerGenesis) -> EpochRule | None:
     if spec is None:
         return None
     return EpochRule(
-        spec.mu, spec.kappa, spec.z, spec.safety, int(spec.min_inferences), float(spec.trim)
+        spec.mu,
+        spec.kappa,
+        spec.z,
+        spec.safety,
+        int(spec.min_inferences),
+        float(spec.trim),
+        float(spec.sigma),
     )
 
 

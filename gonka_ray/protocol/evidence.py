@@ -69,7 +69,7 @@ class Tally:
 
     executor: str
     statistic: float  # the trimmed weighted mean ratio T
-    weight: float  # Σ w of its counted inferences
+    weight: float  # Σ w of its counted inferences (the rule's bound narrows as it grows)
     inferences: int
     threshold: float
     convicted: bool
@@ -104,37 +104,39 @@ def tally(
             per_executor.setdefault(executor, []).append((found, weight / MICRO))
     out = {}
     for executor, items in sorted(per_executor.items()):
-        stat, m = _statistic(items, rule, None)
-        convicted = rule.flagged(stat, m)
+        stat, m, weight = _statistic(items, rule, None)
+        convicted = rule.flagged(stat, m, weight)
         # NOTE: leave one validator out: a conviction must also stand on the other validators'
         # reports alone (threshold scaled to their count), so that no single validator, whatever
         # share of the checks it drew, can frame an executor on its own.
         for v in sorted({v for found, _ in items for v in found}) if convicted else ():
-            stat_v, m_v = _statistic(items, rule, v)
-            if m_v == 0 or not _over(rule, stat_v, m_v):
+            stat_v, m_v, w_v = _statistic(items, rule, v)
+            if m_v == 0 or not _over(rule, stat_v, m_v, w_v):
                 convicted = False
                 break
         out[executor] = Tally(
             executor=executor,
             statistic=stat,
-            weight=sum(w for _, w in items),
+            weight=weight,
             inferences=m,
-            threshold=rule.threshold(m),
+            threshold=rule.threshold(m, weight),
             convicted=convicted,
         )
     return out
 
 
-def _over(rule: EpochRule, statistic: float, inferences: int) -> bool:
-    """``statistic`` above the rule's threshold for ``inferences`` (no minimum count)."""
-    return not statistic <= rule.threshold(inferences)
+def _over(rule: EpochRule, statistic: float, inferences: int, weight: float) -> bool:
+    """``statistic`` above the rule's threshold for ``inferences`` holding ``weight`` (no
+    minimum count)."""
+    return not statistic <= rule.threshold(inferences, weight)
 
 
 def _statistic(
     items: list[tuple[dict[str, int], float]], rule: EpochRule, without: str | None
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     """The trimmed statistic over ``items`` (each: validator → excess, and the weight), leaving
-    out validator ``without``'s reports; returns it and the number of inferences counted."""
+    out validator ``without``'s reports; returns it, the number of inferences counted and their
+    evidence weight."""
     pairs = []
     for found, w in items:
         reports = [x for v, x in found.items() if v != without]
@@ -142,4 +144,5 @@ def _statistic(
             continue
         a = min(sum(reports) / (len(reports) * MICRO), CLAMP_RATIO * rule.mu * w)
         pairs.append((a, w))
-    return (trimmed_ratio(pairs, rule.trim) if pairs else 0.0), len(pairs)
+    stat = trimmed_ratio(pairs, rule.trim) if pairs else 0.0
+    return stat, len(pairs), sum(w for _, w in pairs)

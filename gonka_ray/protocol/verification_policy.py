@@ -30,9 +30,16 @@ class Thresholds:
 class EpochRule:
     """Epoch evidence about one executor (:mod:`gonka_ray.protocol.evidence`): ``T``, the
     ``w``-weighted mean of its checked inferences' ratios ``excess / w`` after trimming ``trim``
-    of the weight from each end; flagged when ``T > safety·(mu + z·kappa·√(min_inferences /
-    m))`` with ``m ≥ min_inferences`` inferences (``kappa``: the sd of honest ``T`` at
-    ``min_inferences``, calibrated in :mod:`gonka_ray.verification.calibration`)."""
+    of the weight from each end, over ``m ≥ min_inferences`` inferences holding evidence weight
+    ``W = Σ w``; flagged when ``T > safety·(mu + z·spread)``.
+
+    ``spread`` is honest ``T``'s sd for that epoch. With ``sigma > 0`` it is ``sigma / √W``:
+    the sd shrinks with the evidence weight, not the count (measured on SmolLM2 bf16, held out:
+    ``sd(T)·√W`` stays within 0.048–0.080 from 1-token to 256-token outputs, while ``sd(T)`` at
+    20 inferences runs from 0.013 to 0.0013), so twenty 1-token answers get a wide bound and
+    twenty 64-token ones a tight one. Without ``sigma`` (older genesis files) it is
+    ``kappa·√(min_inferences/m)``, blind to length. Both are calibrated in
+    :mod:`gonka_ray.verification.calibration`."""
 
     mu: float
     kappa: float
@@ -40,17 +47,25 @@ class EpochRule:
     safety: float
     min_inferences: int
     trim: float = 0.3
+    sigma: float = 0.0  # sd of honest T times √W; 0: use kappa
 
-    def threshold(self, inferences: int) -> float:
-        scale = math.sqrt(self.min_inferences / max(inferences, 1))
-        return self.safety * (self.mu + self.z * self.kappa * scale)
+    def threshold(self, inferences: int, weight: float | None = None) -> float:
+        """The bound on ``T`` for an epoch of ``inferences`` holding evidence ``weight``
+        (required when ``sigma`` is set)."""
+        if self.sigma > 0:
+            if weight is None:
+                raise ValueError("this rule scales with the evidence weight: pass weight")
+            spread = self.sigma / math.sqrt(max(weight, 1e-9))
+        else:
+            spread = self.kappa * math.sqrt(self.min_inferences / max(inferences, 1))
+        return self.safety * (self.mu + self.z * spread)
 
-    def flagged(self, statistic: float, inferences: int) -> bool:
+    def flagged(self, statistic: float, inferences: int, weight: float | None = None) -> bool:
         """Whether the epoch's statistic convicts (NaN convicts too: only malformed evidence
         produces it)."""
         if inferences < self.min_inferences:
             return False
-        return not statistic <= self.threshold(inferences)
+        return not statistic <= self.threshold(inferences, weight)
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ def epoch_rule_for(model: str, dtype: str = "float32") -> EpochRule | None:
         safety=float(ep["safety"]),
         min_inferences=int(ep["min_inferences"]),
         trim=float(ep.get("trim", 0.3)),
+        sigma=float(ep.get("sigma", 0.0)),
     )
 
 

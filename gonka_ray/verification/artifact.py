@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 import numpy as np
@@ -189,9 +189,16 @@ class Artifact:
             raise MalformedMessage("artifact is not canonically encoded")
         return art
 
-    def bytes_per_token(self) -> float:
-        """Compact size per output token (prompt ids included)."""
-        return len(self.to_compact()) / max(1, self.num_output_tokens)
+    def bytes_per_token(self, *, include_prompt: bool = False) -> float:
+        """Compact size per output token. By default the prompt ids are left out: they cost once
+        per request (their size follows the prompt, not the output), the per-token columns cost
+        per generated token."""
+        art = self
+        if not include_prompt:
+            empty = np.zeros(0, np.uint32)
+            empty.setflags(write=False)
+            art = replace(self, prompt_ids=empty)
+        return len(art.to_compact()) / max(1, self.num_output_tokens)
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         return (

@@ -30,8 +30,10 @@ executor), so one output cannot separate them; many can. Per token the expected 
 moves), so each inference gives a ratio ``Σ excess / Σ w`` and an epoch's statistic ``T`` is
 their ``w``-weighted mean after trimming 30% of the weight from each end
 (:mod:`gonka_ray.protocol.evidence`: robust to dishonest validators either way). Honest ``T``
-over ``min_inferences`` inferences is resampled from each honest variant; its worst mean
-``mu`` and sd ``kappa`` give the rule ``T > safety·(mu + z·kappa·√(min_inferences/m))``.
+over ``min_inferences`` inferences is resampled from groups of honest records (per variant,
+per output length); the worst group's mean ``mu`` and the spread ``sigma`` of ``T·√W`` (``W``
+the epoch's evidence weight: honest ``T``'s sd falls as ``1/√W``) give the rule
+``T > safety·(mu + z·sigma/√W)``.
 
 Pure: numpy and the standard library only.
 """
@@ -229,6 +231,14 @@ def trimmed_ratios(a: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
     return (r_s * part).sum(1) / part.sum(1)
 
 
+EPOCH_LENGTH_BUCKETS = (1, 2, 4, 16, 64, 256)  # output tokens; longer outputs form one more
+
+
+def length_bucket(n: int) -> int:
+    """The output-length class ``n`` falls in (its upper bound; 0 for the longest class)."""
+    return next((b for b in EPOCH_LENGTH_BUCKETS if n <= b), 0)
+
+
 def fit_epoch(
     records: Sequence[HonestRecord],
     *,
@@ -239,34 +249,55 @@ def fit_epoch(
     draws: int = 4000,
     seed: int = 0,
 ) -> dict:
-    """The epoch-evidence rule (see the module docstring). Honest epochs of ``min_inferences``
-    inferences are resampled (seeded) from each honest variant's records; ``mu`` and ``kappa``
-    are the largest mean and sd of the trimmed statistic over variants (each with ≥ 20
-    records), so an epoch mixing honest conditions sits below the bound."""
+    """The epoch-evidence rule (see the module docstring and
+    :class:`~gonka_ray.protocol.verification_policy.EpochRule`). Honest epochs of
+    ``min_inferences`` inferences are resampled (seeded) from groups of honest records (each
+    with ≥ 20 records): per variant (an executor may run under one condition all epoch) and per
+    output-length class (it may serve only short answers).
+
+    - ``mu``: the largest mean of the trimmed statistic ``T`` over those groups.
+    - ``sigma``: the largest ``sd((T − mean)·√W)`` over the length classes, ``W`` the epoch's
+      evidence weight — the bound's spread is ``sigma/√W``, wide for short outputs, tight for
+      long ones.
+    - ``kappa``: the sd of ``T`` over epochs drawn from all records pooled (the count-scaled
+      spread of rules without ``sigma``). A per-variant sd is not used: a variant's 20–64
+      records come from one or two batches of one output length, so it measures that batch,
+      not the condition."""
     rng = np.random.default_rng(seed)
     by_variant: dict[str, list[tuple[float, float]]] = {}
+    by_length: dict[int, list[tuple[float, float]]] = {}
     for r in records:
-        by_variant.setdefault(r.variant, []).append(r.evidence())
-    pools = [v for v in by_variant.values() if len(v) >= 20] or [[r.evidence() for r in records]]
-    stats = []
-    for pool in pools:
+        ev = r.evidence()
+        by_variant.setdefault(r.variant, []).append(ev)
+        by_length.setdefault(length_bucket(r.positions), []).append(ev)
+    everything = [e for v in by_variant.values() for e in v]
+
+    def resampled(pool) -> tuple[np.ndarray, np.ndarray]:
         arr = np.array(pool, np.float64)  # [n, 2]
         idx = rng.integers(0, len(arr), size=(draws, min_inferences))
-        t = trimmed_ratios(arr[idx, 0], arr[idx, 1], trim)
-        stats.append((float(t.mean()), float(t.std(ddof=1))))
+        return trimmed_ratios(arr[idx, 0], arr[idx, 1], trim), arr[idx, 1].sum(1)
+
+    groups = [v for v in (*by_variant.values(), *by_length.values()) if len(v) >= 20]
+    means = [float(resampled(pool)[0].mean()) for pool in groups or [everything]]
+    sigmas = []
+    for pool in [v for v in by_length.values() if len(v) >= 20] or [everything]:
+        t, w = resampled(pool)
+        sigmas.append(float(np.std((t - t.mean()) * np.sqrt(w), ddof=1)))
     return {
-        "mu": max(MIN_EPOCH_MU, max(m for m, _ in stats)),
-        "kappa": max(sd for _, sd in stats),
+        "mu": max(MIN_EPOCH_MU, max(means)),
+        "kappa": float(resampled(everything)[0].std(ddof=1)),
+        "sigma": max(sigmas),
         "z": _NORMAL.inv_cdf(1.0 - epoch_fpr),
         "safety": safety,
         "min_inferences": min_inferences,
         "trim": trim,
         "epoch_fpr": epoch_fpr,
-        "variants": len(pools),
+        "variants": len(by_variant),
+        "length_classes": len(sigmas),
         "rule": (
             "T = w-weighted mean of excess/w over the epoch's checked inferences, "
-            f"{trim:.0%} of the weight trimmed from each end; flag iff m ≥ min_inferences and "
-            "T > safety·(mu + z·kappa·√(min_inferences/m))"
+            f"{trim:.0%} of the weight trimmed from each end; W = their evidence weight Σw; "
+            "flag iff m ≥ min_inferences and T > safety·(mu + z·sigma/√W)"
         ),
     }
 

@@ -67,25 +67,30 @@ def test_excess_discounts_the_artifacts_float16_rounding() -> None:
 
 
 def test_epoch_rule_separates_inflated_noise_from_honest_over_many_inferences() -> None:
+    """Honest records of 2-token and 64-token answers: the bound is wide for an epoch of short
+    answers (their T is noisy) and tight for long ones, so neither honest epoch is flagged and
+    inflated noise over long answers is."""
     rng = np.random.default_rng(1)
-    honest = [_record(rng, 0.03, variant=f"v{i % 2}") for i in range(400)]
+    honest = [_record(rng, 0.03, n=64 if i % 2 else 2, variant=f"v{i % 3}") for i in range(600)]
     row = cal.fit_epoch(honest, min_inferences=20)
-    rule = EpochRule(
-        **{k: row[k] for k in ("mu", "kappa", "z", "safety", "min_inferences", "trim")}
-    )
+    keys = ("mu", "kappa", "z", "safety", "min_inferences", "trim", "sigma")
+    rule = EpochRule(**{k: row[k] for k in keys})
 
-    def flagged(sd: float, trials: int = 300) -> float:
+    def flagged(sd: float, n: int, trials: int = 300) -> float:
         hits = 0
         for _ in range(trials):
-            ev = np.array([_record(rng, sd).evidence() for _ in range(20)])
+            ev = np.array([_record(rng, sd, n=n).evidence() for _ in range(20)])
             stat = float(cal.trimmed_ratios(ev[None, :, 0], ev[None, :, 1], rule.trim)[0])
-            hits += rule.flagged(stat, 20)
+            hits += rule.flagged(stat, 20, float(ev[:, 1].sum()))
         return hits / trials
 
-    assert flagged(0.03) <= 0.01
-    assert flagged(0.05) >= 0.99
-    assert not rule.flagged(1e9, 19)  # below min_inferences nothing is judged
-    assert rule.flagged(float("nan"), 20)  # NaN evidence never passes
+    assert flagged(0.03, 2) <= 0.01 and flagged(0.03, 64) <= 0.01
+    assert flagged(0.05, 64) >= 0.99
+    assert rule.threshold(20, 20.0) > rule.threshold(20, 640.0)  # 2-token vs 64-token epochs
+    assert not rule.flagged(1e9, 19, 1e4)  # below min_inferences nothing is judged
+    assert rule.flagged(float("nan"), 20, 1e4)  # NaN evidence never passes
+    with pytest.raises(ValueError):
+        rule.threshold(20)  # a weight-scaled rule needs the epoch's weight
 
 
 def test_update_table_replaces_one_model_and_keeps_the_rest(tmp_path) -> None:

@@ -84,3 +84,26 @@ def test_one_validator_cannot_frame_even_with_half_the_checks() -> None:
     assert not any(t.convicted for t in framed)
     cheats = [evidence.tally(*_epoch(rng, 0.05, n=40, liars=2), RULE)["E"] for _ in range(50)]
     assert all(t.convicted for t in cheats)
+
+
+def test_a_weight_scaled_rule_widens_for_short_answers_and_stays_tight_for_long() -> None:
+    """``sigma``: honest T's sd falls as 1/√W. An honest executor answering in 1–2 tokens (Σw
+    ~1 per inference, T noisy: ratio sd 0.6·μ) is not convicted; the same rule convicts 2·μ
+    over long answers (Σw 5–40)."""
+    rule = EpochRule(0.03, 0.0, 3.09, 1.2, 20, 0.3, sigma=0.08)
+    rng = np.random.default_rng(4)
+
+    def short_epoch():
+        records, ev, required = [], {}, {"v0": set()}
+        for i in range(30):
+            iid, w = i.to_bytes(32, "big"), rng.uniform(0.3, 1.5)
+            records.append((iid, "E", round(w * M)))
+            ev[(iid, "v0")] = round(max(0.0, rng.normal(0.03, 0.018)) * w * M)
+            required["v0"].add(iid)
+        return records, ev, {k: frozenset(s) for k, s in required.items()}
+
+    short = [evidence.tally(*short_epoch(), rule)["E"] for _ in range(200)]
+    long_cheat = [evidence.tally(*_epoch(rng, 0.06), rule)["E"] for _ in range(200)]
+    assert not any(t.convicted for t in short)
+    assert all(t.convicted for t in long_cheat)
+    assert min(t.threshold for t in short) > max(t.threshold for t in long_cheat)

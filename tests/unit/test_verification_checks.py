@@ -60,6 +60,8 @@ def test_compact_roundtrip_hash_and_size() -> None:
     assert back.finish_reason == "length" and back.seed == 1234
     # uint32 ids of a 49k vocabulary with float16 logprobs compress under 24 bytes per token
     assert art.bytes_per_token() < 24 * 1.4  # random ids are the worst case; see benchmark
+    # the prompt ids cost once per request, not per output token
+    assert art.bytes_per_token() < art.bytes_per_token(include_prompt=True)
 
 
 def test_hash_changes_with_any_field() -> None:
