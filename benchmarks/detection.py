@@ -160,11 +160,24 @@ def _save(path: Path, samples: list[dict]) -> None:
 def load_samples(pattern: str = "*.pkl") -> list[dict]:
     """Every stored verification sample (for the report; the vLLM verifier's are apart)."""
     out: list[dict] = []
+    seen: set[tuple] = set()
     for p in sorted(DATA_DIR.glob(pattern)):
         if p.name == "vllm_verifier.pkl":
             continue
         with open(p, "rb") as f:
-            out += pickle.load(f)
+            for s in pickle.load(f):
+                # a phase resumed with a larger --count redoes its last partial chunk: count each
+                # (request, variant) once
+                key = (
+                    s.get("phase"),
+                    s.get("dtype"),
+                    s.get("split"),
+                    s.get("req"),
+                    s.get("variant"),
+                )
+                if key not in seen:
+                    seen.add(key)
+                    out.append(s)
     return out
 
 

@@ -15,10 +15,15 @@ What is real and what is modelled:
   come from :func:`~gonka_ray.protocol.settlement.epoch_weights` (cap, exclusion of last epoch's
   INVALID); money moves by :func:`settle_epoch` / :func:`apply_settlement`, and the script asserts
   after every epoch that supply changed by exactly ``minted − burned``.
-- **Modelled** (assumptions, all flags): a check of a *cheated* inference by a validator that
-  really checks fails with probability ``--tpr`` (0.999, the replay check's measured detection on
-  cheap-model outputs is of that order); a check of an honest inference fails with ``--fpr``
-  (1e-4). Votes are re-checks with the same rates. PoC is not re-simulated: each identity's
+- **Detection rates from** ``results/detection.json`` (held-out; ``--tpr``/``--fpr`` override
+  as a named what-if): a check of a *cheated* inference by a validator that really checks fails
+  with the worst float32 cheat's TPR at 64 tokens (identical outputs count as not caught); a
+  check of an honest inference fails with the 95% upper bound on the held-out false-positive
+  rate. Votes are re-checks with the same rates.
+- **The sweep** (:mod:`benchmarks.economics_sweep`): {1k, 10k, 100k} requests × {10, 100, 1000}
+  participants × nine strategies, an epoch-level numpy model with the same rules, under the
+  ledger's voting (every participant votes) and a vote committee (proposal).
+- **Modelled** (assumptions, all flags): PoC is not re-simulated: each identity's
   accepted nonce count is its fixed capacity (PoC soundness is tested in ``tests/unit/test_poc.py``).
   Compute cost is counted in tokens: an honest inference costs ``cost_per_token`` per prompt
   and completion token, a cheated one ``cheat_cost_ratio`` of that, every check or vote
@@ -70,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm
 
+from benchmarks import economics_sweep as sweep_mod
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from gonka_ray.exceptions import TxRejected
 from gonka_ray.protocol import reputation, selection, settlement, validation_sampling
@@ -559,13 +565,27 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--requests", type=int, default=2_000)
     ap.add_argument("--epochs-10k", type=int, default=10, help="epochs of the 10k-traffic runs")
-    ap.add_argument("--tpr", type=float, default=0.999)
-    ap.add_argument("--fpr", type=float, default=1e-4)
+    ap.add_argument("--tpr", type=float, help="default: detection.json's (held-out)")
+    ap.add_argument("--fpr", type=float, help="default: detection.json's (held-out)")
+    ap.add_argument("--sweep-seeds", type=int, default=6)
+    ap.add_argument("--sweep-epochs", type=int, default=10)
+    ap.add_argument("--committee", type=int, default=12, help="the sweep's proposed vote size")
     ap.add_argument("--quick", action="store_true", help="1 seed, 5 epochs; no files written")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.epochs_10k = 1, 5, 2
+        args.sweep_seeds, args.sweep_epochs = 1, 2
     t0 = time.time()
+    rates = sweep_mod.detection_rates()
+    if args.tpr is not None or args.fpr is not None:  # an explicit what-if, named as such
+        rates = sweep_mod.Rates(
+            args.tpr if args.tpr is not None else rates.tpr,
+            args.fpr if args.fpr is not None else rates.fpr,
+            "assumed (--tpr/--fpr)",
+            rates.detail,
+        )
+    args.tpr, args.fpr = rates.tpr, rates.fpr
+    print(f"detection rates from {rates.source}: TPR {rates.tpr:.4f}, FPR {rates.fpr:.2e}")
     base = SimConfig(epochs=args.epochs, requests=args.requests, tpr=args.tpr, fpr=args.fpr)
     # at 5x the traffic, scale the mint and the PoC cost so their ratio to fees is unchanged
     high = SimConfig(
@@ -623,13 +643,62 @@ def main() -> None:
         "max_dishonest_strategy_proposed_10k": result["proposed_10k"]["max_dishonest_strategy"],
         "runtime_s": round(time.time() - t0, 1),
     }
+    # the sweep: {1k, 10k, 100k} requests × {10, 100, 1000} participants × every strategy,
+    # under the ledger's rules (everyone votes) and with a vote committee (proposal)
+    sweeps = {}
+    for name, econ in (
+        ("ledger_rules", sweep_mod.Economy()),
+        (f"committee_{args.committee}", sweep_mod.Economy(committee=args.committee)),
+    ):
+        sweeps[name] = sweep_mod.sweep(
+            rates, seeds=args.sweep_seeds, epochs=args.sweep_epochs, econ=econ
+        )
+        print(f"\n== sweep, {name}: worst ratio per strategy (mean over seeds, worst cell) ==")
+        print_table(
+            [{"strategy": k, "ratio": v} for k, v in sweeps[name]["max_ratio_per_strategy"].items()]
+        )
+    newcomers = sweep_mod.newcomer_checked_share(samples=60 if args.quick else 400)
+    led, com = sweeps["ledger_rules"], sweeps[f"committee_{args.committee}"]
+    summary.update(
+        {
+            "max_dishonest_profit_ratio_all_cells": led["max_dishonest_profit_ratio_all_cells"],
+            "worst_cell": led["worst_cell"],
+            "max_ratio_per_strategy": led["max_ratio_per_strategy"],
+            "honest_profit_vs_peaceful_min": led["honest_profit_vs_peaceful_min"],
+            "sybil_profit_ratio_max": led["sybil_profit_ratio_max"],
+            "honest_invalid_count": summary["honest_invalid_count"]
+            + led["honest_invalid_count"]
+            + com["honest_invalid_count"],
+            f"max_dishonest_profit_ratio_all_cells_committee_{args.committee}": com[
+                "max_dishonest_profit_ratio_all_cells"
+            ],
+            f"max_ratio_per_strategy_committee_{args.committee}": com["max_ratio_per_strategy"],
+            f"honest_profit_vs_peaceful_min_committee_{args.committee}": com[
+                "honest_profit_vs_peaceful_min"
+            ],
+            "newcomer_checked_share": newcomers["share"],
+            "detection_rates_source": rates.source,
+            "detection_tpr": rates.tpr,
+            "detection_fpr": rates.fpr,
+            "runtime_s": round(time.time() - t0, 1),
+        }
+    )
     print()
     print_table([{"metric": k, "value": v} for k, v in summary.items()])
     if args.quick:
         return
-    path = write_results("economics", summary, seeds=args.seeds, results=result)
+    path = write_results(
+        "economics",
+        summary,
+        seeds=args.seeds,
+        results=result,
+        sweep=sweeps,
+        newcomers=newcomers,
+        detection_rates=rates.__dict__,
+    )
     plot(result, RESULTS_DIR / "economics.png")
-    print(f"wrote {path} and {RESULTS_DIR / 'economics.png'}")
+    sweep_mod.plot(led, RESULTS_DIR / "economics_sweep.png", com)
+    print(f"wrote {path}, {RESULTS_DIR / 'economics.png'} and economics_sweep.png")
 
 
 if __name__ == "__main__":

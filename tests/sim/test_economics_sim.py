@@ -27,3 +27,27 @@ def test_small_economy_punishes_cheating_and_spares_the_honest() -> None:
     assert rows["lazy"]["forfeited_epochs"] == 2 * 4  # never checks: forfeits every epoch
     assert rows["honest"]["forfeited_epochs"] == 0
     assert result["minted"] == 4 * 750_000 and result["burned"] > 0
+
+
+def test_sweep_model_applies_the_ledger_rules() -> None:
+    """The epoch-level model of the sweep (benchmarks/economics_sweep.py): an always-cheater is
+    kicked out at its 5th invalidation in a row and loses money, a lazy validator loses its
+    pro-rated mint, and a vote committee caps what a cheater's disputes cost the honest."""
+    from benchmarks import economics_sweep as S
+
+    rates = S.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
+    cheat = S.run("cheat_always", 1_000, 100, 0, 4, S.Economy(), rates)
+    assert cheat["kicked_out"] >= 4 and cheat["profit_bad"] < 0 < cheat["profit_honest"]
+    lazy = S.run("lazy", 1_000, 100, 0, 4, S.Economy(), rates)
+    assert lazy["profit_bad"] < 0.9 * lazy["profit_honest"]
+    everyone = S.run("cheat_always", 1_000, 1_000, 0, 3, S.Economy(), rates)
+    committee = S.run("cheat_always", 1_000, 1_000, 0, 3, S.Economy(committee=12), rates)
+    # every participant re-checks every dispute: honest work turns unprofitable at 1,000
+    assert everyone["profit_honest"] < 0 < committee["profit_honest"]
+
+
+def test_every_newcomer_inference_must_be_checked_by_someone() -> None:
+    from benchmarks.economics_sweep import newcomer_checked_share
+
+    got = newcomer_checked_share(samples=8, seed=3)
+    assert got["inferences"] == 3 * (8 + 8 + 1) and got["share"] == 1.0
