@@ -17,7 +17,8 @@ What is real and what is modelled:
   after every epoch that supply changed by exactly ``minted − burned``.
 - **Detection rates from** ``results/detection.json`` (held-out; ``--tpr``/``--fpr`` override
   as a named what-if): a check of a *cheated* inference by a validator that really checks fails
-  with the worst float32 cheat's TPR at 64 tokens (identical outputs count as not caught); a
+  with the TPR at 64 tokens of the worst float32 cheat that saves compute (identical outputs
+  count as not caught); a
   check of an honest inference fails with the 95% upper bound on the held-out false-positive
   rate. Votes are re-checks with the same rates.
 - **The sweep** (:mod:`benchmarks.economics_sweep`): {1k, 10k, 100k} requests × {10, 100, 1000}

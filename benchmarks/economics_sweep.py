@@ -22,8 +22,9 @@ is too slow for 100k requests × 1,000 participants; this model works per epoch 
   not charged.
 
 **Detection rates come from** ``benchmarks/results/detection.json`` (held-out): a check of a
-cheated inference fails with the *worst* float32 cheat's TPR at 64 tokens over all its outputs
-(an output identical to the honest one counts as not caught), and an honest one with the
+cheated inference fails with the TPR at 64 tokens of the *worst* float32 cheat that saves
+compute (cheaper model or laundering), over all its outputs (an output identical to the honest
+one counts as not caught: the cheat still saved its compute), and an honest one with the
 95% upper bound on the false-positive rate (3 / held-out honest outputs when none failed).
 
 Modelled (stated): inferences go to executors ∝ weight (multinomial); each check is an
@@ -60,6 +61,9 @@ STRATEGIES = (
 )
 CHEAT_RATE = {"cheat_always": 1.0, "cheat_1": 0.01, "cheat_10": 0.1, "collude": 0.2}
 HONEST_BEHAVIOUR = ("sybil",)  # honest work split over identities: reported apart (goal ≤ 1)
+# the cheats that save compute (what the model's cheat_cost_ratio prices); sampling cheats
+# (wrong temperature, greedy, ignored seed, one replaced token) cost as much as honest work
+COMPUTE_SAVING_CHEATS = ("int8", "int4", "truncate_layers_2", "truncate_layers_6", "launder")
 REQUESTS = (1_000, 10_000, 100_000)
 PARTICIPANTS = (10, 100, 1_000)
 
@@ -98,7 +102,11 @@ def detection_rates(path: Path = RESULTS_DIR / "detection.json") -> Rates:
     """The held-out rates of ``detection.json`` (see the module docstring)."""
     d = json.loads(path.read_text())
     s = d["summary"]
-    cheats = [c for c in d.get("cheats", []) if c["tokens"] == 64 and c["samples"] > 0]
+    cheats = [
+        c
+        for c in d.get("cheats", [])
+        if c["tokens"] == 64 and c["samples"] > 0 and c["cheat"] in COMPUTE_SAVING_CHEATS
+    ]
     if not cheats:
         raise ValueError(f"{path} has no float32 cheat rows: run benchmarks/detection.py cheats")
     worst = min(cheats, key=lambda c: c["tpr_all"])
