@@ -176,12 +176,12 @@ def _flag_rates(entry: dict) -> list[float]:
     return [v for k, v in entry.items() if k.startswith("flag_rate")]
 
 
-def epoch_section(samples: list[dict], row: dict, rng) -> dict:
+def epoch_section(samples: list[dict], row: dict, rng, dtype: str = "bfloat16") -> dict:
     ep = row["epoch"]
     rule = EpochRule(
         ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"], ep["sigma"]
     )
-    honest = [s for s in samples if s["dtype"] == "bfloat16" and is_honest(s)]
+    honest = [s for s in samples if s["dtype"] == dtype and is_honest(s)]
     held = [s for s in honest if s["split"] == "heldout"]
     out = {"rule": ep, "epochs_drawn": EPOCH_DRAWS, "inferences_per_epoch": EPOCH_INFERENCES}
     pools = {
@@ -206,7 +206,7 @@ def epoch_section(samples: list[dict], row: dict, rng) -> dict:
         pools[f"int8_{n}tok"] = [
             record(s).evidence()
             for s in samples
-            if s["dtype"] == "bfloat16" and s["kind"] == "int8" and len(s["out"]) == n
+            if s["dtype"] == dtype and s["kind"] == "int8" and len(s["out"]) == n
         ]
     rates = {}
     for name, pool in pools.items():
@@ -350,6 +350,9 @@ def main() -> None:
             bf16_cheats += cheat_rows(samples, rows["bfloat16"], "bfloat16", n)
     rng = np.random.default_rng(0)
     epoch = epoch_section(samples, rows["bfloat16"], rng) if "bfloat16" in rows else None
+    # a float32 network gets its row's epoch rule too: it must not flag honest fp32 executors
+    # (other engines included) either
+    epoch32 = epoch_section(samples, rows["float32"], rng, "float32") if "float32" in rows else None
     vllm = vllm_section()
     cost_path = DATA_DIR / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {}
@@ -373,6 +376,7 @@ def main() -> None:
         ),
         "int8_bf16_epoch_detection": epoch["int8_detection_min"] if epoch else None,
         "honest_bf16_epoch_false_alarm": epoch["worst_honest_false_alarm"] if epoch else None,
+        "honest_fp32_epoch_false_alarm": epoch32["worst_honest_false_alarm"] if epoch32 else None,
         "int8_tpr_bf16_64tok": int8_bf16.get(64),
         "int8_tpr_bf16_256tok": int8_bf16.get(256),
         "vllm_replay_decided_share": vllm.get("vllm_decided_share"),
@@ -397,6 +401,7 @@ def main() -> None:
         cheats=cheats,
         bf16_cheats=bf16_cheats,
         epoch=epoch,
+        epoch_float32=epoch32,
         vllm_verifier=vllm,
         cost=cost,
         grid=grid,
