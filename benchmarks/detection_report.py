@@ -38,6 +38,7 @@ from gonka_ray.verification import calibration as cal
 from gonka_ray.verification.checks import logit_margins, logprob_excess
 
 EPOCH_INFERENCES = 20
+DEFAULT_TRIM = cal.DEFAULT_TRIM
 EPOCH_DRAWS = 100_000
 LENGTH_BUCKETS = (1, 2, 4, 16, 64, 256, 1024)
 
@@ -267,42 +268,58 @@ def plot(samples: list[dict], rows: dict, epoch: dict | None) -> None:
             if s["dtype"] == dtype and is_honest(s) and len(s["out"]) and s["split"] == "heldout"
         ]
         bins = np.logspace(-7, 0.5, 60)
-        ax.hist(hon, bins=bins, alpha=0.5, label=f"honest held-out ({len(hon)})", density=True)
+        # share of outputs per bin (a density over log-spaced bins would inflate the narrow
+        # bins at the floor, where every output with no excess beyond float16 rounding sits)
+        share = np.full(len(hon), 1.0 / max(1, len(hon)))
+        ax.hist(hon, bins=bins, weights=share, alpha=0.5, label=f"honest held-out ({len(hon)})")
         for kind in sorted({s["kind"] for s in samples if s["dtype"] == dtype} - {"honest"}):
             vals = [
                 max(floor, float(logprob_excess(s["o"], s["v"]).mean()))
                 for s in samples
                 if s["dtype"] == dtype and s["kind"] == kind and not s.get("identical")
             ]
-            ax.hist(vals, bins=bins, histtype="step", label=kind, density=True)
+            if vals:
+                w = np.full(len(vals), 1.0 / len(vals))
+                ax.hist(vals, bins=bins, weights=w, histtype="step", label=kind)
         if dtype in rows:
             ax.axvline(rows[dtype]["max_logprob_excess"], color="k", ls=":", label="threshold")
         ax.set_xscale("log")
-        ax.set_title(f"{dtype}: mean logprob excess per output")
+        ax.set_title(f"{dtype}: mean logprob excess per output (≤ 1e-7: none)")
+        ax.set_ylabel("share of outputs")
         ax.legend(fontsize=7)
     ax = axes[2]
     if epoch and "bfloat16" in rows:
+        # resampled epochs: the statistic T against the evidence weight W, and the bound
         rng = np.random.default_rng(1)
-        for name in ("honest_heldout_64tok", "int8_64tok", "honest_heldout_traffic"):
-            pool = [
-                record(s).evidence()
-                for s in samples
-                if s["dtype"] == "bfloat16"
-                and (
-                    (name.startswith("int8") and s["kind"] == "int8")
-                    or (name.startswith("honest") and is_honest(s) and s["split"] == "heldout")
-                )
-                and (len(s["out"]) == 64 or name.endswith("traffic"))
-            ]
+        held = [s for s in samples if s["dtype"] == "bfloat16" and s["split"] == "heldout"]
+        pools = {
+            "honest held-out, every length": [
+                record(s).evidence() for s in held if is_honest(s) and len(s["out"])
+            ],
+            "honest held-out, 1-2 tokens": [
+                record(s).evidence() for s in held if is_honest(s) and 0 < len(s["out"]) <= 2
+            ],
+            "int8, 64 tokens": [
+                record(s).evidence() for s in held if s["kind"] == "int8" and len(s["out"]) == 64
+            ],
+        }
+        for name, pool in pools.items():
             if len(pool) < 8:
                 continue
             a, w = np.array(pool).T
-            idx = rng.integers(0, len(pool), size=(20_000, EPOCH_INFERENCES))
-            ax.hist(a[idx].sum(1) / w[idx].sum(1), bins=80, alpha=0.5, label=name, density=True)
+            idx = rng.integers(0, len(pool), size=(3_000, EPOCH_INFERENCES))
+            t = cal.trimmed_ratios(a[idx], w[idx], DEFAULT_TRIM)
+            ax.scatter(w[idx].sum(1), t, s=3, alpha=0.3, label=f"{name} ({len(pool)})")
         ep = rows["bfloat16"]["epoch"]
-        ax.axvline(ep["safety"] * ep["mu"], color="k", ls=":", label="safety·mu")
-        ax.set_title(f"bf16 epoch evidence R over {EPOCH_INFERENCES} inferences")
-        ax.legend(fontsize=7)
+        grid = np.logspace(0.5, 4.5, 100)
+        bound = ep["safety"] * (ep["mu"] + ep["z"] * ep["sigma"] / np.sqrt(grid))
+        ax.plot(grid, bound, "k--", label="bound safety·(μ + z·σ/√W)")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 0.25)
+        ax.set_xlabel("epoch evidence weight W = Σw")
+        ax.set_ylabel("T (trimmed weighted mean excess/w)")
+        ax.set_title(f"bf16 epochs of {EPOCH_INFERENCES} checked inferences (held out)")
+        ax.legend(fontsize=7, markerscale=4)
     fig.tight_layout()
     fig.savefig(RESULTS_DIR / "detection.png", dpi=100)
 
