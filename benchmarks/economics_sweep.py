@@ -121,7 +121,7 @@ def detection_rates(path: Path = RESULTS_DIR / "detection.json") -> Rates:
             "worst_cheat_samples": worst["samples"],
             "heldout_honest_samples": n,
             "heldout_false_positives": fps,
-            "commit": d.get("commit"),
+            "commit": d.get("git_commit"),
         },
     )
 
