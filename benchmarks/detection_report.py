@@ -404,7 +404,6 @@ def main() -> None:
     print_table(cheats + bf16_cheats)
     print(json.dumps(summary, indent=1))
     commits = sorted({s.get("commit", "?") for s in samples})
-    plot(samples, rows, epoch)
     path = write_results(
         "detection",
         summary,
@@ -439,6 +438,7 @@ def main() -> None:
             "from held-out pools."
         ),
     )
+    plot(samples, rows, epoch)  # after the JSON: its git_commit must see a clean tree
     print(f"wrote {path}")
     if args.write_thresholds:
         from gonka_ray.verification.calibrate import update_table
