@@ -38,7 +38,6 @@ from gonka_ray.verification import calibration as cal
 from gonka_ray.verification.checks import logit_margins, logprob_excess
 
 EPOCH_INFERENCES = 20
-DEFAULT_TRIM = cal.DEFAULT_TRIM
 EPOCH_DRAWS = 100_000
 LENGTH_BUCKETS = (1, 2, 4, 16, 64, 256, 1024)
 
@@ -165,6 +164,13 @@ def epoch_rates(
     return float(np.mean(convicted))
 
 
+def _epoch_rule(ep: dict) -> EpochRule:
+    """A fitted row's epoch rule, judged at EPOCH_INFERENCES checked inferences."""
+    return EpochRule(
+        ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"], ep["sigma"]
+    )
+
+
 def _thresholds(rule: EpochRule, inferences, weight: np.ndarray) -> np.ndarray:
     """``rule.threshold`` per epoch (vectorised over epochs)."""
     m = np.broadcast_to(np.asarray(inferences), weight.shape)
@@ -179,9 +185,7 @@ def _flag_rates(entry: dict) -> list[float]:
 
 def epoch_section(samples: list[dict], row: dict, rng, dtype: str = "bfloat16") -> dict:
     ep = row["epoch"]
-    rule = EpochRule(
-        ep["mu"], ep["kappa"], ep["z"], ep["safety"], EPOCH_INFERENCES, ep["trim"], ep["sigma"]
-    )
+    rule = _epoch_rule(ep)
     honest = [s for s in samples if s["dtype"] == dtype and is_honest(s)]
     held = [s for s in honest if s["split"] == "heldout"]
     out = {"rule": ep, "epochs_drawn": EPOCH_DRAWS, "inferences_per_epoch": EPOCH_INFERENCES}
@@ -290,6 +294,7 @@ def plot(samples: list[dict], rows: dict, epoch: dict | None) -> None:
     ax = axes[2]
     if epoch and "bfloat16" in rows:
         # resampled epochs: the statistic T against the evidence weight W, and the bound
+        rule = _epoch_rule(rows["bfloat16"]["epoch"])
         rng = np.random.default_rng(1)
         held = [s for s in samples if s["dtype"] == "bfloat16" and s["split"] == "heldout"]
         pools = {
@@ -308,11 +313,10 @@ def plot(samples: list[dict], rows: dict, epoch: dict | None) -> None:
                 continue
             a, w = np.array(pool).T
             idx = rng.integers(0, len(pool), size=(3_000, EPOCH_INFERENCES))
-            t = cal.trimmed_ratios(a[idx], w[idx], DEFAULT_TRIM)
+            t = cal.trimmed_ratios(a[idx], w[idx], rule.trim)
             ax.scatter(w[idx].sum(1), t, s=3, alpha=0.3, label=f"{name} ({len(pool)})")
-        ep = rows["bfloat16"]["epoch"]
         grid = np.logspace(0.5, 4.5, 100)
-        bound = ep["safety"] * (ep["mu"] + ep["z"] * ep["sigma"] / np.sqrt(grid))
+        bound = _thresholds(rule, EPOCH_INFERENCES, grid)
         ax.plot(grid, bound, "k--", label="bound safety·(μ + z·σ/√W)")
         ax.set_xscale("log")
         ax.set_ylim(0, 0.25)

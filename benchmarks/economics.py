@@ -585,9 +585,8 @@ def main() -> None:
             "assumed (--tpr/--fpr)",
             rates.detail,
         )
-    args.tpr, args.fpr = rates.tpr, rates.fpr
     print(f"detection rates from {rates.source}: TPR {rates.tpr:.4f}, FPR {rates.fpr:.2e}")
-    base = SimConfig(epochs=args.epochs, requests=args.requests, tpr=args.tpr, fpr=args.fpr)
+    base = SimConfig(epochs=args.epochs, requests=args.requests, tpr=rates.tpr, fpr=rates.fpr)
     # at 5x the traffic, scale the mint and the PoC cost so their ratio to fees is unchanged
     high = SimConfig(
         **{

@@ -82,7 +82,6 @@ class Economy:
     group_share: float = 0.05  # identities following the strategy (at least one)
     collude_weight: float = 0.15  # colluders' weight share (< 1/3)
     sybil_split: int = 4
-    ta_inflation: float = 10.0  # the TA claims 10x the prompt; charged the executor's count
     committee: int = 0  # 0: every eligible participant votes on a dispute (the ledger today)
 
     @property
@@ -152,10 +151,15 @@ def _population(strategy: str, n: int, econ: Economy, rng: np.random.Generator):
 def _vote(rng, w, eligible, fail_p, stance) -> bool:
     """One dispute decided as :func:`votes.tally` at the deadline: ``stance`` per voter is
     1 (re-checks: votes invalid with ``fail_p``), 0 (abstains), -1 (votes valid unchecked).
-    True: invalidated. The accuser's failed check is an invalid ballot."""
+    True: invalidated. The accuser is modelled as one of the re-checking voters."""
     checks = (stance == 1) & eligible
     invalid_ballot = checks & (rng.random(len(w)) < fail_p)
     valid_ballot = (checks & ~invalid_ballot) | ((stance == -1) & eligible)
+    return _invalidated(w, eligible, invalid_ballot, valid_ballot)
+
+
+def _invalidated(w, eligible, invalid_ballot, valid_ballot) -> bool:
+    """:func:`votes.tally`'s decision at the deadline over boolean ballot masks."""
     total = int(w[eligible].sum())
     inv, val = int(w[invalid_ballot].sum()), int(w[valid_ballot].sum())
     if 2 * inv > total:
@@ -179,17 +183,14 @@ def _committee(rng, w, eligible, size: int) -> np.ndarray:
 
 
 def _check_vote_rule(rng) -> None:
-    """:func:`_vote`'s arithmetic is :func:`votes.tally`'s (deadline passed)."""
+    """:func:`_invalidated` decides as :func:`votes.tally` (deadline passed)."""
     for _ in range(20):
         w = rng.integers(1, 50, size=7)
         inv = rng.random(7) < 0.5
         cast = rng.random(7) < 0.8
         ballots = {str(i): not bool(inv[i]) for i in range(7) if cast[i]}
         ref = votes.tally(ballots, {str(i): int(w[i]) for i in range(7)}, deadline_passed=True)
-        total = int(w.sum())
-        i_w = sum(int(w[i]) for i in range(7) if cast[i] and inv[i])
-        v_w = sum(int(w[i]) for i in range(7) if cast[i] and not inv[i])
-        mine = 2 * i_w > total or (not 2 * v_w > total and i_w > v_w)
+        mine = _invalidated(w, np.ones(7, bool), cast & inv, cast & ~inv)
         assert mine == (ref is votes.VoteOutcome.INVALIDATED)
 
 
@@ -251,8 +252,6 @@ def run(
         "honest_invalidated": 0,
         "cheated_spend": 0.0,
         "cheated_refunded": 0.0,
-        "refund_owed": 0.0,
-        "refunded": 0.0,
     }
     traffic = requests  # the protocol's estimate: last epoch's finished count
     for _ in range(epochs):
@@ -347,8 +346,6 @@ def run(
         income += paid_out + np.where(keep, shares, 0.0) + np.where(keep, mint * mint_kept, 0.0)
         out["cheated_spend"] += float((cheated * fee).sum())
         out["cheated_refunded"] += float((cheated * fee)[caught].sum())
-        out["refund_owed"] += float(billed[caught].sum())
-        out["refunded"] += float(billed[caught].sum())
         out["forfeited_epochs_bad"] += int((caught & bad).sum())
         excluded = frozenset(names[i] for i in np.flatnonzero(kicked))  # sit out next epoch
         epochs_active = np.array(
