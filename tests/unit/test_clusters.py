@@ -36,22 +36,56 @@ def test_cluster_yaml_passes_rays_schema_and_validation(name: str) -> None:
     assert prepared["cluster_name"].startswith("gonka-")
 
 
+def _hosts_by_participant(raw: dict) -> dict[str, list[str]]:
+    """Participant name -> the hosts (local provider) or node types (cloud) offering its resource.
+
+    Local provider: the head's ``ray start --resources`` and the workers' IP -> participant table
+    in ``worker_start_ray_commands``; cloud: each node type's ``resources``.
+    """
+    offered: dict[str, list[str]] = {}
+    if raw["provider"]["type"] == "local":
+        head = " ".join(raw["head_start_ray_commands"])
+        for name in re.findall(r"--resources='\{\"participant:(\w+)\": 1\}'", head):
+            offered.setdefault(name, []).append(raw["provider"]["head_ip"])
+        worker = " ".join(raw["worker_start_ray_commands"])
+        assert '--resources="{\\"participant:$P\\": 1}"' in worker  # workers start with their $P
+        for ip, name in re.findall(r"([\d.]+)\) P=(\w+) ;;", worker):
+            offered.setdefault(name, []).append(ip)
+    else:
+        for node_type, spec in raw["available_node_types"].items():
+            for res in spec.get("resources", {}):
+                name = res.removeprefix("participant:")
+                offered.setdefault(name, []).append(node_type)
+    return offered
+
+
+def test_hosts_by_participant_sees_a_wrong_table() -> None:
+    raw = yaml.safe_load((CLUSTERS / "local.yaml").read_text())
+    good = _hosts_by_participant(raw)
+    raw["worker_start_ray_commands"] = [
+        c.replace("P=carol", "P=bob") for c in raw["worker_start_ray_commands"]
+    ]
+    bad = _hosts_by_participant(raw)
+    assert "carol" in good and "carol" not in bad and len(bad["bob"]) == 2
+
+
 @pytest.mark.parametrize(("name", "network"), sorted(PAIRS.items()))
 def test_cluster_starts_its_network_with_one_participant_per_resource(name, network) -> None:
     raw = yaml.safe_load((CLUSTERS / name).read_text())
-    text = (CLUSTERS / name).read_text()
     config = load_config(CLUSTERS / network)
     head = " ".join(raw["head_start_ray_commands"])
     assert f"gonka-ray up ~/gonka_ray/clusters/{network}" in head and "--address auto" in head
     assert any("make install" in c for c in raw["setup_commands"])
+    offered = _hosts_by_participant(raw)
+    # every participant's resource is offered by exactly one host or node type, and nothing else
+    assert sorted(offered) == sorted(p.name for p in config.participants)
+    assert all(len(hosts) == 1 for hosts in offered.values()), offered
     for p in config.participants:
         assert p.resources == {f"participant:{p.name}": 1}, p.name
-        # the cluster offers that resource: a node type's resources or a host's start command
-        assert f"participant:{p.name}" in text or re.search(rf"\b{p.name}\b", text), p.name
+    if raw["provider"]["type"] == "local":
+        hosts = sorted(h for hs in offered.values() for h in hs)
+        assert hosts == sorted([raw["provider"]["head_ip"], *raw["provider"]["worker_ips"]])
     if raw["provider"]["type"] == "aws":
-        types = raw["available_node_types"]
-        offered = {r for t in types.values() for r in t.get("resources", {})}
-        assert offered == {f"participant:{p.name}" for p in config.participants}
         tps = {p.name: config.engine_for(p.name).tensor_parallel_size for p in config.participants}
         assert set(tps.values()) == {1, 4}  # per-participant tensor parallelism
         assert all(config.engine_for(p.name).kind == "vllm" for p in config.participants)
