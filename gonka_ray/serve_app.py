@@ -19,7 +19,7 @@ Endpoints (under the route prefix):
 
 1. ``Authorization: Bearer <api key>``: the key is bound to a custodial client account whose
    signing key the ingress holds; the ingress builds the ``InferenceRequest`` from the body and
-   signs it (:func:`gonka_ray.sdk.sign_chat`).
+   signs it (:func:`gonka_ray.client_request.sign_chat`).
 2. ``X-Gonka-Signed-Request: <base64 envelope>``: a request signed by the client's own key
    (``sdk.sign_chat``). The envelope is authoritative: model, messages/prompt and every
    sampling field come from it and the body's copies are **ignored** (listed in
@@ -68,6 +68,7 @@ from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray import metrics as M
 from gonka_ray.actors.clients import stream_call
+from gonka_ray.client_request import sign_chat
 from gonka_ray.exceptions import (
     AuthenticationError,
     GonkaError,
@@ -79,7 +80,6 @@ from gonka_ray.exceptions import (
     WireError,
 )
 from gonka_ray.protocol.admission import RateLimiter, ReplayGuard
-from gonka_ray.sdk import sign_chat
 
 log = logging.getLogger(__name__)
 
