@@ -32,6 +32,7 @@ from gonka_ray.actors.clients import stream_call
 # NOTE: re-exported (``from gonka_ray.sdk import sign_chat`` is the documented spelling); it
 # lives in client_request so the HTTP ingress can sign without importing the SDK.
 from gonka_ray.client_request import sign_chat
+from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to be listed
@@ -319,8 +320,6 @@ class NetworkClient:
     async def inference(self, inference_id: str | bytes) -> dict[str, Any] | None:
         """The ledger record of an inference (status, validations, votes, cost, refund) as a
         dict, or None while the ledger does not know it."""
-        from gonka_ray.serve_app import record_view
-
         iid = bytes.fromhex(inference_id) if isinstance(inference_id, str) else inference_id
         record = await self._ledger("inference", iid)
         if record is None:
@@ -369,8 +368,6 @@ class NetworkClient:
 
     async def records(self, limit: int = 20) -> list[dict[str, Any]]:
         """The ledger's most recent inference records, newest first."""
-        from gonka_ray.serve_app import record_view
-
         recs = await self._ledger("inferences", limit)
         names = await self._names()
         return [record_view(r, names) for r in recs]
@@ -426,7 +423,7 @@ class NetworkClient:
         """An ``openai.OpenAI`` client for this network's HTTP app; ``base_url`` defaults to
         where Ray Serve's proxy listens on this cluster (plus ``/v1``)."""
         if base_url is None:
-            from gonka_ray.serve_app import _bound
+            from gonka_ray.serve.deployment import _bound
 
             host, port = _bound(8000)
             base_url = f"http://{host}:{port}/v1"
