@@ -57,7 +57,7 @@ from gonka_ray.network import Network, launch, participant_key, wait_ready
 from gonka_ray.protocol.lifecycle import InferenceStatus
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.sdk import sign_chat, stream_items
-from gonka_ray.serve_app import unwrap_error
+from gonka_ray.serve.errors import unwrap_error
 
 PARTICIPANTS = ("p0", "p1", "p2", "p3")
 FAULTS = ("executor", "ta", "verifier", "ledger", "mlnode")

@@ -9,7 +9,7 @@ chat prompts, sampling and seeds on both sides, one loopback Ray, one Serve HTTP
 - **bare**: the engine inside one plain Ray Serve deployment (FastAPI ingress, SSE streaming):
   the cheapest way to put this engine behind HTTP on Ray; no signatures, no ledger, no hops.
 - **gonka**: a 4-participant network (honest, FakeEngine nowhere) behind
-  :func:`~gonka_ray.serve_app.serve_network`, called with an API key (custodial signing in the
+  :func:`~gonka_ray.serve.deployment.serve_network`, called with an API key (custodial signing in the
   ingress), ``stream: true``.
 
 Closed loop (``gonka_ray.bench.run_closed_loop``) at concurrency 1, 4, 8 with 16- and
@@ -527,7 +527,7 @@ def main() -> None:
     from ray import serve
 
     from gonka_ray.network import init_local_ray, launch, wait_ready
-    from gonka_ray.serve_app import serve_network
+    from gonka_ray.serve.deployment import serve_network
 
     init_local_ray(num_cpus=8)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})

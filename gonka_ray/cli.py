@@ -128,7 +128,7 @@ def up(
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
     from gonka_ray.network import init_local_ray, launch, wait_ready
-    from gonka_ray.serve_app import serve_network, shutdown
+    from gonka_ray.serve.deployment import serve_network, shutdown
 
     api_key = api_key or "sk-gonka-" + secrets.token_hex(16)
     if address:
@@ -259,7 +259,7 @@ def inference(address: str, namespace: str | None, network: str | None, inferenc
 
     import ray
 
-    from gonka_ray.serve_app import record_view
+    from gonka_ray.serve.views import record_view
 
     try:
         iid = bytes.fromhex(inference_id)

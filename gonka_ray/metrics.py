@@ -8,7 +8,7 @@ native call per record). Ray exports them with the prefix ``ray_``.
 
 Where they are recorded (the shells, never the pure cores):
 
-- Serve ingress (:mod:`gonka_ray.serve_app`): ``gonka_requests`` (endpoint, code),
+- Serve ingress (:mod:`gonka_ray.serve.ingress`): ``gonka_requests`` (endpoint, code),
   ``gonka_request_latency_s`` (endpoint, stream), ``gonka_tokens`` (kind = prompt|completion).
 - Transport agent actor: ``gonka_ta_requests`` (participant, outcome).
 - Verifier actor: ``gonka_validations`` (participant, passed), ``gonka_votes`` (participant).

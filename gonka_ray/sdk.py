@@ -28,63 +28,14 @@ from typing import Any, TypeVar
 
 from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import stream_call
-from gonka_ray.constants import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_PRICE_PER_TOKEN,
-    DEFAULT_TOP_K_LOGPROBS,
-)
-from gonka_ray.protocol import payments
+
+# NOTE: re-exported (``from gonka_ray.sdk import sign_chat`` is the documented spelling); it
+# lives in client_request so the HTTP ingress can sign without importing the SDK.
+from gonka_ray.client_request import sign_chat
+from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to be listed
-
-
-def sign_chat(
-    key: crypto.KeyPair,
-    *,
-    chain: str,
-    model: str,
-    messages: Sequence[dict[str, str]] | None = None,
-    prompt: str | None = None,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    temperature: float = 0.7,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int | None = None,
-    logprobs: int = DEFAULT_TOP_K_LOGPROBS,
-    stop: Sequence[str] = (),
-    max_escrow: int | None = None,
-    price_per_token: int = DEFAULT_PRICE_PER_TOKEN,
-    clock: Callable[[], float] = time.time,
-    nonce: int | None = None,
-) -> bytes:
-    """A signed ``InferenceRequest`` envelope for the network ``chain`` (its chain id: a request
-    signed for one network does not verify on another). ``seed`` defaults to a random one.
-
-    ``max_escrow`` (the most the client lets the network lock and charge) defaults to what this
-    request can honestly cost at ``price_per_token``
-    (:func:`~gonka_ray.protocol.payments.request_escrow_bound`), never the whole balance."""
-    if max_escrow is None:
-        texts = [m["content"] for m in (messages or ())] if prompt is None else [prompt]
-        max_escrow = payments.request_escrow_bound(texts, int(max_tokens), int(price_per_token))
-    request = wire.InferenceRequest(
-        model=model,
-        messages=tuple(wire.ChatMessage(m["role"], m["content"]) for m in (messages or ())),
-        prompt=prompt,
-        sampling=wire.SamplingSpec(
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=int(top_k),
-            max_tokens=int(max_tokens),
-            seed=secrets.randbits(63) if seed is None else int(seed),
-            logprobs=int(logprobs),
-            stop=tuple(stop),
-        ),
-        timestamp_ms=int(clock() * 1000),
-        nonce=secrets.randbits(63) if nonce is None else nonce,
-        max_escrow=int(max_escrow),
-    )
-    return wire.seal(request, key, chain)
 
 
 @dataclass(frozen=True)
@@ -369,8 +320,6 @@ class NetworkClient:
     async def inference(self, inference_id: str | bytes) -> dict[str, Any] | None:
         """The ledger record of an inference (status, validations, votes, cost, refund) as a
         dict, or None while the ledger does not know it."""
-        from gonka_ray.serve_app import record_view
-
         iid = bytes.fromhex(inference_id) if isinstance(inference_id, str) else inference_id
         record = await self._ledger("inference", iid)
         if record is None:
@@ -419,8 +368,6 @@ class NetworkClient:
 
     async def records(self, limit: int = 20) -> list[dict[str, Any]]:
         """The ledger's most recent inference records, newest first."""
-        from gonka_ray.serve_app import record_view
-
         recs = await self._ledger("inferences", limit)
         names = await self._names()
         return [record_view(r, names) for r in recs]
@@ -476,7 +423,7 @@ class NetworkClient:
         """An ``openai.OpenAI`` client for this network's HTTP app; ``base_url`` defaults to
         where Ray Serve's proxy listens on this cluster (plus ``/v1``)."""
         if base_url is None:
-            from gonka_ray.serve_app import _bound
+            from gonka_ray.serve.deployment import _bound
 
             host, port = _bound(8000)
             base_url = f"http://{host}:{port}/v1"

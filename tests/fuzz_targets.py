@@ -21,7 +21,7 @@ Targets:
   grading, which must return a result, never raise; and mutated ``PayloadRequest`` envelopes
   into the executor's ``payload``.
 - ``http``: request bodies and headers into the OpenAI-compatible ingress
-  (:class:`~gonka_ray.serve_app.GonkaIngress`), in process, with fake actor handles; every
+  (:class:`~gonka_ray.serve.ingress.GonkaIngress`), in process, with fake actor handles; every
   answer must be 200 or 4xx.
 """
 
@@ -925,7 +925,7 @@ class _FakeLedger:
 
 
 def make_ingress() -> Any:
-    from gonka_ray.serve_app import GonkaIngress
+    from gonka_ray.serve.ingress import GonkaIngress
 
     fakes = {"mlnode": _FakeMLNode(), "ta": _FakeTA(), "ledger": _FakeLedger()}
 
@@ -1123,7 +1123,7 @@ def run_http(case: tuple) -> str:
     async def call() -> tuple[int, bytes]:
         request = Request(_scope("POST" if kind != "inference" else "GET", path, headers), receive)
         if kind == "inference":
-            response = await ingress._inference(request, auth_text)
+            response = await ingress.inference(request, auth_text)
         else:
             response = await ingress._complete(request, kind)
         if isinstance(response, StreamingResponse):

@@ -28,7 +28,7 @@ def served_network() -> Iterator[dict]:
     from gonka_ray import crypto
     from gonka_ray.config import parse_config
     from gonka_ray.network import launch, wait_ready
-    from gonka_ray.serve_app import serve_network
+    from gonka_ray.serve.deployment import serve_network
 
     config = parse_config(
         {

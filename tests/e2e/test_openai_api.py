@@ -16,7 +16,8 @@ import pytest
 
 from gonka_ray import sdk
 from gonka_ray.exceptions import GonkaError, InsufficientBalance, Overloaded
-from gonka_ray.serve_app import error_response, serve_network, unwrap_error
+from gonka_ray.serve.deployment import serve_network
+from gonka_ray.serve.errors import error_response, unwrap_error
 from tests.served_network import API_KEY, POOR_KEY
 from tests.served_network import free_port as _free_port
 
@@ -362,7 +363,7 @@ def test_expired_and_misrouted_signed_requests(served) -> None:
 
 def test_back_pressure_is_a_429_with_retry_after_before_any_work() -> None:
     """The ingress refuses beyond ``max_inflight`` without touching Ray (plain class)."""
-    from gonka_ray.serve_app import GonkaIngress
+    from gonka_ray.serve.ingress import GonkaIngress
 
     ingress = GonkaIngress(
         network="none",

@@ -13,7 +13,7 @@ from gonka_ray import wire
 from gonka_ray.actors.transport import TIMINGS_KEPT
 from gonka_ray.exceptions import EngineError, Overloaded, StreamInterrupted
 from gonka_ray.protocol.selection import eligible_weights, select_executor
-from gonka_ray.serve_app import error_response
+from gonka_ray.serve.errors import error_response
 from tests.unit.test_participants_inprocess import CHAIN, Net, _BadExecutor
 
 

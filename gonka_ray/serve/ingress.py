@@ -1,6 +1,6 @@
-"""The network's front door: an OpenAI-compatible Ray Serve application (DESIGN §1–§2).
+"""The network's front door: the OpenAI-compatible FastAPI ingress (DESIGN §1–§2).
 
-Endpoints (under the route prefix):
+Endpoints (under the route prefix; the one route table is :data:`ROUTES`):
 
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``: ``stream`` (SSE ``data: {...}``
   chunks, then ``data: [DONE]``), ``logprobs``/``top_logprobs`` (≤ 20), ``seed``,
@@ -10,7 +10,8 @@ Endpoints (under the route prefix):
 - ``GET /``: the explorer page (``static/explorer.html``, self-contained: no CDN), which polls
   ``GET /v1/explorer``: participants (weight, reputation, status, counters), ledger height,
   epoch and phase (from the committed height and the network's epoch config,
-  :func:`gonka_ray.protocol.epochs.position`), recent inferences, verification totals.
+  :func:`gonka_ray.protocol.epochs.position`), recent inferences, verification totals
+  (:func:`gonka_ray.serve.views.explorer_view`).
 
 **Routing.** Each request goes to one transport agent: the participant named by header
 ``X-Gonka-TA``, otherwise a random participant that the ledger does not list as INVALID.
@@ -19,7 +20,7 @@ Endpoints (under the route prefix):
 
 1. ``Authorization: Bearer <api key>``: the key is bound to a custodial client account whose
    signing key the ingress holds; the ingress builds the ``InferenceRequest`` from the body and
-   signs it (:func:`gonka_ray.sdk.sign_chat`).
+   signs it (:func:`gonka_ray.client_request.sign_chat`).
 2. ``X-Gonka-Signed-Request: <base64 envelope>``: a request signed by the client's own key
    (``sdk.sign_chat``). The envelope is authoritative: model, messages/prompt and every
    sampling field come from it and the body's copies are **ignored** (listed in
@@ -29,19 +30,18 @@ Endpoints (under the route prefix):
 
 **Responses** carry ``inference_id`` (top-level field and header ``X-Gonka-Inference-Id``) and
 ``usage`` ``{prompt_tokens, completion_tokens, total_tokens, cost}``; streamed responses put
-``usage`` on the chunk that carries the finish reason. Request bodies are pydantic models that
-accept unknown fields; the names of fields that were not used are returned in the header
-``X-Gonka-Ignored-Fields`` (comma-separated).
+``usage`` on the chunk that carries the finish reason. Request bodies are pydantic models
+(:mod:`gonka_ray.serve.openai_models`) that accept unknown fields; the names of fields that were
+not used are returned in the header ``X-Gonka-Ignored-Fields`` (comma-separated).
 
-**Errors** are OpenAI-shaped ``{"error": {"message", "type", "code", "param"}}`` with the
-status of the :class:`~gonka_ray.exceptions.GonkaError` that caused them (Ray wraps exceptions
-raised in actors; :func:`unwrap_error` finds the cause): 400 bad request or validation,
-401 auth, 402 balance, 404 unknown model or inference, 409 replay, 429 back-pressure (with
-``Retry-After``), 503 no executor. An error after the first streamed token ends the SSE stream
-with one ``data: {"error": ...}`` event.
+**Errors** are OpenAI-shaped JSON with the status of the error that caused them
+(:mod:`gonka_ray.serve.errors`).
 
 Token strings of logprob tables come from the TA participant's MLNode (``token_strings``, one
 batched call per response or per streamed chunk, cached in the ingress).
+
+:class:`GonkaIngress` is a plain class (unit tests construct it directly);
+:mod:`gonka_ray.serve.deployment` makes it a Serve deployment.
 """
 
 from __future__ import annotations
@@ -54,23 +54,21 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, fields
-from enum import Enum
-from importlib import resources
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray import metrics as M
 from gonka_ray.actors.clients import stream_call
+from gonka_ray.client_request import sign_chat
 from gonka_ray.exceptions import (
     AuthenticationError,
-    GonkaError,
     InvalidRequest,
     ModelNotFound,
     NoExecutorAvailable,
@@ -79,14 +77,14 @@ from gonka_ray.exceptions import (
     WireError,
 )
 from gonka_ray.protocol.admission import RateLimiter, ReplayGuard
-from gonka_ray.sdk import sign_chat
+from gonka_ray.serve.errors import error_response, unwrap_error, validation_error
+from gonka_ray.serve.openai_models import ChatCompletionRequest, CompletionRequest
+from gonka_ray.serve.views import explorer_html, explorer_view, record_view
 
 log = logging.getLogger(__name__)
 
-SERVE_MAX_ONGOING_REQUESTS = 256  # per replica; Serve's default of 5 starves streaming
 SERVE_MAX_INFLIGHT = 200  # requests in flight per replica before 429 (below the Serve cap)
 SERVE_RETRY_AFTER_S = 1.0  # Retry-After on 429
-SERVE_DEFAULT_PORT = 8000
 PARTICIPANTS_TTL_S = 5.0  # how long the ingress caches the ledger's participant statuses
 TOKEN_CACHE_MAX = 100_000  # token id -> string entries kept by the ingress
 CONTEXT_SLACK_TOKENS = 64  # chat-template tokens a byte count may miss (see _check_context)
@@ -97,112 +95,6 @@ HEADER_TA = "x-gonka-ta"
 HEADER_SIGNED = "x-gonka-signed-request"
 HEADER_INFERENCE_ID = "X-Gonka-Inference-Id"
 HEADER_IGNORED = "X-Gonka-Ignored-Fields"
-
-
-# --- request models ---------------------------------------------------------------------------
-
-
-class _OpenAIRequest(BaseModel):
-    """Accepts unknown fields (OpenAI clients send many); :meth:`ignored_fields` names them."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1, max_length=128, description="model id")
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000, description="completion tokens")
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, le=1_000_000, description="extension: 0 = disabled")
-    n: int = Field(1, description="only 1 is supported")
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
-
-    def ignored_fields(self) -> list[str]:
-        return sorted(self.model_extra or {})
-
-    def stop_list(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 16 or any(not s or len(s) > 256 for s in stops):
-            raise InvalidRequest(
-                "stop takes at most 16 non-empty strings of ≤ 256 chars", field="stop"
-            )
-        return stops
-
-    def check_common(self) -> None:
-        if self.n != 1:
-            raise InvalidRequest(f"n must be 1 (got {self.n}); ask again for more", field="n")
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest("only text content parts are supported", field="messages")
-            parts.append(part["text"])
-        return "".join(parts)
-
-
-class ChatCompletionRequest(_OpenAIRequest):
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1024)
-    max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=C.MAX_TOP_K_LOGPROBS)
-
-    def wire_messages(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
-
-    def completion_tokens(self) -> int:
-        return self.max_completion_tokens or self.max_tokens or C.DEFAULT_MAX_TOKENS
-
-    def top_k_shown(self) -> int | None:
-        """Logprob alternatives to return: None = no logprobs at all."""
-        if not self.logprobs:
-            if self.top_logprobs:
-                raise InvalidRequest("top_logprobs needs logprobs: true", field="top_logprobs")
-            return None
-        return self.top_logprobs or 0
-
-
-class CompletionRequest(_OpenAIRequest):
-    prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=C.MAX_TOP_K_LOGPROBS)
-    echo: bool = False
-
-    def prompt_text(self) -> str:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise InvalidRequest(
-                    "prompt must be one string (batches are not supported)", field="prompt"
-                )
-            return self.prompt[0]
-        return self.prompt
-
-    def completion_tokens(self) -> int:
-        return self.max_tokens or C.DEFAULT_MAX_TOKENS
-
-    def top_k_shown(self) -> int | None:
-        return self.logprobs
-
-
-def validation_error(exc: ValidationError) -> InvalidRequest:
-    """The first pydantic error as an :class:`InvalidRequest` naming its top-level field."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "body"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    # NOTE: ``param`` is the top-level field (pydantic adds union member tags deeper down)
-    param = str(err["loc"][0]) if err["loc"] else None
-    return InvalidRequest(f"{loc}: {err['msg']}{more}", field=param)
 
 
 def _header_list(names: list[str], max_chars: int = 1024) -> str:
@@ -224,199 +116,6 @@ def _shown_count(value: Any, field: str) -> int | None:
     return value
 
 
-# --- errors ------------------------------------------------------------------------------------
-
-
-def unwrap_error(exc: BaseException) -> GonkaError:
-    """The :class:`GonkaError` behind ``exc`` (Ray wraps actor exceptions; follows ``cause``),
-    or a 503 :class:`NoExecutorAvailable` for a dead/unreachable actor, else a 500."""
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 8:
-        if isinstance(cur, GonkaError):
-            if type(cur).__module__.startswith("ray."):  # Ray's dual class: rebuild the cause
-                inner = getattr(cur, "cause", None)
-                if isinstance(inner, GonkaError):
-                    return inner
-            return cur
-        cur = getattr(cur, "cause", None) or cur.__cause__
-        seen += 1
-    try:
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-        if isinstance(exc, RayActorError | ActorDiedError | ActorUnavailableError):
-            return NoExecutorAvailable(f"transport agent unavailable: {type(exc).__name__}")
-    except ImportError:  # pragma: no cover - ray is a dependency
-        pass
-    return GonkaError(f"internal error: {type(exc).__name__}")
-
-
-def error_response(err: GonkaError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """OpenAI-shaped JSON error with the error's HTTP status (and Retry-After on 429)."""
-    hdrs = dict(headers or {})
-    if isinstance(err, Overloaded):
-        hdrs["Retry-After"] = str(max(1, round(err.retry_after_s)))
-    return JSONResponse({"error": err.to_dict()}, status_code=err.http_status, headers=hdrs)
-
-
-# --- JSON views of ledger records -----------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def record_view(record: Any, names: Mapping[str, str]) -> dict[str, Any]:
-    """An InferenceRecord as JSON, addresses also shown as participant names."""
-    # NOTE: the sampling seed stays off the public view: with it anyone could replay (and so
-    # predict or imitate) the client's sampled answer; executors and verifiers read it from
-    # the signed request.
-    out = {f.name: _jsonable(getattr(record, f.name)) for f in fields(record) if f.name != "seed"}
-    out["id"] = out.pop("inference_id")
-    out["object"] = "inference"
-    for role in ("transport_agent", "executor", "accuser"):
-        if out.get(role):
-            out[f"{role}_name"] = names.get(out[role])
-    out["validations"] = [
-        {"validator": a, "validator_name": names.get(a), "passed": ok}
-        for a, ok in record.validations.items()
-    ]
-    out["votes"] = [
-        {"voter": a, "voter_name": names.get(a), "valid": ok} for a, ok in record.votes.items()
-    ]
-    out["refund"] = record.refunded
-    return out
-
-
-def explorer_view(
-    *,
-    network: str,
-    model: str,
-    height: int,
-    infos: Mapping[str, Any],
-    records: list[Any],
-    epoch: Mapping[str, Any] | None,
-    ledger_epoch: Any | None = None,
-) -> dict[str, Any]:
-    """The explorer's JSON from ledger answers (plain data; no Ray).
-
-    Args:
-        infos: address -> ``ParticipantInfo`` (the replica's ``participants()``).
-        records: recent ``InferenceRecord``s, newest first.
-        epoch: the network's epoch config as a dict, or None.
-        ledger_epoch: the replica's ``EpochView`` when its ledger tracks epochs: epoch, phase
-            and this epoch's weights come from it; otherwise epoch and phase are computed
-            from ``height`` and ``epoch`` (:func:`gonka_ray.protocol.epochs.position`), and
-            omitted when both are None.
-    """
-    names = {a: p.name for a, p in infos.items()}
-    epoch_weights = dict(getattr(ledger_epoch, "weights", None) or {})
-    parts = []
-    for p in sorted(infos.values(), key=lambda p: p.name):
-        r = p.record
-        parts.append(
-            {
-                "name": p.name,
-                "address": p.address,
-                "weight": epoch_weights.get(p.address, p.weight),
-                "reputation": p.reputation,
-                "status": p.status,
-                "served": r.served,
-                "validations_done": r.validations_done,
-                "checked": r.checked,
-                "failed": r.failed,
-                "invalidated_total": r.invalidated_total,
-                "false_accusations": r.false_accusations,
-                "pending_fees": r.pending_fees,
-            }
-        )
-    recent = [
-        {
-            "id": rec.inference_id.hex(),
-            "status": _jsonable(rec.status),
-            "transport_agent": names.get(rec.transport_agent),
-            "executor": names.get(rec.executor),
-            "prompt_tokens": rec.prompt_tokens,
-            "completion_tokens": rec.completion_tokens,
-            "cost": rec.cost,
-            "refund": rec.refunded,
-            "validations": len(rec.validations),
-            "validations_passed": sum(1 for ok in rec.validations.values() if ok),
-            "votes": len(rec.votes),
-            "start_height": rec.start_height,
-        }
-        for rec in records
-    ]
-    pos = None
-    if epoch is not None:
-        from gonka_ray.config import EpochConfig
-        from gonka_ray.protocol.epochs import position
-
-        cfg = EpochConfig(**epoch)
-        at = position(height, cfg)
-        pos = {
-            "epoch": at.epoch,
-            "phase": at.phase.value,
-            "offset": at.offset,
-            "epoch_blocks": cfg.epoch_blocks,
-            "epoch_start": at.epoch_start,
-            "epoch_end": at.epoch_end,
-            "phase_end": at.phase_end,
-            "source": "config",
-        }
-    if ledger_epoch is not None:
-        # NOTE: the ledger's view describes height + 1 (where a transaction sent now lands).
-        blocks = pos["epoch_blocks"] if pos else None
-        start = ledger_epoch.epoch_end - blocks if blocks else None
-        pos = {
-            "epoch": ledger_epoch.epoch,
-            "phase": str(ledger_epoch.phase),
-            "offset": height + 1 - start if start is not None else 0,
-            "epoch_blocks": blocks,
-            "epoch_start": start,
-            "epoch_end": ledger_epoch.epoch_end,
-            "phase_end": ledger_epoch.phase_end,
-            "source": "ledger",
-        }
-    by_status: dict[str, int] = {}
-    for row in recent:
-        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-    return {
-        "object": "explorer",
-        "network": network,
-        "model": model,
-        "height": height,
-        "epoch": pos,
-        "participants": parts,
-        "inferences": recent,
-        "totals": {
-            # NOTE: from the participants' counters, so they cover the whole ledger, not only
-            # the recent rows: served = finished inferences, validations = checks recorded.
-            "inferences": sum(p["served"] for p in parts),
-            "validations": sum(p["validations_done"] for p in parts),
-            "invalidated": sum(p["invalidated_total"] for p in parts),
-            "recent_by_status": by_status,
-        },
-        "time_ms": int(time.time() * 1000),
-    }
-
-
-def explorer_html() -> str:
-    """The explorer page (packaged with gonka_ray; no external assets)."""
-    return resources.files("gonka_ray").joinpath("static/explorer.html").read_text("utf-8")
-
-
-# --- the deployment -------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class _Call:
     """One admitted request: what to send and how to shape the answer."""
@@ -435,7 +134,8 @@ app = FastAPI(title="gonka_ray", description="OpenAI-compatible front door of a 
 
 
 class GonkaIngress:
-    """The FastAPI ingress (a plain class; :func:`build_app` makes it a Serve deployment).
+    """The FastAPI ingress (a plain class; :func:`~gonka_ray.serve.deployment.build_app` makes
+    it a Serve deployment).
 
     Args:
         network: the network's name (actor names are ``<network>.<participant>.<role>``).
@@ -893,7 +593,15 @@ class GonkaIngress:
             body["usage"] = self._usage(done)
         return f"data: {json.dumps(body)}\n\n"
 
-    # --- other endpoints ------------------------------------------------------------------
+    # --- routes: each handler is bound to its path in ROUTES (below) -------------------------
+
+    async def chat_completions(self, request: Request):
+        return await self._complete(request, "chat")
+
+    async def completions(self, request: Request):
+        return await self._complete(request, "completion")
+
+    # --- more routes (lookups, health, explorer, models) and their helpers -----------------
 
     def _lookup_limited(self, request: Request) -> JSONResponse | None:
         """A 429 when this client exceeds its share of public lookups, else None."""
@@ -905,7 +613,7 @@ class GonkaIngress:
             Overloaded(f"too many lookups from {host}; retry later", retry_after_s=wait)
         )
 
-    async def _inference(self, request: Request, inference_id: str):
+    async def inference(self, request: Request, inference_id: str):
         if (limited := self._lookup_limited(request)) is not None:
             return limited
         try:
@@ -925,7 +633,7 @@ class GonkaIngress:
         except Exception as exc:
             return error_response(unwrap_error(exc))
 
-    async def _health(self):
+    async def health(self):
         async def ping(name: str) -> bool:
             try:
                 await asyncio.wait_for(self._handle(name, "ta").ping.remote(), 5.0)
@@ -984,7 +692,7 @@ class GonkaIngress:
         self._explorer = (now, view)
         return view
 
-    async def _explorer_json(self, request: Request):
+    async def explorer_json(self, request: Request):
         if (limited := self._lookup_limited(request)) is not None:
             return limited
         try:
@@ -992,7 +700,7 @@ class GonkaIngress:
         except Exception as exc:
             return error_response(unwrap_error(exc))
 
-    def _models(self):
+    async def models(self):
         return JSONResponse(
             {
                 "object": "list",
@@ -1002,159 +710,20 @@ class GonkaIngress:
             }
         )
 
-
-# NOTE: the routes are methods (Serve's class-based ingress passes the replica as ``self``);
-# the deployment is defined at module level so Ray pickles it by reference.
-_ROUTES = (
-    ("post", "/v1/chat/completions", "chat_completions"),
-    ("post", "/v1/completions", "completions"),
-    ("get", "/v1/models", "models"),
-    ("get", "/v1/inferences/{inference_id}", "inference"),
-    ("get", "/health", "health"),
-    ("get", "/v1/explorer", "explorer_json"),
-    ("get", "/", "explorer_page"),
-)
-
-
-class _Routes(GonkaIngress):
-    async def chat_completions(self, request: Request):
-        return await self._complete(request, "chat")
-
-    async def completions(self, request: Request):
-        return await self._complete(request, "completion")
-
-    async def models(self):
-        return self._models()
-
-    async def inference(self, request: Request, inference_id: str):
-        return await self._inference(request, inference_id)
-
-    async def health(self):
-        return await self._health()
-
-    async def explorer_json(self, request: Request):
-        return await self._explorer_json(request)
-
     async def explorer_page(self):
         return HTMLResponse(explorer_html(), headers={"Cache-Control": "no-cache"})
 
 
-for _method, _path, _name in _ROUTES:
-    getattr(app, _method)(_path)(getattr(_Routes, _name))
-
-
-def _deployment():
-    from ray import serve
-
-    return serve.deployment(
-        name="gonka_ingress",
-        num_replicas=1,
-        max_ongoing_requests=SERVE_MAX_ONGOING_REQUESTS,
-        ray_actor_options={"num_cpus": 0},
-    )(serve.ingress(app)(_Routes))
-
-
-GonkaDeployment = _deployment()
-
-
-def build_app(
-    *,
-    network: str,
-    chain: str,
-    namespace: str,
-    participants: dict[str, str],
-    model: str,
-    api_keys: dict[str, bytes],
-    max_inflight: int = SERVE_MAX_INFLIGHT,
-    epoch: dict[str, Any] | None = None,
-    price_per_token: int = C.DEFAULT_PRICE_PER_TOKEN,
-):
-    """The Serve application: one replica of :class:`GonkaIngress` behind FastAPI."""
-    return GonkaDeployment.bind(
-        network=network,
-        chain=chain,
-        namespace=namespace,
-        participants=participants,
-        model=model,
-        api_keys=api_keys,
-        max_inflight=max_inflight,
-        epoch=epoch,
-        price_per_token=price_per_token,
-    )
-
-
-def serve_network(
-    net: Any,
-    *,
-    api_keys: Mapping[str, crypto.KeyPair | int],
-    port: int = SERVE_DEFAULT_PORT,
-    route_prefix: str = "/",
-    max_inflight: int = SERVE_MAX_INFLIGHT,
-    name: str | None = None,
-    host: str = "127.0.0.1",
-) -> str:
-    """Deploy the OpenAI-compatible app for a launched :class:`~gonka_ray.network.Network` on
-    loopback and return its base URL (``http://127.0.0.1:<port><prefix>``; the ``openai``
-    client's ``base_url`` is that plus ``v1``).
-
-    Args:
-        net: the launched network.
-        api_keys: API key -> the custodial client key it signs with (a KeyPair, or an index
-            ``i`` meaning ``net.client_key(i)``, funded by the demo genesis for ``i <`` clients).
-        port: the HTTP port Serve binds.
-        route_prefix: where the app is mounted.
-        max_inflight: requests in flight before the ingress answers 429.
-        name: the Serve application's name (default ``gonka-<network>``).
-        host: the address Serve's proxy binds (``0.0.0.0`` to serve other hosts).
-
-    If Serve already runs on this Ray with other HTTP options, it keeps them; the returned URL
-    is where its proxy really listens.
-    """
-    from ray import serve
-
-    seeds = {
-        k: (v if isinstance(v, crypto.KeyPair) else net.client_key(int(v))).seed
-        for k, v in api_keys.items()
-    }
-    serve.start(http_options={"host": host, "port": port})
-    application = build_app(
-        network=net.config.name,
-        chain=net.chain_id,
-        namespace=net.namespace,
-        participants={p.name: net.address_of(p.name) for p in net.config.participants},
-        model=net.config.model.name,
-        api_keys=seeds,
-        max_inflight=max_inflight,
-        epoch=net.config.epoch.model_dump(),
-        price_per_token=net.config.pricing.price_per_token,
-    )
-    serve.run(application, name=name or app_name(net), route_prefix=route_prefix)
-    prefix = route_prefix if route_prefix.endswith("/") else route_prefix + "/"
-    host, port = _bound(port)
-    return f"http://{host}:{port}{prefix}"
-
-
-def _bound(port: int) -> tuple[str, int]:
-    """Where Serve's proxy really listens: when Serve was already running, ``serve.start`` keeps
-    its old HTTP options, so the URL must come from the controller, not from the arguments."""
-    try:
-        from ray.serve.context import _get_global_client
-
-        cfg = _get_global_client().http_config
-        return ("127.0.0.1" if cfg.host in ("127.0.0.1", "localhost") else cfg.host), cfg.port
-    except Exception:  # private API moved: trust the arguments
-        return "127.0.0.1", port
-
-
-def app_name(net: Any) -> str:
-    return f"gonka-{net.config.name}"
-
-
-def shutdown(net: Any | None = None) -> None:
-    """Remove the network's app (``net`` given) or stop Serve entirely."""
-    from ray import serve
-
-    if net is None:
-        serve.shutdown()
-    else:
-        serve.delete(app_name(net))
+# NOTE: the routes are methods (Serve's class-based ingress passes the replica as ``self``);
+# this is the one place a path is bound to its handler.
+ROUTES = (
+    ("post", "/v1/chat/completions", GonkaIngress.chat_completions),
+    ("post", "/v1/completions", GonkaIngress.completions),
+    ("get", "/v1/models", GonkaIngress.models),
+    ("get", "/v1/inferences/{inference_id}", GonkaIngress.inference),
+    ("get", "/health", GonkaIngress.health),
+    ("get", "/v1/explorer", GonkaIngress.explorer_json),
+    ("get", "/", GonkaIngress.explorer_page),
+)
+for _method, _path, _endpoint in ROUTES:
+    getattr(app, _method)(_path)(_endpoint)
