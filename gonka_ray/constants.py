@@ -21,6 +21,10 @@ WIRE_MAX_STR_CHARS = 1024 * 1024  # default cap on a string field
 WIRE_MAX_BYTES_LEN = 8 * 1024 * 1024  # default cap on a bytes field
 WIRE_MAX_LIST_LEN = 65_536  # default cap on list fields
 WIRE_SIGNATURE_DOMAIN = b"gonka_ray/v1/"  # domain tag prefixed to every signed byte string
+WIRE_CHAIN_ID_MAX_CHARS = 64  # a network's chain id
+LEDGER_MAX_BLOCK_TXS = 100_000  # hard cap on transactions in one block (config caps it lower)
+LEDGER_MAX_VALIDATORS = 1_024  # validators in one set (wire cap on indexes and certificates)
+POC_MAX_CLAIMED_NONCES = 65_536  # passing nonces in one PoC claim (about 0.5 MiB)
 # The protocol rules version a new network starts with (gonka_ray/protocol/versions.py lists them;
 # a genesis names its starting version and any scheduled upgrades by height).
 PROTOCOL_VERSION = 2

@@ -201,7 +201,7 @@ def sign_raw(key: crypto.KeyPair, type_name: Any, version: Any, body: bytes, cha
     """An envelope around arbitrary body bytes, correctly signed for ``chain`` (what a hostile
     peer of that network can send)."""
     signing = msgpack.packb([chain, type_name, version, body, key.public_key], use_bin_type=True)
-    sig = key.sign(wire.ENVELOPE_PURPOSE, signing)
+    sig = key.sign(wire.codec.ENVELOPE_PURPOSE, signing)
     return msgpack.packb([type_name, version, body, key.public_key, sig], use_bin_type=True)
 
 

@@ -32,7 +32,7 @@ def strategy_for(tp: Any, meta: tuple = ()) -> st.SearchStrategy[Any]:
     if tp is bool:
         return st.booleans()
     if tp is int:
-        lo, hi = (rng.lo, rng.hi) if rng else (wire.INT64_MIN, wire.INT64_MAX)
+        lo, hi = (rng.lo, rng.hi) if rng else (wire.codec.INT64_MIN, wire.codec.INT64_MAX)
         return st.integers(lo, hi)
     if tp is float:
         return st.floats(allow_nan=False, allow_infinity=False)

@@ -32,6 +32,7 @@ from typing import Any
 from gonka_ray import crypto, wire
 from gonka_ray.actors.clients import RoleBase
 from gonka_ray.config import EpochConfig
+from gonka_ray.constants import POC_MAX_CLAIMED_NONCES
 from gonka_ray.ledger.epoch_app import EpochView
 from gonka_ray.protocol import validation_sampling
 from gonka_ray.protocol.epochs import Phase
@@ -157,7 +158,7 @@ class EpochWorker(RoleBase):
             budget_s=budget,
             max_nonces=self.poc.max_nonces,
         )
-        nonces = list(result.nonces)[: wire.POC_MAX_CLAIMED_NONCES]
+        nonces = list(result.nonces)[: POC_MAX_CLAIMED_NONCES]
         self.sprints.append(
             {"epoch": view.epoch, "tried": result.tried, "found": len(nonces), "budget_s": budget}
         )

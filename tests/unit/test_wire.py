@@ -130,7 +130,7 @@ def test_oversize_fields_are_rejected_on_both_sides() -> None:
         [
             "InferenceRequest",
             1,
-            ["m" * 129, *wire._encode_fields(wire.InferenceRequest, request())[1:]],
+            ["m" * 129, *wire.codec._encode_fields(wire.InferenceRequest, request())[1:]],
         ],
         use_bin_type=True,
     )
@@ -139,7 +139,7 @@ def test_oversize_fields_are_rejected_on_both_sides() -> None:
     with pytest.raises(OversizeField):
         wire.decode(msgpack.packb(["Ping", 1, [-1, 0]]))  # U64 rejects negatives
     with pytest.raises(OversizeField):
-        wire.decode(b"\x00" * (wire.WIRE_MAX_MESSAGE_BYTES + 1))
+        wire.decode(b"\x00" * (wire.codec.WIRE_MAX_MESSAGE_BYTES + 1))
 
 
 def test_non_canonical_encodings_are_rejected() -> None:
@@ -150,7 +150,7 @@ def test_non_canonical_encodings_are_rejected() -> None:
     with pytest.raises(NonCanonicalEncoding):
         wire.decode(padded)
     # a float32 where float64 is canonical
-    spec = wire._encode_fields(wire.InferenceRequest, request())
+    spec = wire.codec._encode_fields(wire.InferenceRequest, request())
     body32 = msgpack.packb(spec, use_bin_type=True, use_single_float=True)
     with pytest.raises(NonCanonicalEncoding):
         wire.decode_body(wire.InferenceRequest, body32)
