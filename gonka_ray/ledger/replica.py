@@ -2,7 +2,7 @@
 
 :class:`LedgerReplica` is a plain class (unit tests construct it directly with an in-memory
 ``transport``); :func:`replica_actor` turns it into a Ray actor through the one factory. For each
-:class:`~gonka_ray.ledger.consensus.Ready` the shell **persists, then sends, then applies**:
+:class:`~gonka_ray.ledger.ready.Ready` the shell **persists, then sends, then applies**:
 ``to_persist`` goes to SQLite (fsync'd) before any message leaves, so a vote is never sent that a
 restart could forget; committed blocks are applied to the state machine and recorded with their
 certificates and receipts.
@@ -42,10 +42,8 @@ from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import CommitTimeout, Overloaded, StorageError
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
-    Committed,
-    ConsensusCore,
-    Ready,
+from gonka_ray.ledger.consensus import ConsensusCore
+from gonka_ray.ledger.quorum import (
     Validator,
     ValidatorSet,
     block_hash,
@@ -53,6 +51,7 @@ from gonka_ray.ledger.consensus import (
     epoch_chain_id,
     verify_commit_certificate,
 )
+from gonka_ray.ledger.ready import Committed, Ready
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.ledger.storage import LedgerStore
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis

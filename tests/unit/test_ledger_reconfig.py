@@ -7,7 +7,7 @@ import random
 
 from gonka_ray import wire
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
+from gonka_ray.ledger.quorum import (
     Validator,
     ValidatorSet,
     epoch_chain_id,

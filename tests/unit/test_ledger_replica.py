@@ -94,7 +94,7 @@ async def test_replicas_commit_give_receipts_and_recover(tmp_path) -> None:
 
 
 def test_store_roundtrip_of_safety_and_blocks(tmp_path) -> None:
-    from gonka_ray.ledger.consensus import genesis_block
+    from gonka_ray.ledger.quorum import genesis_block
 
     store = LedgerStore(tmp_path / "s.sqlite")
     g = genesis_block(b"x")
