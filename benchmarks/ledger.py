@@ -34,8 +34,10 @@ from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from gonka_ray import crypto, wire
-from gonka_ray.actors._factory import ActorOptions
-from gonka_ray.ledger.replica import replica_actor
+from gonka_ray.ledger.replica import LedgerReplica
+from gonka_ray.ledger.transport import InProcessNetwork
+from gonka_ray.peer.ray_transport import RayPeerTransport
+from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.wire import GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
 
 CLIENTS = 1_000
@@ -134,13 +136,12 @@ async def start_group(
     names = [f"{prefix}-{i}" for i in range(len(replicas))]
     ns = ray.get_runtime_context().namespace
     handles = [
-        replica_actor(ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
+        remote(LedgerReplica, ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
             index=i,
             key_seed=k.seed,
             genesis=genesis,
             storage_dir=storage_dir,
-            peer_names=names,
-            namespace=ns,
+            transport=RayPeerTransport(names, index=i, namespace=ns),
             **kw,
         )
         for i, k in enumerate(replicas)
@@ -184,18 +185,10 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
 
 async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
     """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
-    from gonka_ray.ledger.replica import LedgerReplica
-
     keys_ = keys("blockcost", 4)
     genesis = genesis_of(keys_, "blockcost-local")
+    net = InProcessNetwork()
     replicas: list[LedgerReplica] = []
-
-    def transport(src: int):
-        def send(dest: int, data: bytes) -> None:
-            asyncio.get_running_loop().create_task(replicas[dest].deliver(data, src))
-
-        return send
-
     for i, k in enumerate(keys_):
         replicas.append(
             LedgerReplica(
@@ -203,12 +196,13 @@ async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
                 key_seed=k.seed,
                 genesis=genesis,
                 storage_dir=f"{tmp}/local",
-                transport=transport(i),
+                transport=net.transport(i),
                 tick_ms=20,
                 timeout_ticks=100,
                 empty_block_interval_ms=100,
             )
         )
+        net.add(i, replicas[i])
     for r in replicas:
         await r.start()
     await asyncio.sleep(2.0)

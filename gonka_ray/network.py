@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors._factory import ActorOptions, remote
 from gonka_ray.actors.cheating import CheatingMLNode
 from gonka_ray.actors.epoch_worker import PocSettings
 from gonka_ray.actors.mlnode import MLNode, mlnode_options
@@ -29,10 +28,12 @@ from gonka_ray.actors.participant import (
     ParticipantSpec,
     TransportAgentActor,
     VerifierActor,
+    ledger_transport,
 )
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import env
 from gonka_ray.protocol.verification_policy import epoch_rule_for
+from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.verification.adversary import MODEL_CHEATS
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
@@ -206,6 +207,7 @@ def launch(
                 ParticipantReplica, _role_options(spec, "ledger", p.resources, restarts=-1)
             ).remote(
                 spec,
+                transport=ledger_transport(spec),
                 tick_ms=tick_ms,
                 timeout_ticks=max(10, config.ledger.view_timeout_ms // tick_ms),
                 empty_block_interval_ms=config.ledger.empty_block_interval_ms,

@@ -2,7 +2,7 @@
 
 A plain class (STYLE §3): unit tests construct it directly; :func:`mlnode_options` gives the
 Ray options that reserve its resources (``tensor_parallel_size × pipeline_parallel_size`` GPUs
-when it runs vLLM on a GPU host, else CPUs) and :func:`gonka_ray.actors._factory.remote` turns
+when it runs vLLM on a GPU host, else CPUs) and :func:`gonka_ray.raykit.remote` turns
 it into an actor. Across the actor boundary :meth:`MLNode.generate` is an async generator, so
 Ray streams it: ``node.generate.options(num_returns="streaming").remote(request)`` yields
 object refs of :class:`~gonka_ray.engine.base.TokenChunk` as they are produced.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from gonka_ray.actors._factory import ActorOptions
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import (
     EngineRequest,
@@ -37,6 +36,7 @@ from gonka_ray.protocol.poc import (
     run_sprint,
     verify_claim,
 )
+from gonka_ray.raykit import ActorOptions
 
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per node; the engine batches them
 

@@ -8,7 +8,8 @@ needed, so actors can start in any order.
 
 - :class:`ParticipantReplica` — a :class:`~gonka_ray.ledger.replica.LedgerReplica` with the
   inference protocol installed, an event log of committed lifecycle transactions, and the
-  queries the participant's own actors use.
+  queries the participant's own actors use; it reaches the other replicas through the
+  transport it is given (:func:`ledger_transport`: the replica actors of the network by name).
 - :class:`ReplicaLedgerPort` — the :class:`~gonka_ray.actors.ledger_port.LedgerPort` the roles
   use: submissions go through :class:`~gonka_ray.ledger.client.LedgerClient` (receipts verified
   offline), queries go to the participant's own replica (it trusts its own state).
@@ -38,6 +39,8 @@ from gonka_ray.actors.verifier import Verifier
 from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
+from gonka_ray.ledger.transport import PeerTransport
+from gonka_ray.peer.ray_transport import RayPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.protocol.verification_policy import thresholds_for
 from gonka_ray.protocol.versions import Chain, chain_of
@@ -125,7 +128,9 @@ METRICS_PUBLISH_INTERVAL_S = 2.0  # verifier: how often its counters are publish
 class ParticipantReplica(LedgerReplica):
     """A ledger replica with the inference protocol and the participant-side queries."""
 
-    def __init__(self, spec: ParticipantSpec, **replica_kwargs: Any) -> None:
+    def __init__(
+        self, spec: ParticipantSpec, *, transport: PeerTransport, **replica_kwargs: Any
+    ) -> None:
         self.spec = spec
         self.events = EventLog(spec.chain.id)
 
@@ -143,14 +148,12 @@ class ParticipantReplica(LedgerReplica):
 
             sm.apply_block = apply_and_log
 
-        peers = [spec.actor_name("ledger", n) for n in _names_by_index(spec)]
         super().__init__(
             index=spec.index,
             key_seed=spec.key_seed,
             genesis=spec.genesis,
             storage_dir=str(Path(spec.storage_dir) / spec.name),
-            peer_names=peers,
-            namespace=spec.namespace,
+            transport=transport,
             install=install,
             **replica_kwargs,
         )
@@ -209,6 +212,13 @@ class ParticipantReplica(LedgerReplica):
 def _names_by_index(spec: ParticipantSpec) -> list[str]:
     genesis = wire.decode(spec.genesis, wire.LedgerGenesis)
     return [p.name for p in genesis.participants]
+
+
+def ledger_transport(spec: ParticipantSpec) -> RayPeerTransport:
+    """The link of ``spec``'s ledger replica to the network's other replica actors (by name,
+    genesis order). Plain data until first used, so it travels in the actor's arguments."""
+    names = [spec.actor_name("ledger", n) for n in _names_by_index(spec)]
+    return RayPeerTransport(names, index=spec.index, namespace=spec.namespace)
 
 
 class ReplicaLedgerPort:

@@ -16,7 +16,7 @@ from typing import Any
 from gonka_ray import wire
 from gonka_ray.exceptions import CommitTimeout, LedgerError
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import Validator, ValidatorSet, block_hash, genesis_block
+from gonka_ray.ledger.quorum import Validator, ValidatorSet, block_hash, genesis_block
 from gonka_ray.ledger.receipts import verify_receipt
 from gonka_ray.ledger.replica import validators_of
 from gonka_ray.wire import LedgerGenesis, TxReceipt

@@ -62,21 +62,41 @@ could vote twice in one view; that is how BFT systems lose safety in practice.
 No clock, network, disk or global randomness here: time advances only through :meth:`tick`,
 randomness comes from the ``seed`` constructor argument, and every input and output is bytes in
 the declared wire format (:mod:`gonka_ray.wire`).
+
+The core is split by concept: :mod:`~gonka_ray.ledger.quorum` (validator sets, signed bytes,
+certificate checks; usable offline), :mod:`~gonka_ray.ledger.ready` (what the core and its shell
+exchange), and two mixins of :class:`ConsensusCore` over its state,
+:mod:`~gonka_ray.ledger.pacemaker` (timeouts, TCs, view sync) and
+:mod:`~gonka_ray.ledger.block_sync` (block storage, fetching, parking).
 """
 
 from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-import msgpack
 
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import WireError
 from gonka_ray.ledger import merkle
+from gonka_ray.ledger.block_sync import MAX_PARKED, BlockSync
+from gonka_ray.ledger.pacemaker import Pacemaker
+from gonka_ray.ledger.quorum import (
+    PROPOSAL_PURPOSE,
+    VOTE_PURPOSE,
+    ZERO_HASH,
+    ValidatorSet,
+    block_hash,
+    check_block,
+    epoch_chain_id,
+    genesis_block,
+    verify_qc,
+    verify_tc,
+    vote_bytes,
+)
+from gonka_ray.ledger.ready import Committed, Ready, Recovered
 from gonka_ray.wire import (
     Block,
     BlockHeader,
@@ -95,10 +115,6 @@ from gonka_ray.wire import (
     TimeoutSig,
 )
 
-PROPOSAL_PURPOSE = b"consensus/proposal"
-VOTE_PURPOSE = b"consensus/vote"
-TIMEOUT_PURPOSE = b"consensus/timeout"
-ZERO_HASH = bytes(32)
 CONSENSUS_MESSAGES = (
     ConsensusProposal,
     ConsensusVote,
@@ -108,225 +124,11 @@ CONSENSUS_MESSAGES = (
     ConsensusBlockRequest,
     ConsensusBlockResponse,
 )
-MAX_PARKED = 512  # messages waiting for a missing block
-MAX_FETCH_BLOCKS = 64  # blocks per fetch response
-MAX_BACKOFF = 8  # the view timeout grows to at most this multiple
 
 
 class SafetyViolation(AssertionError):
     """A commit that conflicts with an earlier commit: impossible unless > 1/3 power is faulty
     or the code is wrong. Raised so that tests and simulations cannot miss it."""
-
-
-# --- validator set and certificates (pure functions, usable offline) --------------------------
-
-
-@dataclass(frozen=True)
-class Validator:
-    public_key: bytes
-    power: int
-
-
-class ValidatorSet:
-    """An ordered set of validators with voting power; the index is the on-wire identity."""
-
-    def __init__(self, validators: Sequence[Validator]) -> None:
-        if not validators:
-            raise ValueError("a validator set needs at least one validator")
-        if any(v.power < 0 for v in validators) or sum(v.power for v in validators) <= 0:
-            raise ValueError("voting power must be non-negative with a positive total")
-        keys = [v.public_key for v in validators]
-        if len(set(keys)) != len(keys):
-            raise ValueError("validator public keys must be unique")
-        self.validators = tuple(validators)
-        self.total = sum(v.power for v in validators)
-        self._index = {v.public_key: i for i, v in enumerate(validators)}
-
-    def __len__(self) -> int:
-        return len(self.validators)
-
-    def index_of(self, public_key: bytes) -> int | None:
-        return self._index.get(public_key)
-
-    def leader(self, view: int) -> int:
-        return view % len(self.validators)
-
-    def power_of(self, indices: Iterable[int]) -> int:
-        return sum(self.validators[i].power for i in set(indices))
-
-    def is_quorum(self, indices: Iterable[int]) -> bool:
-        """Strictly more than 2/3 of total power."""
-        return 3 * self.power_of(indices) > 2 * self.total
-
-    def is_one_third(self, indices: Iterable[int]) -> bool:
-        """Strictly more than 1/3 of total power (at least one honest replica)."""
-        return 3 * self.power_of(indices) > self.total
-
-
-def _pack(*items: Any) -> bytes:
-    return msgpack.packb(list(items), use_bin_type=True)
-
-
-def vote_bytes(chain: bytes, view: int, block_hash: bytes) -> bytes:
-    return _pack(chain, view, block_hash)
-
-
-def timeout_bytes(chain: bytes, view: int, high_qc_view: int) -> bytes:
-    return _pack(chain, view, high_qc_view)
-
-
-def block_hash(header: BlockHeader) -> bytes:
-    """The content id of a block (its header commits to the transactions via ``tx_root``)."""
-    return crypto.sha256(b"gonka_ray/block\x00" + wire.encode_body(header))
-
-
-def genesis_block(genesis_digest: bytes) -> Block:
-    """Height 0: no transactions; ``tx_root`` binds the genesis definition."""
-    header = BlockHeader(
-        height=0,
-        view=0,
-        parent=ZERO_HASH,
-        justify=QuorumCert(view=0, block_hash=ZERO_HASH, sigs=()),
-        tx_root=crypto.sha256(b"gonka_ray/genesis\x00" + genesis_digest),
-        tx_count=0,
-        proposer=0,
-    )
-    return Block(header=header, txs=())
-
-
-def epoch_chain_id(genesis_hash: bytes, epoch: int, base_hash: bytes) -> bytes:
-    """The chain id that signatures of consensus epoch ``epoch`` bind (epoch 0: genesis)."""
-    if epoch == 0:
-        return genesis_hash
-    return crypto.sha256(b"gonka_ray/epoch\x00" + genesis_hash + _pack(epoch) + base_hash)
-
-
-def verify_qc(
-    qc: QuorumCert,
-    validators: ValidatorSet,
-    chain: bytes,
-    known: set[tuple[int, bytes]] | None = None,
-    base: bytes | None = None,
-) -> bool:
-    """True when ``qc`` carries > 2/3 of power in valid, distinct votes (or is the view-0 QC
-    of the epoch's base block ``base``, which is ``chain`` itself in epoch 0).
-
-    ``known`` holds ``(index, signature)`` pairs already verified for this QC's view and block
-    (a replica's cache of votes it checked one by one); those are not verified again.
-    """
-    if qc.view == 0:
-        return qc.block_hash == (chain if base is None else base) and not qc.sigs
-    indices = [s.index for s in qc.sigs]
-    if len(set(indices)) != len(indices) or any(i >= len(validators) for i in indices):
-        return False
-    if not validators.is_quorum(indices):
-        return False
-    msg = vote_bytes(chain, qc.view, qc.block_hash)
-    return all(
-        (known is not None and (s.index, s.signature) in known)
-        or crypto.is_valid_signature(
-            validators.validators[s.index].public_key, VOTE_PURPOSE, msg, s.signature
-        )
-        for s in qc.sigs
-    )
-
-
-def verify_tc(tc: TimeoutCert, validators: ValidatorSet, chain: bytes) -> bool:
-    """True when > 2/3 of power signed a timeout of ``tc.view``."""
-    indices = [s.index for s in tc.sigs]
-    if len(set(indices)) != len(indices) or any(i >= len(validators) for i in indices):
-        return False
-    if not validators.is_quorum(indices):
-        return False
-    return all(
-        crypto.is_valid_signature(
-            validators.validators[s.index].public_key,
-            TIMEOUT_PURPOSE,
-            timeout_bytes(chain, tc.view, s.high_qc_view),
-            s.signature,
-        )
-        for s in tc.sigs
-    )
-
-
-def verify_commit_certificate(
-    cert: CommitCertificate, validators: ValidatorSet, chain: bytes
-) -> bool:
-    """True when ``cert`` proves ``cert.headers[0]`` committed (offline; pure).
-
-    The headers must be parent-linked, each ``justify`` must certify its parent, the last three
-    must have consecutive views, and ``cert.qc`` must certify the last one with > 2/3 of power.
-    """
-    hs = cert.headers
-    if len(hs) < 3:
-        return False
-    hashes = [block_hash(h) for h in hs]
-    for prev, cur, prev_hash in zip(hs, hs[1:], hashes, strict=False):
-        if cur.parent != prev_hash or cur.justify.block_hash != prev_hash:
-            return False
-        if cur.height != prev.height + 1 or cur.view <= prev.view:
-            return False
-        if cur.justify.view != prev.view:
-            return False
-    a, b, c = hs[-3], hs[-2], hs[-1]
-    if not (b.view == a.view + 1 and c.view == b.view + 1):
-        return False
-    if cert.qc.block_hash != hashes[-1] or cert.qc.view != c.view:
-        return False
-    # The justify QCs of the last two headers and the final QC make the 3-chain.
-    return (
-        verify_qc(b.justify, validators, chain)
-        and verify_qc(c.justify, validators, chain)
-        and verify_qc(cert.qc, validators, chain)
-    )
-
-
-def check_block(block: Block, max_txs: int) -> bool:
-    """Structural checks that need no state: counts, Merkle root, parent = justify."""
-    h = block.header
-    if h.tx_count != len(block.txs) or len(block.txs) > max_txs:
-        return False
-    if h.parent != h.justify.block_hash or h.justify.view >= h.view:
-        return False
-    return merkle.root([merkle.tx_hash(t) for t in block.txs]) == h.tx_root
-
-
-# --- the core -------------------------------------------------------------------------------
-
-
-@dataclass
-class Committed:
-    """A block the replica group committed, with the certificate that proves it."""
-
-    block: Block
-    hash: bytes
-    certificate: CommitCertificate
-
-
-@dataclass
-class Ready:
-    """What the shell must do after a step, **in this order**: persist ``to_persist`` durably,
-    then send ``outbound`` (``dest`` is a validator index, ``None`` = every other replica),
-    then apply ``committed`` (in order) to the state machine."""
-
-    outbound: list[tuple[int | None, bytes]] = field(default_factory=list)
-    to_persist: list[Any] = field(default_factory=list)  # Block | ConsensusSafety
-    committed: list[Committed] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.outbound or self.to_persist or self.committed)
-
-
-@dataclass
-class Recovered:
-    """What a restarted replica reloads from its storage."""
-
-    blocks: list[Block]  # every stored block (any order)
-    committed_hashes: list[bytes]  # heights first_height, first_height + 1, ...
-    safety: ConsensusSafety | None
-    # > 1 after a snapshot sync: the block at first_height is the trusted root and the
-    # hashes below it are unknown here (ZERO_HASH placeholders).
-    first_height: int = 1
 
 
 @dataclass
@@ -340,7 +142,7 @@ class Stats:
     fetches: int = 0
 
 
-class ConsensusCore:
+class ConsensusCore(Pacemaker, BlockSync):
     """One replica's consensus state machine. See the module docstring for the protocol.
 
     Args:
@@ -542,26 +344,10 @@ class ConsensusCore:
         self._now += 1
         self.ticks_in_view += 1
         self.idle_ticks += 1
-        for h in list(self.wanted):
-            self.wanted[h] += 1
-            if self.wanted[h] >= self.fetch_retry_ticks:
-                self._request(h, None, ready)
+        self._retry_fetches(ready)
         if self.ended:
             return ready
-        pending = self._has_pending_work()
-        if pending or self.empty_block_ticks:
-            limit = self.timeout_ticks * min(2**self.consecutive_timeouts, MAX_BACKOFF)
-            if not pending:
-                limit += self.empty_block_ticks  # an idle leader waits that long to propose
-            if self.ticks_in_view >= limit:
-                self.ticks_in_view = 0
-                self.consecutive_timeouts += 1
-                self._local_timeout(self.cur_view, ready)
-                if self.mempool:  # others may never have received these: gossip them again
-                    resend = list(self.mempool.values())[: self.max_block_txs]
-                    ready.outbound.append((None, wire.encode(ConsensusTxBatch(txs=tuple(resend)))))
-        else:
-            self.ticks_in_view = 0
+        self._check_view_timeout(ready)
         self._try_propose(ready)
         return ready
 
@@ -767,28 +553,6 @@ class ConsensusCore:
             ready.to_persist.append(self.safety_record())
         self._try_propose(ready)
 
-    def _process_tc(self, tc: TimeoutCert, ready: Ready) -> None:
-        if self.last_tc is None or tc.view > self.last_tc.view:
-            self.last_tc = tc
-        if tc.view + 1 > self.cur_view:
-            self._advance(tc.view + 1, progress=False)
-            ready.to_persist.append(self.safety_record())
-        self._try_propose(ready)
-
-    def _advance(self, view: int, *, progress: bool) -> None:
-        self.cur_view = view
-        self.ticks_in_view = 0
-        self.idle_ticks = 0
-        self.my_timeout = None
-        if progress:
-            self.consecutive_timeouts = 0
-        for old in [w for w in self.timeouts if w < view - 1]:
-            del self.timeouts[old]
-        self.proposed_views = {w for w in self.proposed_views if w >= view - 1}
-        self.qc_views = {w for w in self.qc_views if w >= view - 2}
-        for key in [k for k in self._good_votes if k[0] < view - 3]:
-            del self._good_votes[key]
-
     # --- commits -----------------------------------------------------------------------------
 
     def _commit(
@@ -828,125 +592,6 @@ class ConsensusCore:
         if end is not None and self.committed_height == end:
             self.ended = True
             self.epoch_proofs[self.epoch] = ConsensusSyncInfo(high_qc=qc, tc=None)
-
-    # --- timeouts and view synchronisation ---------------------------------------------------
-
-    def _local_timeout(self, view: int, ready: Ready) -> None:
-        if self.ended:
-            return
-        if self.me is None:
-            # Not a member of this epoch's set: follow, never vote. Ask the others for what
-            # this replica may have missed (they answer when they are ahead).
-            info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
-            ready.outbound.append((None, wire.encode(info)))
-            return
-        if self.my_timeout is None or self.timeout_view != view:
-            self.timeout_view = max(self.timeout_view, view)
-            ready.to_persist.append(self.safety_record())
-            sig = self.key.sign(TIMEOUT_PURPOSE, timeout_bytes(self.chain, view, self.high_qc.view))
-            msg = ConsensusTimeout(view=view, high_qc=self.high_qc, voter=self.me, signature=sig)
-            data = wire.encode(msg)
-            self.my_timeout = data
-            self._record_timeout(msg, ready)
-        else:
-            data = self.my_timeout
-        self.stats.timeouts_sent += 1
-        ready.outbound.append((None, data))
-
-    def _on_timeout(self, t: ConsensusTimeout, sender: int | None, ready: Ready) -> None:
-        if not self._valid_sig(
-            t.voter,
-            TIMEOUT_PURPOSE,
-            timeout_bytes(self.chain, t.view, t.high_qc.view),
-            t.signature,
-        ) or not self._valid_qc(t.high_qc):
-            self.stats.rejected += 1
-            self._send_epoch_proofs(sender, t.high_qc, ready)
-            return
-        behind = t.high_qc.view < self.high_qc.view or t.view < self.cur_view
-        if behind and sender is not None and sender != self.peer:
-            info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
-            ready.outbound.append((sender, wire.encode(info)))
-        self._process_qc(t.high_qc, sender, ready)
-        self._record_timeout(t, ready)
-
-    def _send_epoch_proofs(self, peer: int | None, qc: QuorumCert, ready: Ready) -> None:
-        """A timeout or sync info that does not verify may come from a replica still in an
-        ended epoch: send it the QC that ended the epoch its high QC's block belongs to (at most
-        once per ``4 · fetch_retry_ticks``).
-
-        The epoch is read from the block's newest committed ancestor, not from the block's own
-        height: the suffix above an epoch's last block ``L`` grows by one block per view until
-        three consecutive views certify it, so after timeouts it can reach any height. Blocks
-        of epoch ``e`` have their newest committed ancestor at heights ``e·B − 1`` (the base)
-        to ``(e+1)·B − 1`` (``L``, under the suffix); at ``L`` the block is in the suffix of
-        ``e`` or in ``e + 1``, so two epochs are candidates."""
-        if peer is None or peer == self.peer or not self.epoch_blocks or not self.epoch_proofs:
-            return
-        b = self.blocks.get(qc.block_hash)
-        if b is None:
-            return
-        last = self._proof_sent.get(peer)
-        if last is not None and self._now - last < 4 * self.fetch_retry_ticks:
-            return
-        h, bh = b.header.height, qc.block_hash
-        while h > 0 and (h > self.committed_height or self.committed_hashes[h] != bh):
-            parent = self.blocks.get(b.header.parent)
-            if parent is None:  # below a snapshot root: use the lowest block stored
-                break
-            bh, b = b.header.parent, parent
-            h = b.header.height
-        first = (h + 1) // self.epoch_blocks
-        proofs = [self.epoch_proofs[e] for e in (first - 1, first) if e in self.epoch_proofs]
-        if not proofs:
-            return
-        self._proof_sent[peer] = self._now
-        for proof in proofs:
-            ready.outbound.append((peer, wire.encode(proof)))
-
-    def _record_timeout(self, t: ConsensusTimeout, ready: Ready) -> None:
-        if t.view < self.cur_view:
-            return
-        prev = self.peer_timeout_view.get(t.voter, 0)
-        self.peer_timeout_view[t.voter] = max(prev, t.view)
-        bucket = self.timeouts.setdefault(t.view, {})
-        bucket.setdefault(
-            t.voter, TimeoutSig(index=t.voter, high_qc_view=t.high_qc.view, signature=t.signature)
-        )
-        # Amplification: > 1/3 of power timed out of views >= V, so an honest replica did: join.
-        ranked = sorted(self.peer_timeout_view.items(), key=lambda kv: -kv[1])
-        acc: list[int] = []
-        for idx, view in ranked:
-            acc.append(idx)
-            if self.vs.is_one_third(acc):
-                if view >= self.cur_view and self.timeout_view < view:
-                    if view > self.cur_view:
-                        self._advance(view, progress=False)
-                    self._local_timeout(view, ready)
-                break
-        for view in sorted(self.timeouts):
-            if view >= self.cur_view and self.vs.is_quorum(self.timeouts[view]):
-                sigs = sorted(self.timeouts[view].values(), key=lambda s: s.index)
-                tc = TimeoutCert(view=view, sigs=tuple(sigs))
-                self.stats.tcs_formed += 1
-                self._cached(crypto.sha256(b"tc" + wire.encode_body(tc)), lambda: True)
-                self._process_tc(tc, ready)
-                break
-
-    def _on_sync_info(self, s: ConsensusSyncInfo, sender: int | None, ready: Ready) -> None:
-        if not self._valid_qc(s.high_qc) or (s.tc is not None and not self._valid_tc(s.tc)):
-            self.stats.rejected += 1
-            self._send_epoch_proofs(sender, s.high_qc, ready)
-            return
-        if s.high_qc.view < self.high_qc.view and sender is not None and sender != self.peer:
-            last = self._sync_sent.get(sender)
-            if last is None or self._now - last >= self.fetch_retry_ticks:
-                self._sync_sent[sender] = self._now
-                info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
-                ready.outbound.append((sender, wire.encode(info)))
-        self._process_qc(s.high_qc, sender, ready)
-        if s.tc is not None:
-            self._process_tc(s.tc, ready)
 
     # --- proposing ---------------------------------------------------------------------------
 
@@ -1053,87 +698,6 @@ class ConsensusCore:
             self.admit(th, tx)
         self.mempool[th] = tx
         return True
-
-    # --- blocks: storage, fetching, parking --------------------------------------------------
-
-    def _store_block(self, b: Block, bh: bytes, ready: Ready) -> None:
-        if bh in self.blocks:
-            return
-        self.blocks[bh] = b
-        self.wanted.pop(bh, None)
-        ready.to_persist.append(b)
-        for child_hash, child in [(k, o) for k, o in self.orphans.items() if o.header.parent == bh]:
-            del self.orphans[child_hash]
-            if child.header.height == b.header.height + 1:
-                self._store_block(child, child_hash, ready)
-        waiting = self.parked.pop(bh, [])
-        self.n_parked -= len(waiting)
-        for msg, sender in waiting:
-            self._handle(msg, sender, ready)
-
-    def _park(self, missing: bytes, msg: Any, sender: int | None, ready: Ready) -> None:
-        if self.n_parked >= MAX_PARKED:
-            return
-        self.parked.setdefault(missing, []).append((msg, sender))
-        self.n_parked += 1
-        if missing not in self.wanted and missing not in self.orphans:
-            self._request(missing, sender, ready)
-        elif missing in self.orphans:
-            self._want_parent_of(self.orphans[missing], sender, ready)
-
-    def _want_parent_of(self, b: Block, sender: int | None, ready: Ready) -> None:
-        parent = b.header.parent
-        if parent in self.blocks or parent in self.orphans:
-            return
-        if parent not in self.wanted:
-            self._request(parent, sender, ready)
-
-    def _request(self, h: bytes, peer: int | None, ready: Ready) -> None:
-        if peer is None or peer == self.peer:
-            others = [i for i in range(self.n_peers) if i != self.peer]
-            if not others:
-                return
-            peer = self.rng.choice(others)
-        self.wanted[h] = 0
-        self.stats.fetches += 1
-        req = ConsensusBlockRequest(block_hash=h, max_blocks=MAX_FETCH_BLOCKS)
-        ready.outbound.append((peer, wire.encode(req)))
-
-    def _on_block_request(self, r: ConsensusBlockRequest, sender: int | None, ready: Ready) -> None:
-        if sender is None or sender == self.peer:
-            return
-        out = []
-        b = self.blocks.get(r.block_hash)
-        while b is not None and b.header.height > 0 and len(out) < r.max_blocks:
-            out.append(b)
-            b = self.blocks.get(b.header.parent)
-        if out:
-            resp = ConsensusBlockResponse(blocks=tuple(out))
-            ready.outbound.append((sender, wire.encode(resp)))
-
-    def _on_block_response(
-        self, r: ConsensusBlockResponse, sender: int | None, ready: Ready
-    ) -> None:
-        for b in r.blocks:
-            bh = block_hash(b.header)
-            if bh in self.blocks or bh not in self.wanted:
-                continue
-            if not check_block(b, self.max_block_txs):
-                self.stats.rejected += 1
-                continue
-            del self.wanted[bh]
-            if b.header.parent in self.blocks:
-                parent = self.blocks[b.header.parent]
-                if b.header.height == parent.header.height + 1:
-                    self._store_block(b, bh, ready)
-            else:
-                self.orphans[bh] = b
-                if b.header.parent not in self.wanted:
-                    self.wanted[b.header.parent] = self.fetch_retry_ticks  # next response/tick
-        # Ask for the oldest still-missing ancestor right away.
-        for h, age in list(self.wanted.items()):
-            if age >= self.fetch_retry_ticks:
-                self._request(h, sender, ready)
 
     # --- recovery ----------------------------------------------------------------------------
 

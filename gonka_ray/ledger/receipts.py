@@ -10,7 +10,7 @@ committed. Anyone holding the validator set and the chain id (genesis block hash
 from __future__ import annotations
 
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import ValidatorSet, verify_commit_certificate
+from gonka_ray.ledger.quorum import ValidatorSet, verify_commit_certificate
 from gonka_ray.wire import Block, CommitCertificate, TxReceipt
 
 

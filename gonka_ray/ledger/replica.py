@@ -1,8 +1,11 @@
 """The ledger replica shell: drives one consensus core with a clock, SQLite and peers.
 
-:class:`LedgerReplica` is a plain class (unit tests construct it directly with an in-memory
-``transport``); :func:`replica_actor` turns it into a Ray actor through the one factory. For each
-:class:`~gonka_ray.ledger.consensus.Ready` the shell **persists, then sends, then applies**:
+:class:`LedgerReplica` is a plain class that reaches its peers only through the
+:class:`~gonka_ray.ledger.transport.PeerTransport` it is given (unit tests pass an
+:class:`~gonka_ray.ledger.transport.InProcessNetwork` link; the actor shells pass
+:class:`~gonka_ray.peer.ray_transport.RayPeerTransport` and make it an actor with
+:func:`gonka_ray.raykit.remote`), so nothing here imports Ray. For each
+:class:`~gonka_ray.ledger.ready.Ready` the shell **persists, then sends, then applies**:
 ``to_persist`` goes to SQLite (fsync'd) before any message leaves, so a vote is never sent that a
 restart could forget; committed blocks are applied to the state machine and recorded with their
 certificates and receipts.
@@ -32,7 +35,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,8 @@ from gonka_ray import constants as C
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import CommitTimeout, Overloaded, StorageError
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
-    Committed,
-    ConsensusCore,
-    Ready,
+from gonka_ray.ledger.consensus import ConsensusCore
+from gonka_ray.ledger.quorum import (
     Validator,
     ValidatorSet,
     block_hash,
@@ -53,11 +54,12 @@ from gonka_ray.ledger.consensus import (
     epoch_chain_id,
     verify_commit_certificate,
 )
+from gonka_ray.ledger.ready import Committed, Ready
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.ledger.storage import LedgerStore
+from gonka_ray.ledger.transport import PeerTransport, SyncPeer
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
 
-Transport = Callable[[int, bytes], None]
 STATE_PURPOSE = b"ledger/state-attestation"
 CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
 
@@ -94,9 +96,8 @@ class LedgerReplica:
         key_seed: the 32-byte Ed25519 seed of this replica's participant key.
         genesis: the encoded :class:`~gonka_ray.wire.LedgerGenesis`.
         storage_dir: folder of this replica's SQLite file.
-        peer_names: Ray actor names of all replicas by index (Ray transport).
-        namespace: Ray namespace of those actors.
-        transport: ``send(dest_index, bytes)``; overrides the Ray transport (tests).
+        transport: this replica's link to the others (consensus messages by genesis index,
+            and the peers snapshot sync asks).
         tick_ms: wall-clock length of one consensus tick.
         timeout_ticks: ticks without progress before a view change.
         empty_block_interval_ms: an idle leader proposes an empty block after this long in its
@@ -122,9 +123,7 @@ class LedgerReplica:
         key_seed: bytes,
         genesis: bytes,
         storage_dir: str,
-        peer_names: list[str] | None = None,
-        namespace: str | None = None,
-        transport: Transport | None = None,
+        transport: PeerTransport,
         tick_ms: float = 20.0,
         timeout_ticks: int = 50,
         empty_block_interval_ms: float = C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
@@ -141,10 +140,7 @@ class LedgerReplica:
         self.key = crypto.KeyPair.from_seed(key_seed)
         self.genesis = wire.decode(genesis, LedgerGenesis)
         self.validators = validators_of(self.genesis)
-        self.peer_names = peer_names or []
-        self.namespace = namespace
         self._transport = transport
-        self._handles: dict[int, Any] = {}
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
@@ -164,8 +160,6 @@ class LedgerReplica:
         self._state_hash = self.sm.state_hash  # as of the last applied block
         self._to_check: deque[tuple[bytes, bytes]] = deque()
         self._checker: asyncio.Task | None = None
-        self._outbox: dict[int, list[bytes]] = {}
-        self._flush_scheduled = False
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
         self._to_apply: deque[Committed] = deque()
@@ -243,7 +237,7 @@ class LedgerReplica:
 
     async def deliver_many(self, batch: list[bytes], sender: int) -> None:
         """Several consensus messages from peer ``sender`` in one call, handled in order; what
-        they produce is persisted in one write and then sent (one Ray call per peer)."""
+        they produce is persisted in one write and then sent."""
         if self._stopped:
             return
         self._ensure_started()
@@ -376,17 +370,16 @@ class LedgerReplica:
         msg = attestation_bytes(self.core.genesis_hash, height, bh, found[2], ctx[0])
         return bh, found[2], ctx[0], self.key.public_key, self.key.sign(STATE_PURPOSE, msg)
 
-    async def snapshot_sync(self, peers: list[Any] | None = None) -> int:
+    async def snapshot_sync(self, peers: Sequence[SyncPeer] | None = None) -> int:
         """Catch up from the newest verifiable peer snapshot above the committed height.
 
         Args:
-            peers: objects with async ``snapshot_offer()`` and ``attest_state(height)`` (other
-                replicas); default: the Ray actors of the other replicas.
+            peers: the replicas to ask; default: the transport's ``sync_peers()``.
 
         Returns:
             The height installed, or 0 when no newer offer verified.
         """
-        peers = peers if peers is not None else self._peer_apis()
+        peers = list(peers) if peers is not None else self._transport.sync_peers()
         got = await asyncio.gather(*[p.snapshot_offer() for p in peers], return_exceptions=True)
         offers = sorted((o for o in got if isinstance(o, dict)), key=lambda o: -o["height"])
         for offer in offers:
@@ -396,7 +389,7 @@ class LedgerReplica:
                 return offer["height"]
         return 0
 
-    async def _install_offer(self, offer: dict[str, Any], peers: list[Any]) -> bool:
+    async def _install_offer(self, offer: dict[str, Any], peers: list[SyncPeer]) -> bool:
         try:
             h = offer["height"]
             block = wire.decode_body(Block, offer["block"])
@@ -446,26 +439,6 @@ class LedgerReplica:
         self._ensure_started()
         return True
 
-    def _peer_apis(self) -> list[Any]:
-        import ray
-
-        class _Peer:
-            def __init__(self, handle: Any) -> None:
-                self.handle = handle
-
-            async def snapshot_offer(self) -> Any:
-                return await self.handle.snapshot_offer.remote()
-
-            async def attest_state(self, height: int) -> Any:
-                return await self.handle.attest_state.remote(height)
-
-        out = []
-        for i, name in enumerate(self.peer_names):
-            if i != self.index:
-                with contextlib.suppress(ValueError):
-                    out.append(_Peer(ray.get_actor(name, namespace=self.namespace)))
-        return out
-
     async def balance(self, address: str) -> int:
         return self.sm.balance(address)
 
@@ -505,9 +478,9 @@ class LedgerReplica:
             if dest is None:
                 for i in range(len(self.validators)):
                     if i != self.index:
-                        self._send(i, data)
+                        self._transport.send(i, data)
             else:
-                self._send(dest, data)
+                self._transport.send(dest, data)
         for c in ready.committed:
             if c.block.header.height <= self._queued_height:
                 continue  # already applied (recovered) or queued
@@ -582,41 +555,3 @@ class LedgerReplica:
                 await asyncio.sleep(0)
         finally:
             self._checker = None
-
-    def _send(self, dest: int, data: bytes) -> None:
-        if self._transport is not None:
-            self._transport(dest, data)
-            return
-        # NOTE: messages to one peer are queued and leave together at the next turn of the
-        # event loop (one Ray call, ``deliver_many``): a vote, a proposal and a transaction
-        # batch produced by one step cost one call, not three. Order per peer is kept.
-        self._outbox.setdefault(dest, []).append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        outbox, self._outbox = self._outbox, {}
-        for dest, batch in outbox.items():
-            handle = self._handles.get(dest)
-            if handle is None:
-                import ray
-
-                try:
-                    handle = ray.get_actor(self.peer_names[dest], namespace=self.namespace)
-                except ValueError:
-                    continue  # not up yet: the core retries by timeouts and fetches
-                self._handles[dest] = handle
-            if len(batch) == 1:
-                handle.deliver.remote(batch[0], self.index)
-            else:
-                handle.deliver_many.remote(batch, self.index)
-
-
-def replica_actor(options: Any) -> Any:
-    """The Ray actor class of :class:`LedgerReplica` with ``options``
-    (:class:`gonka_ray.actors._factory.ActorOptions`)."""
-    from gonka_ray.actors._factory import remote
-
-    return remote(LedgerReplica, options)

@@ -34,17 +34,16 @@ from typing import Any
 
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
+from gonka_ray.ledger.consensus import ConsensusCore, SafetyViolation
+from gonka_ray.ledger.quorum import (
     PROPOSAL_PURPOSE,
     VOTE_PURPOSE,
-    ConsensusCore,
-    Ready,
-    SafetyViolation,
     Validator,
     ValidatorSet,
     block_hash,
     vote_bytes,
 )
+from gonka_ray.ledger.ready import Ready
 from gonka_ray.ledger.state import VALIDATORS, StateMachine, TxContext
 from gonka_ray.wire import (
     Block,

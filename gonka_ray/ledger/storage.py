@@ -24,7 +24,7 @@ import msgpack
 
 from gonka_ray import wire
 from gonka_ray.exceptions import StorageError
-from gonka_ray.ledger.consensus import Recovered
+from gonka_ray.ledger.ready import Recovered
 from gonka_ray.ledger.receipts import make_receipt
 from gonka_ray.ledger.state import BlockResult
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSafety, TxReceipt
@@ -65,7 +65,7 @@ class LedgerStore:
             return
         blocks = [b for b in items if isinstance(b, Block)]
         safety = [s for s in items if isinstance(s, ConsensusSafety)]
-        from gonka_ray.ledger.consensus import block_hash
+        from gonka_ray.ledger.quorum import block_hash
 
         with self._tx():
             self.db.executemany(

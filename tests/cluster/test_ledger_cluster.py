@@ -8,11 +8,12 @@ import time
 import pytest
 
 from gonka_ray import wire
-from gonka_ray.actors._factory import ActorOptions
 from gonka_ray.ledger.client import LedgerClient
-from gonka_ray.ledger.replica import replica_actor
+from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
 from gonka_ray.ledger.sim import make_genesis, sim_key
+from gonka_ray.peer.ray_transport import RayPeerTransport
+from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.wire import Transfer
 
 N = 4
@@ -40,15 +41,16 @@ async def test_kill_and_restart_a_replica_under_load(ray_session, tmp_path) -> N
     names = [f"ledger-test-{i}" for i in range(N)]
     handles = []
     for i in range(N):
-        cls = replica_actor(ActorOptions(name=names[i], namespace=ns, max_restarts=2, num_cpus=0))
+        cls = remote(
+            LedgerReplica, ActorOptions(name=names[i], namespace=ns, max_restarts=2, num_cpus=0)
+        )
         handles.append(
             cls.remote(
                 index=i,
                 key_seed=sim_key(f"replica-{i}").seed,
                 genesis=wire.encode(genesis),
                 storage_dir=str(tmp_path),
-                peer_names=names,
-                namespace=ns,
+                transport=RayPeerTransport(names, index=i, namespace=ns),
                 tick_ms=20,
                 timeout_ticks=25,
                 snapshot_every=5,

@@ -6,16 +6,16 @@ import pytest
 
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
+from gonka_ray.ledger.consensus import ConsensusCore
+from gonka_ray.ledger.quorum import (
     VOTE_PURPOSE,
-    ConsensusCore,
-    Recovered,
     Validator,
     ValidatorSet,
     verify_commit_certificate,
     verify_qc,
     vote_bytes,
 )
+from gonka_ray.ledger.ready import Recovered
 from gonka_ray.ledger.sim import SimNetwork, scenario_txs, sim_key
 from gonka_ray.wire import (
     Block,
@@ -140,7 +140,7 @@ def test_proposal_from_non_leader_is_rejected_and_not_voted() -> None:
     impostor = net.nodes[3].core
     victim = net.nodes[2].core
     parent = impostor.blocks[impostor.high_qc.block_hash]
-    from gonka_ray.ledger.consensus import PROPOSAL_PURPOSE, block_hash
+    from gonka_ray.ledger.quorum import PROPOSAL_PURPOSE, block_hash
     from gonka_ray.wire import BlockHeader
 
     header = BlockHeader(
@@ -215,7 +215,7 @@ def test_recovered_replica_never_votes_twice_in_a_view() -> None:
     last = old.last_voted_view
     blk = next(b for b in blocks if b.header.view == last)
     leader_key = sim_key(f"replica-{blk.header.proposer}")
-    from gonka_ray.ledger.consensus import PROPOSAL_PURPOSE, block_hash
+    from gonka_ray.ledger.quorum import PROPOSAL_PURPOSE, block_hash
 
     sig = leader_key.sign(PROPOSAL_PURPOSE, vote_bytes(rec.chain, last, block_hash(blk.header)))
     ready = rec.step(wire.encode(ConsensusProposal(blk, None, sig)), blk.header.proposer)

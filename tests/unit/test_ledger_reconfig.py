@@ -7,14 +7,14 @@ import random
 
 from gonka_ray import wire
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import (
+from gonka_ray.ledger.quorum import (
     Validator,
     ValidatorSet,
     epoch_chain_id,
     verify_commit_certificate,
 )
 from gonka_ray.ledger.receipts import verify_receipt
-from gonka_ray.ledger.replica import LedgerReplica, epoch_validators, validators_of
+from gonka_ray.ledger.replica import epoch_validators, validators_of
 from gonka_ray.ledger.sim import SimNetwork, make_genesis, scenario_txs, sim_key
 from gonka_ray.ledger.state import VALIDATOR_SETS, StateMachine
 from gonka_ray.wire import TxReceipt
@@ -79,25 +79,8 @@ def test_state_records_each_epochs_set_at_its_last_block() -> None:
 def test_replica_restarted_in_a_later_epoch_resumes_with_that_epochs_set(tmp_path) -> None:
     from tests.unit.test_ledger_replica import Bus, transfer
 
-    class EpochBus(Bus):
-        def make(self, i, path):
-            r = LedgerReplica(
-                index=i,
-                key_seed=sim_key(f"replica-{i}").seed,
-                genesis=wire.encode(make_genesis(4)),
-                storage_dir=str(path),
-                transport=self.transport(i),
-                tick_ms=2,
-                timeout_ticks=25,
-                snapshot_every=3,
-                empty_block_interval_ms=4,
-                epoch_blocks=4,
-            )
-            self.replicas[i] = r
-            return r
-
     async def scenario() -> None:
-        bus = EpochBus()
+        bus = Bus(empty_block_interval_ms=4, epoch_blocks=4)
         reps = [bus.make(i, tmp_path) for i in range(4)]
         for r in reps:
             await r.start()

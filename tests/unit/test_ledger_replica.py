@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.ledger import merkle
@@ -11,25 +12,19 @@ from gonka_ray.ledger.replica import LedgerReplica, validators_of
 from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
 from gonka_ray.ledger.sim import make_genesis, sim_key
 from gonka_ray.ledger.storage import LedgerStore
+from gonka_ray.ledger.transport import InProcessNetwork
 from gonka_ray.wire import Transfer, TxReceipt
 
 GENESIS = make_genesis(4)
 
 
-class Bus:
-    """Delivers each message on the event loop, like Ray's fire-and-forget calls."""
+class Bus(InProcessNetwork):
+    """Replicas of the sim genesis on the in-process network; ``make`` builds and joins one
+    (``options`` override the replica's keyword arguments)."""
 
-    def __init__(self) -> None:
-        self.replicas: dict[int, LedgerReplica] = {}
-        self.down: set[int] = set()
-
-    def transport(self, src: int):
-        def send(dest: int, data: bytes) -> None:
-            if dest in self.down or src in self.down or dest not in self.replicas:
-                return
-            asyncio.get_running_loop().create_task(self.replicas[dest].deliver(data, src))
-
-        return send
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.options = options
 
     def make(self, i: int, path) -> LedgerReplica:
         r = LedgerReplica(
@@ -38,11 +33,9 @@ class Bus:
             genesis=wire.encode(GENESIS),
             storage_dir=str(path),
             transport=self.transport(i),
-            tick_ms=2,
-            timeout_ticks=25,
-            snapshot_every=3,
+            **{"tick_ms": 2, "timeout_ticks": 25, "snapshot_every": 3, **self.options},
         )
-        self.replicas[i] = r
+        self.add(i, r)
         return r
 
 
@@ -94,7 +87,7 @@ async def test_replicas_commit_give_receipts_and_recover(tmp_path) -> None:
 
 
 def test_store_roundtrip_of_safety_and_blocks(tmp_path) -> None:
-    from gonka_ray.ledger.consensus import genesis_block
+    from gonka_ray.ledger.quorum import genesis_block
 
     store = LedgerStore(tmp_path / "s.sqlite")
     g = genesis_block(b"x")

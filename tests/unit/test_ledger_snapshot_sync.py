@@ -7,31 +7,12 @@ import dataclasses
 
 import msgpack
 
-from gonka_ray import wire
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.sim import make_genesis, sim_key
 from tests.unit.test_ledger_replica import Bus, transfer
 
 B = 4
-
-
-class EpochBus(Bus):
-    def make(self, i, path):
-        r = LedgerReplica(
-            index=i,
-            key_seed=sim_key(f"replica-{i}").seed,
-            genesis=wire.encode(make_genesis(4)),
-            storage_dir=str(path),
-            transport=self.transport(i),
-            tick_ms=2,
-            timeout_ticks=25,
-            snapshot_every=1000,
-            empty_block_interval_ms=4,
-            epoch_blocks=B,
-        )
-        self.replicas[i] = r
-        return r
 
 
 @dataclasses.dataclass
@@ -59,7 +40,7 @@ class Forger:
 
 def test_wiped_replica_syncs_from_a_verified_snapshot_then_follows(tmp_path) -> None:
     async def scenario() -> None:
-        bus = EpochBus()
+        bus = Bus(snapshot_every=1000, empty_block_interval_ms=4, epoch_blocks=B)
         reps = [bus.make(i, tmp_path / f"r{i}") for i in range(4)]
         for r in reps[:3]:
             await r.start()

@@ -1,8 +1,11 @@
-"""The one place actor classes become Ray actors (STYLE §3).
+"""The one place classes become Ray actors (STYLE §3).
 
 Actor classes are plain classes; :func:`remote` applies ``ray.remote`` with the options of one
 pydantic model, so unit tests construct the classes directly and every actor's placement,
 restart and concurrency policy is spelled the same way.
+
+A neutral module below every Ray user (the actor shells, the peer transport, the network
+launcher): it imports nothing of gonka_ray, and Ray only when :func:`remote` is called.
 """
 
 from __future__ import annotations
