@@ -8,8 +8,8 @@ Ray streams it: ``node.generate.options(num_returns="streaming").remote(request)
 object refs of :class:`~gonka_ray.engine.base.TokenChunk` as they are produced.
 
 It also runs the participant's Proof-of-Compute sprint and recomputes samples of others'
-claims (:mod:`gonka_ray.protocol.poc`) on the same hardware. Only the participant's own
-actors call it, so it takes engine dataclasses, not
+claims (:mod:`gonka_ray.engine.poc`, rules in :mod:`gonka_ray.protocol.poc`) on the same
+hardware. Only the participant's own actors call it, so it takes engine dataclasses, not
 signed wire messages. Construction loads the model: a restarted actor reloads it.
 """
 
@@ -28,14 +28,8 @@ from gonka_ray.engine.base import (
     ScoreResult,
     TokenChunk,
 )
-from gonka_ray.protocol.poc import (
-    ClaimCheck,
-    PocModel,
-    PocParams,
-    SprintResult,
-    run_sprint,
-    verify_claim,
-)
+from gonka_ray.engine.poc import PocModel, run_sprint, verify_claim
+from gonka_ray.protocol.poc import ClaimCheck, PocParams, SprintResult
 from gonka_ray.raykit import ActorOptions
 
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per node; the engine batches them

@@ -51,7 +51,9 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _atomic_build(target: Path, build: Any) -> Path:
+def atomic_build(target: Path, build: Any) -> Path:
+    """The model folder ``target``, built once by ``build(tmp)`` into a temporary sibling folder
+    that is renamed into place (concurrent builders: the first to finish wins)."""
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,7 @@ def smollm2_dir() -> Path:
         model, tok = _load_gguf()
         _save_plain(model, tok, tmp)
 
-    return _atomic_build(
+    return atomic_build(
         C.cache_dir() / "models" / f"smollm2-135m-instruct-{_FORMAT_VERSION}", build
     )
 
@@ -141,7 +143,7 @@ def tiny_dir() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_build(C.cache_dir() / "models" / f"tiny-llama-{_TINY_VERSION}", build)
+    return atomic_build(C.cache_dir() / "models" / f"tiny-llama-{_TINY_VERSION}", build)
 
 
 def model_dir(name: str, path: str | None = None) -> Path:

@@ -5,7 +5,8 @@ The token at output position ``p`` of a request with seed ``s`` is::
     argmax_t( mask(logits_t / T) + g(s, p, t) ),   g = -log(-log(u(s, p, t)))
 
 where ``mask`` applies top-k then top-p (both on the temperature-scaled logits) and ``u`` comes
-from a counter-based integer hash (splitmix64 finaliser) of ``(seed, position, token id)``.
+from a counter-based integer hash (splitmix64 finaliser, constants and a pure-Python reference
+in :mod:`gonka_ray.hashing`) of ``(seed, position, token id)``.
 Temperature 0 is greedy: plain argmax of the raw logits, no noise.
 
 Invariants:
@@ -31,27 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-# splitmix64 constants, written as the signed int64 with the same bits
-_U64 = 1 << 64
+from gonka_ray.hashing import GOLDEN, MIX1, MIX2, seed_to_int64
 
-
-def _s64(x: int) -> int:
-    """The signed int64 with the same 64 bits as unsigned ``x``."""
-    x &= _U64 - 1
-    return x - _U64 if x >= 1 << 63 else x
-
-
-GOLDEN = _s64(0x9E3779B97F4A7C15)
-MIX1 = _s64(0xBF58476D1CE4E5B9)
-MIX2 = _s64(0x94D049BB133111EB)
 _NEG_INF = float("-inf")
-
-
-def seed_to_int64(seed: int) -> int:
-    """Map a uint64 seed (``0 <= seed < 2**64``) onto int64 with the same bits."""
-    if not 0 <= seed < _U64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    return _s64(seed)
 
 
 def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -372,18 +355,3 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams]) -> SampleOutput
         top_k=torch.tensor([r.top_k for r in rows], dtype=torch.int64, device=device),
         top_p=torch.tensor([r.top_p for r in rows], dtype=torch.float32, device=device),
     )
-
-
-def splitmix64_reference(seed: int, position: int, token: int) -> int:
-    """Pure-Python uint64 reference of :func:`hash_u64` (for tests and other languages)."""
-    mask = _U64 - 1
-
-    def mix(x: int) -> int:
-        z = (x + 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return z ^ (z >> 31)
-
-    h = mix(seed & mask)
-    h = mix(h ^ (position & mask))
-    return mix(h ^ (token & mask))

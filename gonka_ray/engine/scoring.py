@@ -14,6 +14,7 @@ import torch
 
 from gonka_ray.engine import sampler
 from gonka_ray.engine.base import SamplingParams, ScoreResult
+from gonka_ray.hashing import seed_to_int64
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def sampling_tensors(
             [p.temperature for p, _ in rows], dtype=torch.float32, device=device
         ),
         "seeds": torch.tensor(
-            [sampler.seed_to_int64(p.seed) for p, _ in rows], dtype=torch.int64, device=device
+            [seed_to_int64(p.seed) for p, _ in rows], dtype=torch.int64, device=device
         ),
         "positions": torch.tensor([pos for _, pos in rows], dtype=torch.int64, device=device),
         "top_k": torch.tensor([p.top_k for p, _ in rows], dtype=torch.int64, device=device),

@@ -63,6 +63,7 @@ from gonka_ray.engine.base import (
 from gonka_ray.engine.models import model_dir
 from gonka_ray.engine.sampler import _mask_ambiguous, _mask_top_k_top_p
 from gonka_ray.exceptions import EngineError, EngineLoadError
+from gonka_ray.hashing import seed_to_int64
 
 SCORE_CANDIDATES = 1024  # fallback scoring: prompt logprobs per position (vLLM max_logprobs);
 # NOTE: on SmolLM2 that decides only ~50-56% of positions at T=0.8/top_p=0.95 and T=1 (the
@@ -394,7 +395,7 @@ def _outside_noise_max(
     for i, e in enumerate(entries):
         ids = [int(t) for t in e]
         excluded[i] = torch.tensor(ids + [ids[0]] * (width - len(ids)))
-    seeds = torch.full((n,), sampler.seed_to_int64(sampling.seed), dtype=torch.int64)
+    seeds = torch.full((n,), seed_to_int64(sampling.seed), dtype=torch.int64)
     chunk = 32  # rows per pass: bounds the [chunk, V] int64 scratch to ~12 MiB
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
@@ -424,7 +425,7 @@ def replay_from_candidates(
     top_ids, top_lps, tok_lps, chosen, margins = [], [], [], [], []
     t = sampling.temperature
     exact_mask = 0 < sampling.top_k <= SCORE_CANDIDATES
-    seed = torch.tensor([sampler.seed_to_int64(sampling.seed)])
+    seed = torch.tensor([seed_to_int64(sampling.seed)])
     outside_max = _outside_noise_max(entries, sampling, vocab_size, exact_mask)
     for i, (entry, token) in enumerate(zip(entries, output_ids, strict=True)):
         # candidates: every token vLLM reported (its top SCORE_CANDIDATES plus the executor's

@@ -26,6 +26,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from gonka_ray.engine import sampler
+from gonka_ray.hashing import seed_to_int64
 
 EXTRA_KEY = "gonka_sampler"  # SamplingParams.extra_args[EXTRA_KEY] = {seed, temperature, ...}
 
@@ -52,7 +53,7 @@ class GumbelLogitsProcessor(LogitsProcessor):
             return
         if not isinstance(spec, dict) or not {"seed", "temperature", "top_k", "top_p"} <= set(spec):
             raise ValueError(f"extra_args[{EXTRA_KEY!r}] needs seed, temperature, top_k, top_p")
-        sampler.seed_to_int64(int(spec["seed"]))
+        seed_to_int64(int(spec["seed"]))
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.device = device
@@ -68,7 +69,7 @@ class GumbelLogitsProcessor(LogitsProcessor):
             if spec is None:
                 return None
             return (
-                sampler.seed_to_int64(int(spec["seed"])),
+                seed_to_int64(int(spec["seed"])),
                 float(spec["temperature"]),
                 int(spec["top_k"]),
                 float(spec["top_p"]),

@@ -5,10 +5,10 @@ deterministically initialises a small transformer (float32 parameters drawn on t
 ``torch.Generator`` seeded with the seed, then moved to the engine's device) and a unit
 *target* vector. A participant's nonce ``n`` becomes ``seq_len`` token ids by the counter hash
 ``hash_u64(key_P, n, position) mod vocab`` (the splitmix64 hash of the sampler, integer ops, same
-on every device), where ``key_P = sha256(seed ‖ participant)``: nonces are bound to their
-participant, so nobody can submit another's. The model maps the tokens to a vector ``y``
-(final position, final layer norm, output projection); the nonce **passes** when
-``‖y/‖y‖ − target‖ ≤ threshold``.
+on every device: :mod:`gonka_ray.hashing`), where ``key_P = sha256(seed ‖ participant)``:
+nonces are bound to their participant, so nobody can submit another's. The model maps the
+tokens to a vector ``y`` (final position, final layer norm, output projection); the nonce
+**passes** when ``‖y/‖y‖ − target‖ ≤ threshold``.
 
 **Difficulty.** ``poc_difficulty`` (config) is the share of nonces that pass. The threshold is
 the ``ceil(difficulty · N)``-th smallest distance over a public *calibration set*: nonces
@@ -41,22 +41,20 @@ nonce count, capped at 25% of the total by
 NOTE: the nonce count a participant could have computed in the sprint is not bounded here; the
 sprint's length (blocks) bounds it in practice, because the seed is unknown before the epoch.
 
-Pure torch: no Ray, no global RNG (every random draw uses an explicit generator).
-Shapes: ``B`` nonces per batch, ``L`` tokens per nonce, ``D`` model width, ``V`` vocabulary.
+This module holds the rules (sizes, participant keys, calibration rank, the claim checks and
+the acceptance test) and imports neither torch nor the engine; the model itself, the sprint and
+the recomputation a validator runs are :mod:`gonka_ray.engine.poc`, which calls these rules.
+Pure Python: no Ray, no clock, no global RNG.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
-from gonka_ray.engine.sampler import hash_u64, seed_to_int64
+from gonka_ray.hashing import seed_to_int64
 from gonka_ray.protocol.settlement import binomial_tail
 
 POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices
@@ -65,7 +63,6 @@ CALIBRATION_PARTICIPANT = "calibration"  # reserved key of the public calibratio
 DEFAULT_SAMPLE_SIZE = 100  # nonces each validator recomputes per claim
 DEFAULT_HONEST_FAIL_RATE = 0.01  # failure rate an honest claim may show (device mismatch)
 DEFAULT_ALPHA = 1e-3  # reject a claim when P(≥ failures | honest rate) is below this
-_U63 = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -86,114 +83,21 @@ def participant_key(seed: bytes, participant: str) -> int:
     return seed_to_int64(int.from_bytes(digest[:8], "big"))
 
 
-def nonce_tokens(key: int, nonces: torch.Tensor, seq_len: int, vocab: int) -> torch.Tensor:
-    """Token ids ``[B, L]`` for ``nonces [B]`` (int64) by the counter hash, on ``nonces.device``."""
-    positions = torch.arange(seq_len, dtype=torch.int64, device=nonces.device)
-    seeds = torch.full((1, 1), key, dtype=torch.int64, device=nonces.device)
-    h = hash_u64(seeds, nonces.to(torch.int64)[:, None], positions[None, :])  # [B, L]
-    return (h & _U63) % vocab
+def calibration_rank(difficulty: float, calibration_nonces: int) -> int:
+    """1-based rank, among the calibration distances sorted ascending, of the threshold.
 
-
-class PocModel:
-    """The epoch's PoC transformer and target, built deterministically from the seed.
-
-    Args:
-        seed: the epoch seed (32 bytes).
-        difficulty: share of nonces that pass (config ``poc_difficulty``).
-        params: model size; every participant must use the same.
-        device: where to evaluate (parameters are drawn on the CPU, then moved).
+    Raises:
+        ValueError: ``difficulty`` is outside ``(0, 1]``.
     """
-
-    def __init__(
-        self,
-        seed: bytes,
-        difficulty: float,
-        *,
-        params: PocParams | None = None,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if not 0.0 < difficulty <= 1.0:
-            raise ValueError("difficulty must be in (0, 1]")
-        self.seed = bytes(seed)
-        self.difficulty = difficulty
-        self.params = params or PocParams()
-        self.device = torch.device(device)
-        p = self.params
-        if p.d_model % p.n_heads:
-            raise ValueError("d_model must be a multiple of n_heads")
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(
-            int.from_bytes(hashlib.sha256(self.seed + b"/poc/init").digest()[:8], "big")
-        )
-
-        def draw(*shape: int, std: float) -> torch.Tensor:
-            return (torch.randn(*shape, generator=gen, dtype=torch.float32) * std).to(self.device)
-
-        d = p.d_model
-        self.embed = draw(p.vocab, d, std=1.0)  # [V, D]
-        self.pos = draw(p.seq_len, d, std=1.0)  # [L, D]
-        self.layers = [
-            {
-                "wqkv": draw(d, 3 * d, std=1 / math.sqrt(d)),
-                "wo": draw(d, d, std=1 / math.sqrt(d)),
-                "w1": draw(d, 4 * d, std=1 / math.sqrt(d)),
-                "w2": draw(4 * d, d, std=1 / math.sqrt(4 * d)),
-            }
-            for _ in range(p.n_layers)
-        ]
-        self.w_out = draw(d, d, std=1 / math.sqrt(d))  # [D, D]
-        target = torch.randn(d, generator=gen, dtype=torch.float32)
-        self.target = (target / target.norm()).to(self.device)  # [D]
-        self.threshold = self._calibrate()
-
-    # --- evaluation ------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Unit vectors ``[B, D]`` for token ids ``[B, L]``."""
-        p = self.params
-        b, seq = tokens.shape
-        h = self.embed[tokens] + self.pos[:seq]  # [B, L, D]
-        hd = p.d_model // p.n_heads
-        for layer in self.layers:
-            x = F.layer_norm(h, (p.d_model,))
-            q, k, v = (x @ layer["wqkv"]).split(p.d_model, dim=-1)  # 3 × [B, L, D]
-            q, k, v = (t.view(b, seq, p.n_heads, hd).transpose(1, 2) for t in (q, k, v))
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, L, hd]
-            h = h + att.transpose(1, 2).reshape(b, seq, p.d_model) @ layer["wo"]
-            x = F.layer_norm(h, (p.d_model,))
-            h = h + F.gelu(x @ layer["w1"]) @ layer["w2"]
-        y = F.layer_norm(h[:, -1], (p.d_model,)) @ self.w_out  # [B, D]
-        return y / y.norm(dim=-1, keepdim=True)
-
-    def distances(self, participant: str, nonces: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """Distance to the target for each nonce of ``participant`` (float64 ``[B]``, CPU)."""
-        n = torch.as_tensor(nonces, dtype=torch.int64, device=self.device).reshape(-1)
-        if n.numel() == 0:
-            return torch.empty(0, dtype=torch.float64)
-        tokens = nonce_tokens(
-            participant_key(self.seed, participant), n, self.params.seq_len, self.params.vocab
-        )
-        y = self.outputs(tokens)
-        return (y - self.target).norm(dim=-1).to("cpu", torch.float64)
-
-    def _calibrate(self) -> float:
-        n = self.params.calibration_nonces
-        dists = torch.cat(
-            [
-                self.distances(CALIBRATION_PARTICIPANT, torch.arange(i, min(n, i + 1024)))
-                for i in range(0, n, 1024)
-            ]
-        )
-        k = max(1, math.ceil(self.difficulty * n))
-        return float(torch.sort(dists).values[k - 1])
-
-
-# --- sprint ------------------------------------------------------------------------------------
+    if not 0.0 < difficulty <= 1.0:
+        raise ValueError("difficulty must be in (0, 1]")
+    return max(1, math.ceil(difficulty * calibration_nonces))
 
 
 @dataclass(frozen=True)
 class SprintResult:
+    """What a sprint found: ``nonces`` is the participant's claim."""
+
     participant: str
     nonces: tuple[int, ...]  # passing nonces, ascending
     tried: int
@@ -202,61 +106,6 @@ class SprintResult:
     @property
     def pass_rate(self) -> float:
         return len(self.nonces) / self.tried if self.tried else 0.0
-
-
-def run_sprint(
-    model: PocModel,
-    participant: str,
-    *,
-    max_nonces: int | None = None,
-    budget_s: float | None = None,
-    start_nonce: int = 0,
-    batch_size: int = 512,
-    clock: Callable[[], float] = time.monotonic,
-    progress: bool = False,
-) -> SprintResult:
-    """Evaluate nonces ``start_nonce, start_nonce+1, …`` until a budget runs out.
-
-    Args:
-        max_nonces: stop after this many nonces tried.
-        budget_s: stop after this much time by ``clock`` (checked between batches).
-        progress: show a tqdm bar.
-
-    Raises:
-        ValueError: neither budget given, or the nonce range leaves ``[0, MAX_NONCE)``.
-    """
-    if max_nonces is None and budget_s is None:
-        raise ValueError("give max_nonces or budget_s")
-    if start_nonce < 0:
-        raise ValueError("start_nonce must be >= 0")
-    t0 = clock()
-    found: list[int] = []
-    tried = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_nonces, desc=f"PoC {participant}", unit="nonce")
-    try:
-        while True:
-            if max_nonces is not None and tried >= max_nonces:
-                break
-            if budget_s is not None and clock() - t0 >= budget_s:
-                break
-            size = batch_size if max_nonces is None else min(batch_size, max_nonces - tried)
-            lo = start_nonce + tried
-            if lo + size > MAX_NONCE:
-                raise ValueError("nonce range exhausted")
-            batch = torch.arange(lo, lo + size, dtype=torch.int64)
-            ok = model.distances(participant, batch) <= model.threshold
-            found.extend((batch[ok] if ok.any() else batch[:0]).tolist())
-            tried += size
-            if bar is not None:
-                bar.update(size)
-    finally:
-        if bar is not None:
-            bar.close()
-    return SprintResult(participant, tuple(found), tried, clock() - t0)
 
 
 # --- verification ------------------------------------------------------------------------------
@@ -299,18 +148,30 @@ class ClaimCheck:
         return self.claimed if self.accepted else 0
 
 
-def verify_claim(
-    model: PocModel,
+def check_claim(
     participant: str,
     nonces: Sequence[int],
     validator_seed: bytes,
+    distances: Callable[[list[int]], Iterable[float]],
+    threshold: float,
     *,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     tolerance: float = POC_TOLERANCE,
     honest_fail_rate: float = DEFAULT_HONEST_FAIL_RATE,
     alpha: float = DEFAULT_ALPHA,
 ) -> ClaimCheck:
-    """One validator's verdict on ``participant``'s claim of ``nonces``."""
+    """One validator's verdict on ``participant``'s claim of ``nonces``.
+
+    Args:
+        distances: recomputes the distance of each of ``participant``'s sampled nonces (the
+            validator's PoC model: :func:`gonka_ray.engine.poc.verify_claim` passes it); not
+            called for a claim rejected on its form.
+        threshold: the epoch's calibrated distance threshold; a sampled nonce fails when its
+            distance exceeds ``threshold + tolerance``.
+    Returns:
+        The verdict; a malformed claim (reserved participant, duplicate or out-of-range nonce)
+        is rejected without sampling.
+    """
     claimed = len(nonces)
     if participant == CALIBRATION_PARTICIPANT:
         return ClaimCheck(participant, claimed, 0, 0, False, "reserved participant")
@@ -319,7 +180,6 @@ def verify_claim(
     if any(type(n) is not int or not 0 <= n < MAX_NONCE for n in nonces):
         return ClaimCheck(participant, claimed, 0, 0, False, "nonce out of range")
     sample = sample_nonces(nonces, validator_seed, participant, sample_size)
-    dists = model.distances(participant, sample)
-    failed = int((dists > model.threshold + tolerance).sum())
+    failed = sum(1 for d in distances(sample) if d > threshold + tolerance)
     ok = accept_claim(failed, len(sample), honest_fail_rate=honest_fail_rate, alpha=alpha)
     return ClaimCheck(participant, claimed, len(sample), failed, ok, "" if ok else "failed sample")

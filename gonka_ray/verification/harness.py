@@ -23,6 +23,7 @@ import torch
 
 from gonka_ray.engine import sampler
 from gonka_ray.engine.base import Detokenizer, SamplingParams
+from gonka_ray.hashing import seed_to_int64
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import VerifierScores
 
@@ -128,7 +129,7 @@ def generate(
     past, logits = out.past_key_values, out.logits[:, -1].float()  # [B, V]
     t = {
         "temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
-        "seeds": torch.tensor([sampler.seed_to_int64(p.seed) for p in params], dtype=torch.int64),
+        "seeds": torch.tensor([seed_to_int64(p.seed) for p in params], dtype=torch.int64),
         "top_k": torch.tensor([p.top_k for p in params], dtype=torch.int64),
         "top_p": torch.tensor([p.top_p for p in params], dtype=torch.float32),
     }
@@ -233,7 +234,7 @@ def score(
         s = sampler.sample(
             logits[lo : lo + m],
             temperature=torch.full((m,), float(sampling.temperature)),
-            seeds=torch.full((m,), sampler.seed_to_int64(sampling.seed), dtype=torch.int64),
+            seeds=torch.full((m,), seed_to_int64(sampling.seed), dtype=torch.int64),
             positions=torch.arange(lo, lo + m),
             top_k=torch.full((m,), int(sampling.top_k), dtype=torch.int64),
             top_p=torch.full((m,), float(sampling.top_p)),

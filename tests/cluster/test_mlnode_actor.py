@@ -7,9 +7,9 @@ import pytest
 from gonka_ray.actors.mlnode import MLNode, mlnode_options
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams
-from gonka_ray.engine.testing import diverse_tiny_dir
 from gonka_ray.exceptions import InvalidRequest
 from gonka_ray.raykit import remote
+from tests.tiny_model import diverse_tiny_dir
 
 
 async def test_fake_node_streams_chunks_as_they_are_made(ray_session) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams
-from gonka_ray.engine.testing import diverse_tiny_dir
 from gonka_ray.engine.transformers_engine import TransformersEngine
+from tests.tiny_model import diverse_tiny_dir
 
 # CPU and GPU kernels round differently; a choice whose margin exceeds this must not flip.
 MARGIN_GATE = 1e-3

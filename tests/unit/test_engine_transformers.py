@@ -9,9 +9,9 @@ import pytest
 
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams
-from gonka_ray.engine.testing import diverse_tiny_dir
 from gonka_ray.engine.transformers_engine import TransformersEngine
 from gonka_ray.exceptions import InvalidRequest, ModelNotFound
+from tests.tiny_model import diverse_tiny_dir
 
 # score() and generate() run the same weights on the same device; only the KV-cached decode
 # path differs from the one-pass prefill, so raw logprobs agree to float32 rounding.

@@ -13,8 +13,8 @@ import pytest
 from gonka_ray import constants as C
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams
-from gonka_ray.engine.testing import diverse_tiny_dir
 from gonka_ray.engine.vllm_engine import vllm_available
+from tests.tiny_model import diverse_tiny_dir
 
 pytestmark = [
     pytest.mark.vllm,

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
+from gonka_ray.engine.poc import PocModel, nonce_tokens, run_sprint, verify_claim
 from gonka_ray.protocol import poc, votes
 from gonka_ray.protocol.settlement import epoch_weights
 
@@ -16,30 +22,30 @@ DIFFICULTY = 0.05
 
 
 @pytest.fixture(scope="module")
-def model() -> poc.PocModel:
-    return poc.PocModel(SEED, DIFFICULTY, params=PARAMS)
+def model() -> PocModel:
+    return PocModel(SEED, DIFFICULTY, params=PARAMS)
 
 
 @pytest.fixture(scope="module")
-def alice(model: poc.PocModel) -> poc.SprintResult:
-    return poc.run_sprint(model, "alice", max_nonces=3072, batch_size=1024)
+def alice(model: PocModel) -> poc.SprintResult:
+    return run_sprint(model, "alice", max_nonces=3072, batch_size=1024)
 
 
 def vseed(name: str) -> bytes:
     return hashlib.sha256(b"validator-" + name.encode()).digest()
 
 
-def test_model_is_a_deterministic_function_of_the_seed(model: poc.PocModel) -> None:
-    again = poc.PocModel(SEED, DIFFICULTY, params=PARAMS)
+def test_model_is_a_deterministic_function_of_the_seed(model: PocModel) -> None:
+    again = PocModel(SEED, DIFFICULTY, params=PARAMS)
     assert again.threshold == model.threshold
     assert torch.equal(again.distances("alice", range(64)), model.distances("alice", range(64)))
-    other = poc.PocModel(hashlib.sha256(b"epoch-8").digest(), DIFFICULTY, params=PARAMS)
+    other = PocModel(hashlib.sha256(b"epoch-8").digest(), DIFFICULTY, params=PARAMS)
     assert not torch.equal(other.distances("alice", range(64)), model.distances("alice", range(64)))
 
 
-def test_nonces_are_bound_to_their_participant(model: poc.PocModel) -> None:
-    a = poc.nonce_tokens(poc.participant_key(SEED, "alice"), torch.arange(8), 16, 512)
-    b = poc.nonce_tokens(poc.participant_key(SEED, "bob"), torch.arange(8), 16, 512)
+def test_nonces_are_bound_to_their_participant(model: PocModel) -> None:
+    a = nonce_tokens(poc.participant_key(SEED, "alice"), torch.arange(8), 16, 512)
+    b = nonce_tokens(poc.participant_key(SEED, "bob"), torch.arange(8), 16, 512)
     assert a.shape == (8, 16) and int(a.min()) >= 0 and int(a.max()) < 512
     assert not torch.equal(a, b)
 
@@ -50,42 +56,42 @@ def test_sprint_pass_rate_matches_difficulty(alice: poc.SprintResult) -> None:
     assert list(alice.nonces) == sorted(set(alice.nonces))
 
 
-def test_sprint_respects_a_time_budget(model: poc.PocModel) -> None:
+def test_sprint_respects_a_time_budget(model: PocModel) -> None:
     ticks = iter(range(100))
-    res = poc.run_sprint(model, "carol", budget_s=3, batch_size=64, clock=lambda: next(ticks))
+    res = run_sprint(model, "carol", budget_s=3, batch_size=64, clock=lambda: next(ticks))
     assert res.tried == 2 * 64  # clock: 0 at start; 1 and 2 run a batch; 3 stops
 
 
-def test_honest_claim_is_accepted(model: poc.PocModel, alice: poc.SprintResult) -> None:
+def test_honest_claim_is_accepted(model: PocModel, alice: poc.SprintResult) -> None:
     for v in ("v1", "v2", "v3"):
-        check = poc.verify_claim(model, "alice", list(alice.nonces), vseed(v))
+        check = verify_claim(model, "alice", list(alice.nonces), vseed(v))
         assert check.accepted and check.failed == 0
         assert check.weight == len(alice.nonces)
 
 
-def test_inflated_claim_is_rejected(model: poc.PocModel, alice: poc.SprintResult) -> None:
+def test_inflated_claim_is_rejected(model: PocModel, alice: poc.SprintResult) -> None:
     honest = list(alice.nonces)
     fakes = [n for n in range(10_000, 10_000 + len(honest)) if n not in set(honest)]
     inflated = honest + fakes[: len(honest) // 3]  # a quarter of the claim is made up
     for v in ("v1", "v2", "v3"):
-        check = poc.verify_claim(model, "alice", inflated, vseed(v))
+        check = verify_claim(model, "alice", inflated, vseed(v))
         assert not check.accepted and check.failed > 5 and check.weight == 0
 
 
 def test_copied_nonces_fail_for_another_participant(
-    model: poc.PocModel, alice: poc.SprintResult
+    model: PocModel, alice: poc.SprintResult
 ) -> None:
-    check = poc.verify_claim(model, "mallory", list(alice.nonces), vseed("v1"))
+    check = verify_claim(model, "mallory", list(alice.nonces), vseed("v1"))
     assert not check.accepted
 
 
-def test_malformed_claims_are_rejected(model: poc.PocModel, alice: poc.SprintResult) -> None:
+def test_malformed_claims_are_rejected(model: PocModel, alice: poc.SprintResult) -> None:
     nonces = list(alice.nonces)
-    assert poc.verify_claim(model, "alice", [*nonces, nonces[0]], vseed("v")).reason == (
+    assert verify_claim(model, "alice", [*nonces, nonces[0]], vseed("v")).reason == (
         "duplicate nonce"
     )
-    assert not poc.verify_claim(model, "alice", [-1], vseed("v")).accepted
-    assert not poc.verify_claim(model, poc.CALIBRATION_PARTICIPANT, [0], vseed("v")).accepted
+    assert not verify_claim(model, "alice", [-1], vseed("v")).accepted
+    assert not verify_claim(model, poc.CALIBRATION_PARTICIPANT, [0], vseed("v")).accepted
 
 
 def test_sample_is_private_to_the_validator_and_deterministic() -> None:
@@ -101,7 +107,7 @@ def test_binomial_acceptance_thresholds() -> None:
     assert not poc.accept_claim(10, 100)
 
 
-def test_tolerance_band_adds_little_weight(model: poc.PocModel) -> None:
+def test_tolerance_band_adds_little_weight(model: PocModel) -> None:
     d = model.distances("dave", torch.arange(6_000))
     passing = int((d <= model.threshold).sum())
     band = int(((d > model.threshold) & (d <= model.threshold + poc.POC_TOLERANCE)).sum())
@@ -118,3 +124,32 @@ def test_verdicts_combine_by_weight_and_weights_are_capped() -> None:
     assert votes.poc_claim_outcome({"c": True, "v1": True}, w, "c") is False  # own verdict: 10
     weights = epoch_weights({"a": 900, "b": 100, "c": 100, "d": 100, "e": 100}, (), 0.25)
     assert 4 * weights["a"] <= sum(weights.values())
+
+
+def test_protocol_rules_import_without_torch() -> None:
+    # a fresh interpreter (this one has torch and the engine loaded), run from the repo root so
+    # it imports this checkout's gonka_ray
+    script = textwrap.dedent(
+        """
+        import importlib, json, pkgutil, sys
+        import gonka_ray.protocol as protocol
+        names = [m.name for m in pkgutil.iter_modules(protocol.__path__, "gonka_ray.protocol.")]
+        for name in names:
+            importlib.import_module(name)
+        heavy = [m for m in sys.modules if m.split(".")[0] in ("torch", "tqdm")]
+        heavy += [m for m in sys.modules if m.startswith("gonka_ray.engine")]
+        print(json.dumps({"modules": names, "heavy": sorted(heavy)}))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    got = json.loads(run.stdout)
+    assert (
+        "gonka_ray.protocol.poc" in got["modules"] and "gonka_ray.protocol.epochs" in got["modules"]
+    )
+    assert got["heavy"] == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gonka_ray.engine import sampler as S
+from gonka_ray.hashing import seed_to_int64, splitmix64_reference
 
 
 def test_hash_matches_pure_python_splitmix64() -> None:
@@ -15,12 +16,12 @@ def test_hash_matches_pure_python_splitmix64() -> None:
     cases = [(0, 0, 0), (2**64 - 1, 2**40, 49151)] + [
         (rng.getrandbits(64), rng.randrange(10**6), rng.randrange(10**5)) for _ in range(300)
     ]
-    seeds = torch.tensor([S.seed_to_int64(s) for s, _, _ in cases])
+    seeds = torch.tensor([seed_to_int64(s) for s, _, _ in cases])
     pos = torch.tensor([p for _, p, _ in cases])
     tok = torch.tensor([t for _, _, t in cases])
     got = S.hash_u64(seeds, pos, tok).tolist()
     for (s, p, t), h in zip(cases, got, strict=True):
-        assert h & (2**64 - 1) == S.splitmix64_reference(s, p, t)
+        assert h & (2**64 - 1) == splitmix64_reference(s, p, t)
 
 
 def test_uniform_is_strictly_inside_unit_interval() -> None:
@@ -41,9 +42,9 @@ def test_noise_depends_on_seed_position_and_token() -> None:
 
 def test_seed_out_of_range_is_rejected() -> None:
     with pytest.raises(ValueError):
-        S.seed_to_int64(2**64)
+        seed_to_int64(2**64)
     with pytest.raises(ValueError):
-        S.seed_to_int64(-1)
+        seed_to_int64(-1)
 
 
 def _logits(rows: int = 6, vocab: int = 500) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Test helpers for engines: a tiny model whose next-token distributions are not degenerate.
+"""Engine test helper: a tiny model whose next-token distributions are not degenerate.
 
 ``models.tiny_dir()``'s model puts almost all probability on one token (its embeddings are
 scaled ×40, so every sampled token is the argmax and seeds cannot matter). Engine tests need
@@ -29,4 +29,4 @@ def diverse_tiny_dir() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return models._atomic_build(C.cache_dir() / "models" / "tiny-llama-diverse-v1", build)
+    return models.atomic_build(C.cache_dir() / "models" / "tiny-llama-diverse-v1", build)
