@@ -49,11 +49,11 @@ import torch
 from tqdm import tqdm
 
 from benchmarks._common import git_commit
+from gonka_ray.adversary.cheats import cheat_model
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf
 from gonka_ray.verification import harness as H
 from gonka_ray.verification import traffic
-from gonka_ray.verification.adversary import cheat_model
 
 MODEL = "smollm2-135m-instruct"
 CONTEXT = 2048

@@ -47,7 +47,7 @@ ROLE_OF_CLASS = {
     "ParticipantReplica": "ledger",
     "ExecutorActor": "executor",
     "TransportAgentActor": "ta",
-    "VerifierActor": "verifier",
+    "VerifierEpochActor": "verifier",
 }
 PROMPT = [{"role": "user", "content": "Write one sentence about the sea."}]
 

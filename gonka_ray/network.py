@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.cheating import CheatingMLNode
 from gonka_ray.actors.epoch_worker import PocSettings
 from gonka_ray.actors.mlnode import MLNode, mlnode_options
-from gonka_ray.actors.participant import (
-    ExecutorActor,
-    ParticipantReplica,
-    ParticipantSpec,
-    TransportAgentActor,
-    VerifierActor,
-    ledger_transport,
-)
+from gonka_ray.actors.participant import ExecutorActor, TransportAgentActor, VerifierEpochActor
+from gonka_ray.actors.replica import ParticipantReplica, ledger_transport
+from gonka_ray.actors.spec import ParticipantSpec
+from gonka_ray.adversary.actors import CheatingMLNode
+from gonka_ray.adversary.cheats import MODEL_CHEATS
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import env
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
-from gonka_ray.verification.adversary import MODEL_CHEATS
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
 
@@ -221,7 +216,7 @@ def launch(
             for role, cls in (
                 ("executor", ExecutorActor),
                 ("ta", TransportAgentActor),
-                ("verifier", VerifierActor),
+                ("verifier", VerifierEpochActor),
             ):
                 net.handles[(p.name, role)] = remote(
                     cls, _role_options(spec, role, p.resources)

@@ -46,6 +46,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gonka_ray import crypto, wire
+from gonka_ray.actors.role import RoleContext
 from gonka_ray.exceptions import GonkaError, PayloadUnavailable, WireError
 from gonka_ray.ledger import inference_app as app
 from gonka_ray.verification.artifact import FINISH_REASONS, Artifact
@@ -647,24 +648,28 @@ class _PayloadWorld:
         self.executors: dict[str, Any] = {}
         for i, (name, key) in enumerate(keys.items()):
             self.executors[key.address] = Executor(
-                participant=name,
-                key=key,
-                engine=self.node,
-                ledger=self.ledger,
+                RoleContext(
+                    participant=name,
+                    key=key,
+                    ledger=self.ledger,
+                    engine=self.node,
+                    model="fake",
+                    clock=lambda: now,
+                ),
                 store=PayloadStore(Path(self._tmp.name) / f"{name}.sqlite"),
-                model="fake",
-                clock=lambda: now,
                 rng=random.Random(i),
             )
         ta = TransportAgent(
-            participant="p0",
-            key=keys["p0"],
-            ledger=self.ledger,
-            engine=self.node,
+            RoleContext(
+                participant="p0",
+                key=keys["p0"],
+                ledger=self.ledger,
+                engine=self.node,
+                model="fake",
+                clock=lambda: now,
+            ),
             executors=self.executors.__getitem__,
-            model="fake",
             price_per_token=1,
-            clock=lambda: now,
             rng=random.Random(7),
         )
         request = wire.InferenceRequest(
@@ -696,14 +701,16 @@ class _PayloadWorld:
         self.participant_keys = list(keys.values())
         self.vocab = self.node.model_info().vocab_size
         self.verifier = Verifier(
-            participant="judge",
-            key=self.judge_key,
-            ledger=self.ledger,
-            engine=self.node,
+            RoleContext(
+                participant="judge",
+                key=self.judge_key,
+                ledger=self.ledger,
+                engine=self.node,
+                model="fake",
+                clock=lambda: now,
+            ),
             executors=lambda _a: None,
-            model="fake",
             epoch_seed=b"\x01" * 32,
-            clock=lambda: now,
             rng=random.Random(3),
         )
 

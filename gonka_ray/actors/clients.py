@@ -15,12 +15,8 @@ generators (``num_returns="streaming"``).
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
-import random
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from gonka_ray.engine.base import EngineRequest, ModelInfo, SamplingParams, ScoreResult, TokenChunk
@@ -155,81 +151,3 @@ class PeerExecutor:
         if self.remote:
             return await self.target.payload.remote(envelope)
         return await self.target.payload(envelope)
-
-
-class BackgroundTasks:
-    """Fire-and-forget coroutines (ledger submissions) that tests and shutdown can wait for.
-
-    NOTE: each runs in a fresh ``contextvars`` context: Ray reads the current task from a
-    context variable, so a background submission started while serving a request would
-    otherwise count as a child of that request's Ray task and be cancelled with it.
-    """
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task] = set()
-
-    def spawn(self, coro: Coroutine) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-class RoleBase:
-    """What every participant role holds: its identity and key, its ledger view, its own
-    MLNode, the served model, an injected clock and the source of transaction nonces."""
-
-    def __init__(
-        self,
-        *,
-        participant: str,
-        key: Any,
-        ledger: Any,
-        engine: Any,
-        model: str,
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.participant = participant
-        self.key = key
-        self.address = key.address
-        self.ledger = ledger
-        self.chain = ledger.chain  # the network's chain id and rule schedule (LedgerPort)
-        self.engine = EngineClient(engine)
-        self.model = model
-        self.clock = clock
-        self.rng = rng or random.Random()
-
-    async def draws_without_replacement(self, attempt: int) -> bool:
-        """Whether a retry's executor draw skips the earlier attempts' executors under the
-        rules of the ledger's current height (attempt 0 draws the same under every version)."""
-        if attempt == 0:
-            return True
-        rules = self.chain.rules_at(await self.ledger.height())
-        return rules.retry_draws_without_replacement
-
-
-async def submit_until(
-    ledger: Any,
-    tx: bytes,
-    deadline_s: float,
-    retry_s: float = 0.5,
-    *,
-    accepted: asyncio.Event | None = None,
-):
-    """Submit ``tx`` to a LedgerPort, resubmitting after a commit timeout or an unreachable
-    replica until ``deadline_s`` passed (transactions are idempotent by id, so a resend is safe).
-    ``accepted`` is set once a replica took it in (see :class:`LedgerPort`)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return await ledger.submit(tx, accepted=accepted)
-        except Exception as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.info("ledger submission failed, resending: %r", exc)
-            await asyncio.sleep(retry_s)

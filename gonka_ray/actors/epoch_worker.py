@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import RoleBase
+from gonka_ray import wire
+from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
 from gonka_ray.constants import POC_MAX_CLAIMED_NONCES
 from gonka_ray.ledger.epoch_app import EpochView
@@ -60,34 +60,26 @@ class EpochWorker(RoleBase):
     """One participant's epoch duties. See the module docstring.
 
     Args:
+        ctx: the participant's name, key, ledger, MLNode, model and clock.
         seed_for: the participant's secret seed of an epoch.
         epochs: the network's epoch parameters (difficulty).
         poc: sprint budget settings.
+        rng: transaction nonces.
+        monotonic: the clock the block time is estimated with (seconds, monotonic).
     """
 
     def __init__(
         self,
+        ctx: RoleContext,
         *,
-        participant: str,
-        key: crypto.KeyPair,
-        ledger: Any,
-        engine: Any,
-        model: str,
         seed_for: Callable[[int], bytes],
         epochs: EpochConfig,
         poc: PocSettings | None = None,
-        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            participant=participant,
-            key=key,
-            ledger=ledger,
-            engine=engine,
-            model=model,
-            clock=clock,
-            rng=rng,
-        )
+        super().__init__(ctx, rng=rng)
+        self.monotonic = monotonic
         self.seed_for = seed_for
         self.epochs = epochs
         self.poc = poc or PocSettings()
@@ -158,7 +150,7 @@ class EpochWorker(RoleBase):
             budget_s=budget,
             max_nonces=self.poc.max_nonces,
         )
-        nonces = list(result.nonces)[: POC_MAX_CLAIMED_NONCES]
+        nonces = list(result.nonces)[:POC_MAX_CLAIMED_NONCES]
         self.sprints.append(
             {"epoch": view.epoch, "tried": result.tried, "found": len(nonces), "budget_s": budget}
         )
@@ -219,7 +211,7 @@ class EpochWorker(RoleBase):
         return outcome.ok
 
     def _observe(self, view: EpochView) -> None:
-        now = self.clock()
+        now = self.monotonic()
         if self._last is not None and view.height > self._last[0]:
             per_block = (now - self._last[1]) / (view.height - self._last[0])
             self._block_s = 0.7 * self._block_s + 0.3 * per_block

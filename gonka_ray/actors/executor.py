@@ -34,10 +34,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, RoleBase, submit_until
-from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray import wire
 from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
 from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import (
@@ -69,15 +68,8 @@ class Executor(RoleBase):
     """One participant's executor.
 
     Args:
-        participant: the participant's name (for logs).
-        key: the participant's signing key.
-        engine: its MLNode (handle or object).
-        ledger: committed-state access and transaction submission.
+        ctx: the participant's name, key, ledger, MLNode, model and clock.
         store: the payload store.
-        model: the model id this participant serves.
-        sampling_hook: ADVERSARIAL (demos, tests): rewrites sampling params before running.
-        withhold_payloads: ADVERSARIAL: refuse every payload request.
-        clock: seconds since the epoch (injected for tests).
         rng: source of transaction nonces.
         max_inflight: executions at once before refusing with code ``overloaded``.
         participants_ttl_s: age of the cached participant set (0 = read it for every request).
@@ -86,33 +78,16 @@ class Executor(RoleBase):
 
     def __init__(
         self,
+        ctx: RoleContext,
         *,
-        participant: str,
-        key: crypto.KeyPair,
-        engine: object,
-        ledger: LedgerPort,
         store: PayloadStore,
-        model: str,
-        sampling_hook: Callable[[SamplingParams], SamplingParams] | None = None,
-        withhold_payloads: bool = False,
-        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         max_inflight: int = EXECUTOR_MAX_INFLIGHT,
         participants_ttl_s: float = PARTICIPANTS_TTL_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            participant=participant,
-            key=key,
-            ledger=ledger,
-            engine=engine,
-            model=model,
-            clock=clock,
-            rng=rng,
-        )
+        super().__init__(ctx, rng=rng)
         self.store = store
-        self.sampling_hook = sampling_hook
-        self.withhold_payloads = withhold_payloads
         self._tasks = BackgroundTasks()
         self.finished = 0
         self.finish_failures: deque[str] = deque(maxlen=FINISH_FAILURES_KEPT)
@@ -145,7 +120,7 @@ class Executor(RoleBase):
             yield error_bytes(exc.code, exc.message, started=False)
             return
         iid, request_bytes, prompt_ids, sampling, spec = plan
-        prompt_ids = self._prompt(prompt_ids)
+        prompt_ids, sampling = self._prompt(prompt_ids), self._sampling(sampling)
         chunks: list[TokenChunk] = []
         try:
             async for chunk in self._generate(iid, prompt_ids, sampling):
@@ -176,7 +151,11 @@ class Executor(RoleBase):
             return
         self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
 
-    # Overridden only by the ADVERSARIAL executors in gonka_ray.actors.cheating.
+    # Overridden only by the ADVERSARIAL executors in gonka_ray.adversary.
+    def _sampling(self, sampling: SamplingParams) -> SamplingParams:
+        """The sampling parameters actually run (an honest executor runs the client's)."""
+        return sampling
+
     def _prompt(self, prompt_ids: list[int]) -> list[int]:
         """The prompt actually run (an honest executor runs the TA's)."""
         return prompt_ids
@@ -235,8 +214,6 @@ class Executor(RoleBase):
             logprobs=max(DEFAULT_TOP_K_LOGPROBS, sampling.logprobs),
             stop=sampling.stop,
         )
-        if self.sampling_hook is not None:
-            sampling = self.sampling_hook(sampling)
         return iid, outer.message.request, list(outer.message.prompt_ids), sampling, spec
 
     def _drawn(
@@ -282,7 +259,7 @@ class Executor(RoleBase):
             token_logprobs=[c.logprob for c in chunks],
             top_ids=[c.top_ids for c in chunks],
             top_logprobs=[c.top_logprobs for c in chunks],
-            # NOTE: the artifact records what the client asked for; a sampling_hook cheat shows
+            # NOTE: the artifact records what the client asked for; a sampling cheat shows
             # up as a replay mismatch, not as different recorded parameters.
             seed=spec_sampling.seed,
             temperature=spec_sampling.temperature,
@@ -344,8 +321,6 @@ class Executor(RoleBase):
         participants = await self.ledger.participants()
         if req.signer_address not in participants:
             raise PayloadUnavailable("payloads are served to participants only")
-        if self.withhold_payloads:
-            raise PayloadUnavailable("payload withheld")
         body = self.store.get(req.message.payload_hash)
         if body is None:
             raise PayloadUnavailable("no such payload")

@@ -47,9 +47,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import BackgroundTasks, PeerExecutor, RoleBase, submit_until
-from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray import wire
+from gonka_ray.actors.clients import PeerExecutor
+from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
     CommitTimeout,
@@ -81,42 +81,25 @@ class TransportAgent(RoleBase):
     """One participant's transport agent.
 
     Args:
-        participant: the participant's name.
-        key: the participant's signing key.
-        ledger: committed state and transaction submission.
-        engine: this participant's MLNode (handle or object), used for chat templating.
+        ctx: the participant's name, key, ledger, MLNode (chat templating), model and clock.
         executors: address → the executor of that participant (handle or object).
-        model: the model id served by the network.
         price_per_token: units per token (escrow and cost).
-        clock: seconds since the epoch; rng: transaction nonces.
+        rng: transaction nonces.
         max_attempts: executor draws per request.
         max_inflight: requests served at once before ``Overloaded``.
     """
 
     def __init__(
         self,
+        ctx: RoleContext,
         *,
-        participant: str,
-        key: crypto.KeyPair,
-        ledger: LedgerPort,
-        engine: Any,
         executors: Callable[[str], Any],
-        model: str,
         price_per_token: int,
-        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         max_inflight: int = TA_MAX_INFLIGHT,
     ) -> None:
-        super().__init__(
-            participant=participant,
-            key=key,
-            ledger=ledger,
-            engine=engine,
-            model=model,
-            clock=clock,
-            rng=rng,
-        )
+        super().__init__(ctx, rng=rng)
         self.executors = executors
         self.price_per_token = price_per_token
         self.max_attempts = max_attempts

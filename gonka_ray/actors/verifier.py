@@ -20,15 +20,14 @@ import asyncio
 import hashlib
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from gonka_ray import crypto, wire
-from gonka_ray.actors.clients import PeerExecutor, RoleBase
-from gonka_ray.actors.ledger_port import LedgerPort
+from gonka_ray import wire
+from gonka_ray.actors.clients import PeerExecutor
+from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
@@ -59,10 +58,9 @@ class Verifier(RoleBase):
     """One participant's verifier.
 
     Args:
-        participant: name; key: signing key; ledger: committed state and submission.
-        engine: this participant's MLNode (handle or object).
+        ctx: the participant's name, key, ledger, MLNode, model (selects the calibrated
+            thresholds) and clock.
         executors: address → that participant's executor (for payload fetches).
-        model: the served model (selects the calibrated thresholds).
         epoch_seed: the secret seed per epoch (``epoch -> seed``; its sha256 is committed on
             the ledger), or one seed for every epoch (tests).
         thresholds: override the calibrated thresholds (tests).
@@ -71,31 +69,18 @@ class Verifier(RoleBase):
 
     def __init__(
         self,
+        ctx: RoleContext,
         *,
-        participant: str,
-        key: crypto.KeyPair,
-        ledger: LedgerPort,
-        engine: Any,
         executors: Callable[[str], Any],
-        model: str,
         epoch_seed: bytes | Callable[[int], bytes],
         thresholds: Thresholds | None = None,
         epochs: EpochConfig | None = None,
-        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(
-            participant=participant,
-            key=key,
-            ledger=ledger,
-            engine=engine,
-            model=model,
-            clock=clock,
-            rng=rng,
-        )
+        super().__init__(ctx, rng=rng)
         self.executors = executors
         self.seed_for = epoch_seed if callable(epoch_seed) else (lambda _e, s=epoch_seed: s)
-        self.thresholds = thresholds or thresholds_for(model)
+        self.thresholds = thresholds or thresholds_for(ctx.model)
         self.epochs = epochs or EpochConfig()
         self.cursor = 0  # last ledger event seen
         self.finished_seen = 0

@@ -87,9 +87,10 @@ def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejecte
             key,
             net.chain_id,
         )
-        from gonka_ray.actors.participant import ReplicaLedgerPort, _Handles
+        from gonka_ray.actors.handles import HandleCache
+        from gonka_ray.actors.replica import ReplicaLedgerPort
 
-        port = ReplicaLedgerPort(net.specs[executor_name], _Handles(net.namespace))
+        port = ReplicaLedgerPort(net.specs[executor_name], HandleCache(net.namespace))
         outcome = await port.submit(tx)
         assert not outcome.ok and outcome.reason == "self_validation"
         stranger = crypto.KeyPair.from_seed("not-a-participant")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from gonka_ray.adversary.cheats import cheat_model
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf, truncate_layers
 from gonka_ray.protocol.verification_policy import EpochRule, Thresholds, decide
 from gonka_ray.verification import calibration as cal
 from gonka_ray.verification import harness as H
 from gonka_ray.verification import traffic
-from gonka_ray.verification.adversary import cheat_model
 from gonka_ray.verification.calibrate import calibrate, update_table
 from gonka_ray.verification.checks import verify
 

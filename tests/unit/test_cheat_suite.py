@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 
 from gonka_ray import crypto, wire
-from gonka_ray.actors.cheating import CheatingExecutor
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.ledger_port import LocalLedger
 from gonka_ray.actors.mlnode import MLNode
 from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.actors.role import RoleContext
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
+from gonka_ray.adversary.actors import CheatingExecutor
+from gonka_ray.adversary.cheats import cheat_model
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.models import truncate_layers
 from gonka_ray.engine.transformers_engine import TransformersEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
-from gonka_ray.verification.adversary import cheat_model, sampling_hook
 
 CHAIN = "cheats"
 NOW = 1_800_000_000.0
@@ -63,44 +65,37 @@ async def run_cheat(tmp_path, honest_engine, *, executor_kw=None, cheater_engine
     honest = MLNode(engine=honest_engine)
     by_addr, verifiers = {}, []
     for i, (name, key) in enumerate(keys.items()):
-        common = dict(
-            participant=name,
-            key=key,
-            ledger=ledger,
-            store=PayloadStore(tmp_path / f"{name}.db"),
-            model=MODEL,
-            clock=lambda: NOW,
-            rng=random.Random(i),
+        store, rng = PayloadStore(tmp_path / f"{name}.db"), random.Random(i)
+        ctx = RoleContext(
+            participant=name, key=key, ledger=ledger, engine=honest, model=MODEL, clock=lambda: NOW
         )
         if name == "p3":
             kw = dict(executor_kw or {})
-            engine = MLNode(engine=cheater_engine) if cheater_engine is not None else honest
+            if cheater_engine is not None:
+                ctx = replace(ctx, engine=MLNode(engine=cheater_engine))
             cls = CheatingExecutor if "kind" in kw else Executor
-            by_addr[key.address] = cls(engine=engine, **common, **kw)
+            by_addr[key.address] = cls(ctx, store=store, rng=rng, **kw)
         else:
-            by_addr[key.address] = Executor(engine=honest, **common)
+            by_addr[key.address] = Executor(ctx, store=store, rng=rng)
         verifiers.append(
             Verifier(
-                participant=name,
-                key=key,
-                ledger=ledger,
-                engine=honest,
+                replace(ctx, engine=honest),
                 executors=by_addr.__getitem__,
-                model=MODEL,
                 epoch_seed=bytes([i + 1]) * 32,
-                clock=lambda: NOW,
                 rng=random.Random(50 + i),
             )
         )
     ta = TransportAgent(
-        participant="p0",
-        key=keys["p0"],
-        ledger=ledger,
-        engine=honest,
+        RoleContext(
+            participant="p0",
+            key=keys["p0"],
+            ledger=ledger,
+            engine=honest,
+            model=MODEL,
+            clock=lambda: NOW,
+        ),
         executors=by_addr.__getitem__,
-        model=MODEL,
         price_per_token=1,
-        clock=lambda: NOW,
         rng=random.Random(99),
     )
 
@@ -160,9 +155,7 @@ async def test_model_cheats(tmp_path, honest_engine, kind, check) -> None:
 
 @pytest.mark.parametrize("kind", ["wrong_temperature", "greedy", "ignore_seed"])
 async def test_sampling_cheats_fail_replay(tmp_path, honest_engine, kind) -> None:
-    outcomes = await run_cheat(
-        tmp_path, honest_engine, executor_kw={"sampling_hook": sampling_hook(kind)}
-    )
+    outcomes = await run_cheat(tmp_path, honest_engine, executor_kw={"kind": kind})
     assert_caught(outcomes, "replay")
 
 
@@ -186,7 +179,7 @@ async def test_replaced_token_fails(tmp_path, honest_engine) -> None:
     [
         ({"kind": "drop_system", "system_tokens": 5}, "structural: prompt"),
         ({"kind": "truncate_output"}, "structural: finish reason"),
-        ({"withhold_payloads": True}, "structural: payload unavailable"),
+        ({"kind": "withhold_payload"}, "structural: payload unavailable"),
         ({"kind": "inflate_evidence_weight"}, "structural: evidence weight"),
     ],
 )

@@ -13,6 +13,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.actors.epoch_worker import EpochWorker, PocSettings
 from gonka_ray.actors.ledger_port import LocalLedger
 from gonka_ray.actors.mlnode import MLNode
+from gonka_ray.actors.role import RoleContext
 from gonka_ray.config import EngineConfig, EpochConfig, ModelConfig
 from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.ledger import epoch_app
@@ -67,16 +68,18 @@ def test_epoch_duties_turn_compute_into_next_epoch_weight() -> None:
     for name, key in keys.items():
         cls = InflatingEpochWorker if name == "p3" else EpochWorker
         workers[name] = cls(
-            participant=name,
-            key=key,
-            ledger=ledger,
-            engine=node,
-            model="fake",
+            RoleContext(
+                participant=name,
+                key=key,
+                ledger=ledger,
+                engine=node,
+                model="fake",
+            ),
             seed_for=lambda e, n=name: hashlib.sha256(f"{n}/{e}".encode()).digest(),
             epochs=EPOCH,
             poc=PocSettings(max_budget_s=60, max_nonces=NONCES[name]),
-            clock=lambda: ledger.sm.height * 10.0,
             rng=random.Random(name),
+            monotonic=lambda: ledger.sm.height * 10.0,
         )
 
     async def drive() -> list[str]:

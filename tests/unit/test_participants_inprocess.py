@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import replace
 
 import pytest
 
@@ -18,8 +17,10 @@ from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.ledger_port import LocalLedger
 from gonka_ray.actors.mlnode import MLNode
 from gonka_ray.actors.payload_store import PayloadStore
+from gonka_ray.actors.role import RoleContext
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
+from gonka_ray.adversary.actors import CheatingExecutor
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.exceptions import (
@@ -62,45 +63,29 @@ class Net:
         by_addr = {}
         for i, (name, key) in enumerate(self.keys.items()):
             node = MLNode(engine=FakeEngine(ModelConfig(name=MODEL), EngineConfig(kind="fake")))
-            hook = (
-                (lambda s: replace(s, temperature=s.temperature * 3 + 0.5))
-                if name == cheater
-                else None
-            )
-            ex = Executor(
+            ctx = RoleContext(
                 participant=name,
                 key=key,
-                engine=node,
                 ledger=self.ledger,
-                store=PayloadStore(tmp_path / f"{name}.sqlite"),
+                engine=node,
                 model=MODEL,
-                sampling_hook=hook,
-                withhold_payloads=name == withhold,
                 clock=lambda: NOW,
-                rng=random.Random(i),
             )
+            store = PayloadStore(tmp_path / f"{name}.sqlite")
+            kind = {cheater: "wrong_temperature", withhold: "withhold_payload"}.get(name)
+            if kind is not None:
+                ex = CheatingExecutor(ctx, kind=kind, store=store, rng=random.Random(i))
+            else:
+                ex = Executor(ctx, store=store, rng=random.Random(i))
             by_addr[key.address] = ex
             self.executors[name] = ex
             self.tas[name] = TransportAgent(
-                participant=name,
-                key=key,
-                ledger=self.ledger,
-                engine=node,
-                executors=by_addr.__getitem__,
-                model=MODEL,
-                price_per_token=1,
-                clock=lambda: NOW,
-                rng=random.Random(10 + i),
+                ctx, executors=by_addr.__getitem__, price_per_token=1, rng=random.Random(10 + i)
             )
             self.verifiers[name] = Verifier(
-                participant=name,
-                key=key,
-                ledger=self.ledger,
-                engine=node,
+                ctx,
                 executors=by_addr.__getitem__,
-                model=MODEL,
                 epoch_seed=bytes([i]) * 32,
-                clock=lambda: NOW,
                 rng=random.Random(20 + i),
             )
         self.nonce = 0

@@ -9,9 +9,11 @@ from typing import Any
 from gonka_ray.actors.clients import EngineClient
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.mlnode import MLNode
+from gonka_ray.actors.role import RoleContext
+from gonka_ray.adversary.cheats import SAMPLING_CHEATS, adversarial_engine, sampling_hook
 from gonka_ray.config import EngineConfig, ModelConfig
-from gonka_ray.engine.base import EngineRequest, TokenChunk
-from gonka_ray.verification.adversary import adversarial_engine
+from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
+from gonka_ray.exceptions import PayloadUnavailable
 
 
 class CheatingMLNode(MLNode):
@@ -31,7 +33,10 @@ class CheatingExecutor(Executor):
     - ``drop_system``: runs the prompt without its system message (a shorter, cheaper prompt);
     - ``truncate_output``: stops after half of the tokens and reports a natural "stop";
     - ``inflate_evidence_weight``: honest output, but commits 4× its epoch-evidence weight
-      (which would dilute its pooled evidence in a half-precision network).
+      (which would dilute its pooled evidence in a half-precision network);
+    - ``withhold_payload``: honest output, but refuses every verifier's payload request;
+    - the sampling cheats (``wrong_temperature``, ``greedy``, ``ignore_seed``): runs the engine
+      with rewritten sampling parameters while the artifact claims the client's.
     """
 
     KINDS = (
@@ -40,15 +45,35 @@ class CheatingExecutor(Executor):
         "drop_system",
         "truncate_output",
         "inflate_evidence_weight",
+        "withhold_payload",
+        *SAMPLING_CHEATS,
     )
 
-    def __init__(self, *, kind: str, cheap_engine: Any = None, system_tokens: int = 0, **kw: Any):
+    def __init__(
+        self,
+        ctx: RoleContext,
+        *,
+        kind: str,
+        cheap_engine: Any = None,
+        system_tokens: int = 0,
+        **kw: Any,
+    ) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"unknown executor cheat {kind!r}")
-        super().__init__(**kw)
+        super().__init__(ctx, **kw)
         self.kind = kind
         self.cheap = EngineClient(cheap_engine) if cheap_engine is not None else None
         self.system_tokens = system_tokens
+        self._rewrite = sampling_hook(kind) if kind in SAMPLING_CHEATS else None
+
+    def _sampling(self, sampling: SamplingParams) -> SamplingParams:
+        return self._rewrite(sampling) if self._rewrite is not None else sampling
+
+    async def payload(self, envelope: bytes) -> bytes:
+        body = await super().payload(envelope)  # authenticates the verifier like an honest one
+        if self.kind == "withhold_payload":
+            raise PayloadUnavailable("payload withheld")
+        return body
 
     def _evidence_weight(self, artifact: Any) -> int:
         honest = super()._evidence_weight(artifact)

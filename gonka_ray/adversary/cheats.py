@@ -1,18 +1,9 @@
-"""ADVERSARIAL: the cheats a dishonest executor would try, for tests, demos and benchmarks.
-
-Nothing here is used by an honest participant. Each cheat is named as in
-``config.AdversaryKind`` and is one of three kinds:
-
-- **model cheats** (a cheaper model behind the same interface): ``truncate_layers_2``,
-  ``truncate_layers_6``, ``int8``, ``int4`` — :func:`cheat_model` transforms the loaded HF model;
-  :func:`adversarial_engine` builds a transformers engine running it;
-- **sampling cheats** (ignore the replayable sampler's parameters): ``wrong_temperature``,
-  ``greedy``, ``ignore_seed`` — :func:`sampling_hook` rewrites the request's sampling params
-  before the engine sees them (the artifact still claims the client's parameters);
-- **executor cheats** handled by the executor itself: ``withhold_payload``.
+"""ADVERSARIAL: the cheats as plain functions of a model or of sampling parameters (see the
+package docstring for the catalogue).
 
 ``launder``, ``replace_1_in_64``, ``drop_system`` and ``truncate_output`` rewrite artifacts and
-are built by the detection benchmark from an honest and a cheap run.
+are built by :class:`~gonka_ray.adversary.actors.CheatingExecutor` or by the detection benchmark
+from an honest and a cheap run.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""What a participant's actors are built from: :class:`ParticipantSpec`, plain picklable data.
+
+Each actor is built from its participant's spec (names, the participant's key seed, the genesis
+bytes, the protocol parameters), so a restart (``max_restarts``) rebuilds it from the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from gonka_ray import wire
+from gonka_ray.actors.epoch_worker import PocSettings
+from gonka_ray.config import EpochConfig
+from gonka_ray.ledger import epoch_app, inference_app
+from gonka_ray.protocol.versions import Chain, chain_of
+
+
+@dataclass(frozen=True)
+class ParticipantSpec:
+    """Everything a participant's actors need to (re)build themselves. Plain, picklable data."""
+
+    network: str
+    namespace: str
+    name: str
+    index: int  # position in the genesis participant list
+    key_seed: bytes  # NOTE: the participant's own secret, handed only to its own actors
+    genesis: bytes  # encoded LedgerGenesis
+    participant_names: dict[str, str]  # address -> participant name, for handle lookups
+    model: str
+    price_per_token: int
+    expiry_blocks: int
+    vote_blocks: int
+    epochs_to_max_reputation: int
+    storage_dir: str
+    adversary: str | None = None
+    epochs: EpochConfig = field(default_factory=EpochConfig)
+    poc: PocSettings = field(default_factory=PocSettings)
+    extra: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
+
+    def actor_name(self, role: str, participant: str | None = None) -> str:
+        return f"{self.network}.{participant or self.name}.{role}"
+
+    @property
+    def app_config(self) -> inference_app.InferenceAppConfig:
+        return inference_app.InferenceAppConfig(
+            price_per_token=self.price_per_token,
+            expiry_blocks=self.expiry_blocks,
+            vote_blocks=self.vote_blocks,
+        )
+
+    @property
+    def chain(self) -> Chain:
+        """The network's chain id and rule schedule (from the genesis)."""
+        return chain_of(wire.decode(self.genesis, wire.LedgerGenesis))
+
+    @property
+    def epoch_app_config(self) -> epoch_app.EpochAppConfig:
+        genesis = wire.decode(self.genesis, wire.LedgerGenesis)
+        return epoch_app.EpochAppConfig(epoch=self.epochs, chain_id=genesis.chain_id)
+
+    def epoch_seed(self, epoch: int) -> bytes:
+        """This participant's secret seed for ``epoch`` (derived from its secret key seed)."""
+        return hashlib.sha256(
+            b"gonka_ray/epoch-seed/" + self.key_seed + epoch.to_bytes(8, "big")
+        ).digest()
+
+    def names_by_index(self) -> list[str]:
+        """The participants' names in genesis order (replica index order)."""
+        genesis = wire.decode(self.genesis, wire.LedgerGenesis)
+        return [p.name for p in genesis.participants]
