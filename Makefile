@@ -20,7 +20,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install browser demo test lint format test-unit test-sim test-cluster test-e2e test-gpu bench clean
+.PHONY: install browser demo test lint format test-unit test-sim test-model test-fuzz test-cluster test-e2e test-gpu bench clean
 
 install: $(STAMP)
 
@@ -64,6 +64,10 @@ test-unit: install
 	$(PYTEST) tests/unit
 test-sim: install
 	$(PYTEST) tests/sim
+test-model: install
+	$(PYTEST) tests/model
+test-fuzz: install
+	$(PYTEST) tests/fuzz
 test-cluster: install
 	$(PYTEST) tests/cluster
 test-e2e: install browser

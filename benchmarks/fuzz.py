@@ -1,4 +1,4 @@
-"""Long fuzz run: 100,000 hypothesis cases across the targets of ``tests/fuzz_targets.py``.
+"""Long fuzz run: 100,000 hypothesis cases across the targets of ``tests/fuzz/targets.py``.
 
 Every case must end in a typed refusal (wire error, rejected receipt, failed check, 4xx) or a
 success that keeps the target's invariants; anything else is a *crash* and is listed with its
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from tqdm import tqdm
 
 from benchmarks._common import print_table, write_results
-from tests.fuzz_targets import TARGETS, Target
+from tests.fuzz.targets import TARGETS, Target
 
 # Share of the total per target: the cheap parsers get more cases than the in-process stacks.
 SHARES = {

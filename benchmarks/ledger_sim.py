@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/ledger_sim.py --seeds 10000`` (writes
 ``results/ledger_sim.json``); replay one seed with ``--replay SEED``. Each seed is one
-:func:`gonka_ray.ledger.sim.run_scenario`: 4 replicas, up to one byzantine (silent, equivocating,
+:func:`tests.sim.network.run_scenario`: 4 replicas, up to one byzantine (silent, equivocating,
 forging or replaying), random drop/delay/duplication and an optional partition, then a heal.
 """
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm
 
 from benchmarks._common import print_table, write_results
-from gonka_ray.ledger.sim import run_scenario
+from tests.sim.network import run_scenario
 
 
 def main() -> None:

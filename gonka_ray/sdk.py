@@ -79,7 +79,37 @@ async def collect(
     return ChatResult("".join(text), tuple(ids), tuple(lps), done)
 
 
-class Client:
+class _ChatClient:
+    """What both clients share: requests signed with ``self.key`` for ``self.chain`` and
+    ``self.model``, sent to the transport agent ``self._ta(name)`` returns."""
+
+    key: crypto.KeyPair
+    chain: str
+    model: str
+
+    def _ta(self, ta: str | None) -> Any:
+        raise NotImplementedError
+
+    def _sign(self, messages: Sequence[dict[str, str]] | None, prompt: str | None, **kw: Any):
+        return sign_chat(
+            self.key, chain=self.chain, model=self.model, messages=messages, prompt=prompt, **kw
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        ta: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        **sampling: Any,
+    ) -> ChatResult:
+        """One chat completion. ``sampling``: :func:`sign_chat`'s keywords (max_tokens,
+        temperature, top_p, top_k, seed, logprobs, stop). ``ta`` names the transport agent
+        (default: a random one). ``on_text`` is called with each piece of text as it arrives."""
+        return await collect(self._ta(ta), self._sign(messages, None, **sampling), on_text)
+
+
+class Client(_ChatClient):
     """A client with its own key, bound to transport agents (handles or objects).
 
     Args:
@@ -95,23 +125,10 @@ class Client:
         self.model = model
         self.chain = chain
 
-    def _pick(self, ta: str | None) -> Any:
+    def _ta(self, ta: str | None) -> Any:
         if ta is not None:
             return self.tas[ta]
         return self.tas[secrets.choice(sorted(self.tas))]
-
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        ta: str | None = None,
-        on_text: Callable[[str], None] | None = None,
-        **sampling: Any,
-    ) -> ChatResult:
-        envelope = sign_chat(
-            self.key, chain=self.chain, model=self.model, messages=messages, **sampling
-        )
-        return await collect(self._pick(ta), envelope, on_text)
 
     def chat_sync(self, messages: Sequence[dict[str, str]], **kw: Any) -> ChatResult:
         """Blocking :meth:`chat` (for scripts; in a notebook prefer ``await client.chat``)."""
@@ -217,7 +234,7 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-class NetworkClient:
+class NetworkClient(_ChatClient):
     """A running network, through actor handles (made by :func:`connect`).
 
     Attributes:
@@ -284,24 +301,6 @@ class NetworkClient:
         raise ConnectionError(f"no ledger replica of {self.network} answers: {last!r}")
 
     # --- inference -------------------------------------------------------------------------
-
-    def _sign(self, messages: Sequence[dict[str, str]] | None, prompt: str | None, **kw: Any):
-        return sign_chat(
-            self.key, chain=self.chain, model=self.model, messages=messages, prompt=prompt, **kw
-        )
-
-    async def chat(
-        self,
-        messages: Sequence[dict[str, str]],
-        *,
-        ta: str | None = None,
-        on_text: Callable[[str], None] | None = None,
-        **sampling: Any,
-    ) -> ChatResult:
-        """One chat completion. ``sampling``: :func:`sign_chat`'s keywords (max_tokens,
-        temperature, top_p, top_k, seed, logprobs, stop). ``ta`` names the transport agent
-        (default: a random participant's)."""
-        return await collect(self._ta(ta), self._sign(messages, None, **sampling), on_text)
 
     async def complete(self, prompt: str, *, ta: str | None = None, **sampling: Any) -> ChatResult:
         """One plain-text completion of ``prompt``."""

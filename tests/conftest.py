@@ -16,16 +16,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TESTS_DIR = Path(__file__).parent
-TIERS = ("unit", "sim", "cluster", "e2e", "gpu")
+# What each folder means (README "Tests"): what a test may use decides its tier.
+TIERS = ("unit", "sim", "model", "fuzz", "cluster", "e2e", "gpu")
+NO_RAY_TIERS = {"unit", "sim", "model", "fuzz"}  # in-process only: starting Ray there is a bug
+
+
+def _tier(path: Path) -> str:
+    return path.resolve().relative_to(TESTS_DIR.resolve()).parts[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test with its tier (the folder it lives in)."""
     for item in items:
-        rel = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR.resolve())
-        tier = rel.parts[0]
+        tier = _tier(Path(str(item.fspath)))
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _forbid_ray_in_process_tiers(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """Tiers in NO_RAY_TIERS run in one process; a test there that starts Ray belongs in
+    tests/cluster."""
+    tier = _tier(Path(str(request.node.fspath)))
+    if tier not in NO_RAY_TIERS:
+        return
+    import ray
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"tests/{tier} must not start Ray; move this test to tests/cluster")
+
+    monkeypatch.setattr(ray, "init", refuse)
 
 
 @pytest.fixture(scope="session")

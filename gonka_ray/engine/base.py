@@ -132,6 +132,24 @@ class ScoreResult:
     sampled_ids: tuple[int, ...]
     margins: tuple[float, ...]
 
+    @classmethod
+    def of(
+        cls,
+        top_ids: Sequence[Sequence[int]],
+        top_logprobs: Sequence[Sequence[float]],
+        token_logprobs: Sequence[float],
+        sampled_ids: Sequence[int],
+        margins: Sequence[float],
+    ) -> ScoreResult:
+        """A result from per-position lists (as engines build them), frozen into tuples."""
+        return cls(
+            tuple(tuple(t) for t in top_ids),
+            tuple(tuple(t) for t in top_logprobs),
+            tuple(token_logprobs),
+            tuple(sampled_ids),
+            tuple(margins),
+        )
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -490,10 +490,4 @@ def replay_from_candidates(
             margin = max(0.0, min(margin, float(top2[0]) - bound))
         chosen.append(best)
         margins.append(margin)
-    return ScoreResult(
-        top_ids=tuple(top_ids),
-        top_logprobs=tuple(top_lps),
-        token_logprobs=tuple(tok_lps),
-        sampled_ids=tuple(chosen),
-        margins=tuple(margins),
-    )
+    return ScoreResult.of(top_ids, top_lps, tok_lps, chosen, margins)

@@ -145,13 +145,7 @@ def decode(prompt_logprobs: Any, output_ids: Sequence[int], k: int) -> ScoreResu
         top_lps.append(tuple(float(x) for x in lps[1 : k + 1]))
         chosen.append(int(ids[k + 1]))
         margins.append(float(lps[k + 1]))
-    return ScoreResult(
-        top_ids=tuple(top_ids),
-        top_logprobs=tuple(top_lps),
-        token_logprobs=tuple(tok_lps),
-        sampled_ids=tuple(chosen),
-        margins=tuple(margins),
-    )
+    return ScoreResult.of(top_ids, top_lps, tok_lps, chosen, margins)
 
 
 # --- worker side (vLLM imported lazily) ---------------------------------------------------

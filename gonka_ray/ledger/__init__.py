@@ -14,5 +14,4 @@ checks it.
 - :mod:`~gonka_ray.ledger.replica`: the replica shell (clock, storage, peers);
   :mod:`~gonka_ray.ledger.transport`: the peer-transport interface it is given, and an
   in-process network; :mod:`~gonka_ray.ledger.client`: the client of a replica group.
-- :mod:`~gonka_ray.ledger.sim`: the seeded fault-injecting network used by tests/sim.
 """

@@ -239,3 +239,31 @@ class Transfer:
     to: Annotated[str, MaxLen(64)]  # an address (crypto.address)
     amount: U64
     nonce: U64
+
+
+__all__ = [
+    "Block",
+    "BlockHeader",
+    "ChainId",
+    "CommitCertificate",
+    "ConsensusBlockRequest",
+    "ConsensusBlockResponse",
+    "ConsensusProposal",
+    "ConsensusSafety",
+    "ConsensusSyncInfo",
+    "ConsensusTimeout",
+    "ConsensusTxBatch",
+    "ConsensusVote",
+    "EvidenceRuleSpec",
+    "GenesisAccount",
+    "GenesisParticipant",
+    "LedgerGenesis",
+    "ProtocolUpgrade",
+    "QuorumCert",
+    "RegisterParticipant",
+    "SignerSig",
+    "TimeoutCert",
+    "TimeoutSig",
+    "Transfer",
+    "TxReceipt",
+]

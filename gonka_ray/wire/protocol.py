@@ -230,3 +230,27 @@ class InferenceDone:
     completion_tokens: U32
     cost: U64
     finish_reason: Annotated[str, MaxLen(16)]
+
+
+__all__ = [
+    "Address",
+    "ChatMessage",
+    "ExecuteRequest",
+    "ExecutionError",
+    "FinishInference",
+    "InferenceDone",
+    "InferenceRequest",
+    "OutputDelivered",
+    "Payload",
+    "PayloadRequest",
+    "Ping",
+    "PocClaim",
+    "PocVerdict",
+    "SamplingSpec",
+    "SeedCommit",
+    "SeedReveal",
+    "StartInference",
+    "StreamChunk",
+    "Validation",
+    "Vote",
+]

@@ -10,11 +10,11 @@ import pytest
 from gonka_ray import wire
 from gonka_ray.ledger.client import LedgerClient
 from gonka_ray.ledger.replica import LedgerReplica
-from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
-from gonka_ray.ledger.sim import make_genesis, sim_key
 from gonka_ray.peer.ray_transport import RayPeerTransport
 from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.wire import Transfer
+from tests.sim.network import SIM_CHAIN as CHAIN
+from tests.sim.network import make_genesis, sim_key
 
 N = 4
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.sim import SimNetwork, scenario_txs, sim_key
+from tests.sim.network import SimNetwork, scenario_txs, sim_key
 
 OPS: dict[str, Callable[[int, int], bool]] = {
     "==": operator.eq,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gonka_ray.ledger.sim import run_scenario
+from tests.sim.network import run_scenario
 
 SEEDS = 500
 BATCH = 50

@@ -15,7 +15,7 @@ from gonka_ray import wire
 from gonka_ray.actors.ledger_port import TxOutcome
 from gonka_ray.exceptions import InsufficientBalance, TxRejected
 from gonka_ray.protocol.lifecycle import InferenceStatus
-from tests.unit.test_participants_inprocess import CHAIN, Net
+from tests.sim.participants import CHAIN, Net
 
 
 class GatedLedger:

@@ -1,6 +1,6 @@
 """Fuzz targets: hostile bytes and requests against every parser a peer or client can reach.
 
-Shared by the short runs in ``tests/unit/test_fuzz_*.py`` (``make test``) and the long run in
+Shared by the short runs in ``tests/fuzz/test_fuzz_*.py`` (``make test``) and the long run in
 ``benchmarks/fuzz.py``. A target is a :class:`Target`: a hypothesis strategy of *cases* and
 ``run(case) -> str``. ``run`` turns every expected, typed refusal into an outcome label
 (``"accepted"``, ``"rejected:<reason>"``, ``"4xx:<status>"``) and raises on anything else: an

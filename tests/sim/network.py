@@ -1,7 +1,7 @@
 """Seeded in-memory network of consensus replicas, with faults and byzantine replicas.
 
-``SimNetwork(seed)`` runs n :class:`~gonka_ray.ledger.consensus.ConsensusCore` replicas in one
-process on a discrete clock. Every message goes through the real codec (bytes in, bytes out).
+``SimNetwork(seed)`` (a test harness, kept out of the package) runs n
+:class:`~gonka_ray.ledger.consensus.ConsensusCore` replicas in one process on a discrete clock. Every message goes through the real codec (bytes in, bytes out).
 Per-link faults: drop, delay (which also reorders), duplicate, and partitions that can be healed.
 Byzantine replicas (at most f) run one of:
 

@@ -9,8 +9,8 @@ import msgpack
 
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.replica import LedgerReplica
-from gonka_ray.ledger.sim import make_genesis, sim_key
-from tests.unit.test_ledger_replica import Bus, transfer
+from tests.sim.network import make_genesis, sim_key
+from tests.sim.replicas import Bus, transfer
 
 B = 4
 

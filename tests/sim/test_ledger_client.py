@@ -11,7 +11,7 @@ from gonka_ray import wire
 from gonka_ray.exceptions import CommitTimeout, LedgerError
 from gonka_ray.ledger.client import LedgerClient
 from gonka_ray.wire import TxReceipt
-from tests.unit.test_ledger_replica import GENESIS, Bus, transfer
+from tests.sim.replicas import GENESIS, Bus, transfer
 
 
 def handle(obj, broken: set[str] = frozenset(), tamper: bool = False):

@@ -15,9 +15,9 @@ from gonka_ray.ledger.quorum import (
 )
 from gonka_ray.ledger.receipts import verify_receipt
 from gonka_ray.ledger.replica import epoch_validators, validators_of
-from gonka_ray.ledger.sim import SimNetwork, make_genesis, scenario_txs, sim_key
 from gonka_ray.ledger.state import VALIDATOR_SETS, StateMachine
 from gonka_ray.wire import TxReceipt
+from tests.sim.network import SimNetwork, make_genesis, scenario_txs, sim_key
 
 B = 5  # blocks per epoch: epoch e is heights e·B … (e+1)·B − 1
 
@@ -77,7 +77,7 @@ def test_state_records_each_epochs_set_at_its_last_block() -> None:
 
 
 def test_replica_restarted_in_a_later_epoch_resumes_with_that_epochs_set(tmp_path) -> None:
-    from tests.unit.test_ledger_replica import Bus, transfer
+    from tests.sim.replicas import Bus, transfer
 
     async def scenario() -> None:
         bus = Bus(empty_block_interval_ms=4, epoch_blocks=4)

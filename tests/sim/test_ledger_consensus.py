@@ -16,7 +16,6 @@ from gonka_ray.ledger.quorum import (
     vote_bytes,
 )
 from gonka_ray.ledger.ready import Recovered
-from gonka_ray.ledger.sim import SimNetwork, scenario_txs, sim_key
 from gonka_ray.wire import (
     Block,
     ConsensusProposal,
@@ -25,6 +24,7 @@ from gonka_ray.wire import (
     QuorumCert,
     SignerSig,
 )
+from tests.sim.network import SimNetwork, scenario_txs, sim_key
 
 
 def txs(n: int, seed: int = 1) -> list[bytes]:

@@ -1,12 +1,12 @@
 """Short fuzz runs (``make test``) of the wire, ledger (with and without epochs) and artifact
-targets; the long run is ``benchmarks/fuzz.py``. See ``tests/fuzz_targets.py`` for what each
+targets; the long run is ``benchmarks/fuzz.py``. See ``tests/fuzz/targets.py`` for what each
 target feeds and checks."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from tests.fuzz_targets import ARTIFACT, EPOCHS, LEDGER, WIRE, Target
+from tests.fuzz.targets import ARTIFACT, EPOCHS, LEDGER, WIRE, Target
 
 FUZZ = settings(
     max_examples=40,

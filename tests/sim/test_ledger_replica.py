@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.receipts import verify_receipt
-from gonka_ray.ledger.replica import LedgerReplica, validators_of
-from gonka_ray.ledger.sim import SIM_CHAIN as CHAIN
-from gonka_ray.ledger.sim import make_genesis, sim_key
+from gonka_ray.ledger.replica import validators_of
 from gonka_ray.ledger.storage import LedgerStore
-from gonka_ray.ledger.transport import InProcessNetwork
-from gonka_ray.wire import Transfer, TxReceipt
-
-GENESIS = make_genesis(4)
-
-
-class Bus(InProcessNetwork):
-    """Replicas of the sim genesis on the in-process network; ``make`` builds and joins one
-    (``options`` override the replica's keyword arguments)."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__()
-        self.options = options
-
-    def make(self, i: int, path) -> LedgerReplica:
-        r = LedgerReplica(
-            index=i,
-            key_seed=sim_key(f"replica-{i}").seed,
-            genesis=wire.encode(GENESIS),
-            storage_dir=str(path),
-            transport=self.transport(i),
-            **{"tick_ms": 2, "timeout_ticks": 25, "snapshot_every": 3, **self.options},
-        )
-        self.add(i, r)
-        return r
-
-
-def transfer(k: int, nonce: int) -> bytes:
-    to = sim_key("client-0").address
-    return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"), CHAIN)
+from gonka_ray.wire import TxReceipt
+from tests.sim.network import sim_key
+from tests.sim.replicas import GENESIS, Bus, transfer
 
 
 async def test_replicas_commit_give_receipts_and_recover(tmp_path) -> None:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gonka_ray.exceptions import MalformedMessage
 from gonka_ray.sdk import sign_chat
-from tests.fuzz_targets import (
+from tests.fuzz.targets import (
     CHAIN,
     HTTP,
     HTTP_CLIENT,

@@ -14,7 +14,7 @@ from gonka_ray.actors.transport import TIMINGS_KEPT
 from gonka_ray.exceptions import EngineError, Overloaded, StreamInterrupted
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.serve.errors import error_response
-from tests.unit.test_participants_inprocess import CHAIN, Net, _BadExecutor
+from tests.sim.participants import CHAIN, BadExecutor, Net
 
 
 async def test_saturated_ta_answers_429_before_escrow_and_the_request_can_be_resent(
@@ -74,7 +74,7 @@ async def test_every_executor_saturated_answers_overloaded(tmp_path) -> None:
 
 async def test_stream_cut_mid_way_is_a_typed_error_naming_the_inference(tmp_path) -> None:
     net = Net(tmp_path)
-    net.tas["p0"].executors = lambda a: _BadExecutor("cut")
+    net.tas["p0"].executors = lambda a: BadExecutor("cut")
     env = net.request()
     with pytest.raises(StreamInterrupted) as err:
         await net.ask("p0", env)
