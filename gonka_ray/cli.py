@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -145,8 +146,13 @@ def up(
         f"model {config.model.name} ({config.engine.kind} engine) ..."
     )
     t0 = time.perf_counter()
-    net = launch(config, namespace=namespace)
+    # NOTE: SIGTERM (systemd, Docker, Kubernetes) stops the network like Ctrl-C: drain, flush the
+    # ledger, kill the actors, exit 0. Installed after Ray is up, so it replaces Ray's handler.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    net = None
     try:
+        net = launch(config, namespace=namespace)
         asyncio.run(wait_ready(net))
         click.echo(f"network ready in {time.perf_counter() - t0:.0f} s")
         url = serve_network(net, api_keys={api_key: 0}, port=port, host=host)
@@ -159,17 +165,28 @@ def up(
             '.choices[0].message.content)"'
         )
         click.echo(f"status: gonka-ray status --network {config.name} --namespace {net.namespace}")
-        click.echo("Ctrl-C to stop")
+        click.echo("Ctrl-C (or SIGTERM) to stop")
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping ...")
+    except KeyboardInterrupt as exc:
+        click.echo(f"stopping ({exc or 'SIGINT'}) ...")
     finally:
+        # a second signal while stopping must not cut the drain short with a traceback
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            shutdown()
+            shutdown()  # Serve drains its in-flight HTTP requests first
         except Exception:  # serve never started
             pass
-        net.teardown()
+        if net is not None:
+            done = net.stop()
+            click.echo(
+                f"stopped: {done['drained']} roles drained, {done['flushed']} ledgers flushed"
+            )
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _attach(address: str, namespace: str | None, network: str | None):

@@ -41,6 +41,7 @@ DEFAULT_MAX_TOKENS = 128  # completion tokens when the client names none
 DEFAULT_PRICE_PER_TOKEN = 1  # integer units per prompt or completion token
 
 # --- ledger --------------------------------------------------------------------------------
+NETWORK_STOP_DRAIN_TIMEOUT_S = 30.0  # graceful stop: the most each drain or flush step waits
 LEDGER_BLOCK_MAX_TXS = 2_000  # transactions per block
 LEDGER_BLOCK_INTERVAL_MS = 20  # leader waits this long to batch before proposing
 LEDGER_VIEW_TIMEOUT_MS = 2_000  # view change when no progress for this long

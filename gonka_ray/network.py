@@ -12,6 +12,7 @@ idempotent. Placement: when a participant lists ``resources`` (e.g. ``participan
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,11 +28,13 @@ from gonka_ray.actors.spec import ParticipantSpec
 from gonka_ray.adversary.actors import CheatingMLNode
 from gonka_ray.adversary.cheats import MODEL_CHEATS
 from gonka_ray.config import NetworkConfig
-from gonka_ray.constants import env
+from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
+
+log = logging.getLogger(__name__)
 
 
 def participant_key(config: NetworkConfig, name: str) -> crypto.KeyPair:
@@ -130,6 +133,40 @@ class Network:
             }
         return out
 
+    def stop(self, *, drain_timeout_s: float = NETWORK_STOP_DRAIN_TIMEOUT_S) -> dict[str, int]:
+        """Stop gracefully, then :meth:`teardown`: transport agents and executors finish the
+        ledger submissions of work already answered, then every ledger replica stops ticking
+        and closes its store (flushed to disk). Each step waits at most ``drain_timeout_s``.
+
+        Returns:
+            how many actors finished each step in time: ``drained`` (TAs and executors) and
+            ``flushed`` (ledger replicas).
+        """
+        import ray
+
+        def step(role_names: tuple[str, ...], method: str) -> int:
+            refs = [
+                getattr(h, method).remote()
+                for (_, role), h in self.handles.items()
+                if role in role_names
+            ]
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=drain_timeout_s)
+            ok = 0
+            for ref in done:
+                try:
+                    ray.get(ref)
+                    ok += 1
+                except Exception as exc:  # a dead actor: nothing left to drain there
+                    log.warning("graceful stop: %s failed: %r", method, exc)
+            return ok
+
+        result = {
+            "drained": step(("ta", "executor"), "drain"),
+            "flushed": step(("ledger",), "close"),
+        }
+        self.teardown()
+        return result
+
     def teardown(self) -> None:
         """Kill every actor of this network (idempotent) and remove its temporary storage."""
         import ray
@@ -153,7 +190,7 @@ def launch(
 ) -> Network:
     """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles."""
     namespace = namespace or env("GONKA_NAMESPACE")
-    owns = storage_dir is None
+    owns = storage_dir is None and not config.ledger.storage_dir  # a temp dir of our own
     storage = Path(storage_dir or config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_"))
     genesis = build_genesis(config, clients)
     genesis_bytes = wire.encode(genesis)

@@ -95,6 +95,10 @@ class TransportAgentActor(_RoleShell):
     async def stats(self) -> dict:
         return {"participant": self.spec.name, **self.ta.stats()}
 
+    async def drain(self) -> None:
+        """Wait for the ledger submissions of answered requests (graceful shutdown)."""
+        await self.ta.drain()
+
     async def ping(self) -> str:
         return self.spec.name
 
@@ -120,6 +124,10 @@ class ExecutorActor(_RoleShell):
 
     async def stats(self) -> dict:
         return {"participant": self.spec.name, **self.executor.stats()}
+
+    async def drain(self) -> None:
+        """Wait for the Finish submissions of executed requests (graceful shutdown)."""
+        await self.executor.drain()
 
 
 class VerifierEpochActor(_RoleShell):

@@ -145,6 +145,7 @@ class LedgerReplica:
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
         self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
+        self._closed = False
         self.epoch_blocks = epoch_blocks
         self._install = install
         self._core_args = {
@@ -459,6 +460,14 @@ class LedgerReplica:
             self._ticker = None
         if self._applier is not None:
             await self._applier
+
+    async def close(self) -> None:
+        """Stop (see :meth:`stop`), then close the store: SQLite checkpoints its write-ahead log
+        into the database, so a clean shutdown leaves one self-contained file. Idempotent."""
+        await self.stop()
+        if not self._closed:
+            self._closed = True
+            self.store.close()
 
     # --- shell -----------------------------------------------------------------------------
 
