@@ -202,7 +202,7 @@ class EpochWorker(RoleBase):
             "calibration_nonces": self.epochs.poc_calibration_nonces,
         }
 
-    async def _submit(self, msg: Any) -> bool:
+    async def _submit(self, msg: wire.Message) -> bool:
         msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))
         outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:

@@ -19,7 +19,13 @@ from typing import Any
 
 from gonka_ray import metrics, wire
 from gonka_ray.actors.handles import HandleCache
-from gonka_ray.actors.ledger_port import EventLog, LedgerEvent, TxOutcome, participant_infos
+from gonka_ray.actors.ledger_port import (
+    EventLog,
+    LedgerEvent,
+    ParticipantInfo,
+    TxOutcome,
+    participant_infos,
+)
 from gonka_ray.actors.spec import ParticipantSpec
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
@@ -75,7 +81,7 @@ class ParticipantReplica(LedgerReplica):
             )
             metrics.set_gauge("gonka_invalidations", total, participant=self.spec.name)
 
-    async def participants(self) -> dict:
+    async def participants(self) -> dict[str, ParticipantInfo]:
         return participant_infos(self.sm, self.spec.epochs_to_max_reputation)
 
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
@@ -160,7 +166,7 @@ class ReplicaLedgerPort:
         height = receipt.certificate.headers[0].height if receipt.certificate.headers else 0
         return TxOutcome(receipt.ok, receipt.reason, int(height), receipt.tx_hash)
 
-    async def participants(self):
+    async def participants(self) -> dict[str, ParticipantInfo]:
         return await self._own().participants.remote()
 
     async def balance(self, address: str) -> int:

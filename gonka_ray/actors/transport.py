@@ -49,6 +49,7 @@ from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.actors.clients import PeerExecutor
+from gonka_ray.actors.ledger_port import ParticipantInfo
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
 from gonka_ray.constants import REQUEST_MAX_AGE_S
 from gonka_ray.exceptions import (
@@ -200,7 +201,7 @@ class TransportAgent(RoleBase):
         iid: bytes,
         envelope: bytes,
         prompt_ids: list[int],
-        participants: dict[str, Any],
+        participants: dict[str, ParticipantInfo],
         escrow: int,
         t0: float,
         timing: dict[str, float],

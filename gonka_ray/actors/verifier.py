@@ -179,7 +179,7 @@ class Verifier(RoleBase):
         self.votes += 1
         return 1
 
-    async def _submit(self, msg: Any) -> None:
+    async def _submit(self, msg: wire.Message) -> None:
         outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:
             log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)
