@@ -27,13 +27,12 @@ from gonka_ray.actors.ledger_port import (
     participant_infos,
 )
 from gonka_ray.actors.spec import ParticipantSpec
+from gonka_ray.constants import REPLICA_METRICS_SCAN_INTERVAL_S
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
 from gonka_ray.peer.ray_transport import RayPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
-
-METRICS_SCAN_INTERVAL_S = 1.0  # replica: how often the invalidations gauge rescans records
 
 
 class ParticipantReplica(LedgerReplica):
@@ -73,7 +72,7 @@ class ParticipantReplica(LedgerReplica):
         metrics.set_gauge("gonka_ledger_height", height, participant=self.spec.name)
         metrics.inc("gonka_ledger_txs", txs, participant=self.spec.name)
         now = time.monotonic()
-        if txs and now - getattr(self, "_invalidations_at", 0.0) > METRICS_SCAN_INTERVAL_S:
+        if txs and now - getattr(self, "_invalidations_at", 0.0) > REPLICA_METRICS_SCAN_INTERVAL_S:
             # NOTE: a scan of the participant records, at most once per interval.
             self._invalidations_at = now
             total = sum(
