@@ -50,10 +50,10 @@ from tqdm import tqdm
 
 from benchmarks._common import git_commit
 from gonka_ray.adversary.cheats import cheat_model
+from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf
-from gonka_ray.verification import harness as H
-from gonka_ray.verification import traffic
+from gonka_ray.verification import harness, traffic
 
 MODEL = "smollm2-135m-instruct"
 CONTEXT = 2048
@@ -80,12 +80,12 @@ class Collector:
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
         self.model, self.tok = load_hf(MODEL, dtype=dtype)
-        self.eos = H.eos_ids(self.model, self.tok)
+        self.eos = harness.eos_ids(self.model, self.tok)
         self.tolerance = COLLECT_TOLERANCE[dtype]
         self.commit = git_commit()
 
     def prompt(self, req: traffic.TrafficRequest) -> list[int] | None:
-        ids = H.messages_ids(self.tok, req.chat())
+        ids = harness.messages_ids(self.tok, req.chat())
         return ids if len(ids) + req.max_tokens <= CONTEXT else None
 
     def params(self, req: traffic.TrafficRequest, **over) -> SamplingParams:
@@ -95,20 +95,20 @@ class Collector:
             top_k=req.top_k,
             max_tokens=req.max_tokens,
             seed=req.seed,
-            logprobs=H.ARTIFACT_K,
+            logprobs=DEFAULT_TOP_K_LOGPROBS,
             stop=req.stop,
         )
         return replace(sp, **over)
 
-    def run(self, model, prompts, params, threads: int, **kw) -> list[H.Execution]:
+    def run(self, model, prompts, params, threads: int, **kw) -> list[harness.Execution]:
         torch.set_num_threads(threads)
-        return H.generate(model, prompts, params, tokenizer=self.tok, eos=self.eos, **kw)
+        return harness.generate(model, prompts, params, tokenizer=self.tok, eos=self.eos, **kw)
 
     def verify(
         self, execs, threads: int, batch: int, claimed=None, verifier=None
-    ) -> list[H.VerifierScores]:
+    ) -> list[harness.VerifierScores]:
         torch.set_num_threads(threads)
-        return H.verify_batch(
+        return harness.verify_batch(
             verifier or self.model,
             execs,
             tolerance=self.tolerance,
@@ -116,7 +116,9 @@ class Collector:
             batch_size=batch,
         )
 
-    def sample(self, req, ex: H.Execution, sc, *, phase, variant, kind="honest", claimed=None):
+    def sample(
+        self, req, ex: harness.Execution, sc, *, phase, variant, kind="honest", claimed=None
+    ):
         sp = claimed or ex.sampling
         return {
             "phase": phase,
@@ -242,7 +244,7 @@ def phase_honest(args) -> None:
     bar.close()
 
 
-async def _engine_runs(engine, items, params, streaming: bool) -> list[H.Execution]:
+async def _engine_runs(engine, items, params, streaming: bool) -> list[harness.Execution]:
     from gonka_ray.engine.base import EngineRequest
 
     async def one(i, ids, sp):
@@ -258,13 +260,13 @@ async def _engine_runs(engine, items, params, streaming: bool) -> list[H.Executi
             res = await engine.generate_full(req)
             out, lps, tids, tlps = res.output_ids, res.logprobs, res.top_ids, res.top_logprobs
             finish = res.finish_reason
-        return H.Execution(
+        return harness.Execution(
             prompt_ids=list(ids),
             sampling=sp,
             output_ids=np.asarray(out, np.int64),
             token_logprobs=np.asarray(lps, np.float32),
-            top_ids=np.asarray(tids, np.int64).reshape(-1, H.ARTIFACT_K),
-            top_logprobs=np.asarray(tlps, np.float32).reshape(-1, H.ARTIFACT_K),
+            top_ids=np.asarray(tids, np.int64).reshape(-1, DEFAULT_TOP_K_LOGPROBS),
+            top_logprobs=np.asarray(tlps, np.float32).reshape(-1, DEFAULT_TOP_K_LOGPROBS),
             finish_reason=finish,
         )
 
@@ -297,7 +299,7 @@ def phase_engines(args) -> None:
         _save(path, samples)
 
 
-def _run_engine(kind: str, dtype: str, items, params) -> list[H.Execution]:
+def _run_engine(kind: str, dtype: str, items, params) -> list[harness.Execution]:
     from gonka_ray.config import EngineConfig, ModelConfig
 
     if kind.startswith("transformers"):
@@ -435,13 +437,13 @@ def _replace_one(c: Collector, prompts, claimed, honest, rng):
         ids = np.asarray(head + ex.output_ids.tolist(), np.int64)[: sp.max_tokens]
         n = len(ids)
         out.append(
-            H.Execution(
+            harness.Execution(
                 prompt_ids=list(p),
                 sampling=sp,
                 output_ids=ids,
                 token_logprobs=np.zeros(n, np.float32),
-                top_ids=np.zeros((n, H.ARTIFACT_K), np.int64),
-                top_logprobs=np.zeros((n, H.ARTIFACT_K), np.float32),
+                top_ids=np.zeros((n, DEFAULT_TOP_K_LOGPROBS), np.int64),
+                top_logprobs=np.zeros((n, DEFAULT_TOP_K_LOGPROBS), np.float32),
             )
         )
     return _with_honest_logprobs(c, out)
@@ -546,7 +548,7 @@ def phase_cost(args) -> None:
     ]
     cost["artifact"] = {
         "outputs": len(arts),
-        "k": H.ARTIFACT_K,
+        "k": DEFAULT_TOP_K_LOGPROBS,
         "bytes_per_output_token": float(np.mean([a.bytes_per_token() for a in arts])),
         "bytes_per_output_token_with_prompt": float(
             np.mean([a.bytes_per_token(include_prompt=True) for a in arts])

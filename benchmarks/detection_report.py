@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from benchmarks.detection import DATA_DIR, MODEL, load_samples
-from gonka_ray.protocol.evidence import CLAMP_RATIO
+from gonka_ray.constants import EVIDENCE_CLAMP_RATIO
 from gonka_ray.protocol.verification_policy import EpochRule
 from gonka_ray.verification import calibration as cal
 from gonka_ray.verification.checks import logit_margins, logprob_excess
@@ -152,7 +152,7 @@ def epoch_rates(
     arr = np.array(pool, np.float64)
     idx = rng.integers(0, len(arr), size=(draws, EPOCH_INFERENCES))
     w = arr[idx, 1]
-    a = np.minimum(arr[idx, 0], CLAMP_RATIO * rule.mu * w)
+    a = np.minimum(arr[idx, 0], EVIDENCE_CLAMP_RATIO * rule.mu * w)
     who = rng.integers(0, validators, size=a.shape)
     convicted = ~(cal.trimmed_ratios(a, w, rule.trim) <= _thresholds(rule, a.shape[1], w.sum(1)))
     for v in range(validators):

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import RESULTS_DIR
+from gonka_ray.constants import DEFAULT_ALLOWED_MISS_SHARE
 from gonka_ray.protocol import reputation, settlement, validation_sampling, votes
 
 STRATEGIES = (
@@ -330,7 +331,7 @@ def run(
             duty = settlement.DutyResult(
                 names[v], True, int(req_v[v]), int(req_v[v]) - miss, p_value, forfeits
             )
-            num, den = settlement.duty_fraction(duty, settlement.DEFAULT_ALLOWED_MISS_SHARE)
+            num, den = settlement.duty_fraction(duty, DEFAULT_ALLOWED_MISS_SHARE)
             duty_met[v], mint_kept[v] = not forfeits, num / den
         # fees: an abort without the TA's client_left is not billed; a TA's inflated prompt
         # count is charged at the executor's (lower) count, so the executor earns as honest

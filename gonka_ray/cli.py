@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from gonka_ray import constants as C
+from gonka_ray.constants import DEFAULT_MODEL
 from gonka_ray.exceptions import GonkaError
 
 
@@ -38,7 +38,7 @@ def keys_new(path: Path) -> None:
 
 
 @main.command()
-@click.option("--model", default=C.DEFAULT_MODEL, show_default=True, help="model id")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="model id")
 @click.option("--cheat", default="int4", show_default=True, help="p3's cheat (an adversary kind)")
 @click.option(
     "--engine", default="transformers", type=click.Choice(["transformers", "vllm", "fake"])
@@ -63,7 +63,7 @@ def demo(model: str, cheat: str, engine: str, requests: int, max_tokens: int) ->
 
 
 @main.command()
-@click.option("--model", default=C.DEFAULT_MODEL, show_default=True, help="model id")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="model id")
 @click.option("--prompt", default="What is the capital of France? Answer in one sentence.")
 @click.option("--max-tokens", default=48, show_default=True, type=click.IntRange(1, 4096))
 def chat(model: str, prompt: str, max_tokens: int) -> None:

@@ -14,7 +14,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gonka_ray import constants as C
+from gonka_ray.constants import (
+    DEFAULT_MODEL,
+    DEFAULT_PRICE_PER_TOKEN,
+    ENGINE_MAX_BATCH_SIZE,
+    EPOCH_BLOCKS,
+    EPOCHS_TO_MAX_REPUTATION,
+    LEDGER_BLOCK_INTERVAL_MS,
+    LEDGER_BLOCK_MAX_TXS,
+    LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+    LEDGER_EXPIRY_BLOCKS,
+    LEDGER_MIN_BLOCK_INTERVAL_MS,
+    LEDGER_VIEW_TIMEOUT_MS,
+    WEIGHT_CAP_SHARE,
+)
 from gonka_ray.exceptions import ConfigError
 
 
@@ -52,7 +65,7 @@ class EngineConfig(_Strict):
     max_model_len: int = Field(2048, ge=16, le=1_048_576, description="context length in tokens")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vLLM GPU share")
     max_batch_size: int = Field(
-        C.ENGINE_MAX_BATCH_SIZE, ge=1, le=1024, description="concurrent sequences per step"
+        ENGINE_MAX_BATCH_SIZE, ge=1, le=1024, description="concurrent sequences per step"
     )
     torch_threads: int = Field(0, ge=0, le=1024, description="torch threads, 0 = auto")
     fake_token_delay_ms: float = Field(
@@ -63,25 +76,25 @@ class EngineConfig(_Strict):
 class ModelConfig(_Strict):
     """Which model the network serves."""
 
-    name: str = Field(C.DEFAULT_MODEL, min_length=1, max_length=128, description="model id")
+    name: str = Field(DEFAULT_MODEL, min_length=1, max_length=128, description="model id")
     path: str | None = Field(None, description="local model folder; default: built-in model")
 
 
 class LedgerConfig(_Strict):
     """Replica group parameters (DESIGN §6)."""
 
-    block_max_txs: int = Field(C.LEDGER_BLOCK_MAX_TXS, ge=1, le=100_000)
-    block_interval_ms: int = Field(C.LEDGER_BLOCK_INTERVAL_MS, ge=0, le=60_000)
-    view_timeout_ms: int = Field(C.LEDGER_VIEW_TIMEOUT_MS, ge=10, le=600_000)
+    block_max_txs: int = Field(LEDGER_BLOCK_MAX_TXS, ge=1, le=100_000)
+    block_interval_ms: int = Field(LEDGER_BLOCK_INTERVAL_MS, ge=0, le=60_000)
+    view_timeout_ms: int = Field(LEDGER_VIEW_TIMEOUT_MS, ge=10, le=600_000)
     empty_block_interval_ms: int = Field(
-        C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+        LEDGER_EMPTY_BLOCK_INTERVAL_MS,
         ge=0,
         le=600_000,
         description="an idle leader proposes an empty block after this long in its view, so "
         "committed height (the epoch clock) advances on an idle chain; 0 disables",
     )
     min_block_interval_ms: int = Field(
-        C.LEDGER_MIN_BLOCK_INTERVAL_MS,
+        LEDGER_MIN_BLOCK_INTERVAL_MS,
         ge=0,
         le=600_000,
         description="a leader waits about this long in its view (whole consensus ticks of "
@@ -90,7 +103,7 @@ class LedgerConfig(_Strict):
         "messages on every replica); must stay below half the view timeout; 0 proposes as soon "
         "as the previous block has its QC",
     )
-    expiry_blocks: int = Field(C.LEDGER_EXPIRY_BLOCKS, ge=1)
+    expiry_blocks: int = Field(LEDGER_EXPIRY_BLOCKS, ge=1)
     storage_dir: str | None = Field(None, description="SQLite folder; default: a temp dir")
 
     @model_validator(mode="after")
@@ -108,14 +121,14 @@ class LedgerConfig(_Strict):
 class EpochConfig(_Strict):
     """Epoch, Proof-of-Compute and reward parameters (DESIGN §4–§5)."""
 
-    epoch_blocks: int = Field(C.EPOCH_BLOCKS, ge=4, description="blocks per epoch")
+    epoch_blocks: int = Field(EPOCH_BLOCKS, ge=4, description="blocks per epoch")
     # NOTE: ~8 blocks/s on an idle chain (heartbeats); a phase must fit building the PoC model,
     # the sprint and a commit on a loaded machine, so a few seconds at least.
     poc_sprint_blocks: int = Field(80, ge=1, description="blocks of the PoC sprint phase")
     poc_validation_blocks: int = Field(48, ge=1, description="blocks of PoC validation")
-    epochs_to_max_reputation: int = Field(C.EPOCHS_TO_MAX_REPUTATION, ge=1)
+    epochs_to_max_reputation: int = Field(EPOCHS_TO_MAX_REPUTATION, ge=1)
     reward_per_epoch: int = Field(1_000_000, ge=0, description="minted per epoch, in units")
-    weight_cap_share: float = Field(C.WEIGHT_CAP_SHARE, gt=0.0, le=1.0)
+    weight_cap_share: float = Field(WEIGHT_CAP_SHARE, gt=0.0, le=1.0)
     poc_difficulty: float = Field(0.05, gt=0.0, le=1.0, description="share of nonces that pass")
     poc_calibration_nonces: int = Field(
         4096,
@@ -138,7 +151,7 @@ class EpochConfig(_Strict):
 
 
 class PricingConfig(_Strict):
-    price_per_token: int = Field(C.DEFAULT_PRICE_PER_TOKEN, ge=0, description="units per token")
+    price_per_token: int = Field(DEFAULT_PRICE_PER_TOKEN, ge=0, description="units per token")
     genesis_client_balance: int = Field(10_000_000, ge=0, description="demo client funds")
 
 

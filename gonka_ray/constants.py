@@ -1,4 +1,16 @@
-"""Defaults in one place, each with its unit in the name, plus ``GONKA_*`` environment parsing.
+"""Tunables in one place, each with its unit in the name, plus ``GONKA_*`` environment parsing.
+
+What lives here: every **tunable** number the code uses — timeouts, intervals, TTLs, limits and
+caps, default sizes, budgets, retry counts, thresholds that are settings — grouped by subsystem,
+each with a one-line comment. What does not: **identifiers**, which stay next to the code that
+defines them (ledger table names, signature purposes, SQL schemas, tuples of kind names, wire
+type names, format versions and magic numbers, fixed-point units such as ``MICRO`` and ``BPS``,
+math constants such as ``INT64_MAX``, sizes an algorithm fixes such as Ed25519's). A name is
+defined in one module only; ``tests/unit/test_constants.py`` checks both rules.
+
+Values in the "protocol rules" section (and the PoC and verification thresholds a validator
+applies) decide what the ledger accepts: every replica must use the same value, so on a running
+network change one only together with a new protocol version (:mod:`gonka_ray.protocol.versions`).
 
 Every tunable the code reads from the environment is declared in :data:`ENV_VARS` and parsed by
 :func:`env`; a bad value raises :class:`~gonka_ray.exceptions.ConfigError` naming the variable.
@@ -35,10 +47,18 @@ REQUEST_MAX_AGE_S = 60.0  # a signed request older than this is rejected
 LOOKUP_RATE_PER_S = 10.0
 LOOKUP_BURST = 30
 REQUEST_MAX_SKEW_AHEAD_S = 30.0  # ... and one dated further in the future too
-DEFAULT_TOP_K_LOGPROBS = 5  # k of the verification artifact
+DEFAULT_TOP_K_LOGPROBS = 5  # k of the verification artifact (DESIGN §3)
 MAX_TOP_K_LOGPROBS = 20  # the OpenAI API's top_logprobs limit
 DEFAULT_MAX_TOKENS = 128  # completion tokens when the client names none
 DEFAULT_PRICE_PER_TOKEN = 1  # integer units per prompt or completion token
+# A client's default ``max_escrow`` is bounded by its own request, so that nobody can lock or
+# charge more than that request can cost (a TA overstating the prompt, say). Tokenisers give at
+# most ~one token per UTF-8 byte (byte-level BPE: exactly at most one; SentencePiece with byte
+# fallback adds at most a word-boundary piece per word), and a chat template adds a few tokens
+# per message and a default system prompt (gonka_ray.protocol.payments.request_escrow_bound).
+ESCROW_PROMPT_TOKENS_PER_BYTE = 2  # prompt tokens assumed per UTF-8 byte of the messages
+ESCROW_TEMPLATE_TOKENS_PER_MESSAGE = 16  # chat-template tokens assumed per message
+ESCROW_TEMPLATE_TOKENS = 256  # chat-template tokens assumed per request (a system prompt)
 
 # --- ledger --------------------------------------------------------------------------------
 NETWORK_STOP_DRAIN_TIMEOUT_S = 30.0  # graceful stop: the most each drain or flush step waits
@@ -50,6 +70,12 @@ LEDGER_MIN_BLOCK_INTERVAL_MS = (
     60  # a leader waits this long in its view before any proposal (pacing)
 )
 LEDGER_EXPIRY_BLOCKS = 600  # a Start with no Finish in this many blocks is refunded
+LEDGER_VIEW_TIMEOUT_MAX_BACKOFF = 8  # the view timeout grows to at most this multiple
+LEDGER_SYNC_MAX_PARKED = 512  # consensus messages parked while their block is fetched
+LEDGER_SYNC_FETCH_BLOCKS = 64  # blocks asked for in one block-sync fetch
+LEDGER_CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
+LEDGER_PRECHECK_CACHE_TXS = 100_000  # opened envelopes kept between admission and apply
+MAX_AMOUNT = 2**63 - 1  # largest balance or amount, in units (the wire's int64)
 
 # --- epochs and reputation -------------------------------------------------------------------
 EPOCH_BLOCKS = 600  # blocks per epoch
@@ -58,10 +84,98 @@ WEIGHT_CAP_SHARE = 0.25  # no participant's weight exceeds this share of the tot
 VALIDATION_FPR = 0.05  # assumed false-positive rate of one check (status rule)
 INVALID_PROBABILITY_THRESHOLD = 1e-6  # fpr ** consecutive_invalid below this => INVALID
 
+# --- protocol rules (every replica must agree; see the module docstring) ---------------------
+# NOTE: each attempt is a fresh executor draw, so a TA free to name any attempt could grind
+# attempts until the draw lands on a friend; the ledger accepts only attempts
+# 0..INFERENCE_MAX_ATTEMPTS-1, and a TA gives up (503) after as many.
+INFERENCE_MAX_ATTEMPTS = 3  # executor draws per inference (the first try and two retries)
+REPUTATION_Z_SCORE_LIMIT = 1.0  # failure z-score above which a checked executor is INVALID
+REPUTATION_MIN_CHECKED_FOR_Z = 10  # checked inferences before the z-score rule applies
+VALIDATION_MAX_AVG_CHECKS = 1.0  # expected checks per inference at reputation 0 (max_avg)
+MIN_CHECKS_PER_EPOCH = 16  # checks of each executor's work per epoch, at least (deterrence)
+SETTLEMENT_SHARE_DIVISOR = 10  # settlement window = 1/10 of the post-PoC blocks (at least 1)
+EVIDENCE_CLAMP_RATIO = 3.0  # an inference's ratio counts up to this many times μ (int8's ~1.65 μ)
+LEDGER_EVIDENCE_KEPT_EPOCHS = 16  # epoch-evidence tallies kept for explorers and the demo
+DEFAULT_VALIDATOR_FEE_SHARE_BPS = 1_000  # 10% of a validated inference's cost to its validators
+DEFAULT_ALLOWED_MISS_SHARE = 0.10  # a validator may miss up to 10% of its required checks...
+DEFAULT_DUTY_ALPHA = 0.01  # ...forfeiting only when P(misses | 10%) is below this
+
+# --- proof of compute ----------------------------------------------------------------------
+POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices
+POC_MAX_NONCE = 1 << 62  # claimed nonces must lie in [0, POC_MAX_NONCE)
+DEFAULT_POC_SAMPLE_SIZE = 100  # nonces each validator recomputes per claim
+DEFAULT_POC_HONEST_FAIL_RATE = 0.01  # failure rate an honest claim may show (device mismatch)
+DEFAULT_POC_ALPHA = 1e-3  # reject a claim when P(≥ failures | honest rate) is below this
+POC_SPRINT_COMPUTE_SHARE = 0.5  # of a sprint's remaining time spent computing (rest: commit)
+
+# --- participant roles ---------------------------------------------------------------------
+EXECUTOR_MAX_INFLIGHT = 64  # executions at once; one more is refused with code "overloaded"
+EXECUTOR_PARTICIPANTS_TTL_S = 1.0  # how old the participant set a draw is checked against may be
+EXECUTOR_FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
+EXECUTOR_FINISH_DEADLINE_S = 60.0  # give up on a Finish after this long (the Start will expire)
+EXECUTOR_FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
+TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
+TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer
+TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
+TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
+PAYLOAD_FETCH_TIMEOUT_S = 10.0  # a verifier's fetch window: a payload not produced by then fails
+VERIFIER_METRICS_PUBLISH_INTERVAL_S = 2.0  # how often a verifier publishes its counters
+EPOCH_WORKER_BLOCK_GUESS_S = 0.1  # block-time guess until the epoch worker has seen two views
+MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per MLNode; the engine batches them
+REPLICA_METRICS_SCAN_INTERVAL_S = 1.0  # how often a replica rescans records for its gauges
+
+# --- HTTP ingress and SDK --------------------------------------------------------------------
+SERVE_DEFAULT_PORT = 8000  # where Serve's HTTP proxy listens unless told otherwise
+SERVE_MAX_ONGOING_REQUESTS = 256  # per replica; Serve's default of 5 starves streaming
+SERVE_MAX_INFLIGHT = 200  # requests in flight per replica before 429 (below the Serve cap)
+SERVE_RETRY_AFTER_S = 1.0  # Retry-After on the ingress's 429
+INGRESS_PARTICIPANTS_TTL_S = 5.0  # how long the ingress caches the ledger's participant statuses
+INGRESS_TOKEN_CACHE_ENTRIES = 100_000  # token id -> string entries kept by the ingress
+CONTEXT_SLACK_TOKENS = 64  # chat-template tokens a byte count may miss (ingress context check)
+EXPLORER_TTL_S = 1.0  # how long the ingress reuses one explorer snapshot (many open pages)
+EXPLORER_RECENT_INFERENCES = 25  # recent inferences shown by the explorer
+SDK_CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to be listed
+
+# --- verification ----------------------------------------------------------------------------
+MAX_ARTIFACT_TOKENS = 1 << 20  # prompt or output tokens of one decoded artifact, at most
+ARTIFACT_ZLIB_LEVEL = 6  # compression level of an artifact's planes
+DISTANCE_MIN_TOKENS = 100  # the distance's normaliser is max(DISTANCE_MIN_TOKENS, N) (Gonka's)
+EVIDENCE_W_FLOOR = 0.01  # a token's evidence weight max(1 − p, floor): p ≈ 1 still counts
+MAX_PLAUSIBLE_LOGPROB = 1e4  # |logprob| beyond this is no model's output: a forged artifact
+SCORE_BLOCK_POSITIONS = 16  # positions per sampler call when a verifier replays a prefill
+# NOTE: floors under the fitted values: insurance against honest noise the calibration never
+# saw (another engine, a longer context). The fp32 fit asks for ~1e-4 on SmolLM2; int8 weights
+# move the mean excess by > 0.02, so floors of 0.001 cost no detection power.
+CALIBRATION_MIN_GATE = 0.005  # replay gate floor, raw logit units
+CALIBRATION_MIN_EXCESS = 0.001  # mean logprob excess floor
+# an fp32 row's μ (~1e-6) is floored to this: far below any cheat's ~0.04
+CALIBRATION_MIN_EPOCH_MU = CALIBRATION_MIN_EXCESS
+CALIBRATION_TARGET_FPR = 1e-3  # per verified output, both checks together
+CALIBRATION_SAFETY = 1.5  # multiplies the fitted quantiles and the worst honest value seen
+CALIBRATION_REF_TOKENS = 1024  # longest output the per-output false-positive model is quoted for
+CALIBRATION_EPOCH_FPR = 1e-3  # honest executor flagged per epoch
+CALIBRATION_EPOCH_SAFETY = 1.05  # measured: honest T stays below mu·1.05 + z·kappa (held out)
+CALIBRATION_MIN_INFERENCES = 20  # checked inferences before epoch evidence can flag anyone
+CALIBRATION_TRIM = 0.3  # evidence weight trimmed from each end (a coalition below moves nothing)
+CALIBRATION_TAIL_QUANTILE = 0.99  # per-token |δ| tail: exponential above this quantile
+CALIBRATE_MAX_PROMPT_TOKENS = 1024  # the calibrate tool skips longer prompts
+# the calibrate tool's first-pass replay tolerance per dtype (it reruns at the fitted gate)
+CALIBRATE_FIRST_TOLERANCE = {"float32": CALIBRATION_MIN_GATE, "bfloat16": 1.6, "float16": 1.6}
+
 # --- engines -------------------------------------------------------------------------------
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-llama"
 ENGINE_MAX_BATCH_SIZE = 8  # concurrent sequences per engine step (transformers engine)
+SAMPLER_SORT_HEAD = 256  # sorted prefix tried before a full sort of the vocabulary (top-k/top-p)
+# vLLM fallback scoring: prompt logprobs per position (vLLM's max_logprobs).
+# NOTE: on SmolLM2 that decides only ~50-56% of positions at T=0.8/top_p=0.95 and T=1 (the
+# in-worker replay: all of them)
+VLLM_SCORE_CANDIDATES = 1024
+VLLM_REPLAY_PASS_ELEMENTS = 1 << 22  # rows per replay pass x vocabulary: bounds [rows, V] scratch
+
+# --- metrics -------------------------------------------------------------------------------
+# histogram buckets of every latency metric (Ray's Histogram wants a sorted list)
+LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from gonka_ray.constants import LATENCY_BOUNDARIES_S
+
 log = logging.getLogger(__name__)
 
-LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 Kind = Literal["counter", "gauge", "histogram"]
 

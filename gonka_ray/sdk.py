@@ -32,10 +32,10 @@ from gonka_ray.actors.clients import stream_call
 # NOTE: re-exported (``from gonka_ray.sdk import sign_chat`` is the documented spelling); it
 # lives in client_request so the HTTP ingress can sign without importing the SDK.
 from gonka_ray.client_request import sign_chat
+from gonka_ray.constants import SDK_CONNECT_TIMEOUT_S
 from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
-CONNECT_TIMEOUT_S = 30.0  # how long connect() waits for a network's actors to be listed
 
 
 @dataclass(frozen=True)
@@ -443,7 +443,7 @@ def connect(
     key: crypto.KeyPair | str | Path | None = None,
     model: str | None = None,
     loopback: bool | None = None,
-    timeout_s: float = CONNECT_TIMEOUT_S,
+    timeout_s: float = SDK_CONNECT_TIMEOUT_S,
 ) -> NetworkClient:
     """Attach to a network running on Ray and return a :class:`NetworkClient`.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gonka_ray import constants as C
+from gonka_ray import constants
 from gonka_ray.engine import models
 
 DIVERSE_EMBED_SCALE = 0.25
@@ -23,10 +23,10 @@ def diverse_tiny_dir() -> Path:
     def build(tmp: Path) -> None:
         import torch
 
-        model, tok = models.load_hf(C.TINY_MODEL)
+        model, tok = models.load_hf(constants.TINY_MODEL)
         with torch.no_grad():
             model.model.embed_tokens.weight.mul_(DIVERSE_EMBED_SCALE)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return models.atomic_build(C.cache_dir() / "models" / "tiny-llama-diverse-v1", build)
+    return models.atomic_build(constants.cache_dir() / "models" / "tiny-llama-diverse-v1", build)

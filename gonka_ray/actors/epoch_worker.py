@@ -32,15 +32,16 @@ from typing import Any
 from gonka_ray import wire
 from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
-from gonka_ray.constants import POC_MAX_CLAIMED_NONCES
+from gonka_ray.constants import (
+    EPOCH_WORKER_BLOCK_GUESS_S,
+    POC_MAX_CLAIMED_NONCES,
+    POC_SPRINT_COMPUTE_SHARE,
+)
 from gonka_ray.ledger.epoch_app import EpochView
 from gonka_ray.protocol import validation_sampling
 from gonka_ray.protocol.epochs import Phase
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BLOCK_S = 0.1  # block-time guess until two views have been seen
-SPRINT_SHARE = 0.5  # of the sprint's remaining time spent computing (the rest: commit latency)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class EpochWorker(RoleBase):
         self.epochs = epochs
         self.poc = poc or PocSettings()
         self._last: tuple[int, float] | None = None
-        self._block_s = DEFAULT_BLOCK_S
+        self._block_s = EPOCH_WORKER_BLOCK_GUESS_S
         self._tried: set[tuple[str, int, Any]] = set()  # (duty, epoch, item) done this process
         self.sprints: list[dict] = []
         self.verdicts = 0
@@ -142,7 +143,7 @@ class EpochWorker(RoleBase):
         if view.phase != Phase.POC_SPRINT.value:
             return []
         left_s = max(0, view.phase_end - view.height) * self._block_s
-        budget = min(self.poc.max_budget_s, max(0.05, SPRINT_SHARE * left_s))
+        budget = min(self.poc.max_budget_s, max(0.05, POC_SPRINT_COMPUTE_SHARE * left_s))
         result = await self.engine.poc_sprint(
             view.seed,
             self.address,
@@ -202,7 +203,7 @@ class EpochWorker(RoleBase):
             "calibration_nonces": self.epochs.poc_calibration_nonces,
         }
 
-    async def _submit(self, msg: Any) -> bool:
+    async def _submit(self, msg: wire.Message) -> bool:
         msg = dataclasses.replace(msg, nonce=self.rng.getrandbits(64))
         outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:

@@ -37,7 +37,15 @@ from dataclasses import replace
 from gonka_ray import wire
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
-from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS
+from gonka_ray.constants import (
+    DEFAULT_TOP_K_LOGPROBS,
+    EXECUTOR_FINISH_DEADLINE_S,
+    EXECUTOR_FINISH_FAILURES_KEPT,
+    EXECUTOR_FINISH_RETRY_S,
+    EXECUTOR_MAX_INFLIGHT,
+    EXECUTOR_PARTICIPANTS_TTL_S,
+    INFERENCE_MAX_ATTEMPTS,
+)
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import (
     GonkaError,
@@ -46,18 +54,11 @@ from gonka_ray.exceptions import (
     PayloadUnavailable,
 )
 from gonka_ray.ledger.inference_app import prompt_hash
-from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import evidence_weight_micro
 
 log = logging.getLogger(__name__)
-
-FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
-FINISH_DEADLINE_S = 60.0  # give up on a Finish after this long (the Start will expire)
-EXECUTOR_MAX_INFLIGHT = 64  # executions at once; one more is refused with code "overloaded"
-PARTICIPANTS_TTL_S = 1.0  # how old the participant set a draw is checked against may be
-FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
 
 
 def error_bytes(code: str, message: str, *, started: bool) -> bytes:
@@ -83,14 +84,14 @@ class Executor(RoleBase):
         store: PayloadStore,
         rng: random.Random | None = None,
         max_inflight: int = EXECUTOR_MAX_INFLIGHT,
-        participants_ttl_s: float = PARTICIPANTS_TTL_S,
+        participants_ttl_s: float = EXECUTOR_PARTICIPANTS_TTL_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(ctx, rng=rng)
         self.store = store
         self._tasks = BackgroundTasks()
         self.finished = 0
-        self.finish_failures: deque[str] = deque(maxlen=FINISH_FAILURES_KEPT)
+        self.finish_failures: deque[str] = deque(maxlen=EXECUTOR_FINISH_FAILURES_KEPT)
         self.max_inflight = max_inflight
         self.inflight = 0
         self.refused = 0
@@ -170,10 +171,10 @@ class Executor(RoleBase):
 
     async def _admit(self, envelope: bytes):
         outer = wire.open_envelope(envelope, expect=wire.ExecuteRequest, chain=self.chain.id)
-        if not 0 <= outer.message.attempt < MAX_ATTEMPTS:
+        if not 0 <= outer.message.attempt < INFERENCE_MAX_ATTEMPTS:
             # NOTE: before any draw: drawing attempt a costs a+1 weighted picks, and the ledger
             # refuses a Start beyond its cap anyway.
-            raise NoExecutorAvailable(f"attempt must be in [0, {MAX_ATTEMPTS})")
+            raise NoExecutorAvailable(f"attempt must be in [0, {INFERENCE_MAX_ATTEMPTS})")
         client = wire.open_envelope(
             outer.message.request, expect=wire.InferenceRequest, chain=self.chain.id
         )
@@ -282,12 +283,12 @@ class Executor(RoleBase):
             evidence_weight_micro=self._evidence_weight(artifact),
         )
         tx = wire.seal(finish, self.key, self.chain.id)
-        deadline = self.clock() + FINISH_DEADLINE_S
-        give_up = time.monotonic() + FINISH_DEADLINE_S
+        deadline = self.clock() + EXECUTOR_FINISH_DEADLINE_S
+        give_up = time.monotonic() + EXECUTOR_FINISH_DEADLINE_S
         while True:
             try:  # CommitTimeout, replicas restarting: resent (the tx is idempotent) until give_up
                 outcome = await submit_until(
-                    self.ledger, tx, give_up - time.monotonic(), FINISH_RETRY_S
+                    self.ledger, tx, give_up - time.monotonic(), EXECUTOR_FINISH_RETRY_S
                 )
             except Exception as exc:
                 self.finish_failures.append(type(exc).__name__)
@@ -297,7 +298,7 @@ class Executor(RoleBase):
                 self.finished += 1
                 return
             if outcome.reason in ("unknown_inference",) and self.clock() < deadline:
-                await asyncio.sleep(FINISH_RETRY_S)
+                await asyncio.sleep(EXECUTOR_FINISH_RETRY_S)
                 tx = wire.seal(
                     wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
                     self.key,

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.constants import MLNODE_MAX_CONCURRENCY
 from gonka_ray.engine.base import (
     EngineRequest,
     GenerationResult,
@@ -31,8 +32,6 @@ from gonka_ray.engine.base import (
 from gonka_ray.engine.poc import PocModel, run_sprint, verify_claim
 from gonka_ray.protocol.poc import ClaimCheck, PocParams, SprintResult
 from gonka_ray.raykit import ActorOptions
-
-MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per node; the engine batches them
 
 
 class MLNode:

@@ -36,9 +36,8 @@ from gonka_ray.actors.spec import ParticipantSpec
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
 from gonka_ray.adversary.actors import CheatingExecutor
+from gonka_ray.constants import VERIFIER_METRICS_PUBLISH_INTERVAL_S
 from gonka_ray.protocol.verification_policy import thresholds_for
-
-METRICS_PUBLISH_INTERVAL_S = 2.0  # verifier: how often its counters are published as metrics
 
 
 class _RoleShell:
@@ -193,7 +192,7 @@ class VerifierEpochActor(_RoleShell):
         last = {"checked": 0, "failed": 0, "votes": 0}
         name = self.spec.name
         while True:
-            await asyncio.sleep(METRICS_PUBLISH_INTERVAL_S)
+            await asyncio.sleep(VERIFIER_METRICS_PUBLISH_INTERVAL_S)
             now = self.verifier.stats()
             failed = now["failed"] - last["failed"]
             passed = now["checked"] - last["checked"] - failed

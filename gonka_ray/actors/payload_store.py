@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gonka_ray.exceptions import StorageError
 
-_SCHEMA = """
+_PAYLOADS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
     hash BLOB PRIMARY KEY,
     body BLOB NOT NULL,
@@ -35,7 +35,7 @@ class PayloadStore:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_PAYLOADS_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open payload store {self.path}: {exc}") from None
 

@@ -19,15 +19,20 @@ from typing import Any
 
 from gonka_ray import metrics, wire
 from gonka_ray.actors.handles import HandleCache
-from gonka_ray.actors.ledger_port import EventLog, LedgerEvent, TxOutcome, participant_infos
+from gonka_ray.actors.ledger_port import (
+    EventLog,
+    LedgerEvent,
+    ParticipantInfo,
+    TxOutcome,
+    participant_infos,
+)
 from gonka_ray.actors.spec import ParticipantSpec
+from gonka_ray.constants import REPLICA_METRICS_SCAN_INTERVAL_S
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
 from gonka_ray.peer.ray_transport import RayPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
-
-METRICS_SCAN_INTERVAL_S = 1.0  # replica: how often the invalidations gauge rescans records
 
 
 class ParticipantReplica(LedgerReplica):
@@ -67,7 +72,7 @@ class ParticipantReplica(LedgerReplica):
         metrics.set_gauge("gonka_ledger_height", height, participant=self.spec.name)
         metrics.inc("gonka_ledger_txs", txs, participant=self.spec.name)
         now = time.monotonic()
-        if txs and now - getattr(self, "_invalidations_at", 0.0) > METRICS_SCAN_INTERVAL_S:
+        if txs and now - getattr(self, "_invalidations_at", 0.0) > REPLICA_METRICS_SCAN_INTERVAL_S:
             # NOTE: a scan of the participant records, at most once per interval.
             self._invalidations_at = now
             total = sum(
@@ -75,7 +80,7 @@ class ParticipantReplica(LedgerReplica):
             )
             metrics.set_gauge("gonka_invalidations", total, participant=self.spec.name)
 
-    async def participants(self) -> dict:
+    async def participants(self) -> dict[str, ParticipantInfo]:
         return participant_infos(self.sm, self.spec.epochs_to_max_reputation)
 
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
@@ -160,7 +165,7 @@ class ReplicaLedgerPort:
         height = receipt.certificate.headers[0].height if receipt.certificate.headers else 0
         return TxOutcome(receipt.ok, receipt.reason, int(height), receipt.tx_hash)
 
-    async def participants(self):
+    async def participants(self) -> dict[str, ParticipantInfo]:
         return await self._own().participants.remote()
 
     async def balance(self, address: str) -> int:

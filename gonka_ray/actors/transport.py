@@ -34,7 +34,8 @@ Back-pressure: a TA serves at most ``max_inflight`` requests at once; one more i
 escrowed, so it may be resent as is. An executor at its own limit refuses with code
 ``overloaded`` before its first token; the TA then tries the next draw, and if every attempt was
 refused so, answers ``Overloaded`` too (the Start of that inference expires and is refunded).
-Per-request timings are kept for the last ``TIMINGS_KEPT`` requests only, so memory stays bounded.
+Per-request timings are kept for the last ``TA_TIMINGS_KEPT`` requests only, so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -49,8 +50,16 @@ from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.actors.clients import PeerExecutor
+from gonka_ray.actors.ledger_port import ParticipantInfo
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
-from gonka_ray.constants import REQUEST_MAX_AGE_S
+from gonka_ray.constants import (
+    INFERENCE_MAX_ATTEMPTS,
+    REQUEST_MAX_AGE_S,
+    TA_MAX_INFLIGHT,
+    TA_RETRY_AFTER_S,
+    TA_SUBMIT_DEADLINE_S,
+    TA_TIMINGS_KEPT,
+)
 from gonka_ray.exceptions import (
     CommitTimeout,
     EngineError,
@@ -65,16 +74,9 @@ from gonka_ray.exceptions import (
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import payments
 from gonka_ray.protocol.admission import ReplayGuard, check_timestamp
-from gonka_ray.protocol.lifecycle import MAX_ATTEMPTS as LEDGER_MAX_ATTEMPTS
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = LEDGER_MAX_ATTEMPTS  # executors tried before giving up (503); the ledger's cap
-TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
-RETRY_AFTER_S = 1.0  # Retry-After of an Overloaded answer
-TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
-SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
 
 
 class TransportAgent(RoleBase):
@@ -96,7 +98,7 @@ class TransportAgent(RoleBase):
         executors: Callable[[str], Any],
         price_per_token: int,
         rng: random.Random | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
+        max_attempts: int = INFERENCE_MAX_ATTEMPTS,
         max_inflight: int = TA_MAX_INFLIGHT,
     ) -> None:
         super().__init__(ctx, rng=rng)
@@ -107,7 +109,8 @@ class TransportAgent(RoleBase):
         self._tasks = BackgroundTasks()
         self.max_inflight = max_inflight
         self.inflight = 0
-        self.timings: deque[dict[str, float]] = deque(maxlen=TIMINGS_KEPT)  # first token vs Start
+        # first token vs Start, per request
+        self.timings: deque[dict[str, float]] = deque(maxlen=TA_TIMINGS_KEPT)
         self.retries = 0
         self.refused = 0  # requests answered Overloaded
         self.unpaid_answers = 0  # answers whose Start the ledger refused after they went out
@@ -129,7 +132,7 @@ class TransportAgent(RoleBase):
             self.refused += 1
             raise Overloaded(
                 f"transport agent {self.participant} has {self.inflight} requests in flight",
-                retry_after_s=RETRY_AFTER_S,
+                retry_after_s=TA_RETRY_AFTER_S,
             )
         self.inflight += 1
         try:
@@ -200,7 +203,7 @@ class TransportAgent(RoleBase):
         iid: bytes,
         envelope: bytes,
         prompt_ids: list[int],
-        participants: dict[str, Any],
+        participants: dict[str, ParticipantInfo],
         escrow: int,
         t0: float,
         timing: dict[str, float],
@@ -304,7 +307,8 @@ class TransportAgent(RoleBase):
         if overloaded == self.max_attempts:
             self.refused += 1
             raise Overloaded(
-                f"all {overloaded} drawn executors are at their limit", retry_after_s=RETRY_AFTER_S
+                f"all {overloaded} drawn executors are at their limit",
+                retry_after_s=TA_RETRY_AFTER_S,
             )
         raise NoExecutorAvailable(f"no executor answered after {self.max_attempts} attempts")
 
@@ -375,7 +379,7 @@ class TransportAgent(RoleBase):
     async def _submit_start(
         self, tx: bytes, t0: float, timing: dict[str, float], accepted: asyncio.Event
     ):
-        outcome = await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S, accepted=accepted)
+        outcome = await submit_until(self.ledger, tx, TA_SUBMIT_DEADLINE_S, accepted=accepted)
         timing.setdefault("start_commit_s", time.perf_counter() - t0)
         if not outcome.ok:
             log.warning("StartInference rejected: %s", outcome.reason)
@@ -399,7 +403,7 @@ class TransportAgent(RoleBase):
             self.key,
             self.chain.id,
         )
-        return await submit_until(self.ledger, tx, SUBMIT_DEADLINE_S)
+        return await submit_until(self.ledger, tx, TA_SUBMIT_DEADLINE_S)
 
     # --- housekeeping ----------------------------------------------------------------------
 

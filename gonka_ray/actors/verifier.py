@@ -29,6 +29,7 @@ from gonka_ray import wire
 from gonka_ray.actors.clients import PeerExecutor
 from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
+from gonka_ray.constants import PAYLOAD_FETCH_TIMEOUT_S
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
 from gonka_ray.ledger.inference_app import prompt_hash
@@ -50,8 +51,6 @@ from gonka_ray.verification.checks import (
 )
 
 log = logging.getLogger(__name__)
-
-PAYLOAD_FETCH_TIMEOUT_S = 10.0  # the fetch window: a payload not produced by then fails
 
 
 class Verifier(RoleBase):
@@ -179,7 +178,7 @@ class Verifier(RoleBase):
         self.votes += 1
         return 1
 
-    async def _submit(self, msg: Any) -> None:
+    async def _submit(self, msg: wire.Message) -> None:
         outcome = await self.ledger.submit(wire.seal(msg, self.key, self.chain.id))
         if not outcome.ok:
             log.info("%s %s rejected: %s", self.participant, type(msg).TYPE, outcome.reason)

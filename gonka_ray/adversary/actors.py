@@ -14,6 +14,7 @@ from gonka_ray.adversary.cheats import SAMPLING_CHEATS, adversarial_engine, samp
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import PayloadUnavailable
+from gonka_ray.verification.artifact import Artifact
 
 
 class CheatingMLNode(MLNode):
@@ -75,7 +76,7 @@ class CheatingExecutor(Executor):
             raise PayloadUnavailable("payload withheld")
         return body
 
-    def _evidence_weight(self, artifact: Any) -> int:
+    def _evidence_weight(self, artifact: Artifact) -> int:
         honest = super()._evidence_weight(artifact)
         if self.kind == "inflate_evidence_weight":
             return min(artifact.num_output_tokens * 1_000_000, 4 * honest)

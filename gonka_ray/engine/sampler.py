@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gonka_ray.constants import SAMPLER_SORT_HEAD
 from gonka_ray.hashing import GOLDEN, MIX1, MIX2, seed_to_int64
 
 _NEG_INF = float("-inf")
@@ -137,9 +138,6 @@ class SampleOutput:
     margins: torch.Tensor
 
 
-_HEAD = 256  # sorted prefix tried before a full sort of the vocabulary (top-k / top-p)
-
-
 def _by_head(fn, scaled: torch.Tensor, top_k: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
     """Run ``fn`` on a sorted prefix of each row (``torch.topk``), redoing with the whole
     vocabulary sorted the rows whose answer reaches past the prefix.
@@ -151,7 +149,7 @@ def _by_head(fn, scaled: torch.Tensor, top_k: torch.Tensor, *rest: torch.Tensor)
     vocab = scaled.shape[-1]
     k_on = (top_k > 0) & (top_k < vocab)
     kmax = int(top_k[k_on].max()) if bool(k_on.any()) else 0
-    width = min(vocab, max(_HEAD, kmax + 2))
+    width = min(vocab, max(SAMPLER_SORT_HEAD, kmax + 2))
     out, ok = fn(scaled, top_k, *rest, width=width)
     if width < vocab and not bool(ok.all()):
         bad = torch.nonzero(~ok).flatten()

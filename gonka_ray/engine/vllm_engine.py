@@ -17,14 +17,15 @@
   per-position results come back, packed into the request's prompt logprobs.
 - **Fallback** (the hook could not be installed, e.g. another vLLM runner, or did not answer
   for a call; both are logged as warnings): ``prompt_logprobs`` with the top
-  ``SCORE_CANDIDATES`` raw logprobs per position (plus the executor's token), and the sampler is
-  replayed over those candidates (:func:`replay_from_candidates`). That is exact for greedy
-  requests and when ``0 < top_k <= SCORE_CANDIDATES``; otherwise a token outside the candidates
-  could in principle win, and the engine bounds that case (the ``SCORE_CANDIDATES``-th logprob
-  plus the largest noise among the other tokens). Top-p without top-k is exact when the nucleus
-  provably ends inside the candidates (exact at temperature 1, bounded otherwise). Where the
-  bounds do not decide, the margin is reported as 0.0 ("undecided") so a replay check gated on
-  the margin skips the position instead of guessing. ``replay_tolerance`` marks top-k/top-p
+  ``VLLM_SCORE_CANDIDATES`` raw logprobs per position (plus the executor's token), and the
+  sampler is replayed over those candidates (:func:`replay_from_candidates`). That is exact for
+  greedy requests and when ``0 < top_k <= VLLM_SCORE_CANDIDATES``; otherwise a token outside the
+  candidates could in principle win, and the engine bounds that case (the
+  ``VLLM_SCORE_CANDIDATES``-th logprob plus the largest noise among the other tokens). Top-p
+  without top-k is exact when the nucleus provably ends inside the candidates (exact at
+  temperature 1, bounded otherwise). Where the bounds do not decide, the margin is reported as
+  0.0 ("undecided") so a replay check gated on the margin skips the position instead of
+  guessing. ``replay_tolerance`` marks top-k/top-p
   memberships noise could flip as undecided over the candidates, as the sampler does.
 - **Threads and loops.** ``AsyncLLM`` is bound to the event loop that made it, so the engine
   owns a private loop in a background thread and bridges each caller's loop to it; one engine
@@ -50,6 +51,7 @@ from typing import Any
 import torch
 
 from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.constants import VLLM_SCORE_CANDIDATES
 from gonka_ray.engine import sampler
 from gonka_ray.engine.base import (
     Detokenizer,
@@ -65,9 +67,6 @@ from gonka_ray.engine.sampler import _mask_ambiguous, _mask_top_k_top_p
 from gonka_ray.exceptions import EngineError, EngineLoadError
 from gonka_ray.hashing import seed_to_int64
 
-SCORE_CANDIDATES = 1024  # fallback scoring: prompt logprobs per position (vLLM max_logprobs);
-# NOTE: on SmolLM2 that decides only ~50-56% of positions at T=0.8/top_p=0.95 and T=1 (the
-# in-worker replay: all of them)
 _ENV_DEFAULTS = {
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_USE_V2_MODEL_RUNNER": "0",
@@ -146,7 +145,7 @@ class VLLMEngine(InferenceEngine):
             pipeline_parallel_size=cfg.pipeline_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             max_num_seqs=cfg.max_batch_size,
-            max_logprobs=SCORE_CANDIDATES,
+            max_logprobs=VLLM_SCORE_CANDIDATES,
             logits_processors=[GumbelLogitsProcessor],
             async_scheduling=False,
             enforce_eager=not on_gpu,
@@ -165,7 +164,7 @@ class VLLMEngine(InferenceEngine):
             log.warning(
                 "vLLM score replay hook not installed (unsupported vLLM model runner); scoring "
                 "falls back to replaying the top %d candidates (undecided positions get margin 0)",
-                SCORE_CANDIDATES,
+                VLLM_SCORE_CANDIDATES,
             )
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         vllm_cfg = self.llm.model_config
@@ -296,9 +295,9 @@ class VLLMEngine(InferenceEngine):
             log.warning(
                 "vLLM score replay hook gave no answer for this call (see the engine log); "
                 "replaying from the top %d candidates",
-                SCORE_CANDIDATES,
+                VLLM_SCORE_CANDIDATES,
             )
-        out = await self._prefill(seq, self._vllm_params(sampling, score_k=SCORE_CANDIDATES))
+        out = await self._prefill(seq, self._vllm_params(sampling, score_k=VLLM_SCORE_CANDIDATES))
         entries = out.prompt_logprobs[len(prompt_ids) :]  # one mapping per output position
         return replay_from_candidates(entries, output_ids, sampling, k, self.info.vocab_size)
 
@@ -424,11 +423,11 @@ def replay_from_candidates(
     """
     top_ids, top_lps, tok_lps, chosen, margins = [], [], [], [], []
     t = sampling.temperature
-    exact_mask = 0 < sampling.top_k <= SCORE_CANDIDATES
+    exact_mask = 0 < sampling.top_k <= VLLM_SCORE_CANDIDATES
     seed = torch.tensor([seed_to_int64(sampling.seed)])
     outside_max = _outside_noise_max(entries, sampling, vocab_size, exact_mask)
     for i, (entry, token) in enumerate(zip(entries, output_ids, strict=True)):
-        # candidates: every token vLLM reported (its top SCORE_CANDIDATES plus the executor's
+        # candidates: every token vLLM reported (its top VLLM_SCORE_CANDIDATES plus the executor's
         # token); all other tokens have a logprob <= the lowest top-ranked one (``floor``)
         ranked = sorted(entry.items(), key=lambda kv: (kv[1].rank, -kv[1].logprob))
         cand = [int(tid) for tid, _ in ranked]
@@ -438,7 +437,9 @@ def replay_from_candidates(
         tok_lps.append(float(entry[token].logprob))
         cand_lp = torch.tensor(cand_lps, dtype=torch.float32)
         floor = min(
-            x for x, (_, lp) in zip(cand_lps, ranked, strict=True) if lp.rank <= SCORE_CANDIDATES
+            x
+            for x, (_, lp) in zip(cand_lps, ranked, strict=True)
+            if lp.rank <= VLLM_SCORE_CANDIDATES
         )
         if t <= 0:  # greedy: rank 1 is the argmax of the raw logits
             chosen.append(cand[0])
@@ -454,7 +455,7 @@ def replay_from_candidates(
             top_lp = [
                 x
                 for x, (_, lp) in zip(cand_lps, ranked, strict=True)
-                if lp.rank <= SCORE_CANDIDATES
+                if lp.rank <= VLLM_SCORE_CANDIDATES
             ]
             n_keep = _top_p_count(top_lp, cand_lps, t, sampling.top_p, vocab_size)
             if n_keep is None or top_lp[n_keep - 1] <= floor:

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from gonka_ray.constants import VLLM_REPLAY_PASS_ELEMENTS
 from gonka_ray.engine import sampler, scoring
 from gonka_ray.engine.base import SamplingParams, ScoreResult
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 SCORE_KEY = "gonka_score"  # SamplingParams.extra_args[SCORE_KEY] = score_args(...)
 RANK_MARK = -7  # column 0's rank on rows the hook wrote (vLLM's real ranks are >= 1)
-_PASS_ELEMENTS = 1 << 22  # rows per replay pass x vocabulary: bounds the [rows, V] scratch
 _HOOKED = "_gonka_score_replay"
 WORKER_EXTENSION = f"{__name__}.ReplayWorkerExtension"  # vLLM's worker_extension_cls
 
@@ -244,7 +244,7 @@ def _replay_step(
     if hi > lo:
         offset = int(runner.query_start_loc.np[runner.input_batch.req_id_to_index[req_id]])
         sampling = _params(spec)
-        step = max(1, _PASS_ELEMENTS // max(1, int(runner.input_batch.vocab_size)))
+        step = max(1, VLLM_REPLAY_PASS_ELEMENTS // max(1, int(runner.input_batch.vocab_size)))
         for a in range(lo, hi, step):
             b = min(hi, a + step)
             logits = runner.model.compute_logits(

@@ -4,9 +4,9 @@
 core's block store. Blocks are content-addressed, so a fetched block needs no signature: it is
 taken only if it was asked for (``wanted``), passes the structural checks and links to a known
 parent (else it waits as an orphan while its parent is fetched). Messages that need a missing
-block are parked (at most :data:`MAX_PARKED`) and replayed when it arrives. Fetches go to the
-sender of the message that needed the block, else to a peer drawn from the core's seeded RNG,
-and are retried every ``fetch_retry_ticks`` ticks.
+block are parked (at most :data:`~gonka_ray.constants.LEDGER_SYNC_MAX_PARKED`) and replayed
+when it arrives. Fetches go to the sender of the message that needed the block, else to a peer
+drawn from the core's seeded RNG, and are retried every ``fetch_retry_ticks`` ticks.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from gonka_ray import wire
+from gonka_ray.constants import LEDGER_SYNC_FETCH_BLOCKS, LEDGER_SYNC_MAX_PARKED
 from gonka_ray.ledger.quorum import block_hash, check_block
 from gonka_ray.ledger.ready import Ready
 from gonka_ray.wire import Block, ConsensusBlockRequest, ConsensusBlockResponse
-
-MAX_PARKED = 512  # messages waiting for a missing block
-MAX_FETCH_BLOCKS = 64  # blocks per fetch response
 
 
 class BlockSync:
@@ -48,7 +46,7 @@ class BlockSync:
             self._handle(msg, sender, ready)
 
     def _park(self, missing: bytes, msg: Any, sender: int | None, ready: Ready) -> None:
-        if self.n_parked >= MAX_PARKED:
+        if self.n_parked >= LEDGER_SYNC_MAX_PARKED:
             return
         self.parked.setdefault(missing, []).append((msg, sender))
         self.n_parked += 1
@@ -72,7 +70,7 @@ class BlockSync:
             peer = self.rng.choice(others)
         self.wanted[h] = 0
         self.stats.fetches += 1
-        req = ConsensusBlockRequest(block_hash=h, max_blocks=MAX_FETCH_BLOCKS)
+        req = ConsensusBlockRequest(block_hash=h, max_blocks=LEDGER_SYNC_FETCH_BLOCKS)
         ready.outbound.append((peer, wire.encode(req)))
 
     def _on_block_request(self, r: ConsensusBlockRequest, sender: int | None, ready: Ready) -> None:

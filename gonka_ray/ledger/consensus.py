@@ -79,9 +79,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import LEDGER_SYNC_MAX_PARKED
 from gonka_ray.exceptions import WireError
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.block_sync import MAX_PARKED, BlockSync
+from gonka_ray.ledger.block_sync import BlockSync
 from gonka_ray.ledger.pacemaker import Pacemaker
 from gonka_ray.ledger.quorum import (
     PROPOSAL_PURPOSE,
@@ -332,7 +333,7 @@ class ConsensusCore(Pacemaker, BlockSync):
             msg, ConsensusTxBatch | ConsensusBlockRequest | ConsensusBlockResponse
         ):
             # Probably the next epoch's: replayed once start_epoch gives its set.
-            if len(self._held) < MAX_PARKED:
+            if len(self._held) < LEDGER_SYNC_MAX_PARKED:
                 self._held.append((msg, sender))
             return ready
         self._handle(msg, sender, ready)

@@ -58,6 +58,7 @@ from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.config import EpochConfig
+from gonka_ray.constants import DEFAULT_VALIDATOR_FEE_SHARE_BPS, LEDGER_EVIDENCE_KEPT_EPOCHS
 from gonka_ray.ledger import inference_app
 from gonka_ray.ledger.inference_app import (
     _PSTATE_FIELDS,
@@ -92,7 +93,6 @@ POC_VERDICTS = "poc_verdict"
 POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
-EVIDENCE_KEPT_EPOCHS = 16  # epoch-evidence tallies kept for explorers and the demo
 # [epoch, executor] → [statistic, weight, inferences, threshold, convicted]
 EPOCH_EVIDENCE = "epoch_evidence"
 _STATUS = _PSTATE_FIELDS.index("status")
@@ -104,7 +104,7 @@ class EpochAppConfig:
 
     epoch: EpochConfig = field(default_factory=EpochConfig)
     chain_id: str = "gonka"
-    validator_fee_share_bps: int = settlement.DEFAULT_VALIDATOR_FEE_SHARE_BPS
+    validator_fee_share_bps: int = DEFAULT_VALIDATOR_FEE_SHARE_BPS
 
     @property
     def params(self) -> settlement.SettlementParams:
@@ -457,8 +457,8 @@ def _judge_evidence(
             (epoch, a),
             [t.statistic, t.weight, t.inferences, t.threshold, t.convicted],
         )
-    for key in ctx.keys(EPOCH_EVIDENCE):  # keep the last EVIDENCE_KEPT_EPOCHS epochs
-        if key[0] <= epoch - EVIDENCE_KEPT_EPOCHS:
+    for key in ctx.keys(EPOCH_EVIDENCE):  # keep the last LEDGER_EVIDENCE_KEPT_EPOCHS epochs
+        if key[0] <= epoch - LEDGER_EVIDENCE_KEPT_EPOCHS:
             ctx.delete(EPOCH_EVIDENCE, key)
     return {a for a, t in tallies.items() if t.convicted}
 

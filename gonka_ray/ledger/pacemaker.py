@@ -10,6 +10,7 @@ Pure: time is the core's ticks.
 from __future__ import annotations
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import LEDGER_VIEW_TIMEOUT_MAX_BACKOFF
 from gonka_ray.ledger.quorum import TIMEOUT_PURPOSE, timeout_bytes
 from gonka_ray.ledger.ready import Ready
 from gonka_ray.wire import (
@@ -21,8 +22,6 @@ from gonka_ray.wire import (
     TimeoutSig,
 )
 
-MAX_BACKOFF = 8  # the view timeout grows to at most this multiple
-
 
 class Pacemaker:
     """View timeouts and view synchronisation (a mixin of ``ConsensusCore``; see the module)."""
@@ -32,7 +31,9 @@ class Pacemaker:
         progress for the (backed-off) timeout, time out of the current view."""
         pending = self._has_pending_work()
         if pending or self.empty_block_ticks:
-            limit = self.timeout_ticks * min(2**self.consecutive_timeouts, MAX_BACKOFF)
+            limit = self.timeout_ticks * min(
+                2**self.consecutive_timeouts, LEDGER_VIEW_TIMEOUT_MAX_BACKOFF
+            )
             if not pending:
                 limit += self.empty_block_ticks  # an idle leader waits that long to propose
             if self.ticks_in_view >= limit:

@@ -41,8 +41,8 @@ from typing import Any
 
 import msgpack
 
-from gonka_ray import constants as C
 from gonka_ray import crypto, wire
+from gonka_ray.constants import LEDGER_CHECK_CHUNK_TXS, LEDGER_EMPTY_BLOCK_INTERVAL_MS
 from gonka_ray.exceptions import CommitTimeout, Overloaded, StorageError
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import ConsensusCore
@@ -61,7 +61,6 @@ from gonka_ray.ledger.transport import PeerTransport, SyncPeer
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
 
 STATE_PURPOSE = b"ledger/state-attestation"
-CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
 
 
 def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
@@ -126,7 +125,7 @@ class LedgerReplica:
         transport: PeerTransport,
         tick_ms: float = 20.0,
         timeout_ticks: int = 50,
-        empty_block_interval_ms: float = C.LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+        empty_block_interval_ms: float = LEDGER_EMPTY_BLOCK_INTERVAL_MS,
         min_block_interval_ms: float = 0.0,
         max_block_txs: int = 2_000,
         snapshot_every: int = 100,
@@ -540,8 +539,8 @@ class LedgerReplica:
 
     def _admit(self, tx_hash: bytes, tx: bytes) -> None:
         # NOTE: each transaction's envelope is verified once, soon after it enters the mempool,
-        # by a task that checks CHECK_CHUNK_TXS at a time and yields in between, so votes and
-        # proposals are not held up behind a big gossip batch; apply then finds the opened
+        # by a task that checks LEDGER_CHECK_CHUNK_TXS at a time and yields in between, so votes
+        # and proposals are not held up behind a big gossip batch; apply then finds the opened
         # envelope in the state machine's cache. One that commits before its turn (the check
         # queue is long, or a block from another leader carries it) is verified by apply
         # instead and skipped here: still once. A worker thread was tried and lost: the GIL
@@ -557,7 +556,7 @@ class LedgerReplica:
     async def _check_loop(self) -> None:
         try:
             while self._to_check:
-                for _ in range(min(CHECK_CHUNK_TXS, len(self._to_check))):
+                for _ in range(min(LEDGER_CHECK_CHUNK_TXS, len(self._to_check))):
                     th, tx = self._to_check.popleft()
                     if th in self.core.mempool:
                         self.sm.precheck(tx, th)

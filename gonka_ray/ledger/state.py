@@ -45,12 +45,12 @@ from typing import Any
 import msgpack
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import LEDGER_PRECHECK_CACHE_TXS, MAX_AMOUNT
 from gonka_ray.exceptions import BadSignature, TxRejected, UnknownMessageType, WireError
 from gonka_ray.ledger import merkle
 from gonka_ray.protocol.versions import Chain, chain_of
 from gonka_ray.wire import LedgerGenesis, RegisterParticipant, Transfer
 
-MAX_AMOUNT = 2**63 - 1  # largest balance or amount
 ACCOUNTS = "account"  # address -> [balance, nonce]
 PARTICIPANTS = "participant"  # address -> [public_key, name, weight]
 APPLIED = "applied_tx"  # tx_id -> height at which it was applied
@@ -60,7 +60,6 @@ VALIDATOR_SETS = "validator_set"  # consensus epoch -> [[public_key, power], ...
 _MOD = 2**256
 _DELETED = object()
 _FLAT = frozenset({int, str, bytes, bool, type(None)})  # canonical as they are
-PRECHECK_CACHE_TXS = 100_000  # opened envelopes kept between admission and apply
 _address = functools.lru_cache(maxsize=65_536)(crypto.address)
 _is_address = functools.lru_cache(maxsize=65_536)(crypto.is_address)
 
@@ -323,7 +322,7 @@ class StateMachine:
         if hit is None:
             hit = self._open(th, tx)
             self._opened[th] = hit
-            if len(self._opened) > PRECHECK_CACHE_TXS:
+            if len(self._opened) > LEDGER_PRECHECK_CACHE_TXS:
                 self._opened.popitem(last=False)
         return not isinstance(hit, TxResult)
 

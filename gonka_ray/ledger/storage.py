@@ -29,7 +29,7 @@ from gonka_ray.ledger.receipts import make_receipt
 from gonka_ray.ledger.state import BlockResult
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSafety, TxReceipt
 
-_SCHEMA = """
+_LEDGER_STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, height INTEGER, data BLOB);
 CREATE TABLE IF NOT EXISTS safety (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB);
 CREATE TABLE IF NOT EXISTS commits (
@@ -50,7 +50,7 @@ class LedgerStore:
             self.db = sqlite3.connect(str(self.path), isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_LEDGER_STORE_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open ledger store {self.path}: {exc}") from None
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gonka_ray.config import EpochConfig
+from gonka_ray.constants import SETTLEMENT_SHARE_DIVISOR
 
 SEED_DOMAIN = b"gonka_ray/epoch-seed/v1"
-SETTLEMENT_SHARE_DIVISOR = 10  # settlement window = 1/10 of the post-PoC blocks (at least 1)
 
 
 class Phase(StrEnum):

@@ -24,8 +24,8 @@ Against dishonest validators:
 - the statistic is **trimmed**: reports holding less than ``trim`` of an executor's evidence
   weight cannot move ``T`` beyond the honest reports' range, in either direction — neither
   inflated reports framing an honest executor nor zero reports shielding a cheating one;
-- each inference's ratio is **capped** at ``CLAMP_RATIO · μ``, so a coalition just above the
-  trimmed share adds a bounded bias, not an unbounded one;
+- each inference's ratio is **capped** at ``EVIDENCE_CLAMP_RATIO · μ``, so a coalition just
+  above the trimmed share adds a bounded bias, not an unbounded one;
 - a conviction must **stand without each single validator's reports** (the threshold scaled to
   the inferences left): one validator cannot frame an executor, whatever share of its checks it
   drew. Several colluding validators holding well over ``trim`` of one executor's
@@ -37,10 +37,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gonka_ray.constants import EVIDENCE_CLAMP_RATIO
 from gonka_ray.protocol.verification_policy import EpochRule
 
 MICRO = 1_000_000
-CLAMP_RATIO = 3.0  # an inference's ratio counts up to this many times μ (int8's are ~1.65 μ)
 
 
 def trimmed_ratio(pairs: list[tuple[float, float]], trim: float) -> float:
@@ -142,7 +142,7 @@ def _statistic(
         reports = [x for v, x in found.items() if v != without]
         if not reports:
             continue
-        a = min(sum(reports) / (len(reports) * MICRO), CLAMP_RATIO * rule.mu * w)
+        a = min(sum(reports) / (len(reports) * MICRO), EVIDENCE_CLAMP_RATIO * rule.mu * w)
         pairs.append((a, w))
     stat = trimmed_ratio(pairs, rule.trim) if pairs else 0.0
     return stat, len(pairs), sum(w for _, w in pairs)

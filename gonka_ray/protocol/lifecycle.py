@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from gonka_ray.constants import INFERENCE_MAX_ATTEMPTS
 from gonka_ray.exceptions import NoExecutorAvailable, TxRejected
 from gonka_ray.protocol import payments, reputation, selection, versions, votes
 from gonka_ray.protocol.reputation import Status
 
-# NOTE: each attempt is a fresh executor draw, so a TA free to name any attempt could grind
-# attempts until the draw lands on a friend; the ledger accepts only attempts 0..MAX_ATTEMPTS-1.
-MAX_ATTEMPTS = 3  # executor draws per inference (the first try plus two pre-first-token retries)
 CURRENT_DRAW_SET = -1  # key of the live eligible set in ``InferenceBook.draw_sets``
 
 
@@ -242,8 +240,8 @@ class InferenceBook:
         """Record a Start (or a retry with a higher ``attempt``) and lock the escrow."""
         if transport_agent not in self.participants:
             raise _reject("not_participant", "only a participant's transport agent may start")
-        if not 0 <= attempt < MAX_ATTEMPTS:
-            raise _reject("bad_attempt", f"attempt must be in [0, {MAX_ATTEMPTS})")
+        if not 0 <= attempt < INFERENCE_MAX_ATTEMPTS:
+            raise _reject("bad_attempt", f"attempt must be in [0, {INFERENCE_MAX_ATTEMPTS})")
         try:
             drawn = self.expected_executor(inference_id, attempt, transport_agent, height)
         except NoExecutorAvailable:

@@ -7,7 +7,12 @@ inference refunds in full what the requester paid.
 
 from __future__ import annotations
 
-MAX_AMOUNT = 2**63 - 1
+from gonka_ray.constants import (
+    ESCROW_PROMPT_TOKENS_PER_BYTE,
+    ESCROW_TEMPLATE_TOKENS,
+    ESCROW_TEMPLATE_TOKENS_PER_MESSAGE,
+    MAX_AMOUNT,
+)
 
 
 def _check(name: str, value: int) -> None:
@@ -42,22 +47,12 @@ def cost_amount(
     return min(escrow, (prompt_tokens + completion_tokens) * price_per_token)
 
 
-# A client's default ``max_escrow`` is bounded by its own request, so that nobody can lock or
-# charge more than that request can cost (a TA overstating the prompt, say). Tokenisers give at
-# most ~one token per UTF-8 byte (byte-level BPE: exactly at most one; SentencePiece with byte
-# fallback adds at most a word-boundary piece per word), and a chat template adds a few tokens
-# per message and a default system prompt.
-PROMPT_TOKENS_PER_BYTE = 2
-TEMPLATE_TOKENS_PER_MESSAGE = 16
-TEMPLATE_TOKENS = 256
-
-
 def request_escrow_bound(texts: list[str], max_tokens: int, price_per_token: int) -> int:
     """The most an honest escrow of a request with these message texts (or one prompt) and
     ``max_tokens`` can be: the SDK's and the API keys' default ``max_escrow``."""
     prompt_bound = (
-        PROMPT_TOKENS_PER_BYTE * sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-        + TEMPLATE_TOKENS_PER_MESSAGE * len(texts)
-        + TEMPLATE_TOKENS
+        ESCROW_PROMPT_TOKENS_PER_BYTE * sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        + ESCROW_TEMPLATE_TOKENS_PER_MESSAGE * len(texts)
+        + ESCROW_TEMPLATE_TOKENS
     )
     return escrow_amount(prompt_bound, max_tokens, price_per_token)

@@ -54,15 +54,17 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from gonka_ray.constants import (
+    DEFAULT_POC_ALPHA,
+    DEFAULT_POC_HONEST_FAIL_RATE,
+    DEFAULT_POC_SAMPLE_SIZE,
+    POC_MAX_NONCE,
+    POC_TOLERANCE,
+)
 from gonka_ray.hashing import seed_to_int64
 from gonka_ray.protocol.settlement import binomial_tail
 
-POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices
-MAX_NONCE = 1 << 62  # claimed nonces must lie in [0, MAX_NONCE)
 CALIBRATION_PARTICIPANT = "calibration"  # reserved key of the public calibration nonces
-DEFAULT_SAMPLE_SIZE = 100  # nonces each validator recomputes per claim
-DEFAULT_HONEST_FAIL_RATE = 0.01  # failure rate an honest claim may show (device mismatch)
-DEFAULT_ALPHA = 1e-3  # reject a claim when P(≥ failures | honest rate) is below this
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,8 @@ def accept_claim(
     failed: int,
     sampled: int,
     *,
-    honest_fail_rate: float = DEFAULT_HONEST_FAIL_RATE,
-    alpha: float = DEFAULT_ALPHA,
+    honest_fail_rate: float = DEFAULT_POC_HONEST_FAIL_RATE,
+    alpha: float = DEFAULT_POC_ALPHA,
 ) -> bool:
     """Binomial test: accept unless ``failed`` of ``sampled`` is implausible for an honest claim."""
     return binomial_tail(failed, sampled, honest_fail_rate) >= alpha
@@ -155,10 +157,10 @@ def check_claim(
     distances: Callable[[list[int]], Iterable[float]],
     threshold: float,
     *,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    sample_size: int = DEFAULT_POC_SAMPLE_SIZE,
     tolerance: float = POC_TOLERANCE,
-    honest_fail_rate: float = DEFAULT_HONEST_FAIL_RATE,
-    alpha: float = DEFAULT_ALPHA,
+    honest_fail_rate: float = DEFAULT_POC_HONEST_FAIL_RATE,
+    alpha: float = DEFAULT_POC_ALPHA,
 ) -> ClaimCheck:
     """One validator's verdict on ``participant``'s claim of ``nonces``.
 
@@ -177,7 +179,7 @@ def check_claim(
         return ClaimCheck(participant, claimed, 0, 0, False, "reserved participant")
     if len(set(nonces)) != claimed:
         return ClaimCheck(participant, claimed, 0, 0, False, "duplicate nonce")
-    if any(type(n) is not int or not 0 <= n < MAX_NONCE for n in nonces):
+    if any(type(n) is not int or not 0 <= n < POC_MAX_NONCE for n in nonces):
         return ClaimCheck(participant, claimed, 0, 0, False, "nonce out of range")
     sample = sample_nonces(nonces, validator_seed, participant, sample_size)
     failed = sum(1 for d in distances(sample) if d > threshold + tolerance)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 
-from gonka_ray.constants import INVALID_PROBABILITY_THRESHOLD, VALIDATION_FPR
-
-Z_SCORE_LIMIT = 1.0
-MIN_CHECKED_FOR_Z = 10
+from gonka_ray.constants import (
+    INVALID_PROBABILITY_THRESHOLD,
+    REPUTATION_MIN_CHECKED_FOR_Z,
+    REPUTATION_Z_SCORE_LIMIT,
+    VALIDATION_FPR,
+)
 
 
 class Status(StrEnum):
@@ -62,7 +64,10 @@ def failure_z_score(failed: int, checked: int, fpr: float = VALIDATION_FPR) -> f
 
 def trips_z_rule(failed: int, checked: int, fpr: float = VALIDATION_FPR) -> bool:
     """True when the epoch's failure rate is significantly above ``fpr``."""
-    return checked >= MIN_CHECKED_FOR_Z and failure_z_score(failed, checked, fpr) > Z_SCORE_LIMIT
+    return (
+        checked >= REPUTATION_MIN_CHECKED_FOR_Z
+        and failure_z_score(failed, checked, fpr) > REPUTATION_Z_SCORE_LIMIT
+    )
 
 
 def status_after(

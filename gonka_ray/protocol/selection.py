@@ -8,7 +8,7 @@ its first token, giving a fresh, equally verifiable draw. Retries draw **without
 attempt ``a`` excludes the executors of attempts ``0 … a−1`` (until every candidate has had its
 turn, then a new round starts), so under one participant set a dead or overloaded executor
 cannot fail all of a request's attempts while another candidate is left. Drawing attempt ``a``
-costs ``a + 1`` picks: callers bound ``attempt`` first (the ledger's ``MAX_ATTEMPTS``).
+costs ``a + 1`` picks: callers bound ``attempt`` first (the ledger's ``INFERENCE_MAX_ATTEMPTS``).
 
 Invariants: candidates are ordered by address before drawing (input order does not matter);
 weight-0, excluded and INVALID participants are never chosen; the draw is exact integer

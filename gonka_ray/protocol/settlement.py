@@ -67,6 +67,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from gonka_ray.constants import (
+    DEFAULT_ALLOWED_MISS_SHARE,
+    DEFAULT_DUTY_ALPHA,
+    DEFAULT_VALIDATOR_FEE_SHARE_BPS,
+)
 from gonka_ray.protocol import reputation, validation_sampling
 from gonka_ray.protocol.lifecycle import (
     Accounts,
@@ -77,9 +82,6 @@ from gonka_ray.protocol.lifecycle import (
 from gonka_ray.protocol.reputation import Status
 
 BPS = 10_000
-DEFAULT_VALIDATOR_FEE_SHARE_BPS = 1_000  # 10% of a validated inference's cost to its validators
-DEFAULT_ALLOWED_MISS_SHARE = 0.10  # a validator may miss up to 10% of its required checks...
-DEFAULT_DUTY_ALPHA = 0.01  # ...forfeiting only when P(misses | 10%) is below this
 
 _CHECKABLE = (
     InferenceStatus.FINISHED,

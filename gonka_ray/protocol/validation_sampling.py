@@ -43,11 +43,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+from gonka_ray.constants import MIN_CHECKS_PER_EPOCH, VALIDATION_MAX_AVG_CHECKS
 from gonka_ray.exceptions import NoExecutorAvailable
 from gonka_ray.protocol.selection import weighted_pick
 
-MAX_AVG = 1.0
-MIN_CHECKS_PER_EPOCH = 16  # checks of each executor's work per epoch, at least (see above)
 _SCALE = 1 << 64
 
 
@@ -67,7 +66,10 @@ def target_checks(reputation: int, requests_per_epoch: int) -> float:
     """Expected checks per inference of an executor with ``reputation`` (0..100)."""
     if not 0 <= reputation <= 100:
         raise ValueError("reputation must be in 0..100")
-    return MAX_AVG - (MAX_AVG - min_avg(requests_per_epoch)) * reputation / 100
+    return (
+        VALIDATION_MAX_AVG_CHECKS
+        - (VALIDATION_MAX_AVG_CHECKS - min_avg(requests_per_epoch)) * reputation / 100
+    )
 
 
 def deterrence_floor(
@@ -79,9 +81,9 @@ def deterrence_floor(
     """The least expected checks per inference for an executor: ``min_checks`` over its
     expected inferences this epoch, at most one per inference (see the module docstring)."""
     if requests_per_epoch <= 0 or executor_weight <= 0 or total_weight <= 0:
-        return MAX_AVG
+        return VALIDATION_MAX_AVG_CHECKS
     expected = requests_per_epoch * executor_weight / total_weight
-    return min(MAX_AVG, min_checks / expected)
+    return min(VALIDATION_MAX_AVG_CHECKS, min_checks / expected)
 
 
 def check_target(

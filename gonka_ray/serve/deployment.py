@@ -11,10 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gonka_ray import crypto
-from gonka_ray.serve.ingress import SERVE_MAX_INFLIGHT, GonkaIngress, app
-
-SERVE_MAX_ONGOING_REQUESTS = 256  # per replica; Serve's default of 5 starves streaming
-SERVE_DEFAULT_PORT = 8000
+from gonka_ray.constants import SERVE_DEFAULT_PORT, SERVE_MAX_INFLIGHT, SERVE_MAX_ONGOING_REQUESTS
+from gonka_ray.serve.ingress import GonkaIngress, app
 
 
 def _deployment():

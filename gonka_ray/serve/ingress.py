@@ -62,11 +62,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from gonka_ray import constants as C
-from gonka_ray import crypto, wire
-from gonka_ray import metrics as M
+from gonka_ray import crypto, metrics, wire
 from gonka_ray.actors.clients import stream_call
 from gonka_ray.client_request import sign_chat
+from gonka_ray.constants import (
+    CONTEXT_SLACK_TOKENS,
+    DEFAULT_PRICE_PER_TOKEN,
+    EXPLORER_RECENT_INFERENCES,
+    EXPLORER_TTL_S,
+    INGRESS_PARTICIPANTS_TTL_S,
+    INGRESS_TOKEN_CACHE_ENTRIES,
+    LOOKUP_BURST,
+    LOOKUP_RATE_PER_S,
+    MAX_TOP_K_LOGPROBS,
+    REQUEST_MAX_AGE_S,
+    SERVE_MAX_INFLIGHT,
+    SERVE_RETRY_AFTER_S,
+)
 from gonka_ray.exceptions import (
     AuthenticationError,
     InvalidRequest,
@@ -83,13 +95,6 @@ from gonka_ray.serve.views import explorer_html, explorer_view, record_view
 
 log = logging.getLogger(__name__)
 
-SERVE_MAX_INFLIGHT = 200  # requests in flight per replica before 429 (below the Serve cap)
-SERVE_RETRY_AFTER_S = 1.0  # Retry-After on 429
-PARTICIPANTS_TTL_S = 5.0  # how long the ingress caches the ledger's participant statuses
-TOKEN_CACHE_MAX = 100_000  # token id -> string entries kept by the ingress
-CONTEXT_SLACK_TOKENS = 64  # chat-template tokens a byte count may miss (see _check_context)
-EXPLORER_TTL_S = 1.0  # how long the ingress reuses one explorer snapshot (many open pages)
-EXPLORER_RECENT = 25  # recent inferences shown by the explorer
 
 HEADER_TA = "x-gonka-ta"
 HEADER_SIGNED = "x-gonka-signed-request"
@@ -111,8 +116,8 @@ def _shown_count(value: Any, field: str) -> int | None:
     count used to slice the tables from the end)."""
     if not isinstance(value, int) or isinstance(value, bool):
         return None
-    if not 0 <= value <= C.MAX_TOP_K_LOGPROBS:
-        raise InvalidRequest(f"{field} must be in [0, {C.MAX_TOP_K_LOGPROBS}]", field=field)
+    if not 0 <= value <= MAX_TOP_K_LOGPROBS:
+        raise InvalidRequest(f"{field} must be in [0, {MAX_TOP_K_LOGPROBS}]", field=field)
     return value
 
 
@@ -163,7 +168,7 @@ class GonkaIngress:
         api_keys: dict[str, bytes],
         max_inflight: int = SERVE_MAX_INFLIGHT,
         epoch: dict[str, Any] | None = None,
-        price_per_token: int = C.DEFAULT_PRICE_PER_TOKEN,
+        price_per_token: int = DEFAULT_PRICE_PER_TOKEN,
     ) -> None:
         self.network = network
         self.chain = chain
@@ -176,8 +181,8 @@ class GonkaIngress:
         self.api_keys = {k: crypto.KeyPair(seed) for k, seed in api_keys.items()}
         self.max_inflight = max_inflight
         self.inflight = 0
-        self.replay = ReplayGuard(max_age_s=C.REQUEST_MAX_AGE_S)
-        self.lookups = RateLimiter(C.LOOKUP_RATE_PER_S, C.LOOKUP_BURST)
+        self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
+        self.lookups = RateLimiter(LOOKUP_RATE_PER_S, LOOKUP_BURST)
         self._handles: dict[str, Any] = {}
         self._statuses: dict[str, str] = {}
         self._statuses_at = 0.0
@@ -199,9 +204,9 @@ class GonkaIngress:
         return handle
 
     async def _healthy(self) -> list[str]:
-        """Participants not INVALID on the ledger (cached for PARTICIPANTS_TTL_S)."""
+        """Participants not INVALID on the ledger (cached for INGRESS_PARTICIPANTS_TTL_S)."""
         now = time.monotonic()
-        if now - self._statuses_at > PARTICIPANTS_TTL_S:
+        if now - self._statuses_at > INGRESS_PARTICIPANTS_TTL_S:
             try:
                 infos = await self._handle(
                     next(iter(self.participants)), "ledger"
@@ -225,7 +230,7 @@ class GonkaIngress:
         missing = sorted({i for i in ids if (participant, i) not in self._tokens})
         if missing:
             strings = await self._handle(participant, "mlnode").token_strings.remote(missing)
-            if len(self._tokens) > TOKEN_CACHE_MAX:
+            if len(self._tokens) > INGRESS_TOKEN_CACHE_ENTRIES:
                 self._tokens.clear()
             for i, s in zip(missing, strings, strict=True):
                 self._tokens[(participant, i)] = s
@@ -463,11 +468,13 @@ class GonkaIngress:
         kind: str, code: int, t0: float, stream: bool, done: wire.InferenceDone | None = None
     ) -> None:
         """Request metrics (:mod:`gonka_ray.metrics`): count, latency, tokens."""
-        M.inc("gonka_requests", endpoint=kind, code=code)
-        M.observe("gonka_request_latency_s", time.perf_counter() - t0, endpoint=kind, stream=stream)
+        metrics.inc("gonka_requests", endpoint=kind, code=code)
+        metrics.observe(
+            "gonka_request_latency_s", time.perf_counter() - t0, endpoint=kind, stream=stream
+        )
         if done is not None:
-            M.inc("gonka_tokens", done.prompt_tokens, kind="prompt")
-            M.inc("gonka_tokens", done.completion_tokens, kind="completion")
+            metrics.inc("gonka_tokens", done.prompt_tokens, kind="prompt")
+            metrics.inc("gonka_tokens", done.completion_tokens, kind="completion")
 
     async def _complete(self, request: Request, kind: Literal["chat", "completion"]):
         t0 = time.perf_counter()
@@ -675,7 +682,7 @@ class GonkaIngress:
             return self._explorer[1]
         infos = await self._ledger_call("participants")
         height = await self._ledger_call("height")
-        records = await self._ledger_call("inferences", EXPLORER_RECENT)
+        records = await self._ledger_call("inferences", EXPLORER_RECENT_INFERENCES)
         try:
             ledger_epoch = await self._ledger_call("epoch_view")
         except Exception:  # a ledger without epochs: computed from the height and config

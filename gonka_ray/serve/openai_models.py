@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gonka_ray import constants as C
+from gonka_ray.constants import DEFAULT_MAX_TOKENS, MAX_TOP_K_LOGPROBS
 from gonka_ray.exceptions import InvalidRequest
 
 
@@ -71,13 +71,13 @@ class ChatCompletionRequest(_OpenAIRequest):
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1024)
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=C.MAX_TOP_K_LOGPROBS)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_K_LOGPROBS)
 
     def wire_messages(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text()} for m in self.messages]
 
     def completion_tokens(self) -> int:
-        return self.max_completion_tokens or self.max_tokens or C.DEFAULT_MAX_TOKENS
+        return self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS
 
     def top_k_shown(self) -> int | None:
         """Logprob alternatives to return: None = no logprobs at all."""
@@ -90,7 +90,7 @@ class ChatCompletionRequest(_OpenAIRequest):
 
 class CompletionRequest(_OpenAIRequest):
     prompt: str | list[str]
-    logprobs: int | None = Field(None, ge=0, le=C.MAX_TOP_K_LOGPROBS)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_K_LOGPROBS)
     echo: bool = False
 
     def prompt_text(self) -> str:
@@ -103,7 +103,7 @@ class CompletionRequest(_OpenAIRequest):
         return self.prompt
 
     def completion_tokens(self) -> int:
-        return self.max_tokens or C.DEFAULT_MAX_TOKENS
+        return self.max_tokens or DEFAULT_MAX_TOKENS
 
     def top_k_shown(self) -> int | None:
         return self.logprobs

@@ -27,12 +27,10 @@ from dataclasses import dataclass, replace
 import msgpack
 import numpy as np
 
-from gonka_ray.constants import MAX_TOP_K_LOGPROBS
+from gonka_ray.constants import ARTIFACT_ZLIB_LEVEL, MAX_ARTIFACT_TOKENS, MAX_TOP_K_LOGPROBS
 from gonka_ray.exceptions import MalformedMessage, OversizeField, TruncatedMessage
 
 ARTIFACT_VERSION = 1
-ZLIB_LEVEL = 6
-MAX_ARTIFACT_TOKENS = 1 << 20
 FINISH_REASONS = ("stop", "length", "abort")
 
 
@@ -142,7 +140,7 @@ class Artifact:
         """Byte-shuffled, zlib-compressed encoding (see module docstring)."""
         header_len_prefix = self.canonical_bytes()[: self._header_len()]
         planes = b"".join(_shuffle(_le(c)) for c in self._columns())
-        return header_len_prefix + zlib.compress(planes, ZLIB_LEVEL)
+        return header_len_prefix + zlib.compress(planes, ARTIFACT_ZLIB_LEVEL)
 
     @classmethod
     def from_compact(cls, data: bytes) -> Artifact:

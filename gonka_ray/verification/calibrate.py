@@ -27,12 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from gonka_ray.constants import (
+    CALIBRATE_FIRST_TOLERANCE,
+    CALIBRATE_MAX_PROMPT_TOKENS,
+    CALIBRATION_SAFETY,
+    CALIBRATION_TARGET_FPR,
+    DEFAULT_TOP_K_LOGPROBS,
+)
 from gonka_ray.verification import calibration as cal
 from gonka_ray.verification import traffic
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "data" / "verification_thresholds.json"
-FIRST_TOLERANCE = {"float32": cal.MIN_GATE, "bfloat16": 1.6, "float16": 1.6}
-MAX_PROMPT_TOKENS = 1024
 
 
 def records_from(execs, scores, variant: str) -> list[cal.HonestRecord]:
@@ -73,14 +78,14 @@ def honest_executions(
 
     from gonka_ray.engine.base import SamplingParams
     from gonka_ray.engine.models import load_hf
-    from gonka_ray.verification import harness as H
+    from gonka_ray.verification import harness
 
     model, tok = load_hf(model_name, dtype=dtype)
-    eos = H.eos_ids(model, tok)
+    eos = harness.eos_ids(model, tok)
     items = []
     for req in traffic.requests("calibration", requests, seed=seed):
-        ids = H.messages_ids(tok, req.chat())
-        if len(ids) > MAX_PROMPT_TOKENS:
+        ids = harness.messages_ids(tok, req.chat())
+        if len(ids) > CALIBRATE_MAX_PROMPT_TOKENS:
             continue
         sp = SamplingParams(
             temperature=req.temperature,
@@ -88,7 +93,7 @@ def honest_executions(
             top_k=req.top_k,
             max_tokens=min(req.max_tokens, max_tokens),
             seed=req.seed,
-            logprobs=H.ARTIFACT_K,
+            logprobs=DEFAULT_TOP_K_LOGPROBS,
             stop=req.stop,
         )
         items.append((ids, sp))
@@ -101,12 +106,14 @@ def honest_executions(
     for n, group in sorted(by_len.items()):
         progress(f"executor batch {len(group)} at {n} tokens")
         torch.set_num_threads(threads)
-        ex = H.generate(model, [g[0] for g in group], [g[1] for g in group], tokenizer=tok, eos=eos)
+        ex = harness.generate(
+            model, [g[0] for g in group], [g[1] for g in group], tokenizer=tok, eos=eos
+        )
         runs.append((f"batch/threads={threads}", ex, 8, other))
     singles = items[len(items) - len(items) // 8 :]
     progress(f"executor one request at a time ({len(singles)})")
     torch.set_num_threads(other)
-    ex = [H.generate(model, [p], [s], tokenizer=tok, eos=eos)[0] for p, s in singles]
+    ex = [harness.generate(model, [p], [s], tokenizer=tok, eos=eos)[0] for p, s in singles]
     runs.append((f"batch_1/threads={other}", ex, 16, threads))
     torch.set_num_threads(threads)
     return model, runs
@@ -118,26 +125,26 @@ def calibrate(
     dtype: str = "float32",
     requests: int = 96,
     max_tokens: int = 64,
-    target_fpr: float = cal.DEFAULT_TARGET_FPR,
-    safety: float = cal.DEFAULT_SAFETY,
+    target_fpr: float = CALIBRATION_TARGET_FPR,
+    safety: float = CALIBRATION_SAFETY,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> dict:
     """Run the honest variation for ``model_name`` in ``dtype`` and fit its thresholds row.
     Writes nothing (see :func:`update_table`)."""
     import torch
 
-    from gonka_ray.verification import harness as H
+    from gonka_ray.verification import harness
 
     t0 = time.monotonic()
     model, runs = honest_executions(
         model_name, dtype=dtype, requests=requests, max_tokens=max_tokens, progress=progress
     )
-    tolerance = FIRST_TOLERANCE.get(dtype, 1.6)
+    tolerance = CALIBRATE_FIRST_TOLERANCE.get(dtype, 1.6)
     for _ in range(2):
         records = []
         for variant, execs, vb, vt in runs:
             torch.set_num_threads(vt)
-            scores = H.verify_batch(model, execs, tolerance=tolerance, batch_size=vb)
+            scores = harness.verify_batch(model, execs, tolerance=tolerance, batch_size=vb)
             records += records_from(execs, scores, variant)
         row = cal.fit_thresholds(records, target_fpr=target_fpr, safety=safety)
         if row["replay_gate"] <= tolerance:
@@ -170,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), nargs="+", default=["float32"])
     ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--target-fpr", type=float, default=cal.DEFAULT_TARGET_FPR)
-    ap.add_argument("--safety", type=float, default=cal.DEFAULT_SAFETY)
+    ap.add_argument("--target-fpr", type=float, default=CALIBRATION_TARGET_FPR)
+    ap.add_argument("--safety", type=float, default=CALIBRATION_SAFETY)
     ap.add_argument("--out", type=Path, default=TABLE_PATH, help="thresholds file to update")
     ap.add_argument("--dry-run", action="store_true", help="print the rows, write nothing")
     args = ap.parse_args(argv)

@@ -16,12 +16,12 @@ the fit, and the shipped value is never below ``safety`` × the largest one seen
   float16 half-spacing): every honest token's excess is at most its ``|δ|``, so the mean is at
   most the largest ``|δ|`` of the output and ``P(mean > τ) ≤ n · P(|δ| > τ)`` **for any length
   and temperature**. ``τ`` is the tail quantile meeting ``α/2`` at ``ref_tokens`` (the longest
-  output the row covers), times ``safety``, never below ``MIN_EXCESS``.
+  output the row covers), times ``safety``, never below ``CALIBRATION_MIN_EXCESS``.
 - **Replay** (gate ``g`` in raw logit units): a decided position flips only if the two
   competing tokens' noises differ by more than ``g``, so one of them exceeds ``g/2`` in
   magnitude: ``P ≤ 2·P(|δ| > g/2)`` per position, ``n`` times that per output (union bound).
-  ``g`` meets ``α/2`` at ``ref_tokens``, times ``safety``, never below ``MIN_GATE`` nor below
-  ``safety`` × the largest logit margin at which an honest run was seen to flip.
+  ``g`` meets ``α/2`` at ``ref_tokens``, times ``safety``, never below ``CALIBRATION_MIN_GATE``
+  nor below ``safety`` × the largest logit margin at which an honest run was seen to flip.
 
 **Epoch evidence** (:func:`fit_epoch`). In half precision honest noise is as large as int8
 weights' (measured on SmolLM2: mean ``|δ|`` 0.030 bf16-vs-bf16 against 0.050 for an int8
@@ -47,23 +47,22 @@ from statistics import NormalDist
 
 import numpy as np
 
-from gonka_ray.verification.checks import EVIDENCE_W_FLOOR, float16_half_spacing
+from gonka_ray.constants import (
+    CALIBRATION_EPOCH_FPR,
+    CALIBRATION_EPOCH_SAFETY,
+    CALIBRATION_MIN_EPOCH_MU,
+    CALIBRATION_MIN_EXCESS,
+    CALIBRATION_MIN_GATE,
+    CALIBRATION_MIN_INFERENCES,
+    CALIBRATION_REF_TOKENS,
+    CALIBRATION_SAFETY,
+    CALIBRATION_TAIL_QUANTILE,
+    CALIBRATION_TARGET_FPR,
+    CALIBRATION_TRIM,
+    EVIDENCE_W_FLOOR,
+)
+from gonka_ray.verification.checks import float16_half_spacing
 
-# NOTE: floors under the fitted values: insurance against honest noise the calibration never
-# saw (another engine, a longer context). The fp32 fit asks for ~1e-4 on SmolLM2; int8 weights
-# move the mean excess by > 0.02, so floors of 0.001 cost no detection power.
-MIN_GATE = 0.005  # raw logit units
-MIN_EXCESS = 0.001  # mean logprob excess
-DEFAULT_TARGET_FPR = 1e-3  # per verified output, both checks together
-DEFAULT_SAFETY = 1.5  # multiplies the fitted quantiles and the worst honest value seen
-DEFAULT_REF_TOKENS = 1024  # longest output the per-output false-positive model is quoted for
-DEFAULT_EPOCH_FPR = 1e-3  # honest executor flagged per epoch
-DEFAULT_EPOCH_SAFETY = 1.05  # measured: honest T stays below mu·1.05 + z·kappa on held-out data
-DEFAULT_MIN_INFERENCES = 20  # checked inferences before epoch evidence can flag anyone
-DEFAULT_TRIM = 0.3  # evidence weight trimmed from each end (a coalition below it moves nothing)
-W_FLOOR = EVIDENCE_W_FLOOR  # per-token evidence weight floor (p ≈ 1 still counts a little)
-MIN_EPOCH_MU = MIN_EXCESS  # an fp32 row's μ (~1e-6) is floored: far below any cheat's ~0.04
-TAIL_QUANTILE = 0.99
 _NORMAL = NormalDist()
 
 
@@ -104,9 +103,9 @@ class HonestRecord:
 
 
 def evidence(logprobs: np.ndarray, excess: np.ndarray) -> tuple[float, float]:
-    """``(Σ excess, Σ w)`` with ``w = max(1 − exp(o), W_FLOOR)`` per token."""
+    """``(Σ excess, Σ w)`` with ``w = max(1 − exp(o), EVIDENCE_W_FLOOR)`` per token."""
     o = np.asarray(logprobs, dtype=np.float64)
-    w = np.maximum(-np.expm1(np.minimum(o, 0.0)), W_FLOOR)
+    w = np.maximum(-np.expm1(np.minimum(o, 0.0)), EVIDENCE_W_FLOOR)
     return float(np.sum(excess)), float(np.sum(w))
 
 
@@ -121,7 +120,7 @@ class TokenTail:
     max_seen: float
 
     @classmethod
-    def fit(cls, abs_deltas: np.ndarray, quantile: float = TAIL_QUANTILE) -> TokenTail:
+    def fit(cls, abs_deltas: np.ndarray, quantile: float = CALIBRATION_TAIL_QUANTILE) -> TokenTail:
         x = np.sort(np.abs(np.asarray(abs_deltas, dtype=np.float64)).ravel())
         if x.size == 0:
             return cls(0.0, 1.0, 1e-12, 0, 0.0)
@@ -158,9 +157,9 @@ def replay_fpr(tail: TokenTail, gate: float, n: int, m: int = 0) -> float:
 def fit_thresholds(
     records: Iterable[HonestRecord],
     *,
-    target_fpr: float = DEFAULT_TARGET_FPR,
-    safety: float = DEFAULT_SAFETY,
-    ref_tokens: int = DEFAULT_REF_TOKENS,
+    target_fpr: float = CALIBRATION_TARGET_FPR,
+    safety: float = CALIBRATION_SAFETY,
+    ref_tokens: int = CALIBRATION_REF_TOKENS,
     max_replay_mismatches: int = 0,
     epoch: bool = True,
 ) -> dict:
@@ -179,10 +178,10 @@ def fit_thresholds(
     tail = TokenTail.fit(deltas)
     means = [float(r.excess().mean()) for r in recs]
     tau = tail.quantile(alpha / ref_tokens)
-    max_excess = max(MIN_EXCESS, safety * max(tau, max(means)))
+    max_excess = max(CALIBRATION_MIN_EXCESS, safety * max(tau, max(means)))
     flips = [m for r in recs for m in r.flip_margins if math.isfinite(m)]
     half_gate = tail.quantile(alpha / (2.0 * ref_tokens))
-    gate = max(MIN_GATE, safety * max(2.0 * half_gate, max(flips, default=0.0)))
+    gate = max(CALIBRATION_MIN_GATE, safety * max(2.0 * half_gate, max(flips, default=0.0)))
     row = {
         "replay_gate": _round_up(gate),
         "max_replay_mismatches": max_replay_mismatches,
@@ -206,9 +205,10 @@ def fit_thresholds(
         "honest_max_flip_margin": max(flips, default=0.0),
         "fp_model": (
             f"union of two checks at {alpha:g} each for outputs up to {ref_tokens} tokens; "
-            f"per-token |δ| tail: exponential above its {TAIL_QUANTILE:.0%} quantile; excess: "
-            f"mean ≤ max |δ|, n·P(|δ| > τ); replay: n·2·P(|δ| > g/2); {safety} × max(fit, "
-            f"worst seen); floors {MIN_EXCESS} / {MIN_GATE}"
+            f"per-token |δ| tail: exponential above its {CALIBRATION_TAIL_QUANTILE:.0%} "
+            f"quantile; excess: mean ≤ max |δ|, n·P(|δ| > τ); replay: n·2·P(|δ| > g/2); "
+            f"{safety} × max(fit, worst seen); "
+            f"floors {CALIBRATION_MIN_EXCESS} / {CALIBRATION_MIN_GATE}"
         ),
         "variants": sorted({r.variant for r in recs}),
     }
@@ -242,10 +242,10 @@ def length_bucket(n: int) -> int:
 def fit_epoch(
     records: Sequence[HonestRecord],
     *,
-    epoch_fpr: float = DEFAULT_EPOCH_FPR,
-    safety: float = DEFAULT_EPOCH_SAFETY,
-    min_inferences: int = DEFAULT_MIN_INFERENCES,
-    trim: float = DEFAULT_TRIM,
+    epoch_fpr: float = CALIBRATION_EPOCH_FPR,
+    safety: float = CALIBRATION_EPOCH_SAFETY,
+    min_inferences: int = CALIBRATION_MIN_INFERENCES,
+    trim: float = CALIBRATION_TRIM,
     draws: int = 4000,
     seed: int = 0,
 ) -> dict:
@@ -284,7 +284,7 @@ def fit_epoch(
         t, w = resampled(pool)
         sigmas.append(float(np.std((t - t.mean()) * np.sqrt(w), ddof=1)))
     return {
-        "mu": max(MIN_EPOCH_MU, max(means)),
+        "mu": max(CALIBRATION_MIN_EPOCH_MU, max(means)),
         "kappa": float(resampled(everything)[0].std(ddof=1)),
         "sigma": max(sigmas),
         "z": _NORMAL.inv_cdf(1.0 - epoch_fpr),

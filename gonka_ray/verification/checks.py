@@ -37,10 +37,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from gonka_ray.constants import DISTANCE_MIN_TOKENS, EVIDENCE_W_FLOOR, MAX_PLAUSIBLE_LOGPROB
 from gonka_ray.verification.artifact import Artifact
-
-DISTANCE_MIN_TOKENS = 100  # Gonka's normaliser: max(100, N)
-EVIDENCE_W_FLOOR = 0.01  # a token's evidence weight max(1 − p, floor): p ≈ 1 still counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +73,7 @@ class VerificationResult:
     logprob_excess: float = 0.0
     max_logprob_excess: float = 0.0
     evidence_excess: float = 0.0  # Σ per-token excess (epoch evidence, protocol/evidence.py)
-    evidence_weight: float = 0.0  # Σ per-token max(1 − p, W_FLOOR)
+    evidence_weight: float = 0.0  # Σ per-token max(1 − p, EVIDENCE_W_FLOOR)
     structural_error: str | None = None
 
     def to_dict(self) -> dict:
@@ -108,9 +106,6 @@ def gonka_distance(
     o = np.where(found, o, impute[:, None])
     per = np.abs(v_lp - o) / (1e-6 + np.abs(v_lp) + np.abs(o)) / 2
     return float(per.sum() / (max(DISTANCE_MIN_TOKENS, n) * k))
-
-
-MAX_PLAUSIBLE_LOGPROB = 1e4  # |logprob| beyond this is no model's output: a forged artifact
 
 
 def float16_half_spacing(values: np.ndarray) -> np.ndarray:

@@ -21,14 +21,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from gonka_ray.constants import DEFAULT_TOP_K_LOGPROBS, SCORE_BLOCK_POSITIONS
 from gonka_ray.engine import sampler
 from gonka_ray.engine.base import Detokenizer, SamplingParams
 from gonka_ray.hashing import seed_to_int64
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import VerifierScores
-
-ARTIFACT_K = 5  # top-k of the artifact (DESIGN §3 default)
-SCORE_BLOCK = 16  # positions per sampler call when a verifier replays a prefill
 
 
 @dataclass
@@ -109,7 +107,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     params: Sequence[SamplingParams],
     *,
-    k: int = ARTIFACT_K,
+    k: int = DEFAULT_TOP_K_LOGPROBS,
     tokenizer=None,
     eos: Sequence[int] = (),
     start_positions: Sequence[int] | None = None,
@@ -218,7 +216,7 @@ def score(
     output_ids: Sequence[int],
     sampling: SamplingParams,
     *,
-    k: int = ARTIFACT_K,
+    k: int = DEFAULT_TOP_K_LOGPROBS,
 ) -> VerifierScores:
     """The verifier's :class:`VerifierScores` for one row from its prefill ``logits [N, V]``,
     replayed with ``sampling`` (its ``replay_tolerance`` marks noise-decided masks)."""
@@ -227,10 +225,10 @@ def score(
     t = torch.tensor(list(output_ids), dtype=torch.long)
     top = torch.topk(logp, k, -1)
     choice, margin = [], []
-    # NOTE: rows are independent; blocks of SCORE_BLOCK keep the [rows, V] int64 hash
+    # NOTE: rows are independent; blocks of SCORE_BLOCK_POSITIONS keep the [rows, V] int64 hash
     # temporaries in cache (about 2x faster on CPU than all N rows at once).
-    for lo in range(0, n, SCORE_BLOCK):
-        m = min(n, lo + SCORE_BLOCK) - lo
+    for lo in range(0, n, SCORE_BLOCK_POSITIONS):
+        m = min(n, lo + SCORE_BLOCK_POSITIONS) - lo
         s = sampler.sample(
             logits[lo : lo + m],
             temperature=torch.full((m,), float(sampling.temperature)),

@@ -406,7 +406,7 @@ def _signing_bytes(chain: str, type_name: str, version: int, body: bytes, signer
     return _pack([chain, type_name, version, body, signer])
 
 
-def seal(msg: Any, key: crypto.KeyPair, chain: str) -> bytes:
+def seal(msg: Message, key: crypto.KeyPair, chain: str) -> bytes:
     """Sign ``msg`` with ``key`` for the network ``chain`` and return the envelope bytes."""
     cls = type(msg)
     if (getattr(cls, "TYPE", None), getattr(cls, "VERSION", None)) not in REGISTRY:

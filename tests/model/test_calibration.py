@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from gonka_ray.adversary.cheats import cheat_model
+from gonka_ray.constants import CALIBRATION_MIN_EXCESS, CALIBRATION_MIN_GATE
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf, truncate_layers
 from gonka_ray.protocol.verification_policy import EpochRule, Thresholds, decide
 from gonka_ray.verification import calibration as cal
-from gonka_ray.verification import harness as H
-from gonka_ray.verification import traffic
+from gonka_ray.verification import harness, traffic
 from gonka_ray.verification.calibrate import calibrate, update_table
 from gonka_ray.verification.checks import verify
 
@@ -53,7 +53,8 @@ def test_fit_thresholds_is_above_every_honest_value_and_reports_its_model() -> N
     assert {"replay_gate", "max_replay_mismatches", "max_logprob_excess", "epoch"} <= set(row)
     # an fp32-sized noise hits the floors
     tiny = cal.fit_thresholds([_record(rng, 1e-6) for _ in range(50)])
-    assert tiny["replay_gate"] == cal.MIN_GATE and tiny["max_logprob_excess"] == cal.MIN_EXCESS
+    assert tiny["replay_gate"] == CALIBRATION_MIN_GATE
+    assert tiny["max_logprob_excess"] == CALIBRATION_MIN_EXCESS
 
 
 def test_excess_discounts_the_artifacts_float16_rounding() -> None:
@@ -114,7 +115,7 @@ def tiny():
         max_logprob_excess=row["max_logprob_excess"],
     )
     reqs = [r for r in traffic.requests("heldout", 12, seed=5) if r.prompt_size != "near_context"]
-    ids = [H.messages_ids(tok, r.chat()) for r in reqs]
+    ids = [harness.messages_ids(tok, r.chat()) for r in reqs]
     params = [
         SamplingParams(
             temperature=r.temperature,
@@ -131,7 +132,7 @@ def tiny():
 
 def _verdicts(verifier, execs, thr, claimed=None):
     """(result, verdict) per execution, scored by ``verifier`` under ``thr``."""
-    scores = H.verify_batch(verifier, execs, tolerance=thr.replay_gate, claimed=claimed)
+    scores = harness.verify_batch(verifier, execs, tolerance=thr.replay_gate, claimed=claimed)
     out = []
     for i, (ex, s) in enumerate(zip(execs, scores, strict=True)):
         art = ex.artifact(sampling=claimed[i] if claimed else None)
@@ -150,7 +151,7 @@ def test_fresh_honest_runs_pass(tiny) -> None:
     model, ids, params, thr, _ = tiny
     # honest variation the calibration never saw: held-out prompts, seeds and params, 1 thread
     torch.set_num_threads(1)
-    execs = H.generate(model, ids, params)
+    execs = harness.generate(model, ids, params)
     verdicts = [v for _, v in _verdicts(model, execs, thr)]
     assert all(v.passed for v in verdicts), [v.reason for v in verdicts]
 
@@ -159,7 +160,7 @@ def test_fresh_honest_runs_pass(tiny) -> None:
 def test_model_cheats_fail(tiny, kind) -> None:
     model, ids, params, thr, _ = tiny
     cheap = truncate_layers(model, 1) if kind == "truncate" else cheat_model(model, kind)
-    graded = _verdicts(model, H.generate(cheap, ids, params), thr)
+    graded = _verdicts(model, harness.generate(cheap, ids, params), thr)
     assert not any(v.passed for _, v in graded)
     if kind == "int8":  # the check that must catch int8 is the logprob excess
         assert all(r.logprob_excess > thr.max_logprob_excess for r, _ in graded)
@@ -168,8 +169,8 @@ def test_model_cheats_fail(tiny, kind) -> None:
 def test_laundering_fails_replay(tiny) -> None:
     model, ids, params, thr, _ = tiny
     sampled = [replace(p, temperature=max(p.temperature, 0.7)) for p in params]
-    execs = H.generate(truncate_layers(model, 1), ids, sampled)
-    honest = H.verify_batch(model, execs, tolerance=thr.replay_gate)
+    execs = harness.generate(truncate_layers(model, 1), ids, sampled)
+    honest = harness.verify_batch(model, execs, tolerance=thr.replay_gate)
     for ex, s in zip(execs, honest, strict=True):  # the cheater copies an honest prefill
         ex.token_logprobs, ex.top_ids, ex.top_logprobs = (
             s.token_logprobs,
@@ -188,7 +189,7 @@ def test_harness_score_replays_like_the_sampler() -> None:
     logits = torch.randn(40, 300, generator=torch.Generator().manual_seed(0)) * 3
     out = list(range(40))
     sp = SamplingParams(temperature=0.7, top_p=0.9, top_k=40, seed=9, replay_tolerance=0.01)
-    got = H.score(logits, out, sp)
+    got = harness.score(logits, out, sp)
     ref = sampler.sample(
         logits,
         temperature=torch.full((40,), 0.7),

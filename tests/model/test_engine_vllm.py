@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gonka_ray import constants as C
+from gonka_ray import constants
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams
 from gonka_ray.engine.vllm_engine import vllm_available
@@ -19,7 +19,7 @@ from tests.tiny_model import diverse_tiny_dir
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(not vllm_available(), reason="vllm is not installed"),
-    pytest.mark.skipif(C.env("GONKA_SKIP_VLLM"), reason="GONKA_SKIP_VLLM is set"),
+    pytest.mark.skipif(constants.env("GONKA_SKIP_VLLM"), reason="GONKA_SKIP_VLLM is set"),
 ]
 
 # vLLM's CPU attention and HF's SDPA differ in the last float bits; raw logprobs agree to this.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from gonka_ray import wire
-from gonka_ray.actors.transport import TIMINGS_KEPT
+from gonka_ray.constants import TA_TIMINGS_KEPT
 from gonka_ray.exceptions import EngineError, Overloaded, StreamInterrupted
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.serve.errors import error_response
@@ -87,6 +87,6 @@ async def test_stream_cut_mid_way_is_a_typed_error_naming_the_inference(tmp_path
 async def test_ta_keeps_a_bounded_number_of_timings(tmp_path) -> None:
     net = Net(tmp_path)
     ta = net.tas["p0"]
-    for _ in range(TIMINGS_KEPT + 5):
+    for _ in range(TA_TIMINGS_KEPT + 5):
         ta.timings.append({"first_token_s": 0.0})
-    assert len(ta.stats()["timings"]) == TIMINGS_KEPT
+    assert len(ta.stats()["timings"]) == TA_TIMINGS_KEPT

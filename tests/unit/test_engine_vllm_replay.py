@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from gonka_ray.constants import VLLM_SCORE_CANDIDATES
 from gonka_ray.engine import sampler, scoring, vllm_replay
 from gonka_ray.engine.base import SamplingParams, ScoreResult
-from gonka_ray.engine.vllm_engine import SCORE_CANDIDATES, replay_from_candidates
+from gonka_ray.engine.vllm_engine import replay_from_candidates
 
 VOCAB = 400
 
@@ -25,13 +26,13 @@ class FakeLogprob:
 
 
 def _entries(logits: torch.Tensor, tokens: list[int]) -> list[dict[int, FakeLogprob]]:
-    """What vLLM's prompt_logprobs returns: the top SCORE_CANDIDATES plus the actual token."""
+    """What vLLM's prompt_logprobs returns: the top VLLM_SCORE_CANDIDATES plus the actual token."""
     logp = torch.log_softmax(logits, -1)
     out = []
     for row, tok in zip(logp, tokens, strict=True):
         order = torch.argsort(row, descending=True, stable=True).tolist()
         rank = {t: r + 1 for r, t in enumerate(order)}
-        keep = set(order[:SCORE_CANDIDATES]) | {tok}
+        keep = set(order[:VLLM_SCORE_CANDIDATES]) | {tok}
         out.append({t: FakeLogprob(float(row[t]), rank[t]) for t in keep})
     return out
 
@@ -65,7 +66,7 @@ def test_replay_never_claims_a_wrong_choice(params: SamplingParams) -> None:
     for i in range(n):
         if decided[i]:
             assert res.sampled_ids[i] == executor[i], i
-    exact = params.temperature == 0 or 0 < params.top_k <= SCORE_CANDIDATES
+    exact = params.temperature == 0 or 0 < params.top_k <= VLLM_SCORE_CANDIDATES
     if exact:
         assert list(res.sampled_ids) == executor
         assert res.margins == pytest.approx(truth.margins.tolist(), abs=1e-4)
@@ -198,7 +199,7 @@ def test_hook_over_chunked_prefills(chunks: list[int], monkeypatch: pytest.Monke
     """The installed hook on a stand-in runner: chunks (including vLLM's deferred last one),
     another request's rows before ours, replay passes of 3 rows."""
     pytest.importorskip("vllm")
-    monkeypatch.setattr(vllm_replay, "_PASS_ELEMENTS", 3 * VOCAB)
+    monkeypatch.setattr(vllm_replay, "VLLM_REPLAY_PASS_ELEMENTS", 3 * VOCAB)
     params = HOOK_PARAMS[1]
     n_prompt, n_out = 10, 20
     seq = torch.randint(0, VOCAB, (n_prompt + n_out,), generator=torch.Generator().manual_seed(2))

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from gonka_ray import crypto, wire
-from gonka_ray.ledger.state import MAX_AMOUNT, PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.constants import MAX_AMOUNT
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.wire import (
     GenesisAccount,
     GenesisParticipant,

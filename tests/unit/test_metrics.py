@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from gonka_ray import metrics
+from gonka_ray.constants import LATENCY_BOUNDARIES_S
 
 
 def test_recording_outside_ray_is_a_no_op(monkeypatch) -> None:
@@ -23,4 +24,4 @@ def test_declarations_are_valid_prometheus_names() -> None:
     for name, (kind, desc, tags) in metrics.METRICS.items():
         assert re.fullmatch(r"gonka_[a-z_]+", name) and kind in ("counter", "gauge", "histogram")
         assert desc and all(re.fullmatch(r"[a-z_]+", t) for t in tags)
-    assert sorted(metrics.LATENCY_BOUNDARIES_S) == metrics.LATENCY_BOUNDARIES_S
+    assert sorted(LATENCY_BOUNDARIES_S) == LATENCY_BOUNDARIES_S

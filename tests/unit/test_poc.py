@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gonka_ray.constants import POC_TOLERANCE
 from gonka_ray.engine.poc import PocModel, nonce_tokens, run_sprint, verify_claim
 from gonka_ray.protocol import poc, votes
 from gonka_ray.protocol.settlement import epoch_weights
@@ -110,7 +111,7 @@ def test_binomial_acceptance_thresholds() -> None:
 def test_tolerance_band_adds_little_weight(model: PocModel) -> None:
     d = model.distances("dave", torch.arange(6_000))
     passing = int((d <= model.threshold).sum())
-    band = int(((d > model.threshold) & (d <= model.threshold + poc.POC_TOLERANCE)).sum())
+    band = int(((d > model.threshold) & (d <= model.threshold + POC_TOLERANCE)).sum())
     assert passing > 0 and band <= 0.02 * passing
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from gonka_ray.constants import MIN_CHECKS_PER_EPOCH
 from gonka_ray.exceptions import NoExecutorAvailable
 from gonka_ray.protocol import payments, reputation, selection, validation_sampling, votes
 from gonka_ray.protocol.reputation import Status
@@ -192,7 +193,7 @@ def test_deterrence_floor_makes_cheating_one_percent_unprofitable(participants, 
     for executor, w in list(weights.items())[:5]:
         q = vs.check_target(100, traffic, w, total)  # reputation 100: the lowest rate
         n = traffic * w / total
-        assert q * n >= min(vs.MIN_CHECKS_PER_EPOCH, n) - 1e-9
+        assert q * n >= min(MIN_CHECKS_PER_EPOCH, n) - 1e-9
         assert q >= vs.target_checks(100, traffic)  # the floor only ever adds checks
         c, d = 0.01, 0.999
         cheated = max(1.0, c * n)  # a cheater at this size cheats on at least one inference

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import WIRE_MAX_MESSAGE_BYTES
 from gonka_ray.exceptions import (
     BadSignature,
     MalformedMessage,
@@ -139,7 +140,7 @@ def test_oversize_fields_are_rejected_on_both_sides() -> None:
     with pytest.raises(OversizeField):
         wire.decode(msgpack.packb(["Ping", 1, [-1, 0]]))  # U64 rejects negatives
     with pytest.raises(OversizeField):
-        wire.decode(b"\x00" * (wire.codec.WIRE_MAX_MESSAGE_BYTES + 1))
+        wire.decode(b"\x00" * (WIRE_MAX_MESSAGE_BYTES + 1))
 
 
 def test_non_canonical_encodings_are_rejected() -> None:
