@@ -33,15 +33,19 @@ def test_sweep_model_applies_the_ledger_rules() -> None:
     """The epoch-level model of the sweep (benchmarks/economics_sweep.py): an always-cheater is
     kicked out at its 5th invalidation in a row and loses money, a lazy validator loses its
     pro-rated mint, and a vote committee caps what a cheater's disputes cost the honest."""
-    from benchmarks import economics_sweep as S
+    from benchmarks import economics_sweep
 
-    rates = S.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
-    cheat = S.run("cheat_always", 1_000, 100, 0, 4, S.Economy(), rates)
+    rates = economics_sweep.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
+    cheat = economics_sweep.run("cheat_always", 1_000, 100, 0, 4, economics_sweep.Economy(), rates)
     assert cheat["kicked_out"] >= 4 and cheat["profit_bad"] < 0 < cheat["profit_honest"]
-    lazy = S.run("lazy", 1_000, 100, 0, 4, S.Economy(), rates)
+    lazy = economics_sweep.run("lazy", 1_000, 100, 0, 4, economics_sweep.Economy(), rates)
     assert lazy["profit_bad"] < 0.9 * lazy["profit_honest"]
-    everyone = S.run("cheat_always", 1_000, 1_000, 0, 3, S.Economy(), rates)
-    committee = S.run("cheat_always", 1_000, 1_000, 0, 3, S.Economy(committee=12), rates)
+    everyone = economics_sweep.run(
+        "cheat_always", 1_000, 1_000, 0, 3, economics_sweep.Economy(), rates
+    )
+    committee = economics_sweep.run(
+        "cheat_always", 1_000, 1_000, 0, 3, economics_sweep.Economy(committee=12), rates
+    )
     # every participant re-checks every dispute: honest work turns unprofitable at 1,000
     assert everyone["profit_honest"] < 0 < committee["profit_honest"]
 

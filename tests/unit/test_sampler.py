@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from gonka_ray.engine import sampler as S
+from gonka_ray.engine import sampler
 from gonka_ray.hashing import seed_to_int64, splitmix64_reference
 
 
@@ -19,24 +19,24 @@ def test_hash_matches_pure_python_splitmix64() -> None:
     seeds = torch.tensor([seed_to_int64(s) for s, _, _ in cases])
     pos = torch.tensor([p for _, p, _ in cases])
     tok = torch.tensor([t for _, _, t in cases])
-    got = S.hash_u64(seeds, pos, tok).tolist()
+    got = sampler.hash_u64(seeds, pos, tok).tolist()
     for (s, p, t), h in zip(cases, got, strict=True):
         assert h & (2**64 - 1) == splitmix64_reference(s, p, t)
 
 
 def test_uniform_is_strictly_inside_unit_interval() -> None:
-    u = S.uniform(torch.tensor([3]), torch.tensor([1]), torch.arange(200_000))
+    u = sampler.uniform(torch.tensor([3]), torch.tensor([1]), torch.arange(200_000))
     assert float(u.min()) > 0.0 and float(u.max()) < 1.0
     # roughly uniform: mean close to 1/2
     assert abs(float(u.mean()) - 0.5) < 0.01
 
 
 def test_noise_depends_on_seed_position_and_token() -> None:
-    a = S.gumbel_noise(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 1000)
+    a = sampler.gumbel_noise(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 1000)
     assert a.shape == (3, 1000) and a.dtype == torch.float32
     assert not torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
     assert not torch.equal(a[0, :500], a[0, 500:])
-    b = S.gumbel_noise(torch.tensor([1]), torch.tensor([0]), 1000)
+    b = sampler.gumbel_noise(torch.tensor([1]), torch.tensor([0]), 1000)
     assert torch.equal(a[0], b[0])
 
 
@@ -55,23 +55,23 @@ def _logits(rows: int = 6, vocab: int = 500) -> torch.Tensor:
 def test_row_result_does_not_depend_on_batch_neighbours() -> None:
     logits = _logits()
     rows = [
-        S.RowParams(1.0, 11, 0),
-        S.RowParams(0.0, 11, 0),
-        S.RowParams(0.7, 12, 5, top_k=10),
-        S.RowParams(1.3, 13, 2, top_p=0.6),
-        S.RowParams(1.0, 2**64 - 1, 9, top_k=3, top_p=0.5),
-        S.RowParams(0.5, 0, 1),
+        sampler.RowParams(1.0, 11, 0),
+        sampler.RowParams(0.0, 11, 0),
+        sampler.RowParams(0.7, 12, 5, top_k=10),
+        sampler.RowParams(1.3, 13, 2, top_p=0.6),
+        sampler.RowParams(1.0, 2**64 - 1, 9, top_k=3, top_p=0.5),
+        sampler.RowParams(0.5, 0, 1),
     ]
-    batch = S.sample_rows(logits, rows)
+    batch = sampler.sample_rows(logits, rows)
     for i, r in enumerate(rows):
-        alone = S.sample_rows(logits[i : i + 1], [r])
+        alone = sampler.sample_rows(logits[i : i + 1], [r])
         assert int(alone.tokens[0]) == int(batch.tokens[i])
         assert float(alone.margins[0]) == float(batch.margins[i])
 
 
 def test_greedy_is_argmax_of_raw_logits_with_raw_margin() -> None:
     logits = _logits()
-    out = S.sample_rows(logits, [S.RowParams(0.0, i, i) for i in range(len(logits))])
+    out = sampler.sample_rows(logits, [sampler.RowParams(0.0, i, i) for i in range(len(logits))])
     assert torch.equal(out.tokens, logits.argmax(-1))
     top2 = logits.topk(2).values
     assert torch.allclose(out.margins, top2[:, 0] - top2[:, 1])
@@ -80,10 +80,10 @@ def test_greedy_is_argmax_of_raw_logits_with_raw_margin() -> None:
 def test_top_k_one_equals_greedy_and_top_k_restricts_choice() -> None:
     logits = _logits(1, 200)
     for seed in range(50):
-        one = S.sample_rows(logits, [S.RowParams(2.0, seed, 0, top_k=1)])
+        one = sampler.sample_rows(logits, [sampler.RowParams(2.0, seed, 0, top_k=1)])
         assert int(one.tokens[0]) == int(logits.argmax())
         assert float(one.margins[0]) == float("inf")
-        three = S.sample_rows(logits, [S.RowParams(5.0, seed, 0, top_k=3)])
+        three = sampler.sample_rows(logits, [sampler.RowParams(5.0, seed, 0, top_k=3)])
         assert int(three.tokens[0]) in logits[0].topk(3).indices.tolist()
 
 
@@ -92,7 +92,7 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p() -> None:
     probs = torch.softmax(logits, -1)[0]
     assert float(probs[0]) < 0.9 < float(probs[:2].sum())  # p=0.9 keeps exactly tokens 0 and 1
     seen = {
-        int(S.sample_rows(logits, [S.RowParams(1.0, s, 0, top_p=0.9)]).tokens[0])
+        int(sampler.sample_rows(logits, [sampler.RowParams(1.0, s, 0, top_p=0.9)]).tokens[0])
         for s in range(200)
     }
     assert seen == {0, 1}
@@ -102,8 +102,8 @@ def test_sampling_follows_the_softmax_distribution() -> None:
     logits = torch.tensor([[0.0, 1.0, 2.0]])
     temperature = 1.5
     n = 4000
-    rows = [S.RowParams(temperature, 5, pos) for pos in range(n)]
-    out = S.sample_rows(logits.expand(n, 3), rows)
+    rows = [sampler.RowParams(temperature, 5, pos) for pos in range(n)]
+    out = sampler.sample_rows(logits.expand(n, 3), rows)
     freq = torch.bincount(out.tokens, minlength=3).float() / n
     expected = torch.softmax(logits[0] / temperature, -1)
     assert torch.allclose(freq, expected, atol=0.03)
@@ -111,18 +111,18 @@ def test_sampling_follows_the_softmax_distribution() -> None:
 
 def test_changing_seed_or_position_changes_samples() -> None:
     logits = torch.zeros(1, 1000)
-    base = S.sample_rows(logits, [S.RowParams(1.0, 1, 0)])
-    other_seed = S.sample_rows(logits, [S.RowParams(1.0, 2, 0)])
-    other_pos = S.sample_rows(logits, [S.RowParams(1.0, 1, 1)])
+    base = sampler.sample_rows(logits, [sampler.RowParams(1.0, 1, 0)])
+    other_seed = sampler.sample_rows(logits, [sampler.RowParams(1.0, 2, 0)])
+    other_pos = sampler.sample_rows(logits, [sampler.RowParams(1.0, 1, 1)])
     assert int(base.tokens[0]) != int(other_seed.tokens[0])
     assert int(base.tokens[0]) != int(other_pos.tokens[0])
 
 
 def test_margin_is_best_minus_runner_up_score() -> None:
     logits = _logits(1, 300)
-    r = S.RowParams(0.8, 99, 4)
-    out = S.sample_rows(logits, [r])
-    scores = logits[0] / 0.8 + S.gumbel_noise(torch.tensor([99]), torch.tensor([4]), 300)[0]
+    r = sampler.RowParams(0.8, 99, 4)
+    out = sampler.sample_rows(logits, [r])
+    scores = logits[0] / 0.8 + sampler.gumbel_noise(torch.tensor([99]), torch.tensor([4]), 300)[0]
     top2 = scores.topk(2).values
     assert int(out.tokens[0]) == int(scores.argmax())
     assert float(out.margins[0]) == pytest.approx(float(top2[0] - top2[1]), abs=1e-5)
@@ -158,12 +158,12 @@ def test_prefix_masks_equal_the_full_sort_with_ties_peaks_and_flat_rows(vocab) -
     n = logits.shape[0]
     top_k = torch.tensor([0, 2, 40, 1, vocab, vocab + 7] * 4)[:n]
     top_p = torch.tensor([1.0, 0.9, 0.5, 0.05, 0.999, 1.0, 0.75, 0.3] * 3)[:n]
-    got = S._mask_top_k_top_p(logits, top_k, top_p)
+    got = sampler._mask_top_k_top_p(logits, top_k, top_p)
     want = _reference_mask(logits, top_k, top_p)
     assert torch.equal(torch.isinf(got), torch.isinf(want))
 
 
 def test_top_k_keeps_every_value_tied_with_the_kth() -> None:
     logits = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
-    got = S._mask_top_k_top_p(logits, torch.tensor([2]), torch.tensor([0.75]))
+    got = sampler._mask_top_k_top_p(logits, torch.tensor([2]), torch.tensor([0.75]))
     assert torch.isfinite(got).all()  # the k-th value 0.0 is shared by three tokens
