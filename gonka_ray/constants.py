@@ -129,6 +129,9 @@ SERVE_DEFAULT_PORT = 8000  # where Serve's HTTP proxy listens unless told otherw
 SERVE_MAX_ONGOING_REQUESTS = 256  # per replica; Serve's default of 5 starves streaming
 SERVE_MAX_INFLIGHT = 200  # requests in flight per replica before 429 (below the Serve cap)
 SERVE_RETRY_AFTER_S = 1.0  # Retry-After on the ingress's 429
+# largest request body the ingress reads (413 above; the wire caps a signed request at 4 MiB)
+SERVE_MAX_BODY_BYTES = 4 * 1024 * 1024
+SERVE_MAX_INFLIGHT_PER_CLIENT = 64  # requests one client (API key or signer) has in flight; 429
 INGRESS_PARTICIPANTS_TTL_S = 5.0  # how long the ingress caches the ledger's participant statuses
 INGRESS_TOKEN_CACHE_ENTRIES = 100_000  # token id -> string entries kept by the ingress
 CONTEXT_SLACK_TOKENS = 64  # chat-template tokens a byte count may miss (ingress context check)

@@ -146,6 +146,13 @@ class InvalidRequest(GonkaError):
         self.field = field
 
 
+class RequestTooLarge(InvalidRequest):
+    """Fatal: the request body is larger than the ingress reads (``limit_bytes``)."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
 class ModelNotFound(InvalidRequest):
     """Fatal: the request names a model this network does not serve."""
 

@@ -54,6 +54,7 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -76,7 +77,9 @@ from gonka_ray.constants import (
     LOOKUP_RATE_PER_S,
     MAX_TOP_K_LOGPROBS,
     REQUEST_MAX_AGE_S,
+    SERVE_MAX_BODY_BYTES,
     SERVE_MAX_INFLIGHT,
+    SERVE_MAX_INFLIGHT_PER_CLIENT,
     SERVE_RETRY_AFTER_S,
 )
 from gonka_ray.exceptions import (
@@ -86,6 +89,7 @@ from gonka_ray.exceptions import (
     NoExecutorAvailable,
     NotFound,
     Overloaded,
+    RequestTooLarge,
     WireError,
 )
 from gonka_ray.protocol.admission import RateLimiter, ReplayGuard
@@ -135,6 +139,17 @@ class _Call:
     ignored: list[str]
 
 
+@dataclass(frozen=True)
+class _Auth:
+    """Who sends a request, established from its headers before the body is read: an API key's
+    custodial client key, or the client's own signed request (its envelope, signature checked)."""
+
+    client: str  # the paying address: per-client limits count by it
+    key: crypto.KeyPair | None = None
+    envelope: bytes = b""
+    signed: wire.Signed | None = None
+
+
 app = FastAPI(title="gonka_ray", description="OpenAI-compatible front door of a gonka_ray network")
 
 
@@ -151,6 +166,8 @@ class GonkaIngress:
         model: the model id the network serves.
         api_keys: API key -> 32-byte seed of the custodial client key it signs with.
         max_inflight: requests in flight before 429.
+        max_inflight_per_client: requests one client (API key or signer) has in flight before 429.
+        max_body_bytes: the largest request body read (413 above it, before reading it all).
         epoch: the network's :class:`~gonka_ray.config.EpochConfig` as a dict (explorer's
             epoch and phase); None hides them.
         price_per_token: the network's price: API-key requests let the network lock at most
@@ -167,6 +184,8 @@ class GonkaIngress:
         model: str,
         api_keys: dict[str, bytes],
         max_inflight: int = SERVE_MAX_INFLIGHT,
+        max_inflight_per_client: int = SERVE_MAX_INFLIGHT_PER_CLIENT,
+        max_body_bytes: int = SERVE_MAX_BODY_BYTES,
         epoch: dict[str, Any] | None = None,
         price_per_token: int = DEFAULT_PRICE_PER_TOKEN,
     ) -> None:
@@ -181,6 +200,9 @@ class GonkaIngress:
         self.api_keys = {k: crypto.KeyPair(seed) for k, seed in api_keys.items()}
         self.max_inflight = max_inflight
         self.inflight = 0
+        self.max_inflight_per_client = max_inflight_per_client
+        self.client_inflight: Counter[str] = Counter()
+        self.max_body_bytes = max_body_bytes
         self.replay = ReplayGuard(max_age_s=REQUEST_MAX_AGE_S)
         self.lookups = RateLimiter(LOOKUP_RATE_PER_S, LOOKUP_BURST)
         self._handles: dict[str, Any] = {}
@@ -274,32 +296,29 @@ class GonkaIngress:
 
     # --- admission ----------------------------------------------------------------------
 
-    async def _admit(self, request: Request, kind: Literal["chat", "completion"]) -> _Call:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            # NOTE: RecursionError: "[[[[..." nested deeper than the parser's stack (was a 500)
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("request body must be a JSON object")
-        ta = await self._pick_ta(request)
+    def _authenticate(self, request: Request) -> _Auth:
+        """Who pays for ``request``, from its headers alone (the body is not read yet).
+
+        Raises:
+            AuthenticationError: no API key or signed request, or an unknown API key.
+            WireError, InvalidRequest: a signed-request header that is not a valid envelope.
+        """
         signed_b64 = request.headers.get(HEADER_SIGNED)
         if signed_b64:
-            call = self._admit_signed(signed_b64, body, kind, ta)
-        else:
-            call = self._admit_custodial(request, body, kind, ta)
-        if call.request.model != self.model:
-            raise ModelNotFound(
-                f"model {call.request.model!r} does not exist; this network serves {self.model!r}",
-                field="model",
-            )
-        await self._check_context(ta, call.request)
-        return call
-
-    def _admit_custodial(
-        self, request: Request, body: dict, kind: Literal["chat", "completion"], ta: str
-    ) -> _Call:
+            try:
+                envelope = base64.b64decode(signed_b64.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidRequest(
+                    "X-Gonka-Signed-Request is not base64", field="X-Gonka-Signed-Request"
+                ) from None
+            try:
+                signed = wire.open_envelope(
+                    envelope, expect=wire.InferenceRequest, chain=self.chain
+                )
+            except WireError as exc:
+                exc.fields.setdefault("field", "X-Gonka-Signed-Request")
+                raise
+            return _Auth(signed.signer_address, envelope=envelope, signed=signed)
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -309,6 +328,60 @@ class GonkaIngress:
         key = self.api_keys.get(token.strip())
         if key is None:
             raise AuthenticationError("invalid API key")
+        return _Auth(key.address, key=key)
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to exceed ``max_body_bytes``: from
+        ``Content-Length`` before reading anything, else while streaming it in."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise InvalidRequest("Content-Length is not a number", field="Content-Length")
+            if int(declared) > limit:
+                raise RequestTooLarge(
+                    f"request body of {int(declared)} bytes is over the {limit}-byte limit",
+                    limit_bytes=limit,
+                )
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise RequestTooLarge(
+                    f"request body is over the {limit}-byte limit", limit_bytes=limit
+                )
+            parts.append(part)
+        return b"".join(parts)
+
+    async def _admit(
+        self, request: Request, kind: Literal["chat", "completion"], auth: _Auth
+    ) -> _Call:
+        ta = await self._pick_ta(request)
+        raw = await self._read_body(request)
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # NOTE: RecursionError: "[[[[..." nested deeper than the parser's stack (was a 500)
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        if auth.signed is not None:
+            call = self._admit_signed(auth, body, kind, ta)
+        else:
+            assert auth.key is not None
+            call = self._admit_custodial(auth.key, body, kind, ta)
+        if call.request.model != self.model:
+            raise ModelNotFound(
+                f"model {call.request.model!r} does not exist; this network serves {self.model!r}",
+                field="model",
+            )
+        await self._check_context(ta, call.request)
+        return call
+
+    def _admit_custodial(
+        self, key: crypto.KeyPair, body: dict, kind: Literal["chat", "completion"], ta: str
+    ) -> _Call:
         model_cls = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
             req = model_cls.model_validate(body)
@@ -340,19 +413,10 @@ class GonkaIngress:
         )
 
     def _admit_signed(
-        self, signed_b64: str, body: dict, kind: Literal["chat", "completion"], ta: str
+        self, auth: _Auth, body: dict, kind: Literal["chat", "completion"], ta: str
     ) -> _Call:
-        try:
-            envelope = base64.b64decode(signed_b64.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest(
-                "X-Gonka-Signed-Request is not base64", field="X-Gonka-Signed-Request"
-            ) from None
-        try:
-            signed = wire.open_envelope(envelope, expect=wire.InferenceRequest, chain=self.chain)
-        except WireError as exc:
-            exc.fields.setdefault("field", "X-Gonka-Signed-Request")
-            raise
+        signed, envelope = auth.signed, auth.envelope
+        assert signed is not None
         req: wire.InferenceRequest = signed.message
         if kind == "chat" and not req.messages:
             raise InvalidRequest(
@@ -490,8 +554,18 @@ class GonkaIngress:
         release = True
         started = False  # the TA sent its first item (it escrowed and ran the request)
         call: _Call | None = None
+        client: str | None = None  # counted in client_inflight
         try:
-            call = await self._admit(request, kind)
+            auth = self._authenticate(request)  # headers only: nothing read before this
+            held = self.client_inflight[auth.client]
+            if held >= self.max_inflight_per_client:
+                raise Overloaded(
+                    f"this client has {held} requests in flight; retry shortly",
+                    retry_after_s=SERVE_RETRY_AFTER_S,
+                )
+            client = auth.client
+            self.client_inflight[client] += 1
+            call = await self._admit(request, kind, auth)
             items = self._items(call)
             try:
                 first = await items.__anext__()
@@ -501,7 +575,7 @@ class GonkaIngress:
             if call.stream:
                 release = False
                 return StreamingResponse(
-                    self._sse(call, first, items, t0),
+                    self._sse(call, client, first, items, t0),
                     media_type="text/event-stream",
                     headers={**self._headers(call), "Cache-Control": "no-cache"},
                 )
@@ -539,10 +613,23 @@ class GonkaIngress:
             return error_response(err, self._headers(call) if call else None)
         finally:
             if release:
-                self.inflight -= 1
+                self._release(client)
+
+    def _release(self, client: str | None) -> None:
+        """A request ended: free its place in the ingress and in its client's count."""
+        self.inflight -= 1
+        if client is not None:
+            self.client_inflight[client] -= 1
+            if self.client_inflight[client] <= 0:
+                del self.client_inflight[client]
 
     async def _sse(
-        self, call: _Call, first: Any, items: AsyncIterator[Any], t0: float | None = None
+        self,
+        call: _Call,
+        client: str | None,
+        first: Any,
+        items: AsyncIterator[Any],
+        t0: float | None = None,
     ) -> AsyncIterator[str]:
         created = int(time.time())
         code, done = 500, None
@@ -581,7 +668,7 @@ class GonkaIngress:
             log.warning("stream %s failed: %r", call.inference_id.hex()[:12], exc)
             yield f"data: {json.dumps({'error': err.to_dict()})}\n\n"
         finally:
-            self.inflight -= 1
+            self._release(client)
             self._record(call.kind, code, t0 if t0 is not None else time.perf_counter(), True, done)
 
     async def _sse_chunk(

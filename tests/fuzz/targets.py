@@ -1142,7 +1142,7 @@ def run_http(case: tuple) -> str:
         return response.status_code, response.body
 
     status, data = loop.run_until_complete(call())
-    if ingress.inflight != 0:
+    if ingress.inflight != 0 or ingress.client_inflight:
         raise AssertionError(f"{ingress.inflight} requests left in flight")
     if status >= 500 or (status != 200 and status < 400):
         raise AssertionError(f"HTTP {status}: {data[:300]!r}")
