@@ -3,13 +3,16 @@
 A four-participant network on the fake engine (protocol only) serves a bounded closed loop of
 signed SDK requests over actor handles; the loop stops by itself after ``--requests``. While it
 runs, one actor after another is killed with ``ray.kill(handle, no_restart=False)`` so Ray
-restarts it (its constructor recovers from disk):
+restarts it (its constructor recovers from disk). Each kill waits for work in flight at its
+target and records it (``in_flight_at_kill``); a fault that hit nothing fails the run:
 
-- ``executor``  — p1's executor, at a moment when one of its streams has sent tokens;
-- ``ta``        — p2's transport agent;
-- ``verifier``  — p3's verifier;
-- ``ledger``    — the replica that leads the current consensus view (f = 1 of n = 4);
-- ``mlnode``    — p0's MLNode.
+- ``executor``  — p1's executor, while one of its streams has sent tokens (and after it served
+  one request, whose payload must be served again after the restart);
+- ``ta``        — p2's transport agent, while it serves requests;
+- ``verifier``  — p3's verifier, while a check of it runs (grading or submitting its Validation);
+- ``ledger``    — the replica that leads the current consensus view (f = 1 of n = 4), while
+  requests are in flight (their records are on their way to it);
+- ``mlnode``    — p0's MLNode, while its executor generates on it.
 
 The client retries a failed request as a *new* signed request (a resend of the same envelope is a
 replay) at most ``CLIENT_RETRIES`` times, each time at a TA that has not failed that request yet
@@ -18,8 +21,9 @@ replay) at most ``CLIENT_RETRIES`` times, each time at a TA that has not failed 
 - **answered** — requests whose client got a complete answer (``InferenceDone``); the share is the
   figure of merit (goal ≥ 99.9%). ``first_try`` counts those answered by their first send.
 - **lost records** — inference ids a client got back with no finished record on *every* replica.
-- **mid-stream** — sends cut after their first token: each must end with ``StreamInterrupted``
-  and its escrow must be refunded in full (the Start expires after ``expiry_blocks``).
+- **mid-stream** — sends cut after their first token, whatever became of their record: an
+  expired Start refunds its whole escrow, a finished one charges the tokens the executor signed
+  for and returns the rest, no record moves nothing (``billed_by_rules``).
 - **balances** — with no epoch settled, client balance + escrow still locked + executors'
   pending fees equals the genesis balance, on every replica.
 - **recovery** — each killed actor answers again and does its job (payloads served again, checks
@@ -28,6 +32,11 @@ replay) at most ``CLIENT_RETRIES`` times, each time at a TA that has not failed 
 Back-pressure: a burst of concurrent requests at one TA whose in-flight limit is lowered; the
 overflow must be refused with ``Overloaded`` (429 + Retry-After) at once, in-flight work must
 never exceed the limit, and the RSS of the TA and executor processes is sampled during the burst.
+
+Oversized bodies: ``--oversized BODIES MIB`` concurrent POSTs of MIB MiB at the HTTP front door,
+a third without an API key (401), the rest over the cap with a wrong or a valid key (413), all
+answered from the headers before the body is sent; the growth of the Serve proxy's and
+replicas' RSS is ``oversized_body_peak_mib``.
 
 Run: ``nice -n 5 .venv/bin/python benchmarks/faults.py`` (writes ``results/faults.json``).
 ``tests/cluster/test_faults.py`` runs a short version of the same scenario.
@@ -54,6 +63,7 @@ from gonka_ray import wire
 from gonka_ray.config import EpochConfig, NetworkConfig, parse_config
 from gonka_ray.exceptions import Overloaded
 from gonka_ray.network import Network, launch, participant_key, wait_ready
+from gonka_ray.protocol import payments
 from gonka_ray.protocol.lifecycle import InferenceStatus
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.sdk import sign_chat, stream_items
@@ -266,22 +276,26 @@ async def fault_executor(net: Network, load: Load, timeout_s: float) -> dict[str
     name = TARGETS["executor"]
     addr = net.address_of(name)
 
-    async def streaming() -> bool:
-        return any(s.executor0 == addr and s.tokens >= 1 for s in load.live.values())
+    def served() -> list[Send]:
+        return [s for s in load.sends() if s.done is not None and s.done.executor == addr]
 
-    found = await wait_until(streaming, timeout_s, 0.02)
+    async def streaming() -> bool:  # a stream mid-way, and a stored payload to ask for later
+        live = any(s.executor0 == addr and s.tokens >= 1 for s in load.live.values())
+        return live and bool(served())
+
+    await wait_until(streaming, timeout_s, 0.02)
     mid = [s.iid.hex() for s in load.live.values() if s.executor0 == addr and s.tokens >= 1]
     pre = [s.iid.hex() for s in load.live.values() if s.executor0 == addr and s.tokens == 0]
-    served = [s for s in load.sends() if s.done is not None and s.done.executor == addr]
+    before = served()
     t_kill = time.monotonic()
     restart_s = await _kill_and_wait(net.handle(name, "executor"), timeout_s)
     payload_ok = None
-    if served and restart_s is not None:  # a payload stored before the kill is served again
-        payload_ok = await _payload_served(net, name, served[-1].done.inference_id)
+    if before and restart_s is not None:  # a payload stored before the kill is served again
+        payload_ok = await _payload_served(net, name, before[-1].done.inference_id)
     return {
         "fault": "executor",
         "target": f"{name}.executor",
-        "killed_with_stream_in_flight": found,
+        "in_flight_at_kill": len(mid) + len(pre),
         "mid_stream_at_kill": mid,
         "before_first_token_at_kill": pre,
         "t_kill": t_kill,
@@ -303,44 +317,60 @@ async def _payload_served(net: Network, executor: str, iid: bytes) -> bool:
     return hashlib.sha256(body).digest() == rec.payload_hash
 
 
-async def _kill_role(
-    net: Network, fault: str, role: str, in_flight_key: str, in_flight: list[str], timeout_s: float
+async def _kill_when_busy(
+    net: Network,
+    fault: str,
+    name: str,
+    role: str,
+    busy: Callable[[], Awaitable[list[str]]],
+    timeout_s: float,
 ) -> dict[str, Any]:
-    """Kill ``TARGETS[fault]``'s ``role`` actor; report what was in flight and the restart."""
-    name = TARGETS[fault]
+    """Wait until ``busy()`` names work in flight at participant ``name``'s ``role`` actor (at
+    most ``timeout_s``), kill it at once, and report that work and the restart. A fault that
+    found nothing in flight reports ``in_flight_at_kill`` 0: the run's summary fails it."""
+    found: list[str] = []
+
+    async def ready() -> bool:
+        found[:] = await busy()
+        return bool(found)
+
+    await wait_until(ready, timeout_s, 0.01)
     t_kill = time.monotonic()
     restart_s = await _kill_and_wait(net.handle(name, role), timeout_s)
     return {
         "fault": fault,
         "target": f"{name}.{role}",
-        in_flight_key: in_flight,
+        "in_flight_at_kill": len(found),
+        "work_at_kill": found,
         "t_kill": t_kill,
         "restart_s": restart_s,
     }
 
 
 async def fault_ta(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
-    in_flight = [s.iid.hex() for s in load.live.values() if s.ta == TARGETS["ta"]]
-    return await _kill_role(net, "ta", "ta", "in_flight_at_kill", in_flight, timeout_s)
+    async def busy() -> list[str]:  # requests this TA is serving
+        return [s.iid.hex() for s in load.live.values() if s.ta == TARGETS["ta"]]
+
+    return await _kill_when_busy(net, "ta", TARGETS["ta"], "ta", busy, timeout_s)
 
 
 async def fault_verifier(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
     name = TARGETS["verifier"]
     handle = net.handle(name, "verifier")
     before = await handle.stats.remote()
-    t_kill = time.monotonic()
-    restart_s = await _kill_and_wait(handle, timeout_s)
+
+    async def busy() -> list[str]:  # checks running (grading or submitting their Validation)
+        return ["check"] * (await handle.stats.remote())["in_check"]
+
+    out = await _kill_when_busy(net, "verifier", name, "verifier", busy, timeout_s)
 
     async def checking() -> bool:  # counters restart at 0: any check is a check after restart
         return (await handle.stats.remote())["checked"] > 0
 
     resumed = await wait_until(checking, timeout_s, 0.5)
     return {
-        "fault": "verifier",
-        "target": f"{name}.verifier",
+        **out,
         "checked_before_kill": before["checked"],
-        "t_kill": t_kill,
-        "restart_s": restart_s,
         "checks_resumed_after_restart": resumed,
     }
 
@@ -351,8 +381,11 @@ async def fault_ledger(net: Network, load: Load, timeout_s: float) -> dict[str, 
     leader = st["view"] % len(replicas)  # equal weights: validators in genesis order
     others = [r for i, r in enumerate(replicas) if i != leader]
     h0 = max([(await r.status.remote())["committed_height"] for r in others])
-    t_kill = time.monotonic()
-    restart_s = await _kill_and_wait(replicas[leader], timeout_s)
+
+    async def busy() -> list[str]:  # every request in flight has records on their way to it
+        return [s.iid.hex() for s in load.live.values()]
+
+    out = await _kill_when_busy(net, "ledger", PARTICIPANTS[leader], "ledger", busy, timeout_s)
     h1 = max([(await r.status.remote())["committed_height"] for r in others])
 
     async def caught_up() -> bool:
@@ -362,10 +395,8 @@ async def fault_ledger(net: Network, load: Load, timeout_s: float) -> dict[str, 
     caught = await wait_until(caught_up, timeout_s, 0.3)
     recovered = (await replicas[leader].status.remote())["recovered_height"] if caught else None
     return {
-        "fault": "ledger",
+        **out,
         "target": f"{PARTICIPANTS[leader]}.ledger (leader of view {st['view']})",
-        "t_kill": t_kill,
-        "restart_s": restart_s,
         "blocks_committed_while_down": h1 - h0,
         "caught_up": caught,
         "recovered_height": recovered,
@@ -374,8 +405,11 @@ async def fault_ledger(net: Network, load: Load, timeout_s: float) -> dict[str, 
 
 async def fault_mlnode(net: Network, load: Load, timeout_s: float) -> dict[str, Any]:
     addr = net.address_of(TARGETS["mlnode"])
-    in_flight = [s.iid.hex() for s in load.live.values() if s.executor0 == addr]
-    return await _kill_role(net, "mlnode", "mlnode", "executing_at_kill", in_flight, timeout_s)
+
+    async def busy() -> list[str]:  # requests its executor is generating on it
+        return [s.iid.hex() for s in load.live.values() if s.executor0 == addr]
+
+    return await _kill_when_busy(net, "mlnode", TARGETS["mlnode"], "mlnode", busy, timeout_s)
 
 
 FAULT_FNS = {
@@ -421,6 +455,25 @@ async def run_faults(
 
 
 # --- audit ---------------------------------------------------------------------------------------
+
+
+def billed_by_rules(rec: Any) -> bool:
+    """Whether a cut stream's record moved money as the lifecycle rules say, whatever its status:
+    no record (its Start never committed) moved nothing; an expired Start refunded its whole
+    escrow and charged nothing; a finished one charged the cost of the tokens the executor
+    signed for (never above the escrow; the rest went back at Finish) and refunded nothing
+    unless a vote invalidated it, which refunds exactly that cost. Still STARTED: not settled."""
+    if rec is None:
+        return True
+    if rec.status is InferenceStatus.EXPIRED:
+        return rec.refunded == rec.escrow and rec.cost == 0
+    if rec.status in DONE_STATUSES:
+        cost = payments.cost_amount(
+            rec.prompt_tokens, rec.completion_tokens, rec.price_per_token, rec.escrow
+        )
+        refund = rec.cost if rec.status is InferenceStatus.INVALIDATED else 0
+        return rec.cost == cost and rec.refunded == refund
+    return False
 
 
 async def _records(net: Network) -> list[dict[bytes, Any]]:
@@ -471,6 +524,7 @@ async def audit(
                 "escrow": rec.escrow if rec else 0,
                 "refunded": rec.refunded if rec else 0,
                 "cost": rec.cost if rec else 0,
+                "billed_by_rules": billed_by_rules(rec),
             }
         )
     genesis = net.config.pricing.genesis_client_balance
@@ -534,6 +588,7 @@ async def audit(
         "mid_stream_refunded": sum(
             r["status"] == "expired" and r["refunded"] == r["escrow"] > 0 for r in refunds
         ),
+        "mid_stream_billed_by_rules": sum(r["billed_by_rules"] for r in refunds),
         "refunds": refunds,
         "ta_retries_after_pre_token_failure": sum(s["retries"] for s in ta_stats),
         "answered_on_a_later_attempt": sum(s.done.attempt > 0 for s in answered.values()),
@@ -642,6 +697,102 @@ async def overload_burst(
     }
 
 
+def _serve_pids() -> list[int]:
+    """The processes of Serve's HTTP proxy and application replicas (by their Ray titles)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if title.startswith((b"ray::ProxyActor", b"ray::ServeReplica")):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def oversized_burst(net: Network, *, bodies: int, body_mib: int) -> dict[str, Any]:
+    """``bodies`` concurrent POSTs of ``body_mib`` MiB each at the HTTP front door, over raw
+    connections, a third each with no API key (401), a wrong one and a valid one (413 from
+    Content-Length, whatever the key). Each client sends its headers, waits up to 2 s for an
+    answer (``answered_before_body``), then sends the body anyway. The RSS of Serve's proxy and
+    replica processes is sampled throughout; the peak growth over idle is what the burst cost."""
+    from gonka_ray.serve.deployment import serve_network, shutdown
+
+    port = _free_port()
+    serve_network(net, api_keys={"sk-faults": 0}, port=port, name="faults-oversized")
+    pids = _serve_pids()
+    base = sum(_rss_bytes(p) for p in pids)
+    peak = base
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, sum(_rss_bytes(p) for p in pids))
+            await asyncio.sleep(0.02)
+
+    chunk = b"x" * 2**20
+    early = 0  # answered before a byte of the body was sent
+
+    async def one(i: int) -> str:
+        nonlocal early
+        auth = ("", "Authorization: Bearer sk-wrong\r\n", "Authorization: Bearer sk-faults\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth[i % 3]}"
+            f"Content-Type: application/json\r\nContent-Length: {body_mib * 2**20}\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        line = b""
+        try:  # a server that refuses from the headers answers now
+            line = await asyncio.wait_for(reader.readline(), 2.0)
+            early += bool(line)
+        except TimeoutError:
+            pass
+        try:  # send the body anyway: a server that buffers it shows in the RSS
+            for _ in range(body_mib):
+                writer.write(chunk)
+                await writer.drain()
+            if not line:
+                line = await asyncio.wait_for(reader.readline(), 60.0)
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        writer.close()
+        parts = line.split()
+        return parts[1].decode() if len(parts) > 1 else "no answer"
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    t0 = time.monotonic()
+    try:
+        outcomes = await asyncio.gather(*[one(i) for i in range(bodies)])
+    finally:
+        stop.set()
+        await sampler
+        shutdown()
+    mib = 2**20
+    return {
+        "bodies": bodies,
+        "body_mib": body_mib,
+        "outcomes": dict(Counter(outcomes)),
+        "answered_before_body": early,
+        "wall_s": round(time.monotonic() - t0, 2),
+        "serve_processes": len(pids),
+        "serve_rss_idle_mib": round(base / mib, 1),
+        "peak_mib": round((peak - base) / mib, 1),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # --- the whole scenario --------------------------------------------------------------------------
 
 
@@ -653,6 +804,7 @@ async def scenario(
     faults: tuple[str, ...] = FAULTS,
     bursts: tuple[int, ...] = (),
     ta_limit: int = 16,
+    oversized: tuple[int, int] | None = None,
     fault_timeout_s: float = 180.0,
     settle_timeout_s: float = 180.0,
     progress: bool = False,
@@ -687,7 +839,21 @@ async def scenario(
     report["bursts"] = [
         await overload_burst(net, burst=b, ta_limit=ta_limit) for b in bursts if b > 0
     ]
+    if oversized is not None:
+        bodies, body_mib = oversized
+        report["oversized"] = await oversized_burst(net, bodies=bodies, body_mib=body_mib)
     return report
+
+
+def fault_summary(faults: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the faults hit: each killed role with the work in flight at its kill; the smallest
+    of those (0 means a fault hit nothing, which fails the run)."""
+    killed = {f["fault"]: f.get("in_flight_at_kill", 0) for f in faults if "t_kill" in f}
+    return {
+        "roles_killed": len(killed),
+        "in_flight_at_kill": killed,
+        "in_flight_at_kill_min": min(killed.values(), default=0),
+    }
 
 
 def _after_restart(load: Load, faults: list[dict[str, Any]], t0: float) -> dict[str, int]:
@@ -715,6 +881,7 @@ def main() -> None:
     ap.add_argument("--token-delay-ms", type=float, default=20.0)
     ap.add_argument("--bursts", type=int, nargs="*", default=[100, 400])
     ap.add_argument("--ta-limit", type=int, default=32)
+    ap.add_argument("--oversized", type=int, nargs=2, default=[20, 48], metavar=("BODIES", "MIB"))
     ap.add_argument("--num-cpus", type=int, default=4)
     ap.add_argument("--out", default="faults")
     args = ap.parse_args()
@@ -741,6 +908,7 @@ def main() -> None:
                 concurrency=args.concurrency,
                 bursts=tuple(args.bursts),
                 ta_limit=args.ta_limit,
+                oversized=tuple(args.oversized),
                 progress=True,
             )
         )
@@ -769,8 +937,12 @@ def main() -> None:
         "first_try_share": round(report["first_try"] / max(1, report["requests"]), 5),
         "mid_stream_cut": report["mid_stream_cut"],
         "mid_stream_refunded": report["mid_stream_refunded"],
+        "mid_stream_billed_by_rules": report["mid_stream_billed_by_rules"],
         "balances_conserved": report["balances_conserved"],
+        **fault_summary(report["faults"]),
     }
+    if "oversized" in report:
+        summary["oversized_body_peak_mib"] = report["oversized"]["peak_mib"]
     if report["bursts"]:
         summary["burst_refused_share"] = report["bursts"][-1]["refused_share"]
         summary["burst_ta_rss_growth_mib"] = report["bursts"][-1]["ta_rss_growth_mib"]

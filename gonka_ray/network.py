@@ -31,6 +31,7 @@ from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
+from gonka_ray.serve.body_limit import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
 
@@ -300,6 +301,8 @@ def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    # Serve's proxy (a Ray worker started below) installs the body limit only from its env
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     import ray
     from ray._private import ray_constants
 

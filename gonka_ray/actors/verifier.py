@@ -84,6 +84,7 @@ class Verifier(RoleBase):
         self.cursor = 0  # last ledger event seen
         self.finished_seen = 0
         self.checked = 0
+        self.in_check = 0  # checks (and votes) running now, their ledger submission included
         self.failed = 0
         self.votes = 0
         self.skipped = 0
@@ -144,6 +145,14 @@ class Verifier(RoleBase):
         ):
             self.skipped += 1
             return 0
+        self.in_check += 1
+        try:
+            return await self._validate(record)
+        finally:
+            self.in_check -= 1
+
+    async def _validate(self, record: InferenceRecord) -> int:
+        iid = record.inference_id
         verdict, result = await self.check(record)
         await self._submit(
             wire.Validation(
@@ -320,6 +329,7 @@ class Verifier(RoleBase):
             "failed": self.failed,
             "votes": self.votes,
             "skipped": self.skipped,
+            "in_check": self.in_check,
         }
 
 

@@ -7,12 +7,17 @@ network and returns the URL where Serve's proxy really listens (:func:`_bound`).
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from gonka_ray import crypto
 from gonka_ray.constants import SERVE_DEFAULT_PORT, SERVE_MAX_INFLIGHT, SERVE_MAX_ONGOING_REQUESTS
+from gonka_ray.serve.body_limit import PROXY_CALLBACK_ENV
 from gonka_ray.serve.ingress import GonkaIngress, app
+
+log = logging.getLogger(__name__)
 
 
 def _deployment():
@@ -77,6 +82,12 @@ def serve_network(
         k: (v if isinstance(v, crypto.KeyPair) else net.client_key(int(v))).seed
         for k, v in api_keys.items()
     }
+    if PROXY_CALLBACK_ENV not in os.environ:  # inherited by the proxy if Ray started here
+        log.warning(
+            "%s is not set: Serve's proxy buffers request bodies of any size "
+            "(see gonka_ray.serve.body_limit)",
+            PROXY_CALLBACK_ENV,
+        )
     serve.start(http_options={"host": host, "port": port})
     application = build_app(
         network=net.config.name,

@@ -1,10 +1,11 @@
 """Crash faults under load, short version of ``benchmarks/faults.py`` (FakeEngine, protocol only).
 
-A bounded closed loop of signed requests runs while, in turn, an executor with a stream in
-flight, a transport agent, a verifier, the ledger leader and an MLNode are killed (Ray restarts
-each). Nothing answered may be missing from the ledger, cut streams end typed and are refunded,
-balances add up, every killed actor comes back and works. Then a burst at one TA with a lowered
-in-flight limit is refused with Overloaded instead of piling up.
+A bounded closed loop of signed requests runs while, in turn, an executor, a transport agent, a
+verifier, the ledger leader and an MLNode are killed, each with work in flight (asserted; Ray
+restarts each). Nothing answered may be missing from the ledger, every cut stream is billed or
+refunded by the rules whatever its status, balances add up, every killed actor comes back and
+works. Then a burst at one TA with a lowered in-flight limit is refused with Overloaded instead
+of piling up, and oversized HTTP bodies are refused without being buffered.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 
 import pytest
 
-from benchmarks.faults import FAULTS, fault_config, scenario
+from benchmarks.faults import FAULTS, fault_config, fault_summary, scenario
 from gonka_ray.network import launch
 
 
@@ -30,6 +31,7 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
                 concurrency=8,
                 bursts=(40,),
                 ta_limit=8,
+                oversized=(6, 16),
                 fault_timeout_s=180.0,
                 settle_timeout_s=180.0,
             )
@@ -38,12 +40,15 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
         net.teardown()
     faults = {f["fault"]: f for f in r["faults"]}
     assert list(faults) == list(FAULTS) and not any("skipped" in f for f in faults.values()), r
+    # every fault hit work in flight: a kill of an idle actor would prove nothing
+    hit = fault_summary(r["faults"])
+    assert hit["roles_killed"] == len(FAULTS) and hit["in_flight_at_kill_min"] >= 1, hit
     # every fault's actor came back
     assert all(f["restart_s"] is not None for f in faults.values()), {
         k: f["restart_s"] for k, f in faults.items()
     }
-    assert faults["executor"]["killed_with_stream_in_flight"]
-    assert faults["executor"]["payload_served_after_restart"] is not False
+    assert faults["executor"]["mid_stream_at_kill"]
+    assert faults["executor"]["payload_served_after_restart"] is True
     assert faults["verifier"]["checks_resumed_after_restart"]
     assert faults["ledger"]["caught_up"] and faults["ledger"]["recovered_height"] > 0
     assert r["after_restart"]["ta"] > 0 and r["after_restart"]["executor"] > 0
@@ -56,6 +61,12 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
     cut = [x for x in r["refunds"] if x["tokens_sent"] > 0]
     assert all(x["error"] == "StreamInterrupted" for x in cut if x["status"] == "expired"), cut
     assert r["mid_stream_refunded"] == sum(x["status"] == "expired" for x in cut)
+    assert all(x["billed_by_rules"] for x in cut), cut  # whatever the status
+    # oversized bodies: refused from the headers, never buffered whole
+    big = r["oversized"]
+    assert big["outcomes"] == {"401": 2, "413": 4}, big
+    assert big["answered_before_body"] == 6, big
+    assert big["peak_mib"] <= 32, big
     # back-pressure: the overflow is refused at once with Retry-After, never queued
     (burst,) = r["bursts"]
     assert burst["outcomes"].get("Overloaded", 0) > 0 and burst["retry_after_s"] == [1.0]

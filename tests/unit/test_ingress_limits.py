@@ -122,3 +122,57 @@ def test_one_client_cannot_hold_more_than_its_share() -> None:
     statuses = asyncio.run(scenario())
     assert statuses == [429, 200, 200, 200]
     assert ingress.inflight == 0 and not ingress.client_inflight
+
+
+# --- the proxy-level middleware (gonka_ray.serve.body_limit) -------------------------------------
+
+
+def _asgi(limit: int, hdrs: list, chunks: list[bytes], path: str = CHAT):
+    """Run BodyLimit over an app that reads the whole body; returns (status, app_saw, pulled)."""
+    from gonka_ray.serve.body_limit import BodyLimit
+
+    seen: dict[str, Any] = {"called": False, "body": b"", "disconnect": False}
+
+    async def app(scope, receive, send) -> None:
+        seen["called"] = True
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                seen["disconnect"] = True
+                return
+            seen["body"] += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[dict] = []
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+
+    body = Body(chunks)
+    scope = {**_scope("POST", path, hdrs)}
+    asyncio.run(BodyLimit(app, max_body_bytes=limit)(scope, body, send))
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    return status, seen, body.pulled, sent
+
+
+def test_proxy_middleware_refuses_unauthenticated_and_oversized_without_reading() -> None:
+    status, seen, pulled, sent = _asgi(1024, headers(key=None, length=10**9), [b"x" * 4096])
+    assert status == 401 and not seen["called"] and pulled == 0
+    assert json.loads(sent[-1]["body"])["error"]["code"] == "invalid_api_key"
+    status, seen, pulled, sent = _asgi(1024, headers(length=10**9), [b"x" * 4096])
+    assert status == 413 and not seen["called"] and pulled == 0
+    assert json.loads(sent[-1]["body"])["error"]["code"] == "request_too_large"
+
+
+def test_proxy_middleware_cuts_a_streamed_body_at_the_limit() -> None:
+    status, seen, pulled, _ = _asgi(10_000, headers(), [b" " * 4096] * 50)
+    assert seen["disconnect"] and status is None  # the app was told the client left
+    assert pulled <= 10_000 + 4096
+
+
+def test_proxy_middleware_passes_a_body_under_the_limit() -> None:
+    status, seen, _, _ = _asgi(len(BODY), headers(length=len(BODY)), [BODY])
+    assert status == 200 and seen["body"] == BODY
