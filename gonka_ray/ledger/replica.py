@@ -6,9 +6,9 @@
 :class:`~gonka_ray.peer.ray_transport.RayPeerTransport` and make it an actor with
 :func:`gonka_ray.raykit.remote`), so nothing here imports Ray. For each
 :class:`~gonka_ray.ledger.ready.Ready` the shell **persists, then sends, then applies**:
-``to_persist`` goes to SQLite (fsync'd) before any message leaves, so a vote is never sent that a
-restart could forget; committed blocks are applied to the state machine and recorded with their
-certificates and receipts.
+``to_persist`` goes to SQLite (fsync'd by default: ``power_loss_safe``) before any message
+leaves, so a vote is never sent that a restart, or a power cut, could forget; committed blocks are
+applied to the state machine and recorded with their certificates and receipts.
 
 Snapshot sync (``epoch_blocks > 0``): every replica keeps a state snapshot at the last block of
 the latest epoch. A far-behind or wiped replica calls :meth:`LedgerReplica.snapshot_sync`: it
@@ -108,7 +108,10 @@ class LedgerReplica:
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
         track_latency: record submit-to-commit latencies (benchmarks).
-        fsync: fsync every write (power-loss safe) instead of process-crash safe; see storage.
+        power_loss_safe: every store commit fsyncs SQLite's write-ahead log
+            (``synchronous=FULL``), so what the replica acknowledged or voted survives power loss
+            (the default); ``False`` keeps only process-crash safety (``synchronous=NORMAL``),
+            for tests and benchmarks; see the storage module.
         apply_in_thread: apply committed blocks in a worker thread (see ``_apply_loop``).
         epoch_blocks: blocks per epoch (``EpochConfig.epoch_blocks``): the validator set may
             change at each epoch boundary, read from committed state (see the consensus
@@ -131,7 +134,7 @@ class LedgerReplica:
         snapshot_every: int = 100,
         install: Callable[[StateMachine], None] | None = None,
         track_latency: bool = False,
-        fsync: bool = False,
+        power_loss_safe: bool = True,
         apply_in_thread: bool = False,
         epoch_blocks: int = 0,
     ) -> None:
@@ -143,7 +146,9 @@ class LedgerReplica:
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
-        self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
+        self.store = LedgerStore(
+            Path(storage_dir) / f"replica-{index}.sqlite", power_loss_safe=power_loss_safe
+        )
         self._closed = False
         self.epoch_blocks = epoch_blocks
         self._install = install
