@@ -14,6 +14,19 @@ figures.
 (one every 100 ms, 20 ms ticks), measured twice: all four in this process over an in-memory
 transport (no Ray), and as Ray actors (CPU from ``/proc`` of their processes). The difference is
 what the consensus messages cost as Ray actor calls.
+
+**What durability costs** (``durability``, run first, before Ray starts): the replicas run with
+the durable default (``power_loss_safe=True``: SQLite ``synchronous=FULL``, the WAL fsynced at
+every commit; ``--power-loss-unsafe`` benchmarks ``NORMAL`` instead, and the summary's
+``durable`` says which ran). Side by side in the same run, interleaved: the store writes a
+replica makes per block on its critical path (``persist`` of the block and safety record before
+its vote leaves, then ``record_commit``) at FULL and at NORMAL, in ms per block and blocks/s;
+the open-time ``quick_check``; and the crash-injection matrix of
+``tests/store_crash.py``: writer processes killed at every point of every kind of write and at
+random moments, ``power_loss_lost_commits`` = acknowledged writes missing after reopening (must be
+0). NOTE: that matrix kills processes, it does not cut power; power-loss safety rests on FULL
+sync (SQLite's WAL protocol and a disk that honours fsync). ``--only durability`` runs this part
+alone and prints it without writing the results file.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,11 +48,25 @@ from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from gonka_ray import crypto, wire
+from gonka_ray.ledger.quorum import block_hash
 from gonka_ray.ledger.replica import LedgerReplica
+from gonka_ray.ledger.state import BlockResult, TxResult
+from gonka_ray.ledger.storage import LedgerStore
 from gonka_ray.ledger.transport import InProcessNetwork
 from gonka_ray.peer.ray_transport import RayPeerTransport
 from gonka_ray.raykit import ActorOptions, remote
-from gonka_ray.wire import GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
+from gonka_ray.wire import (
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    ConsensusSafety,
+    GenesisAccount,
+    GenesisParticipant,
+    LedgerGenesis,
+    QuorumCert,
+    Transfer,
+)
+from tests.store_crash import crash_matrix
 
 CLIENTS = 1_000
 BATCH_INTERVAL_S = 0.02
@@ -150,7 +178,9 @@ async def start_group(
     return handles
 
 
-async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: str) -> list[dict]:
+async def bench_group(
+    ray, n: int, rates: list[float], duration_s: float, tmp: str, power_loss_safe: bool = True
+) -> list[dict]:
     replicas = keys(f"replica{n}", n)
     clients = keys("client", CLIENTS)
     chain = f"bench-{n}"
@@ -166,6 +196,7 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
         snapshot_every=10**9,
         track_latency=True,
         apply_in_thread=False,  # apply mostly hits the admission cache now
+        power_loss_safe=power_loss_safe,
     )
     nonces = [0] * CLIENTS
     rows = []
@@ -183,7 +214,9 @@ async def bench_group(ray, n: int, rates: list[float], duration_s: float, tmp: s
     return rows
 
 
-async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
+async def block_cost_in_process(
+    tmp: str, seconds: float = 8.0, power_loss_safe: bool = True
+) -> float:
     """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
     keys_ = keys("blockcost", 4)
     genesis = genesis_of(keys_, "blockcost-local")
@@ -200,6 +233,7 @@ async def block_cost_in_process(tmp: str, seconds: float = 8.0) -> float:
                 tick_ms=20,
                 timeout_ticks=100,
                 empty_block_interval_ms=100,
+                power_loss_safe=power_loss_safe,
             )
         )
         net.add(i, replicas[i])
@@ -221,7 +255,9 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def block_cost_over_ray(ray, tmp: str, seconds: float = 8.0) -> float:
+async def block_cost_over_ray(
+    ray, tmp: str, seconds: float = 8.0, power_loss_safe: bool = True
+) -> float:
     """The same group as Ray actors: CPU ms per heartbeat block per replica process."""
     keys_ = keys("blockcost", 4)
     handles = await start_group(
@@ -233,6 +269,7 @@ async def block_cost_over_ray(ray, tmp: str, seconds: float = 8.0) -> float:
         tick_ms=20,
         timeout_ticks=100,
         empty_block_interval_ms=100,
+        power_loss_safe=power_loss_safe,
     )
     try:
         pids = await asyncio.gather(
@@ -250,12 +287,159 @@ async def block_cost_over_ray(ray, tmp: str, seconds: float = 8.0) -> float:
     return round(1000 * cpu / max(1, blocks) / 4, 2)
 
 
+# --- durability ------------------------------------------------------------------------------
+
+
+def synthetic_blocks(n: int, txs_per_block: int) -> list[tuple]:
+    """``n`` chained blocks of ``txs_per_block`` random transactions the size of a signed
+    transfer, each with a certificate, a result (receipts) and a safety record: what a replica
+    writes per block. The store does not verify them, so no signing or applying is needed."""
+    key = crypto.KeyPair.from_seed("bench/durability")
+    tx_bytes = len(wire.seal(Transfer(to=key.address, amount=1, nonce=0), key, "bench"))
+    prev, out = bytes(32), []
+    for h in range(1, n + 1):
+        txs = tuple(os.urandom(tx_bytes) for _ in range(txs_per_block))
+        header = BlockHeader(
+            height=h,
+            view=h,
+            parent=prev,
+            justify=QuorumCert(view=h - 1, block_hash=prev, sigs=()),
+            tx_root=os.urandom(32),
+            tx_count=len(txs),
+            proposer=h % 4,
+        )
+        bh = block_hash(header)
+        qc = QuorumCert(view=h, block_hash=bh, sigs=())
+        receipts = tuple(TxResult(os.urandom(32), os.urandom(32), True, "") for _ in txs)
+        out.append(
+            (
+                Block(header=header, txs=txs),
+                bh,
+                CommitCertificate(headers=(header,), qc=qc),
+                BlockResult(h, bh, os.urandom(32), receipts),
+                ConsensusSafety(
+                    cur_view=h, last_voted_view=h, locked_hash=prev, high_qc=qc, timeout_view=0
+                ),
+            )
+        )
+        prev = bh
+    return out
+
+
+def store_write_cost(
+    tmp: str, blocks: int = 300, txs_per_block: int = 100, rounds: int = 6
+) -> dict[str, Any]:
+    """Per block, ``persist([block, safety])`` then ``record_commit`` on a store at FULL and one
+    at NORMAL, in alternating rounds (same blocks, so load on the machine hits both alike)."""
+    data = synthetic_blocks(blocks, txs_per_block)
+    modes = {"full": True, "normal": False}
+    stores = {
+        m: LedgerStore(f"{tmp}/store-{m}.sqlite", power_loss_safe=v) for m, v in modes.items()
+    }
+    per_block: dict[str, list[float]] = {m: [] for m in modes}
+    persist: dict[str, list[float]] = {m: [] for m in modes}
+    chunk = max(1, blocks // rounds)
+    for r in range(rounds):
+        for m in list(modes)[:: 1 if r % 2 == 0 else -1]:
+            for block, bh, cert, result, safety in data[r * chunk : (r + 1) * chunk]:
+                t0 = time.perf_counter()
+                stores[m].persist([block, safety])
+                t1 = time.perf_counter()
+                stores[m].record_commit(block, bh, cert, result)
+                per_block[m].append(time.perf_counter() - t0)
+                persist[m].append(t1 - t0)
+    out: dict[str, Any] = {}
+    for m in modes:
+        ms = np.array(per_block[m]) * 1000
+        out[m] = {
+            "block_p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "block_p90_ms": round(float(np.percentile(ms, 90)), 3),
+            "block_p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "block_mean_ms": round(float(ms.mean()), 3),
+            "persist_p50_ms": round(float(np.percentile(np.array(persist[m]) * 1000, 50)), 3),
+            # NOTE: from the mean, so stalls of a loaded machine count; compare p50s for the sync
+            "blocks_per_s": round(1000 / float(ms.mean()), 1),
+            "tx_per_s_store_ceiling": round(1000 * txs_per_block / float(ms.mean()), 1),
+        }
+    path = stores["full"].path
+    for store in stores.values():
+        store.close()
+    out["quick_check"] = open_cost(path)
+    out["txs_per_block"] = txs_per_block
+    out["blocks_each"] = len(per_block["full"])
+    return out
+
+
+def open_cost(path: Path, repeats: int = 3) -> dict[str, float]:
+    """Best of ``repeats``: ms to open ``path`` with and without ``quick_check``, and to load."""
+    best = {"open_ms_quick_check": 1e9, "open_ms_no_check": 1e9, "load_ms": 1e9}
+    for _ in range(repeats):
+        for check, key in ((True, "open_ms_quick_check"), (False, "open_ms_no_check")):
+            t0 = time.perf_counter()
+            store = LedgerStore(path, quick_check=check)
+            t1 = time.perf_counter()
+            store.load()
+            t2 = time.perf_counter()
+            store.close()
+            best[key] = min(best[key], (t1 - t0) * 1000)
+            best["load_ms"] = min(best["load_ms"], (t2 - t1) * 1000)
+    out = {k: round(v, 2) for k, v in best.items()}
+    out["file_mb"] = round(path.stat().st_size / 1e6, 1)
+    return out
+
+
+def measure_durability(tmp: str) -> dict:
+    """The ``durability`` section (see the module docstring). Forks writer processes: run it
+    before Ray starts."""
+    t0 = time.perf_counter()
+    writes = store_write_cost(tmp)
+    report = crash_matrix(Path(tmp) / "crash", timed_kills=16, seed=1)
+    return {
+        "store_writes": writes,
+        "crash_injection": {
+            "what": "writer processes killed (SIGKILL or os._exit) at every crash point of every "
+            "kind of write, and by SIGKILL at random moments; no power cut",
+            "crashes": report.crashes,
+            "crash_points": len(report.points),
+            "writes_in_script": report.writes,
+            "lost_acknowledged_writes": report.lost_acknowledged,
+            "after_commit_kills_kept": report.after_commit_kept,
+            "failures": report.failures,
+            "seconds": report.seconds,
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def print_durability(d: dict) -> None:
+    w = d["store_writes"]
+    print_table([{"sync": m.upper(), **w[m]} for m in ("full", "normal")])
+    print(f"quick_check at open: {w['quick_check']}")
+    print(f"crash injection: {d['crash_injection']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rates", default="250,500,1000,2000,4000")
     ap.add_argument("--duration-s", type=float, default=4.0)
     ap.add_argument("--groups", default="4,7")
+    ap.add_argument(
+        "--power-loss-unsafe",
+        action="store_true",
+        help="replicas at synchronous=NORMAL (the summary's durable is then false)",
+    )
+    ap.add_argument(
+        "--only",
+        choices=["durability"],
+        help="run only this section and print it (no results file)",
+    )
     args = ap.parse_args()
+    safe = not args.power_loss_unsafe
+    with tempfile.TemporaryDirectory() as tmp:
+        durability = measure_durability(tmp)  # forks writers: before Ray starts
+    print_durability(durability)
+    if args.only == "durability":
+        return
     import ray
 
     options = {"include_dashboard": False, "namespace": "gonka_ray_bench", "log_to_driver": False}
@@ -265,15 +449,21 @@ def main() -> None:
     all_rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         block_cost = {
-            "in_process_cpu_ms_per_block_per_replica": asyncio.run(block_cost_in_process(tmp)),
-            "over_ray_cpu_ms_per_block_per_replica": asyncio.run(block_cost_over_ray(ray, tmp)),
+            "in_process_cpu_ms_per_block_per_replica": asyncio.run(
+                block_cost_in_process(tmp, power_loss_safe=safe)
+            ),
+            "over_ray_cpu_ms_per_block_per_replica": asyncio.run(
+                block_cost_over_ray(ray, tmp, power_loss_safe=safe)
+            ),
         }
         print(f"heartbeat block cost: {block_cost}")
         for n in [int(g) for g in args.groups.split(",")]:
-            rows = asyncio.run(bench_group(ray, n, rates, args.duration_s, tmp))
+            rows = asyncio.run(bench_group(ray, n, rates, args.duration_s, tmp, safe))
             if n == 4:
                 peak = max(r["tx_per_s"] for r in rows)
-                half = asyncio.run(bench_group(ray, n, [peak / 2], args.duration_s, tmp + "h"))
+                half = asyncio.run(
+                    bench_group(ray, n, [peak / 2], args.duration_s, tmp + "h", safe)
+                )
                 half[0]["half_load"] = True
                 rows += half
             all_rows += rows
@@ -292,6 +482,10 @@ def main() -> None:
             "in_process_cpu_ms_per_block_per_replica"
         ],
         "block_cpu_ms_per_replica_over_ray": block_cost["over_ray_cpu_ms_per_block_per_replica"],
+        "durable": safe,
+        "power_loss_lost_commits": durability["crash_injection"]["lost_acknowledged_writes"],
+        "store_ms_per_block_full": durability["store_writes"]["full"]["block_p50_ms"],
+        "store_ms_per_block_normal": durability["store_writes"]["normal"]["block_p50_ms"],
     }
     print(summary)
     load = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
@@ -303,6 +497,7 @@ def main() -> None:
         duration_s=args.duration_s,
         load_avg_1m=load,
         block_cost=block_cost,
+        durability=durability,
     )
     print(f"wrote {path}")
     plot(all_rows)

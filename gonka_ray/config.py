@@ -105,6 +105,12 @@ class LedgerConfig(_Strict):
     )
     expiry_blocks: int = Field(LEDGER_EXPIRY_BLOCKS, ge=1)
     storage_dir: str | None = Field(None, description="SQLite folder; default: a temp dir")
+    on_corrupt_store: Literal["refuse", "resync"] = Field(
+        "refuse",
+        description="a replica whose SQLite file is damaged: 'refuse' to start (CorruptStore "
+        "says which file and how), or 'resync': rename the file to <name>.corrupt-<time>, start "
+        "empty and snapshot-sync from the peers",
+    )
 
     @model_validator(mode="after")
     def _pacing_below_the_view_timeout(self) -> LedgerConfig:

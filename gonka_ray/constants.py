@@ -75,6 +75,7 @@ LEDGER_SYNC_MAX_PARKED = 512  # consensus messages parked while their block is f
 LEDGER_SYNC_FETCH_BLOCKS = 64  # blocks asked for in one block-sync fetch
 LEDGER_CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)
 LEDGER_PRECHECK_CACHE_TXS = 100_000  # opened envelopes kept between admission and apply
+LEDGER_RESYNC_RETRY_S = 1.0  # seconds between snapshot-sync tries of a replica resyncing
 MAX_AMOUNT = 2**63 - 1  # largest balance or amount, in units (the wire's int64)
 
 # --- epochs and reputation -------------------------------------------------------------------

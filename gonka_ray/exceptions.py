@@ -276,3 +276,24 @@ class StorageError(LedgerError):
     """Fatal: persistent storage is corrupt or unwritable."""
 
     code = "storage_error"
+
+
+class CorruptStore(StorageError):
+    """Fatal: the replica's SQLite file at ``path`` is damaged (``problem`` says how), so the
+    replica refuses to start on it: retrying the same file fails the same way. Move the file
+    aside and resync from the peers (``on_corrupt_store="resync"`` does both)."""
+
+    code = "corrupt_store"
+
+    def __init__(self, path: str, problem: str, **fields: Any) -> None:
+        super().__init__(
+            f"ledger store {path} is corrupt: {problem}. The replica will not start on it: move "
+            f"the file (and its -wal and -shm files) aside and let the replica resync from its "
+            f"peers; on_corrupt_store='resync' does both (it renames the file to "
+            f"<name>.corrupt-<time> and snapshot-syncs)",
+            path=path,
+            problem=problem,
+            **fields,
+        )
+        self.path = path
+        self.problem = problem

@@ -246,6 +246,7 @@ def launch(
                 empty_block_interval_ms=config.ledger.empty_block_interval_ms,
                 min_block_interval_ms=config.ledger.min_block_interval_ms,
                 epoch_blocks=config.epoch.epoch_blocks,
+                on_corrupt_store=config.ledger.on_corrupt_store,
             )
         for p in config.participants:
             net.handles[(p.name, "ledger")].start.remote()

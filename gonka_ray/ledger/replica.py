@@ -6,9 +6,9 @@
 :class:`~gonka_ray.peer.ray_transport.RayPeerTransport` and make it an actor with
 :func:`gonka_ray.raykit.remote`), so nothing here imports Ray. For each
 :class:`~gonka_ray.ledger.ready.Ready` the shell **persists, then sends, then applies**:
-``to_persist`` goes to SQLite (fsync'd) before any message leaves, so a vote is never sent that a
-restart could forget; committed blocks are applied to the state machine and recorded with their
-certificates and receipts.
+``to_persist`` goes to SQLite (fsync'd by default: ``power_loss_safe``) before any message
+leaves, so a vote is never sent that a restart, or a power cut, could forget; committed blocks are
+applied to the state machine and recorded with their certificates and receipts.
 
 Snapshot sync (``epoch_blocks > 0``): every replica keeps a state snapshot at the last block of
 the latest epoch. A far-behind or wiped replica calls :meth:`LedgerReplica.snapshot_sync`: it
@@ -26,24 +26,40 @@ Construction means recovery: Ray's ``max_restarts`` reruns ``__init__``, which r
 the safety record, the latest state snapshot and the committed blocks after it, then catches up
 from peers through the core's block fetching. Calls are idempotent: submitting a transaction twice
 is harmless (mempool and state machine both dedupe), so ``max_task_retries`` is safe.
+
+Corrupt store: when the SQLite file is damaged (not a database, ``quick_check`` finds damage, a
+row does not decode, the snapshot does not restore, or replaying a block gives another state hash
+than the recorded one), construction raises :class:`~gonka_ray.exceptions.CorruptStore` naming
+the file and the damage (``on_corrupt_store="refuse"``, the default: an operator decides). With
+``"resync"`` the file goes to ``<name>.corrupt-<time>`` (kept for a post-mortem), the replica
+starts from an empty store and, once started, snapshot-syncs from its peers (retrying every
+``LEDGER_RESYNC_RETRY_S`` until an offer installs or block sync has caught up with the newest
+offer). NOTE: a resynced replica has lost its safety record too, so it could vote again in a view
+it voted in before the damage; like wiping a replica, that is safe only while the other faulty
+replicas stay within f, which is why resync is opt-in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import LEDGER_CHECK_CHUNK_TXS, LEDGER_EMPTY_BLOCK_INTERVAL_MS
-from gonka_ray.exceptions import CommitTimeout, Overloaded, StorageError
+from gonka_ray.constants import (
+    LEDGER_CHECK_CHUNK_TXS,
+    LEDGER_EMPTY_BLOCK_INTERVAL_MS,
+    LEDGER_RESYNC_RETRY_S,
+)
+from gonka_ray.exceptions import CommitTimeout, CorruptStore, Overloaded, StorageError
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import ConsensusCore
 from gonka_ray.ledger.quorum import (
@@ -56,11 +72,13 @@ from gonka_ray.ledger.quorum import (
 )
 from gonka_ray.ledger.ready import Committed, Ready
 from gonka_ray.ledger.state import StateMachine
-from gonka_ray.ledger.storage import LedgerStore
+from gonka_ray.ledger.storage import LedgerStore, move_aside
 from gonka_ray.ledger.transport import PeerTransport, SyncPeer
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
 
 STATE_PURPOSE = b"ledger/state-attestation"
+
+_log = logging.getLogger(__name__)
 
 
 def validators_of(genesis: LedgerGenesis) -> ValidatorSet:
@@ -108,7 +126,15 @@ class LedgerReplica:
         snapshot_every: blocks between state snapshots.
         install: ``install(state_machine)`` registers more transaction types.
         track_latency: record submit-to-commit latencies (benchmarks).
-        fsync: fsync every write (power-loss safe) instead of process-crash safe; see storage.
+        power_loss_safe: every store commit fsyncs SQLite's write-ahead log
+            (``synchronous=FULL``), so what the replica acknowledged or voted survives power loss
+            (the default); ``False`` keeps only process-crash safety (``synchronous=NORMAL``),
+            for tests and benchmarks; see the storage module.
+        on_corrupt_store: what to do when the SQLite file is damaged (see
+            :class:`~gonka_ray.exceptions.CorruptStore`): ``"refuse"`` (the default) raises it;
+            ``"resync"`` renames the file to ``<name>.corrupt-<time>``, starts from an empty
+            store and, with ``epoch_blocks > 0``, snapshot-syncs from the peers once started
+            (block sync through the consensus core otherwise). See "Corrupt store" above.
         apply_in_thread: apply committed blocks in a worker thread (see ``_apply_loop``).
         epoch_blocks: blocks per epoch (``EpochConfig.epoch_blocks``): the validator set may
             change at each epoch boundary, read from committed state (see the consensus
@@ -131,7 +157,8 @@ class LedgerReplica:
         snapshot_every: int = 100,
         install: Callable[[StateMachine], None] | None = None,
         track_latency: bool = False,
-        fsync: bool = False,
+        power_loss_safe: bool = True,
+        on_corrupt_store: Literal["refuse", "resync"] = "refuse",
         apply_in_thread: bool = False,
         epoch_blocks: int = 0,
     ) -> None:
@@ -143,7 +170,6 @@ class LedgerReplica:
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
         self.apply_in_thread = apply_in_thread
-        self.store = LedgerStore(Path(storage_dir) / f"replica-{index}.sqlite", fsync=fsync)
         self._closed = False
         self.epoch_blocks = epoch_blocks
         self._install = install
@@ -156,7 +182,13 @@ class LedgerReplica:
             "admit": self._admit,
             "epoch_blocks": epoch_blocks,
         }
-        self._recover()
+        self.moved_aside: Path | None = None  # where a corrupt store went ("resync")
+        self._open_and_recover(
+            Path(storage_dir) / f"replica-{index}.sqlite", power_loss_safe, on_corrupt_store
+        )
+        self._resync_pending = self.moved_aside is not None and epoch_blocks > 0
+        self._resyncer: asyncio.Task | None = None
+        self._newest_offer_height = 0  # the highest snapshot offer a peer has made
         self._state_hash = self.sm.state_hash  # as of the last applied block
         self._to_check: deque[tuple[bytes, bytes]] = deque()
         self._checker: asyncio.Task | None = None
@@ -178,6 +210,30 @@ class LedgerReplica:
         if self._install is not None:
             self._install(sm)
         return sm
+
+    def _open_and_recover(self, path: Path, power_loss_safe: bool, on_corrupt_store: str) -> None:
+        """Open the store at ``path`` and recover from it; a corrupt one is refused or, with
+        ``"resync"``, moved aside for an empty one (see "Corrupt store" in the module doc)."""
+        if on_corrupt_store not in ("refuse", "resync"):
+            raise ValueError(f"on_corrupt_store must be 'refuse' or 'resync': {on_corrupt_store!r}")
+        store = None
+        try:
+            store = self.store = LedgerStore(path, power_loss_safe=power_loss_safe)
+            self._recover()
+        except CorruptStore as exc:
+            if store is not None:
+                store.close()
+            if on_corrupt_store == "refuse":
+                raise
+            self.moved_aside = move_aside(path)
+            _log.warning(
+                "replica %d: %s; moved it to %s, starting empty and resyncing from peers",
+                self.index,
+                exc.problem,
+                self.moved_aside,
+            )
+            self.store = LedgerStore(path, power_loss_safe=power_loss_safe)
+            self._recover()
 
     def _recover(self) -> None:
         """(Re)build the state machine and the consensus core from the store."""
@@ -211,7 +267,14 @@ class LedgerReplica:
     def _rebuild_state(self, committed: int) -> None:
         snap = self.store.latest_snapshot()
         if snap is not None and snap[0] <= committed:
-            self.sm.restore(snap[1])
+            try:
+                self.sm.restore(snap[1])
+            except Exception as exc:  # bytes that do not restore are damage, whatever fails
+                raise CorruptStore(
+                    str(self.store.path),
+                    f"the snapshot at height {snap[0]} does not restore "
+                    f"({type(exc).__name__}: {exc})",
+                ) from None
         for h in range(self.sm.height + 1, committed + 1):
             found = self.store.committed_block(h)
             if found is None:
@@ -219,7 +282,10 @@ class LedgerReplica:
             block, _, state_hash = found
             res = self.sm.apply_block(h, block_hash(block.header), block.txs)
             if res.state_hash != state_hash:
-                raise StorageError(f"replaying block {h} gave a different state hash")
+                raise CorruptStore(
+                    str(self.store.path),
+                    f"replaying block {h} gives a state hash other than the one recorded",
+                )
 
     # --- remote API ------------------------------------------------------------------------
 
@@ -314,6 +380,7 @@ class LedgerReplica:
             "view": self.core.cur_view,
             "mempool": len(self.core.mempool),
             "recovered_height": self.recovered_height,
+            "resyncing": self._resync_pending,  # a corrupt store was moved aside, not caught up
             "stats": vars(self.core.stats),
         }
 
@@ -382,6 +449,8 @@ class LedgerReplica:
         peers = list(peers) if peers is not None else self._transport.sync_peers()
         got = await asyncio.gather(*[p.snapshot_offer() for p in peers], return_exceptions=True)
         offers = sorted((o for o in got if isinstance(o, dict)), key=lambda o: -o["height"])
+        if offers:
+            self._newest_offer_height = max(self._newest_offer_height, offers[0]["height"])
         for offer in offers:
             if offer["height"] <= self.core.committed_height:
                 break
@@ -452,6 +521,11 @@ class LedgerReplica:
         recorded (a peer's late message must not restart the replica or write to a closed
         store)."""
         self._stopped = True
+        resyncer = self._resyncer
+        if resyncer is not None and resyncer is not asyncio.current_task():
+            resyncer.cancel()  # its snapshot_sync calls stop() itself: not that one
+            with contextlib.suppress(asyncio.CancelledError):
+                await resyncer
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -473,6 +547,24 @@ class LedgerReplica:
     def _ensure_started(self) -> None:
         if self._ticker is None and not self._stopped:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+        if self._resync_pending and self._resyncer is None and not self._stopped:
+            self._resyncer = asyncio.get_running_loop().create_task(self._resync_loop())
+
+    async def _resync_loop(self) -> None:
+        # NOTE: after a corrupt store was moved aside: snapshot-sync until an offer installs, or
+        # until block sync through the core has caught up with the newest offer (nothing newer
+        # to install). Asking again every LEDGER_RESYNC_RETRY_S covers peers that are not up
+        # yet or have no epoch-end snapshot yet.
+        try:
+            while self._resync_pending and not self._stopped:
+                if await self.snapshot_sync():
+                    break
+                if 0 < self._newest_offer_height <= self.core.committed_height:
+                    break
+                await asyncio.sleep(LEDGER_RESYNC_RETRY_S)
+            self._resync_pending = False
+        finally:
+            self._resyncer = None
 
     async def _tick_loop(self) -> None:
         while True:

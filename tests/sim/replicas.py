@@ -17,20 +17,20 @@ GENESIS = make_genesis(4)
 
 class Bus(InProcessNetwork):
     """Replicas of the sim genesis on the in-process network; ``make`` builds and joins one
-    (``options`` override the replica's keyword arguments)."""
+    (``options``, then ``make``'s own, override the replica's keyword arguments)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = options
 
-    def make(self, i: int, path) -> LedgerReplica:
+    def make(self, i: int, path, **options: Any) -> LedgerReplica:
         r = LedgerReplica(
             index=i,
             key_seed=sim_key(f"replica-{i}").seed,
             genesis=wire.encode(GENESIS),
             storage_dir=str(path),
             transport=self.transport(i),
-            **{"tick_ms": 2, "timeout_ticks": 25, "snapshot_every": 3, **self.options},
+            **{"tick_ms": 2, "timeout_ticks": 25, "snapshot_every": 3, **self.options, **options},
         )
         self.add(i, r)
         return r
