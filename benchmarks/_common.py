@@ -37,6 +37,7 @@ def machine() -> dict[str, Any]:
 
 
 def git_commit() -> str:
+    """HEAD's hash, with ``-dirty`` when tracked files differ from it (see :func:`git_dirty`)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -45,25 +46,40 @@ def git_commit() -> str:
             check=True,
             cwd=Path(__file__).parent,
         )
-        dirty = subprocess.run(
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if git_dirty() else "")
+
+
+def git_dirty() -> list[str]:
+    """The tracked files that differ from HEAD (``git status --porcelain`` lines): a result
+    made with any of them is not the committed code's, and says so."""
+    try:
+        out = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
+            check=True,
             cwd=Path(__file__).parent,
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def write_results(name: str, summary: dict[str, Any], **detail: Any) -> Path:
-    """Write ``benchmarks/results/<name>.json`` with ``summary``, machine and commit."""
+    """Write ``benchmarks/results/<name>.json`` with ``summary``, machine and commit; a result
+    made from a tree with uncommitted changes names the files that differed."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
+    dirty = git_dirty()
+    if dirty:
+        print(f"WARNING: {path.name} comes from a tree that differs from its commit: {dirty}")
     doc = {
         "summary": summary,
         "machine": machine(),
         "git_commit": git_commit(),
+        "git_dirty_files": dirty,  # empty: the figures are the commit's
         "created_unix_s": int(time.time()),
         **detail,
     }
