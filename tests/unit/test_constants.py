@@ -31,6 +31,7 @@ ALLOWED_OUTSIDE: dict[tuple[str, str], str] = {
     ("crypto", "SIGNATURE_BYTES"): "Ed25519 signature size, fixed by the algorithm",
     ("crypto", "SEED_BYTES"): "Ed25519 private seed size, fixed by the algorithm",
     ("crypto", "AEAD_TAG_BYTES"): "Poly1305 tag size, fixed by the algorithm",
+    ("peer.handshake", "NONCE_BYTES"): "PeerHello's nonce size, fixed by the wire (Bytes32)",
 }
 
 
