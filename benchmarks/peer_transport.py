@@ -42,7 +42,7 @@ from benchmarks._common import print_table, write_results
 from gonka_ray import crypto
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
-from tests.peer_harness import free_addresses
+from tests.peer_harness import endpoint, free_addresses
 
 MESSAGE = bytes(range(256))
 CHAIN = "peerbench"
@@ -72,14 +72,7 @@ def run_on(loop_kind: str, coro: Any) -> Any:
 
 
 def transport(i: int, addresses: list[str]) -> TcpPeerTransport:
-    return TcpPeerTransport(
-        index=i,
-        key=KEYS[i],
-        chain_id=CHAIN,
-        peer_keys=[k.public_key for k in KEYS],
-        addresses=addresses,
-        limits=bench_limits(),
-    )
+    return endpoint(KEYS, i, addresses, chain_id=CHAIN, limits=bench_limits())
 
 
 # --- TCP round trips -----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from gonka_ray import crypto
 from gonka_ray.peer.framing import FrameDecoder, Kind, frame
 from gonka_ray.peer.handshake import Handshake, Session
+from gonka_ray.peer.limits import PeerLimits
+from gonka_ray.peer.tcp import TcpPeerTransport
 
 HOST = "127.0.0.1"
 
@@ -26,6 +28,25 @@ def free_addresses(n: int) -> list[str]:
     finally:
         for s in socks:
             s.close()
+
+
+def endpoint(
+    keys: Sequence[crypto.KeyPair],
+    index: int,
+    addresses: Sequence[str | None],
+    *,
+    chain_id: str,
+    limits: PeerLimits | None = None,
+) -> TcpPeerTransport:
+    """The transport of ``keys[index]`` in a group whose genesis keys are ``keys``."""
+    return TcpPeerTransport(
+        index=index,
+        key=keys[index],
+        chain_id=chain_id,
+        peer_keys=[k.public_key for k in keys],
+        addresses=addresses,
+        limits=limits,
+    )
 
 
 class Recorder:

@@ -17,7 +17,7 @@ from gonka_ray.peer.framing import HEADER, Kind, frame, pack_batch, plain
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.wire import PeerRequest
-from tests.peer_harness import RawPeer, Recorder, free_addresses, wait_for
+from tests.peer_harness import RawPeer, Recorder, endpoint, free_addresses, wait_for
 
 CHAIN = "tcp-security"
 KEYS = [crypto.KeyPair.from_seed(f"tcp-security-{i}") for i in range(4)]
@@ -64,22 +64,9 @@ class Scene:
 async def scene(limits: PeerLimits = LIMITS) -> AsyncIterator[Scene]:
     addresses = free_addresses(4)
     heard = Recorder()
-    server = TcpPeerTransport(
-        index=SERVER,
-        key=KEYS[SERVER],
-        chain_id=CHAIN,
-        peer_keys=PEER_KEYS,
-        addresses=addresses,
-        limits=limits,
-    )
-    good = TcpPeerTransport(
-        index=GOOD,
-        key=KEYS[GOOD],
-        chain_id=CHAIN,
-        peer_keys=PEER_KEYS,
-        addresses=[None, addresses[GOOD], None, addresses[SERVER]],
-        limits=LIMITS,
-    )
+    server = endpoint(KEYS, SERVER, addresses, chain_id=CHAIN, limits=limits)
+    only_server = [None, addresses[GOOD], None, addresses[SERVER]]
+    good = endpoint(KEYS, GOOD, only_server, chain_id=CHAIN, limits=LIMITS)
     await server.start(heard)
     await good.start(Recorder())
     await good.wait_connected([SERVER], 5.0)

@@ -13,6 +13,7 @@ from gonka_ray.exceptions import PeerUnavailable
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
 from tests.peer_harness import Recorder, free_addresses, wait_for
+from tests.peer_harness import endpoint as harness_endpoint
 
 CHAIN = "tcp-transport"
 KEYS = [crypto.KeyPair.from_seed(f"tcp-transport-{i}") for i in range(3)]
@@ -20,14 +21,7 @@ LIMITS = PeerLimits(outbound_queue_msgs=20, request_timeout_s=0.3, reconnect_min
 
 
 def endpoint(i: int, addresses: list[str | None], limits: PeerLimits = LIMITS) -> TcpPeerTransport:
-    return TcpPeerTransport(
-        index=i,
-        key=KEYS[i],
-        chain_id=CHAIN,
-        peer_keys=[k.public_key for k in KEYS],
-        addresses=addresses,
-        limits=limits,
-    )
+    return harness_endpoint(KEYS, i, addresses, chain_id=CHAIN, limits=limits)
 
 
 async def pair(local1=None) -> tuple[TcpPeerTransport, TcpPeerTransport, Recorder, Recorder]:
