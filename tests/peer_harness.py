@@ -131,8 +131,8 @@ class RawPeer:
         )
         self._send_hello(hs.hello())
         while hs.session is None:
-            reply, _ = hs.receive(await self.read_payload(), int(time.time() * 1000))
-            if reply is not None:
+            replies, _ = hs.receive(await self.read_payload(), int(time.time() * 1000))
+            for reply in replies:
                 self._send_hello(reply)
         self.session = hs.session
         return hs.session

@@ -111,7 +111,8 @@ class PeerConnection(asyncio.Protocol):
             now_ms=self.owner.now_ms(),
             max_skew_ms=int(lim.hello_max_skew_s * 1000),
         )
-        self._write([self.hs.hello()])
+        if self.dial is not None:  # the dialer speaks first (see the handshake module)
+            self._write([self.hs.hello()])
         self._timer = self._loop.call_later(lim.check_interval_s, self._check)
 
     def data_received(self, data: bytes) -> None:
@@ -163,9 +164,9 @@ class PeerConnection(asyncio.Protocol):
 
     def _on_payload(self, payload: bytes, now: float) -> None:
         if self.session is None:
-            reply, session = self.hs.receive(payload, self.owner.now_ms())
-            if reply is not None:
-                self._write([reply])
+            replies, session = self.hs.receive(payload, self.owner.now_ms())
+            if replies:
+                self._write(replies)
             if session is not None:
                 self.session = session
                 self.decoder.max_frame_bytes = self.limits.max_frame_bytes

@@ -1,10 +1,13 @@
 """The mutual handshake of a peer connection, without I/O.
 
-As soon as a connection is up, each side sends **hello 1**: a
-:class:`~gonka_ray.wire.PeerHello` ``(chain_id, index, nonce, echo_nonce=b"", session_key,
-timestamp_ms)`` sealed with its node key (``wire.seal``). On the other side's hello 1 it sends
-**hello 2**: the same fields with ``echo_nonce`` = the other side's nonce. Four frames, one round
-trip. A side accepts the other once it has
+Each side sends two :class:`~gonka_ray.wire.PeerHello` ``(chain_id, index, nonce, echo_nonce,
+session_key, timestamp_ms)`` sealed with its node key (``wire.seal``): **hello 1** with an empty
+``echo_nonce``, then **hello 2** with the same fields and ``echo_nonce`` = the other side's
+nonce. The dialer speaks first (its hello 1); the acceptor answers a hello 1 that passed the
+checks below with its hello 1 and hello 2 together, and the dialer completes with its hello 2.
+So the acceptor signs nothing, and creates no key, for a stranger who has not shown a hello
+signed by a genesis key (a stranger's key is refused before any signature is checked). A side
+accepts the other once it has
 
 - opened both of its hellos for this chain id (the envelope signature);
 - found the signer to be the genesis key of the claimed ``index`` (so a peer claiming another's
@@ -28,6 +31,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import msgpack
 
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import InvalidKey, PeerProtocolError, WireError
@@ -90,6 +95,8 @@ class Handshake:
         self._eph_pk, self._eph_sk = ephemeral if ephemeral is not None else crypto.kx_keypair()
         self._now_ms = now_ms
         self._first: PeerHello | None = None  # the other side's hello 1
+        self._spoke = False  # this side's hello 1 is out
+        self._genesis_keys = frozenset(self.peer_keys)
         self.session: Session | None = None
 
     def _hello(self, echo: bytes) -> bytes:
@@ -104,7 +111,8 @@ class Handshake:
         return plain(Kind.HELLO, wire.seal(msg, self.key, self.chain_id))
 
     def hello(self) -> bytes:
-        """The payload of this side's hello 1 (send it first)."""
+        """The payload of this side's hello 1 (the dialer sends it as soon as it connects)."""
+        self._spoke = True
         return self._hello(b"")
 
     @property
@@ -112,12 +120,12 @@ class Handshake:
         """The index the other side claims (once its hello 1 passed)."""
         return None if self._first is None else self._first.index
 
-    def receive(self, payload: bytes, now_ms: int) -> tuple[bytes | None, Session | None]:
+    def receive(self, payload: bytes, now_ms: int) -> tuple[list[bytes], Session | None]:
         """Take one frame payload from the other side.
 
         Returns:
-            ``(reply, session)``: ``reply`` is a payload to send (hello 2) or None;
-            ``session`` is set once the other side is authenticated.
+            ``(replies, session)``: payloads to send now, in order (hellos), and the session
+            once the other side is authenticated (else None).
 
         Raises:
             PeerProtocolError: the hello fails a check (``reason`` says which); cut the
@@ -130,7 +138,8 @@ class Handshake:
             if msg.echo_nonce:
                 raise _fail("unexpected_echo", "the first hello echoes a nonce")
             self._first = msg
-            return self._hello(msg.nonce), None
+            replies = [] if self._spoke else [self.hello()]
+            return [*replies, self._hello(msg.nonce)], None
         first = self._first
         if msg.echo_nonce != self.nonce:
             raise _fail("stale_echo", "hello 2 does not echo this connection's nonce")
@@ -143,12 +152,15 @@ class Handshake:
         except InvalidKey:
             raise _fail("bad_session_key", "unusable session key") from None
         self.session = Session(msg.index, FrameCipher(tx), FrameCipher(rx))
-        return None, self.session
+        return [], self.session
 
     def _open(self, payload: bytes, now_ms: int) -> PeerHello:
         kind, body = split_plain(payload)
         if kind != Kind.HELLO:
             raise _fail("unexpected_kind", f"{kind.name} before the handshake completed")
+        signer = _signer_of(body)
+        if signer is not None and signer not in self._genesis_keys:  # before any signature check
+            raise _fail("wrong_key", "a hello not signed by a genesis key")
         try:
             signed = wire.open_envelope(body, PeerHello, chain=self.chain_id)
         except WireError as exc:
@@ -167,3 +179,12 @@ class Handshake:
         if abs(msg.timestamp_ms - now_ms) > self.max_skew_ms:
             raise _fail("clock_skew", f"hello dated {msg.timestamp_ms - now_ms} ms from now")
         return msg
+
+
+def _signer_of(envelope: bytes) -> bytes | None:
+    """The signer field of an envelope, unverified (None when it has no such shape)."""
+    try:
+        obj = msgpack.unpackb(envelope, raw=False, max_array_len=5, max_map_len=0)
+    except Exception:  # any malformation: open_envelope would refuse it too
+        return None
+    return obj[3] if type(obj) is list and len(obj) == 5 and type(obj[3]) is bytes else None

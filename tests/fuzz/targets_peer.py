@@ -1,16 +1,17 @@
 """Fuzz target ``peer``: hostile byte streams into a TCP peer connection's server side.
 
-Each input is the byte stream a dialer sends after connecting: its two hellos (answering the
-server's real hello 1) and sealed frames (batches, sync requests and responses, pings, random
-bodies), then mutated in one of several ways and cut into random chunks. It is fed to a real
+Each input is the byte stream a dialer sends after connecting: its hello 1, its hello 2 (answering
+the server's real hellos) and sealed frames (batches, sync requests and responses, pings, random
+bodies), mutated in one place (hello 1, hello 2, the sealed frames, random bytes instead, or a
+frame of an unknown kind) and cut into random chunks. It is fed to a real
 :class:`~gonka_ray.peer.connection.PeerConnection` accepted by a real
 :class:`~gonka_ray.peer.tcp.TcpPeerTransport` (no socket: a stand-in transport records writes
 and aborts), so framing, handshake, frame authentication, limits and dispatch are all under test.
 
 Outcomes: ``cut:<reason>`` (a typed refusal), ``authenticated``, ``handshaking`` (the stream
 stopped early). Crashes: a cut for ``internal_error`` (an untyped exception escaped the parser),
-a mutated hello that authenticates, or a delivered message that the dialer did not send in that
-order (a mutated or injected frame that got through).
+a mutated hello 1 the server answers or a mutated hello 2 that authenticates, or a delivered
+message that the dialer did not send in that order (a mutated or injected frame got through).
 
 Kept apart from ``targets.py`` (already long); ``benchmarks/fuzz.py`` registers it as ``peer``.
 """
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 from gonka_ray import crypto, wire
 from gonka_ray.exceptions import PeerProtocolError
 from gonka_ray.peer.connection import PeerConnection
-from gonka_ray.peer.framing import FrameCipher, FrameDecoder, Kind, frame, pack_batch, unpack_batch
+from gonka_ray.peer.framing import FrameDecoder, Kind, frame, pack_batch, unpack_batch
 from gonka_ray.peer.handshake import Handshake
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
@@ -50,7 +51,7 @@ _LIMITS = PeerLimits(
     max_inflight_requests=3,
 )
 logging.getLogger("gonka_ray.peer").setLevel(logging.ERROR)  # every case cuts a connection
-MODES = ("clean", "hello", "sealed", "sealed", "random_after", "random", "kind")
+MODES = ("clean", "hello1", "hello2", "sealed", "sealed", "random_after", "random", "kind")
 _LOOP: asyncio.AbstractEventLoop | None = None
 
 
@@ -128,13 +129,27 @@ def _sent_messages(bodies: list[tuple[Kind, bytes]]) -> list[bytes]:
 
 
 async def _feed(mode: str, seed: int) -> str:
-    rng = random.Random(seed)
     server, sock = _Server(), _Wire()
     conn = PeerConnection(server)
-    conn.connection_made(sock)  # the server's hello 1 is now in sock.written
-    dec = FrameDecoder(1 << 20)
-    dec.feed(bytes(sock.written))
-    server_hello = dec.next_payload()
+    conn.connection_made(sock)  # an acceptor: it says nothing before the dialer's hello
+    try:
+        return _drive(conn, server, sock, mode, random.Random(seed))
+    finally:
+        conn.connection_lost(None)
+        await server.close()
+
+
+def _send(conn: PeerConnection, stream: bytes, rng: random.Random) -> None:
+    """``stream`` into the connection in random chunks, until it is cut."""
+    pos = 0
+    while pos < len(stream) and not conn.closed:
+        step = rng.choice((1, 7, 64, 1000, len(stream)))
+        conn.data_received(stream[pos : pos + step])
+        pos += step
+
+
+def _drive(conn: PeerConnection, server: _Server, sock: _Wire, mode: str, rng) -> str:
+    now_ms = int(_NOW_S * 1000)
     dialer = Handshake(
         key=_KEYS[0],
         index=0,
@@ -142,50 +157,57 @@ async def _feed(mode: str, seed: int) -> str:
         peer_keys=[k.public_key for k in _KEYS],
         dialer=True,
         expect=1,
-        now_ms=int(_NOW_S * 1000),
+        now_ms=now_ms,
         max_skew_ms=60_000,
         nonce=bytes(32),
         ephemeral=_DIALER_EPHEMERAL,
     )
-    hello1 = dialer.hello()
-    hello2, _ = dialer.receive(server_hello, int(_NOW_S * 1000))
-    server_session_key = wire.open_envelope(server_hello[1:], chain=PEER_CHAIN).message.session_key
-    _, tx = crypto.kx_session_keys(*_DIALER_EPHEMERAL, server_session_key, dialer=True)
-    cipher = FrameCipher(tx)
-    hellos = frame(hello1) + frame(hello2)
+    first = frame(dialer.hello())
+    if mode in ("random", "hello1"):
+        stream = _junk(rng) if mode == "random" else mutate_bytes(first, random_byte_mutations(rng))
+        _send(conn, stream, rng)
+        if sock.written and stream[: len(first)] != first:
+            raise AssertionError("the acceptor answered a mutated or forged hello 1")
+        return _outcome(server, conn, mode, False, [])
+    _send(conn, first, rng)
+    dec = FrameDecoder(1 << 20)
+    dec.feed(bytes(sock.written))
+    (second,), _ = dialer.receive(dec.next_payload(), now_ms)  # its hello 1: answer hello 2
+    _, session = dialer.receive(dec.next_payload(), now_ms)  # its hello 2: our keys
+    second = frame(second)
     bodies = _bodies(rng)
-    sealed = b"".join(frame(cipher.seal(k, b)) for k, b in bodies)
-    mutations = random_byte_mutations(rng)
-    if mode == "hello":
-        stream = mutate_bytes(hellos, mutations) + sealed
-    elif mode == "sealed":
-        stream = hellos + mutate_bytes(sealed, mutations)
-    elif mode in ("random", "random_after"):
-        junk = rng.randbytes(rng.randint(1, 300))
-        if rng.random() < 0.5:  # well framed, so the handshake or the cipher sees it
-            junk = frame(bytes((rng.randint(1, 5),)) + junk)
-        stream = (hellos if mode == "random_after" else b"") + junk
-    elif mode == "kind":  # a well-sealed first frame of a kind that does not exist, or a hello
+    if mode == "kind":  # a well-sealed first frame of a kind that does not exist, or a hello
         kind = rng.choice((0, 1, 6, 255))
-        stream = hellos + frame(FrameCipher(tx).seal(kind, b"x"))  # type: ignore[arg-type]
+        stream = second + frame(session.send.seal(kind, b"x"))  # type: ignore[arg-type]
+        bodies = []
     else:
-        stream = hellos + sealed
-    pos = 0
-    while pos < len(stream) and not conn.closed:
-        step = rng.choice((1, 7, 64, 1000, len(stream)))
-        conn.data_received(stream[pos : pos + step])
-        pos += step
-    label = _outcome(server, conn, mode, stream, hellos, bodies)
-    conn.connection_lost(None)
-    await server.close()
-    return label
+        sealed = b"".join(frame(session.send.seal(k, b)) for k, b in bodies)
+        if mode == "hello2":
+            stream = mutate_bytes(second, random_byte_mutations(rng)) + sealed
+        elif mode == "sealed":
+            stream = second + mutate_bytes(sealed, random_byte_mutations(rng))
+        elif mode == "random_after":
+            stream = second + _junk(rng)
+        else:
+            stream = second + sealed
+    _send(conn, stream, rng)
+    return _outcome(server, conn, mode, stream[: len(second)] == second, bodies)
 
 
-def _outcome(server, conn, mode, stream, hellos, bodies) -> str:
+def _junk(rng: random.Random) -> bytes:
+    junk = rng.randbytes(rng.randint(1, 300))
+    if rng.random() < 0.5:  # well framed, so the handshake or the cipher sees it
+        junk = frame(bytes((rng.randint(1, 5),)) + junk)
+    return junk
+
+
+def _outcome(
+    server: _Server, conn: PeerConnection, mode: str, hello_intact: bool, bodies: list
+) -> str:
     cuts = server.stats.cuts
     if cuts.get("internal_error"):
         raise AssertionError("an untyped error escaped the connection's parser")
-    if conn.session is not None and stream[: len(hellos)] != hellos:
+    if conn.session is not None and not hello_intact:
         raise AssertionError("a mutated hello authenticated")
     sent = _sent_messages(bodies)
     if server.delivered != sent[: len(server.delivered)]:

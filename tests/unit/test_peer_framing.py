@@ -138,14 +138,14 @@ def side(i: int, *, dialer: bool, expect: int | None = None, key=None, now_ms=NO
 
 
 def exchange(dialer: Handshake, acceptor: Handshake) -> None:
-    """Both sides send hello 1 at once, answer with hello 2, and finish."""
-    d1, a1 = dialer.hello(), acceptor.hello()
-    d2, none = dialer.receive(a1, NOW_MS)
-    assert none is None
-    a2, none = acceptor.receive(d1, NOW_MS)
-    assert none is None
-    _, s_acceptor = acceptor.receive(d2, NOW_MS)
-    _, s_dialer = dialer.receive(a2, NOW_MS)
+    """The dialer speaks first; the acceptor answers with both its hellos; the dialer ends."""
+    a_out, none = acceptor.receive(dialer.hello(), NOW_MS)
+    assert none is None and len(a_out) == 2
+    d_out, none = dialer.receive(a_out[0], NOW_MS)
+    assert none is None and len(d_out) == 1
+    rest, s_dialer = dialer.receive(a_out[1], NOW_MS)
+    assert rest == []
+    _, s_acceptor = acceptor.receive(d_out[0], NOW_MS)
     assert s_acceptor.peer == dialer.index and s_dialer.peer == acceptor.index
     for s, r in ((s_dialer.send, s_acceptor.recv), (s_acceptor.send, s_dialer.recv)):
         assert r.open(s.seal(Kind.BATCH, b"hi")) == (Kind.BATCH, b"hi")
@@ -188,9 +188,9 @@ def test_each_hello_check_refuses_what_it_names() -> None:
 def test_a_replayed_hello_fails_on_a_new_connection() -> None:
     dialer, acceptor = side(0, dialer=True, expect=1), side(1, dialer=False)
     d1 = dialer.hello()
-    acceptor.receive(d1, NOW_MS)
-    d2, _ = dialer.receive(acceptor.hello(), NOW_MS)
-    acceptor.receive(d2, NOW_MS)  # the genuine session
+    (a1, _), _ = acceptor.receive(d1, NOW_MS)
+    (d2,), _ = dialer.receive(a1, NOW_MS)
+    assert acceptor.receive(d2, NOW_MS)[1] is not None  # the genuine session
     fresh = side(1, dialer=False)  # a new connection: a new nonce
     fresh.receive(d1, NOW_MS)
     assert refusal(lambda: fresh.receive(d2, NOW_MS)) == "stale_echo"
@@ -198,9 +198,10 @@ def test_a_replayed_hello_fails_on_a_new_connection() -> None:
 
 def test_hello_two_must_repeat_hello_one() -> None:
     dialer, acceptor = side(0, dialer=True, expect=1), side(1, dialer=False)
-    acceptor.receive(dialer.hello(), NOW_MS)
+    (a1, _), _ = acceptor.receive(dialer.hello(), NOW_MS)
     other = side(0, dialer=True, expect=1)  # same key and index, another nonce and session key
-    d2, _ = other.receive(acceptor.hello(), NOW_MS)
+    other.hello()
+    (d2,), _ = other.receive(a1, NOW_MS)
     assert refusal(lambda: acceptor.receive(d2, NOW_MS)) == "hello_changed"
     # Signed by the right key, echoing the right nonce, but with another session key:
     first = side(0, dialer=True, expect=1)
@@ -209,10 +210,15 @@ def test_hello_two_must_repeat_hello_one() -> None:
     forged = PeerHello(CHAIN, 0, first.nonce, acc.nonce, bytes(32), NOW_MS)
     payload = bytes((Kind.HELLO,)) + wire.seal(forged, KEYS[0], CHAIN)
     assert refusal(lambda: acc.receive(payload, NOW_MS)) == "hello_changed"
-    first_echo = PeerHello(CHAIN, 0, first.nonce, acc.nonce, bytes(32), NOW_MS)
     fresh = side(1, dialer=False)
-    echoing = bytes((Kind.HELLO,)) + wire.seal(first_echo, KEYS[0], CHAIN)
-    assert refusal(lambda: fresh.receive(echoing, NOW_MS)) == "unexpected_echo"
+    assert refusal(lambda: fresh.receive(payload, NOW_MS)) == "unexpected_echo"
+
+
+def test_the_acceptor_signs_nothing_for_a_stranger() -> None:
+    acceptor = side(1, dialer=False)
+    stranger = side(0, dialer=True, key=crypto.KeyPair.from_seed("stranger")).hello()
+    assert refusal(lambda: acceptor.receive(stranger, NOW_MS)) == "wrong_key"
+    assert not acceptor._spoke  # no hello of its own went out
 
 
 def test_hellos_are_small_enough_for_the_pre_handshake_limit() -> None:
