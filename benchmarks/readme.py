@@ -58,6 +58,13 @@ NOTES = {
         "the epoch rule, measured on epochs of 20 checked inferences resampled from held-out "
         "pools, 3 or 5 validators, with the ledger's cap, trim and leave-one-validator-out."
     ),
+    "peer_transport": (
+        "256-byte messages on loopback, one run: a Ray actor call against the framed-TCP peer "
+        "transport (`gonka_ray/peer/tcp.py`: batching per loop turn, ChaCha20-Poly1305 per "
+        "frame; inbound limits lifted) with its echo side in a second process, on the default "
+        "asyncio loop and on uvloop. `block_cpu_ms_per_replica_*`: CPU per heartbeat block per "
+        "replica of 4 idle replicas in this process, as Ray actors, and as 4 processes over TCP."
+    ),
     "verification_share": (
         "Checks counted with the real selection and `must_check` (secret seeds, weights, "
         "`min_avg`, a newcomer's primary validator); compute from the measured verify/generate "
@@ -67,6 +74,7 @@ NOTES = {
     ),
 }
 ROW_TABLES = {  # results whose per-row detail is worth a table here: (key, columns)
+    "peer_transport": ("rows", ["transport", "rt_p50_ms", "rt_p99_ms", "msg_per_s"]),
     "overhead": ("rows", ["side", "max_tokens", "concurrency", "ttft_p50_ms", "e2e_p50_ms",
                           "e2e_p99_ms", "tokens_per_s"]),
     "scaling": ("rows", ["participants", "status", "clients", "requests_per_s",

@@ -78,6 +78,39 @@ LEDGER_PRECHECK_CACHE_TXS = 100_000  # opened envelopes kept between admission a
 LEDGER_RESYNC_RETRY_S = 1.0  # seconds between snapshot-sync tries of a replica resyncing
 MAX_AMOUNT = 2**63 - 1  # largest balance or amount, in units (the wire's int64)
 
+# --- peer transport (framed TCP between replicas: gonka_ray/peer/tcp.py) ---------------------
+# NOTE: an honest replica sends a peer one message per transaction submitted to it singly (a TA's
+# submit gossips it at once) plus a few per block: at the ledger's target of 5,000 tx/s, all
+# through one replica, that is ~5,000 messages/s and ~4 MB/s (gossip + proposals). The inbound
+# limits are 4-8x that, so only a broken or hostile peer meets them: it is cut off and, for a
+# protocol violation, its index is refused for PEER_BAN_S (consensus tolerates the loss).
+PEER_MAX_FRAME_BYTES = WIRE_MAX_MESSAGE_BYTES + 64 * 1024  # after the handshake; larger: cut
+PEER_MAX_HELLO_BYTES = 1_024  # a frame before the handshake completes (a sealed hello is ~210)
+PEER_BATCH_MAX_BYTES = 1024 * 1024  # consensus messages packed into one frame, at most
+PEER_BATCH_MAX_MSGS = 1_024  # messages in one frame, at most (more in a received frame: cut)
+PEER_OUTBOUND_QUEUE_MSGS = 10_000  # messages waiting for one peer; more are dropped (counted)
+PEER_OUTBOUND_QUEUE_BYTES = 64 * 1024 * 1024  # ... and their bytes
+PEER_WRITE_BUFFER_BYTES = 4 * 1024 * 1024  # socket buffer above which the queue waits to write
+PEER_INBOUND_MSGS_PER_S = 20_000  # sustained messages from one peer (a non-batch frame: one)
+PEER_INBOUND_MSGS_BURST = 40_000  # token-bucket depth of that limit
+PEER_INBOUND_BYTES_PER_S = 32 * 1024 * 1024  # sustained bytes from one peer
+PEER_INBOUND_BURST_BYTES = 2 * PEER_MAX_FRAME_BYTES  # token-bucket depth (a snapshot fits)
+PEER_HANDSHAKE_TIMEOUT_S = 5.0  # from accept/connect to an authenticated session
+PEER_FRAME_TIMEOUT_S = 10.0  # a started frame completes within this (plus its size at...)
+PEER_MIN_FRAME_BYTES_PER_S = 1024 * 1024  # ...this rate), or the connection is cut (slow drip)
+PEER_PING_INTERVAL_S = 5.0  # a connection idle this long sends a ping
+PEER_IDLE_TIMEOUT_S = 30.0  # no frame from the peer for this long: cut (half-open connection)
+PEER_CHECK_INTERVAL_S = 0.5  # how often each connection checks its deadlines
+PEER_MAX_CONNECTIONS_PER_SOURCE = 16  # inbound connections from one IP address
+PEER_MAX_CONNECTIONS = 256  # inbound connections in all
+PEER_HELLO_MAX_SKEW_S = 300.0  # a hello's timestamp may differ from our clock by this much
+PEER_CONNECT_TIMEOUT_S = 5.0  # one TCP connect attempt
+PEER_RECONNECT_MIN_S = 0.05  # first redial delay (doubles per failure, with jitter)...
+PEER_RECONNECT_MAX_S = 5.0  # ...up to this
+PEER_REQUEST_TIMEOUT_S = 30.0  # a sync request (snapshot offer, attestation) waits this long
+PEER_MAX_INFLIGHT_REQUESTS = 8  # sync requests outstanding on one connection (more: cut)
+PEER_BAN_S = 10.0  # a peer index cut for a protocol violation may not reconnect for this long
+
 # --- epochs and reputation -------------------------------------------------------------------
 EPOCH_BLOCKS = 600  # blocks per epoch
 EPOCHS_TO_MAX_REPUTATION = 30  # reputation reaches 100 after this many clean epochs

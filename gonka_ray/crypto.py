@@ -7,6 +7,9 @@ Invariants:
   public key.
 - Key files hold the 32-byte seed in hex and are created with mode 0600; loading a file that
   others can read is refused, as ssh does.
+- Session keys (peer connections): an ephemeral X25519 exchange (libsodium ``crypto_kx``) gives
+  one key per direction; a frame is sealed with ChaCha20-Poly1305 (IETF) under its direction's
+  key with the frame counter as nonce, so a key never sees the same nonce twice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -28,6 +32,8 @@ from gonka_ray.exceptions import BadSignature, InvalidKey, KeyFileError
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 SEED_BYTES = 32
+AEAD_TAG_BYTES = 16  # Poly1305 tag appended to every sealed frame
+_AEAD_NONCE_PREFIX = bytes(4)  # IETF nonce = 4 zero bytes + the 8-byte frame counter
 ADDRESS_PREFIX = "gonka"
 
 
@@ -175,3 +181,52 @@ class KeyPair:
         if data.get("address") not in (None, key.address):
             raise KeyFileError(f"{path}: address does not match the seed")
         return key
+
+
+# --- session keys (peer connections) ---------------------------------------------------------
+
+
+def kx_keypair() -> tuple[bytes, bytes]:
+    """A fresh ephemeral X25519 ``(public_key, secret_key)`` for one connection."""
+    return nacl.bindings.crypto_kx_keypair()
+
+
+def kx_session_keys(
+    public_key: bytes, secret_key: bytes, peer_public_key: bytes, *, dialer: bool
+) -> tuple[bytes, bytes]:
+    """``(receive_key, send_key)`` of one side of a connection; the dialer's send key is the
+    other side's receive key.
+
+    Raises:
+        InvalidKey: ``peer_public_key`` is not a usable X25519 key (e.g. a low-order point).
+    """
+    kx = (
+        nacl.bindings.crypto_kx_client_session_keys
+        if dialer
+        else nacl.bindings.crypto_kx_server_session_keys
+    )
+    try:
+        return kx(public_key, secret_key, peer_public_key)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
+        raise InvalidKey("not a usable X25519 public key", field="session_key") from None
+
+
+def aead_seal(key: bytes, counter: int, plaintext: bytes) -> bytes:
+    """``plaintext`` encrypted and authenticated under ``key`` with nonce ``counter`` (use each
+    counter once per key); ``AEAD_TAG_BYTES`` longer than ``plaintext``."""
+    nonce = _AEAD_NONCE_PREFIX + counter.to_bytes(8, "big")
+    return nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, None, nonce, key)
+
+
+def aead_open(key: bytes, counter: int, sealed: bytes) -> bytes:
+    """Inverse of :func:`aead_seal`.
+
+    Raises:
+        BadSignature: the bytes were not sealed under ``key`` with ``counter`` (forged,
+            altered, replayed or reordered).
+    """
+    nonce = _AEAD_NONCE_PREFIX + counter.to_bytes(8, "big")
+    try:
+        return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, None, nonce, key)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
+        raise BadSignature("frame does not authenticate") from None

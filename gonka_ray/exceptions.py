@@ -297,3 +297,25 @@ class CorruptStore(StorageError):
         )
         self.path = path
         self.problem = problem
+
+
+# --- peer transport --------------------------------------------------------------------------
+
+
+class PeerProtocolError(WireError):
+    """Fatal for the connection: the peer broke the framing or handshake protocol (oversized
+    frame, bad hello, failed frame authentication, flood, ...). ``reason`` is a short label
+    for logs and counters; the transport cuts the connection (the peer may redial)."""
+
+    code = "peer_protocol_error"
+
+    def __init__(self, message: str, *, reason: str, **fields: Any) -> None:
+        super().__init__(message, reason=reason, **fields)
+        self.reason = reason
+
+
+class PeerUnavailable(RecoverableError):
+    """Recoverable: no authenticated connection to that peer now, or it dropped or did not
+    answer in time; ask again later or ask another peer."""
+
+    code = "peer_unavailable"

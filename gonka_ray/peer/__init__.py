@@ -2,6 +2,10 @@
 
 - :mod:`~gonka_ray.peer.ray_transport`: :class:`~gonka_ray.ledger.transport.PeerTransport` over
   named Ray actors (one actor call per peer per event-loop turn).
+- :mod:`~gonka_ray.peer.tcp`: the same over framed TCP between processes or clusters, without
+  Ray: :mod:`~gonka_ray.peer.framing` (frames, batches, frame cipher),
+  :mod:`~gonka_ray.peer.handshake` (mutual signed hellos), :mod:`~gonka_ray.peer.connection`
+  (one connection's deadlines, limits and dispatch), :mod:`~gonka_ray.peer.limits` (the bounds).
 
 The interface itself is :mod:`gonka_ray.ledger.transport` (the ledger owns what it needs); this
 package holds the implementations that need a network below them.

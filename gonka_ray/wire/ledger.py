@@ -1,4 +1,5 @@
-"""Consensus and ledger messages: blocks, votes, certificates, genesis and ledger transactions.
+"""Consensus and ledger messages: blocks, votes, certificates, genesis and ledger transactions,
+and the peer transport's hello, sync request and response.
 
 Consensus messages carry their own Ed25519 signatures (purposes ``b"consensus/proposal"``,
 ``b"consensus/vote"``, ``b"consensus/timeout"``) so that votes can be aggregated into quorum
@@ -16,6 +17,7 @@ from gonka_ray.constants import (
     PROTOCOL_VERSION,
     WIRE_CHAIN_ID_MAX_CHARS,
     WIRE_MAX_LIST_LEN,
+    WIRE_MAX_MESSAGE_BYTES,
 )
 from gonka_ray.wire.codec import U32, U64, Bytes32, MaxLen, Name, Range, Signature, message, struct
 
@@ -241,6 +243,73 @@ class Transfer:
     nonce: U64
 
 
+# --- peer transport (gonka_ray/peer/tcp.py) ---------------------------------------------------
+# Frames between replicas over TCP. The hello is a signed envelope (``seal``) and authenticates
+# the connection; requests and responses travel inside frames sealed with the session key.
+
+
+@message("PeerHello", version=1)
+class PeerHello:
+    """One side's hello on a new peer connection (see :mod:`gonka_ray.peer.handshake`).
+
+    Each side sends two, sealed with its node key for ``chain_id``: the first with an empty
+    ``echo_nonce``, the second echoing the nonce of the other side's first hello, so that a
+    recorded hello cannot be replayed on a new connection. ``session_key`` is this connection's
+    ephemeral X25519 public key: the frame keys derive from it, so the signature binds them.
+    """
+
+    chain_id: ChainId
+    index: Annotated[int, Range(0, LEDGER_MAX_VALIDATORS - 1)]  # the sender's genesis index
+    nonce: Bytes32  # fresh per connection
+    echo_nonce: Annotated[bytes, MaxLen(32)]  # the other side's nonce (empty in the first hello)
+    session_key: Bytes32
+    timestamp_ms: U64
+
+
+@message("PeerRequest", version=1)
+class PeerRequest:
+    """Ask a peer replica for ``method``: ``"snapshot_offer"`` or ``"attest_state"`` (of
+    ``height``)."""
+
+    request_id: U64
+    method: Annotated[str, MaxLen(32)]
+    height: U64 = 0
+
+
+@struct
+class SnapshotOffer:
+    """``LedgerReplica.snapshot_offer``'s answer (its dict, field for field)."""
+
+    height: U64
+    block: Annotated[bytes, MaxLen(WIRE_MAX_MESSAGE_BYTES)]  # wire.encode_body(Block)
+    certificate: Annotated[bytes, MaxLen(WIRE_MAX_MESSAGE_BYTES)]  # wire.encode(CommitCertificate)
+    state_hash: Bytes32
+    snapshot: Annotated[bytes, MaxLen(WIRE_MAX_MESSAGE_BYTES)]
+
+
+@struct
+class StateAttestation:
+    """``LedgerReplica.attest_state``'s answer (its tuple, in order)."""
+
+    block_hash: Bytes32
+    state_hash: Bytes32
+    chain: Bytes32  # the epoch chain id
+    public_key: Bytes32
+    signature: Signature
+
+
+@message("PeerResponse", version=1)
+class PeerResponse:
+    """The answer to the :class:`PeerRequest` ``request_id``: at most one of ``offer`` and
+    ``attestation``; both None is the replica's None. ``error`` is empty, or why there is no
+    answer (``"unknown_method"``, ``"too_large"``, ``"failed"``)."""
+
+    request_id: U64
+    offer: SnapshotOffer | None
+    attestation: StateAttestation | None
+    error: Annotated[str, MaxLen(64)] = ""
+
+
 __all__ = [
     "Block",
     "BlockHeader",
@@ -258,10 +327,15 @@ __all__ = [
     "GenesisAccount",
     "GenesisParticipant",
     "LedgerGenesis",
+    "PeerHello",
+    "PeerRequest",
+    "PeerResponse",
     "ProtocolUpgrade",
     "QuorumCert",
     "RegisterParticipant",
     "SignerSig",
+    "SnapshotOffer",
+    "StateAttestation",
     "TimeoutCert",
     "TimeoutSig",
     "Transfer",

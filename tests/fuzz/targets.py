@@ -23,6 +23,8 @@ Targets:
 - ``http``: request bodies and headers into the OpenAI-compatible ingress
   (:class:`~gonka_ray.serve.ingress.GonkaIngress`), in process, with fake actor handles; every
   answer must be 200 or 4xx.
+- ``peer`` (in ``targets_peer.py``): byte streams into a TCP peer connection's server side
+  (framing, handshake, frame authentication, dispatch).
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ ALLOWED_OUTSIDE: dict[tuple[str, str], str] = {
     ("crypto", "PUBLIC_KEY_BYTES"): "Ed25519 public key size, fixed by the algorithm",
     ("crypto", "SIGNATURE_BYTES"): "Ed25519 signature size, fixed by the algorithm",
     ("crypto", "SEED_BYTES"): "Ed25519 private seed size, fixed by the algorithm",
+    ("crypto", "AEAD_TAG_BYTES"): "Poly1305 tag size, fixed by the algorithm",
+    ("peer.handshake", "NONCE_BYTES"): "PeerHello's nonce size, fixed by the wire (Bytes32)",
 }
 
 

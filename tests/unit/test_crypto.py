@@ -66,3 +66,18 @@ def test_corrupt_key_file_is_typed(tmp_path) -> None:
         crypto.KeyPair.load(path)
     with pytest.raises(KeyFileError):
         crypto.KeyPair.load(tmp_path / "missing.key")
+
+
+def test_session_keys_pair_up_and_sealed_frames_bind_key_and_counter() -> None:
+    dialer, acceptor = crypto.kx_keypair(), crypto.kx_keypair()
+    d_rx, d_tx = crypto.kx_session_keys(*dialer, acceptor[0], dialer=True)
+    a_rx, a_tx = crypto.kx_session_keys(*acceptor, dialer[0], dialer=False)
+    assert (d_tx, d_rx) == (a_rx, a_tx) and d_tx != d_rx
+    sealed = crypto.aead_seal(d_tx, 5, b"frame")
+    assert len(sealed) == len(b"frame") + crypto.AEAD_TAG_BYTES
+    assert crypto.aead_open(a_rx, 5, sealed) == b"frame"
+    for key, counter, data in ((a_rx, 6, sealed), (a_tx, 5, sealed), (a_rx, 5, sealed[:-1])):
+        with pytest.raises(BadSignature):
+            crypto.aead_open(key, counter, data)
+    with pytest.raises(InvalidKey):  # a low-order point gives no shared secret
+        crypto.kx_session_keys(*dialer, bytes(32), dialer=True)
