@@ -148,16 +148,4 @@ def decide(result: VerificationResult, thresholds: Thresholds) -> Verdict:
 
 def failed_structurally(reason: str, positions: int = 0) -> VerificationResult:
     """A result for a verification that could not even be scored (payload missing, bad hash)."""
-    return VerificationResult(
-        positions=positions,
-        distance=1.0,
-        similarity=0.0,
-        replay_mismatches=0,
-        replay_positions_gated=0,
-        replay_mismatch_positions=(),
-        logprob_deviation=float("inf"),
-        max_logprob_deviation=float("inf"),
-        logprob_excess=float("inf"),
-        max_logprob_excess=float("inf"),
-        structural_error=reason,
-    )
+    return VerificationResult.unscorable(reason, positions=positions)

@@ -79,6 +79,24 @@ class VerificationResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def unscorable(cls, reason: str, positions: int = 0, mismatches: int = 0) -> VerificationResult:
+        """A failed result for an output that could not be scored at all (``reason``)."""
+        inf = float("inf")
+        return cls(
+            positions=positions,
+            distance=1.0,
+            similarity=0.0,
+            replay_mismatches=mismatches,
+            replay_positions_gated=mismatches,
+            replay_mismatch_positions=(),
+            logprob_deviation=inf,
+            max_logprob_deviation=inf,
+            logprob_excess=inf,
+            max_logprob_excess=inf,
+            structural_error=reason,
+        )
+
 
 def gonka_distance(
     exec_top_ids: np.ndarray,
@@ -181,19 +199,7 @@ def verify(artifact: Artifact, scores: VerifierScores, *, replay_gate: float) ->
     else:
         why = "scores do not match artifact length"
     if not shapes_ok:
-        return VerificationResult(
-            positions=n,
-            distance=1.0,
-            similarity=0.0,
-            replay_mismatches=n,
-            replay_positions_gated=n,
-            replay_mismatch_positions=(),
-            logprob_deviation=float("inf"),
-            max_logprob_deviation=float("inf"),
-            logprob_excess=float("inf"),
-            max_logprob_excess=float("inf"),
-            structural_error=why,
-        )
+        return VerificationResult.unscorable(why, positions=n, mismatches=n)
     dist = gonka_distance(
         artifact.top_ids, artifact.top_logprobs, scores.top_ids, scores.top_logprobs
     )
