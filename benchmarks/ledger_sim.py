@@ -1,9 +1,17 @@
 """Run many seeded ledger simulations and count BFT property violations.
 
 Run: ``.venv/bin/python benchmarks/ledger_sim.py --seeds 10000`` (writes
-``results/ledger_sim.json``); replay one seed with ``--replay SEED``. Each seed is one
-:func:`tests.sim.network.run_scenario`: 4 replicas, up to one byzantine (silent, equivocating,
-forging or replaying), random drop/delay/duplication and an optional partition, then a heal.
+``results/ledger_sim.json``; ``--n 7`` writes ``results/ledger_sim_n7.json``); replay one seed
+with ``--replay SEED``. Each seed is one :func:`tests.sim.network.run_scenario`: n replicas, up
+to f = (n-1)//3 byzantine ones drawing from every mode of :mod:`tests.sim.byzantine` (real
+equivocating leaders, coordinated double voting, lock attacks, twins, replays of old views and
+epochs, and the older silent/junk-equivocating/forging/replaying modes; with f >= 2 they often
+follow one plan), random drop/delay/duplication and partitions (twin-splitting ones with twins),
+validator-set changes, then a heal. ``summary.violations`` counts runs where honest replicas
+committed different blocks or state at a height (or a core raised ``SafetyViolation``);
+``summary.liveness_failures`` runs where some honest replica missed a submitted transaction
+after the heal. ``attacks`` sums what the adversary did (its counters), so a zero there would
+show an attack that never happened.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm
 
 from benchmarks._common import print_table, write_results
+from tests.sim.byzantine import BYZANTINE_MODES
 from tests.sim.network import run_scenario
 
 
@@ -38,35 +47,50 @@ def main() -> None:
         sys.exit(0 if r.ok else 1)
     seeds = range(args.start, args.start + args.seeds)
     t0 = time.perf_counter()
-    safety, liveness, errors = [], [], []
+    safety, liveness = [], []
     modes: Counter[str] = Counter()
+    failed_modes: Counter[str] = Counter()
+    attacks: Counter[str] = Counter()
+    colluding = 0
     ticks, messages = [], []
     with Pool(args.workers) as pool:
         runs = pool.imap_unordered(partial(run_scenario, n=args.n), seeds, chunksize=20)
         for r in tqdm(runs, total=len(seeds)):
             modes.update(r.byzantine.values() or ["none"])
+            attacks.update(r.attacks)
+            colluding += int(len(r.byzantine) >= 2 and len(set(r.byzantine.values())) == 1)
             ticks.append(r.ticks)
             messages.append(r.messages)
             if r.safety or r.error:
                 safety.append(r.describe())
             elif not r.live:
                 liveness.append(r.describe())
+            if not r.ok:
+                failed_modes.update(r.byzantine.values() or ["none"])
     wall_s = time.perf_counter() - t0
     summary = {
         "seeds": len(seeds),
-        "safety_violations": len(safety),
+        "violations": len(safety),
         "liveness_failures": len(liveness),
+        "adversaries": [m for m in BYZANTINE_MODES if modes[m]],
+        "replicas": args.n,
+        "safety_violations": len(safety),  # = violations (the name earlier results used)
+        "colluding_runs": colluding,
+        "attacks": dict(sorted(attacks.items())),
     }
     rows = [
         {"metric": "seeds", "value": len(seeds)},
         {"metric": "safety_violations", "value": len(safety)},
         {"metric": "liveness_failures", "value": len(liveness)},
+        {"metric": "runs with colluders on one plan", "value": colluding},
         {"metric": "mean ticks per run", "value": sum(ticks) / len(ticks)},
         {"metric": "mean messages per run", "value": sum(messages) / len(messages)},
         {"metric": "wall s", "value": wall_s},
     ]
+    rows += [{"metric": f"byzantine: {m}", "value": modes[m]} for m in sorted(modes)]
+    rows += [{"metric": f"attack: {a}", "value": attacks[a]} for a in sorted(attacks)]
     print_table(rows)
-    for line in (safety + liveness + errors)[:20]:
+    for line in (safety + liveness)[:20]:
         print(line)
     path = write_results(
         "ledger_sim" if args.n == 4 else f"ledger_sim_n{args.n}",
@@ -74,6 +98,7 @@ def main() -> None:
         replicas=args.n,
         start_seed=args.start,
         byzantine_modes=dict(modes),
+        failed_by_mode=dict(failed_modes),
         mean_ticks=sum(ticks) / len(ticks),
         mean_messages=sum(messages) / len(messages),
         wall_s=round(wall_s, 1),

@@ -65,6 +65,25 @@ NOTES = {
         "asyncio loop and on uvloop. `block_cpu_ms_per_replica_*`: CPU per heartbeat block per "
         "replica of 4 idle replicas in this process, as Ray actors, and as 4 processes over TCP."
     ),
+    "ledger_sim": (
+        "Seeded consensus simulations (`tests/sim/network.py`), 4 replicas, f = 1: random "
+        "drop/delay/duplication, partitions, heartbeat blocks, block pacing and validator-set "
+        "changes, then a heal. The byzantine replica draws from every mode of "
+        "`tests/sim/byzantine.py`: an equivocating leader that sends two real, signed "
+        "conflicting blocks and votes for both; double voting for every conflicting block seen "
+        "with selective stale-QC timeouts; lock attacks (proposals and votes to subsets, forks on "
+        "older QCs justified by hand-picked TCs); twins (a second honest core with the same key, "
+        "split from its twin by partitions); replays of old views and epochs; and the older "
+        "silent, junk-equivocating, forging and replaying modes. `violations`: runs where two "
+        "honest replicas committed different blocks or states at a height; `liveness_failures`: "
+        "runs where an honest replica missed a submitted transaction after the heal; `attacks`: "
+        "what the adversary did (equivocations counted as honest replicas received them)."
+    ),
+    "ledger_sim_n7": (
+        "As `ledger_sim` with 7 replicas and f = 2 byzantine, which in half of the runs follow "
+        "one plan (`colluding_runs`: both double voting, both lock attackers, twins plus lock "
+        "attackers, ...)."
+    ),
     "verification_share": (
         "Checks counted with the real selection and `must_check` (secret seeds, weights, "
         "`min_avg`, a newcomer's primary validator); compute from the measured verify/generate "
@@ -93,6 +112,8 @@ def fmt(v: object) -> str:
         return f"{v:,}"
     if isinstance(v, dict):
         return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(fmt(x) for x in v)
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 

@@ -71,6 +71,8 @@ LEDGER_MIN_BLOCK_INTERVAL_MS = (
 )
 LEDGER_EXPIRY_BLOCKS = 600  # a Start with no Finish in this many blocks is refunded
 LEDGER_VIEW_TIMEOUT_MAX_BACKOFF = 8  # the view timeout grows to at most this multiple
+# an idle replica broadcasts its high QC (sync info) every this many view timeouts
+LEDGER_IDLE_SYNC_TIMEOUTS = 8
 LEDGER_SYNC_MAX_PARKED = 512  # consensus messages parked while their block is fetched
 LEDGER_SYNC_FETCH_BLOCKS = 64  # blocks asked for in one block-sync fetch
 LEDGER_CHECK_CHUNK_TXS = 64  # envelopes verified between two turns of the event loop (~3 ms)

@@ -36,7 +36,10 @@ Protocol (chained HotStuff, Yin et al. 2019, with a DiemBFT-style pacemaker):
   replica join view V (Bracha-style amplification), which re-synchronises views after a partition.
 - A replica replies to a timeout from a peer that is behind (older high QC, or an older view)
   with a ``ConsensusSyncInfo`` carrying its high QC and last TC, so a replica that missed the last
-  proposals or the TC catches up.
+  proposals or the TC catches up. With nothing pending (and heartbeat blocks off) nobody times
+  out, so an idle replica broadcasts its sync info every ``8 · timeout_ticks`` idle ticks: a
+  replica that was cut off while the others committed the last transactions and went idle
+  catches up without waiting for new traffic.
 - **Validator-set changes** (``epoch_blocks = B > 0``), DiemBFT-style: consensus epoch ``e``
   orders heights ``e·B … (e+1)·B − 1`` (the epochs of :mod:`gonka_ray.protocol.epochs`). Once a
   replica commits ``L = (e+1)·B − 1`` it stops acting in ``e``; the shell applies ``L`` and calls
@@ -141,6 +144,7 @@ class Stats:
     qcs_formed: int = 0
     tcs_formed: int = 0
     fetches: int = 0
+    idle_syncs: int = 0  # sync infos broadcast while idle (see the pacemaker)
 
 
 class ConsensusCore(Pacemaker, BlockSync):

@@ -10,7 +10,7 @@ Pure: time is the core's ticks.
 from __future__ import annotations
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import LEDGER_VIEW_TIMEOUT_MAX_BACKOFF
+from gonka_ray.constants import LEDGER_IDLE_SYNC_TIMEOUTS, LEDGER_VIEW_TIMEOUT_MAX_BACKOFF
 from gonka_ray.ledger.quorum import TIMEOUT_PURPOSE, timeout_bytes
 from gonka_ray.ledger.ready import Ready
 from gonka_ray.wire import (
@@ -45,6 +45,17 @@ class Pacemaker:
                     ready.outbound.append((None, wire.encode(ConsensusTxBatch(txs=tuple(resend)))))
         else:
             self.ticks_in_view = 0
+            # NOTE: with nothing pending nobody times out, so a replica that missed the last
+            # blocks (cut off while the others committed them and went idle) would never hear of
+            # them: no proposal, timeout or sync info would ever reach it. Idle replicas
+            # therefore broadcast their high QC now and then; whoever is behind takes it (and
+            # fetches the blocks), whoever is ahead answers one that is behind, and a replica in
+            # an ended epoch is sent the QC that ended it.
+            period = self.timeout_ticks * LEDGER_IDLE_SYNC_TIMEOUTS
+            if self.idle_ticks % period == 0:
+                self.stats.idle_syncs += 1
+                info = ConsensusSyncInfo(high_qc=self.high_qc, tc=self.last_tc)
+                ready.outbound.append((None, wire.encode(info)))
 
     def _process_tc(self, tc: TimeoutCert, ready: Ready) -> None:
         if self.last_tc is None or tc.view > self.last_tc.view:

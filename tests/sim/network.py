@@ -3,14 +3,15 @@
 ``SimNetwork(seed)`` (a test harness, kept out of the package) runs n
 :class:`~gonka_ray.ledger.consensus.ConsensusCore` replicas in one process on a discrete clock. Every message goes through the real codec (bytes in, bytes out).
 Per-link faults: drop, delay (which also reorders), duplicate, and partitions that can be healed.
-Byzantine replicas (at most f) run one of:
+Byzantine replicas (at most f identities) run one of the modes of :mod:`tests.sim.byzantine`
+(``silent``, ``equivocate``, ``forge``, ``replay``, ``equivocating_leader``, ``double_vote``,
+``lock_attack``, ``twins``, ``replay_old_views``), all driven by one colluding
+:class:`~tests.sim.byzantine.Adversary` (``net.adversary``; its ``counts`` say what it did).
 
-- ``silent``: never sends anything;
-- ``equivocate``: an honest core whose proposals are split into two conflicting signed blocks
-  for the same view (half the peers get each), and which also votes for a conflicting block;
-- ``forge``: an honest core plus forged votes, timeouts and proposals signed with the wrong key
-  or naming another validator, corrupted QCs and random bytes;
-- ``replay``: an honest core that also re-sends old messages it received to random peers.
+Locations: replica ``i`` sits at location ``i``; a ``twins`` replica's twin (same key, same
+index, its own core) at location ``n + k`` for the k-th twin. A message for replica ``i`` goes to
+every location of ``i``; partitions are groups of locations. Both twins are byzantine: the
+checks cover the other replicas.
 
 Honest replicas apply committed blocks to a :class:`~gonka_ray.ledger.state.StateMachine`; the
 checks are the BFT properties: no two honest replicas commit different blocks at a height,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -35,31 +37,12 @@ from typing import Any
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import ConsensusCore, SafetyViolation
-from gonka_ray.ledger.quorum import (
-    PROPOSAL_PURPOSE,
-    VOTE_PURPOSE,
-    Validator,
-    ValidatorSet,
-    block_hash,
-    vote_bytes,
-)
+from gonka_ray.ledger.quorum import Validator, ValidatorSet
 from gonka_ray.ledger.ready import Ready
 from gonka_ray.ledger.state import VALIDATORS, StateMachine, TxContext
-from gonka_ray.wire import (
-    Block,
-    BlockHeader,
-    ConsensusProposal,
-    ConsensusTimeout,
-    ConsensusVote,
-    GenesisAccount,
-    GenesisParticipant,
-    LedgerGenesis,
-    QuorumCert,
-    SignerSig,
-    Transfer,
-)
+from gonka_ray.wire import GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
+from tests.sim.byzantine import ATTACK_MODES, BYZANTINE_MODES, Adversary
 
-BYZANTINE_MODES = ("silent", "equivocate", "forge", "replay")
 REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed} --n {n}"
 SIM_CHAIN = "sim"  # the simulated network's chain id
 
@@ -95,10 +78,11 @@ def validator_set(genesis: LedgerGenesis) -> ValidatorSet:
 
 @dataclass
 class Node:
-    index: int
+    index: int  # identity: the replica's genesis (transport) index
     core: ConsensusCore | None
     sm: StateMachine
     byzantine: str | None = None
+    location: int = -1  # where it sits in the network (``index``, or ``n + k`` for a twin)
     commits: list[bytes] = field(default_factory=list)  # block hash by height - 1
     state_hashes: list[bytes] = field(default_factory=list)
     committed_txs: set[bytes] = field(default_factory=set)
@@ -139,29 +123,46 @@ class SimNetwork:
         self.genesis = make_genesis(n, powers=powers)
         self.vs = validator_set(self.genesis)
         digest = wire.digest(self.genesis)
-        self.nodes: list[Node] = []
+        self.nodes: list[Node] = []  # by identity
+        self.twins: list[Node] = []  # the second node of each ``twins`` identity
         byzantine = byzantine or {}
-        for i in range(n):
-            mode = byzantine.get(i)
-            core = None
-            if mode != "silent":
-                core = ConsensusCore(
-                    self.vs,
-                    sim_key(f"replica-{i}"),
-                    digest,
-                    timeout_ticks=timeout_ticks,
-                    max_block_txs=max_block_txs,
-                    seed=seed * 1000 + i,
-                    empty_block_ticks=empty_block_ticks,
-                    min_block_ticks=min_block_ticks,
-                    epoch_blocks=epoch_blocks,
-                )
+        if any(i >= n or mode not in BYZANTINE_MODES for i, mode in byzantine.items()):
+            raise ValueError(f"bad byzantine replicas {byzantine}; modes: {BYZANTINE_MODES}")
+
+        def make_core(i: int, core_seed: int) -> ConsensusCore:
+            return ConsensusCore(
+                self.vs,
+                sim_key(f"replica-{i}"),
+                digest,
+                timeout_ticks=timeout_ticks,
+                max_block_txs=max_block_txs,
+                seed=core_seed,
+                empty_block_ticks=empty_block_ticks,
+                min_block_ticks=min_block_ticks,
+                epoch_blocks=epoch_blocks,
+            )
+
+        def make_sm() -> StateMachine:
             sm = StateMachine(self.genesis, epoch_blocks=epoch_blocks)
             if reconfigure:
                 sm.on_end_block(_reconfigure_hook(reconfigure))
-            self.nodes.append(Node(i, core, sm, mode))
+            return sm
+
+        for i in range(n):
+            mode = byzantine.get(i)
+            core = None if mode == "silent" else make_core(i, seed * 1000 + i)
+            self.nodes.append(Node(i, core, make_sm(), mode, location=i))
+        for i in sorted(byzantine):
+            if byzantine[i] == "twins":
+                twin = make_core(i, seed * 1000 + 500 + i)
+                self.twins.append(Node(i, twin, make_sm(), "twins", location=n + len(self.twins)))
+        self.located = self.nodes + self.twins  # by location
+        self.where: dict[int, list[int]] = {i: [i] for i in range(n)}  # identity -> locations
+        for tw in self.twins:
+            self.where[tw.index].append(tw.location)
         self.honest = [nd for nd in self.nodes if nd.byzantine is None]
         self.messages_sent = 0
+        self.adversary = Adversary(self)
 
     # --- network ---------------------------------------------------------------------------
 
@@ -170,32 +171,37 @@ class SimNetwork:
             return False
         return not any(src in g and dst in g for g in self.partition)
 
-    def send(self, src: int, dest: int | None, data: bytes) -> None:
+    def send(self, location: int, dest: int | None, data: bytes) -> None:
+        """Send ``data`` from the node at ``location`` to replica ``dest`` (every location of
+        it; ``None``: every other replica), through the link faults."""
+        src = self.located[location].index
         dests = [d for d in range(self.n) if d != src] if dest is None else [dest]
         for d in dests:
             if d == src:
                 continue
-            copies = 2 if self.rng.random() < self.duplicate else 1
-            for _ in range(copies):
-                if self.rng.random() < self.drop or self._cut(src, d):
-                    continue
-                self._seq += 1
-                when = self.now + self.rng.randint(1, self.max_delay)
-                heapq.heappush(self.queue, (when, self._seq, d, src, data))
-                self.messages_sent += 1
+            for loc in self.where[d]:
+                copies = 2 if self.rng.random() < self.duplicate else 1
+                for _ in range(copies):
+                    if self.rng.random() < self.drop or self._cut(location, loc):
+                        continue
+                    self._seq += 1
+                    when = self.now + self.rng.randint(1, self.max_delay)
+                    heapq.heappush(self.queue, (when, self._seq, loc, src, data))
+                    self.messages_sent += 1
 
     def set_partition(self, groups: list[set[int]] | None) -> None:
-        """Cut every link between different groups (``None`` heals). In-flight messages
-        already queued still arrive."""
+        """Cut every link between different groups of locations (``None`` heals). In-flight
+        messages already queued still arrive."""
         self.partition = groups
 
     # --- replicas --------------------------------------------------------------------------
 
     def _carry_out(self, node: Node, ready: Ready) -> None:
-        if node.byzantine == "equivocate":
-            ready = self._equivocate(node, ready)
-        for dest, data in ready.outbound:
-            self.send(node.index, dest, data)
+        outbound = ready.outbound
+        if node.byzantine is not None:
+            outbound = self.adversary.outbound(node, ready)
+        for dest, data in outbound:
+            self.send(node.location, dest, data)
         if node.byzantine is None:
             for c in ready.committed:
                 height = c.block.header.height
@@ -228,23 +234,30 @@ class SimNetwork:
             self._carry_out(node, node.core.submit(tx))
 
     def run(self, ticks: int) -> None:
+        adversary = self.adversary
         for _ in range(ticks):
             self.now += 1
             while self.queue and self.queue[0][0] <= self.now:
                 _, _, dst, src, data = heapq.heappop(self.queue)
-                node = self.nodes[dst]
+                node = self.located[dst]
                 if node.core is None:
                     continue
-                if node.byzantine == "replay" and len(node.heard) < 500:
-                    node.heard.append(data)
-                self._carry_out(node, node.core.step(data, src))
-            for node in self.nodes:
+                if node.byzantine is None:
+                    if self.nodes[src].byzantine is not None:
+                        adversary.witness(node, src, data)
+                    self._carry_out(node, node.core.step(data, src))
+                else:
+                    msg = adversary.received(node, data)
+                    ready = node.core.step(msg, src)
+                    adversary.after_step(node, msg, data)
+                    self._carry_out(node, ready)
+            for node in self.located:
                 if node.core is not None:
                     if node.byzantine is not None and node.core.ended:
                         self._start_byzantine_epoch(node)
                     self._carry_out(node, node.core.tick())
-                    if node.byzantine in ("forge", "replay"):
-                        self._misbehave(node)
+                    if node.byzantine is not None:
+                        adversary.act(node)
 
     def run_until(self, predicate: Any, max_ticks: int) -> bool:
         for _ in range(max_ticks):
@@ -252,93 +265,6 @@ class SimNetwork:
                 return True
             self.run(1)
         return bool(predicate())
-
-    # --- byzantine behaviour ---------------------------------------------------------------
-
-    def _equivocate(self, node: Node, ready: Ready) -> Ready:
-        key = sim_key(f"replica-{node.index}")
-        core = node.core
-        assert core is not None
-        out: list[tuple[int | None, bytes]] = []
-        for dest, data in ready.outbound:
-            msg = wire.decode(data)
-            if isinstance(msg, ConsensusProposal) and dest is None:
-                h = msg.block.header
-                junk = (b"equivocation-%d" % self.rng.randrange(1 << 30),)
-                alt_header = BlockHeader(
-                    height=h.height,
-                    view=h.view,
-                    parent=h.parent,
-                    justify=h.justify,
-                    tx_root=merkle.root([merkle.tx_hash(t) for t in junk]),
-                    tx_count=1,
-                    proposer=h.proposer,
-                )
-                alt_hash = block_hash(alt_header)
-                alt = ConsensusProposal(
-                    block=Block(header=alt_header, txs=junk),
-                    tc=msg.tc,
-                    signature=key.sign(PROPOSAL_PURPOSE, vote_bytes(core.chain, h.view, alt_hash)),
-                )
-                peers = [i for i in range(self.n) if i != node.index]
-                self.rng.shuffle(peers)
-                half = len(peers) // 2
-                out += [(p, data) for p in peers[:half]]
-                out += [(p, wire.encode(alt)) for p in peers[half:]]
-            elif isinstance(msg, ConsensusVote):
-                out.append((dest, data))
-                fake = bytes(self.rng.randrange(256) for _ in range(32))
-                sig = key.sign(VOTE_PURPOSE, vote_bytes(core.chain, msg.view, fake))
-                out.append((dest, wire.encode(ConsensusVote(msg.view, fake, node.index, sig))))
-            else:
-                out.append((dest, data))
-        return Ready(outbound=out, to_persist=ready.to_persist, committed=ready.committed)
-
-    def _misbehave(self, node: Node) -> None:
-        core = node.core
-        assert core is not None
-        rng = self.rng
-        if node.byzantine == "replay":
-            if node.heard and rng.random() < 0.5:
-                self.send(node.index, rng.randrange(self.n), rng.choice(node.heard))
-            return
-        # forge: one bad message per tick, of a random kind
-        victim = rng.choice([i for i in range(self.n) if i != node.index])
-        view = core.cur_view + rng.randint(-1, 3)
-        fake_hash = bytes(rng.randrange(256) for _ in range(32))
-        my_key = sim_key(f"replica-{node.index}")
-        kind = rng.randrange(6)
-        if kind == 0:  # vote signed by me but claiming to be the victim
-            sig = my_key.sign(VOTE_PURPOSE, vote_bytes(core.chain, view, fake_hash))
-            data = wire.encode(ConsensusVote(view, fake_hash, victim, sig))
-        elif kind == 1:  # random signature bytes
-            data = wire.encode(ConsensusVote(view, fake_hash, node.index, rng.randbytes(64)))
-        elif kind == 2:  # a QC with forged signatures in a timeout
-            qc = QuorumCert(
-                view=view + 5,
-                block_hash=fake_hash,
-                sigs=tuple(SignerSig(i, rng.randbytes(64)) for i in range(self.n)),
-            )
-            data = wire.encode(ConsensusTimeout(view, qc, node.index, rng.randbytes(64)))
-        elif kind == 3:  # a proposal for a view it does not lead, self-signed
-            header = BlockHeader(
-                height=1,
-                view=view,
-                parent=core.high_qc.block_hash,
-                justify=core.high_qc,
-                tx_root=merkle.root([]),
-                tx_count=0,
-                proposer=core.vs.leader(view),
-            )
-            sig = my_key.sign(PROPOSAL_PURPOSE, vote_bytes(core.chain, view, block_hash(header)))
-            data = wire.encode(ConsensusProposal(Block(header, ()), None, sig))
-        elif kind == 4:  # random bytes
-            data = rng.randbytes(rng.randint(1, 200))
-        else:  # a truncated valid message
-            sig = my_key.sign(VOTE_PURPOSE, vote_bytes(core.chain, view, fake_hash))
-            full = wire.encode(ConsensusVote(view, fake_hash, node.index, sig))
-            data = full[: rng.randint(1, len(full) - 1)]
-        self.send(node.index, victim, data)
 
     # --- properties ------------------------------------------------------------------------
 
@@ -391,6 +317,7 @@ class ScenarioResult:
     min_block_ticks: int = 0
     epoch_blocks: int = 0
     epochs: int = 0  # consensus epochs the honest replicas reached
+    attacks: dict[str, int] = field(default_factory=dict)  # the adversary's counts
 
     @property
     def ok(self) -> bool:
@@ -401,7 +328,7 @@ class ScenarioResult:
             f"seed={self.seed} byzantine={self.byzantine} partitioned={self.partitioned} "
             f"empty_block_ticks={self.empty_block_ticks} min_block_ticks={self.min_block_ticks} "
             f"epoch_blocks={self.epoch_blocks} "
-            f"epochs={self.epochs} "
+            f"epochs={self.epochs} attacks={ {k: v for k, v in self.attacks.items() if v} } "
             f"heights={self.heights} ticks={self.ticks} safety={self.safety} live={self.live} "
             f"error={self.error!r}; replay with: {REPLAY_HINT.format(seed=self.seed, n=self.n)}"
         )
@@ -446,17 +373,66 @@ def scenario_txs(rng: random.Random, count: int) -> list[bytes]:
     return txs
 
 
+def collusion_plan(
+    rng: random.Random, byzantine: dict[int, str], modes: Sequence[str]
+) -> dict[int, str]:
+    """With two or more byzantine replicas, half the time they follow one plan: all run the
+    same attack, or (a third of those) one twinned identity plus lock attackers."""
+    attacks = [m for m in ATTACK_MODES if m in modes]
+    if len(byzantine) < 2 or not attacks or rng.random() >= 0.5:
+        return byzantine
+    ids = sorted(byzantine)
+    if "twins" in attacks and "lock_attack" in attacks and rng.random() < 1 / 3:
+        return {i: ("twins" if i == ids[0] else "lock_attack") for i in ids}
+    mode = rng.choice(attacks)
+    return dict.fromkeys(ids, mode)
+
+
+def twin_partitions(
+    rng: random.Random, net: SimNetwork, chaos_ticks: int
+) -> dict[int, list[set[int]] | None]:
+    """Partitions for a run with twins (Twins-style): one to three windows over the chaos
+    ticks; in each, every twin pair is split and the other locations are dealt to the two
+    sides at random (a window without partition now and then)."""
+    starts = sorted(rng.sample(range(chaos_ticks - 5), rng.randint(1, 3)))
+    plan: dict[int, list[set[int]] | None] = {}
+    for t in starts:
+        if rng.random() < 0.15:
+            plan[t] = None
+            continue
+        a, b = set(), set()
+        for tw in net.twins:
+            a.add(tw.index)
+            b.add(tw.location)
+        for nd in net.nodes:
+            if nd.index not in a:
+                (a if rng.random() < 0.5 else b).add(nd.location)
+        plan[t] = [a, b]
+    return plan
+
+
 def run_scenario(
-    seed: int, *, n: int = 4, chaos_ticks: int = 60, heal_ticks: int = 600
+    seed: int,
+    *,
+    n: int = 4,
+    chaos_ticks: int = 60,
+    heal_ticks: int = 600,
+    modes: Sequence[str] = BYZANTINE_MODES,
 ) -> ScenarioResult:
     """One randomized run: faults and byzantine replicas during ``chaos_ticks``, then heal and
-    check that every honest replica commits every submitted transaction."""
+    check that every honest replica commits every submitted transaction. ``modes`` are the
+    byzantine modes drawn from (``LEGACY_MODES`` replays seeds as they ran before the
+    stronger adversary)."""
     rng = random.Random(seed)
     f = (n - 1) // 3
     byzantine: dict[int, str] = {}
     if rng.random() < 0.7:
         for i in rng.sample(range(n), f):
-            byzantine[i] = rng.choice(BYZANTINE_MODES)
+            byzantine[i] = rng.choice(modes)
+    # Collusion and twin partitions come from a stream of their own, so that the other choices
+    # of a seed do not depend on them.
+    plot = random.Random(f"adversary/{seed}/plan")
+    byzantine = collusion_plan(plot, byzantine, modes)
     max_delay = rng.randint(1, 4)
     # Heartbeat blocks in a third of the runs, from their own stream so that the other choices
     # of a seed do not depend on it.
@@ -488,15 +464,19 @@ def run_scenario(
     schedule = sorted((rng.randrange(chaos_ticks), tx) for tx in txs)
     partitioned = rng.random() < 0.5
     cut = (rng.randrange(chaos_ticks // 2), rng.randrange(chaos_ticks // 2, chaos_ticks))
+    twin_plan = twin_partitions(plot, net, chaos_ticks) if net.twins else {}
     error = ""
     live = False
     try:
         for t in range(chaos_ticks):
             if partitioned and t == cut[0]:
                 side = set(rng.sample(range(n), rng.randint(1, n - 1)))
-                net.set_partition([side, set(range(n)) - side])
-            if partitioned and t == cut[1]:
+                if not net.twins:
+                    net.set_partition([side, set(range(n)) - side])
+            if partitioned and t == cut[1] and not net.twins:
                 net.set_partition(None)
+            if t in twin_plan:
+                net.set_partition(twin_plan[t])
             for _, tx in [s for s in schedule if s[0] == t]:
                 net.submit(rng.choice(honest_idx), tx)
             net.run(1)
@@ -511,7 +491,7 @@ def run_scenario(
         safety=net.safety_violations(),
         live=live,
         byzantine=byzantine,
-        partitioned=partitioned,
+        partitioned=partitioned or bool(twin_plan),
         heights=[len(nd.commits) for nd in net.honest],
         ticks=net.now,
         messages=net.messages_sent,
@@ -521,4 +501,5 @@ def run_scenario(
         min_block_ticks=min_block_ticks,
         epoch_blocks=epoch_blocks,
         epochs=max((nd.core.epoch for nd in net.honest if nd.core is not None), default=0),
+        attacks=dict(net.adversary.counts),
     )

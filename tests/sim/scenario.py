@@ -9,7 +9,11 @@ Commands::
     reconfigure at=H powers=I:P,...      before `network`: at height H write these powers
     network seed=S [n=4] [byzantine=I:mode,...] [drop=F] [duplicate=F] [max_delay=T]
             [timeout_ticks=T] [empty_block_ticks=T] [epoch_blocks=B] [max_block_txs=N]
-    partition 0,1,2 | 3                  cut every link between the groups
+                                         modes: tests.sim.byzantine.BYZANTINE_MODES; `I:twins`
+                                         gives replica I a twin at location n (the next twin
+                                         at n + 1, ...)
+    partition 0,1,2 | 3                  cut every link between the groups (of locations:
+                                         replica I is at I, twins as above)
     heal                                 remove the partition
     set drop=F [duplicate=F]             change link faults from now on
     submit count=N [seed=S] to=I,... [each=all|round-robin] [run=T]
@@ -26,9 +30,11 @@ Commands::
     expect not-validator I               replica I's key is out of replica 0's current set
 
 METRIC is ``height I`` (blocks committed by replica I), ``epoch I``, ``validators I`` (size of
-I's current validator set), ``proposals I`` (proposals I made), or ``rejected`` (messages the
-honest replicas rejected); VALUE is an integer or another METRIC; OP is one of
-``== != >= <= > <``.
+I's current validator set), ``proposals I`` (proposals I made; for a twinned I, the sum over
+both twins), ``rejected`` (messages the honest replicas rejected), or ``attack NAME`` (what the
+adversary did, one of :data:`tests.sim.byzantine.COUNTERS`: e.g. ``conflicting_proposals``,
+validly signed conflicting blocks of one view that honest replicas received); VALUE is an
+integer or another METRIC; OP is one of ``== != >= <= > <``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gonka_ray.ledger import merkle
+from tests.sim.byzantine import COUNTERS
 from tests.sim.network import SimNetwork, scenario_txs, sim_key
 
 OPS: dict[str, Callable[[int, int], bool]] = {
@@ -216,12 +223,18 @@ class Scenario:
         name = words[0]
         if name == "rejected":
             return lambda: sum(nd.core.stats.rejected for nd in net.honest if nd.core), words[1:]
+        if name == "attack":
+            counter = words[1]
+            if counter not in COUNTERS:
+                raise ValueError(f"unknown attack counter {counter!r}; one of {COUNTERS}")
+            return lambda: net.adversary.counts[counter], words[2:]
         node = net.nodes[int(words[1])]
+        same = [nd for nd in net.located if nd.index == node.index]  # a replica and its twin
         getters: dict[str, Callable[[], int]] = {
             "height": lambda: len(node.commits),
             "epoch": lambda: node.core.epoch if node.core else -1,
             "validators": lambda: len(node.core.vs) if node.core else 0,
-            "proposals": lambda: node.core.stats.proposals if node.core else 0,
+            "proposals": lambda: sum(nd.core.stats.proposals for nd in same if nd.core),
         }
         return getters[name], words[2:]
 
