@@ -399,11 +399,14 @@ def _print_table(rows: list[dict[str, Any]], echo: Any) -> None:
 
 def _write_results(path: Path, report: DemoReport) -> None:
     try:
-        from benchmarks._common import git_commit, machine
+        from benchmarks._common import git_commit, git_dirty, machine
     except ImportError:  # installed without the repo's benchmarks folder
 
         def git_commit() -> str:
             return "unknown"
+
+        def git_dirty() -> list[str]:
+            return []
 
         def machine() -> dict:
             return {}
@@ -413,6 +416,7 @@ def _write_results(path: Path, report: DemoReport) -> None:
         "summary": report.summary,
         "machine": machine(),
         "git_commit": git_commit(),
+        "git_dirty_files": git_dirty(),
         "participants": report.rows,
         "epochs": report.epochs,
         "first_answer": report.first_answer,
