@@ -53,7 +53,8 @@ def git_commit() -> str:
 
 def git_dirty() -> list[str]:
     """The tracked files that differ from HEAD (``git status --porcelain`` lines): a result
-    made with any of them is not the committed code's, and says so."""
+    made with any of them is not the committed code's, and says so. Other results files
+    (``benchmarks/results/``) are output, not code, and do not count."""
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -64,7 +65,8 @@ def git_dirty() -> list[str]:
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return [line for line in lines if not line.split()[-1].startswith("benchmarks/results/")]
 
 
 def write_results(name: str, summary: dict[str, Any], **detail: Any) -> Path:
