@@ -80,9 +80,9 @@ NOTES = {
         "what the adversary did (equivocations counted as honest replicas received them)."
     ),
     "ledger_sim_n7": (
-        "As `ledger_sim` with 7 replicas and f = 2 byzantine, which in half of the runs follow "
-        "one plan (`colluding_runs`: both double voting, both lock attackers, twins plus lock "
-        "attackers, ...)."
+        "As `ledger_sim` with 7 replicas and f = 2 byzantine (in 70% of the runs, as with 4), "
+        "which half the time follow one plan (`colluding_runs`: both double voting, both lock "
+        "attackers, twins plus lock attackers, ...)."
     ),
     "verification_share": (
         "Checks counted with the real selection and `must_check` (secret seeds, weights, "
