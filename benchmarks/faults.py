@@ -948,6 +948,9 @@ def main() -> None:
         summary["burst_ta_rss_growth_mib"] = report["bursts"][-1]["ta_rss_growth_mib"]
     path = write_results(args.out, summary, config=vars(args), **report)
     print(f"\nwrote {path}")
+    if summary["in_flight_at_kill_min"] < 1 or summary["roles_killed"] < len(FAULTS):
+        # a fault that hit nothing proves nothing: the run fails (its figures are still written)
+        sys.exit(f"a fault hit no work in flight: {summary['in_flight_at_kill']}")
 
 
 if __name__ == "__main__":
