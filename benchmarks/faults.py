@@ -719,8 +719,9 @@ async def oversized_burst(net: Network, *, bodies: int, body_mib: int) -> dict[s
     answer (``answered_before_body``), then sends the body anyway. The RSS of Serve's proxy and
     replica processes is sampled throughout; the peak growth over idle is what the burst cost."""
     from gonka_ray.serve.deployment import serve_network, shutdown
+    from tests.served_network import free_port
 
-    port = _free_port()
+    port = free_port()
     serve_network(net, api_keys={"sk-faults": 0}, port=port, name="faults-oversized")
     pids = _serve_pids()
     base = sum(_rss_bytes(p) for p in pids)
@@ -783,14 +784,6 @@ async def oversized_burst(net: Network, *, bodies: int, body_mib: int) -> dict[s
         "serve_rss_idle_mib": round(base / mib, 1),
         "peak_mib": round((peak - base) / mib, 1),
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the whole scenario --------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.served_network import free_port
+
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 120.0
 
@@ -38,14 +40,6 @@ def _config(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
     name = f"sig{signum}"
@@ -57,7 +51,7 @@ def test_up_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
             "up",
             str(_config(tmp_path, name)),
             "--port",
-            str(_free_port()),
+            str(free_port()),
             "--num-cpus",
             "4",
         ],
