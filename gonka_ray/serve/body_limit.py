@@ -83,21 +83,30 @@ class BodyLimit:
     def _refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> GonkaError | None:
         path = str(scope.get("path", ""))
         if path.endswith(COMPLETION_PATHS) and not any(h in headers for h in CREDENTIAL_HEADERS):
-            return AuthenticationError(
-                "missing API key: send 'Authorization: Bearer <key>' or a signed request"
-            )
-        declared = headers.get(b"content-length")
-        if declared is None:
-            return None
-        if not declared.strip().isdigit():
-            return InvalidRequest("Content-Length is not a number", field="Content-Length")
-        if int(declared) > self.max_body_bytes:
-            return RequestTooLarge(
-                f"request body of {int(declared)} bytes is over the {self.max_body_bytes}-byte "
-                "limit",
-                limit_bytes=self.max_body_bytes,
-            )
+            return missing_credentials()
+        return length_refusal(headers.get(b"content-length"), self.max_body_bytes)
+
+
+def missing_credentials() -> AuthenticationError:
+    """The 401 for a completion request with neither an API key nor a signed request."""
+    return AuthenticationError(
+        "missing API key: send 'Authorization: Bearer <key>' or a signed request"
+    )
+
+
+def length_refusal(declared: str | bytes | None, limit: int) -> GonkaError | None:
+    """What a ``Content-Length`` header earns against ``limit`` bytes before anything is read:
+    None (read it), a 400 when it is not a number, a 413 when it is over the limit."""
+    if declared is None:
         return None
+    if not declared.strip().isdigit():
+        return InvalidRequest("Content-Length is not a number", field="Content-Length")
+    if int(declared) > limit:
+        return RequestTooLarge(
+            f"request body of {int(declared)} bytes is over the {limit}-byte limit",
+            limit_bytes=limit,
+        )
+    return None
 
 
 async def _respond(send: Send, err: GonkaError) -> None:

@@ -93,6 +93,7 @@ from gonka_ray.exceptions import (
     WireError,
 )
 from gonka_ray.protocol.admission import RateLimiter, ReplayGuard
+from gonka_ray.serve.body_limit import length_refusal, missing_credentials
 from gonka_ray.serve.errors import error_response, unwrap_error, validation_error
 from gonka_ray.serve.openai_models import ChatCompletionRequest, CompletionRequest
 from gonka_ray.serve.views import explorer_html, explorer_view, record_view
@@ -322,9 +323,7 @@ class GonkaIngress:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationError(
-                "missing API key: send 'Authorization: Bearer <key>' or a signed request"
-            )
+            raise missing_credentials()
         key = self.api_keys.get(token.strip())
         if key is None:
             raise AuthenticationError("invalid API key")
@@ -334,15 +333,9 @@ class GonkaIngress:
         """The body, refused with 413 as soon as it is known to exceed ``max_body_bytes``: from
         ``Content-Length`` before reading anything, else while streaming it in."""
         limit = self.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                raise InvalidRequest("Content-Length is not a number", field="Content-Length")
-            if int(declared) > limit:
-                raise RequestTooLarge(
-                    f"request body of {int(declared)} bytes is over the {limit}-byte limit",
-                    limit_bytes=limit,
-                )
+        refusal = length_refusal(request.headers.get("content-length"), limit)
+        if refusal is not None:
+            raise refusal
         parts: list[bytes] = []
         size = 0
         async for part in request.stream():
