@@ -36,8 +36,9 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def git_commit() -> str:
-    """HEAD's hash, with ``-dirty`` when tracked files differ from it (see :func:`git_dirty`)."""
+def git_commit(dirty: list[str] | None = None) -> str:
+    """HEAD's hash, with ``-dirty`` when tracked files differ from it (``dirty``: what
+    :func:`git_dirty` already returned, so one result's commit and file list agree)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -48,7 +49,8 @@ def git_commit() -> str:
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip() + ("-dirty" if git_dirty() else "")
+    dirty = git_dirty() if dirty is None else dirty
+    return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def git_dirty() -> list[str]:
@@ -80,7 +82,7 @@ def write_results(name: str, summary: dict[str, Any], **detail: Any) -> Path:
     doc = {
         "summary": summary,
         "machine": machine(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(dirty),
         "git_dirty_files": dirty,  # empty: the figures are the commit's
         "created_unix_s": int(time.time()),
         **detail,

@@ -402,7 +402,7 @@ def _write_results(path: Path, report: DemoReport) -> None:
         from benchmarks._common import git_commit, git_dirty, machine
     except ImportError:  # installed without the repo's benchmarks folder
 
-        def git_commit() -> str:
+        def git_commit(dirty: list[str] | None = None) -> str:
             return "unknown"
 
         def git_dirty() -> list[str]:
@@ -412,11 +412,12 @@ def _write_results(path: Path, report: DemoReport) -> None:
             return {}
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    dirty = git_dirty()
     doc = {
         "summary": report.summary,
         "machine": machine(),
-        "git_commit": git_commit(),
-        "git_dirty_files": git_dirty(),
+        "git_commit": git_commit(dirty),
+        "git_dirty_files": dirty,
         "participants": report.rows,
         "epochs": report.epochs,
         "first_answer": report.first_answer,
