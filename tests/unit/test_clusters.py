@@ -79,8 +79,8 @@ def test_cluster_starts_its_network_with_one_participant_per_resource(name, netw
     # every `ray start` hands Serve's proxy the body limit (gonka_ray.serve.body_limit)
     from gonka_ray.serve.body_limit import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
-    starts = [c for c in raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]]
-    starts = [c for c in starts if "ray start" in c]
+    commands = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]
+    starts = [c for c in commands if "ray start" in c]
     assert starts and all(f"{PROXY_CALLBACK_ENV}={PROXY_CALLBACK}" in c for c in starts)
     offered = _hosts_by_participant(raw)
     # every participant's resource is offered by exactly one host or node type, and nothing else

@@ -17,17 +17,9 @@ MAX_LINES = 1_000
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("exceptions", "constants")),
     ("primitives", ("crypto", "hashing", "config", "metrics", "wire", "raykit")),
-    (
-        "rules",  # pure protocol and verification math: no Ray, no torch, no clock
-        (
-            "protocol",
-            "verification",
-            "verification.artifact",
-            "verification.checks",
-            "verification.calibration",
-            "verification.traffic",
-        ),
-    ),
+    # pure protocol and verification math: no Ray, no torch, no clock (the verification harness
+    # and calibration runner, which drive engines, are roles below)
+    ("rules", ("protocol", "verification")),
     ("state and engines", ("ledger", "engine")),
     (
         "roles",  # a participant's actors and what wires them to peers
