@@ -174,6 +174,11 @@ class ParticipantConfig(_Strict):
         description="cap on PoC nonces tried per sprint (stands in for a slower machine)",
     )
     resources: dict[str, float] = Field(default_factory=dict, description="Ray resources")
+    peer_address: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$",
+        description="host:port of the participant's peer endpoint (default: a free loopback port)",
+    )
 
 
 class NetworkConfig(_Strict):

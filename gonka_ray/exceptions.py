@@ -319,3 +319,21 @@ class PeerUnavailable(RecoverableError):
     answer in time; ask again later or ask another peer."""
 
     code = "peer_unavailable"
+
+
+class PeerCallFailed(RecoverableError):
+    """Recoverable: the peer answered a call with an error instead of a result (``reason``:
+    ``"unknown_method"``, ``"too_large"``, ``"failed"``, ``"empty"``); ask another peer."""
+
+    code = "peer_call_failed"
+
+    def __init__(self, message: str, *, reason: str, **fields: Any) -> None:
+        super().__init__(message, reason=reason, **fields)
+        self.reason = reason
+
+
+class CrossParticipantCall(GonkaError):
+    """Fatal (a bug): an actor tried to reach another participant's actor through Ray; what
+    crosses a participant boundary goes over the peer transport."""
+
+    code = "cross_participant_call"

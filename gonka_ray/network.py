@@ -29,6 +29,7 @@ from gonka_ray.adversary.actors import CheatingMLNode
 from gonka_ray.adversary.cheats import MODEL_CHEATS
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
+from gonka_ray.peer.tcp import loopback_addresses
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.serve.body_limit import PROXY_CALLBACK, PROXY_CALLBACK_ENV
@@ -197,6 +198,8 @@ def launch(
     genesis_bytes = wire.encode(genesis)
     names = {participant_key(config, p.name).address: p.name for p in config.participants}
     precision = network_precision(config)
+    free = iter(loopback_addresses(len(config.participants)))
+    peer_addresses = tuple(p.peer_address or next(free) for p in config.participants)
     specs = {
         p.name: ParticipantSpec(
             network=config.name,
@@ -216,6 +219,7 @@ def launch(
             adversary=p.adversary,
             epochs=config.epoch,
             poc=PocSettings(max_budget_s=config.epoch.poc_budget_s, max_nonces=p.poc_max_nonces),
+            peer_addresses=peer_addresses,
         )
         for i, p in enumerate(config.participants)
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Sequence
 
@@ -13,21 +12,14 @@ from gonka_ray import crypto
 from gonka_ray.peer.framing import FrameDecoder, Kind, frame
 from gonka_ray.peer.handshake import Handshake, Session
 from gonka_ray.peer.limits import PeerLimits
-from gonka_ray.peer.tcp import TcpPeerTransport
+from gonka_ray.peer.tcp import TcpPeerTransport, loopback_addresses
 
 HOST = "127.0.0.1"
 
 
 def free_addresses(n: int) -> list[str]:
-    """``n`` distinct free loopback ``host:port`` addresses (bound together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [f"{HOST}:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct free loopback ``host:port`` addresses."""
+    return loopback_addresses(n, HOST)
 
 
 def endpoint(

@@ -8,6 +8,9 @@ Ray handles. These adapters give both one async interface:
 - :class:`PeerExecutor` — another participant's executor: ``execute`` streams *bytes* (encoded
   ``StreamChunk`` / ``ExecutionError``) and ``payload`` returns bytes. Only bytes cross a
   participant boundary (DESIGN §1).
+- :class:`RemoteExecutor` — what a launched participant's roles get for another participant's
+  executor: its calls go to the participant's own replica actor, which carries them over the
+  peer transport (:mod:`gonka_ray.peer.calls`) to the other participant's peer endpoint.
 
 A Ray handle is recognised by its ``.remote`` methods; streaming calls use Ray's streaming
 generators (``num_returns="streaming"``).
@@ -151,3 +154,27 @@ class PeerExecutor:
         if self.remote:
             return await self.target.payload.remote(envelope)
         return await self.target.payload(envelope)
+
+
+# The calls a participant's peer endpoint answers (see ParticipantReplica and peer/calls.py).
+EXECUTE = "execute"
+PAYLOAD = "payload"
+
+
+class RemoteExecutor:
+    """The executor of the participant at genesis index ``dest``, reached through ``replica``
+    (this participant's own replica actor, whose peer endpoint carries the call).
+
+    Errors: whatever the replica raises (``PeerUnavailable``, ``PeerCallFailed`` wrapped by Ray)
+    reaches the caller as for a dead executor: the transport agent tries another one."""
+
+    def __init__(self, replica: Any, dest: int) -> None:
+        self.replica = replica
+        self.dest = dest
+
+    async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
+        async for item in stream_call(self.replica.peer_stream, self.dest, EXECUTE, envelope):
+            yield item
+
+    async def payload(self, envelope: bytes) -> bytes:
+        return await self.replica.peer_call.remote(self.dest, PAYLOAD, envelope)

@@ -2,8 +2,10 @@
 
 Each shell builds its role from the participant's :class:`~gonka_ray.actors.spec.ParticipantSpec`
 and one :class:`~gonka_ray.actors.role.RoleContext` (name, key, ledger port, MLNode, model), so
-a restart rebuilds it from the same spec. Handles to other actors are looked up by name
-(``<network>.<participant>.<role>``) when first needed, so actors can start in any order.
+a restart rebuilds it from the same spec. Handles to the participant's other actors are looked up
+by name (``<network>.<participant>.<role>``) when first needed, so actors can start in any order;
+another participant's actors are never looked up (its executor is a
+:class:`~gonka_ray.actors.clients.RemoteExecutor`: calls over the peer transport).
 
 - :class:`TransportAgentActor` — the transport agent (streaming ``submit``).
 - :class:`ExecutorActor` — the executor (streaming ``execute``, ``payload``); an adversarial
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gonka_ray import crypto, metrics
+from gonka_ray.actors.clients import RemoteExecutor
 from gonka_ray.actors.epoch_worker import EpochWorker
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.handles import HandleCache, LazyHandle
@@ -44,7 +47,7 @@ class _RoleShell:
     def __init__(self, spec: ParticipantSpec) -> None:
         self.spec = spec
         self.key = crypto.KeyPair.from_seed(spec.key_seed)
-        self.handles = HandleCache(spec.namespace)
+        self.handles = HandleCache(spec.namespace, spec.actor_name(""))
         self.ledger = ReplicaLedgerPort(spec, self.handles)
         self.ctx = RoleContext(
             participant=spec.name,
@@ -57,9 +60,11 @@ class _RoleShell:
     def _engine(self) -> Any:
         return self.handles.get(self.spec.actor_name("mlnode"))
 
-    def _executor_of(self, address: str) -> Any:
-        return self.handles.get(
-            self.spec.actor_name("executor", self.spec.participant_names[address])
+    def _executor_of(self, address: str) -> RemoteExecutor:
+        # NOTE: another participant's executor is reached over the peer transport, through
+        # this participant's own replica actor (its peer endpoint), never through Ray.
+        return RemoteExecutor(
+            self.handles.get(self.spec.actor_name("ledger")), self.spec.index_of(address)
         )
 
     @staticmethod

@@ -2,22 +2,30 @@
 
 - :class:`ParticipantReplica` — a :class:`~gonka_ray.ledger.replica.LedgerReplica` with the
   inference protocol installed, an event log of committed lifecycle transactions, and the
-  queries the participant's own actors use; it reaches the other replicas through the
-  transport it is given (:func:`ledger_transport`: the replica actors of the network by name).
-  The payload store and the replica recover from their SQLite files on a restart.
+  queries the participant's own actors use. It is also the participant's **peer endpoint**:
+  its :class:`~gonka_ray.peer.tcp.TcpPeerTransport` (:func:`ledger_transport`, on the
+  participant's ``peer_address``) carries the consensus messages and the calls between
+  participants: it answers other participants' ``execute`` and ``payload`` calls with its own
+  executor, and carries its own roles' calls to the others (:meth:`ParticipantReplica.peer_stream`).
+  No Ray call crosses a participant boundary. The payload store and the replica recover from
+  their SQLite files on a restart.
 - :class:`ReplicaLedgerPort` — the :class:`~gonka_ray.actors.ledger_port.LedgerPort` the roles
-  use: submissions go through :class:`~gonka_ray.ledger.client.LedgerClient` (receipts verified
-  offline), queries go to the participant's own replica (it trusts its own state).
+  use: submissions go through :class:`~gonka_ray.ledger.client.LedgerClient` to the
+  participant's own replica (receipts verified offline; a restarting replica is waited for),
+  queries go to it too (it trusts its own state).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gonka_ray import metrics, wire
+from gonka_ray import crypto, metrics, wire
+from gonka_ray.actors.clients import EXECUTE, PAYLOAD, stream_call
 from gonka_ray.actors.handles import HandleCache
 from gonka_ray.actors.ledger_port import (
     EventLog,
@@ -27,12 +35,16 @@ from gonka_ray.actors.ledger_port import (
     participant_infos,
 )
 from gonka_ray.actors.spec import ParticipantSpec
-from gonka_ray.constants import REPLICA_METRICS_SCAN_INTERVAL_S
+from gonka_ray.constants import LEDGER_PORT_RETRY_S, REPLICA_METRICS_SCAN_INTERVAL_S
+from gonka_ray.exceptions import CommitTimeout
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
-from gonka_ray.peer.ray_transport import RayPeerTransport
+from gonka_ray.peer.calls import first
+from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
+
+log = logging.getLogger(__name__)
 
 
 class ParticipantReplica(LedgerReplica):
@@ -67,6 +79,76 @@ class ParticipantReplica(LedgerReplica):
             install=install,
             **replica_kwargs,
         )
+        self.handles = HandleCache(spec.namespace, spec.actor_name(""))
+        serve = getattr(transport, "serve", None)
+        if serve is not None:  # the participant's peer endpoint: answer the others' calls
+            serve(EXECUTE, self._execute)
+            serve(PAYLOAD, self._payload)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside an event loop (plain use): start() when ready
+            loop = None
+        if loop is not None:
+            # NOTE: Ray runs an async actor's constructor on its event loop. A replica Ray
+            # restarted must listen, dial and tick again by itself: nobody calls start() twice.
+            self._autostart = loop.create_task(self._start_until_done())
+
+    async def _start_until_done(self) -> None:
+        while True:
+            try:
+                await self.start()
+                return
+            except OSError as exc:  # the address is still held by the process that died
+                log.warning("%s: peer endpoint not up yet (%s); retrying", self.spec.name, exc)
+                await asyncio.sleep(LEDGER_PORT_RETRY_S)
+
+    # --- the peer endpoint ---------------------------------------------------------------
+
+    def _executor(self) -> Any:
+        return self.handles.get(self.spec.actor_name("executor"))
+
+    async def _execute(self, envelope: bytes, caller: int) -> AsyncIterator[bytes]:
+        # NOTE: the executor checks the envelope (the TA's signature, the client's request);
+        # cancelling this generator (the caller left) cancels the executor's stream.
+        async for item in stream_call(self._executor().execute, envelope):
+            yield item
+
+    async def _payload(self, envelope: bytes, caller: int) -> AsyncIterator[bytes]:
+        yield await self._executor().payload.remote(envelope)
+
+    async def peer_stream(self, dest: int, method: str, body: bytes) -> AsyncIterator[bytes]:
+        """The replies of participant ``dest``'s ``method(body)``, over the peer transport (this
+        participant's own handlers when ``dest`` is itself). A streaming actor method: the
+        participant's roles call it for everything they ask of another participant.
+
+        Raises:
+            PeerUnavailable: ``dest`` is not connected, or dropped or stalled mid-answer.
+            PeerCallFailed: ``dest`` answered with an error.
+        """
+        if dest == self.spec.index:
+            replies = self._transport.calls.handlers[method](body, dest)
+        else:
+            replies = self._transport.call_stream(dest, method, body)
+        async for item in replies:
+            yield item
+
+    async def peer_stats(self) -> dict[str, Any]:
+        """The peer endpoint's state: connected peers (genesis indexes), calls answered and
+        open, sessions, and connections cut by reason."""
+        t = self._transport
+        if not isinstance(t, TcpPeerTransport):
+            return {}
+        return {
+            "connected": t.connected(),
+            "calls_served": t.calls.served,
+            "calls_open": sum(len(c.serving) for c in t._conns.values()),
+            "sessions": t.stats.sessions,
+            "cuts": dict(t.stats.cuts),
+        }
+
+    async def peer_call(self, dest: int, method: str, body: bytes) -> bytes:
+        """The one reply of participant ``dest``'s ``method(body)`` (see :meth:`peer_stream`)."""
+        return await first(self.peer_stream(dest, method, body))
 
     def _record_metrics(self, height: int, txs: int) -> None:
         metrics.set_gauge("gonka_ledger_height", height, participant=self.spec.name)
@@ -119,15 +201,20 @@ class ParticipantReplica(LedgerReplica):
         return epoch_app.settlement_summary(self.sm, epoch)
 
 
-def ledger_transport(spec: ParticipantSpec) -> RayPeerTransport:
-    """The link of ``spec``'s ledger replica to the network's other replica actors (by name,
-    genesis order). Plain data until first used, so it travels in the actor's arguments."""
-    names = [spec.actor_name("ledger", n) for n in spec.names_by_index()]
-    return RayPeerTransport(names, index=spec.index, namespace=spec.namespace)
+def ledger_transport(spec: ParticipantSpec) -> TcpPeerTransport:
+    """The peer endpoint of ``spec``'s participant: a TCP transport on its ``peer_address``, to
+    the others' by genesis index. Plain data until started, so it travels in the replica actor's
+    arguments (a restarted actor gets a fresh one, which binds the same address)."""
+    return TcpPeerTransport.for_genesis(
+        spec.genesis,
+        index=spec.index,
+        key=crypto.KeyPair.from_seed(spec.key_seed),
+        addresses=list(spec.peer_addresses),
+    )
 
 
 class ReplicaLedgerPort:
-    """LedgerPort over the replica group (see the module docstring)."""
+    """LedgerPort over the participant's own replica (see the module docstring)."""
 
     def __init__(self, spec: ParticipantSpec, handles: HandleCache, *, timeout_s: float = 20.0):
         self.spec = spec
@@ -144,21 +231,31 @@ class ReplicaLedgerPort:
             from gonka_ray.ledger.client import LedgerClient
 
             genesis = wire.decode(self.spec.genesis, wire.LedgerGenesis)
-            replicas = [
-                self.handles.get(self.spec.actor_name("ledger", n))
-                for n in self.spec.names_by_index()
-            ]
-            own = self.spec.index
-            # NOTE: own replica first: it is local and trusted; others are fallbacks.
-            replicas = [replicas[own], *replicas[:own], *replicas[own + 1 :]]
+            # NOTE: the participant's own replica only: it is trusted, and the others are
+            # reached only over the peer transport (they gossip what it accepts).
             self._client = LedgerClient(
-                replicas, genesis, timeout_s=self.timeout_s, seed=own, prefer_first=True
+                [self._own()], genesis, timeout_s=self.timeout_s, seed=self.spec.index
             )
         return self._client
 
     async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome:
+        """Submit ``tx`` to the own replica and wait for its verified receipt; while that
+        replica restarts (calls fail at once) try again every ``LEDGER_PORT_RETRY_S`` until
+        ``timeout_s`` (transactions are idempotent by id).
+
+        Raises:
+            CommitTimeout: not committed within ``timeout_s`` (it may still commit).
+        """
         t0 = time.perf_counter()
-        receipt = await self._ledger_client().submit(tx, accepted=accepted)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                receipt = await self._ledger_client().submit(tx, accepted=accepted)
+                break
+            except CommitTimeout:
+                if time.monotonic() + LEDGER_PORT_RETRY_S >= deadline:
+                    raise
+                await asyncio.sleep(LEDGER_PORT_RETRY_S)
         metrics.observe(
             "gonka_ledger_commit_latency_s", time.perf_counter() - t0, participant=self.spec.name
         )

@@ -39,6 +39,8 @@ class ParticipantSpec:
     poc: PocSettings = field(default_factory=PocSettings)
     extra: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
+    # host:port of every participant's peer endpoint, by genesis index (None: unknown, not dialed)
+    peer_addresses: tuple[str | None, ...] = ()
 
     def actor_name(self, role: str, participant: str | None = None) -> str:
         return f"{self.network}.{participant or self.name}.{role}"
@@ -66,6 +68,14 @@ class ParticipantSpec:
         return hashlib.sha256(
             b"gonka_ray/epoch-seed/" + self.key_seed + epoch.to_bytes(8, "big")
         ).digest()
+
+    def index_of(self, address: str) -> int:
+        """The genesis index of the participant with account ``address``.
+
+        Raises:
+            KeyError: no such participant.
+        """
+        return self.names_by_index().index(self.participant_names[address])
 
     def names_by_index(self) -> list[str]:
         """The participants' names in genesis order (replica index order)."""

@@ -2,9 +2,9 @@
 
 :class:`LedgerReplica` is a plain class that reaches its peers only through the
 :class:`~gonka_ray.ledger.transport.PeerTransport` it is given (unit tests pass an
-:class:`~gonka_ray.ledger.transport.InProcessNetwork` link; the actor shells pass
-:class:`~gonka_ray.peer.ray_transport.RayPeerTransport` and make it an actor with
-:func:`gonka_ray.raykit.remote`), so nothing here imports Ray. For each
+:class:`~gonka_ray.ledger.transport.InProcessNetwork` link; a participant's replica actor passes
+a :class:`~gonka_ray.peer.tcp.TcpPeerTransport`, started and closed with the replica), so nothing
+here imports Ray. For each
 :class:`~gonka_ray.ledger.ready.Ready` the shell **persists, then sends, then applies**:
 ``to_persist`` goes to SQLite (fsync'd by default: ``power_loss_safe``) before any message
 leaves, so a vote is never sent that a restart, or a power cut, could forget; committed blocks are
@@ -290,7 +290,8 @@ class LedgerReplica:
     # --- remote API ------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Start the tick loop (idempotent); returns the committed height."""
+        """Start the transport and the tick loop (idempotent); returns the committed height."""
+        await self._transport.start(self)
         self._ensure_started()
         return self.core.committed_height
 
@@ -538,6 +539,7 @@ class LedgerReplica:
         """Stop (see :meth:`stop`), then close the store: SQLite checkpoints its write-ahead log
         into the database, so a clean shutdown leaves one self-contained file. Idempotent."""
         await self.stop()
+        await self._transport.close()
         if not self._closed:
             self._closed = True
             self.store.close()

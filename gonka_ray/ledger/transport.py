@@ -58,6 +58,13 @@ class PeerTransport(ABC):
     def sync_peers(self) -> list[SyncPeer]:
         """The other replicas reachable now, for snapshot sync (may be empty)."""
 
+    async def start(self, local: LocalReplica) -> None:  # noqa: B027  (optional hook)
+        """Begin delivering to ``local`` (a transport with sockets listens and dials here);
+        the replica calls it from its own :meth:`start`. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027  (optional hook)
+        """Stop: the replica calls it when it closes. Idempotent."""
+
 
 class InProcessNetwork:
     """Replicas of one process, each message delivered as its own task on the running event

@@ -12,7 +12,7 @@ A connection is **cut** (aborted, the reason counted and logged) when the peer
 - starts a frame and does not finish it within ``frame_deadline_s`` (slow drip);
 - sends more messages or bytes than its token buckets hold (flood);
 - sends nothing, not even a ping, for ``idle_timeout_s`` (half-open connection);
-- has more than ``max_inflight_requests`` sync requests outstanding.
+- has more than ``max_inflight_requests`` sync requests or ``max_inflight_calls`` calls open.
 
 Every callback catches what it raises, so a peer can never crash the server or stall the loop
 for the other peers: the worst it gets is its own connection cut.
@@ -51,6 +51,9 @@ class ConnectionOwner(Protocol):
     def on_batch(self, conn: PeerConnection, messages: list[bytes]) -> None: ...
     def on_request(self, conn: PeerConnection, body: bytes) -> None: ...
     def on_response(self, conn: PeerConnection, body: bytes) -> None: ...
+    def on_call(self, conn: PeerConnection, body: bytes) -> None: ...
+    def on_reply(self, conn: PeerConnection, body: bytes) -> None: ...
+    def on_cancel(self, conn: PeerConnection, body: bytes) -> None: ...
     def on_writable(self, conn: PeerConnection) -> None: ...
 
 
@@ -67,6 +70,8 @@ class PeerConnection(asyncio.Protocol):
         self.paused = False  # the socket's write buffer is above its high-water mark
         self.inflight = 0  # the peer's requests being answered here
         self.pending: dict[int, asyncio.Future] = {}  # our requests awaiting its responses
+        self.serving: dict[int, asyncio.Task] = {}  # the peer's calls being answered here
+        self.calls: dict[int, asyncio.Queue] = {}  # our calls: the replies received so far
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()  # set when lost
         self._transport: asyncio.Transport | None = None
@@ -184,6 +189,12 @@ class PeerConnection(asyncio.Protocol):
             self.owner.on_request(self, body)
         elif kind == Kind.RESPONSE:
             self.owner.on_response(self, body)
+        elif kind == Kind.CALL:
+            self.owner.on_call(self, body)
+        elif kind == Kind.REPLY:
+            self.owner.on_reply(self, body)
+        elif kind == Kind.CANCEL:
+            self.owner.on_cancel(self, body)
         elif kind == Kind.HELLO:
             raise PeerProtocolError("a hello after the handshake", reason="unexpected_hello")
         # Kind.PING: nothing to do; it refreshed the idle deadline

@@ -46,6 +46,9 @@ class Kind(IntEnum):
     REQUEST = 3
     RESPONSE = 4
     PING = 5
+    CALL = 6
+    REPLY = 7
+    CANCEL = 8
 
 
 def frame(payload: bytes) -> bytes:

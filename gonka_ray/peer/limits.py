@@ -13,6 +13,7 @@ from gonka_ray.constants import (
     PEER_BAN_S,
     PEER_BATCH_MAX_BYTES,
     PEER_BATCH_MAX_MSGS,
+    PEER_CALL_IDLE_TIMEOUT_S,
     PEER_CHECK_INTERVAL_S,
     PEER_CONNECT_TIMEOUT_S,
     PEER_FRAME_TIMEOUT_S,
@@ -27,6 +28,7 @@ from gonka_ray.constants import (
     PEER_MAX_CONNECTIONS_PER_SOURCE,
     PEER_MAX_FRAME_BYTES,
     PEER_MAX_HELLO_BYTES,
+    PEER_MAX_INFLIGHT_CALLS,
     PEER_MAX_INFLIGHT_REQUESTS,
     PEER_MIN_FRAME_BYTES_PER_S,
     PEER_OUTBOUND_QUEUE_BYTES,
@@ -68,6 +70,8 @@ class PeerLimits:
     reconnect_max_s: float = PEER_RECONNECT_MAX_S
     request_timeout_s: float = PEER_REQUEST_TIMEOUT_S
     max_inflight_requests: int = PEER_MAX_INFLIGHT_REQUESTS
+    max_inflight_calls: int = PEER_MAX_INFLIGHT_CALLS
+    call_idle_timeout_s: float = PEER_CALL_IDLE_TIMEOUT_S
     ban_s: float = PEER_BAN_S
 
     def frame_deadline_s(self, length: int | None) -> float:

@@ -18,6 +18,9 @@ replica's messages arrive as ``deliver(data, sender)`` / ``deliver_many(batch, s
 - **Sync requests**: :meth:`sync_peers` gives a :class:`TcpSyncPeer` per connected peer;
   ``snapshot_offer`` and ``attest_state`` are REQUEST/RESPONSE frames matched by request id, with
   a timeout, at most ``max_inflight_requests`` per connection.
+- **Calls**: :meth:`serve` / :meth:`call_stream`: a participant's requests to another one
+  (execute with its token stream, payload fetches) on the same connection; see
+  :mod:`~gonka_ray.peer.calls`.
 - **Security**: see :mod:`~gonka_ray.peer.handshake` (mutual signed hellos, per-connection
   frame keys) and :mod:`~gonka_ray.peer.connection` (what gets a connection cut). The server
   also refuses more than ``max_connections_per_source`` inbound connections from one IP address
@@ -33,6 +36,7 @@ import asyncio
 import itertools
 import logging
 import random
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -43,6 +47,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.constants import WIRE_MAX_MESSAGE_BYTES
 from gonka_ray.exceptions import PeerProtocolError, PeerUnavailable, WireError
 from gonka_ray.ledger.transport import LocalReplica, PeerTransport, SyncPeer
+from gonka_ray.peer.calls import CallService, Handler
 from gonka_ray.peer.connection import PeerConnection
 from gonka_ray.peer.framing import Kind, batch_bytes, batches, pack_batch
 from gonka_ray.peer.limits import PeerLimits
@@ -53,12 +58,15 @@ log = logging.getLogger("gonka_ray.peer")
 VIOLATIONS = frozenset(
     {
         "bad_batch",
+        "bad_call",
+        "bad_reply",
         "bad_frame_auth",
         "bad_request",
         "bad_response",
         "flood",
         "frame_too_large",
         "slow_frame",
+        "too_many_calls",
         "too_many_requests",
         "unexpected_hello",
         "unknown_kind",
@@ -73,6 +81,18 @@ class LocalPeer(LocalReplica, Protocol):
     """The replica a transport delivers to (a :class:`LedgerReplica` is one)."""
 
     async def deliver_many(self, batch: list[bytes], sender: int) -> None: ...
+
+
+def loopback_addresses(n: int, host: str = "127.0.0.1") -> list[str]:
+    """``n`` distinct free ``host:port`` addresses (bound together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [f"{host}:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -161,6 +181,7 @@ class TcpPeerTransport(PeerTransport):
         self._ids = itertools.count(1)
         self._banned: dict[int, float] = {}  # peer index -> loop time its ban ends
         self._closing = False
+        self.calls = CallService(self.limits, _FRAME_OVERHEAD)
 
     @classmethod
     def for_genesis(
@@ -194,7 +215,8 @@ class TcpPeerTransport(PeerTransport):
         Raises:
             OSError: the address cannot be bound.
         """
-        self._local = local
+        if self._local is not None:
+            return  # started already (the replica starts the transport it was given)
         loop = asyncio.get_running_loop()
         own = self.addresses[self.index]
         if own is not None:
@@ -202,6 +224,7 @@ class TcpPeerTransport(PeerTransport):
             self._server = await loop.create_server(
                 lambda: PeerConnection(self), self.listen_host or host, port, reuse_address=True
             )
+        self._local = local
         for j in range(self.index + 1, len(self.peer_keys)):
             if self.addresses[j] is not None:
                 self._dialers.append(loop.create_task(self._dial_loop(j)))
@@ -337,6 +360,20 @@ class TcpPeerTransport(PeerTransport):
         finally:
             conn.pending.pop(rid, None)
 
+    def serve(self, method: str, handler: Handler) -> None:
+        """Answer peers' calls of ``method`` with ``handler`` (see :mod:`~gonka_ray.peer.calls`)."""
+        self.calls.serve(method, handler)
+
+    def call_stream(self, dest: int, method: str, body: bytes):
+        """The reply bodies of peer ``dest``'s ``method(body)``; closing the iterator early
+        cancels the call there.
+
+        Raises:
+            PeerUnavailable: not connected, or the connection dropped or stalled.
+            PeerCallFailed: the peer answered with an error.
+        """
+        return self.calls.stream(self._conns.get(dest), method, body)
+
     # --- ConnectionOwner ---------------------------------------------------------------------
 
     def now_ms(self) -> int:
@@ -375,6 +412,7 @@ class TcpPeerTransport(PeerTransport):
         for fut in conn.pending.values():
             if not fut.done():
                 fut.set_exception(PeerUnavailable(f"connection to peer {conn.peer} dropped"))
+        self.calls.on_lost(conn)
 
     def on_cut(self, conn: PeerConnection, reason: str) -> None:
         self.stats.cuts[reason] += 1
@@ -462,6 +500,16 @@ class TcpPeerTransport(PeerTransport):
         if fut is not None and not fut.done():
             fut.set_result(resp)
         # else: a late answer to a request that timed out; nothing waits for it
+
+
+    def on_call(self, conn: PeerConnection, body: bytes) -> None:
+        self.calls.on_call(conn, body, self._tasks)
+
+    def on_reply(self, conn: PeerConnection, body: bytes) -> None:
+        self.calls.on_reply(conn, body)
+
+    def on_cancel(self, conn: PeerConnection, body: bytes) -> None:
+        self.calls.on_cancel(conn, body)
 
 
 class TcpSyncPeer:

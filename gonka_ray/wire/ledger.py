@@ -310,6 +310,35 @@ class PeerResponse:
     error: Annotated[str, MaxLen(64)] = ""
 
 
+@message("PeerCall", version=1)
+class PeerCall:
+    """Call ``method`` of the peer's participant (``"execute"``, ``"payload"``): ``body`` is the
+    method's signed envelope; the answer comes as :class:`PeerReply` frames of ``request_id``."""
+
+    request_id: U64
+    method: Annotated[str, MaxLen(32)]
+    body: Annotated[bytes, MaxLen(WIRE_MAX_MESSAGE_BYTES)]
+
+
+@message("PeerReply", version=1)
+class PeerReply:
+    """One item of the answer to the :class:`PeerCall` ``request_id`` (a streamed method sends
+    several); ``end`` closes the answer, with ``error`` empty or why it failed
+    (``"unknown_method"``, ``"too_large"``, ``"failed"``)."""
+
+    request_id: U64
+    body: Annotated[bytes, MaxLen(WIRE_MAX_MESSAGE_BYTES)] = b""
+    end: bool = False
+    error: Annotated[str, MaxLen(64)] = ""
+
+
+@message("PeerCancel", version=1)
+class PeerCancel:
+    """The caller no longer wants the answer to ``request_id`` (its client left)."""
+
+    request_id: U64
+
+
 __all__ = [
     "Block",
     "BlockHeader",
@@ -327,7 +356,10 @@ __all__ = [
     "GenesisAccount",
     "GenesisParticipant",
     "LedgerGenesis",
+    "PeerCall",
+    "PeerCancel",
     "PeerHello",
+    "PeerReply",
     "PeerRequest",
     "PeerResponse",
     "ProtocolUpgrade",
