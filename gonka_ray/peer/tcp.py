@@ -501,7 +501,6 @@ class TcpPeerTransport(PeerTransport):
             fut.set_result(resp)
         # else: a late answer to a request that timed out; nothing waits for it
 
-
     def on_call(self, conn: PeerConnection, body: bytes) -> None:
         self.calls.on_call(conn, body, self._tasks)
 
