@@ -1,4 +1,4 @@
-"""Ledger throughput and commit latency: Ray replica groups of 4 and 7, open-loop load.
+"""Ledger throughput and commit latency: replica groups of 4 and 7, open-loop load.
 
 Run: ``.venv/bin/python benchmarks/ledger.py`` (writes ``results/ledger.json`` and
 ``results/ledger_latency.png``). Starts its own loopback Ray. For each replica count it offers
@@ -6,14 +6,17 @@ signed transfers at several rates (transactions pre-signed by 1,000 funded clien
 batches every 20 ms round-robin to the replicas, which gossip them), and measures committed
 transactions per second at replica 0 and submit-to-commit latency at the replica each
 transaction was submitted to (same clock). Every replica verifies every signature, persists to
-SQLite before sending, and applies every block. The machine's 1-minute load average at the
+SQLite before sending, and applies every block. The replicas are Ray actors (for the load
+generator's handles) joined by the TCP peer transport the network uses (``--transport ray``: by
+Ray actor calls instead, the old baseline); the summary's ``transport`` says which. The machine's 1-minute load average at the
 start and the end goes into the JSON: on a shared 2-core machine other work can halve the
 figures.
 
 **What a block costs** (``block_cost``): an idle group of 4 replicas making heartbeat blocks
-(one every 100 ms, 20 ms ticks), measured twice: all four in this process over an in-memory
-transport (no Ray), and as Ray actors (CPU from ``/proc`` of their processes). The difference is
-what the consensus messages cost as Ray actor calls.
+(one every 100 ms, 20 ms ticks), measured three times: all four in this process over an
+in-memory transport (no Ray), and as Ray actors (CPU from ``/proc`` of their processes) joined
+by Ray actor calls and by the TCP peer transport. The differences are what the consensus
+messages cost over each.
 
 **What durability costs** (``durability``, run first, before Ray starts): the replicas run with
 the durable default (``power_loss_safe=True``: SQLite ``synchronous=FULL``, the WAL fsynced at
@@ -47,13 +50,14 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks.ray_transport import RayPeerTransport
 from gonka_ray import crypto, wire
 from gonka_ray.ledger.quorum import block_hash
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.state import BlockResult, TxResult
 from gonka_ray.ledger.storage import LedgerStore
 from gonka_ray.ledger.transport import InProcessNetwork
-from gonka_ray.peer.ray_transport import RayPeerTransport
+from gonka_ray.peer.tcp import TcpPeerTransport, loopback_addresses
 from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.wire import (
     Block,
@@ -157,19 +161,38 @@ def genesis_of(
     )
 
 
+def group_transport(kind: str, names: list[str], keys_, genesis: bytes, ns: str):
+    """Each replica's transport: ``"tcp"`` (the network's) or ``"ray"`` (actor calls)."""
+    if kind == "ray":
+        return [RayPeerTransport(names, index=i, namespace=ns) for i in range(len(names))]
+    addresses = loopback_addresses(len(names))
+    return [
+        TcpPeerTransport.for_genesis(genesis, index=i, key=k, addresses=addresses)
+        for i, k in enumerate(keys_)
+    ]
+
+
 async def start_group(
-    ray, prefix: str, replicas: Sequence[crypto.KeyPair], genesis: bytes, storage_dir: str, **kw
+    ray,
+    prefix: str,
+    replicas: Sequence[crypto.KeyPair],
+    genesis: bytes,
+    storage_dir: str,
+    transport: str = "tcp",
+    **kw,
 ) -> list:
-    """One Ray replica actor per key, named ``<prefix>-<i>``, started; ``kw`` go to each."""
+    """One Ray replica actor per key, named ``<prefix>-<i>``, joined by ``transport``, started;
+    ``kw`` go to each."""
     names = [f"{prefix}-{i}" for i in range(len(replicas))]
     ns = ray.get_runtime_context().namespace
+    links = group_transport(transport, names, replicas, genesis, ns)
     handles = [
         remote(LedgerReplica, ActorOptions(name=names[i], namespace=ns, num_cpus=0)).remote(
             index=i,
             key_seed=k.seed,
             genesis=genesis,
             storage_dir=storage_dir,
-            transport=RayPeerTransport(names, index=i, namespace=ns),
+            transport=links[i],
             **kw,
         )
         for i, k in enumerate(replicas)
@@ -179,7 +202,13 @@ async def start_group(
 
 
 async def bench_group(
-    ray, n: int, rates: list[float], duration_s: float, tmp: str, power_loss_safe: bool = True
+    ray,
+    n: int,
+    rates: list[float],
+    duration_s: float,
+    tmp: str,
+    power_loss_safe: bool = True,
+    transport: str = "tcp",
 ) -> list[dict]:
     replicas = keys(f"replica{n}", n)
     clients = keys("client", CLIENTS)
@@ -190,6 +219,7 @@ async def bench_group(
         replicas,
         genesis_of(replicas, chain, clients),
         f"{tmp}/g{n}",
+        transport,
         tick_ms=10,
         timeout_ticks=200,
         max_block_txs=2_000,
@@ -255,17 +285,19 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def block_cost_over_ray(
-    ray, tmp: str, seconds: float = 8.0, power_loss_safe: bool = True
+async def block_cost_actors(
+    ray, tmp: str, transport: str, seconds: float = 8.0, power_loss_safe: bool = True
 ) -> float:
-    """The same group as Ray actors: CPU ms per heartbeat block per replica process."""
+    """The same group as Ray actors joined by ``transport``: CPU ms per heartbeat block per
+    replica process."""
     keys_ = keys("blockcost", 4)
     handles = await start_group(
         ray,
-        "bench-blockcost",
+        f"bench-blockcost-{transport}",
         keys_,
-        genesis_of(keys_, "blockcost-ray"),
-        f"{tmp}/ray",
+        genesis_of(keys_, f"blockcost-{transport}"),
+        f"{tmp}/{transport}",
+        transport,
         tick_ms=20,
         timeout_ticks=100,
         empty_block_interval_ms=100,
@@ -424,6 +456,12 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=4.0)
     ap.add_argument("--groups", default="4,7")
     ap.add_argument(
+        "--transport",
+        choices=["tcp", "ray"],
+        default="tcp",
+        help="what joins the load groups' replicas (tcp: the network's peer transport)",
+    )
+    ap.add_argument(
         "--power-loss-unsafe",
         action="store_true",
         help="replicas at synchronous=NORMAL (the summary's durable is then false)",
@@ -453,16 +491,23 @@ def main() -> None:
                 block_cost_in_process(tmp, power_loss_safe=safe)
             ),
             "over_ray_cpu_ms_per_block_per_replica": asyncio.run(
-                block_cost_over_ray(ray, tmp, power_loss_safe=safe)
+                block_cost_actors(ray, tmp, "ray", power_loss_safe=safe)
+            ),
+            "over_tcp_cpu_ms_per_block_per_replica": asyncio.run(
+                block_cost_actors(ray, tmp, "tcp", power_loss_safe=safe)
             ),
         }
         print(f"heartbeat block cost: {block_cost}")
         for n in [int(g) for g in args.groups.split(",")]:
-            rows = asyncio.run(bench_group(ray, n, rates, args.duration_s, tmp, safe))
+            rows = asyncio.run(
+                bench_group(ray, n, rates, args.duration_s, tmp, safe, args.transport)
+            )
             if n == 4:
                 peak = max(r["tx_per_s"] for r in rows)
                 half = asyncio.run(
-                    bench_group(ray, n, [peak / 2], args.duration_s, tmp + "h", safe)
+                    bench_group(
+                        ray, n, [peak / 2], args.duration_s, tmp + "h", safe, args.transport
+                    )
                 )
                 half[0]["half_load"] = True
                 rows += half
@@ -475,6 +520,7 @@ def main() -> None:
 
     half_rows = [r for r in all_rows if r.get("half_load")]
     summary = {
+        "transport": args.transport,
         "tx_per_s_4_replicas": peak_of(4),
         "tx_per_s_7_replicas": peak_of(7),
         "p99_ms_half_load_4_replicas": half_rows[0]["p99_ms"] if half_rows else None,
@@ -482,6 +528,7 @@ def main() -> None:
             "in_process_cpu_ms_per_block_per_replica"
         ],
         "block_cpu_ms_per_replica_over_ray": block_cost["over_ray_cpu_ms_per_block_per_replica"],
+        "block_cpu_ms_per_replica_over_tcp": block_cost["over_tcp_cpu_ms_per_block_per_replica"],
         "durable": safe,
         "power_loss_lost_commits": durability["crash_injection"]["lost_acknowledged_writes"],
         "store_ms_per_block_full": durability["store_writes"]["full"]["block_p50_ms"],

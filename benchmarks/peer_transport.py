@@ -323,13 +323,13 @@ def block_cost_over_tcp(tmp: str, loop_kind: str, seconds: float) -> float:
 
 
 def block_costs(ray: Any, seconds: float) -> dict[str, float]:
-    from benchmarks.ledger import block_cost_in_process, block_cost_over_ray
+    from benchmarks.ledger import block_cost_actors, block_cost_in_process
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out["in_process"] = asyncio.run(block_cost_in_process(tmp, seconds))
         if ray is not None:
-            out["over_ray"] = asyncio.run(block_cost_over_ray(ray, tmp, seconds))
+            out["over_ray"] = asyncio.run(block_cost_actors(ray, tmp, "ray", seconds))
         out["over_tcp_asyncio"] = block_cost_over_tcp(tmp, "asyncio", seconds)
         out["over_tcp_uvloop"] = block_cost_over_tcp(tmp, "uvloop", seconds)
     return out

@@ -115,6 +115,7 @@ PEER_BAN_S = 10.0  # a peer index cut for a protocol violation may not reconnect
 PEER_MAX_INFLIGHT_CALLS = 256  # calls (executions, payload fetches) one peer has open here
 PEER_CALL_IDLE_TIMEOUT_S = 300.0  # a call's answer waits this long for its next item
 LEDGER_PORT_RETRY_S = 0.5  # a participant's roles resubmit to their restarting replica this often
+LEDGER_START_RETRY_S = 0.5  # a replica whose transport could not start (address held) retries
 
 # --- epochs and reputation -------------------------------------------------------------------
 EPOCH_BLOCKS = 600  # blocks per epoch

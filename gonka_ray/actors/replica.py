@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,8 +42,6 @@ from gonka_ray.ledger.transport import PeerTransport
 from gonka_ray.peer.calls import first
 from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
-
-log = logging.getLogger(__name__)
 
 
 class ParticipantReplica(LedgerReplica):
@@ -77,30 +74,13 @@ class ParticipantReplica(LedgerReplica):
             storage_dir=str(Path(spec.storage_dir) / spec.name),
             transport=transport,
             install=install,
-            **replica_kwargs,
+            **{"autostart": True, **replica_kwargs},
         )
         self.handles = HandleCache(spec.namespace, spec.actor_name(""))
         serve = getattr(transport, "serve", None)
         if serve is not None:  # the participant's peer endpoint: answer the others' calls
             serve(EXECUTE, self._execute)
             serve(PAYLOAD, self._payload)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # built outside an event loop (plain use): start() when ready
-            loop = None
-        if loop is not None:
-            # NOTE: Ray runs an async actor's constructor on its event loop. A replica Ray
-            # restarted must listen, dial and tick again by itself: nobody calls start() twice.
-            self._autostart = loop.create_task(self._start_until_done())
-
-    async def _start_until_done(self) -> None:
-        while True:
-            try:
-                await self.start()
-                return
-            except OSError as exc:  # the address is still held by the process that died
-                log.warning("%s: peer endpoint not up yet (%s); retrying", self.spec.name, exc)
-                await asyncio.sleep(LEDGER_PORT_RETRY_S)
 
     # --- the peer endpoint ---------------------------------------------------------------
 

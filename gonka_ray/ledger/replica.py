@@ -58,6 +58,7 @@ from gonka_ray.constants import (
     LEDGER_CHECK_CHUNK_TXS,
     LEDGER_EMPTY_BLOCK_INTERVAL_MS,
     LEDGER_RESYNC_RETRY_S,
+    LEDGER_START_RETRY_S,
 )
 from gonka_ray.exceptions import CommitTimeout, CorruptStore, Overloaded, StorageError
 from gonka_ray.ledger import merkle
@@ -139,6 +140,8 @@ class LedgerReplica:
         epoch_blocks: blocks per epoch (``EpochConfig.epoch_blocks``): the validator set may
             change at each epoch boundary, read from committed state (see the consensus
             module); 0 keeps the genesis set forever.
+        autostart: start (transport and ticks) by itself, from the running event loop, retrying
+            while the transport cannot start (an actor shell: a restarted actor resumes alone).
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class LedgerReplica:
         on_corrupt_store: Literal["refuse", "resync"] = "refuse",
         apply_in_thread: bool = False,
         epoch_blocks: int = 0,
+        autostart: bool = False,
     ) -> None:
         self.index = index
         self.key = crypto.KeyPair.from_seed(key_seed)
@@ -198,6 +202,11 @@ class LedgerReplica:
         self._applier: asyncio.Task | None = None
         self._stopped = False  # stop() was called: ignore further input, never restart
         self._queued_height = self.sm.height
+        self._autostart: asyncio.Task | None = None
+        if autostart:
+            # NOTE: Ray runs an async actor's constructor on its event loop. A replica Ray
+            # restarted must listen, dial and tick again by itself: nobody calls start() twice.
+            self._autostart = asyncio.get_running_loop().create_task(self._start_until_done())
         self.recovered_height = self.core.committed_height
         # Benchmarks: submit-to-commit latency of transactions submitted here (same clock).
         self.track_latency = track_latency
@@ -288,6 +297,15 @@ class LedgerReplica:
                 )
 
     # --- remote API ------------------------------------------------------------------------
+
+    async def _start_until_done(self) -> None:
+        while not self._stopped:
+            try:
+                await self.start()
+                return
+            except OSError as exc:  # e.g. the address is still held by the process that died
+                _log.warning("replica %d: transport not up yet (%s); retrying", self.index, exc)
+                await asyncio.sleep(LEDGER_START_RETRY_S)
 
     async def start(self) -> int:
         """Start the transport and the tick loop (idempotent); returns the committed height."""

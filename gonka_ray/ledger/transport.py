@@ -14,9 +14,9 @@ to one replica (its genesis index, the sender of everything it carries) and does
   sync needs nothing more: the consensus core fetches missing blocks with ``send``.
 
 :class:`InProcessNetwork` wires replicas of one process through the event loop (unit tests,
-benchmarks of the replica without a network). The transports with a network below them live
-above the ledger: over Ray actors in :mod:`gonka_ray.peer.ray_transport`, over authenticated,
-framed TCP between processes or clusters in :mod:`gonka_ray.peer.tcp`.
+benchmarks of the replica without a network). The transport with a network below it lives
+above the ledger: authenticated, framed TCP between processes or clusters in
+:mod:`gonka_ray.peer.tcp`.
 """
 
 from __future__ import annotations

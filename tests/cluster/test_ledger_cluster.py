@@ -1,4 +1,5 @@
-"""Four ledger replicas on the shared loopback Ray: load while one is killed and restarted."""
+"""Four ledger replica actors on the shared loopback Ray, joined by the TCP peer transport: load
+while one is killed and restarted (Ray restarts it; it binds its address again by itself)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from gonka_ray import wire
 from gonka_ray.ledger.client import LedgerClient
 from gonka_ray.ledger.replica import LedgerReplica
-from gonka_ray.peer.ray_transport import RayPeerTransport
+from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.raykit import ActorOptions, remote
 from gonka_ray.wire import Transfer
+from tests.peer_harness import free_addresses
 from tests.sim.network import SIM_CHAIN as CHAIN
 from tests.sim.network import make_genesis, sim_key
 
@@ -39,6 +41,7 @@ async def test_kill_and_restart_a_replica_under_load(ray_session, tmp_path) -> N
     ns = ray.get_runtime_context().namespace
     genesis = make_genesis(N)
     names = [f"ledger-test-{i}" for i in range(N)]
+    addresses = free_addresses(N)
     handles = []
     for i in range(N):
         cls = remote(
@@ -50,7 +53,10 @@ async def test_kill_and_restart_a_replica_under_load(ray_session, tmp_path) -> N
                 key_seed=sim_key(f"replica-{i}").seed,
                 genesis=wire.encode(genesis),
                 storage_dir=str(tmp_path),
-                transport=RayPeerTransport(names, index=i, namespace=ns),
+                transport=TcpPeerTransport.for_genesis(
+                    genesis, index=i, key=sim_key(f"replica-{i}"), addresses=addresses
+                ),
+                autostart=True,
                 tick_ms=20,
                 timeout_ticks=25,
                 snapshot_every=5,

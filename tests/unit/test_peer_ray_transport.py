@@ -6,7 +6,7 @@ import asyncio
 import pickle
 from types import SimpleNamespace
 
-from gonka_ray.peer.ray_transport import RayPeerTransport
+from benchmarks.ray_transport import RayPeerTransport
 
 NAMES = ["r0", "r1", "r2", "r3"]
 

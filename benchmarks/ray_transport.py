@@ -1,4 +1,8 @@
-"""The ledger's peer transport over Ray: replicas are named actors of one namespace.
+"""A ledger peer transport over Ray actor calls: the baseline the benchmarks compare with.
+
+The network does not use it: participants reach each other only over
+:mod:`gonka_ray.peer.tcp` (no Ray call crosses a participant boundary). ``ledger.py`` and
+``peer_transport.py`` measure a replica group over Ray actor calls beside the TCP transport.
 
 :class:`RayPeerTransport` is bound to one replica (``index``) and looks the others up by name
 when first needed (``ray.get_actor``), so replicas can start in any order; one that is not up yet
