@@ -185,6 +185,73 @@ def up(
             )
 
 
+@main.command()
+@click.argument("config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--participant", required=True, help="which participant of CONFIG this node runs")
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="its ledger, payloads and keys live here (kept across restarts)",
+)
+@click.option("--port", default=8000, show_default=True, help="HTTP port of its front door")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address")
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="KEY=CLIENT_INDEX: an API key bound to a demo client account (repeatable)",
+)
+@click.option(
+    "--ready-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the node's addresses here (JSON) once it serves",
+)
+@click.option("--num-cpus", default=4, show_default=True, type=click.IntRange(1, 4096))
+def node(
+    config_path: Path,
+    participant: str,
+    state_dir: Path,
+    port: int,
+    host: str,
+    api_keys: tuple[str, ...],
+    ready_file: Path | None,
+    num_cpus: int,
+) -> None:
+    """Run one participant of CONFIG in a Ray cluster of its own, until Ctrl-C or SIGTERM.
+
+    It reaches the other participants only over the peer transport, at the ``peer_address``
+    each one names in CONFIG; it serves the OpenAI-compatible API on --port."""
+    from gonka_ray.config import load_config
+    from gonka_ray.federation import run_node
+
+    try:
+        config = load_config(config_path)
+        keys = {}
+        for item in api_keys:
+            key, sep, index = item.partition("=")
+            if not sep or not index.isdigit():
+                raise click.BadParameter(
+                    f"{item!r} is not KEY=CLIENT_INDEX", param_hint="--api-key"
+                )
+            keys[key] = int(index)
+        run_node(
+            config,
+            participant,
+            state_dir=state_dir,
+            http_port=port,
+            host=host,
+            ready_file=ready_file,
+            api_keys=keys,
+            num_cpus=num_cpus,
+            echo=click.echo,
+        )
+    except GonkaError as exc:
+        raise click.ClickException(exc.message) from None
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 

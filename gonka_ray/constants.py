@@ -116,6 +116,11 @@ PEER_MAX_INFLIGHT_CALLS = 256  # calls (executions, payload fetches) one peer ha
 PEER_CALL_IDLE_TIMEOUT_S = 300.0  # a call's answer waits this long for its next item
 LEDGER_PORT_RETRY_S = 0.5  # a participant's roles resubmit to their restarting replica this often
 LEDGER_START_RETRY_S = 0.5  # a replica whose transport could not start (address held) retries
+FEDERATION_NODE_START_TIMEOUT_S = (
+    300.0  # a local federation waits this long for a node's ready file
+)
+FEDERATION_NODE_STOP_GRACE_S = 60.0  # after SIGTERM, a node still running this long is killed
+FEDERATION_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # each node's own Ray object store
 
 # --- epochs and reputation -------------------------------------------------------------------
 EPOCH_BLOCKS = 600  # blocks per epoch

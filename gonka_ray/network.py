@@ -29,6 +29,7 @@ from gonka_ray.adversary.actors import CheatingMLNode
 from gonka_ray.adversary.cheats import MODEL_CHEATS
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
+from gonka_ray.exceptions import ConfigError
 from gonka_ray.peer.tcp import loopback_addresses
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
@@ -99,12 +100,18 @@ class Network:
     specs: dict[str, ParticipantSpec]
     handles: dict[tuple[str, str], Any] = field(default_factory=dict)
     owns_storage: bool = False
+    local: tuple[str, ...] = ()  # the participants whose actors run on this Ray (all if empty)
+
+    @property
+    def here(self) -> list[str]:
+        """The participants launched on this Ray (a node runs one; a local network all)."""
+        return list(self.local or self.specs)
 
     def handle(self, participant: str, role: str) -> Any:
         return self.handles[(participant, role)]
 
     def ta(self, participant: str | None = None) -> Any:
-        return self.handle(participant or self.config.participants[0].name, "ta")
+        return self.handle(participant or self.here[0], "ta")
 
     def client_key(self, index: int = 0) -> crypto.KeyPair:
         return client_key(self.config, index)
@@ -123,12 +130,12 @@ class Network:
         )
 
     async def participants(self) -> dict:
-        """Participant infos from the first participant's replica (committed state)."""
-        return await self.handle(self.config.participants[0].name, "ledger").participants.remote()
+        """Participant infos from the first local participant's replica (committed state)."""
+        return await self.handle(self.here[0], "ledger").participants.remote()
 
     async def stats(self) -> dict[str, dict]:
         out = {}
-        for name in self.specs:
+        for name in self.here:
             out[name] = {
                 role: await self.handle(name, role).stats.remote()
                 for role in ("ta", "executor", "verifier")
@@ -189,8 +196,23 @@ def launch(
     namespace: str | None = None,
     storage_dir: str | Path | None = None,
     clients: int = 1,
+    only: tuple[str, ...] = (),
 ) -> Network:
-    """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles."""
+    """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles.
+
+    ``only``: launch just these participants' actors (a node of a federation: the others run
+    in their own Ray clusters and are reached over the peer transport, at the ``peer_address``
+    each names in ``config``).
+
+    Raises:
+        ConfigError: ``only`` names an unknown participant, or one of a federation's
+            participants has no ``peer_address``.
+    """
+    unknown = set(only) - {p.name for p in config.participants}
+    if unknown:
+        raise ConfigError(f"no participant {sorted(unknown)} in network {config.name!r}")
+    if only and any(p.peer_address is None for p in config.participants):
+        raise ConfigError("a node needs every participant's peer_address in the config")
     namespace = namespace or env("GONKA_NAMESPACE")
     owns = storage_dir is None and not config.ledger.storage_dir  # a temp dir of our own
     storage = Path(storage_dir or config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_"))
@@ -223,9 +245,10 @@ def launch(
         )
         for i, p in enumerate(config.participants)
     }
-    net = Network(config, namespace, storage, specs, owns_storage=owns)
+    net = Network(config, namespace, storage, specs, owns_storage=owns, local=tuple(only))
+    here = [p for p in config.participants if p.name in net.here]
     try:
-        for p in config.participants:
+        for p in here:
             spec = specs[p.name]
             engine_cfg = config.engine_for(p.name)
             opts = mlnode_options(
@@ -252,9 +275,9 @@ def launch(
                 epoch_blocks=config.epoch.epoch_blocks,
                 on_corrupt_store=config.ledger.on_corrupt_store,
             )
-        for p in config.participants:
+        for p in here:
             net.handles[(p.name, "ledger")].start.remote()
-        for p in config.participants:
+        for p in here:
             spec = specs[p.name]
             for role, cls in (
                 ("executor", ExecutorActor),
@@ -274,9 +297,9 @@ async def wait_ready(net: Network, timeout_s: float = 600.0) -> None:
     """Wait until every MLNode answers and every verifier has committed its seed."""
 
     async def _all():
-        await asyncio.gather(*[net.handle(n, "mlnode").model_info.remote() for n in net.specs])
-        await asyncio.gather(*[net.handle(n, "verifier").start.remote() for n in net.specs])
-        await asyncio.gather(*[net.handle(n, "ta").ping.remote() for n in net.specs])
+        await asyncio.gather(*[net.handle(n, "mlnode").model_info.remote() for n in net.here])
+        await asyncio.gather(*[net.handle(n, "verifier").start.remote() for n in net.here])
+        await asyncio.gather(*[net.handle(n, "ta").ping.remote() for n in net.here])
 
     await asyncio.wait_for(_all(), timeout_s)
 
@@ -304,6 +327,7 @@ def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
     import os
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only: no token to hand out
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     # Serve's proxy (a Ray worker started below) installs the body limit only from its env

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gonka_ray import crypto
@@ -58,6 +58,7 @@ def serve_network(
     max_inflight: int = SERVE_MAX_INFLIGHT,
     name: str | None = None,
     host: str = "127.0.0.1",
+    participants: Sequence[str] | None = None,
 ) -> str:
     """Deploy the OpenAI-compatible app for a launched :class:`~gonka_ray.network.Network` on
     loopback and return its base URL (``http://127.0.0.1:<port><prefix>``; the ``openai``
@@ -72,6 +73,8 @@ def serve_network(
         max_inflight: requests in flight before the ingress answers 429.
         name: the Serve application's name (default ``gonka-<network>``).
         host: the address Serve's proxy binds (``0.0.0.0`` to serve other hosts).
+        participants: whose transport agents and ledger replicas it uses (default: the
+            participants launched on this Ray; a federation node: its own).
 
     If Serve already runs on this Ray with other HTTP options, it keeps them; the returned URL
     is where its proxy really listens.
@@ -93,7 +96,8 @@ def serve_network(
         network=net.config.name,
         chain=net.chain_id,
         namespace=net.namespace,
-        participants={p.name: net.address_of(p.name) for p in net.config.participants},
+        participants={n: net.address_of(n) for n in (participants or net.here)},
+        names={net.address_of(p.name): p.name for p in net.config.participants},
         model=net.config.model.name,
         api_keys=seeds,
         max_inflight=max_inflight,

@@ -163,7 +163,8 @@ class GonkaIngress:
         chain: the network's chain id (its genesis ``chain_id``): signed requests must be
             signed for it (``GET /health`` tells clients).
         namespace: the Ray namespace of the network's actors.
-        participants: participant name -> address.
+        participants: participant name -> address, of the participants whose transport agents
+            and ledger replicas it uses (a federation node: its own only).
         model: the model id the network serves.
         api_keys: API key -> 32-byte seed of the custodial client key it signs with.
         max_inflight: requests in flight before 429.
@@ -173,6 +174,7 @@ class GonkaIngress:
             epoch and phase); None hides them.
         price_per_token: the network's price: API-key requests let the network lock at most
             what they can cost at it (their ``max_escrow``).
+        names: address -> name of other participants, to show in records and the explorer.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class GonkaIngress:
         max_body_bytes: int = SERVE_MAX_BODY_BYTES,
         epoch: dict[str, Any] | None = None,
         price_per_token: int = DEFAULT_PRICE_PER_TOKEN,
+        names: dict[str, str] | None = None,
     ) -> None:
         self.network = network
         self.chain = chain
@@ -196,7 +199,8 @@ class GonkaIngress:
         self.epoch = epoch
         self.namespace = namespace
         self.participants = dict(participants)
-        self.names = {a: n for n, a in self.participants.items()}
+        # address -> name of every participant it may show (a node serves only its own)
+        self.names = {**{a: n for n, a in self.participants.items()}, **(names or {})}
         self.model = model
         self.api_keys = {k: crypto.KeyPair(seed) for k, seed in api_keys.items()}
         self.max_inflight = max_inflight

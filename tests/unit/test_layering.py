@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("adversary", ("adversary",)),  # cheating subclasses of the roles (tests, demos)
     ("participant", ("actors.participant",)),  # the Ray actor shells that pick honest or not
     ("front doors", ("network", "serve", "sdk")),
-    ("entry points", ("demo", "cli", "bench", "")),  # "" is the package root (public API)
+    ("entry points", ("demo", "cli", "bench", "federation", "")),  # "": the package root
 ]
 
 

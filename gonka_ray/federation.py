@@ -1,0 +1,246 @@
+"""A federation on one machine: every participant its own Ray cluster, in its own process.
+
+Participants share nothing but the network config (genesis, keys of the demo seed, peer
+addresses) and talk only over the signed peer transport. This module has both sides:
+
+- :func:`run_node` — the body of ``gonka-ray node CONFIG --participant NAME``: start a Ray
+  cluster of its own (``address="local"``, its own ports), launch that participant's actors
+  (:func:`~gonka_ray.network.launch` with ``only``), serve its OpenAI-compatible front door, write
+  a ready file (:class:`NodeInfo`) and run until SIGTERM/SIGINT (graceful stop).
+- :class:`LocalFederation` — starts one ``gonka-ray node`` process per participant on
+  loopback, with peer addresses and HTTP ports chosen here, waits for their ready files and
+  stops them (SIGTERM, then SIGKILL after a grace period). It reaches the nodes only the way
+  anyone would: their HTTP front doors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gonka_ray.config import NetworkConfig
+from gonka_ray.constants import (
+    FEDERATION_NODE_START_TIMEOUT_S,
+    FEDERATION_NODE_STOP_GRACE_S,
+    FEDERATION_OBJECT_STORE_BYTES,
+)
+from gonka_ray.exceptions import ConfigError
+from gonka_ray.peer.tcp import loopback_addresses
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a running node writes to its ready file (JSON)."""
+
+    participant: str
+    pid: int
+    gcs_address: str  # its own Ray cluster
+    peer_address: str  # its peer endpoint
+    url: str  # its OpenAI-compatible front door (``url + "v1"`` for the openai client)
+
+    @classmethod
+    def read(cls, path: Path) -> NodeInfo:
+        return cls(**json.loads(path.read_text()))
+
+
+def with_peer_addresses(config: NetworkConfig, host: str = "127.0.0.1") -> NetworkConfig:
+    """``config`` with every participant's ``peer_address`` set (free ports on ``host`` for the
+    ones that name none), so that separate processes agree on where each one listens."""
+    missing = [p for p in config.participants if p.peer_address is None]
+    free = iter(loopback_addresses(len(missing), host))
+    participants = [
+        p if p.peer_address else p.model_copy(update={"peer_address": next(free)})
+        for p in config.participants
+    ]
+    return config.model_copy(update={"participants": participants})
+
+
+def run_node(
+    config: NetworkConfig,
+    participant: str,
+    *,
+    state_dir: Path,
+    http_port: int,
+    host: str = "127.0.0.1",
+    ready_file: Path | None = None,
+    api_keys: dict[str, int] | None = None,
+    num_cpus: int = 4,
+    echo: Any = print,
+) -> None:
+    """Run ``participant`` of ``config`` in this process's own Ray cluster until a signal.
+
+    Raises:
+        ConfigError: no such participant, or it has no ``peer_address``.
+    """
+    import asyncio
+
+    from gonka_ray.network import init_local_ray, launch, wait_ready
+    from gonka_ray.serve.deployment import serve_network, shutdown
+
+    mine = next((p for p in config.participants if p.name == participant), None)
+    if mine is None:
+        raise ConfigError(f"no participant {participant!r} in network {config.name!r}")
+    if mine.peer_address is None:
+        raise ConfigError(f"participant {participant!r} needs a peer_address to run as a node")
+    init_local_ray(
+        num_cpus=num_cpus, address="local", object_store_memory=FEDERATION_OBJECT_STORE_BYTES
+    )
+    import ray
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    net = None
+    try:
+        net = launch(config, storage_dir=state_dir, only=(participant,))
+        asyncio.run(wait_ready(net))
+        url = serve_network(
+            net,
+            api_keys=api_keys or {},
+            port=http_port,
+            host=host,
+            participants=(participant,),
+            name=f"gonka-{config.name}-{participant}",
+        )
+        info = NodeInfo(
+            participant=participant,
+            pid=os.getpid(),
+            gcs_address=ray.get_runtime_context().gcs_address,
+            peer_address=mine.peer_address,
+            url=url,
+        )
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(info)))
+            tmp.replace(ready_file)  # readers never see half a file
+        echo(f"{participant}: serving {url}v1, peer endpoint {mine.peer_address}")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        echo(f"{participant}: stopping ...")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            shutdown()
+        except Exception:  # serve never started
+            pass
+        if net is not None:
+            net.stop()
+        ray.shutdown()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class LocalFederation:
+    """One ``gonka-ray node`` process per participant of ``config`` (see the module docstring).
+
+    Args:
+        config: the network (its participants' ``peer_address`` are filled in if missing).
+        root: a directory for the shared config, each node's state, log and ready file.
+        api_keys: API key -> client index (funded by the demo genesis), served by every node.
+    """
+
+    def __init__(
+        self, config: NetworkConfig, root: Path, *, api_keys: dict[str, int] | None = None
+    ) -> None:
+        self.config = with_peer_addresses(config)
+        self.root = Path(root)
+        self.api_keys = dict(api_keys or {})
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.root / "network.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
+        ports = loopback_addresses(len(self.config.participants))
+        self.http_ports = {
+            p.name: int(a.rsplit(":", 1)[1])
+            for p, a in zip(self.config.participants, ports, strict=True)
+        }
+
+    def start(self, names: list[str] | None = None) -> None:
+        """Start the nodes of ``names`` (default: every participant), without waiting."""
+        for name in names or [p.name for p in self.config.participants]:
+            node_dir = self.root / name
+            node_dir.mkdir(exist_ok=True)
+            ready = node_dir / "ready.json"
+            ready.unlink(missing_ok=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "gonka_ray.cli",
+                "node",
+                str(self.config_path),
+                "--participant",
+                name,
+                "--state",
+                str(node_dir / "state"),
+                "--port",
+                str(self.http_ports[name]),
+                "--ready-file",
+                str(ready),
+                *[a for k, i in self.api_keys.items() for a in ("--api-key", f"{k}={i}")],
+            ]
+            log = open(node_dir / "node.log", "ab")  # noqa: SIM115  (the child owns it)
+            self.procs[name] = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            log.close()
+
+    def wait_ready(self, timeout_s: float = FEDERATION_NODE_START_TIMEOUT_S) -> dict[str, NodeInfo]:
+        """Wait for every started node's ready file.
+
+        Raises:
+            RuntimeError: a node exited first (its log's tail in the message).
+            TimeoutError: not all ready within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for name, proc in self.procs.items():
+                ready = self.root / name / "ready.json"
+                if name not in self.nodes and ready.exists():
+                    self.nodes[name] = NodeInfo.read(ready)
+                if proc.poll() is not None:
+                    tail = (self.root / name / "node.log").read_text()[-3000:]
+                    raise RuntimeError(f"node {name} exited with {proc.returncode}:\n{tail}")
+            if len(self.nodes) == len(self.procs):
+                return dict(self.nodes)
+            if time.monotonic() > deadline:
+                waiting = sorted(set(self.procs) - set(self.nodes))
+                raise TimeoutError(f"nodes not ready in {timeout_s:.0f} s: {waiting}")
+            time.sleep(0.2)
+
+    def stop(self, names: list[str] | None = None) -> dict[str, int | None]:
+        """SIGTERM the nodes (graceful stop), SIGKILL any still running after the grace
+        period; returns each one's exit code."""
+        names = names or list(self.procs)
+        for name in names:
+            if self.procs[name].poll() is None:
+                self.procs[name].send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + FEDERATION_NODE_STOP_GRACE_S
+        codes: dict[str, int | None] = {}
+        for name in names:
+            proc = self.procs[name]
+            try:
+                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes[name] = proc.wait()
+            self.nodes.pop(name, None)
+        return codes
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
