@@ -209,6 +209,14 @@ def up(
     type=click.Path(dir_okay=False, path_type=Path),
     help="write the node's addresses here (JSON) once it serves",
 )
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the participant's secret key file (gonka-ray keys new); needed when CONFIG names "
+    "its public_key",
+)
 @click.option("--num-cpus", default=4, show_default=True, type=click.IntRange(1, 4096))
 def node(
     config_path: Path,
@@ -218,6 +226,7 @@ def node(
     host: str,
     api_keys: tuple[str, ...],
     ready_file: Path | None,
+    key_file: Path | None,
     num_cpus: int,
 ) -> None:
     """Run one participant of CONFIG in a Ray cluster of its own, until Ctrl-C or SIGTERM.
@@ -245,6 +254,7 @@ def node(
             host=host,
             ready_file=ready_file,
             api_keys=keys,
+            key_file=key_file,
             num_cpus=num_cpus,
             echo=click.echo,
         )

@@ -174,6 +174,15 @@ class ParticipantConfig(_Strict):
         description="cap on PoC nonces tried per sprint (stands in for a slower machine)",
     )
     resources: dict[str, float] = Field(default_factory=dict, description="Ray resources")
+    public_key: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "hex Ed25519 public key; its secret key stays with the participant (gonka-ray node "
+            "--key). None: a demo key derived from the network's name and seed, which anyone "
+            "holding the config can derive (local networks only)"
+        ),
+    )
     peer_address: str | None = Field(
         None,
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$",

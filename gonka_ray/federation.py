@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from gonka_ray import crypto
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import (
     FEDERATION_NODE_START_TIMEOUT_S,
@@ -73,17 +74,20 @@ def run_node(
     host: str = "127.0.0.1",
     ready_file: Path | None = None,
     api_keys: dict[str, int] | None = None,
+    key_file: Path | None = None,
     num_cpus: int = 4,
     echo: Any = print,
 ) -> None:
-    """Run ``participant`` of ``config`` in this process's own Ray cluster until a signal.
+    """Run ``participant`` of ``config`` in this process's own Ray cluster until a signal, with
+    its secret key from ``key_file`` (None: its demo key, only when the config names no public
+    key for it).
 
     Raises:
-        ConfigError: no such participant, or it has no ``peer_address``.
+        ConfigError: no such participant, no ``peer_address``, or a missing or wrong key.
     """
     import asyncio
 
-    from gonka_ray.network import init_local_ray, launch, wait_ready
+    from gonka_ray.network import init_local_ray, launch, own_key, wait_ready
     from gonka_ray.serve.deployment import serve_network, shutdown
 
     mine = next((p for p in config.participants if p.name == participant), None)
@@ -91,6 +95,8 @@ def run_node(
         raise ConfigError(f"no participant {participant!r} in network {config.name!r}")
     if mine.peer_address is None:
         raise ConfigError(f"participant {participant!r} needs a peer_address to run as a node")
+    keys = {participant: crypto.KeyPair.load(key_file)} if key_file is not None else {}
+    own_key(config, participant, keys)  # a missing or wrong key fails here, before Ray starts
     init_local_ray(
         num_cpus=num_cpus, address="local", object_store_memory=FEDERATION_OBJECT_STORE_BYTES
     )
@@ -100,7 +106,7 @@ def run_node(
     signal.signal(signal.SIGINT, _interrupt)
     net = None
     try:
-        net = launch(config, storage_dir=state_dir, only=(participant,))
+        net = launch(config, storage_dir=state_dir, only=(participant,), keys=keys)
         asyncio.run(wait_ready(net))
         url = serve_network(
             net,
@@ -147,19 +153,36 @@ class LocalFederation:
 
     Args:
         config: the network (its participants' ``peer_address`` are filled in if missing).
-        root: a directory for the shared config, each node's state, log and ready file.
+        root: a directory for the shared config, each node's state, key, log and ready file.
         api_keys: API key -> client index (funded by the demo genesis), served by every node.
+        own_keys: each participant gets a fresh key of its own (its file only in its node's
+            directory, its public key in the shared config), as strangers' nodes would; False
+            keeps the demo keys the config's seed derives.
     """
 
     def __init__(
-        self, config: NetworkConfig, root: Path, *, api_keys: dict[str, int] | None = None
+        self,
+        config: NetworkConfig,
+        root: Path,
+        *,
+        api_keys: dict[str, int] | None = None,
+        own_keys: bool = True,
     ) -> None:
-        self.config = with_peer_addresses(config)
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.key_files: dict[str, Path] = {}
+        if own_keys:
+            participants = []
+            for p in config.participants:
+                (self.root / p.name).mkdir(exist_ok=True)
+                key = crypto.KeyPair.generate()
+                self.key_files[p.name] = key.save(self.root / p.name / "participant.key")
+                participants.append(p.model_copy(update={"public_key": key.public_key.hex()}))
+            config = config.model_copy(update={"participants": participants})
+        self.config = with_peer_addresses(config)
         self.api_keys = dict(api_keys or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.nodes: dict[str, NodeInfo] = {}
-        self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "network.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         ports = loopback_addresses(len(self.config.participants))
@@ -190,6 +213,7 @@ class LocalFederation:
                 "--ready-file",
                 str(ready),
                 *[a for k, i in self.api_keys.items() for a in ("--api-key", f"{k}={i}")],
+                *(["--key", str(self.key_files[name])] if name in self.key_files else []),
             ]
             log = open(node_dir / "node.log", "ab")  # noqa: SIM115  (the child owns it)
             self.procs[name] = subprocess.Popen(

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,35 @@ def participant_key(config: NetworkConfig, name: str) -> crypto.KeyPair:
     return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/participant/{name}")
 
 
+def public_key_of(config: NetworkConfig, name: str) -> bytes:
+    """Participant ``name``'s public key: the configured one, else its demo key's."""
+    p = next(p for p in config.participants if p.name == name)
+    if p.public_key is not None:
+        return bytes.fromhex(p.public_key)
+    return participant_key(config, name).public_key
+
+
+def own_key(
+    config: NetworkConfig, name: str, keys: Mapping[str, crypto.KeyPair] | None = None
+) -> crypto.KeyPair:
+    """The key participant ``name`` runs with: ``keys[name]`` (it must match the configured
+    public key), else its demo key (only when the config names no public key for it).
+
+    Raises:
+        ConfigError: no key given for a participant whose config names its public key, or
+            a given key that is not that key.
+    """
+    key = (keys or {}).get(name)
+    configured = next(p for p in config.participants if p.name == name).public_key
+    if key is None:
+        if configured is not None:
+            raise ConfigError(f"participant {name!r} names its public key: give its key file")
+        return participant_key(config, name)
+    if configured is not None and key.public_key.hex() != configured:
+        raise ConfigError(f"the key given for {name!r} is not its configured public key")
+    return key
+
+
 def client_key(config: NetworkConfig, index: int = 0) -> crypto.KeyPair:
     """A demo client key funded in the genesis."""
     return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/client/{index}")
@@ -65,7 +95,7 @@ def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis
             for i in range(clients)
         ),
         participants=tuple(
-            wire.GenesisParticipant(participant_key(config, p.name).public_key, p.name, p.weight)
+            wire.GenesisParticipant(public_key_of(config, p.name), p.name, p.weight)
             for p in config.participants
         ),
         epoch_evidence=evidence_spec(config.model.name, network_precision(config)),
@@ -122,12 +152,10 @@ class Network:
         return chain_id(self.config)
 
     def address_of(self, participant: str) -> str:
-        return participant_key(self.config, participant).address
+        return crypto.address(public_key_of(self.config, participant))
 
     def name_of(self, address: str) -> str:
-        return next(
-            n for n, s in self.specs.items() if participant_key(self.config, n).address == address
-        )
+        return next(n for n in self.specs if self.address_of(n) == address)
 
     async def participants(self) -> dict:
         """Participant infos from the first local participant's replica (committed state)."""
@@ -197,16 +225,18 @@ def launch(
     storage_dir: str | Path | None = None,
     clients: int = 1,
     only: tuple[str, ...] = (),
+    keys: Mapping[str, crypto.KeyPair] | None = None,
 ) -> Network:
     """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles.
 
     ``only``: launch just these participants' actors (a node of a federation: the others run
     in their own Ray clusters and are reached over the peer transport, at the ``peer_address``
-    each names in ``config``).
+    each names in ``config``). ``keys``: the secret keys of participants launched here whose
+    config names a public key (see :func:`own_key`); the others' specs carry no secret.
 
     Raises:
-        ConfigError: ``only`` names an unknown participant, or one of a federation's
-            participants has no ``peer_address``.
+        ConfigError: ``only`` names an unknown participant, one of a federation's
+            participants has no ``peer_address``, or a key is missing or wrong.
     """
     unknown = set(only) - {p.name for p in config.participants}
     if unknown:
@@ -218,7 +248,9 @@ def launch(
     storage = Path(storage_dir or config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_"))
     genesis = build_genesis(config, clients)
     genesis_bytes = wire.encode(genesis)
-    names = {participant_key(config, p.name).address: p.name for p in config.participants}
+    names = {crypto.address(public_key_of(config, p.name)): p.name for p in config.participants}
+    launched = set(only or [p.name for p in config.participants])
+    seeds = {n: own_key(config, n, keys).seed for n in launched}
     precision = network_precision(config)
     free = iter(loopback_addresses(len(config.participants)))
     peer_addresses = tuple(p.peer_address or next(free) for p in config.participants)
@@ -228,7 +260,7 @@ def launch(
             namespace=namespace,
             name=p.name,
             index=i,
-            key_seed=participant_key(config, p.name).seed,
+            key_seed=seeds.get(p.name, b""),  # NOTE: no secret of a participant not run here
             genesis=genesis_bytes,
             participant_names=names,
             model=config.model.name,

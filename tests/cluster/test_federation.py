@@ -1,8 +1,10 @@
 """A local federation: four participants, each its own Ray cluster in its own process.
 
-They share only the network config; requests sent to one participant's HTTP front door are
+They share only the network config (public keys and peer addresses; each secret key stays in its
+node's directory); requests sent to one participant's HTTP front door are
 executed by others (over the peer transport) and the records reach every participant's
-ledger. Another participant's actors cannot be looked up from a participant's Ray (the
+ledger. The SDK attaches to its own participant's cluster and is served there. Another
+participant's actors cannot be looked up from a participant's Ray (the
 clusters are distinct: their GCS addresses differ). SIGTERM stops each node gracefully.
 """
 
@@ -18,10 +20,11 @@ import pytest
 
 from gonka_ray.demo import demo_network_config
 from gonka_ray.federation import LocalFederation
+from gonka_ray.network import participant_key
 
 API_KEY = "sk-federation-test"
 PROBE = """
-import sys, ray
+import sys, ray, gonka_ray
 ray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)
 for name in sys.argv[3:]:
     try:
@@ -29,6 +32,9 @@ for name in sys.argv[3:]:
         print(name, "found")
     except ValueError:
         print(name, "missing")
+client = gonka_ray.connect(namespace=sys.argv[2])  # the SDK attaches to its own participant
+done = client.chat_sync([{"role": "user", "content": "sdk"}], max_tokens=2).done
+print("sdk", ",".join(client.participant_names), done.completion_tokens)
 """
 
 
@@ -57,6 +63,10 @@ def test_four_participants_in_four_ray_clusters_serve_and_agree(tmp_path) -> Non
     config = demo_network_config(model="fake", cheat=None, engine="fake")
     config = config.model_copy(update={"name": "fedtest"})
     fed = LocalFederation(config, tmp_path, api_keys={API_KEY: 0})
+    # each runs with a key of its own: the shared config holds only public keys, not the ones
+    # its seed would derive
+    shared = fed.config.participants
+    assert all(p.public_key != participant_key(config, p.name).public_key.hex() for p in shared)
     try:
         fed.start()
         nodes = fed.wait_ready()
@@ -86,9 +96,11 @@ def test_four_participants_in_four_ray_clusters_serve_and_agree(tmp_path) -> Non
             timeout=120,
             env={**os.environ, "RAY_AUTH_MODE": "disabled"},
         )
-        seen = dict(line.split() for line in probe.stdout.splitlines() if line.count(" ") == 1)
+        seen = dict(line.split()[:2] for line in probe.stdout.splitlines() if " " in line)
         assert {n: seen.get(n) for n in own} == dict.fromkeys(own, "found"), probe.stderr[-2000:]
         assert {n: seen.get(n) for n in others} == dict.fromkeys(others, "missing")
+        assert seen.get("sdk") == "p0", probe.stdout  # only its own participant, and it serves
+        assert "sdk p0 2" in probe.stdout.splitlines(), probe.stdout
     finally:
         codes = fed.stop()
     assert codes == dict.fromkeys(["p0", "p1", "p2", "p3"], 0), codes
