@@ -26,7 +26,8 @@ def keys() -> None:
 @keys.command("new")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def keys_new(path: Path) -> None:
-    """Create a new key file at PATH (mode 0600; never overwrites)."""
+    """Create a new key file at PATH (mode 0600; never overwrites); prints its address and its
+    public key (what a network config's ``public_key`` names)."""
     from gonka_ray.crypto import KeyPair
 
     key = KeyPair.generate()
@@ -34,7 +35,7 @@ def keys_new(path: Path) -> None:
         key.save(path)
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"{key.address}  {path}")
+    click.echo(f"{key.address}  {key.public_key.hex()}  {path}")
 
 
 @main.command()
@@ -217,6 +218,18 @@ def up(
     help="the participant's secret key file (gonka-ray keys new); needed when CONFIG names "
     "its public_key",
 )
+@click.option(
+    "--address",
+    default=None,
+    help="join this running Ray cluster of the participant (e.g. `auto` on its `ray up` head) "
+    "instead of starting one",
+)
+@click.option(
+    "--peer-listen-host",
+    default=None,
+    help="bind the peer endpoint here (e.g. 0.0.0.0 behind a NAT) instead of the host of the "
+    "participant's peer_address",
+)
 @click.option("--num-cpus", default=4, show_default=True, type=click.IntRange(1, 4096))
 def node(
     config_path: Path,
@@ -227,6 +240,8 @@ def node(
     api_keys: tuple[str, ...],
     ready_file: Path | None,
     key_file: Path | None,
+    address: str | None,
+    peer_listen_host: str | None,
     num_cpus: int,
 ) -> None:
     """Run one participant of CONFIG in a Ray cluster of its own, until Ctrl-C or SIGTERM.
@@ -255,6 +270,8 @@ def node(
             ready_file=ready_file,
             api_keys=keys,
             key_file=key_file,
+            address=address,
+            peer_listen_host=peer_listen_host,
             num_cpus=num_cpus,
             echo=click.echo,
         )

@@ -75,12 +75,16 @@ def run_node(
     ready_file: Path | None = None,
     api_keys: dict[str, int] | None = None,
     key_file: Path | None = None,
+    address: str | None = None,
+    peer_listen_host: str | None = None,
     num_cpus: int = 4,
     echo: Any = print,
 ) -> None:
     """Run ``participant`` of ``config`` in this process's own Ray cluster until a signal, with
     its secret key from ``key_file`` (None: its demo key, only when the config names no public
-    key for it).
+    key for it). ``address``: join that running Ray cluster (the participant's own, e.g. a
+    ``ray up`` head: ``"auto"``) instead of starting one here. ``peer_listen_host``: where its
+    peer endpoint binds (``0.0.0.0`` behind a NAT; default: its ``peer_address``'s host).
 
     Raises:
         ConfigError: no such participant, no ``peer_address``, or a missing or wrong key.
@@ -97,16 +101,27 @@ def run_node(
         raise ConfigError(f"participant {participant!r} needs a peer_address to run as a node")
     keys = {participant: crypto.KeyPair.load(key_file)} if key_file is not None else {}
     own_key(config, participant, keys)  # a missing or wrong key fails here, before Ray starts
-    init_local_ray(
-        num_cpus=num_cpus, address="local", object_store_memory=FEDERATION_OBJECT_STORE_BYTES
-    )
+    if address:
+        from gonka_ray.sdk import init_ray
+
+        init_ray(address, None, loopback=False)
+    else:
+        init_local_ray(
+            num_cpus=num_cpus, address="local", object_store_memory=FEDERATION_OBJECT_STORE_BYTES
+        )
     import ray
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     net = None
     try:
-        net = launch(config, storage_dir=state_dir, only=(participant,), keys=keys)
+        net = launch(
+            config,
+            storage_dir=state_dir,
+            only=(participant,),
+            keys=keys,
+            peer_listen_host=peer_listen_host,
+        )
         asyncio.run(wait_ready(net))
         url = serve_network(
             net,
@@ -141,7 +156,8 @@ def run_node(
             pass
         if net is not None:
             net.stop()
-        ray.shutdown()
+        if not address:
+            ray.shutdown()
 
 
 def _interrupt(signum: int, _frame: object) -> None:

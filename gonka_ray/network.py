@@ -226,6 +226,7 @@ def launch(
     clients: int = 1,
     only: tuple[str, ...] = (),
     keys: Mapping[str, crypto.KeyPair] | None = None,
+    peer_listen_host: str | None = None,
 ) -> Network:
     """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles.
 
@@ -233,6 +234,8 @@ def launch(
     in their own Ray clusters and are reached over the peer transport, at the ``peer_address``
     each names in ``config``). ``keys``: the secret keys of participants launched here whose
     config names a public key (see :func:`own_key`); the others' specs carry no secret.
+    ``peer_listen_host``: bind the peer endpoints there (e.g. ``0.0.0.0`` behind a NAT) instead
+    of the host of their ``peer_address`` (which peers dial).
 
     Raises:
         ConfigError: ``only`` names an unknown participant, one of a federation's
@@ -274,6 +277,7 @@ def launch(
             epochs=config.epoch,
             poc=PocSettings(max_budget_s=config.epoch.poc_budget_s, max_nonces=p.poc_max_nonces),
             peer_addresses=peer_addresses,
+            peer_listen_host=peer_listen_host,
         )
         for i, p in enumerate(config.participants)
     }

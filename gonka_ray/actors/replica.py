@@ -190,6 +190,7 @@ def ledger_transport(spec: ParticipantSpec) -> TcpPeerTransport:
         index=spec.index,
         key=crypto.KeyPair.from_seed(spec.key_seed),
         addresses=list(spec.peer_addresses),
+        listen_host=spec.peer_listen_host,
     )
 
 

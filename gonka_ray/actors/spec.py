@@ -41,6 +41,8 @@ class ParticipantSpec:
     dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
     # host:port of every participant's peer endpoint, by genesis index (None: unknown, not dialed)
     peer_addresses: tuple[str | None, ...] = ()
+    # where its peer endpoint binds when not its own address's host (0.0.0.0 behind a NAT)
+    peer_listen_host: str | None = None
 
     def actor_name(self, role: str, participant: str | None = None) -> str:
         return f"{self.network}.{participant or self.name}.{role}"

@@ -17,9 +17,12 @@ def test_keys_new_writes_a_private_key_file_and_never_overwrites(tmp_path: Path)
     path = tmp_path / "me.key"
     result = CliRunner().invoke(main, ["keys", "new", str(path)])
     assert result.exit_code == 0, result.output
-    address = result.output.split()[0]
+    address, public_key = result.output.split()[:2]
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
-    assert len(address) >= 20
+    from gonka_ray.crypto import KeyPair
+
+    assert KeyPair.load(path).public_key.hex() == public_key
+    assert KeyPair.load(path).address == address
     again = CliRunner().invoke(main, ["keys", "new", str(path)])
     assert again.exit_code != 0 and "Error" in again.output
 

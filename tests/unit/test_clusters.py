@@ -17,6 +17,8 @@ from gonka_ray.config import load_config
 CLUSTERS = Path(__file__).resolve().parents[2] / "clusters"
 # cluster YAML -> the network config its head starts with `gonka-ray up`
 PAIRS = {"local.yaml": "local-network.yaml", "aws-gpu.yaml": "aws-gpu-network.yaml"}
+# a participant's own cluster (a federation node) -> the federation's network config
+NODES = {"participant-gpu.yaml": "federation-network.yaml"}
 
 
 def _ray_schema() -> dict:
@@ -25,7 +27,7 @@ def _ray_schema() -> dict:
     return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("name", sorted([*PAIRS, *NODES]))
 def test_cluster_yaml_passes_rays_schema_and_validation(name: str) -> None:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -96,3 +98,23 @@ def test_cluster_starts_its_network_with_one_participant_per_resource(name, netw
         assert set(tps.values()) == {1, 4}  # per-participant tensor parallelism
         assert all(config.engine_for(p.name).kind == "vllm" for p in config.participants)
         assert all(config.engine_for(p.name).device == "cuda" for p in config.participants)
+
+
+@pytest.mark.parametrize(("name", "network"), sorted(NODES.items()))
+def test_a_participants_own_cluster_runs_one_node_of_the_federation(name, network) -> None:
+    raw = yaml.safe_load((CLUSTERS / name).read_text())
+    config = load_config(CLUSTERS / network)
+    head = " ".join(raw["head_start_ray_commands"])
+    assert f"gonka-ray node ~/gonka_ray/clusters/{network}" in head
+    for option in ("--key ~/participant.key", "--address auto", "--peer-listen-host 0.0.0.0"):
+        assert option in head, option
+    (participant,) = re.findall(r"PARTICIPANT=(\w+);", head)
+    assert participant in {p.name for p in config.participants}
+    # strangers: every participant names its own public key and where its endpoint listens
+    assert all(p.public_key and p.peer_address for p in config.participants)
+    assert len({p.public_key for p in config.participants}) == len(config.participants)
+    assert raw["max_workers"] == 0 and not raw["worker_start_ray_commands"]  # one machine
+    from gonka_ray.serve.body_limit import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    starts = [c for c in raw["head_start_ray_commands"] if "ray start" in c]
+    assert starts and all(f"{PROXY_CALLBACK_ENV}={PROXY_CALLBACK}" in c for c in starts)
