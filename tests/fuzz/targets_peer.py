@@ -1,8 +1,8 @@
 """Fuzz target ``peer``: hostile byte streams into a TCP peer connection's server side.
 
 Each input is the byte stream a dialer sends after connecting: its hello 1, its hello 2 (answering
-the server's real hellos) and sealed frames (batches, sync requests and responses, pings, random
-bodies), mutated in one place (hello 1, hello 2, the sealed frames, random bytes instead, or a
+the server's real hellos) and sealed frames (batches, sync requests and responses, calls,
+replies and cancels between participants, pings, random bodies), mutated in one place (hello 1, hello 2, the sealed frames, random bytes instead, or a
 frame of an unknown kind) and cut into random chunks. It is fed to a real
 :class:`~gonka_ray.peer.connection.PeerConnection` accepted by a real
 :class:`~gonka_ray.peer.tcp.TcpPeerTransport` (no socket: a stand-in transport records writes
@@ -34,7 +34,14 @@ from gonka_ray.peer.framing import FrameDecoder, Kind, frame, pack_batch, unpack
 from gonka_ray.peer.handshake import Handshake
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
-from gonka_ray.wire import PeerRequest, PeerResponse, StateAttestation
+from gonka_ray.wire import (
+    PeerCall,
+    PeerCancel,
+    PeerReply,
+    PeerRequest,
+    PeerResponse,
+    StateAttestation,
+)
 from tests.fuzz.targets import Target, mutate_bytes, random_byte_mutations, seed_batch
 
 PEER_CHAIN = "fuzz-peer"
@@ -49,6 +56,7 @@ _LIMITS = PeerLimits(
     inbound_bytes_per_s=1 << 20,
     inbound_burst_bytes=16_384,
     max_inflight_requests=3,
+    max_inflight_calls=3,
 )
 logging.getLogger("gonka_ray.peer").setLevel(logging.ERROR)  # every case cuts a connection
 MODES = ("clean", "hello1", "hello2", "sealed", "sealed", "random_after", "random", "kind")
@@ -89,16 +97,22 @@ class _Server(TcpPeerTransport):
             clock=lambda: _NOW_S,
         )
         self.delivered: list[bytes] = []
+        self.serve("echo", _echo)
 
     def on_batch(self, conn: PeerConnection, messages: list[bytes]) -> None:
         self.delivered.extend(messages)
+
+
+async def _echo(body: bytes, caller: int):
+    """A served method: one reply, the call's body."""
+    yield body
 
 
 def _bodies(rng: random.Random) -> list[tuple[Kind, bytes]]:
     """What an honest-looking dialer sends after the handshake."""
     out: list[tuple[Kind, bytes]] = []
     for k in range(rng.randint(1, 5)):
-        pick = rng.randrange(5)
+        pick = rng.randrange(8)
         if pick == 0:
             n = rng.randint(1, 12)
             out.append(
@@ -112,8 +126,16 @@ def _bodies(rng: random.Random) -> list[tuple[Kind, bytes]]:
             out.append((Kind.RESPONSE, wire.encode(PeerResponse(k, None, att, ""))))
         elif pick == 3:
             out.append((Kind.PING, b""))
+        elif pick == 4:
+            method = rng.choice(("echo", "execute", "x"))
+            out.append((Kind.CALL, wire.encode(PeerCall(k, method, rng.randbytes(40)))))
+        elif pick == 5:
+            reply = PeerReply(k, rng.randbytes(20), rng.random() < 0.5, rng.choice(("", "failed")))
+            out.append((Kind.REPLY, wire.encode(reply)))
+        elif pick == 6:
+            out.append((Kind.CANCEL, wire.encode(PeerCancel(rng.randint(0, k)))))
         else:
-            out.append((Kind(rng.randint(1, 5)), rng.randbytes(rng.randint(0, 64))))
+            out.append((Kind(rng.randint(1, 8)), rng.randbytes(rng.randint(0, 64))))
     return out
 
 
@@ -177,7 +199,7 @@ def _drive(conn: PeerConnection, server: _Server, sock: _Wire, mode: str, rng) -
     second = frame(second)
     bodies = _bodies(rng)
     if mode == "kind":  # a well-sealed first frame of a kind that does not exist, or a hello
-        kind = rng.choice((0, 1, 6, 255))
+        kind = rng.choice((0, 1, 9, 255))
         stream = second + frame(session.send.seal(kind, b"x"))  # type: ignore[arg-type]
         bodies = []
     else:
@@ -197,7 +219,7 @@ def _drive(conn: PeerConnection, server: _Server, sock: _Wire, mode: str, rng) -
 def _junk(rng: random.Random) -> bytes:
     junk = rng.randbytes(rng.randint(1, 300))
     if rng.random() < 0.5:  # well framed, so the handshake or the cipher sees it
-        junk = frame(bytes((rng.randint(1, 5),)) + junk)
+        junk = frame(bytes((rng.randint(1, 8),)) + junk)
     return junk
 
 
