@@ -112,6 +112,7 @@ PEER_RECONNECT_MAX_S = 5.0  # ...up to this
 PEER_REQUEST_TIMEOUT_S = 30.0  # a sync request (snapshot offer, attestation) waits this long
 PEER_MAX_INFLIGHT_REQUESTS = 8  # sync requests outstanding on one connection (more: cut)
 PEER_BAN_S = 10.0  # a peer index cut for a protocol violation may not reconnect for this long
+PEER_LOCAL_PORTS = range(20_000, 32_000)  # loopback ports picked for local networks: not Ray's
 PEER_MAX_INFLIGHT_CALLS = 256  # calls (executions, payload fetches) one peer has open here
 PEER_CALL_IDLE_TIMEOUT_S = 300.0  # a call's answer waits this long for its next item
 LEDGER_PORT_RETRY_S = 0.5  # a participant's roles resubmit to their restarting replica this often

@@ -210,6 +210,7 @@ class LocalFederation:
     def start(self, names: list[str] | None = None) -> None:
         """Start the nodes of ``names`` (default: every participant), without waiting."""
         for name in names or [p.name for p in self.config.participants]:
+            self.nodes.pop(name, None)  # a restart: wait for its new ready file
             node_dir = self.root / name
             node_dir.mkdir(exist_ok=True)
             ready = node_dir / "ready.json"

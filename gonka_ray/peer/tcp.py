@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import WIRE_MAX_MESSAGE_BYTES
+from gonka_ray.constants import PEER_LOCAL_PORTS, WIRE_MAX_MESSAGE_BYTES
 from gonka_ray.exceptions import PeerProtocolError, PeerUnavailable, WireError
 from gonka_ray.ledger.transport import LocalReplica, PeerTransport, SyncPeer
 from gonka_ray.peer.calls import CallService, Handler
@@ -83,12 +83,31 @@ class LocalPeer(LocalReplica, Protocol):
     async def deliver_many(self, batch: list[bytes], sender: int) -> None: ...
 
 
-def loopback_addresses(n: int, host: str = "127.0.0.1") -> list[str]:
-    """``n`` distinct free ``host:port`` addresses (bound together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
+def loopback_addresses(
+    n: int, host: str = "127.0.0.1", ports: range = PEER_LOCAL_PORTS, seed: int | None = None
+) -> list[str]:
+    """``n`` distinct free ``host:port`` addresses (bound together, then released), drawn from
+    ``ports``: by default below the kernel's ephemeral range and above Ray's worker ports, so
+    that the ports Ray's own processes pick while a network starts cannot take them.
+
+    Raises:
+        OSError: not enough free ports in ``ports``.
+    """
+    rng = random.Random(seed)
+    socks: list[socket.socket] = []
     try:
-        for s in socks:
-            s.bind((host, 0))
+        for port in rng.sample(ports, len(ports)):
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        if len(socks) < n:
+            raise OSError(f"fewer than {n} free ports in {ports} on {host}")
         return [f"{host}:{s.getsockname()[1]}" for s in socks]
     finally:
         for s in socks:

@@ -1,0 +1,260 @@
+"""Federation: every participant its own Ray cluster; one killed whole under load, then restarted.
+
+Run: ``.venv/bin/python benchmarks/federation.py`` (writes ``results/federation.json``). Protocol
+only: the fake engine (fixed token delay), four participants as four ``gonka-ray node``
+processes (:class:`~gonka_ray.federation.LocalFederation`: own Ray cluster, own fresh key,
+loopback ports), reached only over their HTTP front doors, as any client would.
+
+1. **Separation.** Distinct Ray clusters (GCS addresses); from each participant's Ray, the named
+   actors of other participants it can see (``ray.util.list_named_actors``; a single-cluster
+   network would show 15 per participant).
+2. **Load and a whole-participant kill.** A bounded closed loop of chat requests to p0-p2's front
+   doors (never p3's); after ``--kill-after`` answers, p3's node is killed with SIGKILL (its
+   process group: the node and the Ray cluster it started: executor, ledger replica, TA,
+   verifier at once). Requests cut by the kill fail and are resent as new requests (a client's
+   resend); ``errors_after_kill`` shows the kill hit work in flight (the run fails if it is 0).
+   Then p3's node starts again from its state directory with its key.
+3. **Nothing lost.** Every answered request's inference must be on the ledger of every live
+   participant and of the restarted p3 (``participant_kill_lost_records``: answered requests
+   missing from any of them).
+4. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
+   target: handshake, frames, calls): ``peer_crashes`` must be 0.
+
+Not measured yet: a participant joining mid-run (``joined_mid_run`` false: ``gonka-ray join`` is
+not built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from tqdm import tqdm
+
+from benchmarks._common import print_table, write_results
+from gonka_ray.demo import demo_network_config
+from gonka_ray.federation import LocalFederation
+
+API_KEY = "sk-federation-bench"
+KILLED = "p3"
+FRONT_DOORS = ("p0", "p1", "p2")
+LIST_ACTORS = """
+import sys, ray
+ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", log_to_driver=False)
+from ray.util import list_named_actors
+print("\\n".join(a["name"] for a in list_named_actors(all_namespaces=True)))
+"""
+
+
+def named_actors(gcs_address: str) -> list[str]:
+    """The named actors of one Ray cluster (asked from a fresh process: a driver joins one
+    cluster at a time)."""
+    out = subprocess.run(
+        [sys.executable, "-c", LIST_ACTORS, gcs_address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+        check=True,
+    )
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def chat(url: str, i: int, max_tokens: int) -> tuple[int, str]:
+    """(HTTP status, inference id or error code)."""
+    try:
+        r = httpx.post(
+            url + "v1/chat/completions",
+            json={
+                "model": "fake",
+                "messages": [{"role": "user", "content": f"request {i}"}],
+                "max_tokens": max_tokens,
+            },
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=180,
+        )
+    except httpx.HTTPError as exc:
+        return 0, type(exc).__name__
+    if r.status_code == 200:
+        return 200, r.json()["inference_id"]
+    try:
+        return r.status_code, r.json()["error"]["code"]
+    except (ValueError, KeyError):
+        return r.status_code, "?"
+
+
+def load_with_kill(
+    fed: LocalFederation, requests: int, concurrency: int, kill_after: int, max_tokens: int
+) -> dict:
+    """Closed loop of ``requests`` answers; SIGKILL p3's node after ``kill_after`` of them."""
+    lock = threading.Lock()
+    answered: list[str] = []
+    errors: Counter[str] = Counter()
+    errors_after_kill = 0
+    killed_at: list[float] = []
+    sent = 0
+    bar = tqdm(total=requests, desc="requests", unit="req")
+
+    def worker(w: int) -> None:
+        nonlocal sent, errors_after_kill
+        while True:
+            with lock:
+                if len(answered) >= requests:
+                    return
+                sent += 1
+                i = sent
+            status, what = chat(fed.nodes[FRONT_DOORS[i % 3]].url, i, max_tokens)
+            with lock:
+                if status == 200:
+                    answered.append(what)
+                    bar.update()
+                    if len(answered) == kill_after and not killed_at:
+                        os.killpg(fed.procs[KILLED].pid, signal.SIGKILL)
+                        killed_at.append(time.monotonic())
+                else:
+                    errors[f"{status}:{what}"] += 1
+                    errors_after_kill += bool(killed_at)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bar.close()
+    return {
+        "answered": answered,
+        "sent": sent,
+        "errors": dict(errors),
+        "errors_after_kill": errors_after_kill,
+        "seconds": round(time.monotonic() - t0, 1),
+        "killed": bool(killed_at),
+    }
+
+
+def missing_records(url: str, ids: list[str], timeout_s: float) -> list[str]:
+    """The ids whose ledger record ``url``'s participant does not have (waiting up to
+    ``timeout_s`` for it to catch up)."""
+    deadline = time.monotonic() + timeout_s
+    missing = list(ids)
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}) as h:
+        while missing and time.monotonic() < deadline:
+            missing = [i for i in missing if h.get(url + f"v1/inferences/{i}").status_code != 200]
+            if missing:
+                time.sleep(1.0)
+    return missing
+
+
+def peer_fuzz(cases: int) -> dict:
+    from benchmarks.fuzz import ALL_TARGETS, fuzz
+
+    with tqdm(total=cases, desc="peer fuzz", unit="case") as bar:
+        return fuzz(ALL_TARGETS["peer"], cases, bar)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=240)
+    ap.add_argument("--concurrency", type=int, default=6)
+    ap.add_argument("--kill-after", type=int, default=80)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--token-delay-ms", type=float, default=25.0)
+    ap.add_argument("--fuzz-cases", type=int, default=12_000)
+    ap.add_argument("--root", default=None, help="keep the nodes' files here (default: a temp dir)")
+    args = ap.parse_args()
+    config = demo_network_config(model="fake", cheat=None, engine="fake")
+    config = config.model_copy(
+        update={
+            "name": "fedbench",
+            "engine": config.engine.model_copy(update={"fake_token_delay_ms": args.token_delay_ms}),
+        }
+    )
+    fuzz = peer_fuzz(args.fuzz_cases)
+    with tempfile.TemporaryDirectory(prefix="gonka_fed_") as tmp:
+        root = args.root or tmp
+        fed = LocalFederation(config, Path(root), api_keys={API_KEY: 0})
+        try:
+            t0 = time.monotonic()
+            fed.start()
+            nodes = fed.wait_ready()
+            start_s = round(time.monotonic() - t0, 1)
+            names = {n: named_actors(info.gcs_address) for n, info in nodes.items()}
+            foreign = {
+                n: [a for a in actors if a.startswith(f"{config.name}.") and f".{n}." not in a]
+                for n, actors in names.items()
+            }
+            own = {n: sum(f".{n}." in a for a in actors) for n, actors in names.items()}
+            run = load_with_kill(
+                fed, args.requests, args.concurrency, args.kill_after, args.max_tokens
+            )
+            if not run["killed"] or run["errors_after_kill"] < 1:
+                raise SystemExit(
+                    f"the kill hit no work in flight: {run['errors']}, {run['seconds']} s for "
+                    f"{len(run['answered'])} answers, killed {run['killed']}"
+                )
+            fed.procs[KILLED].wait(30)
+            t1 = time.monotonic()
+            fed.start([KILLED])  # same state directory, same key
+            fed.wait_ready()
+            restart_s = round(time.monotonic() - t1, 1)
+            ids = run["answered"]
+            missing = {
+                n: missing_records(fed.nodes[n].url, ids, 120.0) for n in (*FRONT_DOORS, KILLED)
+            }
+        finally:
+            codes = fed.stop()
+    lost = len({i for m in missing.values() for i in m})
+    rows = [
+        {
+            "participant": n,
+            "own actors": own[n],
+            "foreign actors": len(foreign[n]),
+            "records missing": len(missing[n]),
+            "exit": codes.get(n),
+        }
+        for n in sorted(nodes)
+    ]
+    print_table(rows)
+    summary = {
+        "participant_clusters": len({info.gcs_address for info in nodes.values()}),
+        "foreign_actors_visible": sum(len(v) for v in foreign.values()),
+        "requests_answered": len(run["answered"]),
+        "requests_sent": run["sent"],
+        "errors_after_kill": run["errors_after_kill"],
+        "participant_kill_lost_records": lost,
+        "killed_participant_restart_s": restart_s,
+        "killed_participant_caught_up": not missing[KILLED],
+        "nodes_stopped_cleanly": sum(c == 0 for c in codes.values()),
+        "federation_start_s": start_s,
+        "peer_fuzz_cases": fuzz["cases"],
+        "peer_crashes": fuzz["crashes"],
+        "joined_mid_run": False,
+    }
+    print(json.dumps(summary, indent=1))
+    path = write_results(
+        "federation",
+        summary,
+        config={k: v for k, v in vars(args).items()},
+        errors=run["errors"],
+        load_seconds=run["seconds"],
+        participants=rows,
+        foreign_actor_names=foreign,
+        peer_fuzz_outcomes=fuzz["outcomes"],
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
