@@ -65,6 +65,17 @@ NOTES = {
         "asyncio loop and on uvloop. `block_cpu_ms_per_replica_*`: CPU per heartbeat block per "
         "replica of 4 idle replicas in this process, as Ray actors, and as 4 processes over TCP."
     ),
+    "federation": (
+        "Four participants as four `gonka-ray node` processes, each its own Ray cluster with a "
+        "fresh key (fake engine, 25 ms per token), reached only over HTTP. One participant is "
+        "killed whole (SIGKILL of its node and Ray cluster) under a closed loop of chat "
+        "requests to the other three front doors, then restarted from its state directory; "
+        "requests cut by the kill are resent. `participant_kill_lost_records`: answered "
+        "requests missing from any participant's ledger (the restarted one's included). "
+        "`foreign_actors_visible`: other participants' named actors seen from each "
+        "participant's Ray (a single-cluster network would show 15 each). Not yet: a "
+        "participant joining mid-run (`gonka-ray join`)."
+    ),
     "ledger_sim": (
         "Seeded consensus simulations (`tests/sim/network.py`), 4 replicas, f = 1: random "
         "drop/delay/duplication, partitions, heartbeat blocks, block pacing and validator-set "
