@@ -1,5 +1,9 @@
 """Overhead: the gonka_ray endpoint of a 4-participant network against the bare engine (issue 10).
 
+First, the protocol apart from the model (``benchmarks/overhead_protocol.py``, issue 20: a
+sleeping fake engine on both sides; ``protocol_*`` and ``idle_cpu_cores_4p`` in the summary;
+``--no-protocol`` skips it); then the real model:
+
 Run: ``.venv/bin/python benchmarks/overhead.py`` (writes ``results/overhead.json`` and
 ``results/overhead.png``; ``--model smollm2-135m-instruct`` for the real model, slower).
 
@@ -520,6 +524,12 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18437)
     ap.add_argument("--results-name", default="overhead", help="results/<name>.json and .png")
     ap.add_argument("--no-vllm", action="store_true", help="skip the vllm serve side")
+    ap.add_argument(
+        "--no-protocol", action="store_true", help="skip the protocol-only part (fake engine)"
+    )
+    from benchmarks import overhead_protocol
+
+    overhead_protocol.add_arguments(ap)
     args = ap.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
     args.max_tokens = [int(x) for x in args.max_tokens.split(",")]
@@ -543,6 +553,11 @@ def main() -> None:
     micro["serve_noop_http_p50_ms"] = asyncio.run(serve_noop_ms(f"{base}/noop/"))
     micro.update(asyncio.run(ray_costs()))
     serve.delete("noop")
+
+    # (0) the protocol apart from the model: sleeping fake engine, bare against gonka
+    protocol: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    if not args.no_protocol:
+        protocol = overhead_protocol.run(args)
 
     # (a) bare engine
     serve.run(bare_app(args.model, engine_cfg), name="bare", route_prefix="/bare")
@@ -706,6 +721,7 @@ def main() -> None:
         "goal_added_p50_ms_c1_max": 5.0,
         "goal_throughput_ratio_c8_min": 0.9,
         "goals_met": bool(c1_short <= 5.0 and thr8 >= 0.9),
+        **protocol[0],
     }
     path = write_results(
         args.results_name,
@@ -720,6 +736,7 @@ def main() -> None:
         if isinstance(vllm_rows, list)
         else vllm_rows,
         wall_s=round(time.perf_counter() - t_all, 1),
+        **protocol[1],
     )
     plot(rows, ratio_rows, breakdown, args.results_name)
     print(f"wrote {path}")
