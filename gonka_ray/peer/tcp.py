@@ -200,6 +200,7 @@ class TcpPeerTransport(PeerTransport):
         self._ids = itertools.count(1)
         self._banned: dict[int, float] = {}  # peer index -> loop time its ban ends
         self._closing = False
+        self._start_lock = asyncio.Lock()
         self.calls = CallService(self.limits, _FRAME_OVERHEAD)
 
     @classmethod
@@ -234,8 +235,13 @@ class TcpPeerTransport(PeerTransport):
         Raises:
             OSError: the address cannot be bound.
         """
-        if self._local is not None:
-            return  # started already (the replica starts the transport it was given)
+        # NOTE: one start at a time: a replica's own autostart and an explicit start() may
+        # race; the second waits for the first's bind instead of binding the port again.
+        async with self._start_lock:
+            if self._local is None:
+                await self._start(local)
+
+    async def _start(self, local: LocalPeer) -> None:
         loop = asyncio.get_running_loop()
         own = self.addresses[self.index]
         if own is not None:

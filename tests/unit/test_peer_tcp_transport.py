@@ -141,3 +141,14 @@ def test_the_transport_runs_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_concurrent_starts_bind_once() -> None:
+    # a replica actor's own autostart and launch()'s explicit start() race at startup
+    addresses = [*free_addresses(2), None]
+    a = endpoint(0, addresses)
+    try:
+        await asyncio.gather(*(a.start(Recorder()) for _ in range(3)))
+        assert a.port == int(addresses[0].rsplit(":", 1)[1])
+    finally:
+        await a.close()
