@@ -4,9 +4,10 @@ Run: ``.venv/bin/python benchmarks/overhead_protocol.py`` (writes
 ``results/overhead_protocol.json``; ``overhead.py`` runs it too, as its first part).
 
 One loopback Ray, one Serve HTTP proxy, the same engine on both sides: the fake engine with a
-fixed **sleeping** service time per token (``--token-delay-ms``; its per-token arithmetic on a
-257-token vocabulary costs microseconds), so the model costs next to no CPU and what is left is
-the protocol:
+fixed **sleeping** service time per token (``--token-delay-ms``), so the service time costs no
+CPU; what the MLNode processes still spend (the fake logits and sampler per token, the
+verifiers' scoring, their Ray calls) is measured and reported apart, and what is left is the
+protocol:
 
 - **bare**: that engine in one plain Ray Serve deployment (FastAPI, SSE streaming).
 - **gonka**: a 4-participant network running it, behind its OpenAI front door, with an API key.

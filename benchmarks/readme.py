@@ -76,6 +76,17 @@ NOTES = {
         "participant's Ray (a single-cluster network would show 15 each). Not yet: a "
         "participant joining mid-run (`gonka-ray join`)."
     ),
+    "overhead_protocol": (
+        "The protocol apart from the model (issue 20): the fake engine sleeping 20 ms per token "
+        "on both sides, bare in one Serve deployment against a 4-participant network behind "
+        "its front door, one run; CPU per request by role from /proc with the MLNode "
+        "processes (engine, verifiers' prefill) left out, minus each role's idle rate; idle: "
+        "a 4-participant network with no traffic. Goals (all **not met**): added p50 ≤ 5 ms, "
+        "c8 ratio ≥ 0.9, inter-token ≤ 1 ms, CPU ≤ 10 / 15 ms per request (4 / 8 "
+        "participants), idle ≤ 0.05 cores. The ledger is most of it (89 of 184 ms at 4 "
+        "participants, 376 of 501 at 8: every replica handles every block and message, and "
+        "blocks keep coming while any request is open) and of the idle load (heartbeat blocks)."
+    ),
     "ledger_sim": (
         "Seeded consensus simulations (`tests/sim/network.py`), 4 replicas, f = 1: random "
         "drop/delay/duplication, partitions, heartbeat blocks, block pacing and validator-set "
