@@ -91,7 +91,7 @@ async def protocol_cpu(net: Any, max_tokens: int, requests: int, idle_s: float) 
     names = list(net.specs)
     client = Client(net.client_key(), {n: net.ta(n) for n in names}, "fake", chain=net.chain_id)
     msgs = [{"role": "user", "content": QUESTIONS[1]}]
-    for i in range(3):  # warm every path
+    for i in range(3 * len(names)):  # warm every path (each TA, most executors)
         await client.chat(msgs, max_tokens=max_tokens, seed=i, ta=names[i % len(names)])
     await asyncio.sleep(3.0)  # their checks
     idle = await idle_cores(idle_s)

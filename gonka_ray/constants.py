@@ -117,6 +117,7 @@ PEER_MAX_INFLIGHT_CALLS = 256  # calls (executions, payload fetches) one peer ha
 PEER_CALL_IDLE_TIMEOUT_S = 300.0  # a call's answer waits this long for its next item
 LEDGER_PORT_RETRY_S = 0.5  # a participant's roles resubmit to their restarting replica this often
 LEDGER_START_RETRY_S = 0.5  # a replica whose transport could not start (address held) retries
+REPLICA_WARM_HANDLE_TIMEOUT_S = 300.0  # a replica looks up its executor's handle this long at start
 FEDERATION_NODE_START_TIMEOUT_S = (
     300.0  # a local federation waits this long for a node's ready file
 )

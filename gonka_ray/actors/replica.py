@@ -34,7 +34,11 @@ from gonka_ray.actors.ledger_port import (
     participant_infos,
 )
 from gonka_ray.actors.spec import ParticipantSpec
-from gonka_ray.constants import LEDGER_PORT_RETRY_S, REPLICA_METRICS_SCAN_INTERVAL_S
+from gonka_ray.constants import (
+    LEDGER_PORT_RETRY_S,
+    REPLICA_METRICS_SCAN_INTERVAL_S,
+    REPLICA_WARM_HANDLE_TIMEOUT_S,
+)
 from gonka_ray.exceptions import CommitTimeout
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
@@ -81,6 +85,23 @@ class ParticipantReplica(LedgerReplica):
         if serve is not None:  # the participant's peer endpoint: answer the others' calls
             serve(EXECUTE, self._execute)
             serve(PAYLOAD, self._payload)
+        self._warm: asyncio.Task | None = None
+        try:
+            self._warm = asyncio.get_running_loop().create_task(self._warm_executor_handle())
+        except RuntimeError:  # built outside an event loop (plain use): looked up when needed
+            pass
+
+    async def _warm_executor_handle(self) -> None:
+        # NOTE: the first lookup of the executor's handle loads its actor class in this process
+        # (imports, ~1-3 s of CPU). Done on the first peer call, it stalled this replica's event
+        # loop, consensus included; done here, in a thread, at start-up, it stalls nothing.
+        deadline = time.monotonic() + REPLICA_WARM_HANDLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.to_thread(self._executor)
+                return
+            except ValueError:  # the executor actor is not up yet
+                await asyncio.sleep(LEDGER_PORT_RETRY_S)
 
     # --- the peer endpoint ---------------------------------------------------------------
 
