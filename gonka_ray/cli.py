@@ -106,6 +106,12 @@ def chat(model: str, prompt: str, max_tokens: int) -> None:
     help="join this running Ray (e.g. `auto` on a `ray up` head) instead of a loopback one",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address")
+@click.option(
+    "--federated",
+    is_flag=True,
+    help="each participant in a Ray cluster of its own (one `gonka-ray node` process each, "
+    "fresh keys, loopback; HTTP ports PORT, PORT+1, ...)",
+)
 def up(
     config_path: Path,
     port: int,
@@ -114,6 +120,7 @@ def up(
     namespace: str | None,
     address: str | None,
     host: str,
+    federated: bool,
 ) -> None:
     """Start the network of CONFIG.yaml on Ray, serve it over HTTP, run until Ctrl-C.
 
@@ -133,6 +140,11 @@ def up(
     from gonka_ray.serve.deployment import serve_network, shutdown
 
     api_key = api_key or "sk-gonka-" + secrets.token_hex(16)
+    if federated:
+        if address:
+            raise click.UsageError("--federated starts its own Ray clusters: drop --address")
+        _up_federated(config, api_key, port)
+        return
     if address:
         from gonka_ray.sdk import init_ray
 
@@ -277,6 +289,36 @@ def node(
         )
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
+
+
+def _up_federated(config, api_key: str, port: int) -> None:
+    """``up --federated``: a local federation until Ctrl-C / SIGTERM (each node stops itself
+    gracefully on the SIGTERM passed on to it)."""
+    import tempfile
+
+    from gonka_ray.federation import LocalFederation
+
+    root = Path(config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_federation_"))
+    ports = {p.name: port + i for i, p in enumerate(config.participants)}
+    fed = LocalFederation(config, root, api_keys={api_key: 0}, http_ports=ports)
+    click.echo(f"starting {len(ports)} participants, each its own Ray cluster (files: {root}) ...")
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        fed.start()
+        for name, info in sorted(fed.wait_ready().items()):
+            click.echo(f"{name}: serving {info.url}v1  (peer {info.peer_address})")
+        click.echo(f"api key: {api_key} (any participant's front door)")
+        click.echo("Ctrl-C (or SIGTERM) to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt as exc:
+        click.echo(f"stopping ({exc or 'SIGINT'}) ...")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        codes = fed.stop()
+        click.echo(f"stopped: {sum(c == 0 for c in codes.values())} of {len(codes)} cleanly")
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -174,6 +174,7 @@ class LocalFederation:
         own_keys: each participant gets a fresh key of its own (its file only in its node's
             directory, its public key in the shared config), as strangers' nodes would; False
             keeps the demo keys the config's seed derives.
+        http_ports: each node's HTTP port (default: free loopback ports).
     """
 
     def __init__(
@@ -183,6 +184,7 @@ class LocalFederation:
         *,
         api_keys: dict[str, int] | None = None,
         own_keys: bool = True,
+        http_ports: dict[str, int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -190,9 +192,13 @@ class LocalFederation:
         if own_keys:
             participants = []
             for p in config.participants:
-                (self.root / p.name).mkdir(exist_ok=True)
-                key = crypto.KeyPair.generate()
-                self.key_files[p.name] = key.save(self.root / p.name / "participant.key")
+                path = self.root / p.name / "participant.key"
+                if path.exists():  # a restarted federation: each keeps its key (and ledger)
+                    key = crypto.KeyPair.load(path)
+                else:
+                    key = crypto.KeyPair.generate()
+                    key.save(path)
+                self.key_files[p.name] = path
                 participants.append(p.model_copy(update={"public_key": key.public_key.hex()}))
             config = config.model_copy(update={"participants": participants})
         self.config = with_peer_addresses(config)
@@ -202,7 +208,7 @@ class LocalFederation:
         self.config_path = self.root / "network.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         ports = loopback_addresses(len(self.config.participants))
-        self.http_ports = {
+        self.http_ports = http_ports or {
             p.name: int(a.rsplit(":", 1)[1])
             for p, a in zip(self.config.participants, ports, strict=True)
         }

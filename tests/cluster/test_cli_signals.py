@@ -94,3 +94,45 @@ def test_up_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
         with sqlite3.connect(store) as db:
             (blocks,) = db.execute("SELECT COUNT(*) FROM blocks").fetchone()
         assert blocks >= 1, store
+
+
+def test_up_federated_runs_a_cluster_per_participant_and_stops_cleanly(tmp_path: Path) -> None:
+    config = yaml.safe_load(_config(tmp_path, "fedup").read_text())
+    config["participants"] = config["participants"][:2]
+    path = tmp_path / "network.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = Path(sys.executable).parent / "gonka-ray"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(cli), "up", str(path), "--federated", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "to stop" in line:
+                break
+        out = "".join(lines)
+        assert f"p0: serving http://127.0.0.1:{port}/v1" in out, out
+        assert f"p1: serving http://127.0.0.1:{port + 1}/v1" in out, out
+        nodes = [tmp_path / "ledger" / n / "ready.json" for n in ("p0", "p1")]
+        gcs = {yaml.safe_load(p.read_text())["gcs_address"] for p in nodes}
+        assert len(gcs) == 2  # two Ray clusters
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out + rest
+    assert "stopped: 2 of 2 cleanly" in rest, rest
+    assert "Traceback" not in rest, rest
