@@ -17,7 +17,11 @@ loopback ports), reached only over their HTTP front doors, as any client would.
 3. **Nothing lost.** Every answered request's inference must be on the ledger of every live
    participant and of the restarted p3 (``participant_kill_lost_records``: answered requests
    missing from any of them).
-4. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
+4. **A participant that stops is dropped.** p3 is stopped (SIGTERM) for good; it misses the next
+   Proof of Compute, and the seconds until p0's ledger gives it weight 0
+   (``stopped_participant_dropped_after_s``) and whether the other three still serve afterwards
+   (``served_after_drop``) are recorded.
+5. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
    target: handshake, frames, calls): ``peer_crashes`` must be 0.
 
 Not measured yet: a participant joining mid-run (``joined_mid_run`` false: ``gonka-ray join`` is
@@ -157,6 +161,22 @@ def missing_records(url: str, ids: list[str], timeout_s: float) -> list[str]:
     return missing
 
 
+def weights(url: str) -> dict[str, int]:
+    """Participant name -> this epoch's weight, from ``url``'s explorer JSON."""
+    doc = httpx.get(url + "v1/explorer", timeout=30).json()
+    return {p["name"]: int(p["weight"]) for p in doc["participants"]}
+
+
+def wait_dropped(url: str, name: str, timeout_s: float) -> float | None:
+    """Seconds until ``url``'s ledger gives ``name`` weight 0 (None: not within the timeout)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if weights(url).get(name, 0) == 0:
+            return round(time.monotonic() - t0, 1)
+        time.sleep(1.0)
+    return None
+
+
 def peer_fuzz(cases: int) -> dict:
     from benchmarks.fuzz import ALL_TARGETS, fuzz
 
@@ -172,6 +192,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--token-delay-ms", type=float, default=25.0)
     ap.add_argument("--fuzz-cases", type=int, default=12_000)
+    ap.add_argument("--drop-timeout-s", type=float, default=240.0)
     ap.add_argument("--root", default=None, help="keep the nodes' files here (default: a temp dir)")
     args = ap.parse_args()
     config = demo_network_config(model="fake", cheat=None, engine="fake")
@@ -213,6 +234,10 @@ def main() -> None:
             missing = {
                 n: missing_records(fed.nodes[n].url, ids, 120.0) for n in (*FRONT_DOORS, KILLED)
             }
+            weight_before = weights(fed.nodes["p0"].url).get(KILLED, 0)
+            stop_code = fed.stop([KILLED])[KILLED]  # it stops for good
+            dropped_s = wait_dropped(fed.nodes["p0"].url, KILLED, args.drop_timeout_s)
+            after = [chat(fed.nodes[FRONT_DOORS[i % 3]].url, 10_000 + i, 4) for i in range(6)]
         finally:
             codes = fed.stop()
     lost = len({i for m in missing.values() for i in m})
@@ -236,6 +261,10 @@ def main() -> None:
         "participant_kill_lost_records": lost,
         "killed_participant_restart_s": restart_s,
         "killed_participant_caught_up": not missing[KILLED],
+        "stopped_participant_weight_before": weight_before,
+        "stopped_participant_exit": stop_code,
+        "stopped_participant_dropped_after_s": dropped_s,
+        "served_after_drop": sum(status == 200 for status, _ in after),
         "nodes_stopped_cleanly": sum(c == 0 for c in codes.values()),
         "federation_start_s": start_s,
         "peer_fuzz_cases": fuzz["cases"],
