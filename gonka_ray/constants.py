@@ -36,6 +36,8 @@ WIRE_SIGNATURE_DOMAIN = b"gonka_ray/v1/"  # domain tag prefixed to every signed 
 WIRE_CHAIN_ID_MAX_CHARS = 64  # a network's chain id
 LEDGER_MAX_BLOCK_TXS = 100_000  # hard cap on transactions in one block (config caps it lower)
 LEDGER_MAX_VALIDATORS = 1_024  # validators in one set (wire cap on indexes and certificates)
+# the hello index of a peer outside the directory (a joiner before its registration commits)
+PEER_GUEST_INDEX = LEDGER_MAX_VALIDATORS - 1
 POC_MAX_CLAIMED_NONCES = 65_536  # passing nonces in one PoC claim (about 0.5 MiB)
 # The protocol rules version a new network starts with (gonka_ray/protocol/versions.py lists them;
 # a genesis names its starting version and any scheduled upgrades by height).
@@ -105,6 +107,8 @@ PEER_IDLE_TIMEOUT_S = 30.0  # no frame from the peer for this long: cut (half-op
 PEER_CHECK_INTERVAL_S = 0.5  # how often each connection checks its deadlines
 PEER_MAX_CONNECTIONS_PER_SOURCE = 16  # inbound connections from one IP address
 PEER_MAX_CONNECTIONS = 256  # inbound connections in all
+PEER_MAX_GUESTS = 16  # guest sessions at once (keys outside the directory: joiners registering)
+JOIN_RECEIPT_TIMEOUT_S = 30.0  # a member waits this long for a joiner's transaction to commit
 PEER_HELLO_MAX_SKEW_S = 300.0  # a hello's timestamp may differ from our clock by this much
 PEER_CONNECT_TIMEOUT_S = 5.0  # one TCP connect attempt
 PEER_RECONNECT_MIN_S = 0.05  # first redial delay (doubles per failure, with jitter)...

@@ -162,13 +162,14 @@ PAYLOAD = "payload"
 
 
 class RemoteExecutor:
-    """The executor of the participant at genesis index ``dest``, reached through ``replica``
-    (this participant's own replica actor, whose peer endpoint carries the call).
+    """The executor of the participant with account ``dest``, reached through ``replica``
+    (this participant's own replica actor, whose peer endpoint carries the call to the place
+    the peer directory gives that account).
 
     Errors: whatever the replica raises (``PeerUnavailable``, ``PeerCallFailed`` wrapped by Ray)
     reaches the caller as for a dead executor: the transport agent tries another one."""
 
-    def __init__(self, replica: Any, dest: int) -> None:
+    def __init__(self, replica: Any, dest: str) -> None:
         self.replica = replica
         self.dest = dest
 

@@ -63,9 +63,7 @@ class _RoleShell:
     def _executor_of(self, address: str) -> RemoteExecutor:
         # NOTE: another participant's executor is reached over the peer transport, through
         # this participant's own replica actor (its peer endpoint), never through Ray.
-        return RemoteExecutor(
-            self.handles.get(self.spec.actor_name("ledger")), self.spec.index_of(address)
-        )
+        return RemoteExecutor(self.handles.get(self.spec.actor_name("ledger")), address)
 
     @staticmethod
     def _rng(spec: ParticipantSpec, role: str) -> random.Random:

@@ -39,7 +39,7 @@ from gonka_ray.constants import (
     REPLICA_METRICS_SCAN_INTERVAL_S,
     REPLICA_WARM_HANDLE_TIMEOUT_S,
 )
-from gonka_ray.exceptions import CommitTimeout
+from gonka_ray.exceptions import CommitTimeout, PeerUnavailable
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
@@ -117,19 +117,28 @@ class ParticipantReplica(LedgerReplica):
     async def _payload(self, envelope: bytes, caller: int) -> AsyncIterator[bytes]:
         yield await self._executor().payload.remote(envelope)
 
-    async def peer_stream(self, dest: int, method: str, body: bytes) -> AsyncIterator[bytes]:
-        """The replies of participant ``dest``'s ``method(body)``, over the peer transport (this
-        participant's own handlers when ``dest`` is itself). A streaming actor method: the
-        participant's roles call it for everything they ask of another participant.
+    def _place_of(self, address: str) -> int:
+        for i, entry in enumerate(self._directory):
+            if entry.address == address:
+                return i
+        raise PeerUnavailable(f"no participant {address} in the peer directory")
+
+    async def peer_stream(self, dest: str, method: str, body: bytes) -> AsyncIterator[bytes]:
+        """The replies of ``method(body)`` at the participant with account ``dest``, over the
+        peer transport (this participant's own handlers when ``dest`` is itself). A streaming
+        actor method: the participant's roles call it for everything they ask of another
+        participant.
 
         Raises:
-            PeerUnavailable: ``dest`` is not connected, or dropped or stalled mid-answer.
+            PeerUnavailable: ``dest`` is unknown or not connected, or dropped or stalled
+                mid-answer.
             PeerCallFailed: ``dest`` answered with an error.
         """
-        if dest == self.spec.index:
-            replies = self._transport.calls.handlers[method](body, dest)
+        index = self._place_of(dest)
+        if index == self.index:
+            replies = self._transport.calls.handlers[method](body, index)
         else:
-            replies = self._transport.call_stream(dest, method, body)
+            replies = self._transport.call_stream(index, method, body)
         async for item in replies:
             yield item
 
@@ -147,7 +156,7 @@ class ParticipantReplica(LedgerReplica):
             "cuts": dict(t.stats.cuts),
         }
 
-    async def peer_call(self, dest: int, method: str, body: bytes) -> bytes:
+    async def peer_call(self, dest: str, method: str, body: bytes) -> bytes:
         """The one reply of participant ``dest``'s ``method(body)`` (see :meth:`peer_stream`)."""
         return await first(self.peer_stream(dest, method, body))
 

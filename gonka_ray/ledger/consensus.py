@@ -170,7 +170,10 @@ class ConsensusCore(Pacemaker, BlockSync):
         epoch_blocks: blocks per consensus epoch; 0 = one epoch, the genesis set forever.
         epoch: after a restart, ``(e, set of e)`` for the epoch the recovered committed height
             is in (the shell reads the set from committed state); ``validators`` is always the
-            genesis set, which also fixes the transport indices.
+            genesis set, which also fixes the transport indices of the genesis replicas.
+        peer_index: this replica's transport index when its key is not in the genesis set (a
+            participant that joined later: it follows the chain, and votes in the epochs whose
+            set names its key).
     """
 
     def __init__(
@@ -190,18 +193,21 @@ class ConsensusCore(Pacemaker, BlockSync):
         admit: Callable[[bytes, bytes], Any] | None = None,
         epoch_blocks: int = 0,
         epoch: tuple[int, ValidatorSet] | None = None,
+        peer_index: int | None = None,
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
         if not 0 <= min_block_ticks < timeout_ticks:
             raise ValueError("min_block_ticks must be in [0, timeout_ticks)")
         me = validators.index_of(key.public_key)
-        if me is None:
+        if me is None and peer_index is None:
             raise ValueError("this replica's key is not in the validator set")
         self.vs = validators  # the current epoch's set (wire indices)
-        self.n_peers = len(validators)  # genesis set: transport indices
+        # transport indices: the peer directory (the genesis set, then registered joiners); the
+        # shell raises it as participants register (the core only picks whom to ask for blocks)
+        self.n_peers = max(len(validators), (peer_index or 0) + 1)
         self.key = key
-        self.peer = me  # transport index
+        self.peer = me if peer_index is None else peer_index  # transport index
         self.me: int | None = me  # index in the current epoch's set; None = not a member
         self.timeout_ticks = timeout_ticks
         self.max_block_txs = max_block_txs

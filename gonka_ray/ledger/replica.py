@@ -72,7 +72,7 @@ from gonka_ray.ledger.quorum import (
     verify_commit_certificate,
 )
 from gonka_ray.ledger.ready import Committed, Ready
-from gonka_ray.ledger.state import StateMachine
+from gonka_ray.ledger.state import PeerEntry, StateMachine, peer_directory
 from gonka_ray.ledger.storage import LedgerStore, move_aside
 from gonka_ray.ledger.transport import PeerTransport, SyncPeer
 from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
@@ -110,7 +110,9 @@ class LedgerReplica:
     """One replica of the BFT ledger.
 
     Args:
-        index: this replica's index in the genesis participant list.
+        index: this replica's place in the peer directory (:func:`~gonka_ray.ledger.state.peer_directory`):
+            its genesis index, or for a participant registered later the index its registration
+            assigned (it follows the chain, and votes once an epoch's set names its key).
         key_seed: the 32-byte Ed25519 seed of this replica's participant key.
         genesis: the encoded :class:`~gonka_ray.wire.LedgerGenesis`.
         storage_dir: folder of this replica's SQLite file.
@@ -260,14 +262,20 @@ class LedgerReplica:
             if vs is None or self.sm.height != committed:
                 raise StorageError(f"cannot rebuild the validator set of epoch {e}")
             epoch = (e, vs)
+        in_genesis = self.validators.index_of(self.key.public_key)
+        if in_genesis is not None and in_genesis != self.index:
+            raise ValueError(f"this key is genesis participant {in_genesis}, not {self.index}")
         self.core = ConsensusCore(
             self.validators,
             self.key,
             wire.digest(self.genesis),
             recovered=recovered,
             epoch=epoch,
+            peer_index=None if in_genesis is not None else self.index,
             **self._core_args,
         )
+        self._directory: list[PeerEntry] = []
+        self._refresh_directory()
         for e in range(epoch[0] if epoch else 0):  # so that laggards can be helped across
             found = self.store.committed_block((e + 1) * b - 1)
             if found is not None:
@@ -402,6 +410,11 @@ class LedgerReplica:
             "resyncing": self._resync_pending,  # a corrupt store was moved aside, not caught up
             "stats": vars(self.core.stats),
         }
+
+    def directory(self) -> list[PeerEntry]:
+        """The peer directory as of the last applied block (see
+        :func:`~gonka_ray.ledger.state.peer_directory`)."""
+        return list(self._directory)
 
     async def epoch_context(self, height: int) -> tuple[bytes, list[tuple[bytes, int]]] | None:
         """``(chain id, [(public_key, power), ...])`` of the consensus epoch that committed
@@ -596,7 +609,7 @@ class LedgerReplica:
         self.store.persist(ready.to_persist)
         for dest, data in ready.outbound:
             if dest is None:
-                for i in range(len(self.validators)):
+                for i in range(self.core.n_peers):
                     if i != self.index:
                         self._transport.send(i, data)
             else:
@@ -625,6 +638,8 @@ class LedgerReplica:
                     res = self.sm.apply_block(height, c.hash, c.block.txs)
                 self._state_hash = res.state_hash
                 self.store.record_commit(c.block, c.hash, c.certificate, res)
+                if c.block.txs:
+                    self._refresh_directory()
                 if self.core.ended and height == self.core.epoch_end_height:
                     nxt = self.core.epoch + 1
                     vs = epoch_validators(self.sm, nxt)
@@ -648,6 +663,15 @@ class LedgerReplica:
                             fut.set_result(True)
         finally:
             self._applier = None
+
+    def _refresh_directory(self) -> None:
+        # NOTE: the peer directory is committed state (registrations, announced endpoints); the
+        # transport dials what it names and the core broadcasts to every place in it.
+        directory = peer_directory(self.sm)
+        if directory != self._directory:
+            self._directory = directory
+            self.core.n_peers = max(self.core.n_peers, len(directory))
+            self._transport.set_directory(directory)
 
     def _admit(self, tx_hash: bytes, tx: bytes) -> None:
         # NOTE: each transaction's envelope is verified once, soon after it enters the mempool,

@@ -45,11 +45,17 @@ from typing import Any
 import msgpack
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import LEDGER_PRECHECK_CACHE_TXS, MAX_AMOUNT
+from gonka_ray.constants import LEDGER_PRECHECK_CACHE_TXS, MAX_AMOUNT, PEER_GUEST_INDEX
 from gonka_ray.exceptions import BadSignature, TxRejected, UnknownMessageType, WireError
 from gonka_ray.ledger import merkle
 from gonka_ray.protocol.versions import Chain, chain_of
-from gonka_ray.wire import LedgerGenesis, RegisterParticipant, Transfer
+from gonka_ray.wire import (
+    LedgerGenesis,
+    PeerEndpoint,
+    RegisterParticipant,
+    Transfer,
+    parse_address,
+)
 
 ACCOUNTS = "account"  # address -> [balance, nonce]
 PARTICIPANTS = "participant"  # address -> [public_key, name, weight]
@@ -57,6 +63,8 @@ APPLIED = "applied_tx"  # tx_id -> height at which it was applied
 META = "meta"  # "height" -> last applied height
 VALIDATORS = "validator"  # address -> voting power (written by end-block hooks)
 VALIDATOR_SETS = "validator_set"  # consensus epoch -> [[public_key, power], ...]
+PEER_INDEX = "peer_index"  # address of a participant registered after genesis -> directory index
+ENDPOINTS = "endpoint"  # address -> its announced peer endpoint "host:port"
 _MOD = 2**256
 _DELETED = object()
 _FLAT = frozenset({int, str, bytes, bool, type(None)})  # canonical as they are
@@ -221,6 +229,7 @@ class StateMachine:
         self.end_block_hooks: list[EndBlockHook] = []
         self.register(Transfer, _transfer)
         self.register(RegisterParticipant, _register_participant)
+        self.register(PeerEndpoint, _peer_endpoint)
         ctx = TxContext(self, height=0, block_hash=b"")
         for acct in genesis.accounts:
             if not crypto.is_address(acct.address):
@@ -459,3 +468,42 @@ def _register_participant(ctx: TxContext, msg: RegisterParticipant) -> None:
     if msg.weight != 0:
         ctx.reject("weight_is_earned")
     ctx.put(PARTICIPANTS, ctx.sender, [ctx.signer, msg.name, msg.weight])
+    # NOTE: the next free place in the peer directory (after the genesis participants): every
+    # replica numbers the peers alike, in registration order.
+    index = len(ctx.genesis.participants) + len(ctx.keys(PEER_INDEX))
+    if index >= PEER_GUEST_INDEX:
+        ctx.reject("directory_full")
+    ctx.put(PEER_INDEX, ctx.sender, index)
+
+
+def _peer_endpoint(ctx: TxContext, msg: PeerEndpoint) -> None:
+    if ctx.get(PARTICIPANTS, ctx.sender) is None:
+        ctx.reject("not_participant")
+    try:
+        parse_address(msg.endpoint)
+    except ValueError:
+        ctx.reject("bad_endpoint")
+    ctx.put(ENDPOINTS, ctx.sender, msg.endpoint)
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    """One place in the peer directory: who (key, account) and where it listens (None: not
+    announced on the ledger)."""
+
+    public_key: bytes
+    address: str
+    endpoint: str | None
+
+
+def peer_directory(sm: StateMachine) -> list[PeerEntry]:
+    """Every participant's place in the peer directory, by directory index: the genesis
+    participants in genesis order, then the registered ones in registration order. The peer
+    transport numbers its connections by it; a participant's index never changes."""
+    entries: dict[int, PeerEntry] = {}
+    for i, p in enumerate(sm.genesis.participants):
+        a = _address(p.public_key)
+        entries[i] = PeerEntry(p.public_key, a, sm.get(ENDPOINTS, a))
+    for a, i in sm.tables.get(PEER_INDEX, {}).items():
+        entries[int(i)] = PeerEntry(bytes(sm.get(PARTICIPANTS, a)[0]), a, sm.get(ENDPOINTS, a))
+    return [entries[i] for i in range(len(entries))]

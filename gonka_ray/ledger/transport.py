@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gonka_ray.ledger.state import PeerEntry
 
 
 class SyncPeer(Protocol):
@@ -57,6 +61,11 @@ class PeerTransport(ABC):
     @abstractmethod
     def sync_peers(self) -> list[SyncPeer]:
         """The other replicas reachable now, for snapshot sync (may be empty)."""
+
+    def set_directory(self, entries: Sequence[PeerEntry]) -> None:  # noqa: B027  (optional hook)
+        """The peer directory from committed state (every place by index: key, endpoint); the
+        replica calls it whenever it changes (a registration, an announced endpoint). A
+        transport that dials peers dials what it names."""
 
     async def start(self, local: LocalReplica) -> None:  # noqa: B027  (optional hook)
         """Begin delivering to ``local`` (a transport with sockets listens and dials here);

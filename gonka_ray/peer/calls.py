@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gonka_ray import wire
-from gonka_ray.constants import WIRE_MAX_MESSAGE_BYTES
+from gonka_ray.constants import PEER_GUEST_INDEX, WIRE_MAX_MESSAGE_BYTES
 from gonka_ray.exceptions import PeerCallFailed, PeerProtocolError, PeerUnavailable, WireError
 from gonka_ray.peer.connection import PeerConnection
 from gonka_ray.peer.framing import Kind
@@ -53,10 +53,13 @@ class CallService:
         )
         self.served = 0
         self.refused = 0
+        self.guest_methods: set[str] = set()
 
-    def serve(self, method: str, handler: Handler) -> None:
-        """Answer calls of ``method`` with ``handler``."""
+    def serve(self, method: str, handler: Handler, *, guests: bool = False) -> None:
+        """Answer calls of ``method`` with ``handler`` (from guests too with ``guests``)."""
         self.handlers[method] = handler
+        if guests:
+            self.guest_methods.add(method)
 
     # --- caller side -------------------------------------------------------------------------
 
@@ -140,6 +143,10 @@ class CallService:
         handler = self.handlers.get(call.method)
         error = ""
         try:
+            if conn.peer == PEER_GUEST_INDEX and call.method not in self.guest_methods:
+                error = "not_for_guests"
+                self.refused += 1
+                return
             if handler is None:
                 error = "unknown_method"
                 self.refused += 1
@@ -156,6 +163,8 @@ class CallService:
         except asyncio.CancelledError:
             conn.serving.pop(rid, None)
             raise  # cancelled by the caller, or the connection dropped: no answer to send
+        except PeerCallFailed as exc:  # the handler's own refusal: the caller gets its reason
+            error = exc.reason
         except Exception:
             log.exception("peer call %s from %s failed", call.method, conn.peer)
             error = "failed"

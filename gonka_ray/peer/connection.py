@@ -42,6 +42,7 @@ class ConnectionOwner(Protocol):
     chain_id: str
     peer_keys: list[bytes]
     limits: PeerLimits
+    guests: bool
 
     def now_ms(self) -> int: ...
     def admit(self, conn: PeerConnection) -> bool: ...
@@ -115,6 +116,7 @@ class PeerConnection(asyncio.Protocol):
             expect=self.dial,
             now_ms=self.owner.now_ms(),
             max_skew_ms=int(lim.hello_max_skew_s * 1000),
+            guests=self.owner.guests and self.dial is None,
         )
         if self.dial is not None:  # the dialer speaks first (see the handshake module)
             self._write([self.hs.hello()])

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import msgpack
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import PEER_GUEST_INDEX
 from gonka_ray.exceptions import InvalidKey, PeerProtocolError, WireError
 from gonka_ray.peer.framing import FrameCipher, Kind, plain, split_plain
 from gonka_ray.wire import PeerHello
@@ -44,7 +45,8 @@ NONCE_BYTES = 32
 
 @dataclass(frozen=True)
 class Session:
-    """An authenticated connection: the peer's genesis index and the two frame ciphers."""
+    """An authenticated connection: the peer's directory index (``PEER_GUEST_INDEX`` for a
+    guest) and the two frame ciphers."""
 
     peer: int
     send: FrameCipher
@@ -68,6 +70,9 @@ class Handshake:
         now_ms: the wall clock now, in ms since the epoch (this side's hello timestamp).
         max_skew_ms: how far a hello's timestamp may be from ``now_ms``.
         nonce, ephemeral: fixed values for tests; fresh random ones otherwise.
+        guests: accept a hello with ``PEER_GUEST_INDEX`` signed by any key (a joiner that is
+            not in the directory yet); its session's ``peer`` is ``PEER_GUEST_INDEX``. With
+            ``index == PEER_GUEST_INDEX`` this side is the guest: it takes any acceptor's key.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Handshake:
         max_skew_ms: int,
         nonce: bytes | None = None,
         ephemeral: tuple[bytes, bytes] | None = None,
+        guests: bool = False,
     ) -> None:
         self.key = key
         self.index = index
@@ -97,6 +103,7 @@ class Handshake:
         self._first: PeerHello | None = None  # the other side's hello 1
         self._spoke = False  # this side's hello 1 is out
         self._genesis_keys = frozenset(self.peer_keys)
+        self.guests = guests
         self.session: Session | None = None
 
     def _hello(self, echo: bytes) -> bytes:
@@ -159,8 +166,12 @@ class Handshake:
         if kind != Kind.HELLO:
             raise _fail("unexpected_kind", f"{kind.name} before the handshake completed")
         signer = _signer_of(body)
-        if signer is not None and signer not in self._genesis_keys:  # before any signature check
-            raise _fail("wrong_key", "a hello not signed by a genesis key")
+        guest = self.guests and _index_of(body) == PEER_GUEST_INDEX
+        # A guest dials with the guest index and any key; it takes the acceptor's key as it is
+        # (what it learns afterwards carries its own proof: receipts, attested snapshots).
+        known = guest or self.index == PEER_GUEST_INDEX
+        if not known and signer is not None and signer not in self._genesis_keys:
+            raise _fail("wrong_key", "a hello not signed by a directory key")  # before any check
         try:
             signed = wire.open_envelope(body, PeerHello, chain=self.chain_id)
         except WireError as exc:
@@ -168,17 +179,31 @@ class Handshake:
         msg: PeerHello = signed.message
         if msg.chain_id != self.chain_id:  # pragma: no cover - the signature binds the chain
             raise _fail("bad_hello", "another chain")
-        if msg.index >= len(self.peer_keys):
-            raise _fail("unknown_index", f"index {msg.index} is not in the genesis")
-        if msg.index == self.index:
+        if guest and msg.index != PEER_GUEST_INDEX:  # pragma: no cover - the signature binds it
+            raise _fail("bad_hello", "a guest hello changed its index")
+        if known:
+            pass
+        elif msg.index >= len(self.peer_keys):
+            raise _fail("unknown_index", f"index {msg.index} is not in the directory")
+        elif msg.index == self.index:
             raise _fail("self_index", "the peer claims this node's own index")
-        if signed.signer != self.peer_keys[msg.index]:
+        elif signed.signer != self.peer_keys[msg.index]:
             raise _fail("wrong_key", f"hello for index {msg.index} not signed by its key")
-        if self.expect is not None and msg.index != self.expect:
+        if self.expect is not None and msg.index != self.expect and not known:
             raise _fail("unexpected_index", f"dialed {self.expect}, reached {msg.index}")
         if abs(msg.timestamp_ms - now_ms) > self.max_skew_ms:
             raise _fail("clock_skew", f"hello dated {msg.timestamp_ms - now_ms} ms from now")
         return msg
+
+
+def _index_of(envelope: bytes) -> int | None:
+    """The index a hello envelope claims, unverified (None when it has no such shape)."""
+    try:
+        body = msgpack.unpackb(envelope, raw=False, max_array_len=5, max_map_len=0)[2]
+        fields = msgpack.unpackb(body, raw=False, max_array_len=8, max_map_len=0)
+    except Exception:  # any malformation: open_envelope refuses it
+        return None
+    return fields[1] if type(fields) is list and len(fields) > 1 else None
 
 
 def _signer_of(envelope: bytes) -> bytes | None:

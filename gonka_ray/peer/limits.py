@@ -27,6 +27,7 @@ from gonka_ray.constants import (
     PEER_MAX_CONNECTIONS,
     PEER_MAX_CONNECTIONS_PER_SOURCE,
     PEER_MAX_FRAME_BYTES,
+    PEER_MAX_GUESTS,
     PEER_MAX_HELLO_BYTES,
     PEER_MAX_INFLIGHT_CALLS,
     PEER_MAX_INFLIGHT_REQUESTS,
@@ -64,6 +65,7 @@ class PeerLimits:
     check_interval_s: float = PEER_CHECK_INTERVAL_S
     max_connections_per_source: int = PEER_MAX_CONNECTIONS_PER_SOURCE
     max_connections: int = PEER_MAX_CONNECTIONS
+    max_guests: int = PEER_MAX_GUESTS  # guest sessions (joiners registering) at once
     hello_max_skew_s: float = PEER_HELLO_MAX_SKEW_S
     connect_timeout_s: float = PEER_CONNECT_TIMEOUT_S
     reconnect_min_s: float = PEER_RECONNECT_MIN_S

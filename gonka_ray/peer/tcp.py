@@ -44,14 +44,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import PEER_LOCAL_PORTS, WIRE_MAX_MESSAGE_BYTES
+from gonka_ray.constants import PEER_GUEST_INDEX, PEER_LOCAL_PORTS, WIRE_MAX_MESSAGE_BYTES
 from gonka_ray.exceptions import PeerProtocolError, PeerUnavailable, WireError
+from gonka_ray.ledger.state import PeerEntry
 from gonka_ray.ledger.transport import LocalReplica, PeerTransport, SyncPeer
 from gonka_ray.peer.calls import CallService, Handler
 from gonka_ray.peer.connection import PeerConnection
 from gonka_ray.peer.framing import Kind, batch_bytes, batches, pack_batch
 from gonka_ray.peer.limits import PeerLimits
-from gonka_ray.wire import LedgerGenesis, PeerRequest, PeerResponse, SnapshotOffer, StateAttestation
+from gonka_ray.wire import (
+    LedgerGenesis,
+    PeerRequest,
+    PeerResponse,
+    SnapshotOffer,
+    StateAttestation,
+    parse_address,
+)
 
 log = logging.getLogger("gonka_ray.peer")
 # Cuts that earn the peer index a ban (``ban_s``): protocol violations only, not a dead link.
@@ -64,6 +72,7 @@ VIOLATIONS = frozenset(
         "bad_request",
         "bad_response",
         "flood",
+        "guest_batch",
         "frame_too_large",
         "slow_frame",
         "too_many_calls",
@@ -74,7 +83,7 @@ VIOLATIONS = frozenset(
 )
 SNAPSHOT_OFFER = "snapshot_offer"
 ATTEST_STATE = "attest_state"
-_FRAME_OVERHEAD = 1 + crypto.AEAD_TAG_BYTES + 16  # kind, tag, msgpack headers (generous)
+FRAME_OVERHEAD = 1 + crypto.AEAD_TAG_BYTES + 16  # kind, tag, msgpack headers (generous)
 
 
 class LocalPeer(LocalReplica, Protocol):
@@ -114,18 +123,6 @@ def loopback_addresses(
             s.close()
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``"host:port"`` (``"[::1]:port"`` for IPv6) -> ``(host, port)``.
-
-    Raises:
-        ValueError: not of that form.
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65_536:
-        raise ValueError(f"not a host:port address: {text!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
 @dataclass
 class TcpStats:
     """Counters of one transport (for tests, logs and benchmarks)."""
@@ -134,6 +131,7 @@ class TcpStats:
     sent_frames: int = 0
     received_msgs: int = 0
     sessions: int = 0  # authenticated connections, both directions
+    guest_sessions: int = 0  # guests accepted
     dial_failures: int = 0
     dropped: Counter[int] = field(default_factory=Counter)  # by destination index
     cuts: Counter[str] = field(default_factory=Counter)  # by reason
@@ -157,6 +155,9 @@ class TcpPeerTransport(PeerTransport):
     limits: the bounds (defaults from :mod:`gonka_ray.constants`).
     clock: wall-clock seconds (hello timestamps).
     seed: the redial jitter's seed.
+    guests: accept guests, keys outside the directory (a joiner registering): a guest may send
+        sync requests and the calls served with ``guests=True`` (:meth:`serve`), nothing else;
+        at most ``max_guests`` at once.
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class TcpPeerTransport(PeerTransport):
         limits: PeerLimits | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        guests: bool = True,
     ) -> None:
         if len(addresses) != len(peer_keys) or not 0 <= index < len(peer_keys):
             raise ValueError("one address per genesis key, and index among them")
@@ -189,6 +191,7 @@ class TcpPeerTransport(PeerTransport):
         self._local: LocalPeer | None = None
         self._server: asyncio.AbstractServer | None = None
         self._dialers: list[asyncio.Task] = []
+        self._dialing: set[int] = set()  # peers with a dial loop
         self._conns: dict[int, PeerConnection] = {}  # authenticated, by peer index
         self._inbound: set[PeerConnection] = set()
         self._by_source: Counter[str] = Counter()
@@ -201,7 +204,9 @@ class TcpPeerTransport(PeerTransport):
         self._banned: dict[int, float] = {}  # peer index -> loop time its ban ends
         self._closing = False
         self._start_lock = asyncio.Lock()
-        self.calls = CallService(self.limits, _FRAME_OVERHEAD)
+        self.calls = CallService(self.limits, FRAME_OVERHEAD)
+        self.guests = guests
+        self._guests: set[PeerConnection] = set()  # guest sessions (not in the directory)
 
     @classmethod
     def for_genesis(
@@ -250,9 +255,37 @@ class TcpPeerTransport(PeerTransport):
                 lambda: PeerConnection(self), self.listen_host or host, port, reuse_address=True
             )
         self._local = local
+        self._dial_new()
+
+    def _dial_new(self) -> None:
+        # NOTE: the lower index dials the higher; one dial loop per peer, for good (it reads
+        # the peer's address afresh before each attempt, so a moved peer is found again).
+        if self._local is None or self._closing:
+            return
+        loop = asyncio.get_running_loop()
         for j in range(self.index + 1, len(self.peer_keys)):
-            if self.addresses[j] is not None:
+            if self.addresses[j] is not None and j not in self._dialing:
+                self._dialing.add(j)
                 self._dialers.append(loop.create_task(self._dial_loop(j)))
+
+    def set_directory(self, entries: Sequence[PeerEntry]) -> None:
+        """Take the peer directory from committed state: new participants are appended (and
+        dialed when above this one), an announced endpoint replaces the configured address of
+        any peer but this one. A key never changes its place: an entry that disagrees with a
+        known key is ignored (and logged)."""
+        for i, e in enumerate(entries):
+            if i < len(self.peer_keys):
+                if self.peer_keys[i] != e.public_key:
+                    log.warning("peer directory: place %d names another key; ignored", i)
+                elif e.endpoint and i != self.index:
+                    self.addresses[i] = e.endpoint
+            elif i == len(self.peer_keys):
+                self.peer_keys.append(e.public_key)
+                self.addresses.append(e.endpoint)
+        try:
+            self._dial_new()
+        except RuntimeError:  # no running loop (built before serving): start() dials
+            pass
 
     @property
     def port(self) -> int | None:
@@ -325,7 +358,7 @@ class TcpPeerTransport(PeerTransport):
             if dest == self.index or not 0 <= dest < len(self.peer_keys):
                 return
             box = self._outbox[dest] = _Outbox()
-        too_big = batch_bytes(data) + _FRAME_OVERHEAD > lim.max_frame_bytes
+        too_big = batch_bytes(data) + FRAME_OVERHEAD > lim.max_frame_bytes
         full = (
             len(box.messages) >= lim.outbound_queue_msgs
             or box.size + len(data) > lim.outbound_queue_bytes
@@ -369,25 +402,14 @@ class TcpPeerTransport(PeerTransport):
             PeerUnavailable: not connected, too many requests outstanding, the connection
                 dropped, or no answer within ``request_timeout_s``.
         """
-        conn = self._conns.get(dest)
-        if conn is None or conn.closed:
-            raise PeerUnavailable(f"no connection to peer {dest}")
-        if len(conn.pending) >= self.limits.max_inflight_requests:
-            raise PeerUnavailable(f"too many requests outstanding at peer {dest}")
-        rid = next(self._ids)
-        fut: asyncio.Future[PeerResponse] = asyncio.get_running_loop().create_future()
-        conn.pending[rid] = fut
-        try:
-            conn.send(Kind.REQUEST, wire.encode(PeerRequest(rid, method, height)))
-            return await asyncio.wait_for(fut, self.limits.request_timeout_s)
-        except TimeoutError:
-            raise PeerUnavailable(f"peer {dest} did not answer {method} in time") from None
-        finally:
-            conn.pending.pop(rid, None)
+        return await send_request(
+            self._conns.get(dest), next(self._ids), method, height, self.limits, f"peer {dest}"
+        )
 
-    def serve(self, method: str, handler: Handler) -> None:
-        """Answer peers' calls of ``method`` with ``handler`` (see :mod:`~gonka_ray.peer.calls`)."""
-        self.calls.serve(method, handler)
+    def serve(self, method: str, handler: Handler, *, guests: bool = False) -> None:
+        """Answer peers' calls of ``method`` with ``handler`` (see :mod:`~gonka_ray.peer.calls`);
+        with ``guests`` guests may call it too (their caller index is ``PEER_GUEST_INDEX``)."""
+        self.calls.serve(method, handler, guests=guests)
 
     def call_stream(self, dest: int, method: str, body: bytes):
         """The reply bodies of peer ``dest``'s ``method(body)``; closing the iterator early
@@ -416,6 +438,13 @@ class TcpPeerTransport(PeerTransport):
 
     def on_session(self, conn: PeerConnection) -> None:
         assert conn.peer is not None
+        if conn.peer == PEER_GUEST_INDEX:
+            if len(self._guests) >= self.limits.max_guests:
+                conn.cut("too_many_guests")
+                return
+            self._guests.add(conn)
+            self.stats.guest_sessions += 1
+            return
         if self._banned.get(conn.peer, 0.0) > asyncio.get_running_loop().time():
             conn.cut("banned")
             return
@@ -434,6 +463,7 @@ class TcpPeerTransport(PeerTransport):
                 del self._by_source[conn.source]
         if conn.peer is not None and self._conns.get(conn.peer) is conn:
             del self._conns[conn.peer]
+        self._guests.discard(conn)
         for fut in conn.pending.values():
             if not fut.done():
                 fut.set_exception(PeerUnavailable(f"connection to peer {conn.peer} dropped"))
@@ -441,7 +471,7 @@ class TcpPeerTransport(PeerTransport):
 
     def on_cut(self, conn: PeerConnection, reason: str) -> None:
         self.stats.cuts[reason] += 1
-        if conn.peer is not None and reason in VIOLATIONS:
+        if conn.peer not in (None, PEER_GUEST_INDEX) and reason in VIOLATIONS:
             self._banned[conn.peer] = asyncio.get_running_loop().time() + self.limits.ban_s
 
     def on_writable(self, conn: PeerConnection) -> None:
@@ -450,6 +480,8 @@ class TcpPeerTransport(PeerTransport):
 
     def on_batch(self, conn: PeerConnection, messages: list[bytes]) -> None:
         assert conn.peer is not None
+        if conn.peer == PEER_GUEST_INDEX:  # consensus is for the directory's members
+            raise PeerProtocolError("a guest sent consensus messages", reason="guest_batch")
         self.stats.received_msgs += len(messages)
         self._inbox.append((conn.peer, messages))
         if self._drainer is None:
@@ -487,7 +519,7 @@ class TcpPeerTransport(PeerTransport):
     async def _answer(self, conn: PeerConnection, req: PeerRequest) -> None:
         # NOTE: an answer the peer could not decode (over the wire's message cap) or receive
         # (over the frame cap) would get *this* side cut as a violator: say "too_large" instead.
-        cap = min(self.limits.max_frame_bytes - _FRAME_OVERHEAD, WIRE_MAX_MESSAGE_BYTES)
+        cap = min(self.limits.max_frame_bytes - FRAME_OVERHEAD, WIRE_MAX_MESSAGE_BYTES)
         try:
             data = wire.encode(await self._response_to(req))
         except WireError:  # the answer does not fit its declaration (e.g. a huge snapshot)
@@ -517,14 +549,7 @@ class TcpPeerTransport(PeerTransport):
         return PeerResponse(rid, None, None, "unknown_method")
 
     def on_response(self, conn: PeerConnection, body: bytes) -> None:
-        try:
-            resp = wire.decode(body, PeerResponse)
-        except WireError as exc:
-            raise PeerProtocolError(f"bad response: {exc}", reason="bad_response") from None
-        fut = conn.pending.get(resp.request_id)
-        if fut is not None and not fut.done():
-            fut.set_result(resp)
-        # else: a late answer to a request that timed out; nothing waits for it
+        resolve_response(conn, body)
 
     def on_call(self, conn: PeerConnection, body: bytes) -> None:
         self.calls.on_call(conn, body, self._tasks)
@@ -536,21 +561,62 @@ class TcpPeerTransport(PeerTransport):
         self.calls.on_cancel(conn, body)
 
 
-class TcpSyncPeer:
-    """A :class:`~gonka_ray.ledger.transport.SyncPeer` over a transport's connection."""
+async def send_request(
+    conn: PeerConnection | None,
+    rid: int,
+    method: str,
+    height: int,
+    limits: PeerLimits,
+    who: str,
+) -> PeerResponse:
+    """Send sync request ``rid`` on ``conn`` and wait for its answer.
 
-    def __init__(self, transport: TcpPeerTransport, index: int) -> None:
-        self.transport = transport
-        self.index = index
+    Raises:
+        PeerUnavailable: not connected, too many requests outstanding, the connection dropped,
+            or no answer within ``request_timeout_s``.
+    """
+    if conn is None or conn.closed or conn.session is None:
+        raise PeerUnavailable(f"no connection to {who}")
+    if len(conn.pending) >= limits.max_inflight_requests:
+        raise PeerUnavailable(f"too many requests outstanding at {who}")
+    fut: asyncio.Future[PeerResponse] = asyncio.get_running_loop().create_future()
+    conn.pending[rid] = fut
+    try:
+        conn.send(Kind.REQUEST, wire.encode(PeerRequest(rid, method, height)))
+        return await asyncio.wait_for(fut, limits.request_timeout_s)
+    except TimeoutError:
+        raise PeerUnavailable(f"{who} did not answer {method} in time") from None
+    finally:
+        conn.pending.pop(rid, None)
 
-    async def _ask(self, method: str, height: int = 0) -> PeerResponse:
-        resp = await self.transport.request(self.index, method, height)
-        if resp.error:
-            raise PeerUnavailable(f"peer {self.index} could not answer {method}: {resp.error}")
-        return resp
 
-    async def snapshot_offer(self) -> dict[str, Any] | None:
-        o = (await self._ask(SNAPSHOT_OFFER)).offer
+def resolve_response(conn: PeerConnection, body: bytes) -> None:
+    """Hand a RESPONSE frame's body to the request waiting for it on ``conn``.
+
+    Raises:
+        PeerProtocolError: it does not decode (``bad_response``).
+    """
+    try:
+        resp = wire.decode(body, PeerResponse)
+    except WireError as exc:
+        raise PeerProtocolError(f"bad response: {exc}", reason="bad_response") from None
+    fut = conn.pending.get(resp.request_id)
+    if fut is not None and not fut.done():
+        fut.set_result(resp)
+    # else: a late answer to a request that timed out; nothing waits for it
+
+
+def sync_answer(method: str, resp: PeerResponse) -> Any:
+    """What a sync request's response says, as :class:`~gonka_ray.ledger.transport.SyncPeer`
+    returns it: the snapshot offer as a dict, the attestation as a tuple, or None.
+
+    Raises:
+        PeerUnavailable: the peer could not answer.
+    """
+    if resp.error:
+        raise PeerUnavailable(f"the peer could not answer {method}: {resp.error}")
+    if method == SNAPSHOT_OFFER:
+        o = resp.offer
         if o is None:
             return None
         return {
@@ -560,9 +626,20 @@ class TcpSyncPeer:
             "state_hash": o.state_hash,
             "snapshot": o.snapshot,
         }
+    a = resp.attestation
+    return None if a is None else (a.block_hash, a.state_hash, a.chain, a.public_key, a.signature)
+
+
+class TcpSyncPeer:
+    """A :class:`~gonka_ray.ledger.transport.SyncPeer` over a transport's connection."""
+
+    def __init__(self, transport: TcpPeerTransport, index: int) -> None:
+        self.transport = transport
+        self.index = index
+
+    async def snapshot_offer(self) -> dict[str, Any] | None:
+        return sync_answer(SNAPSHOT_OFFER, await self.transport.request(self.index, SNAPSHOT_OFFER))
 
     async def attest_state(self, height: int) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
-        a = (await self._ask(ATTEST_STATE, height)).attestation
-        if a is None:
-            return None
-        return a.block_hash, a.state_hash, a.chain, a.public_key, a.signature
+        resp = await self.transport.request(self.index, ATTEST_STATE, height)
+        return sync_answer(ATTEST_STATE, resp)

@@ -236,6 +236,29 @@ class RegisterParticipant:
     nonce: U64
 
 
+def parse_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:port"`` for IPv6) -> ``(host, port)``: a peer endpoint.
+
+    Raises:
+        ValueError: not of that form.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65_536:
+        raise ValueError(f"not a host:port address: {text!r}")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"not a host:port address: {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@message("PeerEndpoint", version=1)
+class PeerEndpoint:
+    """A registered participant announces (or moves) the ``host:port`` of its peer endpoint:
+    the others dial it there (see :func:`gonka_ray.ledger.state.peer_directory`)."""
+
+    endpoint: Annotated[str, MaxLen(255)]
+    nonce: U64
+
+
 @message("Transfer", version=1)
 class Transfer:
     to: Annotated[str, MaxLen(64)]  # an address (crypto.address)
@@ -358,6 +381,7 @@ __all__ = [
     "LedgerGenesis",
     "PeerCall",
     "PeerCancel",
+    "PeerEndpoint",
     "PeerHello",
     "PeerReply",
     "PeerRequest",
@@ -372,4 +396,5 @@ __all__ = [
     "TimeoutSig",
     "Transfer",
     "TxReceipt",
+    "parse_address",
 ]

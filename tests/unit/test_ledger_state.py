@@ -4,11 +4,12 @@ import pytest
 
 from gonka_ray import crypto, wire
 from gonka_ray.constants import MAX_AMOUNT
-from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext, peer_directory
 from gonka_ray.wire import (
     GenesisAccount,
     GenesisParticipant,
     LedgerGenesis,
+    PeerEndpoint,
     Ping,
     RegisterParticipant,
     Transfer,
@@ -213,3 +214,33 @@ def test_a_transaction_signed_for_another_network_is_refused() -> None:
     assert sm.balance(BOB.address) == 0 and sm.nonce(ALICE.address) == 0
     res = apply(sm, transfer(10, 0))  # the same transfer signed for this network applies
     assert res.receipts[0].ok and sm.balance(BOB.address) == 10
+
+
+def test_registration_appends_to_the_peer_directory_and_endpoints_are_signed_by_their_owner() -> (
+    None
+):
+    g = genesis()
+    sm = StateMachine(g)
+    carol = crypto.KeyPair.from_seed("carol")
+    res = apply(
+        sm,
+        wire.seal(PeerEndpoint(endpoint="10.0.0.9:7000", nonce=0), carol, CHAIN),  # not yet one
+        wire.seal(RegisterParticipant(name="carol", weight=0, nonce=0), carol, CHAIN),
+        wire.seal(RegisterParticipant(name="bob", weight=0, nonce=0), BOB, CHAIN),
+        wire.seal(PeerEndpoint(endpoint="no port", nonce=1), BOB, CHAIN),
+        wire.seal(PeerEndpoint(endpoint="10.0.0.7:7001", nonce=1), carol, CHAIN),
+    )
+    assert [r.reason for r in res.receipts] == [
+        "not_participant",
+        "",
+        "",
+        "bad_endpoint",
+        "",
+    ]
+    directory = peer_directory(sm)
+    n = len(g.participants)
+    assert [e.public_key for e in directory[n:]] == [carol.public_key, BOB.public_key]
+    assert directory[n].endpoint == "10.0.0.7:7001" and directory[n + 1].endpoint is None
+    restored = StateMachine(g)
+    restored.restore(sm.snapshot())
+    assert peer_directory(restored) == directory

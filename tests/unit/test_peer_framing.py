@@ -21,8 +21,7 @@ from gonka_ray.peer.framing import (
 )
 from gonka_ray.peer.handshake import Handshake
 from gonka_ray.peer.limits import TokenBucket
-from gonka_ray.peer.tcp import parse_address
-from gonka_ray.wire import PeerHello
+from gonka_ray.wire import PeerHello, parse_address
 
 CHAIN = "framing-test"
 KEYS = [crypto.KeyPair.from_seed(f"framing-{i}") for i in range(3)]

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import pytest
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import PEER_GUEST_INDEX
+from gonka_ray.exceptions import PeerCallFailed
 from gonka_ray.peer.framing import HEADER, Kind, frame, pack_batch, plain
+from gonka_ray.peer.guest import GuestLink
 from gonka_ray.peer.limits import PeerLimits
 from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.wire import PeerRequest
@@ -174,6 +177,25 @@ async def replayed_hello(s: Scene) -> RawPeer:
     return raw
 
 
+async def guest(s: Scene, name: str = "a-guest") -> RawPeer:
+    raw = await s.raw()
+    await raw.handshake(  # any key may come as a guest (a joiner registering)
+        key=crypto.KeyPair.from_seed(name),
+        index=PEER_GUEST_INDEX,
+        chain_id=CHAIN,
+        peer_keys=PEER_KEYS,
+        server=SERVER,
+    )
+    return raw
+
+
+async def guest_sends_consensus(s: Scene) -> RawPeer:
+    raw = await guest(s)
+    await wait_for(lambda: s.server.stats.guest_sessions == 1, 2.0, "the guest session")
+    raw.send(Kind.BATCH, pack_batch([b"a vote from nowhere"]))
+    return raw
+
+
 ATTACKS: dict[str, tuple[Callable[[Scene], Awaitable[RawPeer]], str]] = {
     "garbage": (garbage, "frame_too_large"),
     "garbage_hello": (garbage_hello, "bad_hello"),
@@ -186,6 +208,7 @@ ATTACKS: dict[str, tuple[Callable[[Scene], Awaitable[RawPeer]], str]] = {
     "wrong_key": (wrong_key, "wrong_key"),
     "claims_another_index": (claims_another_index, "wrong_key"),
     "replayed_hello": (replayed_hello, "stale_echo"),
+    "guest_sends_consensus": (guest_sends_consensus, "guest_batch"),
 }
 
 
@@ -237,4 +260,25 @@ async def test_a_peer_cut_for_a_violation_cannot_simply_redial() -> None:
         assert s.server.stats.cuts["banned"] == 1 and ATTACKER not in s.server.connected()
         for r in (raw, again):
             r.close()
+        await s.good_still_heard()
+
+
+async def test_a_guest_calls_only_what_is_served_to_guests_and_a_bad_one_bans_no_other() -> None:
+    async def hello(body: bytes, caller: int) -> AsyncIterator[bytes]:
+        yield b"hi " + str(caller).encode()
+
+    async with scene() as s:
+        s.server.serve("members_only", hello)
+        s.server.serve("open", hello, guests=True)
+        async with GuestLink(key=KEYS[0], chain_id=CHAIN, address=s.address) as link:
+            assert await link.call("open", b"") == f"hi {PEER_GUEST_INDEX}".encode()
+            with pytest.raises(PeerCallFailed) as refused:
+                await link.call("members_only", b"")
+            assert refused.value.reason == "not_for_guests"
+        bad = await guest_sends_consensus(s)
+        assert await bad.cut_off()
+        bad.close()
+        async with GuestLink(key=KEYS[0], chain_id=CHAIN, address=s.address) as again:
+            assert await again.call("open", b"")  # guests share no ban
+        assert s.heard.count(PEER_GUEST_INDEX) == 0
         await s.good_still_heard()
