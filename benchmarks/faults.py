@@ -849,20 +849,29 @@ def fault_summary(faults: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _after_restart(load: Load, faults: list[dict[str, Any]], t0: float) -> dict[str, int]:
-    """Requests answered after each fault's actor came back, through or by that actor."""
-    out = {}
+def _after_restart(load: Load, faults: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """Requests answered after each fault's actor came back, through or by that actor; for an
+    executor or MLNode also the requests that drew it first (``<fault>_drawn``) and how those
+    ended (``<fault>_drawn_outcomes``: the answering executor's name, or the error)."""
+    out: dict[str, Any] = {}
     sends = load.sends()
+    names = {a: n for n, a in load.address.items()}
     for f in faults:
         if f.get("restart_s") is None:
             continue
         back = t0 + f["t_kill"] + f["restart_s"]
         who = f["target"].split(".")[0]
-        later = [s for s in sends if s.t0 > back and s.done is not None]
+        after = [s for s in sends if s.t0 > back]
+        later = [s for s in after if s.done is not None]
         if f["fault"] == "ta":
             later = [s for s in later if s.ta == who]
         elif f["fault"] in ("executor", "mlnode"):
             later = [s for s in later if s.done.executor == load.address[who]]
+            drawn = [s for s in after if s.executor0 == load.address[who]]
+            out[f"{f['fault']}_drawn"] = len(drawn)
+            out[f"{f['fault']}_drawn_outcomes"] = dict(
+                Counter(names.get(s.done.executor, "?") if s.done else s.error for s in drawn)
+            )
         out[f["fault"]] = len(later)
     return out
 

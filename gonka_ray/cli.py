@@ -11,6 +11,7 @@ import click
 
 from gonka_ray.constants import DEFAULT_MODEL
 from gonka_ray.exceptions import GonkaError
+from gonka_ray.wire import parse_address
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,30 +199,70 @@ def up(
             )
 
 
+def _node_options(command):
+    """The options ``node`` and ``join`` share (a node is a node, whether it was in the
+    genesis or joined later)."""
+    options = [
+        click.argument("config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("--participant", required=True, help="which participant this node runs"),
+        click.option(
+            "--state",
+            "state_dir",
+            required=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="its ledger, payloads and keys live here (kept across restarts)",
+        ),
+        click.option(
+            "--port",
+            "http_port",
+            default=8000,
+            show_default=True,
+            help="HTTP port of its front door",
+        ),
+        click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address"),
+        click.option(
+            "--api-key",
+            "api_keys",
+            multiple=True,
+            help="KEY=CLIENT_INDEX: an API key bound to a demo client account (repeatable)",
+        ),
+        click.option(
+            "--ready-file",
+            default=None,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="write the node's addresses here (JSON) once it serves",
+        ),
+        click.option(
+            "--address",
+            default=None,
+            help="join this running Ray cluster of the participant (e.g. `auto` on its `ray up` "
+            "head) instead of starting one",
+        ),
+        click.option(
+            "--peer-listen-host",
+            default=None,
+            help="bind the peer endpoint here (e.g. 0.0.0.0 behind a NAT) instead of the host "
+            "of the participant's peer address",
+        ),
+        click.option("--num-cpus", default=4, show_default=True, type=click.IntRange(1, 4096)),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _api_keys(api_keys: tuple[str, ...]) -> dict[str, int]:
+    keys = {}
+    for item in api_keys:
+        key, sep, index = item.partition("=")
+        if not sep or not index.isdigit():
+            raise click.BadParameter(f"{item!r} is not KEY=CLIENT_INDEX", param_hint="--api-key")
+        keys[key] = int(index)
+    return keys
+
+
 @main.command()
-@click.argument("config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--participant", required=True, help="which participant of CONFIG this node runs")
-@click.option(
-    "--state",
-    "state_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="its ledger, payloads and keys live here (kept across restarts)",
-)
-@click.option("--port", default=8000, show_default=True, help="HTTP port of its front door")
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address")
-@click.option(
-    "--api-key",
-    "api_keys",
-    multiple=True,
-    help="KEY=CLIENT_INDEX: an API key bound to a demo client account (repeatable)",
-)
-@click.option(
-    "--ready-file",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="write the node's addresses here (JSON) once it serves",
-)
+@_node_options
 @click.option(
     "--key",
     "key_file",
@@ -230,32 +271,7 @@ def up(
     help="the participant's secret key file (gonka-ray keys new); needed when CONFIG names "
     "its public_key",
 )
-@click.option(
-    "--address",
-    default=None,
-    help="join this running Ray cluster of the participant (e.g. `auto` on its `ray up` head) "
-    "instead of starting one",
-)
-@click.option(
-    "--peer-listen-host",
-    default=None,
-    help="bind the peer endpoint here (e.g. 0.0.0.0 behind a NAT) instead of the host of the "
-    "participant's peer_address",
-)
-@click.option("--num-cpus", default=4, show_default=True, type=click.IntRange(1, 4096))
-def node(
-    config_path: Path,
-    participant: str,
-    state_dir: Path,
-    port: int,
-    host: str,
-    api_keys: tuple[str, ...],
-    ready_file: Path | None,
-    key_file: Path | None,
-    address: str | None,
-    peer_listen_host: str | None,
-    num_cpus: int,
-) -> None:
+def node(config_path: Path, api_keys: tuple[str, ...], **options) -> None:
     """Run one participant of CONFIG in a Ray cluster of its own, until Ctrl-C or SIGTERM.
 
     It reaches the other participants only over the peer transport, at the ``peer_address``
@@ -265,27 +281,55 @@ def node(
 
     try:
         config = load_config(config_path)
-        keys = {}
-        for item in api_keys:
-            key, sep, index = item.partition("=")
-            if not sep or not index.isdigit():
-                raise click.BadParameter(
-                    f"{item!r} is not KEY=CLIENT_INDEX", param_hint="--api-key"
-                )
-            keys[key] = int(index)
+        run_node(config, api_keys=_api_keys(api_keys), echo=click.echo, **options)
+    except GonkaError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@_node_options
+@click.option(
+    "--peers",
+    required=True,
+    help="HOST:PORT[,...]: peer endpoints of the running network to register through",
+)
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="this participant's secret key file (created, mode 0600, when missing)",
+)
+@click.option(
+    "--peer-address",
+    default=None,
+    help="HOST:PORT where the others reach this participant's peer endpoint (default: a free "
+    "loopback port)",
+)
+def join(config_path: Path, api_keys: tuple[str, ...], peers: str, **options) -> None:
+    """Join the running network of CONFIG (its genesis) as a new participant, until Ctrl-C.
+
+    Registers its key and peer endpoint with a signed transaction through --peers (no genesis
+    edit), syncs the ledger from the peers, runs Proof of Compute in the next epoch and, with
+    the weight it earns, is drawn as an executor, validates others and votes in the ledger
+    from the next epoch boundary on. It serves the OpenAI-compatible API on --port."""
+    from gonka_ray.config import load_config
+    from gonka_ray.federation import run_node
+
+    try:
+        config = load_config(config_path)
+        join_peers = [p.strip() for p in peers.split(",") if p.strip()]
+        for p in join_peers:
+            try:
+                parse_address(p)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--peers") from None
         run_node(
             config,
-            participant,
-            state_dir=state_dir,
-            http_port=port,
-            host=host,
-            ready_file=ready_file,
-            api_keys=keys,
-            key_file=key_file,
-            address=address,
-            peer_listen_host=peer_listen_host,
-            num_cpus=num_cpus,
+            api_keys=_api_keys(api_keys),
+            join_peers=join_peers,
             echo=click.echo,
+            **options,
         )
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None

@@ -125,6 +125,8 @@ REPLICA_WARM_HANDLE_TIMEOUT_S = 300.0  # a replica looks up its executor's handl
 FEDERATION_NODE_START_TIMEOUT_S = (
     300.0  # a local federation waits this long for a node's ready file
 )
+FEDERATION_JOIN_TIMEOUT_S = 120.0  # a joiner tries its peers this long to get registered
+FEDERATION_JOIN_RETRY_S = 1.0  # between rounds of its peers
 FEDERATION_NODE_STOP_GRACE_S = 60.0  # after SIGTERM, a node still running this long is killed
 FEDERATION_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # each node's own Ray object store
 

@@ -332,6 +332,17 @@ class PeerCallFailed(RecoverableError):
         self.reason = reason
 
 
+class JoinRefused(GonkaError):
+    """Fatal: a network would not take this participant (its registration or endpoint was
+    refused, or no peer answered before the deadline); ``reason`` says why."""
+
+    code = "join_refused"
+
+    def __init__(self, message: str, *, reason: str, **fields: Any) -> None:
+        super().__init__(message, reason=reason, **fields)
+        self.reason = reason
+
+
 class CrossParticipantCall(GonkaError):
     """Fatal (a bug): an actor tried to reach another participant's actor through Ray; what
     crosses a participant boundary goes over the peer transport."""

@@ -7,14 +7,19 @@ addresses) and talk only over the signed peer transport. This module has both si
   cluster of its own (``address="local"``, its own ports), launch that participant's actors
   (:func:`~gonka_ray.network.launch` with ``only``), serve its OpenAI-compatible front door, write
   a ready file (:class:`NodeInfo`) and run until SIGTERM/SIGINT (graceful stop).
+- :func:`register_with_peers` — how a participant outside the genesis joins a running network
+  (``gonka-ray join``): as a guest of a peer it hands over its signed registration and
+  endpoint, then :func:`run_node` launches it at the place the registration got.
 - :class:`LocalFederation` — starts one ``gonka-ray node`` process per participant on
   loopback, with peer addresses and HTTP ports chosen here, waits for their ready files and
-  stops them (SIGTERM, then SIGKILL after a grace period). It reaches the nodes only the way
-  anyone would: their HTTP front doors.
+  stops them (SIGTERM, then SIGKILL after a grace period); :meth:`LocalFederation.join` starts
+  a ``gonka-ray join`` process for a newcomer. It reaches the nodes only the way anyone would:
+  their HTTP front doors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,14 +32,22 @@ from typing import Any
 
 import yaml
 
-from gonka_ray import crypto
+from gonka_ray import crypto, wire
 from gonka_ray.config import NetworkConfig
 from gonka_ray.constants import (
+    FEDERATION_JOIN_RETRY_S,
+    FEDERATION_JOIN_TIMEOUT_S,
     FEDERATION_NODE_START_TIMEOUT_S,
     FEDERATION_NODE_STOP_GRACE_S,
     FEDERATION_OBJECT_STORE_BYTES,
 )
-from gonka_ray.exceptions import ConfigError
+from gonka_ray.exceptions import (
+    ConfigError,
+    JoinRefused,
+    PeerCallFailed,
+    PeerProtocolError,
+    PeerUnavailable,
+)
 from gonka_ray.peer.tcp import loopback_addresses
 
 
@@ -65,6 +78,91 @@ def with_peer_addresses(config: NetworkConfig, host: str = "127.0.0.1") -> Netwo
     return config.model_copy(update={"participants": participants})
 
 
+def load_or_create_key(path: Path) -> crypto.KeyPair:
+    """The key in ``path``, or a new one saved there (mode 0600) when there is no such file."""
+    if path.exists():
+        return crypto.KeyPair.load(path)
+    key = crypto.KeyPair.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key.save(path)
+    return key
+
+
+async def register_with_peers(
+    config: NetworkConfig,
+    key: crypto.KeyPair,
+    name: str,
+    endpoint: str,
+    peers: list[str],
+    *,
+    timeout_s: float = FEDERATION_JOIN_TIMEOUT_S,
+    retry_s: float = FEDERATION_JOIN_RETRY_S,
+) -> tuple[int, list[tuple[bytes, str | None]]]:
+    """Make ``key`` a participant of ``config``'s running network, reachable at ``endpoint``:
+    as a guest of the first of ``peers`` that answers, sign and hand over the registration
+    (once: a key already registered is not registered again) and the endpoint announcement
+    (when the ledger names another). Returns the place its registration got in the peer
+    directory and the directory, from that peer (checked by the joiner's own replica once it
+    has synced: a lying peer gets it nowhere, as the others' directories disagree).
+
+    Raises:
+        JoinRefused: the network refused a transaction (``reason``: its receipt's), or no peer
+            answered within ``timeout_s`` (``reason`` ``"unreachable"``).
+    """
+    from gonka_ray.network import chain_id
+    from gonka_ray.peer.guest import GuestLink
+
+    chain = chain_id(config)
+    deadline = time.monotonic() + timeout_s
+    errors: list[str] = []
+    while True:
+        for peer in peers:
+            try:
+                async with GuestLink(key=key, chain_id=chain, address=peer) as link:
+                    return await _register_on(link, key, name, endpoint)
+            except (PeerUnavailable, PeerCallFailed, PeerProtocolError) as exc:
+                errors.append(f"{peer}: {exc}")
+        if time.monotonic() + retry_s > deadline:
+            raise JoinRefused(
+                f"no peer took the registration: {'; '.join(errors[-len(peers) :])}",
+                reason="unreachable",
+            )
+        await asyncio.sleep(retry_s)
+
+
+async def _register_on(
+    link: Any, key: crypto.KeyPair, name: str, endpoint: str
+) -> tuple[int, list[tuple[bytes, str | None]]]:
+    from gonka_ray.peer.guest import JOIN_SUBMIT, join_directory
+
+    async def submit(message: Any) -> None:
+        reply = await link.call(JOIN_SUBMIT, wire.seal(message, key, link.chain_id))
+        if not reply:  # not committed in time: ask again (the retry reads the ledger afresh)
+            raise PeerUnavailable("the transaction did not commit in time")
+        receipt = wire.decode(reply, wire.TxReceipt)
+        if not receipt.ok:
+            raise JoinRefused(
+                f"{type(message).__name__} refused: {receipt.reason}", reason=receipt.reason
+            )
+
+    directory, nonce = await join_directory(link, key.address)
+    place = _place(directory, key.public_key)
+    if place is None:
+        await submit(wire.RegisterParticipant(name=name, weight=0, nonce=nonce))
+        nonce += 1
+    if place is None or directory[place][1] != endpoint:
+        await submit(wire.PeerEndpoint(endpoint=endpoint, nonce=nonce))
+        directory, _ = await join_directory(link, key.address)
+        place = _place(directory, key.public_key)
+    if place is None:
+        raise PeerUnavailable("registered, but not in that peer's directory yet")
+    return place, directory
+
+
+def _place(directory: list[tuple[bytes, str | None]], public_key: bytes) -> int | None:
+    return next((i for i, (pk, _) in enumerate(directory) if pk == public_key), None)
+
+
 def run_node(
     config: NetworkConfig,
     participant: str,
@@ -78,6 +176,8 @@ def run_node(
     address: str | None = None,
     peer_listen_host: str | None = None,
     num_cpus: int = 4,
+    join_peers: list[str] | None = None,
+    peer_address: str | None = None,
     echo: Any = print,
 ) -> None:
     """Run ``participant`` of ``config`` in this process's own Ray cluster until a signal, with
@@ -86,21 +186,47 @@ def run_node(
     ``ray up`` head: ``"auto"``) instead of starting one here. ``peer_listen_host``: where its
     peer endpoint binds (``0.0.0.0`` behind a NAT; default: its ``peer_address``'s host).
 
+    ``join_peers``: ``participant`` is not in ``config``'s genesis: it joins the running network
+    through these peers (:func:`register_with_peers`) with the key in ``key_file`` (created
+    there when missing), its peer endpoint at ``peer_address`` (default: a free loopback
+    port), then syncs the ledger, runs Proof of Compute in the next epoch and serves.
+
     Raises:
         ConfigError: no such participant, no ``peer_address``, or a missing or wrong key.
+        JoinRefused: the network would not register it.
     """
-    import asyncio
-
-    from gonka_ray.network import init_local_ray, launch, own_key, wait_ready
+    from gonka_ray.config import ParticipantConfig
+    from gonka_ray.network import Joiner, init_local_ray, launch, own_key, wait_ready
     from gonka_ray.serve.deployment import serve_network, shutdown
 
+    joiner = None
     mine = next((p for p in config.participants if p.name == participant), None)
-    if mine is None:
-        raise ConfigError(f"no participant {participant!r} in network {config.name!r}")
-    if mine.peer_address is None:
-        raise ConfigError(f"participant {participant!r} needs a peer_address to run as a node")
-    keys = {participant: crypto.KeyPair.load(key_file)} if key_file is not None else {}
-    own_key(config, participant, keys)  # a missing or wrong key fails here, before Ray starts
+    if join_peers:
+        if mine is not None:
+            raise ConfigError(f"{participant!r} is a genesis participant: run it with `node`")
+        if key_file is None:
+            raise ConfigError("a joining participant needs --key (created when missing)")
+        key = load_or_create_key(key_file)
+        mine = ParticipantConfig(
+            name=participant,
+            weight=0,
+            public_key=key.public_key.hex(),
+            peer_address=peer_address or loopback_addresses(1)[0],
+        )
+        echo(f"{participant}: registering {key.address} through {', '.join(join_peers)} ...")
+        index, directory = asyncio.run(
+            register_with_peers(config, key, participant, mine.peer_address, join_peers)
+        )
+        joiner = Joiner(mine, index, tuple(directory))
+        keys = {participant: key}
+        echo(f"{participant}: registered, place {index} in the peer directory")
+    else:
+        if mine is None:
+            raise ConfigError(f"no participant {participant!r} in network {config.name!r}")
+        if mine.peer_address is None:
+            raise ConfigError(f"participant {participant!r} needs a peer_address to run as a node")
+        keys = {participant: crypto.KeyPair.load(key_file)} if key_file is not None else {}
+        own_key(config, participant, keys)  # a missing or wrong key fails here, before Ray
     if address:
         from gonka_ray.sdk import init_ray
 
@@ -121,6 +247,7 @@ def run_node(
             only=(participant,),
             keys=keys,
             peer_listen_host=peer_listen_host,
+            joiner=joiner,
         )
         asyncio.run(wait_ready(net))
         url = serve_network(
@@ -205,6 +332,7 @@ class LocalFederation:
         self.api_keys = dict(api_keys or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.nodes: dict[str, NodeInfo] = {}
+        self.joiners: dict[str, str] = {}  # joined after the genesis: name -> its peer address
         self.config_path = self.root / "network.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         ports = loopback_addresses(len(self.config.participants))
@@ -216,33 +344,64 @@ class LocalFederation:
     def start(self, names: list[str] | None = None) -> None:
         """Start the nodes of ``names`` (default: every participant), without waiting."""
         for name in names or [p.name for p in self.config.participants]:
-            self.nodes.pop(name, None)  # a restart: wait for its new ready file
-            node_dir = self.root / name
-            node_dir.mkdir(exist_ok=True)
-            ready = node_dir / "ready.json"
-            ready.unlink(missing_ok=True)
-            cmd = [
-                sys.executable,
-                "-m",
-                "gonka_ray.cli",
-                "node",
-                str(self.config_path),
-                "--participant",
-                name,
-                "--state",
-                str(node_dir / "state"),
-                "--port",
-                str(self.http_ports[name]),
-                "--ready-file",
-                str(ready),
-                *[a for k, i in self.api_keys.items() for a in ("--api-key", f"{k}={i}")],
-                *(["--key", str(self.key_files[name])] if name in self.key_files else []),
-            ]
-            log = open(node_dir / "node.log", "ab")  # noqa: SIM115  (the child owns it)
-            self.procs[name] = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            log.close()
+            if name in self.joiners:  # a restarted joiner joins again (it keeps its place)
+                self.join(name)
+                continue
+            key = ["--key", str(self.key_files[name])] if name in self.key_files else []
+            self._spawn(name, "node", key)
+
+    def join(self, name: str) -> None:
+        """Start a participant that is not in the genesis: ``gonka-ray join`` through the
+        genesis participants' peer endpoints, with a fresh key of its own (kept across
+        restarts), without waiting (:meth:`wait_ready` waits for it too)."""
+        if any(p.name == name for p in self.config.participants):
+            raise ConfigError(f"{name!r} is a genesis participant")
+        if name not in self.joiners:
+            address, port = loopback_addresses(2)
+            self.joiners[name] = address
+            self.http_ports[name] = int(port.rsplit(":", 1)[1])
+        peers = ",".join(p.peer_address or "" for p in self.config.participants)
+        self._spawn(
+            name,
+            "join",
+            [
+                "--peers",
+                peers,
+                "--key",
+                str(self.root / name / "participant.key"),
+                "--peer-address",
+                self.joiners[name],
+            ],
+        )
+
+    def _spawn(self, name: str, command: str, extra: list[str]) -> None:
+        self.nodes.pop(name, None)  # a restart: wait for its new ready file
+        node_dir = self.root / name
+        node_dir.mkdir(exist_ok=True)
+        ready = node_dir / "ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gonka_ray.cli",
+            command,
+            str(self.config_path),
+            "--participant",
+            name,
+            "--state",
+            str(node_dir / "state"),
+            "--port",
+            str(self.http_ports[name]),
+            "--ready-file",
+            str(ready),
+            *[a for k, i in self.api_keys.items() for a in ("--api-key", f"{k}={i}")],
+            *extra,
+        ]
+        log = open(node_dir / "node.log", "ab")  # noqa: SIM115  (the child owns it)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
 
     def wait_ready(self, timeout_s: float = FEDERATION_NODE_START_TIMEOUT_S) -> dict[str, NodeInfo]:
         """Wait for every started node's ready file.

@@ -28,7 +28,7 @@ from gonka_ray.actors.replica import ParticipantReplica, ledger_transport
 from gonka_ray.actors.spec import ParticipantSpec
 from gonka_ray.adversary.actors import CheatingMLNode
 from gonka_ray.adversary.cheats import MODEL_CHEATS
-from gonka_ray.config import NetworkConfig
+from gonka_ray.config import NetworkConfig, ParticipantConfig
 from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
 from gonka_ray.exceptions import ConfigError
 from gonka_ray.peer.tcp import loopback_addresses
@@ -218,6 +218,18 @@ class Network:
             shutil.rmtree(self.storage_dir, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Joiner:
+    """A participant that joined after the genesis (see :mod:`gonka_ray.federation`): its
+    config (with its public key and peer address), the place its registration got in the peer
+    directory, and the directory as it learned it (``[(public_key, endpoint), ...]`` by place,
+    at least up to its own)."""
+
+    participant: ParticipantConfig
+    index: int
+    directory: tuple[tuple[bytes, str | None], ...]
+
+
 def launch(
     config: NetworkConfig,
     *,
@@ -227,6 +239,7 @@ def launch(
     only: tuple[str, ...] = (),
     keys: Mapping[str, crypto.KeyPair] | None = None,
     peer_listen_host: str | None = None,
+    joiner: Joiner | None = None,
 ) -> Network:
     """Start ``config``'s network on the current Ray (``ray.init`` first) and return handles.
 
@@ -235,12 +248,22 @@ def launch(
     each names in ``config``). ``keys``: the secret keys of participants launched here whose
     config names a public key (see :func:`own_key`); the others' specs carry no secret.
     ``peer_listen_host``: bind the peer endpoints there (e.g. ``0.0.0.0`` behind a NAT) instead
-    of the host of their ``peer_address`` (which peers dial).
+    of the host of their ``peer_address`` (which peers dial). ``joiner``: launch only this
+    participant, registered after the genesis (its key in ``keys``); the genesis is still
+    ``config``'s.
 
     Raises:
         ConfigError: ``only`` names an unknown participant, one of a federation's
             participants has no ``peer_address``, or a key is missing or wrong.
     """
+    genesis = build_genesis(config, clients)  # NOTE: before a joiner is added to the config
+    if joiner is not None:
+        if any(p.name == joiner.participant.name for p in config.participants):
+            raise ConfigError(f"{joiner.participant.name!r} is a genesis participant")
+        config = config.model_copy(
+            update={"participants": [*config.participants, joiner.participant]}
+        )
+        only = (joiner.participant.name,)
     unknown = set(only) - {p.name for p in config.participants}
     if unknown:
         raise ConfigError(f"no participant {sorted(unknown)} in network {config.name!r}")
@@ -249,23 +272,31 @@ def launch(
     namespace = namespace or env("GONKA_NAMESPACE")
     owns = storage_dir is None and not config.ledger.storage_dir  # a temp dir of our own
     storage = Path(storage_dir or config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_"))
-    genesis = build_genesis(config, clients)
     genesis_bytes = wire.encode(genesis)
-    names = {crypto.address(public_key_of(config, p.name)): p.name for p in config.participants}
     launched = set(only or [p.name for p in config.participants])
     seeds = {n: own_key(config, n, keys).seed for n in launched}
     precision = network_precision(config)
-    free = iter(loopback_addresses(len(config.participants)))
-    peer_addresses = tuple(p.peer_address or next(free) for p in config.participants)
+    n_genesis = len(genesis.participants)
+    free = iter(loopback_addresses(n_genesis))
+    peer_addresses = tuple(p.peer_address or next(free) for p in config.participants[:n_genesis])
+    peer_keys: tuple[bytes, ...] = ()
+    if joiner is not None:  # the directory as the joiner learned it, the config's as fallback
+        peer_keys = tuple(pk for pk, _ in joiner.directory)
+        peer_addresses = tuple(
+            ep or (peer_addresses[i] if i < n_genesis else None)
+            for i, (_, ep) in enumerate(joiner.directory)
+        )
+    places = {p.name: i for i, p in enumerate(config.participants[:n_genesis])}
+    if joiner is not None:
+        places[joiner.participant.name] = joiner.index
     specs = {
         p.name: ParticipantSpec(
             network=config.name,
             namespace=namespace,
             name=p.name,
-            index=i,
+            index=places[p.name],
             key_seed=seeds.get(p.name, b""),  # NOTE: no secret of a participant not run here
             genesis=genesis_bytes,
-            participant_names=names,
             model=config.model.name,
             dtype=precision,
             price_per_token=config.pricing.price_per_token,
@@ -277,9 +308,10 @@ def launch(
             epochs=config.epoch,
             poc=PocSettings(max_budget_s=config.epoch.poc_budget_s, max_nonces=p.poc_max_nonces),
             peer_addresses=peer_addresses,
+            peer_keys=peer_keys,
             peer_listen_host=peer_listen_host,
         )
-        for i, p in enumerate(config.participants)
+        for p in config.participants
     }
     net = Network(config, namespace, storage, specs, owns_storage=owns, local=tuple(only))
     here = [p for p in config.participants if p.name in net.here]

@@ -44,6 +44,7 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
 from gonka_ray.peer.calls import first
+from gonka_ray.peer.guest import serve_joiners
 from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
 
@@ -81,10 +82,10 @@ class ParticipantReplica(LedgerReplica):
             **{"autostart": True, **replica_kwargs},
         )
         self.handles = HandleCache(spec.namespace, spec.actor_name(""))
-        serve = getattr(transport, "serve", None)
-        if serve is not None:  # the participant's peer endpoint: answer the others' calls
-            serve(EXECUTE, self._execute)
-            serve(PAYLOAD, self._payload)
+        if isinstance(transport, TcpPeerTransport):  # the peer endpoint: answer the others
+            transport.serve(EXECUTE, self._execute)
+            transport.serve(PAYLOAD, self._payload)
+            serve_joiners(transport, self)
         self._warm: asyncio.Task | None = None
         try:
             self._warm = asyncio.get_running_loop().create_task(self._warm_executor_handle())
@@ -215,10 +216,20 @@ def ledger_transport(spec: ParticipantSpec) -> TcpPeerTransport:
     """The peer endpoint of ``spec``'s participant: a TCP transport on its ``peer_address``, to
     the others' by genesis index. Plain data until started, so it travels in the replica actor's
     arguments (a restarted actor gets a fresh one, which binds the same address)."""
+    key = crypto.KeyPair.from_seed(spec.key_seed)
+    if spec.peer_keys:  # a joiner: its place is past the genesis participants
+        return TcpPeerTransport(
+            index=spec.index,
+            key=key,
+            chain_id=spec.chain.id,
+            peer_keys=list(spec.peer_keys),
+            addresses=list(spec.peer_addresses),
+            listen_host=spec.peer_listen_host,
+        )
     return TcpPeerTransport.for_genesis(
         spec.genesis,
         index=spec.index,
-        key=crypto.KeyPair.from_seed(spec.key_seed),
+        key=key,
         addresses=list(spec.peer_addresses),
         listen_host=spec.peer_listen_host,
     )

@@ -24,10 +24,9 @@ class ParticipantSpec:
     network: str
     namespace: str
     name: str
-    index: int  # position in the genesis participant list
+    index: int  # place in the peer directory (the genesis position for a genesis participant)
     key_seed: bytes  # NOTE: the participant's own secret, handed only to its own actors
     genesis: bytes  # encoded LedgerGenesis
-    participant_names: dict[str, str]  # address -> participant name, for handle lookups
     model: str
     price_per_token: int
     expiry_blocks: int
@@ -39,8 +38,12 @@ class ParticipantSpec:
     poc: PocSettings = field(default_factory=PocSettings)
     extra: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
-    # host:port of every participant's peer endpoint, by genesis index (None: unknown, not dialed)
+    # host:port of every participant's peer endpoint, by directory index (None: unknown, not
+    # dialed); the ledger's announced endpoints take over once the replica has synced
     peer_addresses: tuple[str | None, ...] = ()
+    # the public keys by directory index when not just the genesis's (a joiner's spec: its own
+    # place is past the genesis participants)
+    peer_keys: tuple[bytes, ...] = ()
     # where its peer endpoint binds when not its own address's host (0.0.0.0 behind a NAT)
     peer_listen_host: str | None = None
 
@@ -70,16 +73,3 @@ class ParticipantSpec:
         return hashlib.sha256(
             b"gonka_ray/epoch-seed/" + self.key_seed + epoch.to_bytes(8, "big")
         ).digest()
-
-    def index_of(self, address: str) -> int:
-        """The genesis index of the participant with account ``address``.
-
-        Raises:
-            KeyError: no such participant.
-        """
-        return self.names_by_index().index(self.participant_names[address])
-
-    def names_by_index(self) -> list[str]:
-        """The participants' names in genesis order (replica index order)."""
-        genesis = wire.decode(self.genesis, wire.LedgerGenesis)
-        return [p.name for p in genesis.participants]

@@ -195,8 +195,9 @@ class GuestLink:
 def serve_joiners(transport: TcpPeerTransport, replica: LedgerReplica) -> None:
     """Answer guests that come to join: ``join_submit`` takes a signed registration or
     endpoint transaction (nothing else) into ``replica``'s mempool and answers its receipt once
-    committed (empty when not within ``JOIN_RECEIPT_TIMEOUT_S``); ``join_directory`` answers the
-    peer directory as ``replica`` sees it, ``[[public_key, endpoint], ...]`` by index."""
+    committed (empty when not within ``JOIN_RECEIPT_TIMEOUT_S``); ``join_directory(address)``
+    answers the peer directory as ``replica`` sees it, ``[[public_key, endpoint], ...]`` by
+    index, and the account nonce of ``address``."""
 
     async def submit(body: bytes, caller: int) -> AsyncIterator[bytes]:
         try:
@@ -212,22 +213,26 @@ def serve_joiners(transport: TcpPeerTransport, replica: LedgerReplica) -> None:
             yield b""
 
     async def directory(body: bytes, caller: int) -> AsyncIterator[bytes]:
-        entries = replica.directory()
-        yield msgpack.packb([[e.public_key, e.endpoint] for e in entries], use_bin_type=True)
+        address = body.decode(errors="replace")[:64]
+        rows = [[e.public_key, e.endpoint] for e in replica.directory()]
+        yield msgpack.packb([rows, replica.sm.nonce(address)], use_bin_type=True)
 
     transport.serve(JOIN_SUBMIT, submit, guests=True)
     transport.serve(JOIN_DIRECTORY, directory, guests=True)
 
 
-async def join_directory(link: GuestLink) -> list[tuple[bytes, str | None]]:
-    """The peer directory as the member at the other end of ``link`` sees it.
+async def join_directory(
+    link: GuestLink, address: str = ""
+) -> tuple[list[tuple[bytes, str | None]], int]:
+    """The peer directory as the member at the other end of ``link`` sees it, and the account
+    nonce of ``address`` there.
 
     Raises:
         PeerUnavailable, PeerCallFailed: see :meth:`GuestLink.call`.
         PeerProtocolError: the answer is not a directory.
     """
     try:
-        rows = msgpack.unpackb(await link.call(JOIN_DIRECTORY, b""), raw=False)
-        return [(bytes(pk), None if ep is None else str(ep)) for pk, ep in rows]
+        rows, nonce = msgpack.unpackb(await link.call(JOIN_DIRECTORY, address.encode()), raw=False)
+        return [(bytes(pk), None if ep is None else str(ep)) for pk, ep in rows], int(nonce)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise PeerProtocolError(f"not a directory: {exc}", reason="bad_reply") from None

@@ -51,7 +51,12 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
     assert faults["executor"]["payload_served_after_restart"] is True
     assert faults["verifier"]["checks_resumed_after_restart"]
     assert faults["ledger"]["caught_up"] and faults["ledger"]["recovered_height"] > 0
-    assert r["after_restart"]["ta"] > 0 and r["after_restart"]["executor"] > 0
+    when = {k: (f.get("t_kill"), f["restart_s"]) for k, f in faults.items()}
+    assert r["after_restart"]["ta"] > 0 and r["after_restart"]["executor"] > 0, (
+        r["after_restart"],
+        when,
+        r["load_s"],
+    )
     # nothing lost, the books balance on every replica, and they agree
     assert r["ledger_settled"] and r["lost_records"] == 0, r["lost"]
     assert r["balances_conserved"] and r["replicas_agree"], r["books"]

@@ -99,8 +99,9 @@ async def test_a_newcomer_registers_as_a_guest_follows_and_votes_from_the_next_e
             assert receipt.ok, receipt.reason
             ann = wire.seal(PeerEndpoint(endpoint=addresses[4], nonce=1), JOINER, SIM_CHAIN)
             assert wire.decode(await link.call(JOIN_SUBMIT, ann), wire.TxReceipt).ok
-            directory = await join_directory(link)
+            directory, nonce = await join_directory(link, JOINER.address)
         assert len(directory) == 5 and directory[4] == (JOINER.public_key, addresses[4])
+        assert nonce == 2
         assert transports[1].stats.guest_sessions == 1
 
         # 2. the newcomer's own replica at its directory place: the members dial it
