@@ -24,8 +24,13 @@ loopback ports), reached only over their HTTP front doors, as any client would.
 5. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
    target: handshake, frames, calls): ``peer_crashes`` must be 0.
 
-Not measured yet: a participant joining mid-run (``joined_mid_run`` false: ``gonka-ray join`` is
-not built).
+6. **A newcomer joins mid-run.** While a closed loop keeps sending requests to p0-p2, ``p4``
+   (not in the genesis, a fresh key) runs ``gonka-ray join`` through the genesis peers: it
+   registers as a guest, syncs the ledger and serves its front door (``joiner_ready_s``), earns
+   Proof-of-Compute weight at the next epoch (``joiner_weight_after_s``, ``joiner_weight``), and
+   is then drawn as an executor and validates others (``joiner_served``, ``joiner_validated``:
+   p0's ledger's counters); its own ledger must hold every answered request
+   (``joiner_records_missing``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from gonka_ray.federation import LocalFederation
 
 API_KEY = "sk-federation-bench"
 KILLED = "p3"
+JOINER = "p4"
 FRONT_DOORS = ("p0", "p1", "p2")
 LIST_ACTORS = """
 import sys, ray
@@ -177,6 +183,59 @@ def wait_dropped(url: str, name: str, timeout_s: float) -> float | None:
     return None
 
 
+def explorer_row(url: str, name: str) -> dict:
+    doc = httpx.get(url + "v1/explorer", timeout=30).json()
+    return next((p for p in doc["participants"] if p["name"] == name), {})
+
+
+def join_mid_run(fed: LocalFederation, concurrency: int, max_tokens: int, timeout_s: float) -> dict:
+    """``JOINER`` joins while ``concurrency`` clients keep sending requests to the genesis
+    front doors; the load stops once it served and validated (or at ``timeout_s``)."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    answered: list[str] = []
+    sent = [0]
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                sent[0] += 1
+                i = 20_000 + sent[0]
+            status, what = chat(fed.nodes[FRONT_DOORS[i % 3]].url, i, max_tokens)
+            if status == 200:
+                with lock:
+                    answered.append(what)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    out: dict = {"ready_s": None, "weight_after_s": None, "weight": 0, "row": {}}
+    try:
+        t0 = time.monotonic()
+        fed.join(JOINER)
+        fed.wait_ready()
+        out["ready_s"] = round(time.monotonic() - t0, 1)
+        out["own_front_door"] = chat(fed.nodes[JOINER].url, 30_000, max_tokens)[0]
+        with tqdm(desc="joiner: weight, work", unit="poll") as bar:
+            while time.monotonic() - t0 < timeout_s:
+                row = explorer_row(fed.nodes["p0"].url, JOINER)
+                if row.get("weight", 0) > 0 and out["weight_after_s"] is None:
+                    out["weight_after_s"] = round(time.monotonic() - t0 - out["ready_s"], 1)
+                    out["weight"] = row["weight"]
+                out["row"] = row
+                bar.update()
+                if row.get("served", 0) > 0 and row.get("validations_done", 0) > 0:
+                    break
+                time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    out["answered"] = list(answered)
+    out["sent"] = sent[0]
+    return out
+
+
 def peer_fuzz(cases: int) -> dict:
     from benchmarks.fuzz import ALL_TARGETS, fuzz
 
@@ -192,7 +251,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--token-delay-ms", type=float, default=25.0)
     ap.add_argument("--fuzz-cases", type=int, default=12_000)
-    ap.add_argument("--drop-timeout-s", type=float, default=240.0)
+    ap.add_argument("--drop-timeout-s", type=float, default=480.0)
+    ap.add_argument("--join-timeout-s", type=float, default=300.0)
     ap.add_argument("--root", default=None, help="keep the nodes' files here (default: a temp dir)")
     args = ap.parse_args()
     config = demo_network_config(model="fake", cheat=None, engine="fake")
@@ -234,22 +294,26 @@ def main() -> None:
             missing = {
                 n: missing_records(fed.nodes[n].url, ids, 120.0) for n in (*FRONT_DOORS, KILLED)
             }
+            joined = join_mid_run(fed, args.concurrency, args.max_tokens, args.join_timeout_s)
+            missing[JOINER] = missing_records(
+                fed.nodes[JOINER].url, ids + joined["answered"], 120.0
+            )
             weight_before = weights(fed.nodes["p0"].url).get(KILLED, 0)
             stop_code = fed.stop([KILLED])[KILLED]  # it stops for good
             dropped_s = wait_dropped(fed.nodes["p0"].url, KILLED, args.drop_timeout_s)
             after = [chat(fed.nodes[FRONT_DOORS[i % 3]].url, 10_000 + i, 4) for i in range(6)]
         finally:
             codes = fed.stop()
-    lost = len({i for m in missing.values() for i in m})
+    lost = len({i for n, m in missing.items() if n != JOINER for i in m})
     rows = [
         {
             "participant": n,
-            "own actors": own[n],
-            "foreign actors": len(foreign[n]),
+            "own actors": own.get(n, "-"),
+            "foreign actors": len(foreign.get(n, ())),
             "records missing": len(missing[n]),
             "exit": codes.get(n),
         }
-        for n in sorted(nodes)
+        for n in sorted(codes)
     ]
     print_table(rows)
     summary = {
@@ -269,7 +333,15 @@ def main() -> None:
         "federation_start_s": start_s,
         "peer_fuzz_cases": fuzz["cases"],
         "peer_crashes": fuzz["crashes"],
-        "joined_mid_run": False,
+        "joined_mid_run": int(joined["ready_s"] is not None),
+        "joiner_ready_s": joined["ready_s"],
+        "joiner_front_door_status": joined.get("own_front_door"),
+        "joiner_weight_after_s": joined["weight_after_s"],
+        "joiner_weight": joined["weight"],
+        "joiner_served": joined["row"].get("served", 0),
+        "joiner_validated": joined["row"].get("validations_done", 0),
+        "joiner_records_missing": len(missing[JOINER]),
+        "requests_during_join": len(joined["answered"]),
     }
     print(json.dumps(summary, indent=1))
     path = write_results(
