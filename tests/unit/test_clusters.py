@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import jsonschema
@@ -101,14 +103,33 @@ def test_cluster_starts_its_network_with_one_participant_per_resource(name, netw
 
 
 @pytest.mark.parametrize(("name", "network"), sorted(NODES.items()))
-def test_a_participants_own_cluster_runs_one_node_of_the_federation(name, network) -> None:
+def test_a_participants_own_cluster_runs_one_node_of_the_federation(
+    name, network, tmp_path
+) -> None:
     raw = yaml.safe_load((CLUSTERS / name).read_text())
     config = load_config(CLUSTERS / network)
     head = " ".join(raw["head_start_ray_commands"])
-    assert f"gonka-ray node ~/gonka_ray/clusters/{network}" in head
-    for option in ("--key ~/participant.key", "--address auto", "--peer-listen-host 0.0.0.0"):
-        assert option in head, option
+    (node,) = [c for c in raw["head_start_ray_commands"] if "gonka-ray" in c]
     (participant,) = re.findall(r"PARTICIPANT=(\w+);", head)
+    # the command really runs `node` (key in place), or `join` when PEERS is set
+    argv = _run_node_command(tmp_path / "node", node, peers="")
+    assert argv[:2] == ["node", str(tmp_path / "node/gonka_ray/clusters" / network)], argv
+    joined = _run_node_command(tmp_path / "join", node, peers="198.51.100.2:7700")
+    assert joined[0] == "join" and joined[-4:] == [
+        "--peers",
+        "198.51.100.2:7700",
+        "--peer-address",
+        "203.0.113.9:7700",  # this machine's public address (from the instance metadata)
+    ], joined
+    for args, home in ((argv, tmp_path / "node"), (joined, tmp_path / "join")):
+        opts = " ".join(args)
+        for option in (
+            f"--participant {participant}",
+            f"--key {home}/participant.key",
+            "--address auto",
+            "--peer-listen-host 0.0.0.0",
+        ):
+            assert option in opts, (option, opts)
     assert participant in {p.name for p in config.participants}
     # strangers: every participant names its own public key and where its endpoint listens
     assert all(p.public_key and p.peer_address for p in config.participants)
@@ -118,3 +139,32 @@ def test_a_participants_own_cluster_runs_one_node_of_the_federation(name, networ
 
     starts = [c for c in raw["head_start_ray_commands"] if "ray start" in c]
     assert starts and all(f"{PROXY_CALLBACK_ENV}={PROXY_CALLBACK}" in c for c in starts)
+
+
+def _run_node_command(home: Path, command: str, *, peers: str) -> list[str]:
+    """Run a cluster YAML's node start command under a fake home (a stand-in ``gonka-ray``
+    that records its arguments, a stand-in ``curl`` for the instance metadata) with ``PEERS``
+    set to ``peers``; returns the recorded arguments."""
+    fake = home / "gonka_ray" / ".venv" / "bin"
+    fake.mkdir(parents=True)
+    tools = home / "tools"
+    tools.mkdir()
+    for path, body in (
+        (fake / "gonka-ray", 'echo "$@" > "$HOME/argv"'),
+        (tools / "curl", "echo 203.0.113.9"),
+    ):
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    (home / "participant.key").write_text("stand-in")
+    assert "PEERS=;" in command
+    env = {"HOME": str(home), "PATH": f"{tools}:/usr/bin:/bin"}
+    command = command.replace("PEERS=;", f"PEERS={peers};")
+    subprocess.run(["sh", "-c", command], env=env, check=True, timeout=30)
+    argv = home / "argv"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # nohup ... & runs it in the background
+        text = argv.read_text() if argv.exists() else ""
+        if text.endswith("\n"):
+            return text.split()
+        time.sleep(0.05)
+    raise AssertionError(f"the command never ran gonka-ray: {command}")
