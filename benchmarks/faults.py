@@ -829,6 +829,11 @@ async def scenario(
     report["load_s"] = round(load_s, 1)
     report["faults"] = done
     report["after_restart"] = _after_restart(load, done, t0)
+    names = {net.address_of(n): n for n in net.specs}
+    report["participants_at_end"] = {
+        names.get(a, a): {"weight": p.weight, "status": str(p.status), "reputation": p.reputation}
+        for a, p in (await net.participants()).items()
+    }
     report["bursts"] = [
         await overload_burst(net, burst=b, ta_limit=ta_limit) for b in bursts if b > 0
     ]

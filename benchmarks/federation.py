@@ -21,10 +21,15 @@ loopback ports), reached only over their HTTP front doors, as any client would.
    Proof of Compute, and the seconds until p0's ledger gives it weight 0
    (``stopped_participant_dropped_after_s``) and whether the other three still serve afterwards
    (``served_after_drop``) are recorded.
-5. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
+5. **No Ray call crosses a participant.** After the load, the kill and the join, each running
+   node's GCS job table is read: every driver that ever connected to that participant's Ray
+   cluster other than its own node process and this benchmark's probes counts in
+   ``cross_participant_ray_calls`` (a Ray call into a cluster needs a driver of it; its workers
+   are started by its own raylet for its own jobs).
+6. **Peer fuzz.** ``--fuzz-cases`` hostile byte streams into a peer connection (the ``peer`` fuzz
    target: handshake, frames, calls): ``peer_crashes`` must be 0.
 
-6. **A newcomer joins mid-run.** While a closed loop keeps sending requests to p0-p2, ``p4``
+7. **A newcomer joins mid-run.** While a closed loop keeps sending requests to p0-p2, ``p4``
    (not in the genesis, a fresh key) runs ``gonka-ray join`` through the genesis peers: it
    registers as a guest, syncs the ledger and serves its front door (``joiner_ready_s``), earns
    Proof-of-Compute weight at the next epoch (``joiner_weight_after_s``, ``joiner_weight``), and
@@ -61,16 +66,20 @@ KILLED = "p3"
 JOINER = "p4"
 FRONT_DOORS = ("p0", "p1", "p2")
 LIST_ACTORS = """
-import sys, ray
+import os, sys, ray
 ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", log_to_driver=False)
 from ray.util import list_named_actors
 print("\\n".join(a["name"] for a in list_named_actors(all_namespaces=True)))
+print("probe", os.getpid())
+for job in ray._private.state.jobs():  # every driver that ever connected to this cluster
+    print("driver", job["DriverPid"], job["DriverIPAddress"])
 """
 
 
 def named_actors(gcs_address: str) -> list[str]:
     """The named actors of one Ray cluster (asked from a fresh process: a driver joins one
-    cluster at a time)."""
+    cluster at a time), then ``probe PID`` and one ``driver PID IP`` line per driver in the
+    cluster's job table."""
     out = subprocess.run(
         [sys.executable, "-c", LIST_ACTORS, gcs_address],
         capture_output=True,
@@ -80,6 +89,22 @@ def named_actors(gcs_address: str) -> list[str]:
         check=True,
     )
     return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def foreign_drivers(fed: LocalFederation, probes: set[int]) -> dict[str, list[str]]:
+    """Per running node: the drivers its Ray cluster's GCS has seen other than the node's own
+    process and this benchmark's probes. A Ray call into a participant's cluster needs a driver
+    (or worker) of that cluster, and workers are started by its own raylet for its own jobs,
+    so any call from another participant would show here as a foreign driver."""
+    out = {}
+    for name, info in fed.nodes.items():
+        lines = named_actors(info.gcs_address)
+        probe = {int(ln.split()[1]) for ln in lines if ln.startswith("probe ")}
+        drivers = [ln.split()[1:] for ln in lines if ln.startswith("driver ")]
+        out[name] = [
+            f"{pid}@{ip}" for pid, ip in drivers if int(pid) not in {info.pid, *probe, *probes}
+        ]
+    return out
 
 
 def chat(url: str, i: int, max_tokens: int) -> tuple[int, str]:
@@ -272,6 +297,8 @@ def main() -> None:
             nodes = fed.wait_ready()
             start_s = round(time.monotonic() - t0, 1)
             names = {n: named_actors(info.gcs_address) for n, info in nodes.items()}
+            probes = {int(a.split()[1]) for v in names.values() for a in v if a[:6] == "probe "}
+            names = {n: [a for a in v if " " not in a] for n, v in names.items()}
             foreign = {
                 n: [a for a in actors if a.startswith(f"{config.name}.") and f".{n}." not in a]
                 for n, actors in names.items()
@@ -298,6 +325,7 @@ def main() -> None:
             missing[JOINER] = missing_records(
                 fed.nodes[JOINER].url, ids + joined["answered"], 120.0
             )
+            foreign_ray = foreign_drivers(fed, probes)  # after the load, the kill and the join
             weight_before = weights(fed.nodes["p0"].url).get(KILLED, 0)
             stop_code = fed.stop([KILLED])[KILLED]  # it stops for good
             dropped_s = wait_dropped(fed.nodes["p0"].url, KILLED, args.drop_timeout_s)
@@ -319,6 +347,7 @@ def main() -> None:
     summary = {
         "participant_clusters": len({info.gcs_address for info in nodes.values()}),
         "foreign_actors_visible": sum(len(v) for v in foreign.values()),
+        "cross_participant_ray_calls": sum(len(v) for v in foreign_ray.values()),
         "requests_answered": len(run["answered"]),
         "requests_sent": run["sent"],
         "errors_after_kill": run["errors_after_kill"],
@@ -352,6 +381,7 @@ def main() -> None:
         load_seconds=run["seconds"],
         participants=rows,
         foreign_actor_names=foreign,
+        foreign_ray_drivers=foreign_ray,
         peer_fuzz_outcomes=fuzz["outcomes"],
     )
     print(f"wrote {path}")

@@ -56,6 +56,7 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
         r["after_restart"],
         when,
         r["load_s"],
+        r["participants_at_end"],
     )
     # nothing lost, the books balance on every replica, and they agree
     assert r["ledger_settled"] and r["lost_records"] == 0, r["lost"]
