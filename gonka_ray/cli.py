@@ -47,21 +47,62 @@ def keys_new(path: Path) -> None:
 )
 @click.option("--requests", default=32, show_default=True, type=click.IntRange(2, 10_000))
 @click.option("--max-tokens", default=24, show_default=True, type=click.IntRange(1, 4096))
-def demo(model: str, cheat: str, engine: str, requests: int, max_tokens: int) -> None:
-    """Four participants on loopback Ray, one cheating: serve, verify, vote, refund, kick out."""
+@click.option("--join/--no-join", default=True, show_default=True, help="p4 joins mid-run")
+@click.option(
+    "--epoch",
+    "epoch_overrides",
+    multiple=True,
+    help="KEY=INT: override one of the demo's epoch settings (e.g. epoch_blocks=200)",
+)
+@click.option(
+    "--results",
+    default="benchmarks/results/demo.json",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+def demo(
+    model: str,
+    cheat: str,
+    engine: str,
+    requests: int,
+    max_tokens: int,
+    join: bool,
+    epoch_overrides: tuple[str, ...],
+    results: Path,
+) -> None:
+    """Four participants, each its own Ray cluster on loopback, one cheating, a fifth joining
+    mid-run: serve, verify, vote, refund, kick out."""
     import asyncio
 
-    from gonka_ray.demo import demo_network_config, run_demo
-    from gonka_ray.network import init_local_ray
+    from gonka_ray.demo import DEMO_JOINER, demo_network_config, run_demo
 
+    epoch = {}
+    for item in epoch_overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            raise click.BadParameter(f"{item!r} is not KEY=INT", param_hint="--epoch")
+        epoch[key] = int(value)
     try:
-        config = demo_network_config(model, cheat, engine)
+        config = demo_network_config(model, cheat, engine, epoch=epoch)
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
-    init_local_ray()
-    report = asyncio.run(run_demo(config, requests=requests, max_tokens=max_tokens))
+    report = asyncio.run(
+        run_demo(
+            config,
+            requests=requests,
+            max_tokens=max_tokens,
+            joiner=DEMO_JOINER if join else None,
+            results_path=results,
+        )
+    )
     caught = report.summary["cheaters_caught"] == report.summary["cheaters"]
     click.echo("the cheater was caught and kicked out" if caught else "WARNING: cheater not caught")
+    if join:
+        s = report.summary
+        click.echo(
+            f"{DEMO_JOINER} joined mid-run: served {s['joiner_served']}, "
+            f"checked {s['joiner_validated']} of the others' inferences"
+        )
 
 
 @main.command()

@@ -1,12 +1,16 @@
-"""The main job: a 4-participant network on loopback Ray, one participant cheating.
+"""The main job: a 4-participant federation on loopback, one participant cheating, a fifth joining.
 
-:func:`run_demo` launches the network (SmolLM2-135M-Instruct on the transformers engine by
-default; participant ``p3`` serves an int4-quantised copy), sends a batch of signed chat
-requests through the honest participants' transport agents (the first one streamed to the
-terminal) spread over at least two epochs, waits for background verification and votes, and
-for the ledger to settle every epoch that carried traffic (Proof-of-Compute weights, fees, the
-reward mint, the cheater paid nothing), then reports per participant and per epoch and writes
-``benchmarks/results/demo.json``. It exits on its own and tears the network down.
+:func:`run_demo` starts each participant as its own Ray cluster in its own process
+(:class:`~gonka_ray.federation.LocalFederation`; SmolLM2-135M-Instruct on the transformers engine
+by default; participant ``p3`` serves an int4-quantised copy). Requests go to the honest
+participants' OpenAI-compatible front doors with the ``openai`` client (the first one streamed to
+the terminal), spread over at least two epochs; between the halves ``p4``, not in the genesis,
+joins the running network (``gonka-ray join``), earns Proof-of-Compute weight and takes part.
+The demo then waits for background verification and votes and for the ledger to settle every
+epoch that carried traffic (weights, fees, the reward mint, the cheater paid nothing), reads the
+committed ledger through ``p0``'s Ray cluster (as p0's operator would), reports per participant
+and per epoch and writes ``benchmarks/results/demo.json``. It exits on its own and stops every
+node.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from gonka_ray import sdk, wire
 from gonka_ray.config import NetworkConfig, parse_config
-from gonka_ray.network import Network, launch, wait_ready
 from gonka_ray.protocol.lifecycle import InferenceStatus
+
+DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
+DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
 
 PROMPTS = [
     "What is the capital of France?",
@@ -90,170 +95,380 @@ async def run_demo(
     concurrency: int = 4,
     min_epochs: int = 2,
     settle_timeout_s: float = 180.0,
+    joiner: str | None = DEMO_JOINER,
+    root: Path | None = None,
     results_path: Path | None = Path("benchmarks/results/demo.json"),
     echo: Any = print,
 ) -> DemoReport:
-    """Run the demo scenario on the current Ray; returns the table and summary."""
+    """Run the demo scenario as a local federation (each participant its own Ray cluster,
+    :class:`~gonka_ray.federation.LocalFederation`); ``joiner`` joins mid-run. This process
+    attaches to ``p0``'s Ray cluster only, as that participant's operator would, to read the
+    committed ledger; the requests go to the participants' HTTP front doors (the ``openai``
+    client). Returns the tables and summary. Ray must not be initialised in this process."""
+    import tempfile
+
+    from gonka_ray.federation import LocalFederation
+
     config = config or demo_network_config()
     t0 = time.perf_counter()
-    net = launch(config)
-    watcher: asyncio.Task | None = None
-    try:
-        echo(f"launching {len(config.participants)} participants ({config.model.name}) ...")
-        await wait_ready(net)
-        echo(f"network ready in {time.perf_counter() - t0:.0f} s")
-        honest_tas = [p.name for p in config.participants if not p.adversary]
-        client = sdk.Client(
-            net.client_key(),
-            {n: net.ta(n) for n in honest_tas},
-            config.model.name,
-            chain=net.chain_id,
-        )
-        first_epoch = (await _epoch_view(net)).epoch
-        snapshots: dict[int, Any] = {}  # epoch -> its frozen snapshot (pruned at settlement)
-        watcher = asyncio.create_task(_watch_snapshots(net, snapshots))
+    with tempfile.TemporaryDirectory(prefix="gonka_demo_") as tmp:
+        fed = LocalFederation(config, Path(root or tmp), api_keys={DEMO_API_KEY: 0})
+        try:
+            echo(
+                f"starting {len(config.participants)} participants ({config.model.name}), "
+                "each its own Ray cluster ..."
+            )
+            fed.start()
+            nodes = await asyncio.to_thread(fed.wait_ready)
+            echo(f"network ready in {time.perf_counter() - t0:.0f} s")
+            for name, info in sorted(nodes.items()):
+                echo(f"  {name}: {info.url}v1  (Ray {info.gcs_address}, peer {info.peer_address})")
+            reader = await _attach(config, nodes[config.participants[0].name])
+            return await _scenario(
+                fed,
+                reader,
+                config,
+                requests=requests,
+                max_tokens=max_tokens,
+                concurrency=concurrency,
+                min_epochs=min_epochs,
+                settle_timeout_s=settle_timeout_s,
+                joiner=joiner,
+                results_path=results_path,
+                echo=echo,
+            )
+        finally:
+            import ray
 
-        first = await client.chat(
-            [{"role": "user", "content": PROMPTS[0]}],
-            ta=honest_tas[0],
-            max_tokens=max_tokens,
-            seed=1,
-            on_text=lambda t: echo(t, end="", flush=True),
+            ray.shutdown()
+            codes = fed.stop()
+            echo(f"stopped: {sum(c == 0 for c in codes.values())} of {len(codes)} cleanly")
+
+
+@dataclass
+class _Reader:
+    """What the demo reads: one participant's ledger replica (committed state, the same on every
+    replica) and the stats of that participant's roles (the only ones this process reaches)."""
+
+    participant: str
+    ledger: Any
+    roles: dict[str, Any]  # role -> handle
+    epoch: Any  # the network's EpochConfig
+    names: dict[str, str]  # address -> participant name (from the ledger; joiners too)
+
+    async def refresh(self) -> None:
+        parts = await self.ledger.participants.remote()
+        self.names = {a: p.name for a, p in parts.items()}
+
+    def name_of(self, address: str) -> str:
+        return self.names.get(address, address[:12])
+
+    def address_of(self, name: str) -> str | None:
+        return next((a for a, n in self.names.items() if n == name), None)
+
+    async def participants(self) -> dict:
+        return await self.ledger.participants.remote()
+
+    async def stats(self) -> dict[str, dict]:
+        return {
+            self.participant: {r: await h.stats.remote() for r, h in self.roles.items()},
+        }
+
+
+async def _attach(config: NetworkConfig, node: Any) -> _Reader:
+    """Join ``node``'s Ray cluster (a driver of that participant) and find its actors."""
+    import ray
+
+    from gonka_ray.constants import env
+
+    namespace = env("GONKA_NAMESPACE")
+    ray.init(address=node.gcs_address, namespace=namespace, log_to_driver=False)
+
+    def handle(role: str) -> Any:
+        return ray.get_actor(f"{config.name}.{node.participant}.{role}", namespace=namespace)
+
+    reader = _Reader(
+        participant=node.participant,
+        ledger=handle("ledger"),
+        roles={r: handle(r) for r in ("ta", "executor", "verifier")},
+        epoch=config.epoch,
+        names={},
+    )
+    await reader.refresh()
+    return reader
+
+
+async def _scenario(
+    fed: Any,
+    reader: _Reader,
+    config: NetworkConfig,
+    *,
+    requests: int,
+    max_tokens: int,
+    concurrency: int,
+    min_epochs: int,
+    settle_timeout_s: float,
+    joiner: str | None,
+    results_path: Path | None,
+    echo: Any,
+) -> DemoReport:
+    import openai
+
+    honest = [p.name for p in config.participants if not p.adversary]
+    clients = {
+        n: openai.AsyncOpenAI(
+            base_url=f"{fed.nodes[n].url}v1", api_key=DEMO_API_KEY, timeout=300, max_retries=0
         )
-        echo("")
-        echo(
-            f"  -> inference {first.inference_id[:16]}… by {net.name_of(first.done.executor)}, "
-            f"{first.done.completion_tokens} tokens, cost {first.done.cost}"
+        for n in honest
+    }
+    # NOTE: the nodes start one by one while the chain already runs: the epochs that began
+    # before all of them were up give weight only to those that committed a seed in time
+    await _wait_weighted(reader, [p.name for p in config.participants], settle_timeout_s, echo)
+    first_epoch = (await _epoch_view(reader)).epoch
+    snapshots: dict[int, Any] = {}  # epoch -> its frozen snapshot (pruned at settlement)
+    claims: set[tuple[int, str]] = set()  # (epoch, address) of each PoC claim seen
+    watcher = asyncio.create_task(_watch_snapshots(reader, snapshots, claims))
+    try:
+        first_text, first_id = await _stream_one(
+            clients[honest[0]], config.model.name, PROMPTS[0], max_tokens, echo
         )
-        done = [first.done]
+        ids = [first_id]
         sem = asyncio.Semaphore(concurrency)
         bar = tqdm(total=requests - 1, desc="requests", leave=False)
 
-        async def one(i: int) -> None:
+        async def one(i: int, doors: list[str]) -> None:
             async with sem:
-                res = await client.chat(
-                    [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                    ta=honest_tas[i % len(honest_tas)],
+                r = await clients[doors[i % len(doors)]].chat.completions.create(
+                    model=config.model.name,
+                    messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
                     max_tokens=max_tokens,
                     seed=1000 + i,
                 )
-                done.append(res.done)
+                ids.append(bytes.fromhex(r.model_extra["inference_id"]))
                 bar.update(1)
 
-        # the second half waits for the next epoch, so traffic spans at least two of them
+        # the second half waits for the next epoch, so traffic spans at least two of them;
+        # the newcomer joins meanwhile and takes part in the second half
         half = requests // 2
-        await asyncio.gather(*[one(i) for i in range(1, half)])
-        await _wait_epoch(net, first_epoch + 1, settle_timeout_s, echo)
-        await asyncio.gather(*[one(i) for i in range(half, requests)])
+        await asyncio.gather(*[one(i, honest) for i in range(1, half)])
+        joined: dict[str, Any] = {}
+        if joiner is not None:
+            joined = await _join(fed, reader, joiner, settle_timeout_s, echo)
+            if joined["ready"]:
+                clients[joiner] = openai.AsyncOpenAI(
+                    base_url=f"{fed.nodes[joiner].url}v1",
+                    api_key=DEMO_API_KEY,
+                    timeout=300,
+                    max_retries=0,
+                )
+        await _wait_epoch(reader, first_epoch + 1, settle_timeout_s, echo)
+        doors = honest + ([joiner] if joined.get("ready") else [])
+        await asyncio.gather(*[one(i, doors) for i in range(half, requests)])
         bar.close()
-        echo(f"{len(done)} requests answered; waiting for verification and votes ...")
-        await _settle(net, [d.inference_id for d in done], settle_timeout_s)
+        echo(f"{len(ids)} requests answered; waiting for verification and votes ...")
+        await _settle(reader, ids, settle_timeout_s)
         watcher.cancel()
-        last = await _last_finish_epoch(net, done)
+        last = await _last_finish_epoch(reader, ids)
         target = max(last, first_epoch + min_epochs - 1)
         echo(f"waiting for the ledger to settle epoch {target} ...")
-        await _wait_settled(net, target, settle_timeout_s)
+        await _wait_settled(reader, target, settle_timeout_s)
+        await reader.refresh()
         report = await _report(
-            net, config, done, first.text, range(first_epoch, target + 1), snapshots
+            reader, config, ids, first_text, range(first_epoch, target + 1), snapshots, joiner
         )
-        _print_table(report.rows, echo)
-        echo("")
-        echo("per epoch (weights from Proof of Compute; rewards = fees + minted reward):")
-        _print_table(report.epochs, echo)
-        for k, v in report.summary.items():
-            echo(f"  {k}: {v}")
-        if results_path is not None:
-            _write_results(results_path, report)
-            echo(f"wrote {results_path}")
-        return report
+        report.summary["poc_claims"] = sum(first_epoch <= e <= target for e, _ in claims)
+        report.summary["participant_clusters"] = len({n.gcs_address for n in fed.nodes.values()})
+        if joined.get("epoch") is not None:  # its rows from before it registered say nothing
+            report.epochs = [
+                r
+                for r in report.epochs
+                if r["participant"] != joiner or r["epoch"] >= joined["epoch"]
+            ]
+        report.summary.update(_join_summary(report, joined, joiner))
     finally:
-        if watcher is not None:
-            watcher.cancel()
-        net.teardown()
+        watcher.cancel()
+    _print_table(report.rows, echo)
+    echo("")
+    echo("per epoch (weights from Proof of Compute; rewards = fees + minted reward):")
+    _print_table(report.epochs, echo)
+    for k, v in report.summary.items():
+        echo(f"  {k}: {v}")
+    if results_path is not None:
+        _write_results(results_path, report)
+        echo(f"wrote {results_path}")
+    return report
 
 
-def _ledger(net: Network) -> Any:
-    """The first participant's replica: committed state for the demo's reports."""
-    return net.handle(next(iter(net.specs)), "ledger")
+async def _stream_one(
+    client: Any, model: str, prompt: str, max_tokens: int, echo: Any
+) -> tuple[str, bytes]:
+    """Stream one answer to the terminal: (its text, its inference id)."""
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        seed=1,
+        stream=True,
+    )
+    text, iid = [], ""
+    async for chunk in stream:
+        iid = chunk.model_extra.get("inference_id", iid)
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            text.append(delta)
+            echo(delta, end="", flush=True)
+    echo("")
+    echo(f"  -> inference {iid[:16]}…")
+    return "".join(text), bytes.fromhex(iid)
 
 
-async def _settle(net: Network, ids: list[bytes], timeout_s: float) -> None:
-    """Wait until no inference is still being verified or voted on (bounded)."""
-    ledger = _ledger(net)
+async def _join(
+    fed: Any, reader: _Reader, name: str, timeout_s: float, echo: Any
+) -> dict[str, Any]:
+    """``name`` joins the running network (``gonka-ray join``); wait until it serves and has
+    Proof-of-Compute weight (each bounded by ``timeout_s``)."""
+    echo(f"{name} joins the running network (not in the genesis) ...")
+    t0 = time.monotonic()
+    fed.join(name)
+    out: dict[str, Any] = {"ready": False, "ready_s": None, "weight_after_s": None}
+    try:
+        await asyncio.to_thread(fed.wait_ready, timeout_s)
+    except (TimeoutError, RuntimeError) as exc:
+        echo(f"  {name} did not start: {exc}")
+        return out
+    out.update(ready=True, ready_s=round(time.monotonic() - t0, 1))
+    out["epoch"] = (await _epoch_view(reader)).epoch
+    echo(f"  {name}: registered, synced and serving {fed.nodes[name].url}v1 in {out['ready_s']} s")
     deadline = time.monotonic() + timeout_s
-    quiet = 0
     while time.monotonic() < deadline:
-        recs = [await ledger.inference.remote(i) for i in ids]
+        await reader.refresh()
+        addr = reader.address_of(name)
+        parts = await reader.participants()
+        if addr in parts and parts[addr].weight > 0:
+            out["weight_after_s"] = round(time.monotonic() - t0, 1)
+            echo(f"  {name}: weight {parts[addr].weight} from Proof of Compute")
+            break
+        await asyncio.sleep(1.0)
+    return out
+
+
+def _join_summary(report: DemoReport, joined: dict[str, Any], joiner: str | None) -> dict:
+    if joiner is None:
+        return {}
+    row = next((r for r in report.rows if r["participant"] == joiner), {})
+    return {
+        "joined_mid_run": int(bool(joined.get("ready"))),
+        "joiner_ready_s": joined.get("ready_s"),
+        "joiner_weight_after_s": joined.get("weight_after_s"),
+        "joiner_served": row.get("served", 0),
+        "joiner_validated": row.get("checks_done", 0),
+    }
+
+
+async def _settle(reader: _Reader, ids: list[bytes], timeout_s: float) -> None:
+    """Wait until no inference is still being verified or voted on (bounded): every record
+    finished, no vote open, and the validations on the ledger unchanged for three polls."""
+    deadline = time.monotonic() + timeout_s
+    quiet, last = 0, -1
+    while time.monotonic() < deadline:
+        recs = [await reader.ledger.inference.remote(i) for i in ids]
         open_votes = sum(r is not None and r.status is InferenceStatus.VOTING for r in recs)
         unfinished = sum(r is None or r.status is InferenceStatus.STARTED for r in recs)
-        stats = await net.stats()
+        checks = sum(len(r.validations) for r in recs if r is not None)
+        stats = await reader.stats()
         seen = min(s["verifier"]["finished_seen"] for s in stats.values())
-        if open_votes == 0 and unfinished == 0 and seen >= len(ids):
+        if open_votes == 0 and unfinished == 0 and seen >= len(ids) and checks == last:
             quiet += 1
             if quiet >= 3:  # three quiet polls in a row: the verifiers are done
                 return
         else:
             quiet = 0
+        last = checks
         await asyncio.sleep(1.0)
 
 
-async def _watch_snapshots(net: Network, into: dict[int, Any]) -> None:
+async def _watch_snapshots(
+    reader: _Reader, into: dict[int, Any], claims: set[tuple[int, str]]
+) -> None:
     """Keep each epoch's snapshot (reputations and weights frozen at its start) while it runs:
     the ledger prunes it at settlement, and the demo's figures need the reputation each
-    executor had when it served."""
-    ledger = _ledger(net)
+    executor had when it served. Likewise note each epoch's Proof-of-Compute claims once its
+    sprint is over."""
+    claimed: set[int] = set()
     while True:
-        epoch = (await _epoch_view(net)).epoch
-        if epoch not in into:
-            snap = await ledger.epoch_snapshot.remote(epoch)
+        view = await _epoch_view(reader)
+        if view.epoch not in into:
+            snap = await reader.ledger.epoch_snapshot.remote(view.epoch)
             if snap is not None:
-                into[epoch] = snap
+                into[view.epoch] = snap
+        if view.epoch not in claimed and getattr(view.phase, "value", view.phase) != "poc_sprint":
+            claimed.add(view.epoch)
+            await reader.refresh()
+            for address in reader.names:
+                if await reader.ledger.poc_claim.remote(view.epoch, address) is not None:
+                    claims.add((view.epoch, address))
         await asyncio.sleep(0.5)
 
 
-async def _epoch_view(net: Network) -> Any:
-    return await _ledger(net).epoch_view.remote()
+async def _wait_weighted(reader: _Reader, names: list[str], timeout_s: float, echo: Any) -> None:
+    """Wait (bounded) for an epoch in which every one of ``names`` has weight."""
+    deadline = time.monotonic() + timeout_s
+    said: list[str] = []
+    while time.monotonic() < deadline:
+        parts = await reader.participants()
+        weights = {p.name: p.weight for p in parts.values()}
+        missing = [n for n in names if weights.get(n, 0) <= 0]
+        if not missing:
+            return
+        if missing != said:
+            view = await _epoch_view(reader)
+            echo(f"epoch {view.epoch}: no weight yet for {', '.join(missing)}; waiting ...")
+            said = missing
+        await asyncio.sleep(1.0)
 
 
-async def _wait_epoch(net: Network, epoch: int, timeout_s: float, echo: Any) -> None:
+async def _epoch_view(reader: _Reader) -> Any:
+    return await reader.ledger.epoch_view.remote()
+
+
+async def _wait_epoch(reader: _Reader, epoch: int, timeout_s: float, echo: Any) -> None:
     """Wait until transactions land in ``epoch`` (bounded)."""
     deadline = time.monotonic() + timeout_s
-    view = await _epoch_view(net)
+    view = await _epoch_view(reader)
     if view.epoch < epoch:
         echo(f"epoch {view.epoch} ({view.phase}); waiting for epoch {epoch} ...")
     while view.epoch < epoch and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        view = await _epoch_view(net)
+        view = await _epoch_view(reader)
 
 
-async def _last_finish_epoch(net: Network, done: list[wire.InferenceDone]) -> int:
+async def _last_finish_epoch(reader: _Reader, ids: list[bytes]) -> int:
     from gonka_ray.protocol.epochs import epoch_of
 
-    ledger = _ledger(net)
-    recs = [await ledger.inference.remote(d.inference_id) for d in done]
-    return max(epoch_of(r.finish_height, net.config.epoch) for r in recs if r is not None)
+    recs = [await reader.ledger.inference.remote(i) for i in ids]
+    return max(epoch_of(r.finish_height, reader.epoch) for r in recs if r is not None)
 
 
-async def _wait_settled(net: Network, epoch: int, timeout_s: float) -> None:
-    ledger = _ledger(net)
+async def _wait_settled(reader: _Reader, epoch: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while await ledger.settlement.remote(epoch) is None and time.monotonic() < deadline:
+    while await reader.ledger.settlement.remote(epoch) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
 
 
-async def _epoch_rows(net: Network, config: NetworkConfig, epochs: range) -> list[dict[str, Any]]:
-    ledger = _ledger(net)
-    cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
+async def _epoch_rows(
+    reader: _Reader, config: NetworkConfig, epochs: range
+) -> list[dict[str, Any]]:
+    cheaters = {reader.address_of(p.name) for p in config.participants if p.adversary}
     rows = []
     for e in epochs:
-        s = await ledger.settlement.remote(e)
+        s = await reader.ledger.settlement.remote(e)
         if s is None:
             continue
         for r in s.rows:
             rows.append(
                 {
                     "epoch": e,
-                    "participant": net.name_of(r.address),
+                    "participant": reader.name_of(r.address),
                     "weight": r.weight,
                     "reward": r.paid,
                     "minted": r.mint,
@@ -278,54 +493,60 @@ def _epoch_note(r: Any, cheater: bool) -> str:
 
 
 async def _report(
-    net: Network,
+    reader: _Reader,
     config: NetworkConfig,
-    done: list[wire.InferenceDone],
+    ids: list[bytes],
     first_text: str,
     epochs: range,
     snapshots: dict[int, Any],
+    joiner: str | None = None,
 ) -> DemoReport:
     from gonka_ray.protocol.epochs import epoch_of
 
-    ledger = _ledger(net)
-    parts = await net.participants()
-    stats = await net.stats()
-    recs = [await ledger.inference.remote(d.inference_id) for d in done]
+    parts = await reader.participants()
+    stats = await reader.stats()
+    recs = [r for r in [await reader.ledger.inference.remote(i) for i in ids] if r is not None]
     by_exec: dict[str, list] = {}
     for r in recs:
         by_exec.setdefault(r.executor, []).append(r)
+    roles = {
+        p.name: f"cheater ({p.adversary})" if p.adversary else "honest" for p in config.participants
+    }
+    if joiner is not None and reader.address_of(joiner) in parts:
+        roles[joiner] = "honest, joined mid-run"
     rows = []
-    for p in config.participants:
-        addr = net.address_of(p.name)
+    for name, role in roles.items():
+        addr = reader.address_of(name)
         info = parts[addr]
         mine = by_exec.get(addr, [])
         rows.append(
             {
-                "participant": p.name,
-                "role": f"cheater ({p.adversary})" if p.adversary else "honest",
+                "participant": name,
+                "role": role,
                 "weight": info.weight,
                 "reputation": info.reputation,
                 "status": info.status,
                 "served": len(mine),
                 "verified": sum(1 for r in mine if r.validations),
-                "checks_done": stats[p.name]["verifier"]["checked"],
+                # the checks it committed on this run's inferences (from the ledger)
+                "checks_done": sum(1 for r in recs if addr in r.validations),
                 "invalidated": sum(1 for r in mine if r.status is InferenceStatus.INVALIDATED),
                 "fees_pending": info.record.pending_fees,
                 "false_accusations": info.record.false_accusations,
             }
         )
-    cheaters = {net.address_of(p.name) for p in config.participants if p.adversary}
+    cheaters = {reader.address_of(p.name) for p in config.participants if p.adversary}
     invalidated = [r for r in recs if r.status is InferenceStatus.INVALIDATED]
     spend = sum(r.cost for r in invalidated)
     # newcomers' work: the executor's reputation in the epoch it served (the sampling's input)
     reputation_then = {
         r.inference_id: snapshots[e].reputations.get(r.executor, 0)
         for r in recs
-        if (e := epoch_of(r.finish_height, net.config.epoch)) in snapshots
+        if (e := epoch_of(r.finish_height, reader.epoch)) in snapshots
     }
     new_execs = [r for r in recs if reputation_then.get(r.inference_id) == 0]
     summary = {
-        "requests": len(done),
+        "requests": len(ids),
         "cheaters": len(cheaters),
         "honest_invalidated": sum(1 for r in invalidated if r.executor not in cheaters),
         "refund_share": round(sum(r.refunded for r in invalidated) / spend, 4) if spend else None,
@@ -337,7 +558,7 @@ async def _report(
         "cheater_inferences_invalidated": len(invalidated),
         **_timing_summary(stats),
     }
-    epoch_rows = await _epoch_rows(net, config, epochs)
+    epoch_rows = await _epoch_rows(reader, config, epochs)
     cheater_names = {p.name for p in config.participants if p.adversary}
     invalid_in = {r["participant"] for r in epoch_rows if r["note"].startswith("INVALID")}
     first_invalid = {}
@@ -353,10 +574,9 @@ async def _report(
         1
         for p in config.participants
         if p.adversary
-        and (p.name in invalid_in or parts[net.address_of(p.name)].status == "INVALID")
+        and (p.name in invalid_in or parts[reader.address_of(p.name)].status == "INVALID")
     )
     summary["epochs_settled"] = len({r["epoch"] for r in epoch_rows})
-    summary["poc_claims"] = sum(len(s["verifier"]["epochs"]["sprints"]) for s in stats.values())
     summary["cheater_paid_in_invalid_epochs"] = sum(
         r["reward"]
         for r in epoch_rows

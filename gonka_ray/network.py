@@ -30,7 +30,7 @@ from gonka_ray.adversary.actors import CheatingMLNode
 from gonka_ray.adversary.cheats import MODEL_CHEATS
 from gonka_ray.config import NetworkConfig, ParticipantConfig
 from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
-from gonka_ray.exceptions import ConfigError
+from gonka_ray.exceptions import CommitTimeout, ConfigError
 from gonka_ray.peer.tcp import loopback_addresses
 from gonka_ray.protocol.verification_policy import epoch_rule_for
 from gonka_ray.raykit import ActorOptions, remote
@@ -362,11 +362,24 @@ def launch(
 
 
 async def wait_ready(net: Network, timeout_s: float = 600.0) -> None:
-    """Wait until every MLNode answers and every verifier has committed its seed."""
+    """Wait until every MLNode answers and every verifier has committed its seed.
+
+    A seed that does not commit in time (``CommitTimeout``: a replica still syncing, as a
+    participant that just joined is, or a leader change under load) is asked for again, until
+    ``timeout_s``; any other error is raised."""
+
+    async def _started(name: str) -> None:
+        while True:
+            try:
+                await net.handle(name, "verifier").start.remote()
+                return
+            except CommitTimeout as exc:  # Ray's wrapper subclasses the cause
+                log.info("%s: seeds not committed yet (%s); asking again", name, exc)
+                await asyncio.sleep(1.0)
 
     async def _all():
         await asyncio.gather(*[net.handle(n, "mlnode").model_info.remote() for n in net.here])
-        await asyncio.gather(*[net.handle(n, "verifier").start.remote() for n in net.here])
+        await asyncio.gather(*[_started(n) for n in net.here])
         await asyncio.gather(*[net.handle(n, "ta").ping.remote() for n in net.here])
 
     await asyncio.wait_for(_all(), timeout_s)

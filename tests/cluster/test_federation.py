@@ -5,8 +5,8 @@ node's directory); requests sent to one participant's HTTP front door are
 executed by others (over the peer transport) and the records reach every participant's
 ledger. The SDK attaches to its own participant's cluster and is served there. Another
 participant's actors cannot be looked up from a participant's Ray (the
-clusters are distinct: their GCS addresses differ). A fifth participant, not in the genesis,
-joins the running network, earns weight and works. SIGTERM stops each node gracefully.
+clusters are distinct: their GCS addresses differ). SIGTERM stops each node gracefully. (A
+participant joining a running federation: ``tests/cluster/test_network_demo.py``.)
 """
 
 from __future__ import annotations
@@ -102,52 +102,6 @@ def test_four_participants_in_four_ray_clusters_serve_and_agree(tmp_path) -> Non
         assert {n: seen.get(n) for n in others} == dict.fromkeys(others, "missing")
         assert seen.get("sdk") == "p0", probe.stdout  # only its own participant, and it serves
         assert "sdk p0 2" in probe.stdout.splitlines(), probe.stdout
-
-        # a newcomer outside the genesis joins the running network (gonka-ray join): it
-        # registers through a peer, syncs, serves its front door at once, and with the weight
-        # it earns in the next epoch's Proof of Compute it executes and validates others' work
-        fed.join("p4")
-        nodes = fed.wait_ready()
-        assert len({n.gcs_address for n in nodes.values()}) == 5
-        first = chat(nodes["p4"].url, "from the newcomer")
-        assert wait_for(lambda: record(nodes["p1"].url, first["inference_id"]), 60)
-        newcomer = wait_for(lambda: weighted(nodes["p0"].url, "p4"), JOINER_WEIGHT_TIMEOUT_S)
-        assert newcomer is not None, explorer_row(nodes["p0"].url, "p4")
-        assert newcomer["status"] in ("RAMPING", "ACTIVE"), newcomer
-
-        def worked() -> dict | None:
-            for i in range(8):
-                chat(nodes[f"p{i % 4}"].url, f"after the join {i}")
-            row = explorer_row(nodes["p2"].url, "p4")
-            return row if row["served"] > 0 and row["validations_done"] > 0 else None
-
-        row = wait_for(worked, JOINER_WORK_TIMEOUT_S)
-        assert row is not None, explorer_row(nodes["p2"].url, "p4")
     finally:
         codes = fed.stop()
-    assert codes == dict.fromkeys(["p0", "p1", "p2", "p3", "p4"], 0), codes
-
-
-JOINER_WEIGHT_TIMEOUT_S = 150.0  # the next epoch boundary (~35 s epochs) and its settlement
-JOINER_WORK_TIMEOUT_S = 150.0
-
-
-def wait_for(probe, timeout_s: float):
-    """The first true answer of ``probe()`` within ``timeout_s`` (polled), or None."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = probe()
-        if got:
-            return got
-        time.sleep(1.0)
-    return None
-
-
-def explorer_row(url: str, name: str) -> dict:
-    rows = httpx.get(url + "v1/explorer", timeout=30).json()["participants"]
-    return next(r for r in rows if r["name"] == name)
-
-
-def weighted(url: str, name: str) -> dict | None:
-    row = explorer_row(url, name)
-    return row if row["weight"] > 0 else None
+    assert codes == dict.fromkeys(["p0", "p1", "p2", "p3"], 0), codes

@@ -1,45 +1,78 @@
-"""The demo scenario on the shared loopback Ray: the tiny model, one int4 cheater."""
+"""The demo scenario (a local federation: the tiny model, one int4 cheater, a newcomer joining),
+and the transport agent's first token on the shared loopback Ray."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from gonka_ray import crypto, wire
-from gonka_ray.demo import demo_network_config, run_demo
+from gonka_ray.demo import demo_network_config
 from gonka_ray.network import launch, participant_key, wait_ready
 from gonka_ray.sdk import Client
 
 
-def test_demo_scenario_catches_the_cheater(ray_session) -> None:
-    config = demo_network_config(
-        model="tiny-llama",
-        cheat="int4",
-        epoch={"epoch_blocks": 200, "poc_sprint_blocks": 56, "poc_validation_blocks": 32},
+@pytest.mark.timeout(900)
+def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path) -> None:
+    # NOTE: `gonka-ray demo` in a child process: the demo attaches to p0's Ray cluster, which a
+    # process already connected to the tests' Ray cannot do.
+    results = tmp_path / "demo.json"
+    epoch = ("epoch_blocks=200", "poc_sprint_blocks=56", "poc_validation_blocks=32")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gonka_ray.cli",
+            "demo",
+            "--model",
+            "tiny-llama",
+            "--requests",
+            "64",
+            "--max-tokens",
+            "8",
+            "--results",
+            str(results),
+            *[a for e in epoch for a in ("--epoch", e)],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    # NOTE: the cheater serves ~1/3 of the 64 requests and, a newcomer, has every inference
-    # checked (its primary validator, DESIGN §4): ~21 checks, it needs five to be INVALID.
-    report = asyncio.run(
-        run_demo(config, requests=64, max_tokens=8, results_path=None, echo=lambda *a, **k: None)
-    )
-    s = report.summary
+    out = proc.stdout + proc.stderr[-5000:]
+    assert proc.returncode == 0, out
+    doc = json.loads(results.read_text())
+    s = doc["summary"]
+    assert s["participant_clusters"] == 5, s  # four genesis participants and the newcomer
     assert s["requests"] == 64
-    assert s["cheaters_caught"] == 1, (s, report.rows)
+    # NOTE: the cheater serves ~1/4 of the 64 requests and, a newcomer, has every inference
+    # checked (its primary validator, DESIGN §4): ~16 checks, it needs five to be INVALID.
+    assert s["cheaters_caught"] == 1, (s, doc["participants"])
     assert s["honest_invalidated"] == 0
     assert s["refund_share"] == 1.0
     assert s["checks_per_inference"] >= 1.0  # a primary check on top of the sampled ones
-    # every newcomer inference checked (secret sampling alone left 14-33% unchecked); the
-    # share is of committed validations when the report is read, so allow one late check
+    # every newcomer inference checked; the share is of committed validations when the report
+    # is read, so allow one late check
     assert s["newcomer_inferences"] >= 32
     assert s["verified_share_new_participants"] >= 0.95, s
     assert s["epochs_settled"] >= 2 and s["cheater_paid_in_invalid_epochs"] == 0
-    rows = {r["participant"]: r for r in report.rows}
+    rows = {r["participant"]: r for r in doc["participants"]}
     # INVALID, then weight 0 for the next epoch; after that it may earn weight again (RAMPING)
     assert rows["p3"]["invalidated"] >= 5
-    invalid = [r for r in report.epochs if r["note"].startswith("INVALID")]
+    invalid = [r for r in doc["epochs"] if r["note"].startswith("INVALID")]
     assert invalid and all(r["participant"] == "p3" and r["reward"] == 0 for r in invalid)
-    assert all(
-        rows[p]["status"] != "INVALID" and rows[p]["invalidated"] == 0 for p in ("p0", "p1", "p2")
-    )
+    honest = ("p0", "p1", "p2", "p4")
+    assert all(rows[p]["status"] != "INVALID" and rows[p]["invalidated"] == 0 for p in honest)
+    # the newcomer joined the running network, earned weight, executed and validated
+    assert s["joined_mid_run"] == 1 and s["joiner_weight_after_s"] is not None, s
+    assert s["joiner_served"] > 0 and s["joiner_validated"] > 0, (s, rows["p4"])
+    assert "stopped: 5 of 5 cleanly" in proc.stdout, out
 
 
 def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejected(
