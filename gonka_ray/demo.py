@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from gonka_ray.protocol.lifecycle import InferenceStatus
 
 DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
 DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
+DEMO_RESENDS = 5  # times the demo's client sends a request refused with 503/429 again
 
 PROMPTS = [
     "What is the capital of France?",
@@ -236,14 +238,25 @@ async def _scenario(
         sem = asyncio.Semaphore(concurrency)
         bar = tqdm(total=requests - 1, desc="requests", leave=False)
 
+        resent: list[str] = []  # what a refused request was refused for (it is sent again)
+
         async def one(i: int, doors: list[str]) -> None:
             async with sem:
-                r = await clients[doors[i % len(doors)]].chat.completions.create(
-                    model=config.model.name,
-                    messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                    max_tokens=max_tokens,
-                    seed=1000 + i,
-                )
+                for attempt in range(DEMO_RESENDS + 1):
+                    try:
+                        r = await clients[doors[i % len(doors)]].chat.completions.create(
+                            model=config.model.name,
+                            messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                            max_tokens=max_tokens,
+                            seed=1000 + i,
+                        )
+                        break
+                    except (openai.InternalServerError, openai.RateLimitError) as exc:
+                        # 503 no executor / 429 overloaded: a client sends it again later
+                        if attempt == DEMO_RESENDS:
+                            raise
+                        resent.append(f"{exc.status_code}")
+                        await asyncio.sleep(2.0)
                 ids.append(bytes.fromhex(r.model_extra["inference_id"]))
                 bar.update(1)
 
@@ -277,6 +290,7 @@ async def _scenario(
             reader, config, ids, first_text, range(first_epoch, target + 1), snapshots, joiner
         )
         report.summary["poc_claims"] = sum(first_epoch <= e <= target for e, _ in claims)
+        report.summary["requests_resent"] = dict(Counter(resent))
         report.summary["participant_clusters"] = len({n.gcs_address for n in fed.nodes.values()})
         if joined.get("epoch") is not None:  # its rows from before it registered say nothing
             report.epochs = [
@@ -411,19 +425,24 @@ async def _watch_snapshots(
 
 
 async def _wait_weighted(reader: _Reader, names: list[str], timeout_s: float, echo: Any) -> None:
-    """Wait (bounded) for an epoch in which every one of ``names`` has weight."""
+    """Wait (bounded) for an epoch in which every one of ``names`` has weight from a Proof of
+    Compute it ran once all were up: an epoch's weights come from the previous epoch's
+    sprint, so the second epoch after now at the earliest."""
     deadline = time.monotonic() + timeout_s
-    said: list[str] = []
+    after = (await _epoch_view(reader)).epoch + 2
+    said = ""
     while time.monotonic() < deadline:
+        view = await _epoch_view(reader)
         parts = await reader.participants()
         weights = {p.name: p.weight for p in parts.values()}
         missing = [n for n in names if weights.get(n, 0) <= 0]
-        if not missing:
+        if view.epoch >= after and not missing:
             return
-        if missing != said:
-            view = await _epoch_view(reader)
-            echo(f"epoch {view.epoch}: no weight yet for {', '.join(missing)}; waiting ...")
-            said = missing
+        why = f"no weight yet for {', '.join(missing)}" if missing else "Proof of Compute"
+        line = f"epoch {view.epoch}: waiting for epoch {max(after, view.epoch + 1)} ({why}) ..."
+        if line != said:
+            echo(line)
+            said = line
         await asyncio.sleep(1.0)
 
 
