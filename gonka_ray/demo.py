@@ -31,6 +31,8 @@ from gonka_ray.protocol.lifecycle import InferenceStatus
 DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
 DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
 DEMO_RESENDS = 5  # times the demo's client sends a request refused with 503/429 again
+DEMO_JOINER_ROUNDS = 10  # extra rounds of requests at most, until the newcomer served and checked
+DEMO_JOINER_ROUND_SIZE = 8
 
 PROMPTS = [
     "What is the capital of France?",
@@ -277,6 +279,15 @@ async def _scenario(
         await _wait_epoch(reader, first_epoch + 1, settle_timeout_s, echo)
         doors = honest + ([joiner] if joined.get("ready") else [])
         await asyncio.gather(*[one(i, doors) for i in range(half, requests)])
+        # draws and checks are random: keep the traffic going (bounded) until the newcomer has
+        # both executed a request and checked one of the others'
+        for round_ in range(DEMO_JOINER_ROUNDS if joined.get("ready") else 0):
+            if await _joiner_worked(reader, joiner, ids):
+                break
+            bar.total += DEMO_JOINER_ROUND_SIZE
+            start = requests + round_ * DEMO_JOINER_ROUND_SIZE
+            await asyncio.gather(*[one(start + i, doors) for i in range(DEMO_JOINER_ROUND_SIZE)])
+            await asyncio.sleep(3.0)  # checks land a few blocks after the Finish
         bar.close()
         echo(f"{len(ids)} requests answered; waiting for verification and votes ...")
         await _settle(reader, ids, settle_timeout_s)
@@ -364,6 +375,15 @@ async def _join(
             break
         await asyncio.sleep(1.0)
     return out
+
+
+async def _joiner_worked(reader: _Reader, joiner: str, ids: list[bytes]) -> bool:
+    """Whether ``joiner`` executed one of ``ids`` and checked one (committed)."""
+    await reader.refresh()
+    addr = reader.address_of(joiner)
+    recs = [r for r in [await reader.ledger.inference.remote(i) for i in ids] if r is not None]
+    served = any(r.executor == addr for r in recs)
+    return served and any(addr in r.validations for r in recs)
 
 
 def _join_summary(report: DemoReport, joined: dict[str, Any], joiner: str | None) -> dict:

@@ -1,4 +1,5 @@
-"""The demo scenario (a local federation: the tiny model, one int4 cheater, a newcomer joining),
+"""The demo scenario (a local federation, protocol only: the fake engine, a cheater sampling at
+the wrong temperature, a newcomer joining),
 and the transport agent's first token on the shared loopback Ray."""
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from gonka_ray.demo import demo_network_config
 from gonka_ray.network import launch, participant_key, wait_ready
 from gonka_ray.sdk import Client
 
+REQUESTS = 80  # half before the newcomer joins, half after
+
 
 @pytest.mark.timeout(900)
 def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path) -> None:
     # NOTE: `gonka-ray demo` in a child process: the demo attaches to p0's Ray cluster, which a
     # process already connected to the tests' Ray cannot do.
     results = tmp_path / "demo.json"
-    epoch = ("epoch_blocks=200", "poc_sprint_blocks=56", "poc_validation_blocks=32")
+    epoch = ("epoch_blocks=150", "poc_sprint_blocks=44", "poc_validation_blocks=28")
     proc = subprocess.run(
         [
             sys.executable,
@@ -31,9 +34,13 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
             "gonka_ray.cli",
             "demo",
             "--model",
-            "tiny-llama",
+            "fake",
+            "--engine",
+            "fake",
+            "--cheat",
+            "wrong_temperature",
             "--requests",
-            "64",
+            str(REQUESTS),
             "--max-tokens",
             "8",
             "--results",
@@ -50,16 +57,17 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     doc = json.loads(results.read_text())
     s = doc["summary"]
     assert s["participant_clusters"] == 5, s  # four genesis participants and the newcomer
-    assert s["requests"] == 64
-    # NOTE: the cheater serves ~1/4 of the 64 requests and, a newcomer, has every inference
-    # checked (its primary validator, DESIGN §4): ~16 checks, it needs five to be INVALID.
+    assert REQUESTS <= s["requests"] <= REQUESTS + 80  # + rounds until the newcomer worked
+    # NOTE: traffic starts once every participant has PoC weight (two epochs in), so the
+    # genesis participants, the cheater too, have some reputation by then and only part of
+    # their work is sampled; the cheater's checks still catch it (five confirmed failures make
+    # it INVALID) and the newcomer's work is all checked.
     assert s["cheaters_caught"] == 1, (s, doc["participants"])
     assert s["honest_invalidated"] == 0
     assert s["refund_share"] == 1.0
-    assert s["checks_per_inference"] >= 1.0  # a primary check on top of the sampled ones
-    # every newcomer inference checked; the share is of committed validations when the report
-    # is read, so allow one late check
-    assert s["newcomer_inferences"] >= 32
+    # every newcomer inference checked: the report is read after the last epoch settled, long
+    # after the primary validator's check (drawn when the Finish commits)
+    assert s["newcomer_inferences"] >= 1
     assert s["verified_share_new_participants"] >= 0.95, s
     assert s["epochs_settled"] >= 2 and s["cheater_paid_in_invalid_epochs"] == 0
     rows = {r["participant"]: r for r in doc["participants"]}
@@ -69,7 +77,10 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     assert invalid and all(r["participant"] == "p3" and r["reward"] == 0 for r in invalid)
     honest = ("p0", "p1", "p2", "p4")
     assert all(rows[p]["status"] != "INVALID" and rows[p]["invalidated"] == 0 for p in honest)
-    # the newcomer joined the running network, earned weight, executed and validated
+    # the newcomer joined the running network, earned weight, executed and validated. NOTE:
+    # draws and checks are random (it served 2-7 and checked 4-7 of 32-40 requests after its
+    # join in four runs); the demo sends up to ten more rounds of 8 until it did both, so it
+    # fails here only if the newcomer cannot (P(no draw of it in 80 more) < 1e-4).
     assert s["joined_mid_run"] == 1 and s["joiner_weight_after_s"] is not None, s
     assert s["joiner_served"] > 0 and s["joiner_validated"] > 0, (s, rows["p4"])
     assert "stopped: 5 of 5 cleanly" in proc.stdout, out
