@@ -86,6 +86,8 @@ def demo(
         config = demo_network_config(model, cheat, engine, epoch=epoch)
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
+    # SIGTERM stops it like Ctrl-C: its nodes are stopped, not left running
+    signal.signal(signal.SIGTERM, _interrupt)
     report = asyncio.run(
         run_demo(
             config,

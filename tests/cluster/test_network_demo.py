@@ -19,6 +19,7 @@ from gonka_ray.network import launch, participant_key, wait_ready
 from gonka_ray.sdk import Client
 
 REQUESTS = 80  # half before the newcomer joins, half after
+DEMO_TIMEOUT_S = 780
 
 
 @pytest.mark.timeout(900)
@@ -27,7 +28,7 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     # process already connected to the tests' Ray cannot do.
     results = tmp_path / "demo.json"
     epoch = ("epoch_blocks=150", "poc_sprint_blocks=44", "poc_validation_blocks=28")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -47,12 +48,18 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
             str(results),
             *[a for e in epoch for a in ("--epoch", e)],
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=840,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    out = proc.stdout + proc.stderr[-5000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=DEMO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # SIGTERM: the demo stops its nodes
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=120)
+        raise AssertionError(f"the demo ran over {DEMO_TIMEOUT_S} s:\n{stdout[-5000:]}") from None
+    out = stdout + stderr[-5000:]
     assert proc.returncode == 0, out
     doc = json.loads(results.read_text())
     s = doc["summary"]
@@ -83,7 +90,7 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     # fails here only if the newcomer cannot (P(no draw of it in 80 more) < 1e-4).
     assert s["joined_mid_run"] == 1 and s["joiner_weight_after_s"] is not None, s
     assert s["joiner_served"] > 0 and s["joiner_validated"] > 0, (s, rows["p4"])
-    assert "stopped: 5 of 5 cleanly" in proc.stdout, out
+    assert "stopped: 5 of 5 cleanly" in stdout, out
 
 
 def test_first_token_does_not_wait_for_the_ledger_and_self_validation_is_rejected(
