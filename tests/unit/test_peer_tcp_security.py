@@ -149,22 +149,18 @@ async def silent(s: Scene) -> RawPeer:
 async def wrong_key(s: Scene) -> RawPeer:
     raw = await s.raw()
     with pytest.raises(ConnectionError):
-        await raw.handshake(
-            key=crypto.KeyPair.from_seed("not-in-genesis"),
-            index=ATTACKER,
-            chain_id=CHAIN,
-            peer_keys=PEER_KEYS,
-            server=SERVER,
-        )
+        await _hello(raw, crypto.KeyPair.from_seed("not-in-genesis"), ATTACKER)
     return raw
+
+
+async def _hello(raw: RawPeer, key: crypto.KeyPair, index: int) -> None:
+    await raw.handshake(key=key, index=index, chain_id=CHAIN, peer_keys=PEER_KEYS, server=SERVER)
 
 
 async def claims_another_index(s: Scene) -> RawPeer:
     raw = await s.raw()
     with pytest.raises(ConnectionError):  # a genesis key, but the good peer's index
-        await raw.handshake(
-            key=KEYS[ATTACKER], index=GOOD, chain_id=CHAIN, peer_keys=PEER_KEYS, server=SERVER
-        )
+        await _hello(raw, KEYS[ATTACKER], GOOD)
     return raw
 
 
@@ -179,13 +175,8 @@ async def replayed_hello(s: Scene) -> RawPeer:
 
 async def guest(s: Scene, name: str = "a-guest") -> RawPeer:
     raw = await s.raw()
-    await raw.handshake(  # any key may come as a guest (a joiner registering)
-        key=crypto.KeyPair.from_seed(name),
-        index=PEER_GUEST_INDEX,
-        chain_id=CHAIN,
-        peer_keys=PEER_KEYS,
-        server=SERVER,
-    )
+    # any key may come as a guest (a joiner registering)
+    await _hello(raw, crypto.KeyPair.from_seed(name), PEER_GUEST_INDEX)
     return raw
 
 
