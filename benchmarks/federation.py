@@ -192,6 +192,11 @@ def missing_records(url: str, ids: list[str], timeout_s: float) -> list[str]:
     return missing
 
 
+def height(url: str) -> int:
+    """The committed height of ``url``'s ledger (explorer JSON)."""
+    return int(httpx.get(url + "v1/explorer", timeout=30).json()["height"])
+
+
 def weights(url: str) -> dict[str, int]:
     """Participant name -> this epoch's weight, from ``url``'s explorer JSON."""
     doc = httpx.get(url + "v1/explorer", timeout=30).json()
@@ -322,9 +327,13 @@ def main() -> None:
                 n: missing_records(fed.nodes[n].url, ids, 120.0) for n in (*FRONT_DOORS, KILLED)
             }
             joined = join_mid_run(fed, args.concurrency, args.max_tokens, args.join_timeout_s)
+            # the requests answered while it joined, on a genesis ledger (lost anywhere?) and
+            # every answered request on the joiner's (synced?), with both heights
+            during_join_missing_p0 = missing_records(fed.nodes["p0"].url, joined["answered"], 120.0)
             missing[JOINER] = missing_records(
                 fed.nodes[JOINER].url, ids + joined["answered"], 120.0
             )
+            heights = {n: height(fed.nodes[n].url) for n in ("p0", JOINER)}
             foreign_ray = foreign_drivers(fed, probes)  # after the load, the kill and the join
             weight_before = weights(fed.nodes["p0"].url).get(KILLED, 0)
             stop_code = fed.stop([KILLED])[KILLED]  # it stops for good
@@ -370,6 +379,8 @@ def main() -> None:
         "joiner_served": joined["row"].get("served", 0),
         "joiner_validated": joined["row"].get("validations_done", 0),
         "joiner_records_missing": len(missing[JOINER]),
+        "during_join_records_missing_on_p0": len(during_join_missing_p0),
+        "joiner_height_behind_p0": heights["p0"] - heights[JOINER],
         "requests_during_join": len(joined["answered"]),
     }
     print(json.dumps(summary, indent=1))
@@ -382,6 +393,8 @@ def main() -> None:
         participants=rows,
         foreign_actor_names=foreign,
         foreign_ray_drivers=foreign_ray,
+        joiner_missing_ids=missing[JOINER],
+        during_join_missing_ids_p0=during_join_missing_p0,
         peer_fuzz_outcomes=fuzz["outcomes"],
     )
     print(f"wrote {path}")
