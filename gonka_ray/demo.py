@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -186,7 +187,11 @@ async def _attach(config: NetworkConfig, node: Any) -> _Reader:
     from gonka_ray.constants import env
 
     namespace = env("GONKA_NAMESPACE")
+    # NOTE: ray.init installs a SIGTERM handler that aborts the process, which would leave the
+    # nodes running: keep the caller's (the CLI's stops them)
+    on_term = signal.getsignal(signal.SIGTERM)
     ray.init(address=node.gcs_address, namespace=namespace, log_to_driver=False)
+    signal.signal(signal.SIGTERM, on_term)
 
     def handle(role: str) -> Any:
         return ray.get_actor(f"{config.name}.{node.participant}.{role}", namespace=namespace)
