@@ -271,7 +271,6 @@ def _node_options(command):
         ),
         click.option(
             "--ready-file",
-            default=None,
             type=click.Path(dir_okay=False, path_type=Path),
             help="write the node's addresses here (JSON) once it serves",
         ),
