@@ -247,7 +247,8 @@ def join_mid_run(fed: LocalFederation, concurrency: int, max_tokens: int, timeou
         out["ready_s"] = round(time.monotonic() - t0, 1)
         out["own_front_door"] = chat(fed.nodes[JOINER].url, 30_000, max_tokens)[0]
         with tqdm(desc="joiner: weight, work", unit="poll") as bar:
-            while time.monotonic() - t0 < timeout_s:
+            ready_at = time.monotonic()  # the window for weight and work starts once it serves
+            while time.monotonic() - ready_at < timeout_s:
                 row = explorer_row(fed.nodes["p0"].url, JOINER)
                 if row.get("weight", 0) > 0 and out["weight_after_s"] is None:
                     out["weight_after_s"] = round(time.monotonic() - t0 - out["ready_s"], 1)
