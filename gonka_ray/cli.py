@@ -76,12 +76,7 @@ def demo(
 
     from gonka_ray.demo import DEMO_JOINER, demo_network_config, run_demo
 
-    epoch = {}
-    for item in epoch_overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not value.lstrip("-").isdigit():
-            raise click.BadParameter(f"{item!r} is not KEY=INT", param_hint="--epoch")
-        epoch[key] = int(value)
+    epoch = _int_pairs(epoch_overrides, "--epoch", "KEY=INT", signed=True)
     try:
         config = demo_network_config(model, cheat, engine, epoch=epoch)
     except GonkaError as exc:
@@ -294,13 +289,25 @@ def _node_options(command):
 
 
 def _api_keys(api_keys: tuple[str, ...]) -> dict[str, int]:
-    keys = {}
-    for item in api_keys:
-        key, sep, index = item.partition("=")
-        if not sep or not index.isdigit():
-            raise click.BadParameter(f"{item!r} is not KEY=CLIENT_INDEX", param_hint="--api-key")
-        keys[key] = int(index)
-    return keys
+    return _int_pairs(api_keys, "--api-key", "KEY=CLIENT_INDEX")
+
+
+def _int_pairs(
+    items: tuple[str, ...], option: str, form: str, *, signed: bool = False
+) -> dict[str, int]:
+    """``KEY=INT`` option values as a dict (``signed``: the integer may be negative).
+
+    Raises:
+        click.BadParameter: an item is not of that form.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        digits = value[1:] if signed and value.startswith("-") else value
+        if not sep or not digits.isdigit():
+            raise click.BadParameter(f"{item!r} is not {form}", param_hint=option)
+        out[key] = int(value)
+    return out
 
 
 @main.command()

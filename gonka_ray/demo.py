@@ -224,12 +224,12 @@ async def _scenario(
     import openai
 
     honest = [p.name for p in config.participants if not p.adversary]
-    clients = {
-        n: openai.AsyncOpenAI(
-            base_url=f"{fed.nodes[n].url}v1", api_key=DEMO_API_KEY, timeout=300, max_retries=0
-        )
-        for n in honest
-    }
+
+    def client(name: str) -> openai.AsyncOpenAI:  # a front door; the demo resends itself
+        url = f"{fed.nodes[name].url}v1"
+        return openai.AsyncOpenAI(base_url=url, api_key=DEMO_API_KEY, timeout=300, max_retries=0)
+
+    clients = {n: client(n) for n in honest}
     # NOTE: the nodes start one by one while the chain already runs: the epochs that began
     # before all of them were up give weight only to those that committed a seed in time
     await _wait_weighted(reader, [p.name for p in config.participants], settle_timeout_s, echo)
@@ -275,12 +275,7 @@ async def _scenario(
         if joiner is not None:
             joined = await _join(fed, reader, joiner, settle_timeout_s, echo)
             if joined["ready"]:
-                clients[joiner] = openai.AsyncOpenAI(
-                    base_url=f"{fed.nodes[joiner].url}v1",
-                    api_key=DEMO_API_KEY,
-                    timeout=300,
-                    max_retries=0,
-                )
+                clients[joiner] = client(joiner)
         await _wait_epoch(reader, first_epoch + 1, settle_timeout_s, echo)
         doors = honest + ([joiner] if joined.get("ready") else [])
         await asyncio.gather(*[one(i, doors) for i in range(half, requests)])
@@ -414,8 +409,7 @@ async def _settle(reader: _Reader, ids: list[bytes], timeout_s: float) -> None:
         open_votes = sum(r is not None and r.status is InferenceStatus.VOTING for r in recs)
         unfinished = sum(r is None or r.status is InferenceStatus.STARTED for r in recs)
         checks = sum(len(r.validations) for r in recs if r is not None)
-        stats = await reader.stats()
-        seen = min(s["verifier"]["finished_seen"] for s in stats.values())
+        seen = (await reader.roles["verifier"].stats.remote())["finished_seen"]
         if open_votes == 0 and unfinished == 0 and seen >= len(ids) and checks == last:
             quiet += 1
             if quiet >= 3:  # three quiet polls in a row: the verifiers are done
