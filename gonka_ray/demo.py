@@ -4,8 +4,9 @@
 (:class:`~gonka_ray.federation.LocalFederation`; SmolLM2-135M-Instruct on the transformers engine
 by default; participant ``p3`` serves an int4-quantised copy). Requests go to the honest
 participants' OpenAI-compatible front doors with the ``openai`` client (the first one streamed to
-the terminal), spread over at least two epochs; between the halves ``p4``, not in the genesis,
-joins the running network (``gonka-ray join``), earns Proof-of-Compute weight and takes part.
+the terminal), spread over at least two epochs. Once the four serve, ``p4``, not in the genesis,
+joins the running network (``gonka-ray join``) while they earn weight and serve the first half;
+it earns Proof-of-Compute weight and takes part in the second half.
 The demo then waits for background verification and votes and for the ledger to settle every
 epoch that carried traffic (weights, fees, the reward mint, the cheater paid nothing), reads the
 committed ledger through ``p0``'s Ray cluster (as p0's operator would), reports per participant
@@ -230,14 +231,24 @@ async def _scenario(
         return openai.AsyncOpenAI(base_url=url, api_key=DEMO_API_KEY, timeout=300, max_retries=0)
 
     clients = {n: client(n) for n in honest}
+    # the newcomer joins the running network now, while the genesis participants earn their
+    # weight and serve the first half (it syncs, registers and runs the next Proof of Compute
+    # meanwhile), and takes part in the second half
+    joining = (
+        asyncio.create_task(_join(fed, reader, joiner, settle_timeout_s, echo))
+        if joiner is not None
+        else None
+    )
     # NOTE: the nodes start one by one while the chain already runs: the epochs that began
     # before all of them were up give weight only to those that committed a seed in time
-    await _wait_weighted(reader, [p.name for p in config.participants], settle_timeout_s, echo)
-    first_epoch = (await _epoch_view(reader)).epoch
     snapshots: dict[int, Any] = {}  # epoch -> its frozen snapshot (pruned at settlement)
     claims: set[tuple[int, str]] = set()  # (epoch, address) of each PoC claim seen
-    watcher = asyncio.create_task(_watch_snapshots(reader, snapshots, claims))
+    watcher: asyncio.Task | None = None
     try:
+        names = [p.name for p in config.participants]
+        await _wait_weighted(reader, names, settle_timeout_s, echo)
+        first_epoch = (await _epoch_view(reader)).epoch
+        watcher = asyncio.create_task(_watch_snapshots(reader, snapshots, claims))
         first_text, first_id = await _stream_one(
             clients[honest[0]], config.model.name, PROMPTS[0], max_tokens, echo
         )
@@ -267,13 +278,13 @@ async def _scenario(
                 ids.append(bytes.fromhex(r.model_extra["inference_id"]))
                 bar.update(1)
 
-        # the second half waits for the next epoch, so traffic spans at least two of them;
-        # the newcomer joins meanwhile and takes part in the second half
+        # the second half waits for the next epoch, so traffic spans at least two of them,
+        # and for the newcomer (serving and weighted), which takes part in it
         half = requests // 2
         await asyncio.gather(*[one(i, honest) for i in range(1, half)])
         joined: dict[str, Any] = {}
-        if joiner is not None:
-            joined = await _join(fed, reader, joiner, settle_timeout_s, echo)
+        if joining is not None:
+            joined = await joining
             if joined["ready"]:
                 clients[joiner] = client(joiner)
         await _wait_epoch(reader, first_epoch + 1, settle_timeout_s, echo)
@@ -311,7 +322,9 @@ async def _scenario(
             ]
         report.summary.update(_join_summary(report, joined, joiner))
     finally:
-        watcher.cancel()
+        for task in (watcher, joining):
+            if task is not None:
+                task.cancel()
     _print_table(report.rows, echo)
     echo("")
     echo("per epoch (weights from Proof of Compute; rewards = fees + minted reward):")
