@@ -50,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -180,16 +181,40 @@ def load_with_kill(
 
 
 def missing_records(url: str, ids: list[str], timeout_s: float) -> list[str]:
-    """The ids whose ledger record ``url``'s participant does not have (waiting up to
-    ``timeout_s`` for it to catch up)."""
-    deadline = time.monotonic() + timeout_s
+    """The ids whose ledger record ``url``'s participant does not have, waiting for it to catch
+    up until a whole pass found nothing new for ``timeout_s``. A front door allows each client
+    ``LOOKUP_RATE_PER_S`` lookups: a 429 is waited out (its Retry-After), never counted as
+    missing; any answer other than 200, 404 and 429 fails the run."""
     missing = list(ids)
+    progress_at = time.monotonic()
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}) as h:
-        while missing and time.monotonic() < deadline:
-            missing = [i for i in missing if h.get(url + f"v1/inferences/{i}").status_code != 200]
+        while missing:
+            still = []
+            for i in missing:
+                while (r := h.get(url + f"v1/inferences/{i}")).status_code == 429:
+                    time.sleep(float(r.headers.get("Retry-After", "1")))
+                if r.status_code not in (200, 404):
+                    raise SystemExit(f"{url} answered {r.status_code} for {i}: {r.text[:300]}")
+                if r.status_code == 404:
+                    still.append(i)
+            if len(still) < len(missing):
+                progress_at = time.monotonic()
+            missing = still
+            if missing and time.monotonic() - progress_at > timeout_s:
+                break
             if missing:
                 time.sleep(1.0)
     return missing
+
+
+def missing_everywhere(checks: dict[str, tuple[str, list[str]]], timeout_s: float) -> dict:
+    """:func:`missing_records` for each ``name: (url, ids)`` at once (each front door limits its
+    clients' lookups on its own)."""
+    with ThreadPoolExecutor(len(checks)) as pool:
+        futures = {
+            n: pool.submit(missing_records, u, ids, timeout_s) for n, (u, ids) in checks.items()
+        }
+        return {n: f.result() for n, f in futures.items()}
 
 
 def height(url: str) -> int:
@@ -324,16 +349,20 @@ def main() -> None:
             fed.wait_ready()
             restart_s = round(time.monotonic() - t1, 1)
             ids = run["answered"]
-            missing = {
-                n: missing_records(fed.nodes[n].url, ids, 120.0) for n in (*FRONT_DOORS, KILLED)
-            }
+            missing = missing_everywhere(
+                {n: (fed.nodes[n].url, ids) for n in (*FRONT_DOORS, KILLED)}, 120.0
+            )
             joined = join_mid_run(fed, args.concurrency, args.max_tokens, args.join_timeout_s)
             # the requests answered while it joined, on a genesis ledger (lost anywhere?) and
             # every answered request on the joiner's (synced?), with both heights
-            during_join_missing_p0 = missing_records(fed.nodes["p0"].url, joined["answered"], 120.0)
-            missing[JOINER] = missing_records(
-                fed.nodes[JOINER].url, ids + joined["answered"], 120.0
+            after_join = missing_everywhere(
+                {
+                    "p0": (fed.nodes["p0"].url, joined["answered"]),
+                    JOINER: (fed.nodes[JOINER].url, ids + joined["answered"]),
+                },
+                120.0,
             )
+            during_join_missing_p0, missing[JOINER] = after_join["p0"], after_join[JOINER]
             heights = {n: height(fed.nodes[n].url) for n in ("p0", JOINER)}
             foreign_ray = foreign_drivers(fed, probes)  # after the load, the kill and the join
             weight_before = weights(fed.nodes["p0"].url).get(KILLED, 0)

@@ -1,5 +1,6 @@
 """``gonka-ray up`` stops like Ctrl-C on SIGTERM (what systemd, Docker and Kubernetes send) and on
-SIGINT: drain, flush every ledger replica, kill the actors, exit 0, no stack trace.
+SIGINT: drain, flush every ledger replica, kill the actors, exit 0, no stack trace. ``up
+--federated`` runs a local federation (a Ray cluster per participant), checked end to end here.
 
 Each run starts its own loopback Ray in a child process (separate from the shared test session).
 """
@@ -14,12 +15,30 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
+from gonka_ray import crypto
+from gonka_ray.config import load_config
+from gonka_ray.network import participant_key
 from tests.served_network import free_port
 
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 120.0
+API_KEY = "sk-federation-test"
+PROBE = """
+import sys, ray, gonka_ray
+ray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)
+for name in sys.argv[3:]:
+    try:
+        ray.get_actor(name)
+        print(name, "found")
+    except ValueError:
+        print(name, "missing")
+client = gonka_ray.connect(namespace=sys.argv[2])  # the SDK attaches to its own participant
+done = client.chat_sync([{"role": "user", "content": "sdk"}], max_tokens=2).done
+print("sdk", ",".join(client.participant_names), done.completion_tokens)
+"""
 
 
 def _config(tmp_path: Path, name: str) -> Path:
@@ -98,19 +117,65 @@ def test_up_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_up_federated_runs_a_cluster_per_participant_and_stops_cleanly(tmp_path: Path) -> None:
-    config = yaml.safe_load(_config(tmp_path, "fedup").read_text())
-    config["participants"] = config["participants"][:2]
-    path = tmp_path / "network.yaml"
-    path.write_text(yaml.safe_dump(config))
+    # NOTE: also the local federation's end-to-end checks (one start costs ~1 min): four
+    # participants, each its own Ray cluster in its own `gonka-ray node` process with a key of
+    # its own, share only the network config (public keys, peer addresses); a request sent to
+    # one front door is executed by another participant over the peer transport and its record
+    # reaches every participant's ledger; from one participant's Ray cluster the others' actors
+    # cannot be looked up; the SDK attaches to its own participant and is served there.
+    path = _config(tmp_path, "fedup")
     port = free_port()
-    proc = _cli("up", str(path), "--federated", "--port", str(port))
+    proc = _cli("up", str(path), "--federated", "--port", str(port), "--api-key", API_KEY)
     try:
         out = "".join(_until_ready(proc))
-        assert f"p0: serving http://127.0.0.1:{port}/v1" in out, out
-        assert f"p1: serving http://127.0.0.1:{port + 1}/v1" in out, out
-        nodes = [tmp_path / "ledger" / n / "ready.json" for n in ("p0", "p1")]
-        gcs = {yaml.safe_load(p.read_text())["gcs_address"] for p in nodes}
-        assert len(gcs) == 2  # two Ray clusters
+        urls = {f"p{i}": f"http://127.0.0.1:{port + i}/" for i in range(4)}
+        for name, url in urls.items():
+            assert f"{name}: serving {url}v1" in out, out
+        root = tmp_path / "ledger"
+        nodes = {n: yaml.safe_load((root / n / "ready.json").read_text()) for n in urls}
+        assert len({n["gcs_address"] for n in nodes.values()}) == 4  # four Ray clusters
+        assert len({n["pid"] for n in nodes.values()}) == 4
+        # each runs with a key of its own: the shared config names only their public keys,
+        # not the ones the config's seed would derive, and no secret key is in it
+        config = load_config(path)
+        shared = yaml.safe_load((root / "network.yaml").read_text())["participants"]
+        derived = {
+            p.name: participant_key(config, p.name).public_key.hex() for p in config.participants
+        }
+        assert all(p["public_key"] != derived[p["name"]] for p in shared), shared
+        for name in urls:
+            key = crypto.KeyPair.load(root / name / "participant.key")
+            assert (
+                next(p for p in shared if p["name"] == name)["public_key"] == key.public_key.hex()
+            )
+
+        ids = [_chat(urls["p0"], f"q{i}")["inference_id"] for i in range(4)]
+        for name in ("p1", "p2", "p3"):  # every participant's ledger has every record
+            deadline = time.monotonic() + 60
+            recs = [_record(urls[name], i) for i in ids]
+            while not all(r and r["status"] != "started" for r in recs):
+                assert time.monotonic() < deadline, (name, recs)
+                time.sleep(0.5)
+                recs = [_record(urls[name], i) for i in ids]
+            executors = {r["executor_name"] for r in recs}
+            assert executors <= {"p1", "p2", "p3"}, executors  # never p0's own executor
+
+        # from p0's Ray cluster, p0's actors are there and nobody else's are
+        own = [f"fedup.p0.{role}" for role in ("executor", "ledger")]
+        others = [f"fedup.p{i}.{role}" for i in (1, 2, 3) for role in ("executor", "ledger")]
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE, nodes["p0"]["gcs_address"], "gonka_ray", *own, *others],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        )
+        seen = dict(line.split()[:2] for line in probe.stdout.splitlines() if " " in line)
+        assert {n: seen.get(n) for n in own} == dict.fromkeys(own, "found"), probe.stderr[-2000:]
+        assert {n: seen.get(n) for n in others} == dict.fromkeys(others, "missing")
+        assert seen.get("sdk") == "p0", probe.stdout  # only its own participant, and it serves
+        assert "sdk p0 2" in probe.stdout.splitlines(), probe.stdout
+
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rest, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
     finally:
@@ -118,5 +183,25 @@ def test_up_federated_runs_a_cluster_per_participant_and_stops_cleanly(tmp_path:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out + rest
     assert "stopping (SIGINT)" in out + rest, out + rest
-    assert "stopped: 2 of 2 cleanly" in rest, rest
+    assert "stopped: 4 of 4 cleanly" in rest, rest  # each node exited 0 on its SIGTERM
     assert "Traceback" not in rest, rest
+
+
+def _chat(url: str, content: str) -> dict:
+    r = httpx.post(
+        url + "v1/chat/completions",
+        json={"model": "fake", "messages": [{"role": "user", "content": content}], "max_tokens": 3},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _record(url: str, inference_id: str) -> dict | None:
+    r = httpx.get(
+        url + f"v1/inferences/{inference_id}",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )
+    return r.json() if r.status_code == 200 else None
