@@ -81,8 +81,10 @@ def demo(
         config = demo_network_config(model, cheat, engine, epoch=epoch)
     except GonkaError as exc:
         raise click.ClickException(exc.message) from None
+    from gonka_ray.federation import stop_on_signals
+
     # SIGTERM stops it like Ctrl-C: its nodes are stopped, not left running
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals(signal.SIGTERM)
     report = asyncio.run(
         run_demo(
             config,
@@ -200,8 +202,9 @@ def up(
     t0 = time.perf_counter()
     # NOTE: SIGTERM (systemd, Docker, Kubernetes) stops the network like Ctrl-C: drain, flush the
     # ledger, kill the actors, exit 0. Installed after Ray is up, so it replaces Ray's handler.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    from gonka_ray.federation import stop_on_signals
+
+    stop_on_signals()
     net = None
     try:
         net = launch(config, namespace=namespace)
@@ -389,14 +392,13 @@ def _up_federated(config, api_key: str, port: int) -> None:
     gracefully on the SIGTERM passed on to it)."""
     import tempfile
 
-    from gonka_ray.federation import LocalFederation
+    from gonka_ray.federation import LocalFederation, stop_on_signals
 
     root = Path(config.ledger.storage_dir or tempfile.mkdtemp(prefix="gonka_federation_"))
     ports = {p.name: port + i for i, p in enumerate(config.participants)}
     fed = LocalFederation(config, root, api_keys={api_key: 0}, http_ports=ports)
     click.echo(f"starting {len(ports)} participants, each its own Ray cluster (files: {root}) ...")
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    stop_on_signals()
     try:
         fed.start()
         for name, info in sorted(fed.wait_ready().items()):
@@ -412,10 +414,6 @@ def _up_federated(config, api_key: str, port: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         codes = fed.stop()
         click.echo(f"stopped: {sum(c == 0 for c in codes.values())} of {len(codes)} cleanly")
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _attach(address: str, namespace: str | None, network: str | None):

@@ -237,8 +237,7 @@ def run_node(
         )
     import ray
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    stop_on_signals()
     net = None
     try:
         net = launch(
@@ -285,6 +284,15 @@ def run_node(
             net.stop()
         if not address:
             ray.shutdown()
+
+
+def stop_on_signals(*signums: signal.Signals) -> None:
+    """From now on each of ``signums`` (default SIGTERM and SIGINT) stops this process like
+    Ctrl-C: a ``KeyboardInterrupt`` whose message names the signal, so that the ``finally`` of
+    what runs drains and stops it. Install it after ``ray.init``, whose own handlers it
+    replaces (Ray's SIGTERM handler aborts the process)."""
+    for signum in signums or (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
