@@ -110,3 +110,32 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+async def stream_chat(http: Any, url: str, body: dict[str, Any]) -> tuple[int, float | None]:
+    """POST one streamed chat request (``body`` with ``"stream": True``) to ``url`` with the
+    ``httpx.AsyncClient`` ``http``: (completion tokens from the usage chunk, seconds to the
+    first chunk after gonka's role head, None if none came).
+
+    Raises:
+        RuntimeError: an HTTP status other than 200, or an error chunk in the stream.
+    """
+    t0 = time.perf_counter()
+    tokens, first = 0, None
+    async with http.stream("POST", url, json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            doc = json.loads(line[6:])
+            if "error" in doc:
+                raise RuntimeError(f"stream error: {doc['error']}")
+            choices = doc.get("choices") or [{}]
+            delta = choices[0].get("delta", {})
+            role_head = delta == {"role": "assistant", "content": ""} and not doc.get("usage")
+            if first is None and not role_head:  # gonka's chat stream opens with a role head
+                first = time.perf_counter() - t0
+            if doc.get("usage"):
+                tokens = int(doc["usage"]["completion_tokens"])
+    return tokens, first

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm
 
-from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks._common import RESULTS_DIR, print_table, stream_chat, write_results
 from gonka_ray.bench import percentile, run_closed_loop
 from gonka_ray.config import parse_config
 
@@ -167,23 +167,7 @@ def make_send(
             "stream_options": {"include_usage": True},
             **(extra or {}),
         }
-        t0 = time.perf_counter()
-        tokens = 0
-        first = None
-        async with http.stream("POST", url, json=body) as r:
-            if r.status_code != 200:
-                raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                doc = json.loads(line[6:])
-                choices = doc.get("choices") or [{}]
-                delta = choices[0].get("delta", {})
-                role_head = delta == {"role": "assistant", "content": ""} and not doc.get("usage")
-                if first is None and not role_head:  # gonka's chat stream opens with a role head
-                    first = time.perf_counter() - t0
-                if doc.get("usage"):
-                    tokens = int(doc["usage"]["completion_tokens"])
+        tokens, first = await stream_chat(http, url, body)
         if first is not None:
             ttfts.append(first)
         return tokens

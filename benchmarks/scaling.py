@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import re
 import sys
@@ -48,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from tqdm import tqdm
 
-from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks._common import RESULTS_DIR, print_table, stream_chat, write_results
 from gonka_ray.bench import percentile, run_closed_loop
 from gonka_ray.config import parse_config
 from gonka_ray.federation import LocalFederation
@@ -229,30 +228,6 @@ def role_cpu(before: dict, after: dict) -> dict[str, float]:
     return roles
 
 
-async def stream_chat(h: httpx.AsyncClient, url: str, max_tokens: int) -> tuple[int, float]:
-    """One streamed chat request to a front door: (completion tokens, seconds to the first
-    token). Raises on an HTTP error or an error chunk."""
-    t0 = time.perf_counter()
-    body = {"model": "fake", "messages": PROMPT, "max_tokens": max_tokens, "stream": True}
-    first: float | None = None
-    tokens = 0
-    async with h.stream("POST", url + "v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                raise RuntimeError(f"stream error: {chunk['error']}")
-            choices = chunk.get("choices") or [{}]
-            if first is None and choices[0].get("delta", {}).get("content"):
-                first = time.perf_counter() - t0
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    return tokens, float("nan") if first is None else first
-
-
 async def measure(n: int, args: argparse.Namespace, start_timeout_s: float, root: Path) -> dict:
     config = network_config(n, args.token_delay_ms)
     fed = LocalFederation(config, root / f"n{n}", api_keys={API_KEY: 0})
@@ -276,8 +251,10 @@ async def measure(n: int, args: argparse.Namespace, start_timeout_s: float, root
         async with httpx.AsyncClient(timeout=120, headers=headers, limits=limits) as h:
 
             async def send() -> int:
-                tokens, first_s = await stream_chat(h, urls[next(order) % n], args.max_tokens)
-                if not math.isnan(first_s):  # an answer with no text has no first token
+                url = urls[next(order) % n] + "v1/chat/completions"
+                body = {"model": "fake", "messages": PROMPT, "max_tokens": args.max_tokens}
+                tokens, first_s = await stream_chat(h, url, {**body, "stream": True})
+                if first_s is not None:
                     first.append(1000 * first_s)
                 return tokens
 
