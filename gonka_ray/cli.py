@@ -14,6 +14,13 @@ from gonka_ray.exceptions import GonkaError
 from gonka_ray.wire import parse_address
 
 
+def _key_file_option(dest: str, help: str, **kw):
+    """``--key FILE`` (a key file; need not exist yet) into ``dest``."""
+    return click.option(
+        "--key", dest, type=click.Path(dir_okay=False, path_type=Path), help=help, **kw
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """gonka_ray: decentralized, verifiable LLM inference on Ray."""
@@ -345,12 +352,10 @@ def node(config_path: Path, api_keys: tuple[str, ...], **options) -> None:
     required=True,
     help="HOST:PORT[,...]: peer endpoints of the running network to register through",
 )
-@click.option(
-    "--key",
+@_key_file_option(
     "key_file",
+    "this participant's secret key file (created, mode 0600, when missing)",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="this participant's secret key file (created, mode 0600, when missing)",
 )
 @click.option(
     "--peer-address",
@@ -528,12 +533,8 @@ def inference(address: str, namespace: str | None, network: str | None, inferenc
 @_attach_options
 @click.option("--url", default=None, help="bench over HTTP: the app's base URL (no /v1)")
 @click.option("--api-key", default=None, help="API key for --url (default: $OPENAI_API_KEY)")
-@click.option(
-    "--key",
-    "key_path",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="over Ray: sign with this key file (default: the demo client account)",
+@_key_file_option(
+    "key_path", "over Ray: sign with this key file (default: the demo client account)"
 )
 @click.option(
     "--requests", "n_requests", default=32, show_default=True, type=click.IntRange(1, 1_000_000)
