@@ -33,8 +33,10 @@ from gonka_ray.protocol.lifecycle import InferenceStatus
 DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
 DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
 DEMO_RESENDS = 5  # times the demo's client sends a request refused with 503/429 again
-DEMO_JOINER_ROUNDS = 10  # extra rounds of requests at most, until the newcomer served and checked
-DEMO_JOINER_ROUND_SIZE = 8
+# extra rounds of requests at most, until the newcomer served and checked and every cheater was
+# caught (draws and checks are random; a cheater at some reputation is only sampled)
+DEMO_EXTRA_ROUNDS = 10
+DEMO_EXTRA_ROUND_SIZE = 8
 
 PROMPTS = [
     "What is the capital of France?",
@@ -291,14 +293,15 @@ async def _scenario(
         doors = honest + ([joiner] if joined.get("ready") else [])
         await asyncio.gather(*[one(i, doors) for i in range(half, requests)])
         # draws and checks are random: keep the traffic going (bounded) until the newcomer has
-        # both executed a request and checked one of the others'
-        for round_ in range(DEMO_JOINER_ROUNDS if joined.get("ready") else 0):
-            if await _joiner_worked(reader, joiner, ids):
+        # both executed a request and checked one of the others', and every cheater was caught
+        for round_ in range(DEMO_EXTRA_ROUNDS):
+            worked = not joined.get("ready") or await _joiner_worked(reader, joiner, ids)
+            if worked and await _cheaters_caught(reader, config, first_epoch):
                 break
-            bar.total += DEMO_JOINER_ROUND_SIZE
-            start = requests + round_ * DEMO_JOINER_ROUND_SIZE
-            await asyncio.gather(*[one(start + i, doors) for i in range(DEMO_JOINER_ROUND_SIZE)])
-            await asyncio.sleep(3.0)  # checks land a few blocks after the Finish
+            bar.total += DEMO_EXTRA_ROUND_SIZE
+            start = requests + round_ * DEMO_EXTRA_ROUND_SIZE
+            await asyncio.gather(*[one(start + i, doors) for i in range(DEMO_EXTRA_ROUND_SIZE)])
+            await asyncio.sleep(3.0)  # checks and votes land a few blocks after the Finish
         bar.close()
         echo(f"{len(ids)} requests answered; waiting for verification and votes ...")
         await _settle(reader, ids, settle_timeout_s)
@@ -397,6 +400,19 @@ async def _joiner_worked(reader: _Reader, joiner: str, ids: list[bytes]) -> bool
     recs = [r for r in [await reader.ledger.inference.remote(i) for i in ids] if r is not None]
     served = any(r.executor == addr for r in recs)
     return served and any(addr in r.validations for r in recs)
+
+
+async def _cheaters_caught(reader: _Reader, config: NetworkConfig, first_epoch: int) -> bool:
+    """Whether every cheater is INVALID now or was in an epoch settled since ``first_epoch``
+    (statuses reset when an epoch settles)."""
+    await reader.refresh()
+    parts = await reader.participants()
+    invalid: set[str] = set()
+    for e in range(first_epoch, (await _epoch_view(reader)).epoch):
+        s = await reader.ledger.settlement.remote(e)
+        invalid |= {r.address for r in s.rows if r.invalid} if s is not None else set()
+    cheaters = [reader.address_of(p.name) for p in config.participants if p.adversary]
+    return all(a in invalid or parts[a].status == "INVALID" for a in cheaters)
 
 
 def _join_summary(report: DemoReport, joined: dict[str, Any], joiner: str | None) -> dict:
