@@ -304,10 +304,17 @@ async def fault_executor(net: Network, load: Load, timeout_s: float) -> dict[str
     }
 
 
-async def _payload_served(net: Network, executor: str, iid: bytes) -> bool:
-    rec = await net.handle(executor, "ledger").inference.remote(iid)
-    if rec is None or not rec.payload_hash:
-        return False
+async def _payload_served(net: Network, executor: str, iid: bytes, timeout_s: float = 60.0) -> bool:
+    """Whether ``executor`` serves the stored payload of ``iid`` (its hash as on the ledger).
+    The client has its answer before the TA's Finish, which names the payload hash, commits
+    (it is recorded in parallel): wait up to ``timeout_s`` for that record first."""
+    deadline = time.monotonic() + timeout_s
+    while not (rec := await net.handle(executor, "ledger").inference.remote(iid)) or not (
+        rec.payload_hash
+    ):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
     asker = next(p for p in net.specs if p != executor)
     req = wire.PayloadRequest(
         inference_id=iid, payload_hash=rec.payload_hash, timestamp_ms=int(time.time() * 1000)
