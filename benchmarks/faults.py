@@ -308,13 +308,14 @@ async def _payload_served(net: Network, executor: str, iid: bytes, timeout_s: fl
     """Whether ``executor`` serves the stored payload of ``iid`` (its hash as on the ledger).
     The client has its answer before the TA's Finish, which names the payload hash, commits
     (it is recorded in parallel): wait up to ``timeout_s`` for that record first."""
-    deadline = time.monotonic() + timeout_s
-    while not (rec := await net.handle(executor, "ledger").inference.remote(iid)) or not (
-        rec.payload_hash
-    ):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.2)
+    ledger = net.handle(executor, "ledger")
+
+    async def named() -> bool:
+        return bool((rec := await ledger.inference.remote(iid)) and rec.payload_hash)
+
+    if not await wait_until(named, timeout_s):
+        return False
+    rec = await ledger.inference.remote(iid)
     asker = next(p for p in net.specs if p != executor)
     req = wire.PayloadRequest(
         inference_id=iid, payload_hash=rec.payload_hash, timestamp_ms=int(time.time() * 1000)

@@ -294,9 +294,11 @@ async def _scenario(
         await asyncio.gather(*[one(i, doors) for i in range(half, requests)])
         # draws and checks are random: keep the traffic going (bounded) until the newcomer has
         # both executed a request and checked one of the others', and every cheater was caught
+        cheaters = sum(1 for p in config.participants if p.adversary)
         for round_ in range(DEMO_EXTRA_ROUNDS):
+            await reader.refresh()
             worked = not joined.get("ready") or await _joiner_worked(reader, joiner, ids)
-            if worked and await _cheaters_caught(reader, config, first_epoch):
+            if worked and len(await _caught_so_far(reader, config, first_epoch)) == cheaters:
                 break
             bar.total += DEMO_EXTRA_ROUND_SIZE
             start = requests + round_ * DEMO_EXTRA_ROUND_SIZE
@@ -394,25 +396,34 @@ async def _join(
 
 
 async def _joiner_worked(reader: _Reader, joiner: str, ids: list[bytes]) -> bool:
-    """Whether ``joiner`` executed one of ``ids`` and checked one (committed)."""
-    await reader.refresh()
+    """Whether ``joiner`` executed one of ``ids`` and checked one (committed; ``reader``
+    refreshed since it registered)."""
     addr = reader.address_of(joiner)
     recs = [r for r in [await reader.ledger.inference.remote(i) for i in ids] if r is not None]
     served = any(r.executor == addr for r in recs)
     return served and any(addr in r.validations for r in recs)
 
 
-async def _cheaters_caught(reader: _Reader, config: NetworkConfig, first_epoch: int) -> bool:
-    """Whether every cheater is INVALID now or was in an epoch settled since ``first_epoch``
-    (statuses reset when an epoch settles)."""
-    await reader.refresh()
-    parts = await reader.participants()
+async def _caught_so_far(reader: _Reader, config: NetworkConfig, first_epoch: int) -> list[str]:
+    """The cheaters caught so far: :func:`_caught` over the epochs settled since
+    ``first_epoch``."""
     invalid: set[str] = set()
     for e in range(first_epoch, (await _epoch_view(reader)).epoch):
         s = await reader.ledger.settlement.remote(e)
-        invalid |= {r.address for r in s.rows if r.invalid} if s is not None else set()
-    cheaters = [reader.address_of(p.name) for p in config.participants if p.adversary]
-    return all(a in invalid or parts[a].status == "INVALID" for a in cheaters)
+        invalid |= {reader.name_of(r.address) for r in s.rows if r.invalid} if s else set()
+    return _caught(config, reader, await reader.participants(), invalid)
+
+
+def _caught(config: NetworkConfig, reader: _Reader, parts: dict, invalid_in: set[str]) -> list[str]:
+    """The cheaters INVALID now (``parts``: the ledger's participants) or in a settled epoch
+    (``invalid_in``: the names its settlement marked invalid); statuses reset when an epoch
+    settles, so the current status alone misses a cheater caught in an earlier epoch."""
+    return [
+        p.name
+        for p in config.participants
+        if p.adversary
+        and (p.name in invalid_in or parts[reader.address_of(p.name)].status == "INVALID")
+    ]
 
 
 def _join_summary(report: DemoReport, joined: dict[str, Any], joiner: str | None) -> dict:
@@ -636,13 +647,7 @@ async def _report(
         if r["epoch"] > first_invalid.get(r["participant"], r["epoch"]):
             after = "weight 0 after its INVALID epoch" if not r["weight"] else "after INVALID"
             r["note"] = r["note"].replace("cheater, not caught yet", f"cheater, {after}")
-    # statuses reset when an epoch settles: count the cheaters that were INVALID at any point
-    summary["cheaters_caught"] = sum(
-        1
-        for p in config.participants
-        if p.adversary
-        and (p.name in invalid_in or parts[reader.address_of(p.name)].status == "INVALID")
-    )
+    summary["cheaters_caught"] = len(_caught(config, reader, parts, invalid_in))
     summary["epochs_settled"] = len({r["epoch"] for r in epoch_rows})
     summary["cheater_paid_in_invalid_epochs"] = sum(
         r["reward"]
