@@ -10,6 +10,13 @@ here imports Ray. For each
 leaves, so a vote is never sent that a restart, or a power cut, could forget; committed blocks are
 applied to the state machine and recorded with their certificates and receipts.
 
+A Ready that sends nothing and persists only a safety record (a QC seen: the lock and the high
+QC moved on) is not written at once: the record goes out with the next write, which comes before
+the next message this replica sends. Losing it in a crash is the same as that QC arriving late,
+which consensus tolerates: no vote or timeout rests on it yet. That was one fsync'd SQLite
+transaction per block per replica (measured 0.28 ms CPU each here, about an eighth of an idle
+heartbeat block's cost).
+
 Snapshot sync (``epoch_blocks > 0``): every replica keeps a state snapshot at the last block of
 the latest epoch. A far-behind or wiped replica calls :meth:`LedgerReplica.snapshot_sync`: it
 takes the newest offer (block, commit certificate, snapshot, state hash) and installs it only if
@@ -75,7 +82,13 @@ from gonka_ray.ledger.ready import Committed, Ready
 from gonka_ray.ledger.state import PeerEntry, StateMachine, peer_directory
 from gonka_ray.ledger.storage import LedgerStore, move_aside
 from gonka_ray.ledger.transport import PeerTransport, SyncPeer
-from gonka_ray.wire import Block, CommitCertificate, ConsensusSyncInfo, LedgerGenesis
+from gonka_ray.wire import (
+    Block,
+    CommitCertificate,
+    ConsensusSafety,
+    ConsensusSyncInfo,
+    LedgerGenesis,
+)
 
 STATE_PURPOSE = b"ledger/state-attestation"
 
@@ -201,6 +214,7 @@ class LedgerReplica:
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
         self._to_apply: deque[Committed] = deque()
+        self._unsaved_safety: ConsensusSafety | None = None  # see _carry_out
         self._applier: asyncio.Task | None = None
         self._stopped = False  # stop() was called: ignore further input, never restart
         self._queued_height = self.sm.height
@@ -565,6 +579,9 @@ class LedgerReplica:
             self._ticker = None
         if self._applier is not None:
             await self._applier
+        if self._unsaved_safety is not None:
+            self.store.persist([self._unsaved_safety])
+            self._unsaved_safety = None
 
     async def close(self) -> None:
         """Stop (see :meth:`stop`), then close the store: SQLite checkpoints its write-ahead log
@@ -606,7 +623,18 @@ class LedgerReplica:
 
     def _carry_out(self, ready: Ready) -> None:
         # 1. persist (durable before anything leaves), 2. send, 3. apply commits.
-        self.store.persist(ready.to_persist)
+        to_persist = ready.to_persist
+        if (
+            not ready.outbound
+            and to_persist
+            and all(isinstance(x, ConsensusSafety) for x in to_persist)
+        ):
+            self._unsaved_safety = to_persist[-1]  # with the next write (module docstring)
+            to_persist = []
+        elif self._unsaved_safety is not None and (to_persist or ready.outbound):
+            to_persist = [self._unsaved_safety, *to_persist]  # a newer record in it wins
+            self._unsaved_safety = None
+        self.store.persist(to_persist)
         for dest, data in ready.outbound:
             if dest is None:
                 for i in range(self.core.n_peers):

@@ -9,7 +9,7 @@ from gonka_ray.ledger import merkle
 from gonka_ray.ledger.receipts import verify_receipt
 from gonka_ray.ledger.replica import validators_of
 from gonka_ray.ledger.storage import LedgerStore
-from gonka_ray.wire import TxReceipt
+from gonka_ray.wire import ConsensusSafety, TxReceipt
 from tests.sim.network import sim_key
 from tests.sim.replicas import GENESIS, Bus, transfer
 
@@ -54,6 +54,51 @@ async def test_replicas_commit_give_receipts_and_recover(tmp_path) -> None:
     await again.wait_receipt(merkle.tx_hash(more[-1]), timeout_s=10)
     for r in [reps[0], reps[1], reps[3], again]:
         await r.stop()
+
+
+def _stored_safety(r):
+    row = r.store.db.execute("SELECT data FROM safety WHERE id = 1").fetchone()
+    return wire.decode(row[0], ConsensusSafety) if row else None
+
+
+async def test_every_message_leaves_after_the_safety_record_it_rests_on_is_durable(
+    tmp_path,
+) -> None:
+    # A Ready that only moves the lock or the high QC is written with the next write (the
+    # replica docstring); the invariant that matters still holds at every send: what SQLite
+    # holds is the core's current safety record, so nothing sent can be forgotten by a crash.
+    bus = Bus()
+    reps = [bus.make(i, tmp_path) for i in range(4)]
+    sends, stale, deferred = [], [], []
+    for r in reps:
+        send, carry_out = r._transport.send, r._carry_out
+        initial = r.core.safety_record()  # what a replica with nothing stored recovers to
+
+        def checked(dest, data, r=r, send=send, initial=initial):
+            sends.append(r.index)
+            stored, now = _stored_safety(r), r.core.safety_record()
+            if stored != now and not (stored is None and now == initial):
+                stale.append((r.index, r.core.cur_view))
+            send(dest, data)
+
+        def counting(ready, r=r, carry_out=carry_out):
+            carry_out(ready)
+            if r._unsaved_safety is not None:
+                deferred.append(r.index)
+
+        r._transport.send, r._carry_out = checked, counting
+    for r in reps:
+        await r.start()
+    for wave in range(3):  # later waves are gossiped by replicas holding a record back
+        txs = [transfer(1, 3 * wave + n) for n in range(3)]
+        for tx in txs:
+            await reps[wave].submit(tx)
+        await reps[3].wait_receipt(merkle.tx_hash(txs[-1]), timeout_s=10)
+    for r in reps:
+        await r.stop()
+        assert _stored_safety(r) == r.core.safety_record()  # stop() writes what was held back
+    assert sends and deferred  # the path was taken, and messages were checked
+    assert stale == []
 
 
 def test_store_roundtrip_of_safety_and_blocks(tmp_path) -> None:

@@ -7,7 +7,8 @@ each statement, just before COMMIT, just after COMMIT before returning) of every
 (persist with blocks and/or a safety record, record_commit, save_snapshot with pruning,
 install_snapshot), plus at random moments. This proves process-crash safety at every point; it
 does not cut power: power-loss safety rests on SQLite WAL with ``synchronous=FULL`` (checked here
-to be the default), which fsyncs the WAL at every commit before the write returns.
+to be the default), which fsyncs the WAL at every commit before the write returns (except the
+commit record, which is re-derived after a power cut: see the storage module).
 """
 
 from __future__ import annotations
@@ -35,6 +36,33 @@ def test_the_store_fsyncs_every_commit_by_default(tmp_path) -> None:
     fast.close()
 
 
+def test_only_the_commit_record_skips_the_fsync_and_the_store_stays_full_after_it(tmp_path) -> None:
+    # record_commit is re-derived from the fsync'd blocks and QCs after a power cut (storage
+    # docstring), so it alone commits at NORMAL; every other write stays FULL.
+    from tests.store_crash import chain, safety
+
+    seen: dict[str, int] = {}
+    store = LedgerStore(tmp_path / "s.sqlite")
+
+    def at(label: str) -> None:
+        if label.endswith(":begun"):
+            seen[label] = store.db.execute("PRAGMA synchronous").fetchone()[0]
+
+    store._crash_point = at
+    block, bh, cert, result, _ = chain(1)[0]
+    store.persist([block, safety(1)])
+    store.record_commit(block, bh, cert, result)
+    store.save_snapshot(1, b"snap")
+    assert seen == {"persist:begun": 2, "record_commit:begun": 1, "save_snapshot:begun": 2}
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    assert store.committed_height() == 1
+    store.close()
+    fast = LedgerStore(tmp_path / "t.sqlite", power_loss_safe=False)
+    fast.record_commit(block, bh, cert, result)
+    assert fast.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # stays NORMAL
+    fast.close()
+
+
 def test_a_writer_killed_at_any_point_of_any_write_loses_no_acknowledged_write(tmp_path) -> None:
     report = crash_matrix(tmp_path, timed_kills=8)
     assert report.failures == []
@@ -49,8 +77,8 @@ def test_a_writer_killed_at_any_point_of_any_write_loses_no_acknowledged_write(t
 class _StatementAtATime(LedgerStore):
     """A broken store: each statement of a write commits on its own."""
 
-    def _tx(self, write: str) -> storage._Transaction:
-        tx = super()._tx(write)
+    def _tx(self, write: str, *, fsync: bool = True) -> storage._Transaction:
+        tx = super()._tx(write, fsync=fsync)
         step = tx._step
 
         def commit_then_step() -> None:
