@@ -214,7 +214,6 @@ class LedgerReplica:
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._ticker: asyncio.Task | None = None
         self._to_apply: deque[Committed] = deque()
-        self._unsaved_safety: ConsensusSafety | None = None  # see _carry_out
         self._applier: asyncio.Task | None = None
         self._stopped = False  # stop() was called: ignore further input, never restart
         self._queued_height = self.sm.height
@@ -262,6 +261,9 @@ class LedgerReplica:
 
     def _recover(self) -> None:
         """(Re)build the state machine and the consensus core from the store."""
+        # NOTE: a record the old core held back (see _carry_out) was never durable: the new
+        # core starts from the store, as after a crash, so it is dropped, not written later.
+        self._unsaved_safety: ConsensusSafety | None = None
         self.sm = self._new_state_machine()
         recovered = self.store.load()
         committed = recovered.first_height + len(recovered.committed_hashes) - 1
