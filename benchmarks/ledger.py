@@ -452,7 +452,11 @@ def print_durability(d: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rates", default="250,500,1000,2000,4000")
+    ap.add_argument(
+        "--rates",
+        default="250,500,1000,2000,3000,4000,6000,8000",
+        help="offered tx/s levels; the top ones must saturate 4 replicas (the peak is the goal)",
+    )
     ap.add_argument("--duration-s", type=float, default=4.0)
     ap.add_argument("--groups", default="4,7")
     ap.add_argument(
