@@ -17,6 +17,7 @@ follow ``FinishInference`` and failed ``Validation`` records without scanning th
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,6 +64,10 @@ class LedgerEvent:
     passed: bool | None = None  # Validation only
 
 
+def _seq_of(event: LedgerEvent) -> int:
+    return event.seq
+
+
 class EventLog:
     """Events from committed blocks, numbered from 1; bounded (old events are dropped)."""
 
@@ -76,7 +81,7 @@ class EventLog:
         for tx, receipt in zip(txs, result.receipts, strict=True):
             if not receipt.ok:
                 continue
-            signed = wire.open_envelope(tx, chain=self.chain)  # applied, so it opens
+            signed = wire.open_applied(tx)  # verified once, by the state machine
             msg = signed.message
             if isinstance(msg, wire.StartInference):
                 iid = inference_app.inference_id_of(msg.request)
@@ -99,8 +104,9 @@ class EventLog:
             del self.events[: len(self.events) - self.max_events]
 
     def since(self, seq: int) -> list[LedgerEvent]:
-        """Events with sequence number > ``seq``."""
-        return [e for e in self.events if e.seq > seq]
+        """Events with sequence number > ``seq`` (a binary search: every verifier asks a few
+        times a second, and the log holds up to ``max_events``)."""
+        return self.events[bisect.bisect_right(self.events, seq, key=_seq_of) :]
 
 
 class LedgerPort(Protocol):

@@ -1,0 +1,68 @@
+"""The replica's event log, which verifiers and epoch duties poll a few times a second: it does
+not verify an applied transaction's signature a second time, and ``since`` answers from a binary
+search that agrees with a scan."""
+
+from __future__ import annotations
+
+import pytest
+
+from gonka_ray import crypto, wire
+from gonka_ray.actors import ledger_port
+from gonka_ray.actors.ledger_port import EventLog
+from gonka_ray.exceptions import MalformedMessage
+from gonka_ray.ledger import merkle
+from gonka_ray.ledger.state import BlockResult, TxResult
+
+CHAIN = "eventlog-test"
+KEY = crypto.KeyPair.from_seed("eventlog/voter")
+
+
+def _votes(n: int, start: int = 0) -> list[bytes]:
+    return [
+        wire.seal(wire.Vote(inference_id=bytes([i % 256]) * 32, valid=True, nonce=i), KEY, CHAIN)
+        for i in range(start, start + n)
+    ]
+
+
+def _block(height: int, txs: list[bytes], ok: bool = True) -> BlockResult:
+    receipts = tuple(
+        TxResult(wire.envelope_id(t), merkle.tx_hash(t), ok, "" if ok else "no") for t in txs
+    )
+    return BlockResult(height, b"\x00" * 32, b"\x00" * 32, receipts)
+
+
+def test_applied_transactions_become_events_without_a_second_signature_check(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(ledger_port.wire.codec.crypto, "verify", lambda *a: calls.append(a))
+    log = EventLog(CHAIN)
+    txs = _votes(3)
+    log.feed(_block(1, txs), txs)
+    log.feed(_block(2, _votes(2, 3), ok=False), _votes(2, 3))  # rejected: no events
+    assert calls == []
+    assert [(e.seq, e.height, e.kind, e.sender) for e in log.events] == [
+        (i + 1, 1, "Vote", KEY.address) for i in range(3)
+    ]
+    assert [e.inference_id for e in log.events] == [bytes([i]) * 32 for i in range(3)]
+
+
+def test_open_applied_reads_what_open_envelope_verifies() -> None:
+    tx = _votes(1)[0]
+    read, opened = wire.open_applied(tx), wire.open_envelope(tx, chain=CHAIN)
+    assert (read.message, read.signer, read.signature, read.raw) == (
+        opened.message,
+        opened.signer,
+        opened.signature,
+        opened.raw,
+    )
+    with pytest.raises(MalformedMessage):
+        wire.open_applied(wire.encode(wire.Vote(inference_id=b"\x01" * 32, valid=True, nonce=1)))
+
+
+def test_since_agrees_with_a_scan_also_after_old_events_are_dropped() -> None:
+    log = EventLog(CHAIN, max_events=25)
+    for h in range(1, 9):
+        txs = _votes(7, 7 * h)
+        log.feed(_block(h, txs), txs)
+    assert len(log.events) == 25 and log.events[0].seq == 56 - 25 + 1
+    for seq in range(-1, 60):
+        assert log.since(seq) == [e for e in log.events if e.seq > seq], seq
