@@ -172,6 +172,7 @@ TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer
 TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
 TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
 PAYLOAD_FETCH_TIMEOUT_S = 10.0  # a verifier's fetch window: a payload not produced by then fails
+VERIFIER_EVENTS_WAIT_S = 2.0  # a verifier's long poll for the next block with events
 VERIFIER_METRICS_PUBLISH_INTERVAL_S = 2.0  # how often a verifier publishes its counters
 EPOCH_WORKER_BLOCK_GUESS_S = 0.1  # block-time guess until the epoch worker has seen two views
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per MLNode; the engine batches them

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,8 +77,11 @@ class EventLog:
         self.events: list[LedgerEvent] = []
         self.max_events = max_events
         self._next = 1
+        # long polls (wait_since) wait on this; feed() sets it from whatever thread applies
+        self._grew: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def feed(self, result: BlockResult, txs: Sequence[bytes]) -> None:
+        first = self._next
         for tx, receipt in zip(txs, result.receipts, strict=True):
             if not receipt.ok:
                 continue
@@ -102,11 +106,30 @@ class EventLog:
             self._next += 1
         if len(self.events) > self.max_events:
             del self.events[: len(self.events) - self.max_events]
+        if self._grew is not None and self._next > first:
+            loop, grew = self._grew
+            self._grew = None
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(grew.set)
 
     def since(self, seq: int) -> list[LedgerEvent]:
         """Events with sequence number > ``seq`` (a binary search: every verifier asks a few
         times a second, and the log holds up to ``max_events``)."""
         return self.events[bisect.bisect_right(self.events, seq, key=_seq_of) :]
+
+    async def wait_since(self, seq: int, wait_s: float) -> list[LedgerEvent]:
+        """:meth:`since`, but with none yet, wait up to ``wait_s`` for the next block that
+        brings events (a long poll: a follower asks once per such block, not on a timer)."""
+        out = self.since(seq)
+        if out or wait_s <= 0:
+            return out
+        loop = asyncio.get_running_loop()
+        if self._grew is None or self._grew[0] is not loop:
+            self._grew = (loop, asyncio.Event())
+        grew = self._grew[1]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(grew.wait(), wait_s)
+        return self.since(seq)
 
 
 class LedgerPort(Protocol):
@@ -125,7 +148,7 @@ class LedgerPort(Protocol):
     async def balance(self, address: str) -> int: ...
     async def nonce(self, address: str) -> int: ...
     async def inference(self, inference_id: bytes) -> InferenceRecord | None: ...
-    async def events_since(self, seq: int) -> list[LedgerEvent]: ...
+    async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]: ...
     async def height(self) -> int: ...
     async def epoch_view(self) -> epoch_app.EpochView: ...
     async def epoch_snapshot(self, epoch: int) -> EpochSnapshot | None: ...
@@ -212,8 +235,8 @@ class LocalLedger:
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)
 
-    async def events_since(self, seq: int) -> list[LedgerEvent]:
-        return self.log.since(seq)
+    async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]:
+        return await self.log.wait_since(seq, wait_s)
 
     async def height(self) -> int:
         return self.sm.height

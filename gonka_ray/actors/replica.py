@@ -186,8 +186,8 @@ class ParticipantReplica(LedgerReplica):
         recs.sort(key=lambda r: (r.start_height, r.inference_id), reverse=True)
         return recs[:limit]
 
-    async def events_since(self, seq: int) -> list[LedgerEvent]:
-        return self.events.since(seq)
+    async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]:
+        return await self.events.wait_since(seq, wait_s)
 
     async def nonce(self, address: str) -> int:
         return self.sm.nonce(address)
@@ -296,8 +296,8 @@ class ReplicaLedgerPort:
     async def inference(self, inference_id: bytes):
         return await self._own().inference.remote(inference_id)
 
-    async def events_since(self, seq: int):
-        return await self._own().events_since.remote(seq)
+    async def events_since(self, seq: int, wait_s: float = 0.0):
+        return await self._own().events_since.remote(seq, wait_s)
 
     async def height(self) -> int:
         return await self._own().height.remote()

@@ -29,7 +29,7 @@ from gonka_ray import wire
 from gonka_ray.actors.clients import PeerExecutor
 from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
-from gonka_ray.constants import PAYLOAD_FETCH_TIMEOUT_S
+from gonka_ray.constants import PAYLOAD_FETCH_TIMEOUT_S, VERIFIER_EVENTS_WAIT_S
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
 from gonka_ray.ledger.inference_app import prompt_hash
@@ -97,13 +97,21 @@ class Verifier(RoleBase):
 
     # --- the loop --------------------------------------------------------------------------
 
-    async def run(self, poll_interval_s: float = 0.2) -> None:
-        """Follow the ledger until :meth:`stop` (the actor's background task)."""
+    async def run(
+        self, poll_interval_s: float = 0.2, wait_s: float = VERIFIER_EVENTS_WAIT_S
+    ) -> None:
+        """Follow the ledger until :meth:`stop` (the actor's background task): a long poll for
+        the next block that brings events (at most ``wait_s``), and a pause of
+        ``poll_interval_s`` only after one that brought none or failed, so an idle verifier asks
+        about once per ``wait_s`` instead of every ``poll_interval_s``."""
         while not self._stop.is_set():
+            before = self.cursor
             try:
-                await self.run_once()
+                await self.run_once(wait_s)
             except Exception:  # keep verifying whatever one check did
                 log.exception("verifier %s: poll failed", self.participant)
+            if self.cursor != before:
+                continue
             try:
                 await asyncio.wait_for(self._stop.wait(), poll_interval_s)
             except TimeoutError:
@@ -112,9 +120,10 @@ class Verifier(RoleBase):
     def stop(self) -> None:
         self._stop.set()
 
-    async def run_once(self) -> int:
-        """Process the events committed since the last call; returns how many checks ran."""
-        events = await self.ledger.events_since(self.cursor)
+    async def run_once(self, wait_s: float = 0.0) -> int:
+        """Process the events committed since the last call (waiting up to ``wait_s`` for some
+        when there are none yet); returns how many checks ran."""
+        events = await self.ledger.events_since(self.cursor, wait_s)
         done = 0
         for event in events:
             self.cursor = max(self.cursor, event.seq)

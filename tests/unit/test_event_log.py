@@ -1,8 +1,11 @@
-"""The replica's event log, which verifiers and epoch duties poll a few times a second: it does
-not verify an applied transaction's signature a second time, and ``since`` answers from a binary
-search that agrees with a scan."""
+"""The replica's event log, which verifiers follow: it does not verify an applied transaction's
+signature a second time, ``since`` answers from a binary search that agrees with a scan, and a
+long poll returns with the next block that brings events (from the loop or an apply thread)."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import pytest
 
@@ -66,3 +69,26 @@ def test_since_agrees_with_a_scan_also_after_old_events_are_dropped() -> None:
     assert len(log.events) == 25 and log.events[0].seq == 56 - 25 + 1
     for seq in range(-1, 60):
         assert log.since(seq) == [e for e in log.events if e.seq > seq], seq
+
+
+async def test_a_long_poll_returns_with_the_next_block_that_brings_events() -> None:
+    log = EventLog(CHAIN)
+    t0 = time.monotonic()
+    task = asyncio.create_task(log.wait_since(0, 5.0))
+    await asyncio.sleep(0.05)
+    rejected = _votes(1, 50)
+    log.feed(_block(1, rejected, ok=False), rejected)  # a block without events: still waiting
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    txs = _votes(2)
+    log.feed(_block(2, txs), txs)
+    got = await asyncio.wait_for(task, 1.0)
+    assert [e.seq for e in got] == [1, 2] and time.monotonic() - t0 < 1.0
+    t1 = time.monotonic()
+    assert await log.wait_since(2, 0.1) == [] and time.monotonic() - t1 >= 0.1  # times out empty
+    assert [e.seq for e in await log.wait_since(1, 5.0)] == [2]  # something new: no wait
+    task = asyncio.create_task(log.wait_since(2, 5.0))
+    await asyncio.sleep(0.02)
+    more = _votes(1, 9)
+    await asyncio.to_thread(log.feed, _block(3, more), more)  # applied in a worker thread
+    assert [e.seq for e in await asyncio.wait_for(task, 1.0)] == [3]
