@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,11 +76,21 @@ def _intertoken_ms(row: dict) -> float:
     return (row["e2e_p50_ms"] - row["ttft_p50_ms"]) / (tokens - 1)
 
 
+def session_cpu() -> dict[int, tuple[str, float, float]]:
+    """:func:`~benchmarks.scaling.cpu_by_process` over this process's tree: ``ray.init`` started
+    this session's ``gcs_server``, ``raylet`` and helpers as its children; this process is the
+    ``driver`` (left out of the network's figures)."""
+    procs = cpu_by_process({os.getpid()})
+    _, secs, rss = procs[os.getpid()]
+    procs[os.getpid()] = ("driver", secs, rss)
+    return procs
+
+
 async def idle_cores(seconds: float) -> dict[str, float]:
     """Cores each role keeps busy over ``seconds`` with no traffic."""
-    before, t0 = cpu_by_process(), time.monotonic()
+    before, t0 = session_cpu(), time.monotonic()
     await asyncio.sleep(seconds)
-    used = role_cpu(before, cpu_by_process())
+    used = role_cpu(before, session_cpu())
     wall = time.monotonic() - t0
     return {k: v / wall for k, v in used.items()}
 
@@ -95,11 +106,11 @@ async def protocol_cpu(net: Any, max_tokens: int, requests: int, idle_s: float) 
         await client.chat(msgs, max_tokens=max_tokens, seed=i, ta=names[i % len(names)])
     await asyncio.sleep(3.0)  # their checks
     idle = await idle_cores(idle_s)
-    before, t0 = cpu_by_process(), time.monotonic()
+    before, t0 = session_cpu(), time.monotonic()
     for i in range(requests):
         await client.chat(msgs, max_tokens=max_tokens, seed=100 + i, ta=names[i % len(names)])
     await asyncio.sleep(6.0)  # the verifiers' checks and the ledger records of the last ones
-    used = role_cpu(before, cpu_by_process())
+    used = role_cpu(before, session_cpu())
     wall = time.monotonic() - t0
     by_role = {
         k: round(1000 * (v - idle.get(k, 0.0) * wall) / requests, 2)
