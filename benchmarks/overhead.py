@@ -347,7 +347,7 @@ async def cpu_per_request(
     ``requests`` sequential SDK requests over Ray (no HTTP), minus each role's idle use (the
     ledger's heartbeat blocks, the verifiers' polling) measured for ``idle_s`` just before; and
     the same engine's CPU per request alone, in this process."""
-    from benchmarks.scaling import cpu_by_process, role_cpu
+    from benchmarks.scaling import role_cpu, session_cpu
     from gonka_ray.engine.base import EngineRequest, SamplingParams
     from gonka_ray.sdk import Client
 
@@ -355,15 +355,15 @@ async def cpu_per_request(
     client = Client(net.client_key(), {"p0": net.ta("p0")}, model, chain=net.chain_id)
     await client.chat(msgs, max_tokens=max_tokens, seed=1)  # warm
     await asyncio.sleep(5.0)  # let its checks finish
-    before, t0 = cpu_by_process(), time.monotonic()
+    before, t0 = session_cpu(), time.monotonic()
     await asyncio.sleep(idle_s)
-    idle = role_cpu(before, cpu_by_process())
+    idle = role_cpu(before, session_cpu())
     idle_rate = {k: v / (time.monotonic() - t0) for k, v in idle.items()}
-    before, t0 = cpu_by_process(), time.monotonic()
+    before, t0 = session_cpu(), time.monotonic()
     for i in range(requests):
         await client.chat(msgs, max_tokens=max_tokens, seed=200 + i, temperature=0.8)
     await asyncio.sleep(8.0)  # the verifiers' checks of the last requests
-    used = role_cpu(before, cpu_by_process())
+    used = role_cpu(before, session_cpu())
     wall = time.monotonic() - t0
     per_role = {
         k: round(1000 * (v - idle_rate.get(k, 0.0) * wall) / requests, 1)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from tqdm import tqdm
 
 from benchmarks._common import print_table, write_results
 from benchmarks.overhead import API_KEY, QUESTIONS, bare_app, run_cells
-from benchmarks.scaling import cpu_by_process, role_cpu
+from benchmarks.scaling import role_cpu, session_cpu
 from gonka_ray.config import parse_config
 
 ENGINE_ROLES = ("mlnode",)  # the model's own CPU: generation and the verifiers' prefill
@@ -74,16 +73,6 @@ def _cell(rows: list[dict], side: str, conc: int) -> dict:
 def _intertoken_ms(row: dict) -> float:
     tokens = max(2, row["completion_tokens"] / max(1, row["ok"]))
     return (row["e2e_p50_ms"] - row["ttft_p50_ms"]) / (tokens - 1)
-
-
-def session_cpu() -> dict[int, tuple[str, float, float]]:
-    """:func:`~benchmarks.scaling.cpu_by_process` over this process's tree: ``ray.init`` started
-    this session's ``gcs_server``, ``raylet`` and helpers as its children; this process is the
-    ``driver`` (left out of the network's figures)."""
-    procs = cpu_by_process({os.getpid()})
-    _, secs, rss = procs[os.getpid()]
-    procs[os.getpid()] = ("driver", secs, rss)
-    return procs
 
 
 async def idle_cores(seconds: float) -> dict[str, float]:

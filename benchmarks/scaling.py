@@ -135,6 +135,16 @@ def cpu_by_process(nodes: set[int]) -> dict[int, tuple[str, float, float]]:
     return procs
 
 
+def session_cpu() -> dict[int, tuple[str, float, float]]:
+    """:func:`cpu_by_process` over this process's tree, for one Ray cluster started here (not
+    a federation): ``ray.init`` starts its ``gcs_server``, ``raylet`` and helpers as children of
+    this process, which is the ``driver`` (left out of the network's figures)."""
+    procs = cpu_by_process({os.getpid()})
+    _, secs, rss = procs[os.getpid()]
+    procs[os.getpid()] = ("driver", secs, rss)
+    return procs
+
+
 def role_of(title: str) -> str:
     """A process title's role: the protocol actor it hosts, ``serve``, or the title itself."""
     m = re.match(r"ray::(\w+)", title)
