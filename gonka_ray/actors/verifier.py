@@ -101,19 +101,21 @@ class Verifier(RoleBase):
         self, poll_interval_s: float = 0.2, wait_s: float = VERIFIER_EVENTS_WAIT_S
     ) -> None:
         """Follow the ledger until :meth:`stop` (the actor's background task): a long poll for
-        the next block that brings events (at most ``wait_s``), and a pause of
-        ``poll_interval_s`` only after one that brought none or failed, so an idle verifier asks
-        about once per ``wait_s`` instead of every ``poll_interval_s``."""
+        the next block that brings events (at most ``wait_s``), asked at most once per
+        ``poll_interval_s``. Idle, a verifier asks about once per ``wait_s`` and hears of the
+        first new block at once; busy, as often as a plain poll would, the events of several
+        blocks together (each ask is a Ray call for the verifier and its replica)."""
         while not self._stop.is_set():
-            before = self.cursor
+            started = self.clock()
             try:
                 await self.run_once(wait_s)
             except Exception:  # keep verifying whatever one check did
                 log.exception("verifier %s: poll failed", self.participant)
-            if self.cursor != before:
+            pause = poll_interval_s - (self.clock() - started)
+            if pause <= 0:
                 continue
             try:
-                await asyncio.wait_for(self._stop.wait(), poll_interval_s)
+                await asyncio.wait_for(self._stop.wait(), pause)
             except TimeoutError:
                 pass
 

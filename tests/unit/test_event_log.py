@@ -92,3 +92,47 @@ async def test_a_long_poll_returns_with_the_next_block_that_brings_events() -> N
     more = _votes(1, 9)
     await asyncio.to_thread(log.feed, _block(3, more), more)  # applied in a worker thread
     assert [e.seq for e in await asyncio.wait_for(task, 1.0)] == [3]
+
+
+class _Follower:
+    """A ledger port stand-in for the verifier's loop: ``events_since`` only (events without a
+    Finish or a failed Validation, so no check runs), counting the asks."""
+
+    chain = None
+
+    def __init__(self, log: EventLog) -> None:
+        self.log, self.asks = log, 0
+
+    async def events_since(self, seq: int, wait_s: float = 0.0):
+        self.asks += 1
+        return await self.log.wait_since(seq, wait_s)
+
+
+async def test_the_verifier_asks_once_per_long_poll_idle_and_at_most_once_per_interval_busy() -> (
+    None
+):
+    from gonka_ray.actors.role import RoleContext
+    from gonka_ray.actors.verifier import Verifier
+
+    log = EventLog(CHAIN)
+    port = _Follower(log)
+    ctx = RoleContext(participant="v", key=KEY, ledger=port, engine=None, model="fake")
+    v = Verifier(ctx, executors=lambda _a: None, epoch_seed=b"\x00" * 32)
+    task = asyncio.create_task(v.run(poll_interval_s=0.1, wait_s=0.5))
+    await asyncio.sleep(1.05)  # idle: asks at 0, 0.5, 1.0
+    assert port.asks <= 3, port.asks
+    txs = _votes(1)
+    log.feed(_block(1, txs), txs)
+    await asyncio.sleep(0.02)
+    assert v.cursor == 1  # the waiting ask returned with the block
+    port.asks, t0 = 0, time.monotonic()
+    for h in range(2, 22):  # busy: a block with events every 10 ms
+        more = _votes(1, h)
+        log.feed(_block(h, more), more)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.15)
+    busy_s = time.monotonic() - t0
+    v.stop()
+    await asyncio.wait_for(task, 2.0)
+    assert v.cursor == 21
+    assert port.asks <= busy_s / 0.1 + 2 and port.asks < 20, (port.asks, busy_s)  # not per block
