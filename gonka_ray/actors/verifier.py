@@ -101,21 +101,23 @@ class Verifier(RoleBase):
         self, poll_interval_s: float = 0.2, wait_s: float = VERIFIER_EVENTS_WAIT_S
     ) -> None:
         """Follow the ledger until :meth:`stop` (the actor's background task): a long poll for
-        the next block that brings events (at most ``wait_s``), asked at most once per
-        ``poll_interval_s``. Idle, a verifier asks about once per ``wait_s`` and hears of the
-        first new block at once; busy, as often as a plain poll would, the events of several
-        blocks together (each ask is a Ray call for the verifier and its replica)."""
+        the next block that brings events (at most ``wait_s``). After an answer with events, or
+        a quick one without (a failure, a port that does not wait), it pauses
+        ``poll_interval_s``; only a poll that waited and timed out is asked again at once.
+        Busy, a verifier asks as often as a plain poll would, the events of several blocks
+        together (each ask is a Ray call for the verifier and its replica: asking per block
+        cost more CPU per request than it saved idle); idle, once per ``wait_s``, and it hears
+        of the first new block at once."""
         while not self._stop.is_set():
-            started = self.clock()
+            started, before = self.clock(), self.cursor
             try:
                 await self.run_once(wait_s)
             except Exception:  # keep verifying whatever one check did
                 log.exception("verifier %s: poll failed", self.participant)
-            pause = poll_interval_s - (self.clock() - started)
-            if pause <= 0:
-                continue
+            if self.cursor == before and self.clock() - started >= poll_interval_s:
+                continue  # the long poll timed out: nothing to gather, ask again
             try:
-                await asyncio.wait_for(self._stop.wait(), pause)
+                await asyncio.wait_for(self._stop.wait(), poll_interval_s)
             except TimeoutError:
                 pass
 
