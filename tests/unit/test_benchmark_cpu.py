@@ -26,7 +26,8 @@ def test_session_cpu_walks_this_process_tree_with_the_driver_apart() -> None:
             time.sleep(0.1)
         assert child.pid in after and after[child.pid][0] == "ray_other"  # not a Ray title
         used = role_cpu(before, after)
-        assert used["ray_other"] > 0.1 and set(used) <= {"driver", "ray_other"}
+        assert used["ray_other"] > 0.1  # (a Ray cluster other tests started here may add roles)
+        assert "node" not in used and "client" not in used  # this process counts as the driver
     finally:
         child.kill()
         child.wait()
