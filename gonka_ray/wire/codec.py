@@ -406,6 +406,14 @@ def _signing_bytes(chain: str, type_name: str, version: int, body: bytes, signer
     return _pack([chain, type_name, version, body, signer])
 
 
+def _envelope_fields(data: bytes) -> list:
+    """The five fields of an envelope's msgpack array, unchecked beyond their number."""
+    obj = _unpack(data)
+    if type(obj) is not list or len(obj) != 5:
+        raise MalformedMessage("an envelope is [type, version, body, signer, signature]")
+    return obj
+
+
 def seal(msg: Message, key: crypto.KeyPair, chain: str) -> bytes:
     """Sign ``msg`` with ``key`` for the network ``chain`` and return the envelope bytes."""
     cls = type(msg)
@@ -441,9 +449,7 @@ def open_envelope(
         WireError: any of its subclasses: truncated, malformed, unknown type or version,
             oversize, non-canonical, bad signature, unauthorized signer.
     """
-    obj = _unpack(data)
-    if type(obj) is not list or len(obj) != 5:
-        raise MalformedMessage("an envelope is [type, version, body, signer, signature]")
+    obj = _envelope_fields(data)
     type_name, version, body, signer, sig = obj
     cls = _lookup(type_name, version)
     _check_expected(cls, expect)
@@ -468,8 +474,8 @@ def open_envelope(
 def envelope_id(data: bytes) -> bytes:
     """:attr:`Signed.id` of an envelope, read without verifying it (for envelopes already
     verified elsewhere, e.g. a transaction the ledger applied)."""
-    obj = _unpack(data)
-    if type(obj) is not list or len(obj) != 5 or type(obj[4]) is not bytes:
+    obj = _envelope_fields(data)
+    if type(obj[4]) is not bytes:
         raise MalformedMessage("an envelope is [type, version, body, signer, signature]")
     return crypto.sha256(obj[4])
 
@@ -478,9 +484,7 @@ def open_applied(data: bytes) -> Signed:
     """An envelope the ledger has already verified and applied (its receipt is ok), decoded
     without verifying its signature a second time. Never for bytes that did not come out of a
     committed block on this replica: those go through :func:`open_envelope`."""
-    obj = _unpack(data)
-    if type(obj) is not list or len(obj) != 5:
-        raise MalformedMessage("an envelope is [type, version, body, signer, signature]")
+    obj = _envelope_fields(data)
     type_name, version, body, signer, sig = obj
     return Signed(decode_body(_lookup(type_name, version), body), signer, sig, bytes(data))
 
