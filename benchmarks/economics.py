@@ -364,9 +364,7 @@ def simulate(cfg: SimConfig, seed: int, *, progress: bool = True) -> Tally:
                 cfg.reward_per_epoch, cfg.validator_fee_share_bps, prorate_duty=cfg.prorate_duty
             ),
             # DESIGN §4: one vote-confirmed invalidation forfeits the executor's epoch
-            invalidated={
-                r.executor for r in epoch_records if r.status is InferenceStatus.INVALIDATED
-            },
+            invalidated=settlement.caught_in(epoch_records),
         )
         for a, ps in s.participants.items():
             if ps.invalid:

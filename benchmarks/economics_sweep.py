@@ -84,6 +84,9 @@ class Economy:
     collude_weight: float = 0.15  # colluders' weight share (< 1/3)
     sybil_split: int = 4
     committee: int = 0  # 0: every eligible participant votes on a dispute (the ledger today)
+    # a prompt-count vote is judged on the payload (fetch, hashes, tokenizer), no model run:
+    # priced at 1% of a verification
+    payload_check_share: float = 0.01
 
     @property
     def tokens(self) -> int:
@@ -220,6 +223,33 @@ def _probabilities(rep, w, traffic) -> tuple[np.ndarray, np.ndarray]:
     return p, pi
 
 
+def _ta_inflation_votes(rng, requests, w, bad, checks, caught, econ, rates, out, strategy) -> int:
+    """Protocol v3: every Start of an inflating TA (TAs take requests ∝ weight) opens a vote
+    in which every eligible participant but the TA and the executor judges the (honest)
+    executor's inference; upheld convicts the TA (it forfeits: ``caught``), invalidated would
+    wrong the executor. Returns how many such votes were held (each costs every judging voter
+    a payload check, ``Economy.payload_check_share`` of a verification)."""
+    if strategy != "ta_inflate":
+        return 0
+    total = int(w.sum())
+    starts = rng.multinomial(requests, w / total)
+    held = 0
+    for a in np.flatnonzero(bad & (starts > 0) & (w > 0)):
+        held += int(starts[a])
+        for _ in range(min(int(starts[a]), 3)):  # the first disputes decide the epoch
+            p_ex = np.where(np.arange(len(w)) == a, 0, w).astype(float)
+            e = int(rng.choice(len(w), p=p_ex / p_ex.sum()))
+            elig = w > 0
+            elig[[a, e]] = False
+            voters = _committee(rng, w, elig, econ.committee)
+            if _vote(rng, w, voters, rates.fpr, checks[:, e].astype(np.int64)):
+                caught[e] = True
+                out["honest_invalidated"] += 1
+            else:
+                caught[a] = True
+    return held
+
+
 def run(
     strategy: str, requests: int, n: int, seed: int, epochs: int, econ: Economy, rates: Rates
 ) -> dict[str, Any]:
@@ -304,6 +334,9 @@ def run(
                     invalidated[e] += 1
                     if not bad[e] or not rate[e]:
                         out["honest_invalidated"] += 1
+        ta_disputes = _ta_inflation_votes(
+            rng, requests, w, bad, checks, caught, econ, rates, out, strategy
+        )
         out["kicked_out"] += int(kicked.sum())
         # compute: inference, checks, every eligible re-checking voter per dispute
         infer = (n_inf - cheated) * t * econ.cost_per_token
@@ -312,7 +345,7 @@ def run(
             infer = np.where(bad, n_inf * (econ.prompt_tokens + 1) * econ.cost_per_token, infer)
         verify = real.sum(1) * t * econ.cost_per_token
         # every dispute: each (committee) voter that re-checks pays one verification
-        disputes = int(votes_held.sum())
+        disputes = int(votes_held.sum()) + ta_disputes * econ.payload_check_share
         rechecks = eligible & (checks.max(1) == 1)
         seat = 1.0 if not econ.committee else np.minimum(1.0, econ.committee * w / total)
         verify += np.where(rechecks, disputes * seat * t * econ.cost_per_token, 0.0)
@@ -335,6 +368,7 @@ def run(
             duty_met[v], mint_kept[v] = not forfeits, num / den
         # fees: an abort without the TA's client_left is not billed; a TA's inflated prompt
         # count is charged at the executor's (lower) count, so the executor earns as honest
+        # (and the TA, convicted by the vote, forfeits: ``caught`` above)
         billed = np.where(bad & (strategy == "abort_fake"), 0, n_inf) * fee
         passers = (required * (checks != 0)).astype(float)  # required validations submitted
         validated_share = 1 - np.prod(1 - p_eff * (checks != 0), axis=0)

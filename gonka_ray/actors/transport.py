@@ -226,7 +226,7 @@ class TransportAgent(RoleBase):
                     request=envelope,
                     executor=executor,
                     attempt=attempt,
-                    prompt_tokens=len(prompt_ids),
+                    prompt_tokens=self._claimed_prompt_tokens(prompt_ids),
                     prompt_hash=prompt_hash(prompt_ids),
                     nonce=self.rng.getrandbits(64),
                 ),
@@ -311,6 +311,10 @@ class TransportAgent(RoleBase):
                 retry_after_s=TA_RETRY_AFTER_S,
             )
         raise NoExecutorAvailable(f"no executor answered after {self.max_attempts} attempts")
+
+    def _claimed_prompt_tokens(self, prompt_ids: list[int]) -> int:
+        """The prompt count a Start claims (the executor signs its own; a mismatch is a vote)."""
+        return len(prompt_ids)
 
     @staticmethod
     def _interrupted(iid: bytes, output: list[int], exc: Exception) -> EngineError:

@@ -142,6 +142,27 @@ class Verifier(RoleBase):
         record = await self.ledger.inference(iid)
         if record is None or record.executor == self.address:
             return 0
+        voted = await self._on_prompt_dispute(record) if record.prompt_vote else 0
+        return voted + await self._sampled_check(record)
+
+    async def _on_prompt_dispute(self, record: InferenceRecord) -> int:
+        """The executor's prompt count contradicts the TA's Start: the Finish opened a vote
+        (protocol v3) on one question, whether the executor's count and payload agree with
+        everything committed, the TA's prompt hash included. Answering it needs the payload,
+        not the model: a vote costs a fetch, not a verification."""
+        if self.address in (record.accuser, record.executor) or self.address in record.votes:
+            return 0
+        *_, problem = await self._opened(record)
+        await self._submit(
+            wire.Vote(
+                inference_id=record.inference_id, valid=not problem, nonce=self.rng.getrandbits(64)
+            )
+        )
+        self.votes += 1
+        return 1
+
+    async def _sampled_check(self, record: InferenceRecord) -> int:
+        iid = record.inference_id
         epoch = epochs.epoch_of(record.finish_height, self.epochs)
         snap = await self.ledger.epoch_snapshot(epoch)
         if snap is None:  # settled and pruned long ago
@@ -225,13 +246,18 @@ class Verifier(RoleBase):
             )
         return verdict, result
 
-    async def _grade(self, record: InferenceRecord) -> VerificationResult:
+    async def _opened(
+        self, record: InferenceRecord
+    ) -> tuple[Artifact | None, wire.Signed | None, str]:
+        """The inference's payload, fetched and checked against every committed field (no
+        model run): its artifact (None if it never arrived whole), the client's opened request,
+        and what is wrong with them ("" when nothing is)."""
         try:
             body = await asyncio.wait_for(self._fetch(record), PAYLOAD_FETCH_TIMEOUT_S)
         except (GonkaError, TimeoutError, Exception) as exc:  # any failure to produce it
-            return failed_structurally(f"payload unavailable: {type(exc).__name__}")
+            return None, None, f"payload unavailable: {type(exc).__name__}"
         if hashlib.sha256(body).digest() != record.payload_hash:
-            return failed_structurally("payload does not match the committed hash")
+            return None, None, "payload does not match the committed hash"
         try:
             payload = wire.decode(body, expect=wire.Payload)
             artifact = Artifact.from_compact(payload.artifact)
@@ -239,10 +265,14 @@ class Verifier(RoleBase):
                 payload.request, expect=wire.InferenceRequest, chain=self.chain.id
             )
         except GonkaError as exc:
-            return failed_structurally(f"malformed payload: {type(exc).__name__}")
-        problem = await self._structural_problem(record, artifact, client)
-        if problem:
-            return failed_structurally(problem, artifact.num_output_tokens)
+            return None, None, f"malformed payload: {type(exc).__name__}"
+        return artifact, client, await self._structural_problem(record, artifact, client)
+
+    async def _grade(self, record: InferenceRecord) -> VerificationResult:
+        artifact, client, problem = await self._opened(record)
+        if problem or artifact is None:
+            tokens = 0 if artifact is None else artifact.num_output_tokens
+            return failed_structurally(problem, tokens)
         spec = client.message.sampling
         sampling = SamplingParams(
             temperature=spec.temperature,

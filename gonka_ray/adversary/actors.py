@@ -1,4 +1,5 @@
-"""ADVERSARIAL: cheating MLNodes and executors (demos, tests and the detection benchmark)."""
+"""ADVERSARIAL: cheating MLNodes, executors and transport agents (demos, tests and the detection
+benchmark)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from gonka_ray.actors.clients import EngineClient
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.mlnode import MLNode
 from gonka_ray.actors.role import RoleContext
+from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.adversary.cheats import SAMPLING_CHEATS, adversarial_engine, sampling_hook
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
@@ -112,3 +114,15 @@ class CheatingExecutor(Executor):
             chunks = [*chunks[: keep - 1], replace(chunks[keep - 1], finish_reason="stop")]
         for c in chunks:
             yield c
+
+
+class InflatingTransportAgent(TransportAgent):
+    """ADVERSARIAL transport agent whose Starts claim ``factor`` × the prompt's token count (it
+    commits the real prompt's hash, as it must for the executor to run it)."""
+
+    def __init__(self, ctx: RoleContext, *, factor: int = 10, **kw: Any) -> None:
+        super().__init__(ctx, **kw)
+        self.factor = factor
+
+    def _claimed_prompt_tokens(self, prompt_ids: list[int]) -> int:
+        return self.factor * len(prompt_ids)

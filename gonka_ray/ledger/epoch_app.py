@@ -81,7 +81,7 @@ from gonka_ray.protocol import (
     votes,
 )
 from gonka_ray.protocol.epochs import Phase
-from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
+from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.protocol.reputation import Status
 from gonka_ray.protocol.verification_policy import EpochRule
 
@@ -360,7 +360,7 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
         records=due,
         duties=duties,
         params=cfg.params,
-        invalidated={r.executor for r in this_epoch if r.status is InferenceStatus.INVALIDATED},
+        invalidated=settlement.caught_in(this_epoch),
     )
     settlement.apply_settlement(result, _Accounts(ctx), people)
     for a, p in people.items():

@@ -67,6 +67,12 @@ class InferenceAppConfig:
     draw_grace_blocks: int = 64  # a TA's view of the participants may be this many blocks old
 
 
+# Fields added after records were first stored (protocol v3), all False by default: a record
+# leaves them out while they are False, so it encodes (and hashes into the state) as before.
+_RECORD_TAIL = ("prompt_vote", "ta_convicted")
+assert tuple(_RECORD_FIELDS[-len(_RECORD_TAIL) :]) == _RECORD_TAIL
+
+
 def _encode_record(rec: InferenceRecord) -> list:
     out = []
     for name in _RECORD_FIELDS:
@@ -76,6 +82,8 @@ def _encode_record(rec: InferenceRecord) -> list:
         elif isinstance(v, dict):
             v = sorted([k, bool(b)] for k, b in v.items())
         out.append(v)
+    while len(out) > len(_RECORD_FIELDS) - len(_RECORD_TAIL) and out[-1] is False:
+        out.pop()
     return out
 
 
@@ -89,7 +97,9 @@ def unpairs(rows: list) -> dict[str, int]:
 
 
 def _decode_record(row: list) -> InferenceRecord:
-    kw = dict(zip(_RECORD_FIELDS, row, strict=True))
+    if not len(_RECORD_FIELDS) - len(_RECORD_TAIL) <= len(row) <= len(_RECORD_FIELDS):
+        raise ValueError(f"an inference record has {len(row)} fields")
+    kw = dict(zip(_RECORD_FIELDS, row, strict=False))  # a missing tail field is its default
     kw["status"] = InferenceStatus(kw["status"])
     kw["validations"] = {k: bool(b) for k, b in kw["validations"]}
     kw["votes"] = {k: bool(b) for k, b in kw["votes"]}

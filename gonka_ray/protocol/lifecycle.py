@@ -109,6 +109,11 @@ class InferenceRecord:
     # ``prompt_tokens`` (what is charged) is then the smaller of the two
     claimed_prompt_tokens: int = 0
     client_left: bool = False  # the TA signed that its client went away mid-stream
+    # protocol v3: the open vote is a prompt-count dispute (the executor's signed count
+    # contradicted the TA's Start, so the Finish opened it with the TA as the accuser); cleared
+    # with its ballots when it closes, ``ta_convicted`` when it upheld the executor
+    prompt_vote: bool = False
+    ta_convicted: bool = False
 
 
 def _reject(reason: str, message: str) -> TxRejected:
@@ -313,7 +318,9 @@ class InferenceBook:
         ``prompt_tokens`` is the executor's own count of the prompt it ran (None: the TA's).
         The client pays for at most that many; a TA whose Start claimed another count is
         flagged (``prompt_token_disputes``) and the record keeps the executor's count, which
-        verifiers check against the artifact."""
+        verifiers check against the artifact. Under protocol v3 the contradiction also opens a
+        vote with the TA as the accuser (:meth:`_resolve_vote`): the TA committed the prompt's
+        hash, so a check that passes proves the executor's count and the TA's claim false."""
         rec = self._get(inference_id)
         if executor != rec.executor:
             raise _reject("not_executor", "only the selected executor may finish")
@@ -326,7 +333,8 @@ class InferenceBook:
         counted = rec.prompt_tokens if prompt_tokens is None else prompt_tokens
         if counted < 0:
             raise _reject("bad_tokens", "prompt_tokens must be >= 0")
-        if counted != rec.prompt_tokens:  # the TA's Start claimed another prompt size
+        disputed = counted != rec.prompt_tokens  # the TA's Start claimed another prompt size
+        if disputed:
             ta = self.participants.get(rec.transport_agent)
             if ta is not None:
                 ta.prompt_token_disputes += 1
@@ -347,8 +355,11 @@ class InferenceBook:
         rec.payload_hash, rec.evidence_weight = payload_hash, evidence_weight
         rec.finish_block_hash = block_hash
         rec.finish_height, rec.status = height, InferenceStatus.FINISHED
-        self.records[inference_id] = rec
         del self.open_index[inference_id]
+        if disputed and self.rules_at(height).prompt_count_mismatch_votes:
+            rec.prompt_vote = True
+            self._open_vote(rec, rec.transport_agent, height)
+        self.records[inference_id] = rec
         return rec
 
     def delivered(
@@ -404,9 +415,7 @@ class InferenceBook:
             elif rec.status is InferenceStatus.VALIDATED and resets:
                 executor.consecutive_invalid = 0
         elif rec.status is not InferenceStatus.VOTING:
-            rec.status, rec.accuser = InferenceStatus.VOTING, validator
-            rec.vote_deadline = height + self.vote_blocks
-            self.open_index[inference_id] = rec.vote_deadline
+            self._open_vote(rec, validator, height)
         self.participants[rec.executor] = executor
         self.records[inference_id] = rec
         return rec
@@ -420,7 +429,7 @@ class InferenceBook:
         if voter == rec.accuser or voter in rec.votes:
             raise _reject("duplicate", "one vote per participant; the accuser's check is its vote")
         rec.votes[voter] = valid
-        self._resolve_vote(rec, deadline_passed=False)
+        self._resolve_vote(rec, deadline_passed=False, height=height)
         self.records[inference_id] = rec
         return rec
 
@@ -434,7 +443,7 @@ class InferenceBook:
                 rec.refunded, rec.status = rec.escrow, InferenceStatus.EXPIRED
                 del self.open_index[inference_id]
             elif rec.status is InferenceStatus.VOTING:
-                self._resolve_vote(rec, deadline_passed=True)
+                self._resolve_vote(rec, deadline_passed=True, height=height)
             self.records[inference_id] = rec
             changed.append(rec)
         self._note_draw_set(height)
@@ -493,11 +502,19 @@ class InferenceBook:
         if judge == rec.executor:
             raise _reject("self_validation", "a participant never judges its own inference")
 
-    def _voters(self, rec: InferenceRecord) -> Mapping[str, int]:
-        return selection.eligible_weights(self.participants, exclude={rec.executor})
+    def _open_vote(self, rec: InferenceRecord, accuser: str, height: int) -> None:
+        rec.status, rec.accuser = InferenceStatus.VOTING, accuser
+        rec.vote_deadline = height + self.vote_blocks
+        self.open_index[rec.inference_id] = rec.vote_deadline
 
-    def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool) -> None:
-        ballots = {**rec.votes, rec.accuser: False}
+    def _voters(self, rec: InferenceRecord) -> Mapping[str, int]:
+        # a prompt dispute is the TA's word against the executor's: both are parties, not judges
+        parties = {rec.executor, rec.accuser} if rec.prompt_vote else {rec.executor}
+        return selection.eligible_weights(self.participants, exclude=parties)
+
+    def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool, height: int) -> None:
+        # a validator's accusation is its ballot (it ran the check); a TA's contradiction is not
+        ballots = dict(rec.votes) if rec.prompt_vote else {**rec.votes, rec.accuser: False}
         outcome = votes.tally(ballots, self._voters(rec), deadline_passed=deadline_passed)
         if outcome is votes.VoteOutcome.PENDING:
             return
@@ -506,9 +523,21 @@ class InferenceBook:
             self._invalidate(rec)
         else:
             rec.status = InferenceStatus.VALIDATED
-            accuser = self.participants[rec.accuser]
-            accuser.false_accusations += 1
-            self.participants[rec.accuser] = accuser
+            # a prompt dispute upheld by judges' checks (not by nobody voting): the TA's claim
+            # contradicted the prompt it committed the hash of
+            rec.ta_convicted = rec.prompt_vote and any(rec.votes.values())
+            accuser = self.participants.get(rec.accuser)
+            if accuser is not None and (rec.ta_convicted or not rec.prompt_vote):
+                accuser.false_accusations += 1
+                self.participants[rec.accuser] = accuser
+        if rec.prompt_vote:
+            # its ballots judged the payload's structure only: an accusation (the logprob check)
+            # is a new question, and every judge answers it afresh; one a validator made while
+            # this vote was open opens its vote now
+            rec.prompt_vote, rec.votes = False, {}
+            accusers = sorted(v for v, ok in rec.validations.items() if not ok)
+            if rec.status is InferenceStatus.VALIDATED and accusers:
+                self._open_vote(rec, accusers[0], height)
 
     def _invalidate(self, rec: InferenceRecord) -> None:
         executor = self.participants[rec.executor]

@@ -32,6 +32,11 @@ Money rules (decided here; DESIGN leaves some open):
   mint and validator shares burned, reputation reset — but it is not excluded from the next
   epoch (that is INVALID's consequence). Otherwise a participant cheating on a small share of its
   work, checked rarely at high reputation, would lose only the caught inference's fee.
+- **A convicted TA forfeits the epoch too** (protocol v3). A TA whose Start claimed another
+  prompt count than the executor signed is the accuser of a vote (:mod:`lifecycle`); when
+  judges' checks uphold the executor, the TA's claim contradicted the prompt whose hash it
+  committed, and it is settled like a caught executor (:func:`caught_in`). Charging only the
+  smaller count took the gain away; without a loss, inflating was free to try.
 - **Aborted outputs.** An inference the executor finished with ``abort`` (its stream was
   cancelled) is billed only if the TA signed that its client left (``OutputDelivered.client_left``);
   otherwise its fee is refunded at settlement. An executor cannot stop after one token and be
@@ -418,6 +423,18 @@ class Settlement:
         return sum(p.paid for p in self.participants.values())
 
 
+def caught_in(records: Iterable[InferenceRecord]) -> frozenset[str]:
+    """Who forfeits the epoch of ``records``: every executor with an inference a vote
+    invalidated, and every TA a prompt-count vote convicted."""
+    out = set()
+    for r in records:
+        if r.status is InferenceStatus.INVALIDATED:
+            out.add(r.executor)
+        if r.ta_convicted:  # (an executor invalidated later for its logprobs does not clear it)
+            out.add(r.transport_agent)
+    return frozenset(out)
+
+
 def settle_epoch(
     *,
     epoch: int,
@@ -437,9 +454,10 @@ def settle_epoch(
         duties: validator → :class:`DutyResult` from its ``SeedReveal``; a weighted participant
             absent here did not claim and forfeits.
         params: mint and fee split.
-        invalidated: executors with a vote-confirmed invalidation among the epoch's inferences:
-            they forfeit the epoch like INVALID ones (DESIGN §4: one confirmed invalidation is
-            enough) but are not excluded from the next epoch.
+        invalidated: executors with a vote-confirmed invalidation among the epoch's inferences
+            and convicted TAs (:func:`caught_in`): they forfeit the epoch like INVALID ones
+            (DESIGN §4: one confirmed invalidation is enough) but are not excluded from the next
+            epoch.
 
     Returns:
         A :class:`Settlement`; pass it to :func:`apply_settlement`.

@@ -11,6 +11,9 @@ Versions:
 - **1** — retries draw the executor *with* replacement (attempt ``a`` is drawn from everyone).
 - **2** — retries draw *without* replacement (attempt ``a`` skips attempts ``0 … a−1``'s
   executors), so a dead executor cannot fail all of a request's attempts.
+- **3** — a Finish whose signed prompt count contradicts the TA's Start opens a vote (the TA
+  the accuser): upheld convicts the TA, which forfeits its epoch like a caught executor
+  (version 2 only charged the smaller count and counted the dispute, so inflating cost nothing).
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
@@ -33,11 +36,13 @@ class Rules:
 
     version: int
     retry_draws_without_replacement: bool
+    prompt_count_mismatch_votes: bool = False
 
 
 RULES: dict[int, Rules] = {
     1: Rules(1, retry_draws_without_replacement=False),
     2: Rules(2, retry_draws_without_replacement=True),
+    3: Rules(3, retry_draws_without_replacement=True, prompt_count_mismatch_votes=True),
 }
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise
 

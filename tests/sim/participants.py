@@ -15,7 +15,7 @@ from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import RoleContext
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
-from gonka_ray.adversary.actors import CheatingExecutor
+from gonka_ray.adversary.actors import CheatingExecutor, InflatingTransportAgent
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
@@ -32,6 +32,7 @@ class Net:
         *,
         cheater: str | None = None,
         withhold: str | None = None,
+        inflating_ta: str | None = None,
         client_balance: int = 1_000_000,
     ) -> None:
         self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
@@ -66,7 +67,8 @@ class Net:
                 ex = Executor(ctx, store=store, rng=random.Random(i))
             by_addr[key.address] = ex
             self.executors[name] = ex
-            self.tas[name] = TransportAgent(
+            ta_cls = InflatingTransportAgent if name == inflating_ta else TransportAgent
+            self.tas[name] = ta_cls(
                 ctx, executors=by_addr.__getitem__, price_per_token=1, rng=random.Random(10 + i)
             )
             self.verifiers[name] = Verifier(

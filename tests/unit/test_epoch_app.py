@@ -103,8 +103,11 @@ class Chain:
         )
         return wire.seal(req, CLIENT, CHAIN)
 
-    def run_inference(self, ta: str = "p0", evidence_weight: int = 0) -> tuple[bytes, str]:
-        """Start and finish one inference; returns its id and executor name."""
+    def run_inference(
+        self, ta: str = "p0", evidence_weight: int = 0, *, ta_prompt_tokens: int = 10
+    ) -> tuple[bytes, str]:
+        """Start and finish one inference (the executor counts 10 prompt tokens; the TA's Start
+        claims ``ta_prompt_tokens``); returns its id and executor name."""
         request = self.client_request()
         iid = inference_app.inference_id_of(request)
         ctx = TxContext(self.sm, height=self.sm.height, block_hash=b"")
@@ -115,7 +118,7 @@ class Chain:
             request=request,
             executor=ex,
             attempt=0,
-            prompt_tokens=10,
+            prompt_tokens=ta_prompt_tokens,
             prompt_hash=b"\x01" * 32,
         )
         assert self.block(start) == [(True, "")]

@@ -207,6 +207,38 @@ def test_upheld_vote_pays_executor_and_marks_accuser(book) -> None:
     assert book.participants[rec.executor].consecutive_invalid == 0
 
 
+def test_a_prompt_vote_is_judged_apart_from_an_accusation_made_while_it_was_open(book) -> None:
+    # v3: the executor's count (10) contradicts the TA's claim (40): the Finish opens a vote in
+    # which the TA and the executor are parties. A validator's failed check made meanwhile is
+    # not lost: when the prompt vote closes (upholding the count, convicting the TA), it opens
+    # its own vote, and the prompt vote's structural ballots do not count in it.
+    rec = start(book, prompt_tokens=40)
+    rec = book.finish(
+        inference_id=rec.inference_id,
+        executor=rec.executor,
+        completion_tokens=5,
+        finish_reason="stop",
+        response_hash=b"r",
+        artifact_hash=b"a",
+        prompt_tokens=10,
+        height=2,
+    )
+    assert rec.status is InferenceStatus.VOTING and rec.prompt_vote and rec.accuser == "p0"
+    assert rec.prompt_tokens == 10
+    judges = [a for a in book.participants if a not in (rec.executor, "p0")]
+    with pytest.raises(TxRejected):
+        book.vote(inference_id=rec.inference_id, voter="p0", valid=False, height=3)
+    book.validation(inference_id=rec.inference_id, validator=judges[0], passed=False, height=3)
+    book.vote(inference_id=rec.inference_id, voter=judges[0], valid=True, height=3)
+    assert rec.status is InferenceStatus.VOTING  # half of the judges' weight: not yet
+    book.vote(inference_id=rec.inference_id, voter=judges[1], valid=True, height=3)
+    assert rec.ta_convicted and not rec.prompt_vote
+    assert rec.status is InferenceStatus.VOTING and rec.accuser == judges[0] and rec.votes == {}
+    book.vote(inference_id=rec.inference_id, voter=judges[1], valid=False, height=4)
+    assert rec.status is InferenceStatus.INVALIDATED  # accuser + judge: 2 of 3 voters' weight
+    assert book.participants[rec.executor].pending_fees == 0
+
+
 def test_five_invalidations_in_a_row_kick_out(book) -> None:
     kicked: list[str] = []
     book.on_invalid = kicked.append

@@ -377,3 +377,16 @@ def test_one_confirmed_invalidation_forfeits_the_epoch_but_not_the_next() -> Non
     assert book.participants["p2"].epochs_active == 0
     assert s.participants["p0"].mint > 0 and not s.participants["p0"].forfeited
     assert supply(book) == before + s.minted - s.burned
+
+
+def test_caught_in_names_invalidated_executors_and_convicted_transport_agents() -> None:
+    from dataclasses import replace
+
+    from gonka_ray.protocol.lifecycle import InferenceRecord
+
+    base = InferenceRecord(b"i", "c", "ta", "ex", 0, b"h", 10, 20, 1, 30, 1, 1)
+    assert st.caught_in([base]) == frozenset()
+    assert st.caught_in([replace(base, status=InferenceStatus.INVALIDATED)]) == {"ex"}
+    assert st.caught_in([replace(base, ta_convicted=True)]) == {"ta"}
+    both = replace(base, status=InferenceStatus.INVALIDATED, ta_convicted=True)
+    assert st.caught_in([both]) == {"ex", "ta"}

@@ -12,7 +12,7 @@ from gonka_ray.constants import PROTOCOL_VERSION
 from gonka_ray.exceptions import ConfigError, TxRejected
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.protocol import selection, versions
-from gonka_ray.protocol.lifecycle import InferenceBook, ParticipantRecord
+from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
 from tests.unit.test_lifecycle import CLIENT, DictAccounts, start
 
 WEIGHTS = {"p0": 100, "p1": 100, "p2": 100, "p3": 100}
@@ -87,3 +87,34 @@ def test_a_retry_is_judged_by_the_rules_of_its_blocks_height() -> None:
     with pytest.raises(TxRejected) as err:
         _start(book(), iid, v1_draw, UPGRADE_AT)
     assert err.value.reason == "wrong_executor"
+
+
+def test_a_prompt_count_mismatch_opens_a_vote_only_from_version_3() -> None:
+    # a replica replaying a version-2 block must not open the vote that version 3 opens
+    g = genesis(2, ((3, UPGRADE_AT),))
+
+    def finish_mismatched(height: int):
+        parts = {a: ParticipantRecord(a, w) for a, w in WEIGHTS.items()}
+        book = InferenceBook(
+            DictAccounts({CLIENT: 10**6}),
+            parts,
+            expiry_blocks=10,
+            rules_at=versions.schedule_of(g).rules_at,
+        )
+        rec = start(book, height=height, prompt_tokens=40)  # the TA claims 40
+        return book.finish(
+            inference_id=rec.inference_id,
+            executor=rec.executor,
+            completion_tokens=5,
+            finish_reason="stop",
+            response_hash=b"r",
+            artifact_hash=b"a",
+            prompt_tokens=10,  # the executor ran 10
+            height=height + 1,
+        )
+
+    before = finish_mismatched(UPGRADE_AT - 5)
+    assert before.status is InferenceStatus.FINISHED and not before.prompt_vote
+    after = finish_mismatched(UPGRADE_AT)
+    assert after.status is InferenceStatus.VOTING and after.prompt_vote and after.accuser == "p0"
+    assert before.prompt_tokens == after.prompt_tokens == 10  # both charge the executor's count
