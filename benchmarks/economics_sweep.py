@@ -19,7 +19,8 @@ is too slow for 100k requests × 1,000 participants; this model works per epoch 
   required passes, an executor failing 5 checks in a row turns INVALID (drawn no more, sits
   out the next epoch), an ``abort``
   without the TA's ``client_left`` is not billed, a TA's prompt count above the executor's is
-  not charged.
+  not charged and opens a vote that convicts the TA (protocol v3), a pass without a model run
+  carries a receipt its executor challenges and the judges break (v3: the validator forfeits).
 
 **Detection rates come from** ``benchmarks/results/detection.json`` (held-out): a check of a
 cheated inference fails with the TPR at 64 tokens of the *worst* float32 cheat that saves
@@ -250,6 +251,27 @@ def _ta_inflation_votes(rng, requests, w, bad, checks, caught, econ, rates, out,
     return held
 
 
+def _receipt_challenges(rng, w, required, checks, bad, caught, econ) -> int:
+    """Protocol v3: a pass without a model run carries a receipt that does not hold; the
+    (honest) executor of such an inference challenges it and every eligible participant but
+    the two judges it by its own prefill (validators passing unchecked back the stamp, lazy
+    ones abstain). Broken convicts the validator (``caught``: it forfeits). The ledger takes
+    one challenge per validator until the settlement, so this is one vote per stamping
+    validator per epoch. Returns the number of votes (each costs every judge a verification)."""
+    stamped = ((checks == -1) & (required > 0) & ~bad[None, :]).any(axis=1)
+    stance = np.where((checks == 1).any(axis=1), 1, np.where((checks == -1).all(axis=1), -1, 0))
+    held = 0
+    for v in np.flatnonzero(stamped & (w > 0)):
+        e = int(np.flatnonzero((checks[v] == -1) & (required[v] > 0) & ~bad)[0])
+        judges = w > 0
+        judges[[v, e]] = False
+        voters = _committee(rng, w, judges, econ.committee)
+        held += 1
+        if _vote(rng, w, voters, 1.0, stance):  # an honest prefill never matches a guess
+            caught[v] = True
+    return held
+
+
 def run(
     strategy: str, requests: int, n: int, seed: int, epochs: int, econ: Economy, rates: Rates
 ) -> dict[str, Any]:
@@ -337,6 +359,7 @@ def run(
         ta_disputes = _ta_inflation_votes(
             rng, requests, w, bad, checks, caught, econ, rates, out, strategy
         )
+        receipt_disputes = _receipt_challenges(rng, w, required, checks, bad, caught, econ)
         out["kicked_out"] += int(kicked.sum())
         # compute: inference, checks, every eligible re-checking voter per dispute
         infer = (n_inf - cheated) * t * econ.cost_per_token
@@ -345,7 +368,7 @@ def run(
             infer = np.where(bad, n_inf * (econ.prompt_tokens + 1) * econ.cost_per_token, infer)
         verify = real.sum(1) * t * econ.cost_per_token
         # every dispute: each (committee) voter that re-checks pays one verification
-        disputes = int(votes_held.sum()) + ta_disputes * econ.payload_check_share
+        disputes = int(votes_held.sum()) + ta_disputes * econ.payload_check_share + receipt_disputes
         rechecks = eligible & (checks.max(1) == 1)
         seat = 1.0 if not econ.committee else np.minimum(1.0, econ.committee * w / total)
         verify += np.where(rechecks, disputes * seat * t * econ.cost_per_token, 0.0)

@@ -51,6 +51,9 @@ LOOKUP_BURST = 30
 REQUEST_MAX_SKEW_AHEAD_S = 30.0  # ... and one dated further in the future too
 DEFAULT_TOP_K_LOGPROBS = 5  # k of the verification artifact (DESIGN §3)
 MAX_TOP_K_LOGPROBS = 20  # the OpenAI API's top_logprobs limit
+# ranks an engine returns per position at most: the API's, and an executor's private ranks for
+# auditing verification receipts beyond them (2 × RECEIPT_RANKS, gonka_ray/protocol/receipts.py)
+ENGINE_MAX_TOP_K_LOGPROBS = MAX_TOP_K_LOGPROBS + 16
 DEFAULT_MAX_TOKENS = 128  # completion tokens when the client names none
 DEFAULT_PRICE_PER_TOKEN = 1  # integer units per prompt or completion token
 # A client's default ``max_escrow`` is bounded by its own request, so that nobody can lock or
@@ -152,6 +155,12 @@ LEDGER_EVIDENCE_KEPT_EPOCHS = 16  # epoch-evidence tallies kept for explorers an
 DEFAULT_VALIDATOR_FEE_SHARE_BPS = 1_000  # 10% of a validated inference's cost to its validators
 DEFAULT_ALLOWED_MISS_SHARE = 0.10  # a validator may miss up to 10% of its required checks...
 DEFAULT_DUTY_ALPHA = 0.01  # ...forfeiting only when P(misses | 10%) is below this
+# verification receipts (protocol v3, gonka_ray/protocol/receipts.py): a pass names, at this many
+# output positions, the validator's (k+1)-th most likely token and its logprob
+RECEIPT_POSITIONS = 4
+RECEIPT_RANKS = 8  # ... which must lie in the reference's top k + RANKS (noise reorders near-ties)
+RECEIPT_TOLERANCE_NATS = 1.0  # ... with a logprob within this of the reference's
+RECEIPT_LOGPROB_FLOOR_MICRO = -(10**9)  # a receipt logprob below -1000 nats is malformed
 
 # --- proof of compute ----------------------------------------------------------------------
 POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices
@@ -173,6 +182,7 @@ TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
 TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
 PAYLOAD_FETCH_TIMEOUT_S = 10.0  # a verifier's fetch window: a payload not produced by then fails
 VERIFIER_EVENTS_WAIT_S = 2.0  # a verifier's long poll for the next block with events
+VERIFIER_RANKS_KEPT = 4_096  # recent checks whose ranks a verifier keeps (receipts, judging)
 VERIFIER_METRICS_PUBLISH_INTERVAL_S = 2.0  # how often a verifier publishes its counters
 EPOCH_WORKER_BLOCK_GUESS_S = 0.1  # block-time guess until the epoch worker has seen two views
 MLNODE_MAX_CONCURRENCY = 256  # concurrent streams per MLNode; the engine batches them

@@ -13,6 +13,7 @@ from typing import Any
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import inference_app as app
 from gonka_ray.ledger.state import BlockResult, StateMachine, TxContext
+from gonka_ray.protocol import receipts
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 
 CHAIN = "harness"  # the harness genesis' chain id: every envelope here is signed for it
@@ -24,6 +25,11 @@ OUTSIDER = crypto.KeyPair.from_seed("harness-outsider")  # funded, never a parti
 CLIENT_BALANCE = 1_000_000
 CONFIG = app.InferenceAppConfig(price_per_token=2, expiry_blocks=5, vote_blocks=3)
 PROMPT_TOKENS = 10
+
+
+def receipt_at(iid: bytes, validator: str, n_out: int) -> tuple[wire.ReceiptEntry, ...]:
+    """A receipt at the right positions (what the ledger checks); its tokens are no model's."""
+    return tuple(wire.ReceiptEntry(p, 0, -1) for p in receipts.positions(iid, validator, n_out))
 
 
 def genesis(client_balance: int = CLIENT_BALANCE) -> wire.LedgerGenesis:
@@ -131,6 +137,7 @@ class Chain:
         )
 
     def validation_tx(self, iid: bytes, key: crypto.KeyPair, passed: bool) -> bytes:
+        rec = app.inference_record(self.sm, iid)
         return self.tx(
             key,
             wire.Validation,
@@ -139,6 +146,7 @@ class Chain:
             replay_mismatches=0 if passed else 9,
             similarity=1.0 if passed else 0.2,
             logprob_deviation=0.0,
+            receipt=receipt_at(iid, key.address, rec.completion_tokens if rec else 0),
         )
 
     def vote_tx(self, iid: bytes, key: crypto.KeyPair, valid: bool) -> bytes:
@@ -154,13 +162,15 @@ class Chain:
         """Apply one block; its receipts as ``(ok, reason)``."""
         return [(r.ok, r.reason) for r in self.apply(*txs).receipts]
 
-    def finished(self, *, max_tokens: int = 20) -> tuple[bytes, str]:
-        """A committed, finished inference: ``(inference_id, executor address)``."""
+    def finished(self, *, max_tokens: int = 20, tokens: int = 5) -> tuple[bytes, str]:
+        """A committed, finished inference of ``tokens`` output tokens: ``(inference_id,
+        executor address)``."""
         request = self.client_request(max_tokens=max_tokens)
         executor = self.drawn(request)
         assert self.block(self.start_tx(request)) == [(True, "")]
         iid = app.inference_id_of(request)
-        assert self.block(self.finish_tx(iid, BY_ADDR[executor])) == [(True, "")]
+        finish = self.finish_tx(iid, BY_ADDR[executor], tokens=tokens)
+        assert self.block(finish) == [(True, "")]
         return iid, executor
 
     # --- queries ---------------------------------------------------------------------------

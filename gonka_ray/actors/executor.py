@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
+import msgpack
+
 from gonka_ray import wire
 from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
@@ -54,6 +56,7 @@ from gonka_ray.exceptions import (
     PayloadUnavailable,
 )
 from gonka_ray.ledger.inference_app import prompt_hash
+from gonka_ray.protocol import receipts
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import evidence_weight_micro
@@ -122,9 +125,15 @@ class Executor(RoleBase):
             return
         iid, request_bytes, prompt_ids, sampling, spec = plan
         prompt_ids, sampling = self._prompt(prompt_ids), self._sampling(sampling)
+        # the engine ranks beyond the artifact's top-k too: kept privately to audit receipts
+        k = sampling.logprobs
+        run = replace(sampling, logprobs=k + receipts.PRIVATE_RANKS)
         chunks: list[TokenChunk] = []
+        ranks: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
         try:
-            async for chunk in self._generate(iid, prompt_ids, sampling):
+            async for full in self._generate(iid, prompt_ids, run):
+                ranks.append((tuple(full.top_ids), tuple(full.top_logprobs)))
+                chunk = replace(full, top_ids=full.top_ids[:k], top_logprobs=full.top_logprobs[:k])
                 chunks.append(chunk)
                 yield wire.encode(
                     wire.StreamChunk(
@@ -144,13 +153,34 @@ class Executor(RoleBase):
                 # executor is paid, as any API bills a disconnected stream. (An engine failure,
                 # below, is not billed: the client gets an error and the Start expires.)
                 aborted = [*chunks[:-1], replace(chunks[-1], finish_reason="abort")]
+                self._keep_ranks(iid, k, ranks)
                 self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, aborted))
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
+        self._keep_ranks(iid, k, ranks)
         self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
+
+    def _keep_ranks(self, iid: bytes, k: int, ranks: list) -> None:
+        rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in ranks]
+        self.store.put_ranks(iid, msgpack.packb([k, rows]))
+
+    async def audit_receipt(
+        self, inference_id: bytes, validator: str, receipt: tuple[receipts.Entry, ...]
+    ) -> bool:
+        """Whether ``validator``'s receipt on one of this executor's inferences holds against
+        the ranks it kept from generating it (with the executor's slack, see
+        :func:`receipts.holds`). True when it kept none: no challenge without evidence."""
+        body = self.store.get_ranks(inference_id)
+        if body is None:
+            return True
+        k, rows = msgpack.unpackb(body)
+        ids = [r[0] for r in rows]
+        lps = [r[1] for r in rows]
+        shown = [r[:k] for r in ids]
+        return receipts.holds(receipt, inference_id, validator, shown, ids, lps, slack=2)
 
     # Overridden only by the ADVERSARIAL executors in gonka_ray.adversary.
     def _sampling(self, sampling: SamplingParams) -> SamplingParams:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gonka_ray import crypto, wire
-from gonka_ray.ledger import epoch_app, inference_app
+from gonka_ray.ledger import epoch_app, inference_app, receipt_app
 from gonka_ray.ledger.state import PARTICIPANTS, BlockResult, StateMachine
 from gonka_ray.protocol.lifecycle import InferenceRecord, ParticipantRecord
 from gonka_ray.protocol.reputation import reputation
@@ -63,6 +63,7 @@ class LedgerEvent:
     inference_id: bytes
     sender: str
     passed: bool | None = None  # Validation only
+    validator: str = ""  # ReceiptChallenge / ReceiptVote only
 
 
 def _seq_of(event: LedgerEvent) -> int:
@@ -101,6 +102,7 @@ class EventLog:
                     inference_id=iid,
                     sender=signed.signer_address,
                     passed=getattr(msg, "passed", None),
+                    validator=getattr(msg, "validator", ""),
                 )
             )
             self._next += 1
@@ -148,6 +150,7 @@ class LedgerPort(Protocol):
     async def balance(self, address: str) -> int: ...
     async def nonce(self, address: str) -> int: ...
     async def inference(self, inference_id: bytes) -> InferenceRecord | None: ...
+    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None: ...
     async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]: ...
     async def height(self) -> int: ...
     async def epoch_view(self) -> epoch_app.EpochView: ...
@@ -234,6 +237,9 @@ class LocalLedger:
 
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)
+
+    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None:
+        return receipt_app.receipt_of(self.sm.get, inference_id, validator)
 
     async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]:
         return await self.log.wait_since(seq, wait_s)

@@ -124,6 +124,10 @@ class ExecutorActor(_RoleShell):
     async def payload(self, envelope: bytes) -> bytes:
         return await self.executor.payload(envelope)
 
+    async def audit_receipt(self, inference_id: bytes, validator: str, receipt: tuple) -> bool:
+        """Asked by this participant's own verifier (never over the peer transport)."""
+        return await self.executor.audit_receipt(inference_id, validator, receipt)
+
     async def stats(self) -> dict:
         return {"participant": self.spec.name, **self.executor.stats()}
 
@@ -146,6 +150,7 @@ class VerifierEpochActor(_RoleShell):
             epoch_seed=spec.epoch_seed,
             epochs=spec.epochs,
             rng=self._rng(spec, "verifier"),
+            own_executor=LazyHandle(lambda: self.handles.get(spec.actor_name("executor"))),
         )
         self.worker = EpochWorker(
             self.ctx,

@@ -4,6 +4,10 @@ Each payload (prompt, output tokens and artifact, as compact bytes) is stored un
 ``sha256(bytes)``; ``put`` is idempotent and ``get`` checks the hash on the way out, so a corrupted
 row is reported as missing rather than served. Writes commit before ``put`` returns, so a payload
 whose hash went into a ``FinishInference`` survives a crash of the executor.
+
+Beside the payloads, the executor's *private ranks* of each inference (its top-k + more per
+output position, kept from generation and never served): what it audits verification receipts
+against (:mod:`gonka_ray.protocol.receipts`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ CREATE TABLE IF NOT EXISTS payloads (
     hash BLOB PRIMARY KEY,
     body BLOB NOT NULL,
     created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS private_ranks (
+    inference_id BLOB PRIMARY KEY,
+    body BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -58,6 +66,21 @@ class PayloadStore:
         if row is None or hashlib.sha256(row[0]).digest() != digest:
             return None
         return bytes(row[0])
+
+    def put_ranks(self, inference_id: bytes, body: bytes) -> None:
+        """Keep an inference's private ranks (replaces an earlier copy)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO private_ranks (inference_id, body) VALUES (?, ?)",
+                (bytes(inference_id), bytes(body)),
+            )
+
+    def get_ranks(self, inference_id: bytes) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM private_ranks WHERE inference_id = ?", (bytes(inference_id),)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def __len__(self) -> int:
         with self._lock:

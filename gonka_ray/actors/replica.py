@@ -40,7 +40,7 @@ from gonka_ray.constants import (
     REPLICA_WARM_HANDLE_TIMEOUT_S,
 )
 from gonka_ray.exceptions import CommitTimeout, PeerUnavailable
-from gonka_ray.ledger import epoch_app, inference_app
+from gonka_ray.ledger import epoch_app, inference_app, receipt_app
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.transport import PeerTransport
 from gonka_ray.peer.calls import first
@@ -179,6 +179,9 @@ class ParticipantReplica(LedgerReplica):
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)
 
+    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None:
+        return receipt_app.receipt_of(self.sm.get, inference_id, validator)
+
     async def inferences(self, limit: int = 50) -> list[InferenceRecord]:
         """The most recently started inferences, newest first (explorer, demo tables)."""
         rows = self.sm.tables.get(inference_app.INFERENCES, {})
@@ -295,6 +298,9 @@ class ReplicaLedgerPort:
 
     async def inference(self, inference_id: bytes):
         return await self._own().inference.remote(inference_id)
+
+    async def receipt(self, inference_id: bytes, validator: str):
+        return await self._own().receipt.remote(inference_id, validator)
 
     async def events_since(self, seq: int, wait_s: float = 0.0):
         return await self._own().events_since.remote(seq, wait_s)

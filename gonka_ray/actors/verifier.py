@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +30,19 @@ from gonka_ray import wire
 from gonka_ray.actors.clients import PeerExecutor
 from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
-from gonka_ray.constants import PAYLOAD_FETCH_TIMEOUT_S, VERIFIER_EVENTS_WAIT_S
+from gonka_ray.constants import (
+    PAYLOAD_FETCH_TIMEOUT_S,
+    RECEIPT_RANKS,
+    VERIFIER_EVENTS_WAIT_S,
+    VERIFIER_RANKS_KEPT,
+)
+from gonka_ray.constants import (
+    RECEIPT_LOGPROB_FLOOR_MICRO as RECEIPT_FLOOR,
+)
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
 from gonka_ray.ledger.inference_app import prompt_hash
-from gonka_ray.protocol import epochs, validation_sampling
+from gonka_ray.protocol import epochs, receipts, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
 from gonka_ray.protocol.verification_policy import (
     Thresholds,
@@ -64,6 +73,8 @@ class Verifier(RoleBase):
             the ledger), or one seed for every epoch (tests).
         thresholds: override the calibrated thresholds (tests).
         epochs: the network's epoch parameters (which epoch a finish height falls in).
+        own_executor: this participant's executor (object or Ray handle): audits receipts on
+            its inferences (:mod:`gonka_ray.protocol.receipts`); None: no audits.
     """
 
     def __init__(
@@ -75,9 +86,11 @@ class Verifier(RoleBase):
         thresholds: Thresholds | None = None,
         epochs: EpochConfig | None = None,
         rng: random.Random | None = None,
+        own_executor: Any = None,
     ) -> None:
         super().__init__(ctx, rng=rng)
         self.executors = executors
+        self.own_executor = own_executor
         self.seed_for = epoch_seed if callable(epoch_seed) else (lambda _e, s=epoch_seed: s)
         self.thresholds = thresholds or thresholds_for(ctx.model)
         self.epochs = epochs or EpochConfig()
@@ -89,6 +102,11 @@ class Verifier(RoleBase):
         self.votes = 0
         self.skipped = 0
         self.results: dict[bytes, tuple[Verdict, VerificationResult]] = {}
+        # inference id → (artifact top-k ids, own ranked ids, logprobs) of recent checks
+        self._ranks: OrderedDict[bytes, tuple[list, Any, Any]] = OrderedDict()
+        self._mine: OrderedDict[bytes, None] = OrderedDict()  # own executor's recent Finishes
+        self.challenges = 0
+        self.receipt_votes = 0
         self._eos: tuple[int, ...] | None = None
         self._stop = asyncio.Event()
 
@@ -133,10 +151,71 @@ class Verifier(RoleBase):
             self.cursor = max(self.cursor, event.seq)
             if event.kind == wire.FinishInference.TYPE:
                 self.finished_seen += 1
+                if event.sender == self.address:
+                    self._remember_mine(event.inference_id)
                 done += await self._on_finished(event.inference_id)
             elif event.kind == wire.Validation.TYPE and event.passed is False:
                 done += await self._on_accusation(event.inference_id, event.sender)
+            elif event.kind == wire.Validation.TYPE and event.inference_id in self._mine:
+                await self._audit(event.inference_id, event.sender)
+            elif event.kind == wire.ReceiptChallenge.TYPE:
+                done += await self._judge_receipt(event.inference_id, event.validator, event.sender)
         return done
+
+    def _remember_mine(self, iid: bytes) -> None:
+        self._mine[iid] = None
+        while len(self._mine) > VERIFIER_RANKS_KEPT:
+            self._mine.popitem(last=False)
+
+    # --- receipts (protocol v3) ------------------------------------------------------------
+
+    async def _audit(self, iid: bytes, validator: str) -> None:
+        """A pass on an inference this participant executed: challenge its receipt if it does
+        not hold against the ranks the executor kept (a validator that ran nothing)."""
+        if self.own_executor is None or validator == self.address:
+            return
+        receipt = await self.ledger.receipt(iid, validator)
+        if receipt is None:  # a pass written under rules without receipts
+            return
+        audit = self.own_executor.audit_receipt
+        call = audit.remote if hasattr(audit, "remote") else audit
+        if await call(iid, validator, receipt):
+            return
+        log.info(
+            "%s: receipt of %s on %s does not hold",
+            self.participant,
+            validator[:14],
+            iid.hex()[:12],
+        )
+        self.challenges += 1
+        await self._submit(
+            wire.ReceiptChallenge(
+                inference_id=iid, validator=validator, nonce=self.rng.getrandbits(64)
+            )
+        )
+
+    async def _judge_receipt(self, iid: bytes, validator: str, challenger: str) -> int:
+        """A challenged receipt: compare it with this participant's own prefill and vote."""
+        if self.address in (validator, challenger):
+            return 0
+        record = await self.ledger.inference(iid)
+        receipt = await self.ledger.receipt(iid, validator)
+        if record is None or receipt is None:
+            return 0
+        if iid not in self._ranks:
+            await self._grade(record)  # fills the ranks when the payload and model allow
+        ranks = self._ranks.get(iid)
+        if ranks is None:  # no payload or no score: nothing to judge by (abstain)
+            return 0
+        shown, ids, lps = ranks
+        holds = receipts.holds(receipt, iid, validator, shown, ids, lps)
+        await self._submit(
+            wire.ReceiptVote(
+                inference_id=iid, validator=validator, holds=holds, nonce=self.rng.getrandbits(64)
+            )
+        )
+        self.receipt_votes += 1
+        return 1
 
     async def _on_finished(self, iid: bytes) -> int:
         record = await self.ledger.inference(iid)
@@ -188,6 +267,19 @@ class Verifier(RoleBase):
     async def _validate(self, record: InferenceRecord) -> int:
         iid = record.inference_id
         verdict, result = await self.check(record)
+        receipt: tuple = ()
+        if verdict.passed:  # a pass names what only the model run it rests on yields
+            ranks = self._ranks.get(iid)
+            if ranks is None:  # evicted since the check: score again
+                await self._grade(record)
+                ranks = self._ranks.get(iid)
+            if ranks is None:  # the payload went away meanwhile: no pass without a receipt
+                return 0
+            shown, ids, lps = ranks
+            receipt = tuple(
+                wire.ReceiptEntry(e.position, e.token, max(e.logprob_micro, RECEIPT_FLOOR))
+                for e in receipts.make(iid, self.address, shown, ids, lps)
+            )
         await self._submit(
             wire.Validation(
                 inference_id=iid,
@@ -197,6 +289,7 @@ class Verifier(RoleBase):
                 logprob_deviation=_finite(result.logprob_deviation),
                 nonce=self.rng.getrandbits(64),
                 evidence_excess_micro=_micro(result.evidence_excess),
+                receipt=receipt,
             )
         )
         self.checked += 1
@@ -280,7 +373,8 @@ class Verifier(RoleBase):
             top_k=spec.top_k,
             max_tokens=max(1, spec.max_tokens),
             seed=spec.seed,
-            logprobs=max(1, artifact.k),
+            # the artifact's k, and ranks beyond it for receipts (make them, judge them)
+            logprobs=max(1, artifact.k) + RECEIPT_RANKS,
             replay_tolerance=self.thresholds.replay_gate,
         )
         if artifact.num_output_tokens == 0:
@@ -297,9 +391,17 @@ class Verifier(RoleBase):
             # the executor's doing: a failed check. Raising here instead let such an inference
             # skip validation for good (the event was consumed, no Validation submitted).
             return failed_structurally(f"output cannot be scored: {exc.message}")
+        k = max(1, artifact.k)
+        self._ranks[record.inference_id] = (
+            [[int(t) for t in row] for row in artifact.top_ids],
+            score.top_ids,
+            score.top_logprobs,
+        )
+        while len(self._ranks) > VERIFIER_RANKS_KEPT:
+            self._ranks.popitem(last=False)
         scores = VerifierScores(
-            top_ids=np.asarray(score.top_ids, dtype=np.int64),
-            top_logprobs=np.asarray(score.top_logprobs, dtype=np.float64),
+            top_ids=np.asarray([row[:k] for row in score.top_ids], dtype=np.int64),
+            top_logprobs=np.asarray([row[:k] for row in score.top_logprobs], dtype=np.float64),
             token_logprobs=np.asarray(score.token_logprobs, dtype=np.float64),
             choice=np.asarray(score.sampled_ids, dtype=np.int64),
             margin=np.asarray(score.margins, dtype=np.float64),

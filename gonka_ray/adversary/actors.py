@@ -1,5 +1,5 @@
-"""ADVERSARIAL: cheating MLNodes, executors and transport agents (demos, tests and the detection
-benchmark)."""
+"""ADVERSARIAL: cheating MLNodes, executors, transport agents and verifiers (demos, tests and the
+detection benchmark)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from gonka_ray import wire
 from gonka_ray.actors.clients import EngineClient
 from gonka_ray.actors.executor import Executor
 from gonka_ray.actors.mlnode import MLNode
 from gonka_ray.actors.role import RoleContext
 from gonka_ray.actors.transport import TransportAgent
+from gonka_ray.actors.verifier import Verifier
 from gonka_ray.adversary.cheats import SAMPLING_CHEATS, adversarial_engine, sampling_hook
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.base import EngineRequest, SamplingParams, TokenChunk
 from gonka_ray.exceptions import PayloadUnavailable
+from gonka_ray.protocol import receipts
+from gonka_ray.protocol.lifecycle import InferenceRecord
 from gonka_ray.verification.artifact import Artifact
 
 
@@ -126,3 +130,29 @@ class InflatingTransportAgent(TransportAgent):
 
     def _claimed_prompt_tokens(self, prompt_ids: list[int]) -> int:
         return self.factor * len(prompt_ids)
+
+
+class RubberStampVerifier(Verifier):
+    """ADVERSARIAL verifier that passes every inference it must check without running it. Its
+    receipt is the best it can do without the model: a token outside the artifact's top-k it
+    did not score (a small id) at a plausible logprob."""
+
+    async def _validate(self, record: InferenceRecord) -> int:
+        n_out = record.completion_tokens
+        receipt = tuple(
+            wire.ReceiptEntry(p, p % 7, -5_000_000)
+            for p in receipts.positions(record.inference_id, self.address, n_out)
+        )
+        await self._submit(
+            wire.Validation(
+                inference_id=record.inference_id,
+                passed=True,
+                replay_mismatches=0,
+                similarity=1.0,
+                logprob_deviation=0.0,
+                nonce=self.rng.getrandbits(64),
+                receipt=receipt,
+            )
+        )
+        self.checked += 1
+        return 1

@@ -30,7 +30,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from gonka_ray.constants import DEFAULT_MAX_TOKENS, DEFAULT_TOP_K_LOGPROBS, MAX_TOP_K_LOGPROBS
+from gonka_ray.constants import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TOP_K_LOGPROBS,
+    ENGINE_MAX_TOP_K_LOGPROBS,
+)
 from gonka_ray.exceptions import InvalidRequest, ModelNotFound
 
 FinishReason = Literal["stop", "length"]
@@ -315,9 +319,9 @@ class InferenceEngine(ABC):
             raise InvalidRequest(f"top_p must be in (0, 1], got {s.top_p}", field="top_p")
         if not isinstance(s.top_k, int) or s.top_k < 0:
             raise InvalidRequest(f"top_k must be an integer >= 0, got {s.top_k}", field="top_k")
-        if not isinstance(s.logprobs, int) or not 0 <= s.logprobs <= MAX_TOP_K_LOGPROBS:
+        if not isinstance(s.logprobs, int) or not 0 <= s.logprobs <= ENGINE_MAX_TOP_K_LOGPROBS:
             raise InvalidRequest(
-                f"logprobs (top-k) must be in [0, {MAX_TOP_K_LOGPROBS}], got {s.logprobs}",
+                f"logprobs (top-k) must be in [0, {ENGINE_MAX_TOP_K_LOGPROBS}], got {s.logprobs}",
                 field="logprobs",
             )
         if not isinstance(s.seed, int) or not 0 <= s.seed < 2**64:

@@ -59,7 +59,7 @@ from typing import Any
 from gonka_ray import wire
 from gonka_ray.config import EpochConfig
 from gonka_ray.constants import DEFAULT_VALIDATOR_FEE_SHARE_BPS, LEDGER_EVIDENCE_KEPT_EPOCHS
-from gonka_ray.ledger import inference_app
+from gonka_ray.ledger import inference_app, receipt_app
 from gonka_ray.ledger.inference_app import (
     _PSTATE_FIELDS,
     INFERENCES,
@@ -360,7 +360,9 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
         records=due,
         duties=duties,
         params=cfg.params,
-        invalidated=settlement.caught_in(this_epoch),
+        # caught executors and TAs of this epoch's inferences, and whoever a receipt dispute
+        # convicted since the last settlement
+        invalidated=settlement.caught_in(this_epoch) | receipt_app.take_convicted(ctx),
     )
     settlement.apply_settlement(result, _Accounts(ctx), people)
     for a, p in people.items():

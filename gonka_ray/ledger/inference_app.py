@@ -35,7 +35,9 @@ from typing import Any
 
 from gonka_ray import wire
 from gonka_ray.exceptions import WireError
+from gonka_ray.ledger import receipt_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
+from gonka_ray.protocol import selection
 from gonka_ray.protocol.lifecycle import (
     InferenceBook,
     InferenceRecord,
@@ -285,6 +287,8 @@ def install(
         )
         if rec.evidence_weight > 0:  # pooled against the executor's committed weight
             ctx.put(EVIDENCE, (msg.inference_id, ctx.sender), msg.evidence_excess_micro)
+        if msg.passed and ctx.chain.rules_at(ctx.height).receipts:
+            receipt_app.store(ctx, rec, ctx.sender, msg)
 
     def vote(ctx: TxContext, msg: wire.Vote) -> None:
         book_for(ctx, config).vote(
@@ -300,6 +304,14 @@ def install(
     sm.register(wire.Validation, validation, sequenced=False)
     sm.register(wire.Vote, vote, sequenced=False)
     sm.on_end_block(end_block)
+    receipt_app.install(
+        sm,
+        record_of=lambda ctx, iid: _TableView(
+            ctx, INFERENCES, _encode_record, lambda _k, row: _decode_record(row)
+        ).get(iid),
+        judges=lambda ctx: selection.eligible_weights(_Participants(ctx)),
+        vote_blocks=config.vote_blocks,
+    )
 
 
 # --- queries on committed state (replica and client side) ----------------------------------

@@ -14,6 +14,8 @@ Versions:
 - **3** — a Finish whose signed prompt count contradicts the TA's Start opens a vote (the TA
   the accuser): upheld convicts the TA, which forfeits its epoch like a caught executor
   (version 2 only charged the smaller count and counted the dispute, so inflating cost nothing).
+  Every pass carries a verification receipt, which its executor may challenge
+  (:mod:`gonka_ray.protocol.receipts`): a validator could pass without running anything.
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
@@ -37,12 +39,15 @@ class Rules:
     version: int
     retry_draws_without_replacement: bool
     prompt_count_mismatch_votes: bool = False
+    receipts: bool = False
 
 
 RULES: dict[int, Rules] = {
     1: Rules(1, retry_draws_without_replacement=False),
     2: Rules(2, retry_draws_without_replacement=True),
-    3: Rules(3, retry_draws_without_replacement=True, prompt_count_mismatch_votes=True),
+    3: Rules(
+        3, retry_draws_without_replacement=True, prompt_count_mismatch_votes=True, receipts=True
+    ),
 }
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from gonka_ray.constants import POC_MAX_CLAIMED_NONCES
+from gonka_ray.constants import (
+    POC_MAX_CLAIMED_NONCES,
+    RECEIPT_LOGPROB_FLOOR_MICRO,
+    RECEIPT_POSITIONS,
+)
 from gonka_ray.wire.codec import U32, U64, Bytes32, MaxLen, Name, Range, message, struct
 
 # --- declared messages ----------------------------------------------------------------------
@@ -110,12 +114,22 @@ class OutputDelivered:
     client_left: bool = False
 
 
-@message("Validation", version=2)
+@struct
+class ReceiptEntry:
+    """One position of a verification receipt (:mod:`gonka_ray.protocol.receipts`)."""
+
+    position: U32
+    token: U32
+    logprob_micro: Annotated[int, Range(RECEIPT_LOGPROB_FLOOR_MICRO, 0)]
+
+
+@message("Validation", version=3)
 class Validation:
     """A validator's verdict on one inference, with its epoch evidence about the executor: the
     sum over output tokens of the logprob excess beyond float16 rounding, in millionths (the
     weight it is pooled against is the executor's committed one; see
-    :mod:`gonka_ray.protocol.evidence`)."""
+    :mod:`gonka_ray.protocol.evidence`). A pass carries its receipt (protocol v3): what only
+    running the model yields, audited by the executor."""
 
     inference_id: Bytes32
     passed: bool
@@ -124,6 +138,27 @@ class Validation:
     logprob_deviation: float
     nonce: U64
     evidence_excess_micro: U64 = 0
+    receipt: Annotated[list[ReceiptEntry], MaxLen(RECEIPT_POSITIONS)] = ()
+
+
+@message("ReceiptChallenge", version=1)
+class ReceiptChallenge:
+    """The executor of an inference says ``validator``'s receipt on it does not hold; every
+    weighted participant but the two judges it (``ReceiptVote``)."""
+
+    inference_id: Bytes32
+    validator: Annotated[str, MaxLen(64)]
+    nonce: U64
+
+
+@message("ReceiptVote", version=1)
+class ReceiptVote:
+    """A judge's ballot on a challenged receipt: ``holds`` against its own prefill."""
+
+    inference_id: Bytes32
+    validator: Annotated[str, MaxLen(64)]
+    holds: bool
+    nonce: U64
 
 
 @message("Vote", version=1)
@@ -246,6 +281,9 @@ __all__ = [
     "Ping",
     "PocClaim",
     "PocVerdict",
+    "ReceiptChallenge",
+    "ReceiptEntry",
+    "ReceiptVote",
     "SamplingSpec",
     "SeedCommit",
     "SeedReveal",

@@ -15,7 +15,11 @@ from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import RoleContext
 from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
-from gonka_ray.adversary.actors import CheatingExecutor, InflatingTransportAgent
+from gonka_ray.adversary.actors import (
+    CheatingExecutor,
+    InflatingTransportAgent,
+    RubberStampVerifier,
+)
 from gonka_ray.config import EngineConfig, ModelConfig
 from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
@@ -33,6 +37,7 @@ class Net:
         cheater: str | None = None,
         withhold: str | None = None,
         inflating_ta: str | None = None,
+        rubber_stamp: str | None = None,
         client_balance: int = 1_000_000,
     ) -> None:
         self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
@@ -71,11 +76,13 @@ class Net:
             self.tas[name] = ta_cls(
                 ctx, executors=by_addr.__getitem__, price_per_token=1, rng=random.Random(10 + i)
             )
-            self.verifiers[name] = Verifier(
+            verifier_cls = RubberStampVerifier if name == rubber_stamp else Verifier
+            self.verifiers[name] = verifier_cls(
                 ctx,
                 executors=by_addr.__getitem__,
                 epoch_seed=bytes([i]) * 32,
                 rng=random.Random(20 + i),
+                own_executor=ex,
             )
         self.nonce = 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.constants import ENGINE_MAX_TOP_K_LOGPROBS
 from gonka_ray.engine.base import EngineRequest, SamplingParams, collect
 from gonka_ray.engine.fake import FAKE_EOS, FakeEngine
 from gonka_ray.exceptions import InvalidRequest, ModelNotFound
@@ -78,7 +79,7 @@ async def test_streaming_equals_non_streaming(engine: FakeEngine) -> None:
         ((1, 999), {}, "prompt"),
         ((1, 2), {"max_tokens": 0}, "max_tokens"),
         ((1, 2), {"max_tokens": 63}, "max_tokens"),
-        ((1, 2), {"logprobs": 21}, "logprobs"),
+        ((1, 2), {"logprobs": ENGINE_MAX_TOP_K_LOGPROBS + 1}, "logprobs"),
         ((1, 2), {"temperature": -0.1}, "temperature"),
         ((1, 2), {"temperature": float("nan")}, "temperature"),
         ((1, 2), {"top_p": 0.0}, "top_p"),

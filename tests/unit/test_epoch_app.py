@@ -13,6 +13,7 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceStatus
+from tests.ledger_harness import receipt_at
 
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"epoch-participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
@@ -138,6 +139,7 @@ class Chain:
         return iid, NAME[ex]
 
     def validate(self, name: str, iid: bytes, passed: bool = True) -> list:
+        rec = inference_app.inference_record(self.sm, iid)
         return self.block(
             self.tx(
                 name,
@@ -147,6 +149,7 @@ class Chain:
                 replay_mismatches=0,
                 similarity=1.0,
                 logprob_deviation=0.0,
+                receipt=receipt_at(iid, ADDR[name], rec.completion_tokens if rec else 0),
             )
         )
 
@@ -560,6 +563,7 @@ def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> 
             similarity=1.0,
             logprob_deviation=0.0,
             evidence_excess_micro=int(ratio * WEIGHT),
+            receipt=receipt_at(iid, ADDR[judge], 5),
         )
     )
 

@@ -1,0 +1,145 @@
+"""Verification receipts on the ledger (protocol v3): stored with each pass, challenged by the
+executor, judged by everyone else (the rules: :mod:`gonka_ray.protocol.receipts`).
+
+Tables:
+
+- ``receipt``: ``[inference id, validator]`` → ``[[position, token, logprob µnats], …]``, written
+  by :func:`store` from a passing ``Validation`` (the inference app's handler calls it);
+- ``receipt_dispute``: ``[inference id, validator]`` → ``[challenger, deadline, ballots,
+  outcome]`` (ballots sorted ``[judge, holds]`` pairs);
+- ``receipt_open``: the open disputes' keys → deadline (the end-of-block hook scans only these);
+- ``receipt_convicted``: address → convictions not yet settled (while one is, or a dispute is
+  open, no other receipt of that validator can be challenged). The next epoch settlement
+  forfeits every address named here (:func:`take_convicted`) and clears it: a conviction costs
+  the epoch being settled when it is decided, whichever epoch the receipt was written in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gonka_ray import wire
+from gonka_ray.ledger.state import StateMachine, TxContext
+from gonka_ray.protocol import receipts
+from gonka_ray.protocol.lifecycle import InferenceRecord
+from gonka_ray.protocol.receipts import Dispute, Entry, Outcome
+
+RECEIPTS = "receipt"
+RECEIPT_DISPUTES = "receipt_dispute"
+RECEIPT_OPEN = "receipt_open"
+RECEIPT_CONVICTED = "receipt_convicted"
+
+RecordOf = Callable[[TxContext, bytes], InferenceRecord | None]
+Judges = Callable[[TxContext], Mapping[str, int]]  # weighted participants → weight
+
+
+def store(ctx: TxContext, rec: InferenceRecord, validator: str, msg: wire.Validation) -> None:
+    """Keep a passing validation's receipt; refuse a pass whose receipt is not at the
+    validator's positions of this output (protocol v3: every pass carries one)."""
+    want = receipts.positions(rec.inference_id, validator, rec.completion_tokens)
+    if tuple(e.position for e in msg.receipt) != want:
+        ctx.reject("bad_receipt")
+    rows = [[e.position, e.token, e.logprob_micro] for e in msg.receipt]
+    ctx.put(RECEIPTS, (rec.inference_id, validator), rows)
+
+
+def receipt_of(get: Callable[..., Any], inference_id: bytes, validator: str):
+    """The stored receipt (a tuple of :class:`Entry`) or None."""
+    rows = get(RECEIPTS, (inference_id, validator))
+    return None if rows is None else tuple(Entry(int(p), int(t), int(lp)) for p, t, lp in rows)
+
+
+def dispute_of(get: Callable[..., Any], inference_id: bytes, validator: str) -> Dispute | None:
+    row = get(RECEIPT_DISPUTES, (inference_id, validator))
+    if row is None:
+        return None
+    challenger, deadline, ballots, outcome = row
+    return Dispute(
+        challenger, int(deadline), {str(j): bool(h) for j, h in ballots}, Outcome(outcome)
+    )
+
+
+def _put_dispute(ctx: TxContext, key: tuple, d: Dispute) -> None:
+    ballots = sorted([j, bool(h)] for j, h in d.ballots.items())
+    ctx.put(RECEIPT_DISPUTES, key, [d.challenger, d.deadline, ballots, d.outcome.value])
+
+
+def take_convicted(ctx: TxContext) -> frozenset[str]:
+    """Every address convicted since the last settlement (and forget them)."""
+    out = frozenset(ctx.keys(RECEIPT_CONVICTED))
+    for a in out:
+        ctx.delete(RECEIPT_CONVICTED, a)
+    return out
+
+
+def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_blocks: int) -> None:
+    """Register ``ReceiptChallenge`` / ``ReceiptVote`` and the deadline hook on ``sm``."""
+
+    def _judges(ctx: TxContext, key: tuple, d: Dispute) -> dict[str, int]:
+        parties = {d.challenger, key[1]}
+        return {a: w for a, w in judges(ctx).items() if a not in parties and w > 0}
+
+    def _settle(ctx: TxContext, key: tuple, d: Dispute, outcome: Outcome) -> None:
+        d.outcome = outcome
+        _put_dispute(ctx, key, d)
+        ctx.delete(RECEIPT_OPEN, key)
+        guilty = {Outcome.BROKEN: key[1], Outcome.UPHELD: d.challenger}.get(outcome)
+        if guilty is not None:
+            ctx.put(RECEIPT_CONVICTED, guilty, int(ctx.get(RECEIPT_CONVICTED, guilty, 0)) + 1)
+
+    def challenge(ctx: TxContext, msg: wire.ReceiptChallenge) -> None:
+        if not ctx.chain.rules_at(ctx.height).receipts:
+            ctx.reject("not_in_this_version")
+        rec = record_of(ctx, msg.inference_id)
+        if rec is None:
+            ctx.reject("unknown_inference")
+        if rec.executor != ctx.sender:
+            ctx.reject("not_executor")
+        if rec.settled:
+            ctx.reject("settled")
+        key = (msg.inference_id, msg.validator)
+        if ctx.get(RECEIPTS, key) is None:
+            ctx.reject("no_receipt")
+        if ctx.get(RECEIPT_DISPUTES, key) is not None:
+            ctx.reject("duplicate")
+        # one dispute per validator at a time, none once it is convicted until the settlement
+        # that forfeits it: a validator that stamped a hundred passes costs the judges one
+        # prefill, not a hundred
+        if ctx.get(RECEIPT_CONVICTED, msg.validator) is not None or any(
+            v == msg.validator for _, v in ctx.keys(RECEIPT_OPEN)
+        ):
+            ctx.reject("validator_under_challenge")
+        d = Dispute(ctx.sender, ctx.height + vote_blocks)
+        _put_dispute(ctx, key, d)
+        ctx.put(RECEIPT_OPEN, key, d.deadline)
+
+    def vote(ctx: TxContext, msg: wire.ReceiptVote) -> None:
+        key = (msg.inference_id, msg.validator)
+        d = dispute_of(ctx.get, *key)
+        if d is None or d.outcome is not Outcome.OPEN:
+            ctx.reject("not_open")
+        eligible = _judges(ctx, key, d)
+        if ctx.sender not in eligible:
+            ctx.reject("not_judge")
+        if ctx.sender in d.ballots:
+            ctx.reject("duplicate")
+        d.ballots[ctx.sender] = msg.holds
+        outcome = receipts.decide(d, eligible, deadline_passed=False)
+        if outcome is Outcome.OPEN:
+            _put_dispute(ctx, key, d)
+        else:
+            _settle(ctx, key, d, outcome)
+
+    def end_block(ctx: TxContext) -> None:
+        for key in sorted(
+            k for k in ctx.keys(RECEIPT_OPEN) if int(ctx.get(RECEIPT_OPEN, k)) <= ctx.height
+        ):
+            key = tuple(key)
+            d = dispute_of(ctx.get, *key)
+            eligible = _judges(ctx, key, d)
+            _settle(ctx, key, d, receipts.decide(d, eligible, deadline_passed=True))
+
+    sm.register(wire.ReceiptChallenge, challenge, sequenced=False)
+    sm.register(wire.ReceiptVote, vote, sequenced=False)
+    sm.on_end_block(end_block)

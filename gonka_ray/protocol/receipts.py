@@ -1,0 +1,144 @@
+"""Verification receipts (protocol v3): a pass carries what only running the model yields.
+
+A validator that answers "passed" without running the check keeps its mint and fee shares
+unless something it submits depends on having run it. So a passing ``Validation`` carries a
+*receipt*: at :data:`RECEIPT_POSITIONS` output positions chosen by ``sha256(inference id ‖
+validator)`` (the last position always among them, so the whole prefill is needed), the
+validator's own most likely token outside the artifact's top-k there and its logprob. The
+artifact holds only the executor's top k, so the receipt cannot be copied from it.
+
+**Audit.** The executor computed every rank while generating and keeps its top k + 2·RANKS
+privately (not in the payload). It compares each receipt on its inference with them
+(:func:`holds`): the receipt's token must be among those ranks (numerical noise may reorder
+near-ties) and its logprob within :data:`RECEIPT_TOLERANCE_NATS` of the executor's (twice
+both margins before it challenges). A receipt
+that does not hold is *challenged* (``ReceiptChallenge``), and every weighted participant but
+the two parties judges it by its own prefill, as a vote (:func:`decide`, :func:`votes.tally`):
+the receipt broken, the validator forfeits its epoch; the receipt upheld by judges' ballots, the
+challenging executor does (a false challenge is a lie about its own computation). A challenge
+nobody judged convicts nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gonka_ray.constants import (
+    ENGINE_MAX_TOP_K_LOGPROBS,
+    MAX_TOP_K_LOGPROBS,
+    RECEIPT_POSITIONS,
+    RECEIPT_RANKS,
+    RECEIPT_TOLERANCE_NATS,
+)
+from gonka_ray.protocol import votes
+
+PRIVATE_RANKS = 2 * RECEIPT_RANKS  # ranks beyond the artifact's top-k an executor keeps
+assert MAX_TOP_K_LOGPROBS + PRIVATE_RANKS <= ENGINE_MAX_TOP_K_LOGPROBS
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One receipt position: the validator's (k+1)-th token there and its logprob (µnats)."""
+
+    position: int
+    token: int
+    logprob_micro: int
+
+
+def positions(inference_id: bytes, validator: str, n_out: int) -> tuple[int, ...]:
+    """The output positions a receipt of ``validator`` on ``inference_id`` names (ascending,
+    distinct, the last one always included; every position when there are fewer)."""
+    if n_out <= RECEIPT_POSITIONS:
+        return tuple(range(n_out))
+    chosen = {n_out - 1}
+    counter = 0
+    while len(chosen) < RECEIPT_POSITIONS:
+        digest = hashlib.sha256(
+            b"gonka_ray/receipt/" + inference_id + validator.encode() + counter.to_bytes(4, "big")
+        ).digest()
+        chosen.add(int.from_bytes(digest[:8], "big") % (n_out - 1))
+        counter += 1
+    return tuple(sorted(chosen))
+
+
+def make(
+    inference_id: bytes,
+    validator: str,
+    artifact_top_ids: Sequence[Sequence[int]],
+    top_ids: Sequence[Sequence[int]],
+    top_logprobs: Sequence[Sequence[float]],
+) -> tuple[Entry, ...]:
+    """The receipt from the validator's own scoring (rows per output position, best first,
+    with at least one rank more than the artifact's top-k): at each receipt position its most
+    likely token that is *not* among the artifact's top-k there, and that token's logprob."""
+    out = []
+    for p in positions(inference_id, validator, len(top_ids)):
+        shown = set(artifact_top_ids[p])
+        rank = next(r for r, t in enumerate(top_ids[p]) if int(t) not in shown)
+        out.append(Entry(p, int(top_ids[p][rank]), round(float(top_logprobs[p][rank]) * 1e6)))
+    return tuple(out)
+
+
+def holds(
+    receipt: Sequence[Entry],
+    inference_id: bytes,
+    validator: str,
+    artifact_top_ids: Sequence[Sequence[int]],
+    ref_ids: Sequence[Sequence[int]],
+    ref_logprobs: Sequence[Sequence[float]],
+    *,
+    slack: int = 1,
+) -> bool:
+    """Whether ``receipt`` agrees with a reference computation of the same inference (the
+    executor's ranks kept from generation, or a judge's prefill; rows per output position,
+    best first, at least k + RECEIPT_RANKS × ``slack`` ranks where the vocabulary has them):
+    the positions are the validator's, and at each the named token is outside the artifact's
+    top-k (nothing copied), inside the reference's top k + RECEIPT_RANKS × ``slack`` (noise may
+    reorder near-ties) with a logprob within RECEIPT_TOLERANCE_NATS × ``slack``. Judges use
+    ``slack`` 1; an executor challenges only a receipt that fails ``slack`` 2, so an honest
+    executor never challenges what honest judges would uphold."""
+    want = positions(inference_id, validator, len(ref_ids))
+    if tuple(e.position for e in receipt) != want:
+        return False
+    for e in receipt:
+        k = len(artifact_top_ids[e.position])
+        if e.token in set(artifact_top_ids[e.position]):
+            return False
+        depth = k + RECEIPT_RANKS * slack
+        ranks = dict(
+            zip(ref_ids[e.position][:depth], ref_logprobs[e.position][:depth], strict=False)
+        )
+        ref = ranks.get(e.token)
+        if ref is None or abs(e.logprob_micro / 1e6 - float(ref)) > RECEIPT_TOLERANCE_NATS * slack:
+            return False
+    return True
+
+
+class Outcome(StrEnum):
+    OPEN = "open"
+    BROKEN = "broken"  # the judges found the receipt wrong: the validator is convicted
+    UPHELD = "upheld"  # the judges found it right: the challenging executor is convicted
+    UNJUDGED = "unjudged"  # nobody judged it by the deadline: nobody is convicted
+
+
+@dataclass
+class Dispute:
+    """A challenge of one validator's receipt on one inference."""
+
+    challenger: str
+    deadline: int
+    ballots: dict[str, bool] = field(default_factory=dict)  # judge → the receipt holds
+    outcome: Outcome = Outcome.OPEN
+
+
+def decide(dispute: Dispute, judges: Mapping[str, int], *, deadline_passed: bool) -> Outcome:
+    """The dispute's outcome from its ballots (:func:`votes.tally`: "holds" is "valid")."""
+    outcome = votes.tally(dispute.ballots, judges, deadline_passed=deadline_passed)
+    if outcome is votes.VoteOutcome.PENDING:
+        return Outcome.OPEN
+    if outcome is votes.VoteOutcome.INVALIDATED:
+        return Outcome.BROKEN
+    return Outcome.UPHELD if any(dispute.ballots.values()) else Outcome.UNJUDGED
