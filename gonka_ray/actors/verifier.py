@@ -34,6 +34,7 @@ from gonka_ray.constants import (
     PAYLOAD_FETCH_TIMEOUT_S,
     RECEIPT_RANKS,
     VERIFIER_EVENTS_WAIT_S,
+    VERIFIER_OWN_FINISHES_KEPT,
     VERIFIER_RANKS_KEPT,
 )
 from gonka_ray.constants import (
@@ -164,7 +165,7 @@ class Verifier(RoleBase):
 
     def _remember_mine(self, iid: bytes) -> None:
         self._mine[iid] = None
-        while len(self._mine) > VERIFIER_RANKS_KEPT:
+        while len(self._mine) > VERIFIER_OWN_FINISHES_KEPT:
             self._mine.popitem(last=False)
 
     # --- receipts (protocol v3) ------------------------------------------------------------
@@ -392,10 +393,10 @@ class Verifier(RoleBase):
             # skip validation for good (the event was consumed, no Validation submitted).
             return failed_structurally(f"output cannot be scored: {exc.message}")
         k = max(1, artifact.k)
-        self._ranks[record.inference_id] = (
-            [[int(t) for t in row] for row in artifact.top_ids],
-            score.top_ids,
-            score.top_logprobs,
+        self._ranks[record.inference_id] = (  # compact: outputs may be long
+            np.asarray(artifact.top_ids, dtype=np.int32),
+            np.asarray(score.top_ids, dtype=np.int32),
+            np.asarray(score.top_logprobs, dtype=np.float32),
         )
         while len(self._ranks) > VERIFIER_RANKS_KEPT:
             self._ranks.popitem(last=False)
