@@ -636,6 +636,12 @@ async def _report(
         "cheater_inferences_invalidated": len(invalidated),
         **_timing_summary(stats),
     }
+    # verification receipts (protocol v3): an honest validator's must never be found broken
+    disputes = await reader.ledger.receipt_disputes.remote()
+    summary["receipt_disputes"] = len(disputes)
+    summary["honest_receipts_broken"] = sum(
+        1 for _, v, _, outcome in disputes if v not in cheaters and outcome == "broken"
+    )
     epoch_rows = await _epoch_rows(reader, config, epochs)
     cheater_names = {p.name for p in config.participants if p.adversary}
     invalid_in = {r["participant"] for r in epoch_rows if r["note"].startswith("INVALID")}

@@ -182,6 +182,14 @@ class ParticipantReplica(LedgerReplica):
     async def receipt(self, inference_id: bytes, validator: str) -> tuple | None:
         return receipt_app.receipt_of(self.sm.get, inference_id, validator)
 
+    async def receipt_disputes(self) -> list[tuple[bytes, str, str, str]]:
+        """Every receipt challenge: ``(inference id, validator, challenger, outcome)``."""
+        out = []
+        for key in self.sm.tables.get(receipt_app.RECEIPT_DISPUTES, {}):
+            d = receipt_app.dispute_of(self.sm.get, *key)
+            out.append((bytes(key[0]), str(key[1]), d.challenger, d.outcome.value))
+        return out
+
     async def inferences(self, limit: int = 50) -> list[InferenceRecord]:
         """The most recently started inferences, newest first (explorer, demo tables)."""
         rows = self.sm.tables.get(inference_app.INFERENCES, {})

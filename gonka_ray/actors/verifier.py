@@ -476,6 +476,8 @@ class Verifier(RoleBase):
             "votes": self.votes,
             "skipped": self.skipped,
             "in_check": self.in_check,
+            "receipt_challenges": self.challenges,
+            "receipt_votes": self.receipt_votes,
         }
 
 
