@@ -66,7 +66,8 @@ def start(
     return book.start(**kw)
 
 
-def finish(book: InferenceBook, rec, tokens: int = 5, height: int = 2):
+def finish(book: InferenceBook, rec, tokens: int = 5, height: int = 2, prompt_tokens=None):
+    """The executor's Finish (``prompt_tokens``: its own count; None: the TA's)."""
     return book.finish(
         inference_id=rec.inference_id,
         executor=rec.executor,
@@ -75,6 +76,7 @@ def finish(book: InferenceBook, rec, tokens: int = 5, height: int = 2):
         response_hash=b"r",
         artifact_hash=b"a",
         height=height,
+        prompt_tokens=prompt_tokens,
     )
 
 
@@ -212,17 +214,7 @@ def test_a_prompt_vote_is_judged_apart_from_an_accusation_made_while_it_was_open
     # which the TA and the executor are parties. A validator's failed check made meanwhile is
     # not lost: when the prompt vote closes (upholding the count, convicting the TA), it opens
     # its own vote, and the prompt vote's structural ballots do not count in it.
-    rec = start(book, prompt_tokens=40)
-    rec = book.finish(
-        inference_id=rec.inference_id,
-        executor=rec.executor,
-        completion_tokens=5,
-        finish_reason="stop",
-        response_hash=b"r",
-        artifact_hash=b"a",
-        prompt_tokens=10,
-        height=2,
-    )
+    rec = finish(book, start(book, prompt_tokens=40), prompt_tokens=10)
     assert rec.status is InferenceStatus.VOTING and rec.prompt_vote and rec.accuser == "p0"
     assert rec.prompt_tokens == 10
     judges = [a for a in book.participants if a not in (rec.executor, "p0")]

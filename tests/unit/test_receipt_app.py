@@ -84,14 +84,20 @@ def test_only_the_executor_challenges_and_only_others_judge() -> None:
     ]
 
 
-def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger() -> None:
-    # Guards: receipt_app's vote. Broken (the judges' prefills disagree with it): the validator
-    # passed without running the check. Upheld by judges: the executor lied about its own ranks.
+def _judged(holds: bool) -> tuple[Chain, bytes, str, str]:
+    """A pass challenged by its executor and judged ``holds`` by both other participants."""
     chain = Chain()
     iid, executor, validator, judges = _passed(chain)
     _challenge(chain, iid, executor, validator)
     for j in judges:
-        _ballot(chain, iid, j, validator, False)
+        _ballot(chain, iid, j, validator, holds)
+    return chain, iid, executor, validator
+
+
+def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger() -> None:
+    # Guards: receipt_app's vote. Broken (the judges' prefills disagree with it): the validator
+    # passed without running the check. Upheld by judges: the executor lied about its own ranks.
+    chain, iid, executor, validator = _judged(holds=False)
     assert receipt_app.dispute_of(chain.sm.get, iid, validator).outcome is Outcome.BROKEN
     # its other receipts cannot be challenged until the settlement forfeits it
     other, ex2 = chain.finished()
@@ -101,11 +107,7 @@ def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger(
     assert _challenge(chain, other, ex2, validator) == [(False, "validator_under_challenge")]
     assert _convicted(chain) == {validator}
 
-    chain = Chain()
-    iid, executor, validator, judges = _passed(chain)
-    _challenge(chain, iid, executor, validator)
-    for j in judges:
-        _ballot(chain, iid, j, validator, True)
+    chain, iid, executor, validator = _judged(holds=True)
     assert receipt_app.dispute_of(chain.sm.get, iid, validator).outcome is Outcome.UPHELD
     assert _convicted(chain) == {executor}
 

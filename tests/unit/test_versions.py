@@ -13,7 +13,7 @@ from gonka_ray.exceptions import ConfigError, TxRejected
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.protocol import selection, versions
 from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
-from tests.unit.test_lifecycle import CLIENT, DictAccounts, start
+from tests.unit.test_lifecycle import CLIENT, DictAccounts, finish, start
 
 WEIGHTS = {"p0": 100, "p1": 100, "p2": 100, "p3": 100}
 UPGRADE_AT = 50
@@ -102,16 +102,7 @@ def test_a_prompt_count_mismatch_opens_a_vote_only_from_version_3() -> None:
             rules_at=versions.schedule_of(g).rules_at,
         )
         rec = start(book, height=height, prompt_tokens=40)  # the TA claims 40
-        return book.finish(
-            inference_id=rec.inference_id,
-            executor=rec.executor,
-            completion_tokens=5,
-            finish_reason="stop",
-            response_hash=b"r",
-            artifact_hash=b"a",
-            prompt_tokens=10,  # the executor ran 10
-            height=height + 1,
-        )
+        return finish(book, rec, height=height + 1, prompt_tokens=10)  # the executor ran 10
 
     before = finish_mismatched(UPGRADE_AT - 5)
     assert before.status is InferenceStatus.FINISHED and not before.prompt_vote
