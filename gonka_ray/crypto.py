@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nacl.bindings
 import nacl.exceptions
+import nacl.public
 import nacl.signing
 
 from gonka_ray.constants import WIRE_SIGNATURE_DOMAIN
@@ -230,3 +231,58 @@ def aead_open(key: bytes, counter: int, sealed: bytes) -> bytes:
         return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, None, nonce, key)
     except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
         raise BadSignature("frame does not authenticate") from None
+
+
+# --- sealed receipts: X25519 boxes between the Ed25519 keys (gonka_ray/protocol/receipts.py) ---
+
+
+def _box(secret: bytes, public_key: bytes) -> nacl.public.Box | None:
+    """The XSalsa20-Poly1305 box between an X25519 ``secret`` and the X25519 form of an
+    Ed25519 ``public_key`` (None: not a valid Ed25519 point)."""
+    try:
+        theirs = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(bytes(public_key))
+        return nacl.public.Box(nacl.public.PrivateKey(bytes(secret)), nacl.public.PublicKey(theirs))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return None
+
+
+def seal_to(
+    ephemeral_secret: bytes, recipient_public_key: bytes, nonce: bytes, plaintext: bytes
+) -> tuple[bytes, bytes]:
+    """Encrypt ``plaintext`` to ``recipient_public_key`` (Ed25519) under a one-time X25519
+    ``ephemeral_secret``; returns ``(ephemeral public key, ciphertext)``. Anyone later given
+    the ephemeral secret can open the box too (that is how a sealed receipt is revealed).
+
+    Raises:
+        InvalidKey: the recipient key is not a valid Ed25519 public key.
+    """
+    box = _box(ephemeral_secret, recipient_public_key)
+    if box is None:
+        raise InvalidKey("not an Ed25519 public key", field="public_key")
+    public = bytes(nacl.public.PrivateKey(bytes(ephemeral_secret)).public_key)
+    return public, bytes(box.encrypt(plaintext, nonce).ciphertext)
+
+
+def open_sealed_by_recipient(
+    recipient: KeyPair, ephemeral_public: bytes, nonce: bytes, ciphertext: bytes
+) -> bytes | None:
+    """The plaintext of a box sealed to ``recipient`` (None: it does not open)."""
+    try:
+        mine = nacl.signing.SigningKey(recipient.seed).to_curve25519_private_key()
+        box = nacl.public.Box(mine, nacl.public.PublicKey(bytes(ephemeral_public)))
+        return bytes(box.decrypt(bytes(ciphertext), bytes(nonce)))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return None
+
+
+def open_sealed_by_sender(
+    ephemeral_secret: bytes, recipient_public_key: bytes, nonce: bytes, ciphertext: bytes
+) -> bytes | None:
+    """The plaintext of a box sealed under ``ephemeral_secret`` (None: it does not open)."""
+    box = _box(ephemeral_secret, recipient_public_key)
+    if box is None:
+        return None
+    try:
+        return bytes(box.decrypt(bytes(ciphertext), bytes(nonce)))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return None

@@ -27,9 +27,18 @@ CONFIG = app.InferenceAppConfig(price_per_token=2, expiry_blocks=5, vote_blocks=
 PROMPT_TOKENS = 10
 
 
-def receipt_at(iid: bytes, validator: str, n_out: int) -> tuple[wire.ReceiptEntry, ...]:
-    """A receipt at the right positions (what the ledger checks); its tokens are no model's."""
-    return tuple(wire.ReceiptEntry(p, 0, -1) for p in receipts.positions(iid, validator, n_out))
+def receipt_fields(
+    iid: bytes, validator: crypto.KeyPair, executor_public_key: bytes, n_out: int
+) -> dict[str, bytes]:
+    """A pass's sealed-receipt fields: entries at the validator's positions, sealed to the
+    executor (what the ledger keeps); their tokens are no model's."""
+    entries = [receipts.Entry(p, 0, -1) for p in receipts.positions(iid, validator.address, n_out)]
+    sealed = receipts.seal(validator, executor_public_key, iid, entries)
+    return {
+        "receipt_commitment": sealed.commitment,
+        "receipt_key": sealed.ephemeral_public,
+        "receipt_box": sealed.ciphertext,
+    }
 
 
 def genesis(client_balance: int = CLIENT_BALANCE) -> wire.LedgerGenesis:
@@ -146,7 +155,11 @@ class Chain:
             replay_mismatches=0 if passed else 9,
             similarity=1.0 if passed else 0.2,
             logprob_deviation=0.0,
-            receipt=receipt_at(iid, key.address, rec.completion_tokens if rec else 0),
+            **(
+                receipt_fields(iid, key, BY_ADDR[rec.executor].public_key, rec.completion_tokens)
+                if rec is not None and passed
+                else {}
+            ),
         )
 
     def vote_tx(self, iid: bytes, key: crypto.KeyPair, valid: bool) -> bytes:

@@ -27,6 +27,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.ledger import epoch_app, inference_app, receipt_app
 from gonka_ray.ledger.state import PARTICIPANTS, BlockResult, StateMachine
 from gonka_ray.protocol.lifecycle import InferenceRecord, ParticipantRecord
+from gonka_ray.protocol.receipts import Sealed
 from gonka_ray.protocol.reputation import reputation
 from gonka_ray.protocol.settlement import EpochSnapshot
 from gonka_ray.protocol.versions import Chain
@@ -150,7 +151,8 @@ class LedgerPort(Protocol):
     async def balance(self, address: str) -> int: ...
     async def nonce(self, address: str) -> int: ...
     async def inference(self, inference_id: bytes) -> InferenceRecord | None: ...
-    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None: ...
+    async def sealed_receipt(self, inference_id: bytes, validator: str) -> Sealed | None: ...
+    async def published_receipt(self, inference_id: bytes, validator: str) -> tuple | None: ...
     async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]: ...
     async def height(self) -> int: ...
     async def epoch_view(self) -> epoch_app.EpochView: ...
@@ -238,8 +240,11 @@ class LocalLedger:
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)
 
-    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None:
-        return receipt_app.receipt_of(self.sm.get, inference_id, validator)
+    async def sealed_receipt(self, inference_id: bytes, validator: str) -> Sealed | None:
+        return receipt_app.sealed_of(self.sm.get, inference_id, validator)
+
+    async def published_receipt(self, inference_id: bytes, validator: str) -> tuple | None:
+        return receipt_app.revealed_of(self.sm.get, inference_id, validator)
 
     async def events_since(self, seq: int, wait_s: float = 0.0) -> list[LedgerEvent]:
         return await self.log.wait_since(seq, wait_s)

@@ -47,6 +47,7 @@ from gonka_ray.peer.calls import first
 from gonka_ray.peer.guest import serve_joiners
 from gonka_ray.peer.tcp import TcpPeerTransport
 from gonka_ray.protocol.lifecycle import InferenceRecord
+from gonka_ray.protocol.receipts import Sealed
 
 
 class ParticipantReplica(LedgerReplica):
@@ -179,8 +180,11 @@ class ParticipantReplica(LedgerReplica):
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)
 
-    async def receipt(self, inference_id: bytes, validator: str) -> tuple | None:
-        return receipt_app.receipt_of(self.sm.get, inference_id, validator)
+    async def sealed_receipt(self, inference_id: bytes, validator: str) -> Sealed | None:
+        return receipt_app.sealed_of(self.sm.get, inference_id, validator)
+
+    async def published_receipt(self, inference_id: bytes, validator: str) -> tuple | None:
+        return receipt_app.revealed_of(self.sm.get, inference_id, validator)
 
     async def receipt_disputes(self) -> list[tuple[bytes, str, str, str]]:
         """Every receipt challenge: ``(inference id, validator, challenger, outcome)``."""
@@ -307,8 +311,11 @@ class ReplicaLedgerPort:
     async def inference(self, inference_id: bytes):
         return await self._own().inference.remote(inference_id)
 
-    async def receipt(self, inference_id: bytes, validator: str):
-        return await self._own().receipt.remote(inference_id, validator)
+    async def sealed_receipt(self, inference_id: bytes, validator: str):
+        return await self._own().sealed_receipt.remote(inference_id, validator)
+
+    async def published_receipt(self, inference_id: bytes, validator: str):
+        return await self._own().published_receipt.remote(inference_id, validator)
 
     async def events_since(self, seq: int, wait_s: float = 0.0):
         return await self._own().events_since.remote(seq, wait_s)

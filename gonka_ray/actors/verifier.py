@@ -22,6 +22,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,7 @@ class Verifier(RoleBase):
         # inference id → (artifact top-k ids, own ranked ids, logprobs) of recent checks
         self._ranks: OrderedDict[bytes, tuple[list, Any, Any]] = OrderedDict()
         self._mine: OrderedDict[bytes, None] = OrderedDict()  # own executor's recent Finishes
+        self._keys: dict[str, bytes] = {}  # participants' public keys (receipts are sealed to them)
         self.challenges = 0
         self.receipt_votes = 0
         self._eos: tuple[int, ...] | None = None
@@ -159,9 +161,20 @@ class Verifier(RoleBase):
                 done += await self._on_accusation(event.inference_id, event.sender)
             elif event.kind == wire.Validation.TYPE and event.inference_id in self._mine:
                 await self._audit(event.inference_id, event.sender)
+            elif event.kind == wire.ReceiptChallenge.TYPE and event.validator == self.address:
+                await self._reveal(event.inference_id)
             elif event.kind == wire.ReceiptChallenge.TYPE:
                 done += await self._judge_receipt(event.inference_id, event.validator, event.sender)
+            elif event.kind == wire.ReceiptReveal.TYPE:
+                done += await self._judge_receipt(event.inference_id, event.sender, "")
         return done
+
+    async def _public_key(self, address: str) -> bytes:
+        key = self._keys.get(address)
+        if key is None:
+            self._keys = {a: p.public_key for a, p in (await self.ledger.participants()).items()}
+            key = self._keys[address]
+        return key
 
     def _remember_mine(self, iid: bytes) -> None:
         self._mine[iid] = None
@@ -171,28 +184,49 @@ class Verifier(RoleBase):
     # --- receipts (protocol v3) ------------------------------------------------------------
 
     async def _audit(self, iid: bytes, validator: str) -> None:
-        """A pass on an inference this participant executed: challenge its receipt if it does
-        not hold against the ranks the executor kept (a validator that ran nothing)."""
+        """A pass on an inference this participant executed: open its sealed receipt and
+        challenge it if it does not hold against the ranks the executor kept (a validator that
+        ran nothing), publishing it; or, if it does not open, without it (the validator must
+        then reveal its key)."""
         if self.own_executor is None or validator == self.address:
             return
-        receipt = await self.ledger.receipt(iid, validator)
-        if receipt is None:  # a pass written under rules without receipts
+        sealed = await self.ledger.sealed_receipt(iid, validator)
+        if sealed is None:  # a pass written under rules without receipts
             return
-        audit = self.own_executor.audit_receipt
-        call = audit.remote if hasattr(audit, "remote") else audit
-        if await call(iid, validator, receipt):
-            return
+        entries = receipts.open_as_executor(self.key, sealed, iid, validator)
+        if entries is not None:
+            audit = self.own_executor.audit_receipt
+            call = audit.remote if hasattr(audit, "remote") else audit
+            if await call(iid, validator, entries):
+                return
         log.info(
-            "%s: receipt of %s on %s does not hold",
+            "%s: receipt of %s on %s %s",
             self.participant,
             validator[:14],
             iid.hex()[:12],
+            "does not open" if entries is None else "does not hold",
         )
         self.challenges += 1
+        published = tuple(
+            wire.ReceiptEntry(e.position, e.token, e.logprob_micro) for e in entries or ()
+        )
         await self._submit(
             wire.ReceiptChallenge(
-                inference_id=iid, validator=validator, nonce=self.rng.getrandbits(64)
+                inference_id=iid,
+                validator=validator,
+                nonce=self.rng.getrandbits(64),
+                entries=published,
             )
+        )
+
+    async def _reveal(self, iid: bytes) -> None:
+        """This validator's receipt was challenged: when the challenge did not publish it,
+        reveal the one-time key (re-derived: nothing to keep) so anyone can open it."""
+        if await self.ledger.published_receipt(iid, self.address) is not None:
+            return
+        key = receipts.ephemeral_secret(self.key.seed, iid)
+        await self._submit(
+            wire.ReceiptReveal(inference_id=iid, secret=key, nonce=self.rng.getrandbits(64))
         )
 
     async def _judge_receipt(self, iid: bytes, validator: str, challenger: str) -> int:
@@ -200,9 +234,9 @@ class Verifier(RoleBase):
         if self.address in (validator, challenger):
             return 0
         record = await self.ledger.inference(iid)
-        receipt = await self.ledger.receipt(iid, validator)
-        if record is None or receipt is None:
-            return 0
+        receipt = await self.ledger.published_receipt(iid, validator)
+        if record is None or not receipt or self.address == record.executor:
+            return 0  # not published (yet, or broken at once), or this is the challenger
         if iid not in self._ranks:
             await self._grade(record)  # fills the ranks when the payload and model allow
         ranks = self._ranks.get(iid)
@@ -268,7 +302,7 @@ class Verifier(RoleBase):
     async def _validate(self, record: InferenceRecord) -> int:
         iid = record.inference_id
         verdict, result = await self.check(record)
-        receipt: tuple = ()
+        sealed = receipts.Sealed(b"", b"", b"")
         if verdict.passed:  # a pass names what only the model run it rests on yields
             ranks = self._ranks.get(iid)
             if ranks is None:  # evicted since the check: score again
@@ -277,10 +311,12 @@ class Verifier(RoleBase):
             if ranks is None:  # the payload went away meanwhile: no pass without a receipt
                 return 0
             shown, ids, lps = ranks
-            receipt = tuple(
-                wire.ReceiptEntry(e.position, e.token, max(e.logprob_micro, RECEIPT_FLOOR))
+            entries = [
+                replace(e, logprob_micro=max(e.logprob_micro, RECEIPT_FLOOR))
                 for e in receipts.make(iid, self.address, shown, ids, lps)
-            )
+            ]
+            executor_key = await self._public_key(record.executor)
+            sealed = receipts.seal(self.key, executor_key, iid, entries)
         await self._submit(
             wire.Validation(
                 inference_id=iid,
@@ -290,7 +326,9 @@ class Verifier(RoleBase):
                 logprob_deviation=_finite(result.logprob_deviation),
                 nonce=self.rng.getrandbits(64),
                 evidence_excess_micro=_micro(result.evidence_excess),
-                receipt=receipt,
+                receipt_commitment=sealed.commitment,
+                receipt_key=sealed.ephemeral_public,
+                receipt_box=sealed.ciphertext,
             )
         )
         self.checked += 1

@@ -134,25 +134,70 @@ class InflatingTransportAgent(TransportAgent):
 
 class RubberStampVerifier(Verifier):
     """ADVERSARIAL verifier that passes every inference it must check without running it. Its
-    receipt is the best it can do without the model: a token outside the artifact's top-k it
-    did not score (a small id) at a plausible logprob."""
+    receipt is the best it can do without the model: at its positions, a token it did not
+    score (a small id) at a plausible logprob, sealed to the executor like an honest one."""
 
     async def _validate(self, record: InferenceRecord) -> int:
-        n_out = record.completion_tokens
-        receipt = tuple(
-            wire.ReceiptEntry(p, p % 7, -5_000_000)
-            for p in receipts.positions(record.inference_id, self.address, n_out)
-        )
+        iid = record.inference_id
+        entries = [
+            receipts.Entry(p, p % 7, -5_000_000)
+            for p in receipts.positions(iid, self.address, record.completion_tokens)
+        ]
+        sealed = receipts.seal(self.key, await self._public_key(record.executor), iid, entries)
         await self._submit(
             wire.Validation(
-                inference_id=record.inference_id,
+                inference_id=iid,
                 passed=True,
                 replay_mismatches=0,
                 similarity=1.0,
                 logprob_deviation=0.0,
                 nonce=self.rng.getrandbits(64),
-                receipt=receipt,
+                receipt_commitment=sealed.commitment,
+                receipt_key=sealed.ephemeral_public,
+                receipt_box=sealed.ciphertext,
             )
         )
         self.checked += 1
         return 1
+
+
+class GarbageBoxVerifier(RubberStampVerifier):
+    """ADVERSARIAL rubber stamp that seals something other than the receipt it commits to, so
+    that its executor cannot audit it (it must then reveal its key: the box is not the receipt)."""
+
+    async def _validate(self, record: InferenceRecord) -> int:
+        iid = record.inference_id
+        n_out = record.completion_tokens
+        committed = [receipts.Entry(p, 1, -1) for p in receipts.positions(iid, self.address, n_out)]
+        boxed = receipts.seal(self.key, await self._public_key(record.executor), iid, [])
+        commitment = receipts.commitment(iid, self.address, receipts.encode(committed))
+        await self._submit(
+            wire.Validation(
+                inference_id=iid,
+                passed=True,
+                replay_mismatches=0,
+                similarity=1.0,
+                logprob_deviation=0.0,
+                nonce=self.rng.getrandbits(64),
+                receipt_commitment=commitment,
+                receipt_key=boxed.ephemeral_public,
+                receipt_box=boxed.ciphertext,
+            )
+        )
+        self.checked += 1
+        return 1
+
+
+class LyingAuditor(Verifier):
+    """ADVERSARIAL: as an executor, challenges every pass on its inferences, claiming the
+    receipt did not open (to make honest validators reveal, or to frame them)."""
+
+    async def _audit(self, iid: bytes, validator: str) -> None:
+        if validator == self.address:
+            return
+        self.challenges += 1
+        await self._submit(
+            wire.ReceiptChallenge(
+                inference_id=iid, validator=validator, nonce=self.rng.getrandbits(64)
+            )
+        )

@@ -1,13 +1,21 @@
-"""Verification receipts on the ledger (protocol v3): stored with each pass, challenged by the
+"""Verification receipts on the ledger (protocol v3): sealed with each pass, challenged by the
 executor, judged by everyone else (the rules: :mod:`gonka_ray.protocol.receipts`).
+
+A pass commits to its receipt and carries it encrypted to the executor, so no other validator
+can copy it. The executor opens and audits it; a challenge publishes it (``entries``, checked
+against the commitment), or says it did not open, and then the validator must reveal its
+one-time key within the vote window (the ledger opens the box with it and checks the
+commitment; no reveal, or a box that is not the committed receipt, breaks it). A published
+receipt at positions other than the validator's is broken at once; otherwise the judges vote.
 
 Tables:
 
-- ``receipt``: ``[inference id, validator]`` → ``[[position, token, logprob µnats], …]``, written
-  by :func:`store` from a passing ``Validation`` (the inference app's handler calls it);
+- ``receipt``: ``[inference id, validator]`` → ``[commitment, one-time public key, box]``,
+  written by :func:`store` from a passing ``Validation`` (the inference app's handler calls it);
 - ``receipt_dispute``: ``[inference id, validator]`` → ``[challenger, deadline, ballots,
-  outcome]`` (ballots sorted ``[judge, holds]`` pairs);
-- ``receipt_open``: the open disputes' keys → deadline (the end-of-block hook scans only these);
+  outcome, entries]`` (ballots sorted ``[judge, holds]`` pairs; entries once published);
+- ``receipt_open``: the undecided disputes' keys → deadline (the end-of-block hook scans only
+  these);
 - ``receipt_convicted``: address → convictions not yet settled (while one is, or a dispute is
   open, no other receipt of that validator can be challenged). The next epoch settlement
   forfeits every address named here (:func:`take_convicted`) and clears it: a conviction costs
@@ -20,10 +28,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gonka_ray import wire
-from gonka_ray.ledger.state import StateMachine, TxContext
+from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import receipts
 from gonka_ray.protocol.lifecycle import InferenceRecord
-from gonka_ray.protocol.receipts import Dispute, Entry, Outcome
+from gonka_ray.protocol.receipts import Dispute, Entry, Outcome, Sealed
 
 RECEIPTS = "receipt"
 RECEIPT_DISPUTES = "receipt_dispute"
@@ -35,34 +43,42 @@ Judges = Callable[[TxContext], Mapping[str, int]]  # weighted participants → w
 
 
 def store(ctx: TxContext, rec: InferenceRecord, validator: str, msg: wire.Validation) -> None:
-    """Keep a passing validation's receipt; refuse a pass whose receipt is not at the
-    validator's positions of this output (protocol v3: every pass carries one)."""
-    want = receipts.positions(rec.inference_id, validator, rec.completion_tokens)
-    if tuple(e.position for e in msg.receipt) != want:
+    """Keep a passing validation's sealed receipt (protocol v3: every pass carries one)."""
+    if len(msg.receipt_commitment) != 32 or len(msg.receipt_key) != 32 or not msg.receipt_box:
         ctx.reject("bad_receipt")
-    rows = [[e.position, e.token, e.logprob_micro] for e in msg.receipt]
-    ctx.put(RECEIPTS, (rec.inference_id, validator), rows)
+    row = [msg.receipt_commitment, msg.receipt_key, msg.receipt_box]
+    ctx.put(RECEIPTS, (rec.inference_id, validator), row)
 
 
-def receipt_of(get: Callable[..., Any], inference_id: bytes, validator: str):
-    """The stored receipt (a tuple of :class:`Entry`) or None."""
-    rows = get(RECEIPTS, (inference_id, validator))
-    return None if rows is None else tuple(Entry(int(p), int(t), int(lp)) for p, t, lp in rows)
+def sealed_of(get: Callable[..., Any], inference_id: bytes, validator: str) -> Sealed | None:
+    row = get(RECEIPTS, (inference_id, validator))
+    return None if row is None else Sealed(bytes(row[0]), bytes(row[1]), bytes(row[2]))
 
 
 def dispute_of(get: Callable[..., Any], inference_id: bytes, validator: str) -> Dispute | None:
     row = get(RECEIPT_DISPUTES, (inference_id, validator))
     if row is None:
         return None
-    challenger, deadline, ballots, outcome = row
+    challenger, deadline, ballots, outcome, entries = row
     return Dispute(
-        challenger, int(deadline), {str(j): bool(h) for j, h in ballots}, Outcome(outcome)
+        challenger,
+        int(deadline),
+        {str(j): bool(h) for j, h in ballots},
+        Outcome(outcome),
+        tuple(Entry(int(p), int(t), int(lp)) for p, t, lp in entries),
     )
+
+
+def revealed_of(get: Callable[..., Any], inference_id: bytes, validator: str):
+    """The receipt as a dispute published it (a tuple of :class:`Entry`), or None."""
+    d = dispute_of(get, inference_id, validator)
+    return None if d is None or d.outcome is Outcome.AWAITING_REVEAL else d.entries
 
 
 def _put_dispute(ctx: TxContext, key: tuple, d: Dispute) -> None:
     ballots = sorted([j, bool(h)] for j, h in d.ballots.items())
-    ctx.put(RECEIPT_DISPUTES, key, [d.challenger, d.deadline, ballots, d.outcome.value])
+    entries = [[e.position, e.token, e.logprob_micro] for e in d.entries]
+    ctx.put(RECEIPT_DISPUTES, key, [d.challenger, d.deadline, ballots, d.outcome.value, entries])
 
 
 def take_convicted(ctx: TxContext) -> frozenset[str]:
@@ -74,7 +90,8 @@ def take_convicted(ctx: TxContext) -> frozenset[str]:
 
 
 def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_blocks: int) -> None:
-    """Register ``ReceiptChallenge`` / ``ReceiptVote`` and the deadline hook on ``sm``."""
+    """Register ``ReceiptChallenge`` / ``ReceiptReveal`` / ``ReceiptVote`` and the deadline
+    hook on ``sm``."""
 
     def _judges(ctx: TxContext, key: tuple, d: Dispute) -> dict[str, int]:
         parties = {d.challenger, key[1]}
@@ -88,6 +105,18 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
         if guilty is not None:
             ctx.put(RECEIPT_CONVICTED, guilty, int(ctx.get(RECEIPT_CONVICTED, guilty, 0)) + 1)
 
+    def _publish(ctx: TxContext, key: tuple, d: Dispute, rec: InferenceRecord, entries) -> None:
+        """The receipt is public: broken at once at positions not the validator's, else the
+        judges have the vote window."""
+        d.entries = tuple(entries)
+        want = receipts.positions(rec.inference_id, key[1], rec.completion_tokens)
+        if tuple(e.position for e in d.entries) != want:
+            _settle(ctx, key, d, Outcome.BROKEN)
+            return
+        d.outcome, d.deadline = Outcome.OPEN, ctx.height + vote_blocks
+        _put_dispute(ctx, key, d)
+        ctx.put(RECEIPT_OPEN, key, d.deadline)
+
     def challenge(ctx: TxContext, msg: wire.ReceiptChallenge) -> None:
         if not ctx.chain.rules_at(ctx.height).receipts:
             ctx.reject("not_in_this_version")
@@ -99,7 +128,8 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
         if rec.settled:
             ctx.reject("settled")
         key = (msg.inference_id, msg.validator)
-        if ctx.get(RECEIPTS, key) is None:
+        sealed = sealed_of(ctx.get, *key)
+        if sealed is None:
             ctx.reject("no_receipt")
         if ctx.get(RECEIPT_DISPUTES, key) is not None:
             ctx.reject("duplicate")
@@ -110,9 +140,33 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
             v == msg.validator for _, v in ctx.keys(RECEIPT_OPEN)
         ):
             ctx.reject("validator_under_challenge")
-        d = Dispute(ctx.sender, ctx.height + vote_blocks)
-        _put_dispute(ctx, key, d)
-        ctx.put(RECEIPT_OPEN, key, d.deadline)
+        entries = tuple(Entry(e.position, e.token, e.logprob_micro) for e in msg.entries)
+        if entries and receipts.commitment(
+            msg.inference_id, msg.validator, receipts.encode(entries)
+        ) != (sealed.commitment):
+            ctx.reject("not_the_receipt")
+        d = Dispute(ctx.sender, ctx.height + vote_blocks, outcome=Outcome.AWAITING_REVEAL)
+        if entries:
+            _publish(ctx, key, d, rec, entries)
+        else:  # it did not open for the executor: the validator must reveal its key
+            _put_dispute(ctx, key, d)
+            ctx.put(RECEIPT_OPEN, key, d.deadline)
+
+    def reveal(ctx: TxContext, msg: wire.ReceiptReveal) -> None:
+        key = (msg.inference_id, ctx.sender)
+        d = dispute_of(ctx.get, *key)
+        if d is None or d.outcome is not Outcome.AWAITING_REVEAL:
+            ctx.reject("no_reveal_due")
+        rec = record_of(ctx, msg.inference_id)
+        executor_key = ctx.get(PARTICIPANTS, rec.executor)[0]
+        sealed = sealed_of(ctx.get, *key)
+        entries = receipts.open_with_key(
+            msg.secret, executor_key, sealed, msg.inference_id, ctx.sender
+        )
+        if entries is None:  # the box is not the committed receipt: the executor was right
+            _settle(ctx, key, d, Outcome.BROKEN)
+        else:
+            _publish(ctx, key, d, rec, entries)
 
     def vote(ctx: TxContext, msg: wire.ReceiptVote) -> None:
         key = (msg.inference_id, msg.validator)
@@ -132,14 +186,16 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
             _settle(ctx, key, d, outcome)
 
     def end_block(ctx: TxContext) -> None:
-        for key in sorted(
-            k for k in ctx.keys(RECEIPT_OPEN) if int(ctx.get(RECEIPT_OPEN, k)) <= ctx.height
-        ):
+        due = [k for k in ctx.keys(RECEIPT_OPEN) if int(ctx.get(RECEIPT_OPEN, k)) <= ctx.height]
+        for key in sorted(due):
             key = tuple(key)
             d = dispute_of(ctx.get, *key)
-            eligible = _judges(ctx, key, d)
-            _settle(ctx, key, d, receipts.decide(d, eligible, deadline_passed=True))
+            if d.outcome is Outcome.AWAITING_REVEAL:  # no reveal in time
+                _settle(ctx, key, d, Outcome.BROKEN)
+            else:
+                _settle(ctx, key, d, receipts.decide(d, _judges(ctx, key, d), deadline_passed=True))
 
     sm.register(wire.ReceiptChallenge, challenge, sequenced=False)
+    sm.register(wire.ReceiptReveal, reveal, sequenced=False)
     sm.register(wire.ReceiptVote, vote, sequenced=False)
     sm.on_end_block(end_block)

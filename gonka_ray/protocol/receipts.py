@@ -5,16 +5,23 @@ unless something it submits depends on having run it. So a passing ``Validation`
 *receipt*: at :data:`RECEIPT_POSITIONS` output positions chosen by ``sha256(inference id ‖
 validator)`` (the last position always among them, so the whole prefill is needed), the
 validator's own most likely token outside the artifact's top-k there and its logprob. The
-artifact holds only the executor's top k, so the receipt cannot be copied from it.
+artifact holds only the executor's top k, so the receipt cannot be derived from it.
+
+**Sealed.** The ledger gets the receipt's commitment and the receipt encrypted to the executor
+(:func:`seal`: X25519 from the Ed25519 keys, a one-time key the validator re-derives from its
+seed and the inference), so no other validator can copy it.
 
 **Audit.** The executor computed every rank while generating and keeps its top k + 2·RANKS
-privately (not in the payload). It compares each receipt on its inference with them
-(:func:`holds`): the receipt's token must be among those ranks (numerical noise may reorder
-near-ties) and its logprob within :data:`RECEIPT_TOLERANCE_NATS` of the executor's (twice
-both margins before it challenges). A receipt
-that does not hold is *challenged* (``ReceiptChallenge``), and every weighted participant but
-the two parties judges it by its own prefill, as a vote (:func:`decide`, :func:`votes.tally`):
-the receipt broken, the validator forfeits its epoch; the receipt upheld by judges' ballots, the
+privately (not in the payload). It opens each receipt on its inference and compares it with
+them (:func:`holds`): the receipt's token must be among those ranks (numerical noise may
+reorder near-ties) and its logprob within :data:`RECEIPT_TOLERANCE_NATS` of the executor's
+(twice both margins before it challenges). A receipt that does not hold is *challenged* and
+published (``ReceiptChallenge`` with the entries, checked against the commitment); one that
+does not open is challenged without them, and the validator must reveal its one-time key
+(``ReceiptReveal``), with which the ledger opens it (:func:`open_with_key`; a box that is not
+the committed receipt, or no reveal in time, breaks it). Every weighted participant but the
+two parties judges a published receipt by its own prefill, as a vote (:func:`decide`,
+:func:`votes.tally`): broken, the validator forfeits its epoch; upheld by judges' ballots, the
 challenging executor does (a false challenge is a lie about its own computation). A challenge
 nobody judged convicts nobody.
 """
@@ -23,12 +30,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import StrEnum
 
+import msgpack
+
+from gonka_ray import crypto
 from gonka_ray.constants import (
     ENGINE_MAX_TOP_K_LOGPROBS,
     MAX_TOP_K_LOGPROBS,
+    RECEIPT_LOGPROB_FLOOR_MICRO,
     RECEIPT_POSITIONS,
     RECEIPT_RANKS,
     RECEIPT_TOLERANCE_NATS,
@@ -117,8 +128,102 @@ def holds(
     return True
 
 
+# --- sealing: a receipt is private to its executor until a challenge reveals it -------------
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a pass puts on the ledger: the receipt's commitment and the receipt encrypted to
+    the executor under a one-time key derived from the validator's seed and the inference."""
+
+    commitment: bytes
+    ephemeral_public: bytes
+    ciphertext: bytes
+
+
+def encode(entries: Sequence[Entry]) -> bytes:
+    return msgpack.packb([[e.position, e.token, e.logprob_micro] for e in entries])
+
+
+def decode(plaintext: bytes) -> tuple[Entry, ...] | None:
+    """The entries of a receipt's plaintext (None: malformed)."""
+    try:
+        rows = msgpack.unpackb(plaintext, raw=False, strict_map_key=True)
+        entries = tuple(Entry(*row) for row in rows)
+    except Exception:  # any malformed plaintext is a malformed receipt
+        return None
+    ok = len(entries) <= RECEIPT_POSITIONS and all(
+        all(isinstance(x, int) and not isinstance(x, bool) for x in astuple(e))
+        and 0 <= e.position < 2**32
+        and 0 <= e.token < 2**32
+        and RECEIPT_LOGPROB_FLOOR_MICRO <= e.logprob_micro <= 0
+        for e in entries
+    )
+    return entries if ok else None
+
+
+def commitment(inference_id: bytes, validator: str, plaintext: bytes) -> bytes:
+    return hashlib.sha256(
+        b"gonka_ray/receipt/v1\x00" + inference_id + validator.encode() + b"\x00" + plaintext
+    ).digest()
+
+
+def nonce(inference_id: bytes, validator: str) -> bytes:
+    return hashlib.sha256(b"gonka_ray/receipt-nonce/" + inference_id + validator.encode()).digest()[
+        :24
+    ]
+
+
+def ephemeral_secret(validator_seed: bytes, inference_id: bytes) -> bytes:
+    """The one-time key of a validator's receipt on an inference: re-derivable by the validator
+    alone (it reveals it in a challenge instead of keeping the receipt)."""
+    return hashlib.sha256(b"gonka_ray/receipt-key/" + validator_seed + inference_id).digest()
+
+
+def seal(
+    validator: crypto.KeyPair, executor_public_key: bytes, inference_id: bytes, entries
+) -> Sealed:
+    plaintext = encode(entries)
+    public, ciphertext = crypto.seal_to(
+        ephemeral_secret(validator.seed, inference_id),
+        executor_public_key,
+        nonce(inference_id, validator.address),
+        plaintext,
+    )
+    return Sealed(commitment(inference_id, validator.address, plaintext), public, ciphertext)
+
+
+def open_as_executor(
+    executor: crypto.KeyPair, sealed: Sealed, inference_id: bytes, validator: str
+) -> tuple[Entry, ...] | None:
+    """The receipt, opened by its executor (None: the box does not open or does not match
+    the commitment — the executor then challenges without entries and the validator must
+    reveal its key)."""
+    plaintext = crypto.open_sealed_by_recipient(
+        executor, sealed.ephemeral_public, nonce(inference_id, validator), sealed.ciphertext
+    )
+    if plaintext is None or commitment(inference_id, validator, plaintext) != sealed.commitment:
+        return None
+    return decode(plaintext)
+
+
+def open_with_key(
+    key: bytes, executor_public_key: bytes, sealed: Sealed, inference_id: bytes, validator: str
+) -> tuple[Entry, ...] | None:
+    """The receipt, opened with its revealed one-time key (the ledger's check of a reveal):
+    None when the key is not the box's, the box does not open, or it does not match the
+    commitment — the validator sealed something else than it committed to."""
+    plaintext = crypto.open_sealed_by_sender(
+        key, executor_public_key, nonce(inference_id, validator), sealed.ciphertext
+    )
+    if plaintext is None or commitment(inference_id, validator, plaintext) != sealed.commitment:
+        return None
+    return decode(plaintext)
+
+
 class Outcome(StrEnum):
-    OPEN = "open"
+    AWAITING_REVEAL = "awaiting_reveal"  # the executor could not open it: the validator reveals
+    OPEN = "open"  # the receipt is public: the judges vote
     BROKEN = "broken"  # the judges found the receipt wrong: the validator is convicted
     UPHELD = "upheld"  # the judges found it right: the challenging executor is convicted
     UNJUDGED = "unjudged"  # nobody judged it by the deadline: nobody is convicted
@@ -132,6 +237,7 @@ class Dispute:
     deadline: int
     ballots: dict[str, bool] = field(default_factory=dict)  # judge → the receipt holds
     outcome: Outcome = Outcome.OPEN
+    entries: tuple[Entry, ...] = ()  # the receipt, once published
 
 
 def decide(dispute: Dispute, judges: Mapping[str, int], *, deadline_passed: bool) -> Outcome:

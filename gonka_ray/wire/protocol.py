@@ -128,8 +128,8 @@ class Validation:
     """A validator's verdict on one inference, with its epoch evidence about the executor: the
     sum over output tokens of the logprob excess beyond float16 rounding, in millionths (the
     weight it is pooled against is the executor's committed one; see
-    :mod:`gonka_ray.protocol.evidence`). A pass carries its receipt (protocol v3): what only
-    running the model yields, audited by the executor."""
+    :mod:`gonka_ray.protocol.evidence`). A pass carries its sealed receipt (protocol v3): what
+    only running the model yields, readable by the executor alone, which audits it."""
 
     inference_id: Bytes32
     passed: bool
@@ -138,16 +138,32 @@ class Validation:
     logprob_deviation: float
     nonce: U64
     evidence_excess_micro: U64 = 0
-    receipt: Annotated[list[ReceiptEntry], MaxLen(RECEIPT_POSITIONS)] = ()
+    # a pass's sealed receipt: its commitment, the one-time X25519 key and the receipt
+    # encrypted to the executor (:mod:`gonka_ray.protocol.receipts`); empty on a failure
+    receipt_commitment: Annotated[bytes, MaxLen(32)] = b""
+    receipt_key: Annotated[bytes, MaxLen(32)] = b""
+    receipt_box: Annotated[bytes, MaxLen(512)] = b""
 
 
 @message("ReceiptChallenge", version=1)
 class ReceiptChallenge:
-    """The executor of an inference says ``validator``'s receipt on it does not hold; every
-    weighted participant but the two judges it (``ReceiptVote``)."""
+    """The executor of an inference says ``validator``'s receipt on it does not hold, and
+    publishes it (``entries``, checked against the commitment); with no entries, the sealed
+    receipt did not open, and the validator must reveal its key (``ReceiptReveal``). Every
+    weighted participant but the two then judges it (``ReceiptVote``)."""
 
     inference_id: Bytes32
     validator: Annotated[str, MaxLen(64)]
+    nonce: U64
+    entries: Annotated[list[ReceiptEntry], MaxLen(RECEIPT_POSITIONS)] = ()
+
+
+@message("ReceiptReveal", version=1)
+class ReceiptReveal:
+    """A challenged validator's one-time receipt key: anyone can now open its sealed receipt."""
+
+    inference_id: Bytes32
+    secret: Bytes32  # the one-time X25519 secret of its sealed receipt
     nonce: U64
 
 
@@ -283,6 +299,7 @@ __all__ = [
     "PocVerdict",
     "ReceiptChallenge",
     "ReceiptEntry",
+    "ReceiptReveal",
     "ReceiptVote",
     "SamplingSpec",
     "SeedCommit",

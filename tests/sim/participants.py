@@ -17,7 +17,9 @@ from gonka_ray.actors.transport import TransportAgent
 from gonka_ray.actors.verifier import Verifier
 from gonka_ray.adversary.actors import (
     CheatingExecutor,
+    GarbageBoxVerifier,
     InflatingTransportAgent,
+    LyingAuditor,
     RubberStampVerifier,
 )
 from gonka_ray.config import EngineConfig, ModelConfig
@@ -25,6 +27,11 @@ from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
 
 CHAIN = "inproc"
+VERIFIER_KINDS = {
+    "rubber_stamp": RubberStampVerifier,
+    "garbage_box": GarbageBoxVerifier,
+    "lying_auditor": LyingAuditor,
+}
 NOW = 1_800_000_000.0
 MODEL = "fake"
 
@@ -37,7 +44,7 @@ class Net:
         cheater: str | None = None,
         withhold: str | None = None,
         inflating_ta: str | None = None,
-        rubber_stamp: str | None = None,
+        verifiers: dict[str, str] | None = None,
         client_balance: int = 1_000_000,
     ) -> None:
         self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
@@ -76,7 +83,7 @@ class Net:
             self.tas[name] = ta_cls(
                 ctx, executors=by_addr.__getitem__, price_per_token=1, rng=random.Random(10 + i)
             )
-            verifier_cls = RubberStampVerifier if name == rubber_stamp else Verifier
+            verifier_cls = VERIFIER_KINDS.get((verifiers or {}).get(name, ""), Verifier)
             self.verifiers[name] = verifier_cls(
                 ctx,
                 executors=by_addr.__getitem__,

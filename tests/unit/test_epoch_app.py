@@ -13,7 +13,7 @@ from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import epochs, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceStatus
-from tests.ledger_harness import receipt_at
+from tests.ledger_harness import receipt_fields
 
 KEYS = {f"p{i}": crypto.KeyPair.from_seed(f"epoch-participant-{i}") for i in range(4)}
 ADDR = {n: k.address for n, k in KEYS.items()}
@@ -149,7 +149,13 @@ class Chain:
                 replay_mismatches=0,
                 similarity=1.0,
                 logprob_deviation=0.0,
-                receipt=receipt_at(iid, ADDR[name], rec.completion_tokens if rec else 0),
+                **(
+                    receipt_fields(
+                        iid, KEYS[name], KEYS[NAME[rec.executor]].public_key, rec.completion_tokens
+                    )
+                    if rec is not None and passed
+                    else {}
+                ),
             )
         )
 
@@ -552,6 +558,10 @@ RULE = wire.EvidenceRuleSpec(mu=0.03, kappa=0.002, z=3.09, safety=1.2, min_infer
 WEIGHT = 2_500_000  # Σ w over the 5 output tokens, in millionths
 
 
+def _executor_key(chain: Chain, iid: bytes) -> bytes:
+    return KEYS[NAME[inference_app.inference_record(chain.sm, iid).executor]].public_key
+
+
 def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> list:
     return chain.block(
         chain.tx(
@@ -563,7 +573,7 @@ def _evidence_validation(chain: Chain, judge: str, iid: bytes, ratio: float) -> 
             similarity=1.0,
             logprob_deviation=0.0,
             evidence_excess_micro=int(ratio * WEIGHT),
-            receipt=receipt_at(iid, ADDR[judge], 5),
+            **receipt_fields(iid, KEYS[judge], _executor_key(chain, iid), 5),
         )
     )
 

@@ -1,25 +1,37 @@
-"""Receipts on the ledger (protocol v3): every pass carries one at the validator's positions;
-its executor may challenge it; judges decide; a conviction forfeits the next settled epoch."""
+"""Receipts on the ledger (protocol v3): every pass carries one, sealed to its executor; the
+executor may challenge it, publishing it or (when it does not open) making the validator
+reveal its key; the judges decide; a conviction forfeits the next settled epoch."""
 
 from __future__ import annotations
 
 from gonka_ray import wire
 from gonka_ray.ledger import receipt_app
 from gonka_ray.ledger.state import TxContext
-from gonka_ray.protocol.receipts import Outcome
-from tests.ledger_harness import BY_ADDR, Chain, receipt_at
+from gonka_ray.protocol import receipts
+from gonka_ray.protocol.receipts import Entry, Outcome
+from tests.ledger_harness import BY_ADDR, Chain
+
+PASS = dict(passed=True, replay_mismatches=0, similarity=1.0, logprob_deviation=0.0)
 
 
-def _passed(chain: Chain) -> tuple[bytes, str, str, list[str]]:
+def _passed(chain: Chain, tokens: int = 5) -> tuple[bytes, str, str, list[str]]:
     """A finished inference with one pass; its id, executor, validator and the other two."""
-    iid, executor = chain.finished()
+    iid, executor = chain.finished(tokens=tokens)
     validator, *judges = [a for a in BY_ADDR if a != executor]
     assert chain.block(chain.validation_tx(iid, BY_ADDR[validator], True)) == [(True, "")]
     return iid, executor, validator, judges
 
 
-def _challenge(chain: Chain, iid: bytes, signer: str, validator: str) -> list:
-    msg = dict(inference_id=iid, validator=validator)
+def _opened(chain: Chain, iid: bytes, executor: str, validator: str) -> tuple[Entry, ...]:
+    sealed = receipt_app.sealed_of(chain.sm.get, iid, validator)
+    entries = receipts.open_as_executor(BY_ADDR[executor], sealed, iid, validator)
+    assert entries is not None
+    return entries
+
+
+def _challenge(chain: Chain, iid: bytes, signer: str, validator: str, entries=()) -> list:
+    published = [wire.ReceiptEntry(e.position, e.token, e.logprob_micro) for e in entries]
+    msg = dict(inference_id=iid, validator=validator, entries=published)
     return chain.block(chain.tx(BY_ADDR[signer], wire.ReceiptChallenge, **msg))
 
 
@@ -28,44 +40,44 @@ def _ballot(chain: Chain, iid: bytes, judge: str, validator: str, holds: bool) -
     return chain.block(chain.tx(BY_ADDR[judge], wire.ReceiptVote, **msg))
 
 
+def _outcome(chain: Chain, iid: bytes, validator: str) -> Outcome:
+    return receipt_app.dispute_of(chain.sm.get, iid, validator).outcome
+
+
 def _convicted(chain: Chain) -> frozenset[str]:
     return receipt_app.take_convicted(TxContext(chain.sm, height=chain.sm.height, block_hash=b""))
 
 
-def test_a_pass_must_carry_a_receipt_at_the_validators_positions() -> None:
-    # Guard: receipt_app.store. Without it a validator passes without naming anything only a
-    # model run yields, and nothing it submits can be audited.
+def test_a_pass_carries_a_receipt_only_its_executor_can_open() -> None:
+    # Guards: receipt_app.store (a pass without a sealed receipt is refused) and the sealing
+    # (the ledger holds a commitment and a box only the executor opens: another validator
+    # cannot copy a receipt).
     chain = Chain()
     iid, executor = chain.finished(tokens=20)
-    validator = next(a for a in BY_ADDR if a != executor)
-    n_out = chain.record(iid).completion_tokens
-    fields = dict(
-        inference_id=iid, passed=True, replay_mismatches=0, similarity=1.0, logprob_deviation=0.0
-    )
-    bare = chain.tx(BY_ADDR[validator], wire.Validation, **fields)
+    validator, other, _ = [a for a in BY_ADDR if a != executor]
+    bare = chain.tx(BY_ADDR[validator], wire.Validation, inference_id=iid, **PASS)
     assert chain.block(bare) == [(False, "bad_receipt")]
-    elsewhere = receipt_at(iid, executor, n_out)  # another's positions
-    assert [e.position for e in elsewhere] != [e.position for e in receipt_at(iid, validator, 20)]
-    tx = chain.tx(BY_ADDR[validator], wire.Validation, **fields, receipt=elsewhere)
-    assert chain.block(tx) == [(False, "bad_receipt")]
-    mine = receipt_at(iid, validator, n_out)
-    tx = chain.tx(BY_ADDR[validator], wire.Validation, **fields, receipt=mine)
-    assert chain.block(tx) == [(True, "")]
-    stored = receipt_app.receipt_of(chain.sm.get, iid, validator)
-    assert [e.position for e in stored] == [e.position for e in mine]
+    assert chain.block(chain.validation_tx(iid, BY_ADDR[validator], True)) == [(True, "")]
+    sealed = receipt_app.sealed_of(chain.sm.get, iid, validator)
+    entries = _opened(chain, iid, executor, validator)
+    assert [e.position for e in entries] == list(receipts.positions(iid, validator, 20))
+    assert receipts.open_as_executor(BY_ADDR[other], sealed, iid, validator) is None
+    assert receipt_app.revealed_of(chain.sm.get, iid, validator) is None  # not public
     # a failed check carries none
-    judge = next(a for a in BY_ADDR if a not in (executor, validator))
-    assert chain.block(chain.validation_tx(iid, BY_ADDR[judge], False)) == [(True, "")]
-    assert receipt_app.receipt_of(chain.sm.get, iid, judge) is None
+    assert chain.block(chain.validation_tx(iid, BY_ADDR[other], False)) == [(True, "")]
+    assert receipt_app.sealed_of(chain.sm.get, iid, other) is None
 
 
-def test_only_the_executor_challenges_and_only_others_judge() -> None:
+def test_only_the_executor_challenges_with_the_committed_receipt_and_only_others_judge() -> None:
     chain = Chain()
     iid, executor, validator, judges = _passed(chain)
-    assert _challenge(chain, iid, judges[0], validator) == [(False, "not_executor")]
-    assert _challenge(chain, iid, executor, judges[0]) == [(False, "no_receipt")]
-    assert _challenge(chain, iid, executor, validator) == [(True, "")]
-    # one block (the dispute is open for the harness' 3 vote blocks)
+    entries = _opened(chain, iid, executor, validator)
+    assert _challenge(chain, iid, judges[0], validator, entries) == [(False, "not_executor")]
+    assert _challenge(chain, iid, executor, judges[0], entries) == [(False, "no_receipt")]
+    forged = (Entry(entries[0].position, entries[0].token + 1, -1), *entries[1:])
+    assert _challenge(chain, iid, executor, validator, forged) == [(False, "not_the_receipt")]
+    assert _challenge(chain, iid, executor, validator, entries) == [(True, "")]
+    assert receipt_app.revealed_of(chain.sm.get, iid, validator) == entries  # published
     challenge = dict(inference_id=iid, validator=validator)
     assert chain.block(
         chain.tx(BY_ADDR[executor], wire.ReceiptChallenge, **challenge),
@@ -85,10 +97,10 @@ def test_only_the_executor_challenges_and_only_others_judge() -> None:
 
 
 def _judged(holds: bool) -> tuple[Chain, bytes, str, str]:
-    """A pass challenged by its executor and judged ``holds`` by both other participants."""
+    """A pass challenged (published) by its executor and judged ``holds`` by the other two."""
     chain = Chain()
     iid, executor, validator, judges = _passed(chain)
-    _challenge(chain, iid, executor, validator)
+    _challenge(chain, iid, executor, validator, _opened(chain, iid, executor, validator))
     for j in judges:
         _ballot(chain, iid, j, validator, holds)
     return chain, iid, executor, validator
@@ -98,7 +110,7 @@ def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger(
     # Guards: receipt_app's vote. Broken (the judges' prefills disagree with it): the validator
     # passed without running the check. Upheld by judges: the executor lied about its own ranks.
     chain, iid, executor, validator = _judged(holds=False)
-    assert receipt_app.dispute_of(chain.sm.get, iid, validator).outcome is Outcome.BROKEN
+    assert _outcome(chain, iid, validator) is Outcome.BROKEN
     # its other receipts cannot be challenged until the settlement forfeits it
     other, ex2 = chain.finished()
     while ex2 == validator:
@@ -108,17 +120,73 @@ def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger(
     assert _convicted(chain) == {validator}
 
     chain, iid, executor, validator = _judged(holds=True)
-    assert receipt_app.dispute_of(chain.sm.get, iid, validator).outcome is Outcome.UPHELD
+    assert _outcome(chain, iid, validator) is Outcome.UPHELD
     assert _convicted(chain) == {executor}
+
+
+def test_a_receipt_that_does_not_open_must_be_revealed_by_its_validator() -> None:
+    # Guard: receipt_app's reveal. A challenge without entries (the box did not open for the
+    # executor) makes the validator reveal its one-time key; the ledger opens the box with it.
+    # A sound box is then judged like any published receipt; a box that is not the committed
+    # receipt, or no reveal in time, breaks it. Without it a validator could seal garbage and
+    # never be audited.
+    chain = Chain()
+    iid, executor, validator, judges = _passed(chain)
+    assert _challenge(chain, iid, executor, validator) == [(True, "")]
+    assert _outcome(chain, iid, validator) is Outcome.AWAITING_REVEAL
+    key = receipts.ephemeral_secret(BY_ADDR[validator].seed, iid)
+    reveal = dict(inference_id=iid, secret=key)
+    assert chain.block(chain.tx(BY_ADDR[judges[0]], wire.ReceiptReveal, **reveal)) == [
+        (False, "no_reveal_due")  # only the challenged validator reveals
+    ]
+    assert chain.block(chain.tx(BY_ADDR[validator], wire.ReceiptReveal, **reveal)) == [(True, "")]
+    assert _outcome(chain, iid, validator) is Outcome.OPEN
+    assert receipt_app.revealed_of(chain.sm.get, iid, validator) == _opened(
+        chain, iid, executor, validator
+    )
+
+    chain = Chain()  # the wrong key: the box is not the committed receipt
+    iid, executor, validator, _ = _passed(chain)
+    _challenge(chain, iid, executor, validator)
+    wrong = dict(inference_id=iid, secret=b"\x07" * 32)
+    assert chain.block(chain.tx(BY_ADDR[validator], wire.ReceiptReveal, **wrong)) == [(True, "")]
+    assert _outcome(chain, iid, validator) is Outcome.BROKEN
+    assert _convicted(chain) == {validator}
+
+    chain = Chain()  # no reveal within the vote window (3 blocks in the harness)
+    iid, executor, validator, _ = _passed(chain)
+    _challenge(chain, iid, executor, validator)
+    for _ in range(4):
+        chain.block()
+    assert _outcome(chain, iid, validator) is Outcome.BROKEN
+    assert _convicted(chain) == {validator}
+
+
+def test_a_published_receipt_at_positions_not_the_validators_is_broken_at_once() -> None:
+    chain = Chain()
+    iid, executor = chain.finished(tokens=20)
+    validator = next(a for a in BY_ADDR if a != executor)
+    elsewhere = [Entry(p, 0, -1) for p in receipts.positions(iid, executor, 20)]
+    assert [e.position for e in elsewhere] != list(receipts.positions(iid, validator, 20))
+    sealed = receipts.seal(BY_ADDR[validator], BY_ADDR[executor].public_key, iid, elsewhere)
+    fields = {
+        "receipt_commitment": sealed.commitment,
+        "receipt_key": sealed.ephemeral_public,
+        "receipt_box": sealed.ciphertext,
+    }
+    tx = chain.tx(BY_ADDR[validator], wire.Validation, inference_id=iid, **PASS, **fields)
+    assert chain.block(tx) == [(True, "")]  # the ledger cannot see inside the box
+    assert _challenge(chain, iid, executor, validator, elsewhere) == [(True, "")]
+    assert _outcome(chain, iid, validator) is Outcome.BROKEN
 
 
 def test_a_challenge_nobody_judged_convicts_nobody_at_its_deadline() -> None:
     chain = Chain()
     iid, executor, validator, _ = _passed(chain)
-    _challenge(chain, iid, executor, validator)
+    _challenge(chain, iid, executor, validator, _opened(chain, iid, executor, validator))
     for _ in range(4):  # vote_blocks = 3 in the harness
         chain.block()
-    assert receipt_app.dispute_of(chain.sm.get, iid, validator).outcome is Outcome.UNJUDGED
+    assert _outcome(chain, iid, validator) is Outcome.UNJUDGED
     assert _convicted(chain) == frozenset()
 
 
@@ -136,8 +204,12 @@ def test_a_convicted_validator_forfeits_the_epoch_being_settled() -> None:
     iid, ex = chain.run_inference(ta="p0")
     validator, *judges = [n for n in KEYS if n != ex]
     assert chain.validate(validator, iid) == [(True, "")]
+    sealed = receipt_app.sealed_of(chain.sm.get, iid, ADDR[validator])
+    entries = receipts.open_as_executor(KEYS[ex], sealed, iid, ADDR[validator])
+    published = [wire.ReceiptEntry(e.position, e.token, e.logprob_micro) for e in entries]
     key = dict(inference_id=iid, validator=ADDR[validator])
-    assert chain.block(chain.tx(ex, wire.ReceiptChallenge, **key)) == [(True, "")]
+    challenge = chain.tx(ex, wire.ReceiptChallenge, **key, entries=published)
+    assert chain.block(challenge) == [(True, "")]
     for j in judges:
         assert chain.block(chain.tx(j, wire.ReceiptVote, **key, holds=False)) == [(True, "")]
     chain.until(epochs.epoch_start(1, EPOCH))

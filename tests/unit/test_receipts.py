@@ -93,3 +93,29 @@ def test_a_dispute_is_decided_by_the_judges_weight() -> None:
     assert receipts.decide(d, judges, deadline_passed=False) is Outcome.OPEN
     assert receipts.decide(d, judges, deadline_passed=True) is Outcome.UPHELD
     assert receipts.decide(Dispute("ex", 9), judges, deadline_passed=True) is Outcome.UNJUDGED
+
+
+def test_a_sealed_receipt_opens_for_its_executor_and_with_its_revealed_key_only() -> None:
+    from gonka_ray import crypto
+
+    validator = crypto.KeyPair.from_seed("receipt-validator")
+    executor = crypto.KeyPair.from_seed("receipt-executor")
+    other = crypto.KeyPair.from_seed("receipt-other")
+    entries = (Entry(3, 17, -2_345_678), Entry(9, 4, -7_000_001))
+    sealed = receipts.seal(validator, executor.public_key, IID, entries)
+    assert sealed.commitment == receipts.commitment(
+        IID, validator.address, receipts.encode(entries)
+    )
+    assert receipts.open_as_executor(executor, sealed, IID, validator.address) == entries
+    assert receipts.open_as_executor(other, sealed, IID, validator.address) is None
+    key = receipts.ephemeral_secret(validator.seed, IID)
+    args = (executor.public_key, sealed, IID, validator.address)
+    assert receipts.open_with_key(key, *args) == entries
+    assert receipts.open_with_key(b"\x01" * 32, *args) is None
+    # a box that does not hold what the commitment names does not open as the receipt
+    forged = receipts.Sealed(b"\x00" * 32, sealed.ephemeral_public, sealed.ciphertext)
+    assert receipts.open_with_key(key, executor.public_key, forged, IID, validator.address) is None
+    assert (
+        receipts.decode(b"\xc1") is None
+        and receipts.decode(receipts.encode([Entry(0, 0, 5)])) is None
+    )
