@@ -140,6 +140,9 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
             v == msg.validator for _, v in ctx.keys(RECEIPT_OPEN)
         ):
             ctx.reject("validator_under_challenge")
+        # ... and an executor convicted of a false challenge makes no more until then
+        if ctx.get(RECEIPT_CONVICTED, ctx.sender) is not None:
+            ctx.reject("challenger_convicted")
         entries = tuple(Entry(e.position, e.token, e.logprob_micro) for e in msg.entries)
         if entries and receipts.commitment(
             msg.inference_id, msg.validator, receipts.encode(entries)

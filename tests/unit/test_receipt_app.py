@@ -121,6 +121,13 @@ def test_a_broken_receipt_convicts_the_validator_and_a_sound_one_the_challenger(
 
     chain, iid, executor, validator = _judged(holds=True)
     assert _outcome(chain, iid, validator) is Outcome.UPHELD
+    # a convicted challenger makes no more challenges until the settlement forfeits it
+    other, ex2 = chain.finished()
+    while ex2 != executor:
+        other, ex2 = chain.finished()
+    judge = next(a for a in BY_ADDR if a not in (executor, validator))
+    assert chain.block(chain.validation_tx(other, BY_ADDR[judge], True)) == [(True, "")]
+    assert _challenge(chain, other, executor, judge) == [(False, "challenger_convicted")]
     assert _convicted(chain) == {executor}
 
 
