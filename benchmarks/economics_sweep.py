@@ -48,7 +48,7 @@ import numpy as np
 
 from benchmarks._common import RESULTS_DIR
 from gonka_ray.constants import DEFAULT_ALLOWED_MISS_SHARE
-from gonka_ray.protocol import reputation, settlement, validation_sampling, votes
+from gonka_ray.protocol import reputation, settlement, validation_sampling, versions, votes
 
 STRATEGIES = (
     "cheat_always",
@@ -294,6 +294,9 @@ def run(
     names = [f"p{i:04d}" for i in range(m)]
     epochs_active = np.full(m, econ.epochs_to_max)
     excluded: frozenset[str] = frozenset()
+    # v3: the caught sit out the next epochs too (weight 0), INVALID ones at least the next
+    sit_out = versions.CURRENT.caught_sit_out_epochs
+    sitting: list[set[int]] = [set() for _ in range(m)]  # epochs (index) each one sits out
     kick = next(k for k in range(1, 100) if reputation.trips_consecutive_rule(k))
     income = np.zeros(m)
     cost = np.zeros(m)
@@ -307,7 +310,7 @@ def run(
         "cheated_refunded": 0.0,
     }
     traffic = requests  # the protocol's estimate: last epoch's finished count
-    for _ in range(epochs):
+    for epoch in range(epochs):
         weights = settlement.epoch_weights(
             dict(zip(names, cap.tolist(), strict=True)), excluded, 0.25
         )
@@ -372,7 +375,7 @@ def run(
         rechecks = eligible & (checks.max(1) == 1)
         seat = 1.0 if not econ.committee else np.minimum(1.0, econ.committee * w / total)
         verify += np.where(rechecks, disputes * seat * t * econ.cost_per_token, 0.0)
-        poc = cap * econ.poc_cost_per_weight_per_request * requests
+        poc = np.where(w > 0, cap * econ.poc_cost_per_weight_per_request * requests, 0.0)
         cost += infer + verify + poc
         # duty: a pass on an invalidated inference is a miss; the lazy submit nothing
         inv_seen = rng.binomial(invalidated[None, :], np.minimum(p_eff, 1.0))
@@ -405,7 +408,13 @@ def run(
         out["cheated_spend"] += float((cheated * fee).sum())
         out["cheated_refunded"] += float((cheated * fee)[caught].sum())
         out["forfeited_epochs_bad"] += int((caught & bad).sum())
-        excluded = frozenset(names[i] for i in np.flatnonzero(kicked))  # sit out next epoch
+        # INVALID sits out the next epoch; the caught (settled at the end of the next one)
+        # the sit_out epochs after that, as the ledger does
+        for i in np.flatnonzero(kicked):
+            sitting[i].add(epoch + 1)
+        for i in np.flatnonzero(caught):
+            sitting[i].update(range(epoch + 2, epoch + 2 + sit_out))
+        excluded = frozenset(names[i] for i in range(m) if epoch + 1 in sitting[i])
         epochs_active = np.array(
             [
                 reputation.next_epochs_active(
@@ -415,6 +424,12 @@ def run(
             ]
         )
     profit = income - cost
+    # a sit-out that runs past the simulated epochs is still owed: each such epoch costs what
+    # an honest identity of the same capacity made in an average epoch of this run
+    owed = np.array([sum(e >= epochs for e in sitting[i]) for i in range(m)])
+    if owed.any() and (~bad).any():
+        honest_epoch = profit[~bad].sum() / cap[~bad].sum() / epochs
+        profit = profit - owed * cap * max(honest_epoch, 0.0)
 
     def per_capacity(mask: np.ndarray) -> float:
         return float(profit[mask].sum() / cap[mask].sum()) if mask.any() else float("nan")

@@ -93,6 +93,7 @@ POC_VERDICTS = "poc_verdict"
 POC_ACCEPTED = "poc_accepted"
 SETTLEMENTS = "settlement"
 INVALID_EPOCH = "invalid_epoch"
+SIT_OUT = "sit_out"  # address → the last epoch it sits out for having been caught (v3)
 # [epoch, executor] → [statistic, weight, inferences, threshold, convicted]
 EPOCH_EVIDENCE = "epoch_evidence"
 _STATUS = _PSTATE_FIELDS.index("status")
@@ -277,6 +278,7 @@ def install(sm: StateMachine, cfg: EpochAppConfig) -> None:
             }
             if pos.epoch >= 1:
                 excluded |= _settle(ctx, cfg, pos.epoch - 1)
+            excluded |= _sitting_out(ctx, pos.epoch + 1)
             _open_next(ctx, cfg, pos.epoch, excluded)
 
     sm.register(wire.SeedCommit, seed_commit, sequenced=False)
@@ -365,6 +367,12 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
         invalidated=settlement.caught_in(this_epoch) | receipt_app.take_convicted(ctx),
     )
     settlement.apply_settlement(result, _Accounts(ctx), people)
+    # v3: the caught also sit out the next epochs (from epoch + 2, the next one opened now)
+    sit_out = ctx.chain.rules_at(ctx.height).caught_sit_out_epochs
+    for a, ps in result.participants.items():
+        if sit_out and ps.forfeited:
+            last = epoch + 1 + sit_out
+            ctx.put(SIT_OUT, a, max(last, int(ctx.get(SIT_OUT, a, 0))))
     for a, p in people.items():
         view[a] = p
     by_id = {r.inference_id: r for r in due}
@@ -463,6 +471,17 @@ def _judge_evidence(
         if key[0] <= epoch - LEDGER_EVIDENCE_KEPT_EPOCHS:
             ctx.delete(EPOCH_EVIDENCE, key)
     return {a for a, t in tallies.items() if t.convicted}
+
+
+def _sitting_out(ctx: TxContext, epoch: int) -> set[str]:
+    """Who sits ``epoch`` out for having been caught (and forget those whose time is up)."""
+    out = set()
+    for a in ctx.keys(SIT_OUT):
+        if int(ctx.get(SIT_OUT, a)) >= epoch:
+            out.add(a)
+        else:
+            ctx.delete(SIT_OUT, a)
+    return out
 
 
 def _open_next(ctx: TxContext, cfg: EpochAppConfig, epoch: int, excluded: set[str]) -> None:

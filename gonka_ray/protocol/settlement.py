@@ -29,9 +29,12 @@ Money rules (decided here; DESIGN leaves some open):
   (a colluding client only gets its own money back). Validators' shares of those fees lapse.
 - **One confirmed invalidation forfeits the epoch** (DESIGN §4). An executor with an inference
   of this epoch that a vote invalidated is settled like an INVALID one — every fee refunded, its
-  mint and validator shares burned, reputation reset — but it is not excluded from the next
-  epoch (that is INVALID's consequence). Otherwise a participant cheating on a small share of its
-  work, checked rarely at high reputation, would lose only the caught inference's fee.
+  mint and validator shares burned, reputation reset. Otherwise a participant cheating on a
+  small share of its work, checked rarely at high reputation, would lose only the caught
+  inference's fee. From protocol v3 whoever forfeits so also sits out the next
+  ``Rules.caught_sit_out_epochs`` epochs (the ledger's ``sit_out`` table): in a quiet network
+  (about one inference per participant per epoch) a caught cheat must cost about five epochs of
+  income before cheating on a few inferences stops paying (``economics.json``).
 - **A convicted TA forfeits the epoch too** (protocol v3). A TA whose Start claimed another
   prompt count than the executor signed is the accuser of a vote (:mod:`lifecycle`); when
   judges' checks uphold the executor, the TA's claim contradicted the prompt whose hash it

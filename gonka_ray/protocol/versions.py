@@ -16,6 +16,10 @@ Versions:
   (version 2 only charged the smaller count and counted the dispute, so inflating cost nothing).
   Every pass carries a verification receipt, which its executor may challenge
   (:mod:`gonka_ray.protocol.receipts`): a validator could pass without running anything.
+  Whoever forfeits an epoch for being caught (an invalidated inference, a broken receipt, a
+  false challenge, a refuted prompt count, INVALID) also sits out the next
+  ``caught_sit_out_epochs`` epochs (weight 0): one lost epoch did not deter cheating on a few
+  inferences in a quiet network (a caught cheat must cost about five epochs of income there).
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
@@ -40,13 +44,18 @@ class Rules:
     retry_draws_without_replacement: bool
     prompt_count_mismatch_votes: bool = False
     receipts: bool = False
+    caught_sit_out_epochs: int = 0
 
 
 RULES: dict[int, Rules] = {
     1: Rules(1, retry_draws_without_replacement=False),
     2: Rules(2, retry_draws_without_replacement=True),
     3: Rules(
-        3, retry_draws_without_replacement=True, prompt_count_mismatch_votes=True, receipts=True
+        3,
+        retry_draws_without_replacement=True,
+        prompt_count_mismatch_votes=True,
+        receipts=True,
+        caught_sit_out_epochs=4,
     ),
 }
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise

@@ -32,8 +32,8 @@ def test_small_economy_punishes_cheating_and_spares_the_honest() -> None:
 def test_sweep_model_applies_the_ledger_rules() -> None:
     """The epoch-level model of the sweep (benchmarks/economics_sweep.py): an always-cheater is
     kicked out at its 5th invalidation in a row and loses money, a lazy validator loses its
-    pro-rated mint, an inflating TA and a rubber-stamping validator forfeit every epoch, and a
-    vote committee caps what a cheater's disputes cost the honest."""
+    pro-rated mint, an inflating TA and a rubber-stamping validator forfeit their epoch and
+    sit out the next ones, and a vote committee caps what a cheater's disputes cost the honest."""
     from benchmarks import economics_sweep
 
     rates = economics_sweep.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
@@ -43,11 +43,13 @@ def test_sweep_model_applies_the_ledger_rules() -> None:
     assert lazy["profit_bad"] < 0.9 * lazy["profit_honest"]
     # a TA inflating its Starts' prompt counts is convicted by the vote each epoch (v3)
     ta = economics_sweep.run("ta_inflate", 1_000, 100, 0, 4, economics_sweep.Economy(), rates)
-    assert ta["forfeited_epochs_bad"] == 4 * ta["group"] and ta["honest_invalidated"] == 0
+    # (v3: caught, it then sits out the next caught_sit_out_epochs epochs)
+    assert ta["forfeited_epochs_bad"] >= ta["group"] and ta["honest_invalidated"] == 0
     assert ta["profit_bad"] < 0 < ta["profit_honest"]
     # a validator passing without checking: its receipts are challenged and broken (v3)
     stamp = economics_sweep.run("rubber_stamp", 1_000, 100, 0, 4, economics_sweep.Economy(), rates)
-    assert stamp["forfeited_epochs_bad"] == 4 * stamp["group"] and stamp["honest_invalidated"] == 0
+    assert stamp["forfeited_epochs_bad"] >= stamp["group"] and stamp["honest_invalidated"] == 0
+    assert stamp["profit_bad"] < 0 < stamp["profit_honest"]
     everyone = economics_sweep.run(
         "cheat_always", 1_000, 1_000, 0, 3, economics_sweep.Economy(), rates
     )

@@ -11,7 +11,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
-from gonka_ray.protocol import epochs, validation_sampling
+from gonka_ray.protocol import epochs, validation_sampling, versions
 from gonka_ray.protocol.lifecycle import InferenceStatus
 from tests.ledger_harness import receipt_fields
 
@@ -432,9 +432,18 @@ def test_one_invalidated_inference_forfeits_the_epoch_on_the_ledger() -> None:
     chain.until(epochs.epoch_start(2, EPOCH))
     rows = {NAME[r.address]: r for r in epoch_app.settlement_summary(chain.sm, 0).rows}
     assert rows["p3"].forfeited and not rows["p3"].invalid and rows["p3"].paid == 0
-    assert chain.weights()["p3"] > 0  # not excluded from epoch 2
     s = epoch_app.settlement_summary(chain.sm, 0)
     assert chain.money() == before + s.minted - s.burned
+    # v3: it also sits out the next caught_sit_out_epochs epochs (2..5 here), then is back
+    sit_out = versions.CURRENT.caught_sit_out_epochs
+    assert sit_out == 4
+    for e in range(2, 2 + sit_out):
+        chain.until(epochs.epoch_start(e, EPOCH))
+        assert chain.weights()["p3"] == 0 and chain.weights()["p1"] > 0, e
+    assert chain.sm.get(epoch_app.SIT_OUT, ADDR["p3"]) == 1 + sit_out
+    chain.until(epochs.epoch_start(2 + sit_out, EPOCH))
+    # its time is up: from here its PoC claims count again (weights carry over without PoC)
+    assert chain.sm.get(epoch_app.SIT_OUT, ADDR["p3"]) is None
 
 
 def test_vote_in_progress_is_held_to_the_next_settlement() -> None:
