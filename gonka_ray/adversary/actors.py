@@ -137,13 +137,17 @@ class RubberStampVerifier(Verifier):
     receipt is the best it can do without the model: at its positions, a token it did not
     score (a small id) at a plausible logprob, sealed to the executor like an honest one."""
 
-    async def _validate(self, record: InferenceRecord) -> int:
-        iid = record.inference_id
+    def _receipt(self, iid: bytes, n_out: int, executor_key: bytes) -> receipts.Sealed:
         entries = [
             receipts.Entry(p, p % 7, -5_000_000)
-            for p in receipts.positions(iid, self.address, record.completion_tokens)
+            for p in receipts.positions(iid, self.address, n_out)
         ]
-        sealed = receipts.seal(self.key, await self._public_key(record.executor), iid, entries)
+        return receipts.seal(self.key, executor_key, iid, entries)
+
+    async def _validate(self, record: InferenceRecord) -> int:
+        iid = record.inference_id
+        executor_key = await self._public_key(record.executor)
+        sealed = self._receipt(iid, record.completion_tokens, executor_key)
         await self._submit(
             wire.Validation(
                 inference_id=iid,
@@ -165,27 +169,11 @@ class GarbageBoxVerifier(RubberStampVerifier):
     """ADVERSARIAL rubber stamp that seals something other than the receipt it commits to, so
     that its executor cannot audit it (it must then reveal its key: the box is not the receipt)."""
 
-    async def _validate(self, record: InferenceRecord) -> int:
-        iid = record.inference_id
-        n_out = record.completion_tokens
+    def _receipt(self, iid: bytes, n_out: int, executor_key: bytes) -> receipts.Sealed:
         committed = [receipts.Entry(p, 1, -1) for p in receipts.positions(iid, self.address, n_out)]
-        boxed = receipts.seal(self.key, await self._public_key(record.executor), iid, [])
+        boxed = receipts.seal(self.key, executor_key, iid, [])
         commitment = receipts.commitment(iid, self.address, receipts.encode(committed))
-        await self._submit(
-            wire.Validation(
-                inference_id=iid,
-                passed=True,
-                replay_mismatches=0,
-                similarity=1.0,
-                logprob_deviation=0.0,
-                nonce=self.rng.getrandbits(64),
-                receipt_commitment=commitment,
-                receipt_key=boxed.ephemeral_public,
-                receipt_box=boxed.ciphertext,
-            )
-        )
-        self.checked += 1
-        return 1
+        return receipts.Sealed(commitment, boxed.ephemeral_public, boxed.ciphertext)
 
 
 class LyingAuditor(Verifier):
