@@ -161,6 +161,9 @@ RECEIPT_POSITIONS = 4
 RECEIPT_RANKS = 8  # ... which must lie in the reference's top k + RANKS (noise reorders near-ties)
 RECEIPT_TOLERANCE_NATS = 1.0  # ... with a logprob within this of the reference's
 RECEIPT_LOGPROB_FLOOR_MICRO = -(10**9)  # a receipt logprob below -1000 nats is malformed
+# blocks a challenged validator has to reveal its receipt's key (~1 min at 100 ms blocks: a busy
+# or restarting verifier must not lose an honest receipt for answering late)
+RECEIPT_REVEAL_BLOCKS = 600
 
 # --- proof of compute ----------------------------------------------------------------------
 POC_TOLERANCE = 1e-4  # verifier slack on the distance for float differences between devices

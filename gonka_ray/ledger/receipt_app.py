@@ -5,7 +5,8 @@ A pass commits to its receipt and carries it encrypted to the executor, so no ot
 can copy it. The executor opens and audits it; a challenge publishes it (``entries``, checked
 against the commitment), or says it did not open, and then the validator must reveal its
 one-time key within the vote window (the ledger opens the box with it and checks the
-commitment; no reveal, or a box that is not the committed receipt, breaks it). A published
+commitment; no reveal in ``RECEIPT_REVEAL_BLOCKS``, or a box that is not the committed
+receipt, breaks it). A published
 receipt at positions other than the validator's is broken at once; otherwise the judges vote.
 
 Tables:
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gonka_ray import wire
+from gonka_ray.constants import RECEIPT_REVEAL_BLOCKS
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
 from gonka_ray.protocol import receipts
 from gonka_ray.protocol.lifecycle import InferenceRecord
@@ -89,9 +91,17 @@ def take_convicted(ctx: TxContext) -> frozenset[str]:
     return out
 
 
-def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_blocks: int) -> None:
+def install(
+    sm: StateMachine,
+    *,
+    record_of: RecordOf,
+    judges: Judges,
+    vote_blocks: int,
+    reveal_blocks: int = RECEIPT_REVEAL_BLOCKS,
+) -> None:
     """Register ``ReceiptChallenge`` / ``ReceiptReveal`` / ``ReceiptVote`` and the deadline
-    hook on ``sm``."""
+    hook on ``sm``: the judges have ``vote_blocks`` once a receipt is public, a validator
+    ``reveal_blocks`` to reveal the key of one that did not open."""
 
     def _judges(ctx: TxContext, key: tuple, d: Dispute) -> dict[str, int]:
         parties = {d.challenger, key[1]}
@@ -148,7 +158,7 @@ def install(sm: StateMachine, *, record_of: RecordOf, judges: Judges, vote_block
             msg.inference_id, msg.validator, receipts.encode(entries)
         ) != (sealed.commitment):
             ctx.reject("not_the_receipt")
-        d = Dispute(ctx.sender, ctx.height + vote_blocks, outcome=Outcome.AWAITING_REVEAL)
+        d = Dispute(ctx.sender, ctx.height + reveal_blocks, outcome=Outcome.AWAITING_REVEAL)
         if entries:
             _publish(ctx, key, d, rec, entries)
         else:  # it did not open for the executor: the validator must reveal its key

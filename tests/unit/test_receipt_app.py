@@ -5,6 +5,7 @@ reveal its key; the judges decide; a conviction forfeits the next settled epoch.
 from __future__ import annotations
 
 from gonka_ray import wire
+from gonka_ray.constants import RECEIPT_REVEAL_BLOCKS
 from gonka_ray.ledger import receipt_app
 from gonka_ray.ledger.state import TxContext
 from gonka_ray.protocol import receipts
@@ -160,11 +161,14 @@ def test_a_receipt_that_does_not_open_must_be_revealed_by_its_validator() -> Non
     assert _outcome(chain, iid, validator) is Outcome.BROKEN
     assert _convicted(chain) == {validator}
 
-    chain = Chain()  # no reveal within the vote window (3 blocks in the harness)
+    chain = Chain()  # no reveal within the reveal window
     iid, executor, validator, _ = _passed(chain)
     _challenge(chain, iid, executor, validator)
-    for _ in range(4):
+    for _ in range(RECEIPT_REVEAL_BLOCKS - 1):
         chain.block()
+    assert _outcome(chain, iid, validator) is Outcome.AWAITING_REVEAL  # a slow one is in time
+    chain.block()
+    chain.block()
     assert _outcome(chain, iid, validator) is Outcome.BROKEN
     assert _convicted(chain) == {validator}
 
