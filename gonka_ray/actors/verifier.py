@@ -22,7 +22,6 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +36,6 @@ from gonka_ray.constants import (
     VERIFIER_EVENTS_WAIT_S,
     VERIFIER_OWN_FINISHES_KEPT,
     VERIFIER_RANKS_KEPT,
-)
-from gonka_ray.constants import (
-    RECEIPT_LOGPROB_FLOOR_MICRO as RECEIPT_FLOOR,
 )
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest
@@ -310,11 +306,7 @@ class Verifier(RoleBase):
                 ranks = self._ranks.get(iid)
             if ranks is None:  # the payload went away meanwhile: no pass without a receipt
                 return 0
-            shown, ids, lps = ranks
-            entries = [
-                replace(e, logprob_micro=max(e.logprob_micro, RECEIPT_FLOOR))
-                for e in receipts.make(iid, self.address, shown, ids, lps)
-            ]
+            entries = receipts.make(iid, self.address, *ranks)
             executor_key = await self._public_key(record.executor)
             sealed = receipts.seal(self.key, executor_key, iid, entries)
         await self._submit(
@@ -431,16 +423,18 @@ class Verifier(RoleBase):
             # skip validation for good (the event was consumed, no Validation submitted).
             return failed_structurally(f"output cannot be scored: {exc.message}")
         k = max(1, artifact.k)
+        top_ids = np.asarray(score.top_ids, dtype=np.int64)
+        top_logprobs = np.asarray(score.top_logprobs, dtype=np.float64)
         self._ranks[record.inference_id] = (  # compact: outputs may be long
             np.asarray(artifact.top_ids, dtype=np.int32),
-            np.asarray(score.top_ids, dtype=np.int32),
-            np.asarray(score.top_logprobs, dtype=np.float32),
+            top_ids.astype(np.int32),
+            top_logprobs.astype(np.float32),
         )
         while len(self._ranks) > VERIFIER_RANKS_KEPT:
             self._ranks.popitem(last=False)
         scores = VerifierScores(
-            top_ids=np.asarray([row[:k] for row in score.top_ids], dtype=np.int64),
-            top_logprobs=np.asarray([row[:k] for row in score.top_logprobs], dtype=np.float64),
+            top_ids=top_ids[:, :k],
+            top_logprobs=top_logprobs[:, :k],
             token_logprobs=np.asarray(score.token_logprobs, dtype=np.float64),
             choice=np.asarray(score.sampled_ids, dtype=np.int64),
             margin=np.asarray(score.margins, dtype=np.float64),

@@ -135,6 +135,11 @@ class _TableView(MutableMapping):
         return len(self.ctx.keys(self.table))
 
 
+def _records(ctx: TxContext) -> _TableView:
+    """Inference id → :class:`InferenceRecord`, read and written through ``ctx``."""
+    return _TableView(ctx, INFERENCES, _encode_record, lambda _k, row: _decode_record(row))
+
+
 class _Participants(_TableView):
     """Participants: identity and weight from the ledger's participant table, protocol counters
     from ``pstate``."""
@@ -192,7 +197,7 @@ def book_for(
     return InferenceBook(
         _Accounts(ctx),
         _Participants(ctx),
-        records=_TableView(ctx, INFERENCES, _encode_record, lambda _k, row: _decode_record(row)),
+        records=_records(ctx),
         open_index=_TableView(ctx, OPEN, int, lambda _k, row: int(row)),
         expiry_blocks=config.expiry_blocks,
         vote_blocks=config.vote_blocks,
@@ -306,9 +311,7 @@ def install(
     sm.on_end_block(end_block)
     receipt_app.install(
         sm,
-        record_of=lambda ctx, iid: _TableView(
-            ctx, INFERENCES, _encode_record, lambda _k, row: _decode_record(row)
-        ).get(iid),
+        record_of=lambda ctx, iid: _records(ctx).get(iid),
         judges=lambda ctx: selection.eligible_weights(_Participants(ctx)),
         vote_blocks=config.vote_blocks,
     )

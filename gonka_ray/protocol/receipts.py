@@ -52,7 +52,8 @@ assert MAX_TOP_K_LOGPROBS + PRIVATE_RANKS <= ENGINE_MAX_TOP_K_LOGPROBS
 
 @dataclass(frozen=True)
 class Entry:
-    """One receipt position: the validator's (k+1)-th token there and its logprob (µnats)."""
+    """One receipt position: the validator's most likely token outside the artifact's top-k
+    there and its logprob (µnats)."""
 
     position: int
     token: int
@@ -84,12 +85,14 @@ def make(
 ) -> tuple[Entry, ...]:
     """The receipt from the validator's own scoring (rows per output position, best first,
     with at least one rank more than the artifact's top-k): at each receipt position its most
-    likely token that is *not* among the artifact's top-k there, and that token's logprob."""
+    likely token that is *not* among the artifact's top-k there, and that token's logprob
+    (µnats, held at the wire's floor, :data:`RECEIPT_LOGPROB_FLOOR_MICRO`)."""
     out = []
     for p in positions(inference_id, validator, len(top_ids)):
         shown = set(artifact_top_ids[p])
         rank = next(r for r, t in enumerate(top_ids[p]) if int(t) not in shown)
-        out.append(Entry(p, int(top_ids[p][rank]), round(float(top_logprobs[p][rank]) * 1e6)))
+        micro = max(round(float(top_logprobs[p][rank]) * 1e6), RECEIPT_LOGPROB_FLOOR_MICRO)
+        out.append(Entry(p, int(top_ids[p][rank]), micro))
     return tuple(out)
 
 
