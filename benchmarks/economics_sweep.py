@@ -20,7 +20,9 @@ is too slow for 100k requests × 1,000 participants; this model works per epoch 
   out the next epoch), an ``abort``
   without the TA's ``client_left`` is not billed, a TA's prompt count above the executor's is
   not charged and opens a vote that convicts the TA (protocol v3), a pass without a model run
-  carries a receipt its executor challenges and the judges break (v3: the validator forfeits).
+  carries a receipt its executor challenges and the judges break (v3: the validator forfeits);
+  whoever forfeits sits out the next :func:`settlement.sit_out_epochs` epochs (v4: until it has
+  forgone 32 inferences' worth of income at the epoch's traffic).
 
 **Detection rates come from** ``benchmarks/results/detection.json`` (held-out): a check of a
 cheated inference fails with the TPR at 64 tokens of the *worst* float32 cheat that saves
@@ -294,8 +296,9 @@ def run(
     names = [f"p{i:04d}" for i in range(m)]
     epochs_active = np.full(m, econ.epochs_to_max)
     excluded: frozenset[str] = frozenset()
-    # v3: the caught sit out the next epochs too (weight 0), INVALID ones at least the next
-    sit_out = versions.CURRENT.caught_sit_out_epochs
+    # v3: the caught sit out the next epochs too (weight 0), INVALID ones at least the next;
+    # v4: as many as it takes to forgo a fixed number of inferences at the epoch's traffic
+    rules = versions.CURRENT
     sitting: list[set[int]] = [set() for _ in range(m)]  # epochs (index) each one sits out
     kick = next(k for k in range(1, 100) if reputation.trips_consecutive_rule(k))
     income = np.zeros(m)
@@ -413,6 +416,7 @@ def run(
         for i in np.flatnonzero(kicked):
             sitting[i].add(epoch + 1)
         for i in np.flatnonzero(caught):
+            sit_out = settlement.sit_out_epochs(rules, requests, int(w[i]), total)
             sitting[i].update(range(epoch + 2, epoch + 2 + sit_out))
         excluded = frozenset(names[i] for i in range(m) if epoch + 1 in sitting[i])
         epochs_active = np.array(

@@ -41,7 +41,7 @@ PEER_GUEST_INDEX = LEDGER_MAX_VALIDATORS - 1
 POC_MAX_CLAIMED_NONCES = 65_536  # passing nonces in one PoC claim (about 0.5 MiB)
 # The protocol rules version a new network starts with (gonka_ray/protocol/versions.py lists them;
 # a genesis names its starting version and any scheduled upgrades by height).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # --- requests ------------------------------------------------------------------------------
 REQUEST_MAX_AGE_S = 60.0  # a signed request older than this is rejected

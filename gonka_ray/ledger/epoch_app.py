@@ -367,10 +367,15 @@ def _settle(ctx: TxContext, cfg: EpochAppConfig, epoch: int) -> set[str]:
         invalidated=settlement.caught_in(this_epoch) | receipt_app.take_convicted(ctx),
     )
     settlement.apply_settlement(result, _Accounts(ctx), people)
-    # v3: the caught also sit out the next epochs (from epoch + 2, the next one opened now)
-    sit_out = ctx.chain.rules_at(ctx.height).caught_sit_out_epochs
+    # v3: the caught also sit out the next epochs (from epoch + 2, the next one opened now);
+    # v4: long enough to forgo a fixed number of inferences at the caught epoch's traffic
+    rules = ctx.chain.rules_at(ctx.height)
     for a, ps in result.participants.items():
-        if sit_out and ps.forfeited:
+        if not ps.forfeited:
+            continue
+        w = snap.weights.get(a, 0)
+        sit_out = settlement.sit_out_epochs(rules, len(this_epoch), w, snap.total_weight)
+        if sit_out:
             last = epoch + 1 + sit_out
             ctx.put(SIT_OUT, a, max(last, int(ctx.get(SIT_OUT, a, 0))))
     for a, p in people.items():

@@ -32,9 +32,10 @@ Money rules (decided here; DESIGN leaves some open):
   mint and validator shares burned, reputation reset. Otherwise a participant cheating on a
   small share of its work, checked rarely at high reputation, would lose only the caught
   inference's fee. From protocol v3 whoever forfeits so also sits out the next
-  ``Rules.caught_sit_out_epochs`` epochs (the ledger's ``sit_out`` table): in a quiet network
-  (about one inference per participant per epoch) a caught cheat must cost about five epochs of
-  income before cheating on a few inferences stops paying (``economics.json``).
+  ``Rules.caught_sit_out_epochs`` epochs (the ledger's ``sit_out`` table); from v4 until it has
+  forgone 32 inferences' worth of income at its traffic (:func:`sit_out_epochs`): in a quiet
+  network (about one inference per participant per epoch) a catch must cost a dozen epochs of
+  income before cheating on 1% of one's work stops paying (``economics.json``).
 - **A convicted TA forfeits the epoch too** (protocol v3). A TA whose Start claimed another
   prompt count than the executor signed is the accuser of a vote (:mod:`lifecycle`); when
   judges' checks uphold the executor, the TA's claim contradicted the prompt whose hash it
@@ -88,6 +89,7 @@ from gonka_ray.protocol.lifecycle import (
     ParticipantRecord,
 )
 from gonka_ray.protocol.reputation import Status
+from gonka_ray.protocol.versions import Rules
 
 BPS = 10_000
 
@@ -436,6 +438,34 @@ def caught_in(records: Iterable[InferenceRecord]) -> frozenset[str]:
         if r.ta_convicted:  # (an executor invalidated later for its logprobs does not clear it)
             out.add(r.transport_agent)
     return frozenset(out)
+
+
+def sit_out_epochs(rules: Rules, inferences: int, weight: int, total_weight: int) -> int:
+    """Epochs a participant caught in an epoch sits out after it (weight 0).
+
+    ``inferences`` is the number of inferences finished in the caught epoch, ``weight`` and
+    ``total_weight`` the participant's and everyone's weight in it. From protocol v4 the sit-out
+    lasts until the participant has forgone ``rules.caught_sit_out_inferences`` inferences'
+    worth of income at that traffic, counting the forfeited epoch itself:
+    ``ceil(K / expected) − 1`` epochs with ``expected = inferences · weight / total``, at least
+    ``caught_sit_out_epochs`` and at most ``caught_sit_out_max_epochs``. Exact integers.
+
+    Why ``K = 32``: a participant cheating on a share ``c`` of its inferences loses
+    ``c · q · t · K`` inferences' income per inference it serves, where ``q`` is the chance a
+    cheated inference is checked at all and ``t`` that the check catches it, and gains ``c · s``
+    of one inference's compute (``s ≤ 0.75`` of a cost that is at most a third of the income).
+    Earning at most 90% of an honest participant at ``c = 1%`` needs
+    ``K ≥ (0.1 / c + 0.25) / (q · t)``: 19.7 at the deterrence floor's one expected check per
+    inference in a quiet network (``q = 1 − 1/e``) and the measured ``t = 0.826``
+    (``detection.json``). Catches are rare events (a 1% cheater serving one inference per epoch
+    cheats about once in 100 epochs), so 32 leaves room: at 24 the sweep's quiet cell read 0.89.
+    """
+    base = rules.caught_sit_out_epochs
+    k = rules.caught_sit_out_inferences
+    if not k or inferences <= 0 or weight <= 0 or total_weight <= 0:
+        return base
+    scaled = -(-k * total_weight // (inferences * weight)) - 1  # ceil(k / expected) - 1
+    return max(base, min(scaled, rules.caught_sit_out_max_epochs))
 
 
 def settle_epoch(

@@ -20,6 +20,12 @@ Versions:
   false challenge, a refuted prompt count, INVALID) also sits out the next
   ``caught_sit_out_epochs`` epochs (weight 0): one lost epoch did not deter cheating on a few
   inferences in a quiet network (a caught cheat must cost about five epochs of income there).
+- **4** — the sit-out is at least as long as it takes the caught participant to forgo
+  ``caught_sit_out_inferences`` inferences' worth of income at its epoch's traffic (at most
+  ``caught_sit_out_max_epochs``; :func:`gonka_ray.protocol.settlement.sit_out_epochs`): with
+  about one inference per participant per epoch, four epochs left cheating on 1% of one's work
+  earning 97% of honest (``economics.json`` at v3); the penalty must scale with the work a
+  catch puts at stake, not with the calendar.
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
@@ -45,6 +51,8 @@ class Rules:
     prompt_count_mismatch_votes: bool = False
     receipts: bool = False
     caught_sit_out_epochs: int = 0
+    caught_sit_out_inferences: int = 0  # v4: a sit-out forgoes at least this many inferences
+    caught_sit_out_max_epochs: int = 0
 
 
 RULES: dict[int, Rules] = {
@@ -56,6 +64,15 @@ RULES: dict[int, Rules] = {
         prompt_count_mismatch_votes=True,
         receipts=True,
         caught_sit_out_epochs=4,
+    ),
+    4: Rules(
+        4,
+        retry_draws_without_replacement=True,
+        prompt_count_mismatch_votes=True,
+        receipts=True,
+        caught_sit_out_epochs=4,
+        caught_sit_out_inferences=32,
+        caught_sit_out_max_epochs=64,
     ),
 }
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise

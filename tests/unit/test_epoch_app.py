@@ -11,7 +11,7 @@ from gonka_ray import crypto, wire
 from gonka_ray.config import EpochConfig
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.ledger.state import PARTICIPANTS, StateMachine, TxContext
-from gonka_ray.protocol import epochs, validation_sampling, versions
+from gonka_ray.protocol import epochs, settlement, validation_sampling, versions
 from gonka_ray.protocol.lifecycle import InferenceStatus
 from tests.ledger_harness import receipt_fields
 
@@ -418,6 +418,7 @@ def test_one_invalidated_inference_forfeits_the_epoch_on_the_ledger() -> None:
     chain = Chain()
     commit_all(chain, 0)
     before = chain.money()
+    weights0 = chain.weights()
     served = []
     while sum(ex == "p3" for _, ex in served) < 3:
         served.append(chain.run_inference(ta=f"p{len(served) % 3}"))
@@ -434,9 +435,17 @@ def test_one_invalidated_inference_forfeits_the_epoch_on_the_ledger() -> None:
     assert rows["p3"].forfeited and not rows["p3"].invalid and rows["p3"].paid == 0
     s = epoch_app.settlement_summary(chain.sm, 0)
     assert chain.money() == before + s.minted - s.burned
-    # v3: it also sits out the next caught_sit_out_epochs epochs (2..5 here), then is back
-    sit_out = versions.CURRENT.caught_sit_out_epochs
-    assert sit_out == 4
+    # v3: it also sits out the next epochs, then is back; v4: enough of them to forgo 16
+    # inferences' worth of income at epoch 0's traffic (p3's share of it)
+    finished = sum(
+        1
+        for iid, _ in served
+        if epochs.epoch_of(inference_app.inference_record(chain.sm, iid).finish_height, EPOCH) == 0
+    )
+    sit_out = settlement.sit_out_epochs(
+        versions.CURRENT, finished, weights0["p3"], sum(weights0.values())
+    )
+    assert sit_out > versions.CURRENT.caught_sit_out_epochs  # ~2.5 inferences each: 12 epochs
     for e in range(2, 2 + sit_out):
         chain.until(epochs.epoch_start(e, EPOCH))
         assert chain.weights()["p3"] == 0 and chain.weights()["p1"] > 0, e

@@ -390,3 +390,20 @@ def test_caught_in_names_invalidated_executors_and_convicted_transport_agents() 
     assert st.caught_in([replace(base, ta_convicted=True)]) == {"ta"}
     both = replace(base, status=InferenceStatus.INVALIDATED, ta_convicted=True)
     assert st.caught_in([both]) == {"ex", "ta"}
+
+
+def test_a_caught_participant_sits_out_long_enough_to_forgo_32_inferences() -> None:
+    from gonka_ray.protocol.versions import RULES
+
+    v3, v4 = RULES[3], RULES[4]
+    # v3: four epochs whatever the traffic
+    assert st.sit_out_epochs(v3, 1_000, 1, 1_000) == 4
+    # v4: one inference per epoch expected -> the forfeited epoch and 31 more
+    assert st.sit_out_epochs(v4, 1_000, 1, 1_000) == 31
+    assert st.sit_out_epochs(v4, 1_000, 3, 1_000) == 10  # ceil(32 / 3) - 1
+    # busy: 10 per epoch -> ceil(3.2) - 1 = 3, but never below v3's four
+    assert st.sit_out_epochs(v4, 10_000, 1, 1_000) == 4
+    # nearly idle: capped at 64 epochs; no traffic at all: the floor
+    assert st.sit_out_epochs(v4, 10, 1, 1_000) == 64
+    assert st.sit_out_epochs(v4, 0, 1, 1_000) == 4
+    assert st.sit_out_epochs(v4, 1_000, 0, 1_000) == 4
