@@ -36,7 +36,7 @@ refuses to start rather than diverge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gonka_ray.constants import PROTOCOL_VERSION
 from gonka_ray.exceptions import ConfigError
@@ -55,25 +55,18 @@ class Rules:
     caught_sit_out_max_epochs: int = 0
 
 
+_V3 = Rules(
+    3,
+    retry_draws_without_replacement=True,
+    prompt_count_mismatch_votes=True,
+    receipts=True,
+    caught_sit_out_epochs=4,
+)
 RULES: dict[int, Rules] = {
     1: Rules(1, retry_draws_without_replacement=False),
     2: Rules(2, retry_draws_without_replacement=True),
-    3: Rules(
-        3,
-        retry_draws_without_replacement=True,
-        prompt_count_mismatch_votes=True,
-        receipts=True,
-        caught_sit_out_epochs=4,
-    ),
-    4: Rules(
-        4,
-        retry_draws_without_replacement=True,
-        prompt_count_mismatch_votes=True,
-        receipts=True,
-        caught_sit_out_epochs=4,
-        caught_sit_out_inferences=32,
-        caught_sit_out_max_epochs=64,
-    ),
+    3: _V3,
+    4: replace(_V3, version=4, caught_sit_out_inferences=32, caught_sit_out_max_epochs=64),
 }
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise
 
