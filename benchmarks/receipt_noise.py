@@ -20,7 +20,8 @@ it, never twice alike:
 - a **judge** prefills again (batch 1, 2 threads).
 
 Per dtype: receipts an honest executor would challenge, receipts honest judges would break (both
-must be 0), and the largest logprob difference and reference rank seen against the margins.
+must be 0), and the largest logprob difference and reference rank seen against the margins (the
+judges' rank margin is k + 8 = 13: ``max_rank_histogram`` shows how close noise comes to it).
 What shares the 2 cores: nothing but this script (one model, one process).
 """
 
@@ -30,6 +31,7 @@ import argparse
 import hashlib
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -175,6 +177,11 @@ def measure(dtype: str, count: int) -> dict:
         "rank_margin": k + RECEIPT_RANKS,
         "logprob_margin_nats": RECEIPT_TOLERANCE_NATS,
         "deltas": deltas.round(5).tolist(),
+        # how far noise moved the named token: its rank in the executor's and the judge's lists
+        # (the validator's own rank is the first outside the artifact's top-k, typically k)
+        "max_rank_histogram": {
+            str(r): n for r, n in sorted(Counter(x["max_rank"] for x in rows).items())
+        },
     }
 
 
@@ -216,6 +223,9 @@ def main() -> None:
         summary[f"{tag}_honest_broken"] = r["broken"]
         summary[f"{tag}_max_logprob_delta_nats"] = r["max_logprob_delta_nats"]
         summary[f"{tag}_max_rank_seen"] = r["max_rank_seen"]
+        summary[f"{tag}_receipts_at_rank_ge_9"] = sum(
+            n for rank, n in r["max_rank_histogram"].items() if int(rank) >= 9
+        )
     png = plot(results)
     path = write_results("receipt_noise", summary, results=results)
     print(f"wrote {path} and {png}")
