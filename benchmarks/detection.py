@@ -74,6 +74,20 @@ SAMPLING_CHEATS = ("wrong_temperature", "greedy", "ignore_seed")
 BF16_CHEATS = ("int8",)
 
 
+def sampling_of(req: traffic.TrafficRequest, **over) -> SamplingParams:
+    """The engine's sampling params for a traffic request (artifact top-k: the default)."""
+    sp = SamplingParams(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        max_tokens=req.max_tokens,
+        seed=req.seed,
+        logprobs=DEFAULT_TOP_K_LOGPROBS,
+        stop=req.stop,
+    )
+    return replace(sp, **over)
+
+
 class Collector:
     """Loads the model once, runs executions and verifications, stores samples."""
 
@@ -89,16 +103,7 @@ class Collector:
         return ids if len(ids) + req.max_tokens <= CONTEXT else None
 
     def params(self, req: traffic.TrafficRequest, **over) -> SamplingParams:
-        sp = SamplingParams(
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            max_tokens=req.max_tokens,
-            seed=req.seed,
-            logprobs=DEFAULT_TOP_K_LOGPROBS,
-            stop=req.stop,
-        )
-        return replace(sp, **over)
+        return sampling_of(req, **over)
 
     def run(self, model, prompts, params, threads: int, **kw) -> list[harness.Execution]:
         torch.set_num_threads(threads)

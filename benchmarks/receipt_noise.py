@@ -42,12 +42,12 @@ import torch
 from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks.detection import sampling_of
 from gonka_ray.constants import (
     DEFAULT_TOP_K_LOGPROBS,
     RECEIPT_RANKS,
     RECEIPT_TOLERANCE_NATS,
 )
-from gonka_ray.engine.base import SamplingParams
 from gonka_ray.engine.models import load_hf
 from gonka_ray.protocol import receipts
 from gonka_ray.verification import harness, traffic
@@ -100,18 +100,7 @@ def measure(dtype: str, count: int) -> dict:
     bar = tqdm(total=len(reqs), desc=f"receipts {dtype}")
     for chunk in chunks:
         torch.set_num_threads(2)
-        params = [
-            SamplingParams(
-                temperature=r.temperature,
-                top_p=r.top_p,
-                top_k=r.top_k,
-                max_tokens=r.max_tokens,
-                seed=r.seed,
-                logprobs=k,
-                stop=r.stop,
-            )
-            for r, _ in chunk
-        ]
+        params = [sampling_of(r) for r, _ in chunk]
         with torch.inference_mode():
             execs = harness.generate(
                 model, [ids for _, ids in chunk], params, k=kept, tokenizer=tok, eos=eos
