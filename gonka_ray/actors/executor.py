@@ -153,17 +153,18 @@ class Executor(RoleBase):
                 # executor is paid, as any API bills a disconnected stream. (An engine failure,
                 # below, is not billed: the client gets an error and the Start expires.)
                 aborted = [*chunks[:-1], replace(chunks[-1], finish_reason="abort")]
-                self._keep_ranks(iid, k, ranks)
-                self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, aborted))
+                self._tasks.spawn(
+                    self._record(iid, request_bytes, prompt_ids, spec, aborted, (k, ranks))
+                )
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
-        self._keep_ranks(iid, k, ranks)
-        self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks))
+        self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)))
 
     def _keep_ranks(self, iid: bytes, k: int, ranks: list) -> None:
+        """Store the ranks generation computed beyond the artifact's top-k (never served)."""
         rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in ranks]
         self.store.put_ranks(iid, msgpack.packb([k, rows]))
 
@@ -236,15 +237,7 @@ class Executor(RoleBase):
             raise NoExecutorAvailable("this executor is not the draw for this inference")
         spec = client.message.sampling
         sampling = SamplingParams.from_spec(spec)
-        sampling = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
-            logprobs=max(DEFAULT_TOP_K_LOGPROBS, sampling.logprobs),
-            stop=sampling.stop,
-        )
+        sampling = replace(sampling, logprobs=max(DEFAULT_TOP_K_LOGPROBS, sampling.logprobs))
         return iid, outer.message.request, list(outer.message.prompt_ids), sampling, spec
 
     def _drawn(
@@ -283,7 +276,10 @@ class Executor(RoleBase):
         prompt_ids: list[int],
         spec_sampling: wire.SamplingSpec,
         chunks: list[TokenChunk],
+        ranks: tuple[int, list],
     ) -> None:
+        """Store the payload and private ranks (``(k, rows)``) and commit the Finish."""
+        self._keep_ranks(iid, *ranks)
         artifact = Artifact.build(
             prompt_ids=prompt_ids,
             output_ids=[c.token_id for c in chunks],
