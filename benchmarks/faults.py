@@ -7,7 +7,8 @@ restarts it (its constructor recovers from disk). Each kill waits for work in fl
 target and records it (``in_flight_at_kill``); a fault that hit nothing fails the run:
 
 - ``executor``  — p1's executor, while one of its streams has sent tokens (and after it served
-  one request, whose payload must be served again after the restart);
+  one request, whose payload must be served again after the restart); Finishes it journalled but
+  had not committed are resubmitted by the new process (``finishes_resumed_after_restart``);
 - ``ta``        — p2's transport agent, while it serves requests;
 - ``verifier``  — p3's verifier, while a check of it runs (grading or submitting its Validation);
 - ``ledger``    — the replica that leads the current consensus view (f = 1 of n = 4), while
@@ -292,6 +293,9 @@ async def fault_executor(net: Network, load: Load, timeout_s: float) -> dict[str
     payload_ok = None
     if before and restart_s is not None:  # a payload stored before the kill is served again
         payload_ok = await _payload_served(net, name, before[-1].done.inference_id)
+    resumed = None  # Finishes journalled before the kill, resubmitted by the new process
+    if restart_s is not None:
+        resumed = (await net.handle(name, "executor").stats.remote())["resumed"]
     return {
         "fault": "executor",
         "target": f"{name}.executor",
@@ -301,6 +305,7 @@ async def fault_executor(net: Network, load: Load, timeout_s: float) -> dict[str
         "t_kill": t_kill,
         "restart_s": restart_s,
         "payload_served_after_restart": payload_ok,
+        "finishes_resumed_after_restart": resumed,
     }
 
 

@@ -4,10 +4,13 @@
 ``StreamChunk`` bytes (or one ``ExecutionError``). Before running anything it checks that the
 sender is a registered participant, that the client's request is signed, and that this executor
 is the deterministic draw for ``(inference_id, attempt)`` excluding the TA — a TA cannot make a
-participant work outside the protocol. After the last chunk it stores the payload (client
-request + compact artifact) in its content-addressed store and, in the background, submits
-``FinishInference``; the stream's end is never delayed by the ledger. A Finish that reaches the
-ledger before the TA's Start is retried until the Start commits. A stream cancelled mid-way
+participant work outside the protocol. Before the last chunk leaves, it journals the payload (client
+request + compact artifact), its private ranks and the signed ``FinishInference`` in its store (one
+local SQLite transaction), then yields the chunk and submits the Finish in the background: the
+stream's end never waits for the ledger, and an executor killed after answering resubmits the
+journalled Finish when it restarts (:meth:`Executor.resume`), so an answered inference is not left
+to expire unpaid. A Finish that reaches the ledger before the TA's Start is retried until the
+Start commits. A stream cancelled mid-way
 (its TA's client went away) is recorded the same way with the tokens generated so far and finish
 reason ``abort``; an engine failure mid-way is not (the client gets an error and is refunded).
 
@@ -27,6 +30,7 @@ so the TA can try the next draw instead of queueing here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
@@ -94,6 +98,7 @@ class Executor(RoleBase):
         self.store = store
         self._tasks = BackgroundTasks()
         self.finished = 0
+        self.resumed = 0  # journalled Finishes resubmitted after a restart
         self.finish_failures: deque[str] = deque(maxlen=EXECUTOR_FINISH_FAILURES_KEPT)
         self.max_inflight = max_inflight
         self.inflight = 0
@@ -130,11 +135,16 @@ class Executor(RoleBase):
         run = replace(sampling, logprobs=k + receipts.PRIVATE_RANKS)
         chunks: list[TokenChunk] = []
         ranks: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+        journalled: bytes | None = None  # the sealed Finish, once on disk
         try:
             async for full in self._generate(iid, prompt_ids, run):
                 ranks.append((tuple(full.top_ids), tuple(full.top_logprobs)))
                 chunk = replace(full, top_ids=full.top_ids[:k], top_logprobs=full.top_logprobs[:k])
                 chunks.append(chunk)
+                if chunk.finish_reason:  # the last token: on disk before the client can hold it
+                    journalled = await self._journal(
+                        iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)
+                    )
                 yield wire.encode(
                     wire.StreamChunk(
                         index=chunk.index,
@@ -156,17 +166,18 @@ class Executor(RoleBase):
                 self._tasks.spawn(
                     self._record(iid, request_bytes, prompt_ids, spec, aborted, (k, ranks))
                 )
+            elif journalled is not None:  # cancelled after the last token: Finish it all the same
+                self._tasks.spawn(self._commit_finish(iid, journalled))
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
-        self._tasks.spawn(self._record(iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)))
-
-    def _keep_ranks(self, iid: bytes, k: int, ranks: list) -> None:
-        """Store the ranks generation computed beyond the artifact's top-k (never served)."""
-        rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in ranks]
-        self.store.put_ranks(iid, msgpack.packb([k, rows]))
+        if journalled is None:  # an engine that ended without a finish reason ("length")
+            journalled = await self._journal(
+                iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)
+            )
+        self._tasks.spawn(self._commit_finish(iid, journalled))
 
     async def audit_receipt(
         self, inference_id: bytes, validator: str, receipt: tuple[receipts.Entry, ...]
@@ -278,8 +289,35 @@ class Executor(RoleBase):
         chunks: list[TokenChunk],
         ranks: tuple[int, list],
     ) -> None:
-        """Store the payload and private ranks (``(k, rows)``) and commit the Finish."""
-        self._keep_ranks(iid, *ranks)
+        """Journal an inference (:meth:`_journal`) and commit its Finish."""
+        tx = await self._journal(iid, request_bytes, prompt_ids, spec_sampling, chunks, ranks)
+        await self._commit_finish(iid, tx)
+
+    async def _journal(
+        self,
+        iid: bytes,
+        request_bytes: bytes,
+        prompt_ids: list[int],
+        spec_sampling: wire.SamplingSpec,
+        chunks: list[TokenChunk],
+        ranks: tuple[int, list],
+    ) -> bytes:
+        """Store the payload, the private ranks (``(k, rows)``: what generation ranked beyond the
+        artifact's top-k, never served) and the signed Finish, pending, in one local transaction
+        (in a thread, so the event loop keeps streaming); returns the sealed Finish."""
+        return await asyncio.to_thread(
+            self._journal_sync, iid, request_bytes, prompt_ids, spec_sampling, chunks, ranks
+        )
+
+    def _journal_sync(
+        self,
+        iid: bytes,
+        request_bytes: bytes,
+        prompt_ids: list[int],
+        spec_sampling: wire.SamplingSpec,
+        chunks: list[TokenChunk],
+        ranks: tuple[int, list],
+    ) -> bytes:
         artifact = Artifact.build(
             prompt_ids=prompt_ids,
             output_ids=[c.token_id for c in chunks],
@@ -294,9 +332,7 @@ class Executor(RoleBase):
             top_k=spec_sampling.top_k,
             finish_reason=chunks[-1].finish_reason or "length",
         )
-        compact = artifact.to_compact()
-        payload = wire.encode(wire.Payload(request=request_bytes, artifact=compact))
-        payload_hash = self.store.put(payload, now_ms=int(self.clock() * 1000))
+        payload = wire.encode(wire.Payload(request=request_bytes, artifact=artifact.to_compact()))
         finish = wire.FinishInference(
             inference_id=iid,
             prompt_tokens=len(prompt_ids),
@@ -304,11 +340,32 @@ class Executor(RoleBase):
             finish_reason=artifact.finish_reason,
             response_hash=prompt_hash([c.token_id for c in chunks]),
             artifact_hash=artifact.hash(),
-            payload_hash=payload_hash,
+            payload_hash=hashlib.sha256(payload).digest(),
             nonce=self.rng.getrandbits(64),
             evidence_weight_micro=self._evidence_weight(artifact),
         )
         tx = wire.seal(finish, self.key, self.chain.id)
+        k, rank_rows = ranks
+        rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in rank_rows]
+        self.store.record(
+            iid, payload, msgpack.packb([k, rows]), tx, now_ms=int(self.clock() * 1000)
+        )
+        return tx
+
+    async def resume(self) -> int:
+        """Resubmit every journalled Finish the ledger has not decided (after a restart);
+        returns how many. Safe to repeat: a Finish the ledger already has is refused and dropped."""
+        pending = await asyncio.to_thread(self.store.pending_finishes)
+        self.resumed += len(pending)
+        for iid, tx in pending:
+            self._tasks.spawn(self._commit_finish(iid, tx))
+        if pending:
+            log.info("resubmitting %d journalled Finish(es)", len(pending))
+        return len(pending)
+
+    async def _commit_finish(self, iid: bytes, tx: bytes) -> None:
+        """Submit a journalled Finish until the ledger decides it, then drop it from the journal.
+        It stays journalled (for :meth:`resume`) when no replica could be reached in time."""
         deadline = self.clock() + EXECUTOR_FINISH_DEADLINE_S
         give_up = time.monotonic() + EXECUTOR_FINISH_DEADLINE_S
         while True:
@@ -322,9 +379,10 @@ class Executor(RoleBase):
                 return
             if outcome.ok:
                 self.finished += 1
-                return
+                break
             if outcome.reason in ("unknown_inference",) and self.clock() < deadline:
                 await asyncio.sleep(EXECUTOR_FINISH_RETRY_S)
+                finish = wire.open_envelope(tx, wire.FinishInference, chain=self.chain.id).message
                 tx = wire.seal(
                     wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
                     self.key,
@@ -333,7 +391,8 @@ class Executor(RoleBase):
                 continue
             self.finish_failures.append(outcome.reason)
             log.warning("FinishInference %s rejected: %s", iid.hex()[:12], outcome.reason)
-            return
+            break
+        await asyncio.to_thread(self.store.finish_settled, iid)
 
     # --- payloads --------------------------------------------------------------------------
 
@@ -362,6 +421,7 @@ class Executor(RoleBase):
     def stats(self) -> dict:
         return {
             "finished": self.finished,
+            "resumed": self.resumed,
             "finish_failures": list(self.finish_failures),
             "inflight": self.inflight,
             "refused": self.refused,

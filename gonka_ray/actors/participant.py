@@ -19,6 +19,7 @@ The ledger replica actor and the ledger port are in :mod:`gonka_ray.actors.repli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -106,7 +107,8 @@ class TransportAgentActor(_RoleShell):
 
 
 class ExecutorActor(_RoleShell):
-    """The participant's executor as a Ray actor (streaming ``execute``, ``payload``)."""
+    """The participant's executor as a Ray actor (streaming ``execute``, ``payload``). The
+    constructor resubmits the Finishes journalled before a crash (:meth:`Executor.resume`)."""
 
     def __init__(self, spec: ParticipantSpec) -> None:
         super().__init__(spec)
@@ -116,6 +118,9 @@ class ExecutorActor(_RoleShell):
             self.executor = CheatingExecutor(self.ctx, kind=spec.adversary, store=store, rng=rng)
         else:
             self.executor = Executor(self.ctx, store=store, rng=rng)
+        with contextlib.suppress(RuntimeError):  # no event loop (plain use): resume() by hand
+            # NOTE: Ray runs an async actor's constructor on its event loop.
+            self._resumed = asyncio.get_running_loop().create_task(self.executor.resume())
 
     async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
         async for item in self.executor.execute(envelope):

@@ -8,6 +8,10 @@ whose hash went into a ``FinishInference`` survives a crash of the executor.
 Beside the payloads, the executor's *private ranks* of each inference (its top-k + more per
 output position, kept from generation and never served): what it audits verification receipts
 against (:mod:`gonka_ray.protocol.receipts`).
+
+And the executor's *pending Finishes*: a ``FinishInference`` is journalled here before the stream's
+last token leaves the executor and dropped once the ledger decided it, so an executor killed
+between the two resubmits it when it restarts (an answered inference is never left to expire).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ CREATE TABLE IF NOT EXISTS payloads (
 CREATE TABLE IF NOT EXISTS private_ranks (
     inference_id BLOB PRIMARY KEY,
     body BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending_finishes (
+    inference_id BLOB PRIMARY KEY,
+    tx BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -67,20 +75,53 @@ class PayloadStore:
             return None
         return bytes(row[0])
 
-    def put_ranks(self, inference_id: bytes, body: bytes) -> None:
-        """Keep an inference's private ranks (replaces an earlier copy)."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO private_ranks (inference_id, body) VALUES (?, ?)",
-                (bytes(inference_id), bytes(body)),
-            )
-
     def get_ranks(self, inference_id: bytes) -> bytes | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT body FROM private_ranks WHERE inference_id = ?", (bytes(inference_id),)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def record(
+        self, inference_id: bytes, payload: bytes, ranks: bytes, finish_tx: bytes, *, now_ms=0
+    ) -> bytes:
+        """Store an inference's payload, its private ranks and its sealed Finish (pending) in one
+        transaction; returns the payload's sha256. Idempotent."""
+        digest = hashlib.sha256(payload).digest()
+        iid = bytes(inference_id)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO payloads (hash, body, created_ms) VALUES (?, ?, ?)",
+                    (digest, bytes(payload), now_ms),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO private_ranks (inference_id, body) VALUES (?, ?)",
+                    (iid, bytes(ranks)),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO pending_finishes (inference_id, tx) VALUES (?, ?)",
+                    (iid, bytes(finish_tx)),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return digest
+
+    def pending_finishes(self) -> list[tuple[bytes, bytes]]:
+        """``(inference_id, sealed Finish)`` of every Finish not yet known to be decided."""
+        with self._lock:
+            rows = self._db.execute("SELECT inference_id, tx FROM pending_finishes").fetchall()
+        return [(bytes(i), bytes(t)) for i, t in rows]
+
+    def finish_settled(self, inference_id: bytes) -> None:
+        """The ledger decided this inference's Finish (committed, or refused for good)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM pending_finishes WHERE inference_id = ?", (bytes(inference_id),)
+            )
 
     def __len__(self) -> int:
         with self._lock:

@@ -185,3 +185,53 @@ async def test_executor_cut_mid_stream_ends_with_error_and_escrow_expires(tmp_pa
     rec = await net.ledger.inference(iid)
     assert rec.status is InferenceStatus.EXPIRED
     assert await net.ledger.balance(net.client.address) == before  # refunded in full
+
+
+async def test_an_executor_killed_after_answering_is_paid_when_it_restarts(tmp_path) -> None:
+    """The CI failure this guards against: an executor killed between its last token and the
+    commit of its Finish left an answered inference to expire, unpaid (and refunded)."""
+    from gonka_ray.actors.executor import Executor
+    from gonka_ray.actors.payload_store import PayloadStore
+
+    net = Net(tmp_path)
+
+    async def died(self, iid: bytes, tx: bytes) -> None:  # the process is gone: nothing runs
+        return None
+
+    for ex in net.executors.values():
+        ex._commit_finish = died.__get__(ex)
+    journalled_at_last_token = []
+
+    class Watched:  # what the TA sees: the journal must hold the Finish when the last token leaves
+        def __init__(self, ex) -> None:
+            self.ex = ex
+
+        async def execute(self, envelope: bytes):
+            async for item in self.ex.execute(envelope):
+                if wire.decode(item).finish_reason:
+                    journalled_at_last_token.append(len(self.ex.store.pending_finishes()))
+                yield item
+
+    by_addr = {k.address: Watched(net.executors[n]) for n, k in net.keys.items()}
+    net.tas["p0"].executors = by_addr.__getitem__
+    *chunks, done = await net.ask("p0", net.request())
+    assert journalled_at_last_token == [1]
+    assert isinstance(done, wire.InferenceDone) and chunks  # the client holds an answer
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.STARTED  # precondition: the Finish never left
+    name = next(n for n, k in net.keys.items() if k.address == done.executor)
+    dead = net.executors[name]
+    # Ray restarts the actor: a new executor over the same store resubmits the journal
+    restarted = Executor(dead.ctx, store=PayloadStore(tmp_path / f"{name}.sqlite"))
+    assert await restarted.resume() == 1
+    await restarted.drain()
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and rec.completion_tokens == len(chunks)
+    assert rec.payload_hash and restarted.store.get(rec.payload_hash) is not None
+    assert restarted.store.pending_finishes() == [] and restarted.finished == 1
+    for _ in range(60):  # past expiry_blocks of the test ledger: nothing expires it now
+        net.ledger.cut_block()
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED
+    # a second restart finds nothing to resubmit
+    assert await Executor(dead.ctx, store=restarted.store).resume() == 0
