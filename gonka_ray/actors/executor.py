@@ -166,8 +166,12 @@ class Executor(RoleBase):
                 self._tasks.spawn(
                     self._record(iid, request_bytes, prompt_ids, spec, aborted, (k, ranks))
                 )
-            elif journalled is not None:  # cancelled after the last token: Finish it all the same
-                self._tasks.spawn(self._commit_finish(iid, journalled))
+            elif chunks:  # cancelled once the last token was generated: Finish it all the same
+                self._tasks.spawn(
+                    self._commit_finish(iid, journalled)
+                    if journalled is not None
+                    else self._record(iid, request_bytes, prompt_ids, spec, chunks, (k, ranks))
+                )
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)

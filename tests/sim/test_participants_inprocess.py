@@ -235,3 +235,28 @@ async def test_an_executor_killed_after_answering_is_paid_when_it_restarts(tmp_p
     assert rec.status is InferenceStatus.FINISHED
     # a second restart finds nothing to resubmit
     assert await Executor(dead.ctx, store=restarted.store).resume() == 0
+
+
+async def test_a_stream_closed_at_its_last_token_is_still_finished(tmp_path) -> None:
+    """The executor's consumer went away just as the last token left: the journalled Finish is
+    committed all the same (the executor did the whole work)."""
+    net = Net(tmp_path)
+
+    class ClosedAtLastToken:
+        def __init__(self, ex) -> None:
+            self.ex = ex
+
+        async def execute(self, envelope: bytes):
+            gen = self.ex.execute(envelope)
+            async for item in gen:
+                if wire.decode(item).finish_reason:
+                    await gen.aclose()  # GeneratorExit at the executor's last yield
+                yield item
+
+    by_addr = {k.address: ClosedAtLastToken(net.executors[n]) for n, k in net.keys.items()}
+    net.tas["p0"].executors = by_addr.__getitem__
+    *chunks, done = await net.ask("p0", net.request())
+    assert isinstance(done, wire.InferenceDone) and chunks
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and rec.completion_tokens == len(chunks)
+    assert all(not ex.store.pending_finishes() for ex in net.executors.values())
