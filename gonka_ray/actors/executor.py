@@ -36,7 +36,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import msgpack
 
@@ -136,15 +136,17 @@ class Executor(RoleBase):
         chunks: list[TokenChunk] = []
         ranks: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
         journalled: bytes | None = None  # the sealed Finish, once on disk
+
+        def done(out: list[TokenChunk]) -> _Executed:
+            return _Executed(iid, request_bytes, prompt_ids, spec, out, k, ranks)
+
         try:
             async for full in self._generate(iid, prompt_ids, run):
                 ranks.append((tuple(full.top_ids), tuple(full.top_logprobs)))
                 chunk = replace(full, top_ids=full.top_ids[:k], top_logprobs=full.top_logprobs[:k])
                 chunks.append(chunk)
                 if chunk.finish_reason:  # the last token: on disk before the client can hold it
-                    journalled = await self._journal(
-                        iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)
-                    )
+                    journalled = await self._journal(done(chunks))
                 yield wire.encode(
                     wire.StreamChunk(
                         index=chunk.index,
@@ -163,14 +165,12 @@ class Executor(RoleBase):
                 # executor is paid, as any API bills a disconnected stream. (An engine failure,
                 # below, is not billed: the client gets an error and the Start expires.)
                 aborted = [*chunks[:-1], replace(chunks[-1], finish_reason="abort")]
-                self._tasks.spawn(
-                    self._record(iid, request_bytes, prompt_ids, spec, aborted, (k, ranks))
-                )
+                self._tasks.spawn(self._record(done(aborted)))
             elif chunks:  # cancelled once the last token was generated: Finish it all the same
                 self._tasks.spawn(
                     self._commit_finish(iid, journalled)
                     if journalled is not None
-                    else self._record(iid, request_bytes, prompt_ids, spec, chunks, (k, ranks))
+                    else self._record(done(chunks))
                 )
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
@@ -178,9 +178,7 @@ class Executor(RoleBase):
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
         if journalled is None:  # an engine that ended without a finish reason ("length")
-            journalled = await self._journal(
-                iid, request_bytes, prompt_ids, spec, chunks, (k, ranks)
-            )
+            journalled = await self._journal(done(chunks))
         self._tasks.spawn(self._commit_finish(iid, journalled))
 
     async def audit_receipt(
@@ -284,44 +282,18 @@ class Executor(RoleBase):
         """What this executor commits as its output's epoch-evidence weight."""
         return evidence_weight_micro(artifact.token_logprobs)
 
-    async def _record(
-        self,
-        iid: bytes,
-        request_bytes: bytes,
-        prompt_ids: list[int],
-        spec_sampling: wire.SamplingSpec,
-        chunks: list[TokenChunk],
-        ranks: tuple[int, list],
-    ) -> None:
+    async def _record(self, done: _Executed) -> None:
         """Journal an inference (:meth:`_journal`) and commit its Finish."""
-        tx = await self._journal(iid, request_bytes, prompt_ids, spec_sampling, chunks, ranks)
-        await self._commit_finish(iid, tx)
+        await self._commit_finish(done.iid, await self._journal(done))
 
-    async def _journal(
-        self,
-        iid: bytes,
-        request_bytes: bytes,
-        prompt_ids: list[int],
-        spec_sampling: wire.SamplingSpec,
-        chunks: list[TokenChunk],
-        ranks: tuple[int, list],
-    ) -> bytes:
-        """Store the payload, the private ranks (``(k, rows)``: what generation ranked beyond the
-        artifact's top-k, never served) and the signed Finish, pending, in one local transaction
-        (in a thread, so the event loop keeps streaming); returns the sealed Finish."""
-        return await asyncio.to_thread(
-            self._journal_sync, iid, request_bytes, prompt_ids, spec_sampling, chunks, ranks
-        )
+    async def _journal(self, done: _Executed) -> bytes:
+        """Store the payload, the private ranks (what generation ranked beyond the artifact's
+        top-k, never served) and the signed Finish, pending, in one local transaction (in a
+        thread, so the event loop keeps streaming); returns the sealed Finish."""
+        return await asyncio.to_thread(self._journal_sync, done)
 
-    def _journal_sync(
-        self,
-        iid: bytes,
-        request_bytes: bytes,
-        prompt_ids: list[int],
-        spec_sampling: wire.SamplingSpec,
-        chunks: list[TokenChunk],
-        ranks: tuple[int, list],
-    ) -> bytes:
+    def _journal_sync(self, done: _Executed) -> bytes:
+        iid, prompt_ids, chunks, spec_sampling = done.iid, done.prompt_ids, done.chunks, done.spec
         artifact = Artifact.build(
             prompt_ids=prompt_ids,
             output_ids=[c.token_id for c in chunks],
@@ -336,7 +308,9 @@ class Executor(RoleBase):
             top_k=spec_sampling.top_k,
             finish_reason=chunks[-1].finish_reason or "length",
         )
-        payload = wire.encode(wire.Payload(request=request_bytes, artifact=artifact.to_compact()))
+        payload = wire.encode(
+            wire.Payload(request=done.request_bytes, artifact=artifact.to_compact())
+        )
         finish = wire.FinishInference(
             inference_id=iid,
             prompt_tokens=len(prompt_ids),
@@ -349,10 +323,9 @@ class Executor(RoleBase):
             evidence_weight_micro=self._evidence_weight(artifact),
         )
         tx = wire.seal(finish, self.key, self.chain.id)
-        k, rank_rows = ranks
-        rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in rank_rows]
+        rows = [[list(ids), [round(float(x), 5) for x in lps]] for ids, lps in done.ranks]
         self.store.record(
-            iid, payload, msgpack.packb([k, rows]), tx, now_ms=int(self.clock() * 1000)
+            iid, payload, msgpack.packb([done.k, rows]), tx, now_ms=int(self.clock() * 1000)
         )
         return tx
 
@@ -430,6 +403,19 @@ class Executor(RoleBase):
             "inflight": self.inflight,
             "refused": self.refused,
         }
+
+
+@dataclass(frozen=True)
+class _Executed:
+    """What an execution leaves to record: the request, its output and the private ranks."""
+
+    iid: bytes
+    request_bytes: bytes
+    prompt_ids: list[int]
+    spec: wire.SamplingSpec  # what the client asked for (the artifact records it)
+    chunks: list[TokenChunk]
+    k: int  # the artifact's top-k
+    ranks: list[tuple[tuple[int, ...], tuple[float, ...]]]  # top-(k + private) per position
 
 
 def _fields(msg) -> dict:
