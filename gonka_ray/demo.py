@@ -407,22 +407,24 @@ async def _joiner_worked(reader: _Reader, joiner: str, ids: list[bytes]) -> bool
 async def _caught_so_far(reader: _Reader, config: NetworkConfig, first_epoch: int) -> list[str]:
     """The cheaters caught so far: :func:`_caught` over the epochs settled since
     ``first_epoch``."""
-    invalid: set[str] = set()
+    caught: set[str] = set()
     for e in range(first_epoch, (await _epoch_view(reader)).epoch):
         s = await reader.ledger.settlement.remote(e)
-        invalid |= {reader.name_of(r.address) for r in s.rows if r.invalid} if s else set()
-    return _caught(config, reader, await reader.participants(), invalid)
+        caught |= {reader.name_of(r.address) for r in s.rows if r.forfeited} if s else set()
+    return _caught(config, reader, await reader.participants(), caught)
 
 
-def _caught(config: NetworkConfig, reader: _Reader, parts: dict, invalid_in: set[str]) -> list[str]:
-    """The cheaters INVALID now (``parts``: the ledger's participants) or in a settled epoch
-    (``invalid_in``: the names its settlement marked invalid); statuses reset when an epoch
-    settles, so the current status alone misses a cheater caught in an earlier epoch."""
+def _caught(config: NetworkConfig, reader: _Reader, parts: dict, caught_in: set[str]) -> list[str]:
+    """The cheaters INVALID now (``parts``: the ledger's participants) or caught in a settled
+    epoch (``caught_in``: the names a settlement made forfeit it, INVALID or for one
+    vote-confirmed invalidation, DESIGN §4); statuses reset when an epoch settles, so the
+    current status alone misses a cheater caught in an earlier epoch, and a cheater that forfeits
+    sits out the next epochs (weight 0, no draws), so it may never reach INVALID at all."""
     return [
         p.name
         for p in config.participants
         if p.adversary
-        and (p.name in invalid_in or parts[reader.address_of(p.name)].status == "INVALID")
+        and (p.name in caught_in or parts[reader.address_of(p.name)].status == "INVALID")
     ]
 
 
@@ -559,11 +561,14 @@ async def _epoch_rows(
     return rows
 
 
+_CAUGHT_NOTES = ("INVALID: paid nothing", "invalidated inference: paid nothing")
+
+
 def _epoch_note(r: Any, cheater: bool) -> str:
     if r.invalid:
-        return "INVALID: paid nothing"
+        return _CAUGHT_NOTES[0]
     if r.forfeited:
-        return "invalidated inference: paid nothing"
+        return _CAUGHT_NOTES[1]
     note = ""
     if not r.duty_met:
         note = "no seed committed in time" if r.required_checks == 0 else "missed its checks"
@@ -644,25 +649,26 @@ async def _report(
     )
     epoch_rows = await _epoch_rows(reader, config, epochs)
     cheater_names = {p.name for p in config.participants if p.adversary}
-    invalid_in = {r["participant"] for r in epoch_rows if r["note"].startswith("INVALID")}
-    first_invalid = {}
+    caught_in = {r["participant"] for r in epoch_rows if r["note"] in _CAUGHT_NOTES}
+    first_caught = {}
     for r in sorted(epoch_rows, key=lambda r: r["epoch"]):
-        if r["note"].startswith("INVALID"):
-            first_invalid.setdefault(r["participant"], r["epoch"])
-    for r in epoch_rows:  # a cheater's epochs after its INVALID one: it was caught already
-        if r["epoch"] > first_invalid.get(r["participant"], r["epoch"]):
-            after = "weight 0 after its INVALID epoch" if not r["weight"] else "after INVALID"
+        if r["note"] in _CAUGHT_NOTES:
+            first_caught.setdefault(r["participant"], r["epoch"])
+    for r in epoch_rows:  # a cheater's epochs after its forfeited one: it was caught already
+        if r["epoch"] > first_caught.get(r["participant"], r["epoch"]):
+            after = "weight 0 after it was caught" if not r["weight"] else "after it was caught"
             r["note"] = r["note"].replace("cheater, not caught yet", f"cheater, {after}")
-    summary["cheaters_caught"] = len(_caught(config, reader, parts, invalid_in))
+    summary["cheaters_caught"] = len(_caught(config, reader, parts, caught_in))
     summary["epochs_settled"] = len({r["epoch"] for r in epoch_rows})
+    # the epochs a cheater forfeited (INVALID, or a vote-confirmed invalidation): paid nothing
     summary["cheater_paid_in_invalid_epochs"] = sum(
         r["reward"]
         for r in epoch_rows
-        if r["participant"] in cheater_names and r["note"].startswith("INVALID")
+        if r["participant"] in cheater_names and r["note"] in _CAUGHT_NOTES
     )
     for row in rows:
-        if row["participant"] in invalid_in and row["status"] != "INVALID" and not row["weight"]:
-            row["status"] = "EXCLUDED"  # INVALID last epoch: weight 0 this one
+        if row["participant"] in caught_in and row["status"] != "INVALID" and not row["weight"]:
+            row["status"] = "EXCLUDED"  # caught in a settled epoch: weight 0 now (sitting out)
         row["rewards"] = sum(
             r["reward"] for r in epoch_rows if r["participant"] == row["participant"]
         )

@@ -67,9 +67,12 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     assert REQUESTS <= s["requests"] <= REQUESTS + 80  # + rounds until the newcomer worked
     # NOTE: traffic starts once every participant has PoC weight (two epochs in), so the
     # genesis participants, the cheater too, have some reputation by then and only part of
-    # their work is sampled; the cheater's checks still catch it (five confirmed failures make
-    # it INVALID; one run of 80 requests ended one short, so the demo's bounded extra rounds
-    # also go on until it is caught) and the newcomer's work is all checked.
+    # their work is sampled; the cheater's checks still catch it and the newcomer's work is all
+    # checked. Caught = it forfeited an epoch: one vote-confirmed invalidation is enough
+    # (DESIGN §4), five in a row make it INVALID. It is not required to reach INVALID: a
+    # cheater that forfeits sits out the next epochs with weight 0, takes no more draws and so
+    # may never collect five (a run did exactly that: 4 invalidations in its one epoch of
+    # traffic, then weight 0, and was counted "not caught" while INVALID was the only catch).
     assert s["cheaters_caught"] == 1, (s, doc["participants"])
     assert s["honest_invalidated"] == 0 and s["honest_receipts_broken"] == 0
     assert s["refund_share"] == 1.0
@@ -79,10 +82,15 @@ def test_demo_federation_catches_the_cheater_and_a_newcomer_joins(tmp_path: Path
     assert s["verified_share_new_participants"] >= 0.95, s
     assert s["epochs_settled"] >= 2 and s["cheater_paid_in_invalid_epochs"] == 0
     rows = {r["participant"]: r for r in doc["participants"]}
-    # INVALID, then weight 0 for the next epoch; after that it may earn weight again (RAMPING)
-    assert rows["p3"]["invalidated"] >= 5
-    invalid = [r for r in doc["epochs"] if r["note"].startswith("INVALID")]
-    assert invalid and all(r["participant"] == "p3" and r["reward"] == 0 for r in invalid)
+    # forfeited (paid nothing), then weight 0 while it sits out; it may earn weight again later
+    assert rows["p3"]["invalidated"] >= 1
+    caught = [r for r in doc["epochs"] if r["note"].endswith(": paid nothing")]
+    assert caught and all(r["participant"] == "p3" and r["reward"] == 0 for r in caught)
+    first_caught = min(r["epoch"] for r in caught)
+    after = [
+        r["note"] for r in doc["epochs"] if r["participant"] == "p3" and r["epoch"] > first_caught
+    ]
+    assert not [n for n in after if "not caught yet" in n], doc["epochs"]
     honest = ("p0", "p1", "p2", "p4")
     assert all(rows[p]["status"] != "INVALID" and rows[p]["invalidated"] == 0 for p in honest)
     # the newcomer joined the running network, earned weight, executed and validated. NOTE:
