@@ -160,12 +160,14 @@ class LedgerStore:
                     msgpack.packb(receipts, use_bin_type=True),
                 ),
             )
+            # NOTE: in key order (a duplicate's first inclusion still first): random keys
+            # scattered over the index cost SQLite about a fifth more than sorted ones
             tx.executemany(
                 "INSERT OR IGNORE INTO tx_index VALUES (?, ?, ?, ?, ?)",
-                [
+                sorted(
                     (r.tx_hash, result.height, i, int(r.ok), r.reason)
                     for i, r in enumerate(result.receipts)
-                ],
+                ),
             )
 
     def save_snapshot(self, height: int, data: bytes, *, keep: tuple[int, ...] = ()) -> None:

@@ -157,6 +157,33 @@ def test_non_canonical_encodings_are_rejected() -> None:
         wire.decode_body(wire.InferenceRequest, body32)
 
 
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_message, st.data())
+def test_bytes_decode_accepts_are_the_canonical_encoding_of_what_it_returns(msg, data) -> None:
+    # decode checks canonicality by re-packing what msgpack read, not by encoding the decoded
+    # message again: whatever it accepts must still be exactly that encoding
+    raw = bytearray(wire.encode(msg))
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        back = wire.decode(bytes(raw))
+    except WireError:
+        return
+    assert wire.encode(back) == bytes(raw)
+
+
+def test_a_bad_list_item_is_named_by_its_index() -> None:
+    bad = msgpack.packb(
+        ["ConsensusTxBatch", 1, [[b"a", b"b", "not bytes", b"d"]]], use_bin_type=True
+    )
+    with pytest.raises(MalformedMessage) as err:
+        wire.decode(bad)
+    assert err.value.fields["field"] == "txs[2]"
+    with pytest.raises(MalformedMessage) as err:
+        wire.encode(wire.ConsensusTxBatch(txs=(b"a", 5)))
+    assert err.value.fields["field"] == "txs[1]"
+
+
 def test_shape_and_type_errors_name_the_field() -> None:
     with pytest.raises(MalformedMessage, match="nonce"):
         wire.decode(msgpack.packb(["Ping", 1, ["x", 2]]))
