@@ -77,13 +77,21 @@ class BlockSync:
         if sender is None or sender == self.peer:
             return
         out = []
-        b = self.blocks.get(r.block_hash)
+        b = self._held_block(r.block_hash)
         while b is not None and b.header.height > 0 and len(out) < r.max_blocks:
             out.append(b)
-            b = self.blocks.get(b.header.parent)
+            b = self._held_block(b.header.parent)
         if out:
             resp = ConsensusBlockResponse(blocks=tuple(out))
             ready.outbound.append((sender, wire.encode(resp)))
+
+    def _held_block(self, h: bytes) -> Block | None:
+        """A block this replica can serve: in memory, else from the shell's store (older than
+        the previous epoch, see ``ConsensusCore``)."""
+        b = self.blocks.get(h)
+        if b is None and self.block_source is not None:
+            b = self.block_source(h)
+        return b
 
     def _on_block_response(
         self, r: ConsensusBlockResponse, sender: int | None, ready: Ready

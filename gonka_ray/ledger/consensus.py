@@ -174,6 +174,13 @@ class ConsensusCore(Pacemaker, BlockSync):
         peer_index: this replica's transport index when its key is not in the genesis set (a
             participant that joined later: it follows the chain, and votes in the epochs whose
             set names its key).
+        block_source: ``block_source(block_hash)`` returns a stored block or None; block requests
+            for blocks no longer held in memory are served from it (the shell's store).
+
+    Memory: blocks and committed transaction hashes are kept from the previous epoch's base up
+    (:meth:`_forget_old`); a replica more than an epoch behind fetches older blocks from its
+    peers' stores (``block_source``), and a transaction older than that which is gossiped again
+    is proposed again and refused by the state machine as a duplicate.
     """
 
     def __init__(
@@ -194,6 +201,7 @@ class ConsensusCore(Pacemaker, BlockSync):
         epoch_blocks: int = 0,
         epoch: tuple[int, ValidatorSet] | None = None,
         peer_index: int | None = None,
+        block_source: Callable[[bytes], Block | None] | None = None,
     ) -> None:
         if empty_block_ticks < 0:
             raise ValueError("empty_block_ticks must be >= 0")
@@ -216,6 +224,7 @@ class ConsensusCore(Pacemaker, BlockSync):
         self.empty_block_ticks = empty_block_ticks
         self.min_block_ticks = min_block_ticks
         self.admit = admit
+        self.block_source = block_source
         if epoch_blocks < 0 or epoch_blocks == 1:
             raise ValueError("epoch_blocks must be 0 (off) or at least 2")
         self.epoch_blocks = epoch_blocks
@@ -252,7 +261,7 @@ class ConsensusCore(Pacemaker, BlockSync):
         self.idle_ticks = 0  # ticks since this replica entered its current view
         self.consecutive_timeouts = 0
         self.mempool: OrderedDict[bytes, bytes] = OrderedDict()
-        self.committed_txs: set[bytes] = set()
+        self.committed_txs: dict[bytes, int] = {}  # tx hash -> height it committed at
         self.orphans: dict[bytes, Block] = {}
         self.wanted: dict[bytes, int] = {}  # hash -> ticks since last request
         self.parked: dict[bytes, list[tuple[Any, int | None]]] = {}
@@ -265,6 +274,21 @@ class ConsensusCore(Pacemaker, BlockSync):
             self._recover(recovered, epoch)
         elif epoch is not None and epoch[0] != 0:
             raise ValueError("a non-zero epoch needs the recovered chain it starts from")
+
+    def _forget_old(self, keep_from: int) -> None:
+        """Drop blocks and committed transaction hashes below height ``keep_from`` (the previous
+        epoch's base when an epoch starts): nothing in consensus walks below the current
+        epoch's base, and a laggard still in the previous epoch can fetch its blocks here. The
+        genesis block stays (it is in no store, and a replica starting from it reports the
+        genesis QC, which is how its peers find the epoch proofs to send it)."""
+        if keep_from <= 0:
+            return
+        self.blocks = {
+            h: b
+            for h, b in self.blocks.items()
+            if b.header.height >= keep_from or h == self.genesis_hash
+        }
+        self.committed_txs = {t: h for t, h in self.committed_txs.items() if h >= keep_from}
 
     # --- public API --------------------------------------------------------------------------
 
@@ -297,6 +321,7 @@ class ConsensusCore(Pacemaker, BlockSync):
         return ready
 
     def _enter_epoch(self, epoch: int, validators: ValidatorSet) -> None:
+        self._forget_old(max(0, (epoch - 1) * self.epoch_blocks - 1))
         base = self.committed_hashes[-1]
         self.epoch = epoch
         self.ended = False
@@ -597,7 +622,7 @@ class ConsensusCore(Pacemaker, BlockSync):
             self.committed_hashes.append(bh)
             for tx in blk.txs:
                 th = merkle.tx_hash(tx)
-                self.committed_txs.add(th)
+                self.committed_txs.setdefault(th, blk.header.height)
                 self.mempool.pop(th, None)
             ready.committed.append(Committed(block=blk, hash=bh, certificate=cert))
         if end is not None and self.committed_height == end:
@@ -733,7 +758,7 @@ class ConsensusCore(Pacemaker, BlockSync):
                 break
             self.committed_hashes.append(bh)
             for tx in blk.txs:
-                self.committed_txs.add(merkle.tx_hash(tx))
+                self.committed_txs.setdefault(merkle.tx_hash(tx), blk.header.height)
         if epoch is not None and epoch[0] > 0:
             e, vs = epoch
             base_height = e * self.epoch_blocks - 1

@@ -131,7 +131,7 @@ class Pacemaker:
         ``e`` or in ``e + 1``, so two epochs are candidates."""
         if peer is None or peer == self.peer or not self.epoch_blocks or not self.epoch_proofs:
             return
-        b = self.blocks.get(qc.block_hash)
+        b = self._held_block(qc.block_hash)  # (a laggard's block may be older than memory)
         if b is None:
             return
         last = self._proof_sent.get(peer)
@@ -139,7 +139,7 @@ class Pacemaker:
             return
         h, bh = b.header.height, qc.block_hash
         while h > 0 and (h > self.committed_height or self.committed_hashes[h] != bh):
-            parent = self.blocks.get(b.header.parent)
+            parent = self._held_block(b.header.parent)
             if parent is None:  # below a snapshot root: use the lowest block stored
                 break
             bh, b = b.header.parent, parent

@@ -288,6 +288,7 @@ class LedgerReplica:
             recovered=recovered,
             epoch=epoch,
             peer_index=None if in_genesis is not None else self.index,
+            block_source=self._stored_block,
             **self._core_args,
         )
         self._directory: list[PeerEntry] = []
@@ -296,6 +297,14 @@ class LedgerReplica:
             found = self.store.committed_block((e + 1) * b - 1)
             if found is not None:
                 self.core.epoch_proofs[e] = ConsensusSyncInfo(high_qc=found[1].qc, tc=None)
+
+    def _stored_block(self, block_hash: bytes) -> Block | None:
+        # NOTE: serves peers' block requests for blocks older than the core keeps in memory; a
+        # damaged row only means this replica cannot serve that one (the peer asks another)
+        try:
+            return self.store.block(block_hash)
+        except (CorruptStore, StorageError):
+            return None
 
     def _rebuild_state(self, committed: int) -> None:
         snap = self.store.latest_snapshot()

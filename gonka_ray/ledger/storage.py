@@ -266,6 +266,23 @@ class LedgerStore:
             cert = wire.decode(bytes(row[0]), CommitCertificate)
             return wire.decode_body(Block, bytes(row[2])), cert, bytes(row[1])
 
+    def block(self, block_hash: bytes) -> Block | None:
+        """The stored block ``block_hash`` (committed or not), or None.
+
+        Raises:
+            CorruptStore: its row does not decode or does not hash to its key.
+        """
+        with self._reading("a block"):
+            row = self.db.execute(
+                "SELECT data FROM blocks WHERE hash = ?", (block_hash,)
+            ).fetchone()
+            if row is None:
+                return None
+            block = wire.decode_body(Block, bytes(row[0]))
+        if quorum.block_hash(block.header) != block_hash:
+            raise CorruptStore(str(self.path), "a stored block does not hash to its key")
+        return block
+
     def committed_height(self) -> int:
         row = self.db.execute("SELECT MAX(height) FROM commits").fetchone()
         return row[0] or 0

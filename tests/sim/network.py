@@ -37,10 +37,10 @@ from typing import Any
 from gonka_ray import crypto, wire
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.consensus import ConsensusCore, SafetyViolation
-from gonka_ray.ledger.quorum import Validator, ValidatorSet
+from gonka_ray.ledger.quorum import Validator, ValidatorSet, block_hash
 from gonka_ray.ledger.ready import Ready
 from gonka_ray.ledger.state import VALIDATORS, StateMachine, TxContext
-from gonka_ray.wire import GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
+from gonka_ray.wire import Block, GenesisAccount, GenesisParticipant, LedgerGenesis, Transfer
 from tests.sim.byzantine import ATTACK_MODES, BYZANTINE_MODES, Adversary
 
 REPLAY_HINT = ".venv/bin/python benchmarks/ledger_sim.py --replay {seed} --n {n}"
@@ -87,6 +87,7 @@ class Node:
     state_hashes: list[bytes] = field(default_factory=list)
     committed_txs: set[bytes] = field(default_factory=set)
     heard: list[bytes] = field(default_factory=list)  # replay mode: messages received
+    stored: dict[bytes, Block] = field(default_factory=dict)  # its store: every block persisted
 
 
 class SimNetwork:
@@ -129,7 +130,7 @@ class SimNetwork:
         if any(i >= n or mode not in BYZANTINE_MODES for i, mode in byzantine.items()):
             raise ValueError(f"bad byzantine replicas {byzantine}; modes: {BYZANTINE_MODES}")
 
-        def make_core(i: int, core_seed: int) -> ConsensusCore:
+        def make_core(i: int, core_seed: int, stored: dict[bytes, Block]) -> ConsensusCore:
             return ConsensusCore(
                 self.vs,
                 sim_key(f"replica-{i}"),
@@ -140,6 +141,7 @@ class SimNetwork:
                 empty_block_ticks=empty_block_ticks,
                 min_block_ticks=min_block_ticks,
                 epoch_blocks=epoch_blocks,
+                block_source=stored.get,  # as a replica serves old blocks from its store
             )
 
         def make_sm() -> StateMachine:
@@ -150,12 +152,15 @@ class SimNetwork:
 
         for i in range(n):
             mode = byzantine.get(i)
-            core = None if mode == "silent" else make_core(i, seed * 1000 + i)
-            self.nodes.append(Node(i, core, make_sm(), mode, location=i))
+            stored: dict[bytes, Block] = {}
+            core = None if mode == "silent" else make_core(i, seed * 1000 + i, stored)
+            self.nodes.append(Node(i, core, make_sm(), mode, location=i, stored=stored))
         for i in sorted(byzantine):
             if byzantine[i] == "twins":
-                twin = make_core(i, seed * 1000 + 500 + i)
-                self.twins.append(Node(i, twin, make_sm(), "twins", location=n + len(self.twins)))
+                stored = {}
+                twin = make_core(i, seed * 1000 + 500 + i, stored)
+                loc = n + len(self.twins)
+                self.twins.append(Node(i, twin, make_sm(), "twins", location=loc, stored=stored))
         self.located = self.nodes + self.twins  # by location
         self.where: dict[int, list[int]] = {i: [i] for i in range(n)}  # identity -> locations
         for tw in self.twins:
@@ -197,6 +202,9 @@ class SimNetwork:
     # --- replicas --------------------------------------------------------------------------
 
     def _carry_out(self, node: Node, ready: Ready) -> None:
+        for b in ready.to_persist:
+            if isinstance(b, Block):
+                node.stored[block_hash(b.header)] = b
         outbound = ready.outbound
         if node.byzantine is not None:
             outbound = self.adversary.outbound(node, ready)
