@@ -746,14 +746,33 @@ class ConsensusCore(Pacemaker, BlockSync):
                 raise ValueError("the snapshot root block is missing")
             self.blocks[rec.committed_hashes[0]] = root
             self.committed_hashes += [ZERO_HASH] * (rec.first_height - 1)
+        # Not loaded below ``blocks_from``: the committed block there (if the store's run of
+        # commits reaches it) roots the loaded ones; otherwise recovery goes as far as the
+        # loaded blocks link, as for any gap.
+        root_height = None
+        i_root = rec.blocks_from - rec.first_height
+        if rec.blocks_from > rec.first_height and i_root < len(rec.committed_hashes):
+            rb = by_hash.get(rec.committed_hashes[i_root])
+            if rb is not None and rb.header.height == rec.blocks_from:
+                self.blocks[rec.committed_hashes[i_root]] = rb
+                root_height = rec.blocks_from
         # Insert in height order so every stored block has its parent.
         for bh, b in sorted(by_hash.items(), key=lambda kv: kv[1].header.height):
             if b.header.parent in self.blocks:
                 self.blocks[bh] = b
         for i, bh in enumerate(rec.committed_hashes):
+            height = rec.first_height + i
+            if root_height is not None and height < root_height:
+                self.committed_hashes.append(bh)  # as the store recorded it (not loaded)
+                continue
             blk = self.blocks.get(bh)
             if blk is None:
                 break
+            if height == root_height:
+                self.committed_hashes.append(bh)  # the root: its parent was not loaded
+                for tx in blk.txs:
+                    self.committed_txs.setdefault(merkle.tx_hash(tx), height)
+                continue
             if (i > 0 or rec.first_height == 1) and blk.header.parent != self.committed_hashes[-1]:
                 break
             self.committed_hashes.append(bh)

@@ -49,3 +49,7 @@ class Recovered:
     # > 1 after a snapshot sync: the block at first_height is the trusted root and the
     # hashes below it are unknown here (ZERO_HASH placeholders).
     first_height: int = 1
+    # blocks below this height were not loaded (older than the previous epoch, which the core
+    # does not keep in memory): their committed hashes are taken from the store as they are,
+    # and the committed block at this height is the root the loaded blocks link to
+    blocks_from: int = 0

@@ -265,10 +265,18 @@ class LedgerReplica:
         # core starts from the store, as after a crash, so it is dropped, not written later.
         self._unsaved_safety: ConsensusSafety | None = None
         self.sm = self._new_state_machine()
-        recovered = self.store.load()
+        # NOTE: blocks from the previous epoch's base up, what the core keeps in memory: a
+        # long chain's older blocks stay on disk (served to laggards from there)
+        b = self.epoch_blocks
+        e = (self.store.committed_height() + 1) // b if b else 0
+        blocks_from = max(0, (e - 1) * b - 1) if e else 0
+        recovered = self.store.load(blocks_from=blocks_from)
         committed = recovered.first_height + len(recovered.committed_hashes) - 1
         if not recovered.committed_hashes:
             committed = 0
+        if blocks_from > committed:  # a gap in the commits: the usable run ends lower
+            blocks_from = 0
+            recovered = self.store.load()
         self._rebuild_state(committed)
         epoch = None
         b = self.epoch_blocks

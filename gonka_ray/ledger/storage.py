@@ -212,15 +212,20 @@ class LedgerStore:
     # NOTE: the reads recovery makes (load, latest_snapshot, committed_block) turn damage they
     # meet (SQLite corruption codes, rows that do not decode) into CorruptStore naming the file.
 
-    def load(self) -> Recovered:
-        """Everything the consensus core needs after a restart.
+    def load(self, blocks_from: int = 0) -> Recovered:
+        """Everything the consensus core needs after a restart: the blocks at heights
+        ``blocks_from`` and up (the core keeps no older ones), every commit's hash, the safety
+        record.
 
         Raises:
             CorruptStore: a row cannot be read or decoded.
         """
         blocks = []
         with self._reading("blocks"):
-            for key, data in self.db.execute("SELECT hash, data FROM blocks ORDER BY height"):
+            rows = self.db.execute(
+                "SELECT hash, data FROM blocks WHERE height >= ? ORDER BY height", (blocks_from,)
+            )
+            for key, data in rows:
                 block = wire.decode_body(Block, bytes(data))
                 if quorum.block_hash(block.header) != key:
                     raise CorruptStore(
@@ -240,7 +245,13 @@ class LedgerStore:
         with self._reading("the safety record"):
             row = self.db.execute("SELECT data FROM safety WHERE id = 1").fetchone()
             safety = wire.decode(bytes(row[0]), ConsensusSafety) if row else None
-        return Recovered(blocks=blocks, committed_hashes=hashes, safety=safety, first_height=first)
+        return Recovered(
+            blocks=blocks,
+            committed_hashes=hashes,
+            safety=safety,
+            first_height=first,
+            blocks_from=blocks_from,
+        )
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         with self._reading("snapshots"):

@@ -4,10 +4,12 @@ they no longer hold in memory from their stores)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from gonka_ray.ledger import merkle
 from tests.sim.network import SimNetwork, scenario_txs
+from tests.sim.replicas import Bus, transfer
 
 B = 6  # blocks per epoch
 
@@ -50,3 +52,39 @@ def test_memory_holds_the_previous_and_current_epoch_only_and_a_laggard_catches_
     assert net.nodes[3].commits[:target] == net.nodes[0].commits[:target]
     assert net.all_committed({merkle.tx_hash(t) for t in late})
     assert net.safety_violations() == []
+
+
+def test_a_restarted_replica_loads_only_recent_blocks_and_goes_on(tmp_path) -> None:
+    async def scenario() -> None:
+        bus = Bus(empty_block_interval_ms=4, epoch_blocks=4)
+        reps = [bus.make(i, tmp_path) for i in range(4)]
+        for r in reps:
+            await r.start()
+        for _ in range(4000):
+            if min(r.core.epoch for r in reps) >= 5:
+                break
+            await asyncio.sleep(0.005)
+        assert all(r.core.epoch >= 5 for r in reps)
+        await reps[2].stop()
+        bus.down.add(2)
+        stored = reps[2].store.load().blocks  # everything on its disk
+        reps[2].store.close()
+        bus.down.discard(2)
+        again = bus.make(2, tmp_path)
+        core = again.core
+        keep_from = (core.epoch - 1) * 4 - 1
+        held = _held_heights(core)
+        assert held[0] >= keep_from and len(held) < len(stored), (held[:3], len(stored))
+        # the whole committed chain is known, loaded or not, and is the others' chain
+        n = core.committed_height + 1
+        assert n > keep_from + 2 and core.committed_hashes == reps[0].core.committed_hashes[:n]
+        await again.start()
+        tx = transfer(1, 0)
+        await reps[0].submit(tx)
+        await again.wait_receipt(merkle.tx_hash(tx), timeout_s=10)
+        h = again.core.committed_height
+        assert h > n and await again.committed_hash(h) == await reps[0].committed_hash(h)
+        for r in [reps[0], reps[1], reps[3], again]:
+            await r.stop()
+
+    asyncio.run(scenario())
