@@ -3,6 +3,8 @@ in-process peer transport. Shared by the replica, reconfiguration and snapshot-s
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from gonka_ray import wire
@@ -23,6 +25,13 @@ class Bus(InProcessNetwork):
         super().__init__()
         self.options = options
 
+    async def started(self, path, n: int = 4) -> list[LedgerReplica]:
+        """``n`` replicas made and started."""
+        reps = [self.make(i, path) for i in range(n)]
+        for r in reps:
+            await r.start()
+        return reps
+
     def make(self, i: int, path, **options: Any) -> LedgerReplica:
         r = LedgerReplica(
             index=i,
@@ -39,3 +48,12 @@ class Bus(InProcessNetwork):
 def transfer(k: int, nonce: int) -> bytes:
     to = sim_key("client-0").address
     return wire.seal(Transfer(to=to, amount=1, nonce=nonce), sim_key(f"client-{k}"), CHAIN)
+
+
+async def until(done: Callable[[], bool], *, polls: int = 4000, every_s: float = 0.005) -> bool:
+    """Poll ``done`` until it holds (bounded); returns whether it did."""
+    for _ in range(polls):
+        if done():
+            return True
+        await asyncio.sleep(every_s)
+    return done()

@@ -9,7 +9,7 @@ import random
 
 from gonka_ray.ledger import merkle
 from tests.sim.network import SimNetwork, scenario_txs
-from tests.sim.replicas import Bus, transfer
+from tests.sim.replicas import Bus, transfer, until
 
 B = 6  # blocks per epoch
 
@@ -57,14 +57,8 @@ def test_memory_holds_the_previous_and_current_epoch_only_and_a_laggard_catches_
 def test_a_restarted_replica_loads_only_recent_blocks_and_goes_on(tmp_path) -> None:
     async def scenario() -> None:
         bus = Bus(empty_block_interval_ms=4, epoch_blocks=4)
-        reps = [bus.make(i, tmp_path) for i in range(4)]
-        for r in reps:
-            await r.start()
-        for _ in range(4000):
-            if min(r.core.epoch for r in reps) >= 5:
-                break
-            await asyncio.sleep(0.005)
-        assert all(r.core.epoch >= 5 for r in reps)
+        reps = await bus.started(tmp_path)
+        assert await until(lambda: min(r.core.epoch for r in reps) >= 5)
         await reps[2].stop()
         bus.down.add(2)
         stored = reps[2].store.load().blocks  # everything on its disk

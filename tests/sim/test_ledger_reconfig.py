@@ -77,17 +77,12 @@ def test_state_records_each_epochs_set_at_its_last_block() -> None:
 
 
 def test_replica_restarted_in_a_later_epoch_resumes_with_that_epochs_set(tmp_path) -> None:
-    from tests.sim.replicas import Bus, transfer
+    from tests.sim.replicas import Bus, transfer, until
 
     async def scenario() -> None:
         bus = Bus(empty_block_interval_ms=4, epoch_blocks=4)
-        reps = [bus.make(i, tmp_path) for i in range(4)]
-        for r in reps:
-            await r.start()
-        for _ in range(2000):
-            if min(r.core.committed_height for r in reps) >= 10:
-                break
-            await asyncio.sleep(0.005)
+        reps = await bus.started(tmp_path)
+        await until(lambda: min(r.core.committed_height for r in reps) >= 10, polls=2000)
         assert all(r.core.epoch >= 2 for r in reps)
         await reps[2].stop()
         bus.down.add(2)
