@@ -573,7 +573,26 @@ async def audit(
     errors = Counter(s.error for s in sends if s.error)
     raw = Counter(f"{s.error}<-{s.raw_error}" for s in sends if s.error)
     ta_stats = [await net.handle(n, "ta").stats.remote() for n in PARTICIPANTS]
+    names = {net.address_of(n): n for n in PARTICIPANTS}
+
+    def who(address: str) -> str:
+        return names.get(address, address[:12])
+
+    # every participant is honest here: an invalidated inference is a false accusation upheld
+    invalidated = [
+        {
+            "inference_id": i.hex(),
+            "executor": who(r.executor),
+            "accuser": who(r.accuser),
+            "validations": {who(v): ok for v, ok in r.validations.items()},
+            "votes": {who(v): ok for v, ok in r.votes.items()},
+            "finish_reason": r.finish_reason,
+        }
+        for i, r in views[0].items()
+        if r.status is InferenceStatus.INVALIDATED
+    ]
     return {
+        "invalidated": invalidated,
         "requests": len(requests),
         "answered": n_ok,
         "answered_share": round(n_ok / max(1, len(requests)), 5),

@@ -57,6 +57,7 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
         when,
         r["load_s"],
         r["participants_at_end"],
+        r["invalidated"],
     )
     # nothing lost, the books balance on every replica, and they agree
     assert r["ledger_settled"] and r["lost_records"] == 0, r["lost"]
