@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -213,7 +214,9 @@ def up(
 
     stop_on_signals()
     net = None
-    try:
+
+    def start() -> None:
+        nonlocal net
         net = launch(config, namespace=namespace)
         asyncio.run(wait_ready(net))
         click.echo(f"network ready in {time.perf_counter() - t0:.0f} s")
@@ -227,15 +230,8 @@ def up(
             '.choices[0].message.content)"'
         )
         click.echo(f"status: gonka-ray status --network {config.name} --namespace {net.namespace}")
-        click.echo("Ctrl-C (or SIGTERM) to stop")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt as exc:
-        click.echo(f"stopping ({exc or 'SIGINT'}) ...")
-    finally:
-        # a second signal while stopping must not cut the drain short with a traceback
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop() -> None:
         try:
             shutdown()  # Serve drains its in-flight HTTP requests first
         except Exception:  # serve never started
@@ -245,6 +241,25 @@ def up(
             click.echo(
                 f"stopped: {done['drained']} roles drained, {done['flushed']} ledgers flushed"
             )
+
+    _until_stopped(start, stop)
+
+
+def _until_stopped(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """``start``, then serve until Ctrl-C or SIGTERM (a KeyboardInterrupt once
+    ``stop_on_signals`` is installed), then ``stop``, also when ``start`` failed. A second
+    signal while stopping is ignored: it must not cut the drain short with a traceback."""
+    try:
+        start()
+        click.echo("Ctrl-C (or SIGTERM) to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt as exc:
+        click.echo(f"stopping ({exc or 'SIGINT'}) ...")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop()
 
 
 def _node_options(command):
@@ -404,21 +419,18 @@ def _up_federated(config, api_key: str, port: int) -> None:
     fed = LocalFederation(config, root, api_keys={api_key: 0}, http_ports=ports)
     click.echo(f"starting {len(ports)} participants, each its own Ray cluster (files: {root}) ...")
     stop_on_signals()
-    try:
+
+    def start() -> None:
         fed.start()
         for name, info in sorted(fed.wait_ready().items()):
             click.echo(f"{name}: serving {info.url}v1  (peer {info.peer_address})")
         click.echo(f"api key: {api_key} (any participant's front door)")
-        click.echo("Ctrl-C (or SIGTERM) to stop")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt as exc:
-        click.echo(f"stopping ({exc or 'SIGINT'}) ...")
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop() -> None:
         codes = fed.stop()
         click.echo(f"stopped: {sum(c == 0 for c in codes.values())} of {len(codes)} cleanly")
+
+    _until_stopped(start, stop)
 
 
 def _attach(address: str, namespace: str | None, network: str | None):
