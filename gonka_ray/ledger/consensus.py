@@ -130,6 +130,12 @@ CONSENSUS_MESSAGES = (
 )
 
 
+def memory_floor(epoch: int, epoch_blocks: int) -> int:
+    """The lowest height a replica keeps in memory during ``epoch``: the previous epoch's base
+    (0, everything, in the first two epochs or with epochs off)."""
+    return max(0, (epoch - 1) * epoch_blocks - 1) if epoch_blocks else 0
+
+
 class SafetyViolation(AssertionError):
     """A commit that conflicts with an earlier commit: impossible unless > 1/3 power is faulty
     or the code is wrong. Raised so that tests and simulations cannot miss it."""
@@ -321,7 +327,7 @@ class ConsensusCore(Pacemaker, BlockSync):
         return ready
 
     def _enter_epoch(self, epoch: int, validators: ValidatorSet) -> None:
-        self._forget_old(max(0, (epoch - 1) * self.epoch_blocks - 1))
+        self._forget_old(memory_floor(epoch, self.epoch_blocks))
         base = self.committed_hashes[-1]
         self.epoch = epoch
         self.ended = False
@@ -768,12 +774,9 @@ class ConsensusCore(Pacemaker, BlockSync):
             blk = self.blocks.get(bh)
             if blk is None:
                 break
-            if height == root_height:
-                self.committed_hashes.append(bh)  # the root: its parent was not loaded
-                for tx in blk.txs:
-                    self.committed_txs.setdefault(merkle.tx_hash(tx), height)
-                continue
-            if (i > 0 or rec.first_height == 1) and blk.header.parent != self.committed_hashes[-1]:
+            # a root (the snapshot's, or the lowest loaded block) has no parent here to link to
+            is_root = height == root_height or (i == 0 and rec.first_height > 1)
+            if not is_root and blk.header.parent != self.committed_hashes[-1]:
                 break
             self.committed_hashes.append(bh)
             for tx in blk.txs:

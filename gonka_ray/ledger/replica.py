@@ -69,7 +69,7 @@ from gonka_ray.constants import (
 )
 from gonka_ray.exceptions import CommitTimeout, CorruptStore, Overloaded, StorageError
 from gonka_ray.ledger import merkle
-from gonka_ray.ledger.consensus import ConsensusCore
+from gonka_ray.ledger.consensus import ConsensusCore, memory_floor
 from gonka_ray.ledger.quorum import (
     Validator,
     ValidatorSet,
@@ -268,18 +268,16 @@ class LedgerReplica:
         # NOTE: blocks from the previous epoch's base up, what the core keeps in memory: a
         # long chain's older blocks stay on disk (served to laggards from there)
         b = self.epoch_blocks
-        e = (self.store.committed_height() + 1) // b if b else 0
-        blocks_from = max(0, (e - 1) * b - 1) if e else 0
+        top_epoch = (self.store.committed_height() + 1) // b if b else 0
+        blocks_from = memory_floor(top_epoch, b)
         recovered = self.store.load(blocks_from=blocks_from)
         committed = recovered.first_height + len(recovered.committed_hashes) - 1
         if not recovered.committed_hashes:
             committed = 0
         if blocks_from > committed:  # a gap in the commits: the usable run ends lower
-            blocks_from = 0
             recovered = self.store.load()
         self._rebuild_state(committed)
         epoch = None
-        b = self.epoch_blocks
         if b and (committed + 1) // b > 0:
             e = (committed + 1) // b
             vs = epoch_validators(self.sm, e)

@@ -220,20 +220,11 @@ class LedgerStore:
         Raises:
             CorruptStore: a row cannot be read or decoded.
         """
-        blocks = []
         with self._reading("blocks"):
             rows = self.db.execute(
                 "SELECT hash, data FROM blocks WHERE height >= ? ORDER BY height", (blocks_from,)
             )
-            for key, data in rows:
-                block = wire.decode_body(Block, bytes(data))
-                if quorum.block_hash(block.header) != key:
-                    raise CorruptStore(
-                        str(self.path),
-                        f"the block stored at height {block.header.height} does not hash to its "
-                        "key",
-                    )
-                blocks.append(block)
+            blocks = [self._stored_block(key, data) for key, data in rows]
         with self._reading("commits"):
             rows = self.db.execute("SELECT height, hash FROM commits ORDER BY height").fetchall()
         first = rows[0][0] if rows else 1
@@ -287,11 +278,16 @@ class LedgerStore:
             row = self.db.execute(
                 "SELECT data FROM blocks WHERE hash = ?", (block_hash,)
             ).fetchone()
-            if row is None:
-                return None
-            block = wire.decode_body(Block, bytes(row[0]))
-        if quorum.block_hash(block.header) != block_hash:
-            raise CorruptStore(str(self.path), "a stored block does not hash to its key")
+            return None if row is None else self._stored_block(block_hash, row[0])
+
+    def _stored_block(self, key: bytes, data: bytes) -> Block:
+        """A block row decoded, refused (CorruptStore) unless it hashes to its key."""
+        block = wire.decode_body(Block, bytes(data))
+        if quorum.block_hash(block.header) != key:
+            raise CorruptStore(
+                str(self.path),
+                f"the block stored at height {block.header.height} does not hash to its key",
+            )
         return block
 
     def committed_height(self) -> int:
