@@ -573,6 +573,7 @@ async def audit(
     errors = Counter(s.error for s in sends if s.error)
     raw = Counter(f"{s.error}<-{s.raw_error}" for s in sends if s.error)
     ta_stats = [await net.handle(n, "ta").stats.remote() for n in PARTICIPANTS]
+    verifier_stats = [await net.handle(n, "verifier").stats.remote() for n in PARTICIPANTS]
     names = {net.address_of(n): n for n in PARTICIPANTS}
 
     def who(address: str) -> str:
@@ -593,6 +594,10 @@ async def audit(
     ]
     return {
         "invalidated": invalidated,
+        # checks and votes whose payload could not be fetched at first (a peer restarting) and
+        # were asked again; fetch windows that ended without one (failed checks)
+        "payload_fetches_deferred": sum(s["fetches_deferred"] for s in verifier_stats),
+        "payloads_unavailable": sum(s["payloads_unavailable"] for s in verifier_stats),
         "requests": len(requests),
         "answered": n_ok,
         "answered_share": round(n_ok / max(1, len(requests)), 5),
@@ -978,6 +983,8 @@ def main() -> None:
         "mid_stream_refunded": report["mid_stream_refunded"],
         "mid_stream_billed_by_rules": report["mid_stream_billed_by_rules"],
         "balances_conserved": report["balances_conserved"],
+        "honest_inferences_invalidated": len(report["invalidated"]),
+        "payload_fetches_deferred": report["payload_fetches_deferred"],
         **fault_summary(report["faults"]),
     }
     if "oversized" in report:

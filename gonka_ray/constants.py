@@ -41,7 +41,7 @@ PEER_GUEST_INDEX = LEDGER_MAX_VALIDATORS - 1
 POC_MAX_CLAIMED_NONCES = 65_536  # passing nonces in one PoC claim (about 0.5 MiB)
 # The protocol rules version a new network starts with (gonka_ray/protocol/versions.py lists them;
 # a genesis names its starting version and any scheduled upgrades by height).
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # --- requests ------------------------------------------------------------------------------
 REQUEST_MAX_AGE_S = 60.0  # a signed request older than this is rejected
@@ -183,7 +183,14 @@ TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (noth
 TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer
 TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
 TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
-PAYLOAD_FETCH_TIMEOUT_S = 10.0  # a verifier's fetch window: a payload not produced by then fails
+PAYLOAD_FETCH_TIMEOUT_S = 10.0  # one payload fetch: no answer by then is a failed attempt
+# A verifier asks again for a payload it could not fetch (executor restarting, peer link down)
+# every PAYLOAD_FETCH_RETRY_S for PAYLOAD_FETCH_WINDOW_S; only then is it a failed check. The
+# window also ends VERIFIER_FETCH_MARGIN_BLOCKS before the answer would come too late (the
+# epoch's settlement for a check, the vote's deadline for a vote): withholding never pays.
+PAYLOAD_FETCH_WINDOW_S = 60.0
+PAYLOAD_FETCH_RETRY_S = 2.0
+VERIFIER_FETCH_MARGIN_BLOCKS = 4
 VERIFIER_EVENTS_WAIT_S = 2.0  # a verifier's long poll for the next block with events
 VERIFIER_RANKS_KEPT = 256  # recent checks whose ranks a verifier keeps (receipts, judging)
 VERIFIER_OWN_FINISHES_KEPT = 65_536  # own executor's recent inferences whose passes it audits

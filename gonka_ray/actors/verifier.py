@@ -11,7 +11,10 @@ with a signed request, checks it against the ledger's hashes, scores ``prompt + 
 prefill pass on its own engine, grades it (:mod:`gonka_ray.verification.checks`), decides with the
 calibrated policy and submits a ``Validation``. For each failed ``Validation`` by someone else
 on an inference it did not execute, it re-verifies and submits a ``Vote``. A payload it cannot
-get counts as a failed check.
+get is asked for again every ``PAYLOAD_FETCH_RETRY_S`` (an honest executor may be restarting, a
+peer link down) and counts as a failed check only once its fetch window ends: after
+``fetch_window_s``, or a few blocks before the answer would be too late (the epoch's settlement
+for a check, the vote's deadline for a vote), so withholding a payload never pays.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,14 +35,17 @@ from gonka_ray.actors.clients import PeerExecutor
 from gonka_ray.actors.role import RoleBase, RoleContext
 from gonka_ray.config import EpochConfig
 from gonka_ray.constants import (
+    PAYLOAD_FETCH_RETRY_S,
     PAYLOAD_FETCH_TIMEOUT_S,
+    PAYLOAD_FETCH_WINDOW_S,
     RECEIPT_RANKS,
     VERIFIER_EVENTS_WAIT_S,
+    VERIFIER_FETCH_MARGIN_BLOCKS,
     VERIFIER_OWN_FINISHES_KEPT,
     VERIFIER_RANKS_KEPT,
 )
 from gonka_ray.engine.base import SamplingParams
-from gonka_ray.exceptions import GonkaError, InvalidRequest
+from gonka_ray.exceptions import GonkaError, InvalidRequest, PayloadUnavailable
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import epochs, receipts, validation_sampling
 from gonka_ray.protocol.lifecycle import InferenceRecord, InferenceStatus
@@ -59,6 +66,17 @@ from gonka_ray.verification.checks import (
 
 log = logging.getLogger(__name__)
 
+CHECK, VOTE, PROMPT_VOTE = "check", "vote", "prompt_vote"  # work that waits on a payload
+
+
+@dataclass
+class _Waiting:
+    """A check or vote put off because its payload could not be fetched yet."""
+
+    accuser: str  # a vote's accuser ("" for a check)
+    due: float  # clock time of the next try
+    last_height: int  # from this height a failed fetch is a verdict (the answer is due)
+
 
 class Verifier(RoleBase):
     """One participant's verifier.
@@ -73,6 +91,8 @@ class Verifier(RoleBase):
         epochs: the network's epoch parameters (which epoch a finish height falls in).
         own_executor: this participant's executor (object or Ray handle): audits receipts on
             its inferences (:mod:`gonka_ray.protocol.receipts`); None: no audits.
+        fetch_window_s: how long a payload that cannot be fetched is asked for again before
+            it counts as a failed check (0: at once).
     """
 
     def __init__(
@@ -85,8 +105,10 @@ class Verifier(RoleBase):
         epochs: EpochConfig | None = None,
         rng: random.Random | None = None,
         own_executor: Any = None,
+        fetch_window_s: float = PAYLOAD_FETCH_WINDOW_S,
     ) -> None:
         super().__init__(ctx, rng=rng)
+        self.fetch_window_s = fetch_window_s
         self.executors = executors
         self.own_executor = own_executor
         self.seed_for = epoch_seed if callable(epoch_seed) else (lambda _e, s=epoch_seed: s)
@@ -100,6 +122,11 @@ class Verifier(RoleBase):
         self.votes = 0
         self.skipped = 0
         self.results: dict[bytes, tuple[Verdict, VerificationResult]] = {}
+        self._waiting: dict[tuple[bytes, str], _Waiting] = {}  # (inference id, kind) → retry
+        self._unreachable: dict[bytes, float] = {}  # inference id → first failed fetch (clock)
+        self._window_over: set[bytes] = set()  # a failed fetch of these is a verdict now
+        self.fetches_deferred = 0
+        self.payloads_unavailable = 0  # fetch windows that ended without the payload
         # inference id → (artifact top-k ids, own ranked ids, logprobs) of recent checks
         self._ranks: OrderedDict[bytes, tuple[list, Any, Any]] = OrderedDict()
         self._mine: OrderedDict[bytes, None] = OrderedDict()  # own executor's recent Finishes
@@ -128,7 +155,7 @@ class Verifier(RoleBase):
         while not self._stop.is_set():
             started, before = self.clock(), self.cursor
             try:
-                await self.run_once(wait_s)
+                await self.run_once(self._until_next_retry(wait_s))
             except Exception:  # keep verifying whatever one check did
                 log.exception("verifier %s: poll failed", self.participant)
             if self.cursor == before and self.clock() - started >= poll_interval_s:
@@ -145,7 +172,7 @@ class Verifier(RoleBase):
         """Process the events committed since the last call (waiting up to ``wait_s`` for some
         when there are none yet); returns how many checks ran."""
         events = await self.ledger.events_since(self.cursor, wait_s)
-        done = 0
+        done = await self._retry_due()
         for event in events:
             self.cursor = max(self.cursor, event.seq)
             if event.kind == wire.FinishInference.TYPE:
@@ -176,6 +203,63 @@ class Verifier(RoleBase):
         self._mine[iid] = None
         while len(self._mine) > VERIFIER_OWN_FINISHES_KEPT:
             self._mine.popitem(last=False)
+
+    # --- payloads that could not be fetched yet ---------------------------------------------
+
+    def _until_next_retry(self, wait_s: float) -> float:
+        """The long poll's wait, cut short when a put-off check or vote is due sooner."""
+        if not self._waiting:
+            return wait_s
+        soonest = min(w.due for w in self._waiting.values())
+        return max(0.0, min(wait_s, soonest - self.clock()))
+
+    def _wait_for_payload(self, kind: str, record: InferenceRecord, accuser: str = "") -> int:
+        """Put off a check or vote whose payload could not be fetched yet (0 work done)."""
+        if kind == CHECK:  # the epoch's settlement takes no validation after it
+            epoch = epochs.epoch_of(record.finish_height, self.epochs)
+            answer_by = epochs.epoch_start(epoch + 2, self.epochs) - 1
+        else:
+            answer_by = record.vote_deadline
+        self._waiting[(record.inference_id, kind)] = _Waiting(
+            accuser,
+            self.clock() + PAYLOAD_FETCH_RETRY_S,
+            answer_by - VERIFIER_FETCH_MARGIN_BLOCKS,
+        )
+        self.fetches_deferred += 1
+        return 0
+
+    async def _retry_due(self) -> int:
+        """Try the put-off checks and votes that are due; a fetch that fails again after its
+        window ended (in time or in blocks) is a verdict."""
+        now = self.clock()
+        due = [key for key, w in self._waiting.items() if w.due <= now]
+        if not due:
+            return 0
+        height = await self.ledger.height()
+        done = 0
+        for key in due:
+            iid, kind = key
+            waiting = self._waiting.pop(key)
+            first = self._unreachable.get(iid, now)
+            if now - first >= self.fetch_window_s or height >= waiting.last_height:
+                self._window_over.add(iid)
+            record = await self.ledger.inference(iid)
+            if record is None or record.settled:
+                pass  # settled (or pruned) meanwhile: nothing to answer
+            elif kind == CHECK:
+                done += await self._checking(record)
+            elif kind == VOTE:
+                done += await self._on_accusation(iid, waiting.accuser)
+            elif record.prompt_vote:
+                done += await self._on_prompt_dispute(record)
+            self._forget_fetch(iid)
+        return done
+
+    def _forget_fetch(self, iid: bytes) -> None:
+        """Drop an inference's fetch history once nothing waits on its payload."""
+        if not any(k[0] == iid for k in self._waiting):
+            self._unreachable.pop(iid, None)
+            self._window_over.discard(iid)
 
     # --- receipts (protocol v3) ------------------------------------------------------------
 
@@ -234,7 +318,11 @@ class Verifier(RoleBase):
         if record is None or not receipt or self.address == record.executor:
             return 0  # not published (yet, or broken at once), or this is the challenger
         if iid not in self._ranks:
-            await self._grade(record)  # fills the ranks when the payload and model allow
+            try:
+                await self._grade(record)  # fills the ranks when the payload and model allow
+            except PayloadUnavailable:
+                self._forget_fetch(iid)
+                return 0  # abstain: nothing to judge by yet
         ranks = self._ranks.get(iid)
         if ranks is None:  # no payload or no score: nothing to judge by (abstain)
             return 0
@@ -262,7 +350,10 @@ class Verifier(RoleBase):
         not the model: a vote costs a fetch, not a verification."""
         if self.address in (record.accuser, record.executor) or self.address in record.votes:
             return 0
-        *_, problem = await self._opened(record)
+        try:
+            *_, problem = await self._opened(record)
+        except PayloadUnavailable:
+            return self._wait_for_payload(PROMPT_VOTE, record, record.accuser)
         await self._submit(
             wire.Vote(
                 inference_id=record.inference_id, valid=not problem, nonce=self.rng.getrandbits(64)
@@ -289,9 +380,14 @@ class Verifier(RoleBase):
         ):
             self.skipped += 1
             return 0
+        return await self._checking(record)
+
+    async def _checking(self, record: InferenceRecord) -> int:
         self.in_check += 1
         try:
             return await self._validate(record)
+        except PayloadUnavailable:
+            return self._wait_for_payload(CHECK, record)
         finally:
             self.in_check -= 1
 
@@ -302,7 +398,10 @@ class Verifier(RoleBase):
         if verdict.passed:  # a pass names what only the model run it rests on yields
             ranks = self._ranks.get(iid)
             if ranks is None:  # evicted since the check: score again
-                await self._grade(record)
+                try:
+                    await self._grade(record)
+                except PayloadUnavailable:
+                    self._forget_fetch(iid)
                 ranks = self._ranks.get(iid)
             if ranks is None:  # the payload went away meanwhile: no pass without a receipt
                 return 0
@@ -338,7 +437,10 @@ class Verifier(RoleBase):
             or self.address in record.votes
         ):
             return 0
-        verdict, _ = await self.check(record)
+        try:
+            verdict, _ = await self.check(record)
+        except PayloadUnavailable:
+            return self._wait_for_payload(VOTE, record, accuser)
         await self._submit(
             wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
         )
@@ -353,7 +455,12 @@ class Verifier(RoleBase):
     # --- one check -------------------------------------------------------------------------
 
     async def check(self, record: InferenceRecord) -> tuple[Verdict, VerificationResult]:
-        """Verify one finished inference (cached per inference id)."""
+        """Verify one finished inference (cached per inference id).
+
+        Raises:
+            PayloadUnavailable: the payload could not be fetched and its fetch window is still
+                open (nothing cached: ask again later).
+        """
         cached = self.results.get(record.inference_id)
         if cached is not None:
             return cached
@@ -375,10 +482,22 @@ class Verifier(RoleBase):
     ) -> tuple[Artifact | None, wire.Signed | None, str]:
         """The inference's payload, fetched and checked against every committed field (no
         model run): its artifact (None if it never arrived whole), the client's opened request,
-        and what is wrong with them ("" when nothing is)."""
+        and what is wrong with them ("" when nothing is).
+
+        Raises:
+            PayloadUnavailable: the fetch failed and the payload's fetch window is still open.
+        """
+        iid = record.inference_id
         try:
             body = await asyncio.wait_for(self._fetch(record), PAYLOAD_FETCH_TIMEOUT_S)
         except (GonkaError, TimeoutError, Exception) as exc:  # any failure to produce it
+            self._unreachable.setdefault(iid, self.clock())
+            if self.fetch_window_s > 0 and iid not in self._window_over:
+                raise PayloadUnavailable(
+                    f"payload of {iid.hex()[:12]} not fetched yet ({type(exc).__name__}): "
+                    "asking again"
+                ) from exc
+            self.payloads_unavailable += 1
             return None, None, f"payload unavailable: {type(exc).__name__}"
         if hashlib.sha256(body).digest() != record.payload_hash:
             return None, None, "payload does not match the committed hash"
@@ -510,6 +629,9 @@ class Verifier(RoleBase):
             "in_check": self.in_check,
             "receipt_challenges": self.challenges,
             "receipt_votes": self.receipt_votes,
+            "fetches_deferred": self.fetches_deferred,
+            "payloads_unavailable": self.payloads_unavailable,
+            "waiting_for_payload": len(self._waiting),
         }
 
 

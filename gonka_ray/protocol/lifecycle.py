@@ -515,12 +515,21 @@ class InferenceBook:
     def _resolve_vote(self, rec: InferenceRecord, *, deadline_passed: bool, height: int) -> None:
         # a validator's accusation is its ballot (it ran the check); a TA's contradiction is not
         ballots = dict(rec.votes) if rec.prompt_vote else {**rec.votes, rec.accuser: False}
-        outcome = votes.tally(ballots, self._voters(rec), deadline_passed=deadline_passed)
+        outcome = votes.tally(
+            ballots,
+            self._voters(rec),
+            deadline_passed=deadline_passed,
+            quorum_at_deadline=self.rules_at(height).vote_quorum_at_deadline,
+        )
         if outcome is votes.VoteOutcome.PENDING:
             return
         self.open_index.pop(rec.inference_id, None)
         if outcome is votes.VoteOutcome.INVALIDATED:
             self._invalidate(rec)
+        elif outcome is votes.VoteOutcome.LAPSED:
+            # nobody but the accuser found it invalid in time, nobody refuted it: the executor
+            # keeps its fee, the accuser is not charged (v5)
+            rec.status = InferenceStatus.VALIDATED
         else:
             rec.status = InferenceStatus.VALIDATED
             # a prompt dispute upheld by judges' checks (not by nobody voting): the TA's claim

@@ -26,6 +26,11 @@ Versions:
   about one inference per participant per epoch, four epochs left cheating on 1% of one's work
   earning 97% of honest (``economics.json`` at v3); the penalty must scale with the work a
   catch puts at stake, not with the calendar.
+- **5** — a vote still open at its deadline invalidates only with more than a third of the
+  eligible weight invalid (:func:`gonka_ray.protocol.votes.tally`); short of that it lapses and
+  the executor keeps its fee. Under v4 an accusation nobody else voted on in time convicted on
+  the accuser's word alone: honest executors were invalidated in the crash-fault run (a check
+  whose payload fetch failed while a peer restarted, no other vote by the deadline).
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones
@@ -53,6 +58,7 @@ class Rules:
     caught_sit_out_epochs: int = 0
     caught_sit_out_inferences: int = 0  # v4: a sit-out forgoes at least this many inferences
     caught_sit_out_max_epochs: int = 0
+    vote_quorum_at_deadline: bool = False  # v5: a lone accusation lapses at the deadline
 
 
 _V3 = Rules(
@@ -68,6 +74,7 @@ RULES: dict[int, Rules] = {
     3: _V3,
     4: replace(_V3, version=4, caught_sit_out_inferences=32, caught_sit_out_max_epochs=64),
 }
+RULES[5] = replace(RULES[4], version=5, vote_quorum_at_deadline=True)
 CURRENT = RULES[PROTOCOL_VERSION]  # what this software applies where no schedule says otherwise
 
 

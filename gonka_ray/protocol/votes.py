@@ -4,6 +4,14 @@ Every eligible participant (not the executor, not the accuser) re-verifies and v
 *valid* or *invalid*. A side wins as soon as it holds > 50% of the eligible voting weight; at the
 deadline the side with more cast weight wins, and a tie upholds the executor (the accusation
 must carry the burden).
+
+From protocol version 5 (``Rules.vote_quorum_at_deadline``) an accusation also needs more than a
+third of the eligible weight behind it at the deadline: with byzantine weight below a third, a
+conviction then rests on at least one honest judge's own check. Without it the accuser's ballot
+alone convicted whenever nobody else voted in time (judges slow, or the payload briefly out of
+reach), so one dishonest or unlucky validator could invalidate an honest executor's work. Such a
+vote **lapses**: the executor keeps its fee and the accuser is not charged with a false
+accusation, since no judge refuted it either.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ class VoteOutcome(StrEnum):
     PENDING = "PENDING"
     INVALIDATED = "INVALIDATED"
     UPHELD = "UPHELD"
+    LAPSED = "LAPSED"  # v5: at the deadline neither side carried enough weight; executor kept
 
 
 def tally(
@@ -23,6 +32,7 @@ def tally(
     eligible_weights: Mapping[str, int],
     *,
     deadline_passed: bool,
+    quorum_at_deadline: bool = False,
 ) -> VoteOutcome:
     """Decide a vote.
 
@@ -30,6 +40,8 @@ def tally(
         votes: voter address → True if it found the inference valid.
         eligible_weights: every eligible voter's weight (votes from others are ignored).
         deadline_passed: whether the voting window has closed.
+        quorum_at_deadline: (v5) at the deadline, invalidate only with more than a third of
+            the eligible weight invalid; a larger invalid side short of it LAPSES.
     """
     total = sum(w for w in eligible_weights.values() if w > 0)
     valid = sum(eligible_weights.get(v, 0) for v, ok in votes.items() if ok)
@@ -40,7 +52,11 @@ def tally(
         return VoteOutcome.UPHELD
     if not deadline_passed:
         return VoteOutcome.PENDING
-    return VoteOutcome.INVALIDATED if invalid > valid else VoteOutcome.UPHELD
+    if invalid <= valid:
+        return VoteOutcome.UPHELD
+    if quorum_at_deadline and 3 * invalid <= total:
+        return VoteOutcome.LAPSED
+    return VoteOutcome.INVALIDATED
 
 
 def poc_claim_outcome(

@@ -83,6 +83,9 @@ async def run_cheat(tmp_path, honest_engine, *, executor_kw=None, cheater_engine
                 executors=by_addr.__getitem__,
                 epoch_seed=bytes([i + 1]) * 32,
                 rng=random.Random(50 + i),
+                # the clock stands still here: a withheld payload is a verdict at once (the
+                # fetch window's end is tested in test_exploits)
+                fetch_window_s=0,
             )
         )
     ta = TransportAgent(

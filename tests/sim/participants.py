@@ -23,6 +23,7 @@ from gonka_ray.adversary.actors import (
     RubberStampVerifier,
 )
 from gonka_ray.config import EngineConfig, ModelConfig
+from gonka_ray.constants import PAYLOAD_FETCH_WINDOW_S
 from gonka_ray.engine.fake import FakeEngine
 from gonka_ray.ledger.inference_app import InferenceAppConfig
 
@@ -46,7 +47,10 @@ class Net:
         inflating_ta: str | None = None,
         verifiers: dict[str, str] | None = None,
         client_balance: int = 1_000_000,
+        fetch_window_s: float = PAYLOAD_FETCH_WINDOW_S,
     ) -> None:
+        """``fetch_window_s``: the verifiers' (one fixed clock here: a window > 0 never ends)."""
+        self.now = NOW  # every role's clock (a test may move it)
         self.keys = {f"p{i}": crypto.KeyPair.from_seed(f"inproc-{i}") for i in range(4)}
         self.client = crypto.KeyPair.from_seed("inproc-client")
         genesis = wire.LedgerGenesis(
@@ -69,7 +73,7 @@ class Net:
                 ledger=self.ledger,
                 engine=node,
                 model=MODEL,
-                clock=lambda: NOW,
+                clock=lambda: self.now,
             )
             store = PayloadStore(tmp_path / f"{name}.sqlite")
             kind = {cheater: "wrong_temperature", withhold: "withhold_payload"}.get(name)
@@ -90,6 +94,7 @@ class Net:
                 epoch_seed=bytes([i]) * 32,
                 rng=random.Random(20 + i),
                 own_executor=ex,
+                fetch_window_s=fetch_window_s,
             )
         self.nonce = 0
 

@@ -12,11 +12,13 @@ import asyncio
 import pytest
 
 from gonka_ray import crypto, wire
+from gonka_ray.constants import PAYLOAD_FETCH_RETRY_S
 from gonka_ray.exceptions import (
     BadSignature,
     ExpiredRequest,
     InsufficientBalance,
     ModelNotFound,
+    PeerUnavailable,
     ReplayedRequest,
 )
 from gonka_ray.protocol.lifecycle import InferenceStatus
@@ -88,7 +90,8 @@ async def test_cheater_is_caught_voted_invalid_refunded_and_kicked_out(tmp_path)
 
 
 async def test_withheld_payload_counts_as_failed_check(tmp_path) -> None:
-    net = Net(tmp_path, withhold="p2")
+    # fetch window 0: the clock here stands still (the window's end is tested in test_exploits)
+    net = Net(tmp_path, withhold="p2", fetch_window_s=0)
     for _ in range(30):
         *_, done = await net.ask("p0", net.request())
         if done.executor == net.keys["p2"].address:
@@ -97,6 +100,39 @@ async def test_withheld_payload_counts_as_failed_check(tmp_path) -> None:
     rec = await net.ledger.inference(done.inference_id)
     assert rec.status in (InferenceStatus.VOTING, InferenceStatus.INVALIDATED)
     assert False in rec.validations.values()
+
+
+async def test_a_payload_out_of_reach_for_a_while_is_asked_again_not_failed(tmp_path) -> None:
+    # Guards Verifier._opened's fetch window: an honest executor that cannot be reached when
+    # its validator first asks (restarting, a peer link down) is asked again and passes once it
+    # answers. Before the window one failed fetch was a failed check, and the crash-fault run
+    # invalidated honest executors that way.
+    net = Net(tmp_path)
+    target = net.executors["p2"]
+    serve, down = target.payload, [True]
+
+    async def out_of_reach(envelope: bytes) -> bytes:
+        if down[0]:
+            raise PeerUnavailable("executor restarting")
+        return await serve(envelope)
+
+    target.payload = out_of_reach
+    for _ in range(30):
+        *_, done = await net.ask("p0", net.request())
+        if done.executor == target.address:
+            break
+    assert done.executor == target.address
+    await net.verify_all(rounds=1)
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and not rec.validations  # nothing decided
+    assert sum(v.stats()["waiting_for_payload"] for v in net.verifiers.values()) >= 1
+    down[0] = False
+    net.now += PAYLOAD_FETCH_RETRY_S
+    await net.verify_all(rounds=1)
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.VALIDATED
+    assert rec.validations and all(rec.validations.values())
+    assert all(v.stats()["waiting_for_payload"] == 0 for v in net.verifiers.values())
 
 
 async def test_bad_requests_fail_before_anything_is_escrowed(tmp_path) -> None:

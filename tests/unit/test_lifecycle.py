@@ -9,6 +9,7 @@ import random
 import pytest
 
 from gonka_ray.exceptions import TxRejected
+from gonka_ray.protocol import versions
 from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
 from gonka_ray.protocol.reputation import Status
 
@@ -207,6 +208,42 @@ def test_upheld_vote_pays_executor_and_marks_accuser(book) -> None:
     assert book.participants[accuser].false_accusations == 1
     assert book.participants[rec.executor].pending_fees == rec.cost
     assert book.participants[rec.executor].consecutive_invalid == 0
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_an_accusation_nobody_else_voted_on_lapses_at_the_deadline_from_v5(version) -> None:
+    # Guards votes.tally's v5 quorum: under v4 the accuser's own ballot convicted an executor
+    # whenever no other judge voted by the deadline (seen in the crash-fault run: an honest
+    # executor invalidated on one failed payload fetch). From v5 the invalid side needs more
+    # than a third of the eligible weight; the lapsed vote pays the executor and does not
+    # charge the accuser (nobody refuted it).
+    parts = {a: ParticipantRecord(a, 100) for a in ("p0", "p1", "p2", "p3")}
+    book = InferenceBook(
+        DictAccounts({CLIENT: 100_000}),
+        parts,
+        expiry_blocks=10,
+        vote_blocks=5,
+        rules_at=lambda _h: versions.RULES[version],
+    )
+    before = total_money(book)
+    rec = finish(book, start(book))
+    accuser = others(book, rec)[0]
+    book.validation(inference_id=rec.inference_id, validator=accuser, passed=False, height=3)
+    book.advance(3 + 5)
+    ex = book.participants[rec.executor]
+    if version == 4:
+        assert rec.status is InferenceStatus.INVALIDATED and ex.consecutive_invalid == 1
+    else:
+        assert rec.status is InferenceStatus.VALIDATED and ex.pending_fees == rec.cost
+        assert ex.consecutive_invalid == 0 and ex.epochs_active == parts[rec.executor].epochs_active
+        assert book.participants[accuser].false_accusations == 0
+    assert total_money(book) == before
+    # with a second judge agreeing (2 of 3 eligible, > 1/3) the deadline convicts under v5 too
+    rec2 = finish(book, start(book, 1, height=10), height=11)
+    a2, w2, _ = others(book, rec2)
+    book.validation(inference_id=rec2.inference_id, validator=a2, passed=False, height=12)
+    book.vote(inference_id=rec2.inference_id, voter=w2, valid=False, height=12)
+    assert rec2.status is InferenceStatus.INVALIDATED
 
 
 def test_a_prompt_vote_is_judged_apart_from_an_accusation_made_while_it_was_open(book) -> None:

@@ -167,6 +167,19 @@ def test_vote_tally() -> None:
     assert votes.tally({"b": False, "a": True}, w, deadline_passed=True) is VoteOutcome.UPHELD
     assert votes.tally({}, w, deadline_passed=True) is VoteOutcome.UPHELD  # tie: innocent
     assert votes.tally({"x": False}, w, deadline_passed=True) is VoteOutcome.UPHELD  # not eligible
+    # v5: at the deadline the invalid side also needs more than a third of the eligible weight
+    lone = {"c": False}  # 25 of 100
+    assert votes.tally(lone, w, deadline_passed=True) is VoteOutcome.INVALIDATED  # v4
+    assert votes.tally(lone, w, deadline_passed=True, quorum_at_deadline=True) is VoteOutcome.LAPSED
+    third = {"b": False}  # 35 of 100
+    assert (
+        votes.tally(third, w, deadline_passed=True, quorum_at_deadline=True)
+        is VoteOutcome.INVALIDATED
+    )
+    refuted = {"c": False, "b": True}
+    assert (
+        votes.tally(refuted, w, deadline_passed=True, quorum_at_deadline=True) is VoteOutcome.UPHELD
+    )
 
 
 def test_payments() -> None:
