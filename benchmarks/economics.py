@@ -79,7 +79,7 @@ from tqdm import tqdm
 from benchmarks import economics_sweep as sweep_mod
 from benchmarks._common import RESULTS_DIR, print_table, write_results
 from gonka_ray.exceptions import TxRejected
-from gonka_ray.protocol import reputation, selection, settlement, validation_sampling
+from gonka_ray.protocol import reputation, selection, settlement, validation_sampling, versions
 from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
 from gonka_ray.protocol.reputation import Status
 
@@ -207,7 +207,16 @@ def simulate(cfg: SimConfig, seed: int, *, progress: bool = True) -> Tally:
         )
         for a in names
     }
-    book = InferenceBook(accounts, parts, expiry_blocks=10**9, vote_blocks=1, fpr=cfg.status_fpr)
+    book = InferenceBook(
+        accounts,
+        parts,
+        expiry_blocks=10**9,
+        vote_blocks=1,
+        fpr=cfg.status_fpr,
+        # the committee proposal decides at the deadline by cast weight (v4's rule): v5's quorum
+        # counts the weight of every eligible participant, not the committee's
+        rules_at=(lambda _h: versions.RULES[4]) if cfg.vote_committee else None,
+    )
     tally = Tally()
     colluders = {a for a in names if strategy[a] == "collude"}
     excluded: frozenset[str] = frozenset()

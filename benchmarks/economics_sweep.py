@@ -87,6 +87,7 @@ class Economy:
     collude_weight: float = 0.15  # colluders' weight share (< 1/3)
     sybil_split: int = 4
     committee: int = 0  # 0: every eligible participant votes on a dispute (the ledger today)
+    vote_quorum_at_deadline: bool = True  # v5: a lone accusation lapses at the deadline
     # a prompt-count vote is judged on the payload (fetch, hashes, tokenizer), no model run:
     # priced at 1% of a verification
     payload_check_share: float = 0.01
@@ -155,25 +156,26 @@ def _population(strategy: str, n: int, econ: Economy, rng: np.random.Generator):
     return cap, order[:g]
 
 
-def _vote(rng, w, eligible, fail_p, stance) -> bool:
+def _vote(rng, w, eligible, fail_p, stance, quorum: bool) -> bool:
     """One dispute decided as :func:`votes.tally` at the deadline: ``stance`` per voter is
     1 (re-checks: votes invalid with ``fail_p``), 0 (abstains), -1 (votes valid unchecked).
     True: invalidated. The accuser is modelled as one of the re-checking voters."""
     checks = (stance == 1) & eligible
     invalid_ballot = checks & (rng.random(len(w)) < fail_p)
     valid_ballot = (checks & ~invalid_ballot) | ((stance == -1) & eligible)
-    return _invalidated(w, eligible, invalid_ballot, valid_ballot)
+    return _invalidated(w, eligible, invalid_ballot, valid_ballot, quorum)
 
 
-def _invalidated(w, eligible, invalid_ballot, valid_ballot) -> bool:
-    """:func:`votes.tally`'s decision at the deadline over boolean ballot masks."""
+def _invalidated(w, eligible, invalid_ballot, valid_ballot, quorum: bool) -> bool:
+    """:func:`votes.tally`'s decision at the deadline over boolean ballot masks (``quorum``:
+    v5's more than a third of the weight to convict at the deadline)."""
     total = int(w[eligible].sum())
     inv, val = int(w[invalid_ballot].sum()), int(w[valid_ballot].sum())
     if 2 * inv > total:
         return True
     if 2 * val > total:
         return False
-    return inv > val
+    return inv > val and (not quorum or 3 * inv > total)
 
 
 def _committee(rng, w, eligible, size: int) -> np.ndarray:
@@ -196,9 +198,11 @@ def _check_vote_rule(rng) -> None:
         inv = rng.random(7) < 0.5
         cast = rng.random(7) < 0.8
         ballots = {str(i): not bool(inv[i]) for i in range(7) if cast[i]}
-        ref = votes.tally(ballots, {str(i): int(w[i]) for i in range(7)}, deadline_passed=True)
-        mine = _invalidated(w, np.ones(7, bool), cast & inv, cast & ~inv)
-        assert mine == (ref is votes.VoteOutcome.INVALIDATED)
+        weights = {str(i): int(w[i]) for i in range(7)}
+        for quorum in (False, True):
+            ref = votes.tally(ballots, weights, deadline_passed=True, quorum_at_deadline=quorum)
+            mine = _invalidated(w, np.ones(7, bool), cast & inv, cast & ~inv, quorum)
+            assert mine == (ref is votes.VoteOutcome.INVALIDATED)
 
 
 def _probabilities(rep, w, traffic) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +249,8 @@ def _ta_inflation_votes(rng, requests, w, bad, checks, caught, econ, rates, out,
             elig = w > 0
             elig[[a, e]] = False
             voters = _committee(rng, w, elig, econ.committee)
-            if _vote(rng, w, voters, rates.fpr, checks[:, e].astype(np.int64)):
+            stance = checks[:, e].astype(np.int64)
+            if _vote(rng, w, voters, rates.fpr, stance, econ.vote_quorum_at_deadline):
                 caught[e] = True
                 out["honest_invalidated"] += 1
             else:
@@ -269,7 +274,8 @@ def _receipt_challenges(rng, w, required, checks, bad, caught, econ) -> int:
         judges[[v, e]] = False
         voters = _committee(rng, w, judges, econ.committee)
         held += 1
-        if _vote(rng, w, voters, 1.0, stance):  # an honest prefill never matches a guess
+        # an honest prefill never matches a guess
+        if _vote(rng, w, voters, 1.0, stance, econ.vote_quorum_at_deadline):
             caught[v] = True
     return held
 
@@ -357,7 +363,7 @@ def run(
                 cheat_vote = j < detected[e]
                 fail_p = rates.tpr if cheat_vote else rates.fpr
                 voters = _committee(rng, w, elig, econ.committee)
-                if _vote(rng, w, voters, fail_p, stance):
+                if _vote(rng, w, voters, fail_p, stance, econ.vote_quorum_at_deadline):
                     caught[e] = True
                     invalidated[e] += 1
                     if not bad[e] or not rate[e]:

@@ -107,6 +107,12 @@ def install(
         parties = {d.challenger, key[1]}
         return {a: w for a, w in judges(ctx).items() if a not in parties and w > 0}
 
+    def _decide(ctx: TxContext, key: tuple, d: Dispute, *, deadline_passed: bool) -> Outcome:
+        quorum = ctx.chain.rules_at(ctx.height).vote_quorum_at_deadline
+        return receipts.decide(
+            d, _judges(ctx, key, d), deadline_passed=deadline_passed, quorum_at_deadline=quorum
+        )
+
     def _settle(ctx: TxContext, key: tuple, d: Dispute, outcome: Outcome) -> None:
         d.outcome = outcome
         _put_dispute(ctx, key, d)
@@ -192,7 +198,7 @@ def install(
         if ctx.sender in d.ballots:
             ctx.reject("duplicate")
         d.ballots[ctx.sender] = msg.holds
-        outcome = receipts.decide(d, eligible, deadline_passed=False)
+        outcome = _decide(ctx, key, d, deadline_passed=False)
         if outcome is Outcome.OPEN:
             _put_dispute(ctx, key, d)
         else:
@@ -206,7 +212,7 @@ def install(
             if d.outcome is Outcome.AWAITING_REVEAL:  # no reveal in time
                 _settle(ctx, key, d, Outcome.BROKEN)
             else:
-                _settle(ctx, key, d, receipts.decide(d, _judges(ctx, key, d), deadline_passed=True))
+                _settle(ctx, key, d, _decide(ctx, key, d, deadline_passed=True))
 
     sm.register(wire.ReceiptChallenge, challenge, sequenced=False)
     sm.register(wire.ReceiptReveal, reveal, sequenced=False)

@@ -503,6 +503,10 @@ class InferenceBook:
             raise _reject("self_validation", "a participant never judges its own inference")
 
     def _open_vote(self, rec: InferenceRecord, accuser: str, height: int) -> None:
+        if self.rules_at(height).vote_quorum_at_deadline:
+            # v5: a new accusation on an inference a vote already cleared is a new vote (v4
+            # kept the old ballots, whose voters could then not vote again)
+            rec.votes = {}
         rec.status, rec.accuser = InferenceStatus.VOTING, accuser
         rec.vote_deadline = height + self.vote_blocks
         self.open_index[rec.inference_id] = rec.vote_deadline

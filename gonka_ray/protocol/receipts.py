@@ -243,11 +243,25 @@ class Dispute:
     entries: tuple[Entry, ...] = ()  # the receipt, once published
 
 
-def decide(dispute: Dispute, judges: Mapping[str, int], *, deadline_passed: bool) -> Outcome:
-    """The dispute's outcome from its ballots (:func:`votes.tally`: "holds" is "valid")."""
-    outcome = votes.tally(dispute.ballots, judges, deadline_passed=deadline_passed)
+def decide(
+    dispute: Dispute,
+    judges: Mapping[str, int],
+    *,
+    deadline_passed: bool,
+    quorum_at_deadline: bool = False,
+) -> Outcome:
+    """The dispute's outcome from its ballots (:func:`votes.tally`: "holds" is "valid"; a
+    lapsed vote, v5, convicts nobody)."""
+    outcome = votes.tally(
+        dispute.ballots,
+        judges,
+        deadline_passed=deadline_passed,
+        quorum_at_deadline=quorum_at_deadline,
+    )
     if outcome is votes.VoteOutcome.PENDING:
         return Outcome.OPEN
     if outcome is votes.VoteOutcome.INVALIDATED:
         return Outcome.BROKEN
+    if outcome is votes.VoteOutcome.LAPSED:
+        return Outcome.UNJUDGED
     return Outcome.UPHELD if any(dispute.ballots.values()) else Outcome.UNJUDGED

@@ -30,7 +30,9 @@ Versions:
   eligible weight invalid (:func:`gonka_ray.protocol.votes.tally`); short of that it lapses and
   the executor keeps its fee. Under v4 an accusation nobody else voted on in time convicted on
   the accuser's word alone: honest executors were invalidated in the crash-fault run (a check
-  whose payload fetch failed while a peer restarted, no other vote by the deadline).
+  whose payload fetch failed while a peer restarted, no other vote by the deadline). The same
+  holds for a challenged receipt's judges (a lone "broken" no longer convicts), and a new
+  accusation on an inference a vote already cleared starts a vote with no ballots.
 
 Adding a version: add its :class:`Rules` to ``RULES``, raise
 :data:`gonka_ray.constants.PROTOCOL_VERSION` for new networks, and schedule it for running ones

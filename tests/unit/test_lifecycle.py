@@ -238,6 +238,17 @@ def test_an_accusation_nobody_else_voted_on_lapses_at_the_deadline_from_v5(versi
         assert ex.consecutive_invalid == 0 and ex.epochs_active == parts[rec.executor].epochs_active
         assert book.participants[accuser].false_accusations == 0
     assert total_money(book) == before
+    # v5: a new accusation on the inference the lapsed vote cleared opens a new vote, without
+    # old ballots (v4 kept them: their voters could not vote again)
+    rec0 = finish(book, start(book, 2, height=4), height=5)
+    a0, w0, x0 = others(book, rec0)
+    book.validation(inference_id=rec0.inference_id, validator=a0, passed=False, height=6)
+    book.vote(inference_id=rec0.inference_id, voter=w0, valid=True, height=6)
+    book.advance(6 + 5)  # 1 valid vs 1 invalid: upheld
+    assert rec0.status is InferenceStatus.VALIDATED
+    book.validation(inference_id=rec0.inference_id, validator=x0, passed=False, height=12)
+    assert rec0.status is InferenceStatus.VOTING
+    assert rec0.votes == ({} if version == 5 else {w0: True})
     # with a second judge agreeing (2 of 3 eligible, > 1/3) the deadline convicts under v5 too
     rec2 = finish(book, start(book, 1, height=10), height=11)
     a2, w2, _ = others(book, rec2)

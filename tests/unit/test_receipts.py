@@ -93,6 +93,16 @@ def test_a_dispute_is_decided_by_the_judges_weight() -> None:
     assert receipts.decide(d, judges, deadline_passed=False) is Outcome.OPEN
     assert receipts.decide(d, judges, deadline_passed=True) is Outcome.UPHELD
     assert receipts.decide(Dispute("ex", 9), judges, deadline_passed=True) is Outcome.UNJUDGED
+    # v5: one judge of three ("broken", nobody else in time) convicts nobody at the deadline
+    lone = Dispute(challenger="ex", deadline=9, ballots={"a": False})
+    assert receipts.decide(lone, judges, deadline_passed=True) is Outcome.BROKEN  # v4
+    v5 = receipts.decide(lone, judges, deadline_passed=True, quorum_at_deadline=True)
+    assert v5 is Outcome.UNJUDGED
+    judges["a"] = 11  # more than a third of the judges' weight: convicts
+    assert (
+        receipts.decide(lone, judges, deadline_passed=True, quorum_at_deadline=True)
+        is Outcome.BROKEN
+    )
 
 
 def test_a_sealed_receipt_opens_for_its_executor_and_with_its_revealed_key_only() -> None:
