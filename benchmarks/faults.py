@@ -598,6 +598,10 @@ async def audit(
         # were asked again; fetch windows that ended without one (failed checks)
         "payload_fetches_deferred": sum(s["fetches_deferred"] for s in verifier_stats),
         "payloads_unavailable": sum(s["payloads_unavailable"] for s in verifier_stats),
+        # checks and votes a verifier's own side failed (its MLNode killed), asked again
+        "checks_retried_after_own_failure": sum(
+            s["retried_after_own_failure"] for s in verifier_stats
+        ),
         "requests": len(requests),
         "answered": n_ok,
         "answered_share": round(n_ok / max(1, len(requests)), 5),
@@ -985,6 +989,7 @@ def main() -> None:
         "balances_conserved": report["balances_conserved"],
         "honest_inferences_invalidated": len(report["invalidated"]),
         "payload_fetches_deferred": report["payload_fetches_deferred"],
+        "checks_retried_after_own_failure": report["checks_retried_after_own_failure"],
         **fault_summary(report["faults"]),
     }
     if "oversized" in report:

@@ -127,6 +127,8 @@ class Verifier(RoleBase):
         self._window_over: set[bytes] = set()  # a failed fetch of these is a verdict now
         self.fetches_deferred = 0
         self.payloads_unavailable = 0  # fetch windows that ended without the payload
+        self.retried_after_own_failure = 0  # checks and votes this side failed, put off
+        self._failed_here: set[bytes] = set()  # inference ids whose failure here was logged
         # inference id → (artifact top-k ids, own ranked ids, logprobs) of recent checks
         self._ranks: OrderedDict[bytes, tuple[list, Any, Any]] = OrderedDict()
         self._mine: OrderedDict[bytes, None] = OrderedDict()  # own executor's recent Finishes
@@ -204,7 +206,7 @@ class Verifier(RoleBase):
         while len(self._mine) > VERIFIER_OWN_FINISHES_KEPT:
             self._mine.popitem(last=False)
 
-    # --- payloads that could not be fetched yet ---------------------------------------------
+    # --- checks and votes put off (payload out of reach, or this side failed) --------------
 
     def _until_next_retry(self, wait_s: float) -> float:
         """The long poll's wait, cut short when a put-off check or vote is due sooner."""
@@ -213,8 +215,12 @@ class Verifier(RoleBase):
         soonest = min(w.due for w in self._waiting.values())
         return max(0.0, min(wait_s, soonest - self.clock()))
 
-    def _wait_for_payload(self, kind: str, record: InferenceRecord, accuser: str = "") -> int:
-        """Put off a check or vote whose payload could not be fetched yet (0 work done)."""
+    def _put_off(
+        self, kind: str, record: InferenceRecord, accuser: str = "", *, fetch: bool = True
+    ) -> int:
+        """Put off a check or vote whose payload could not be fetched yet (``fetch``), or that
+        failed on this side (its own MLNode restarting, its ledger link down: not the
+        executor's doing, and a check lost to it would be a duty missed); 0 work done."""
         if kind == CHECK:  # the epoch's settlement takes no validation after it
             epoch = epochs.epoch_of(record.finish_height, self.epochs)
             answer_by = epochs.epoch_start(epoch + 2, self.epochs) - 1
@@ -225,7 +231,10 @@ class Verifier(RoleBase):
             self.clock() + PAYLOAD_FETCH_RETRY_S,
             answer_by - VERIFIER_FETCH_MARGIN_BLOCKS,
         )
-        self.fetches_deferred += 1
+        if fetch:
+            self.fetches_deferred += 1
+        else:
+            self.retried_after_own_failure += 1
         return 0
 
     async def _retry_due(self) -> int:
@@ -255,11 +264,25 @@ class Verifier(RoleBase):
             self._forget_fetch(iid)
         return done
 
+    def _own_failure(self, what: str, record: InferenceRecord, exc: Exception) -> None:
+        first = record.inference_id not in self._failed_here
+        self._failed_here.add(record.inference_id)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "%s: %s of %s failed on this side (%s: %s); asking again",
+            self.participant,
+            what,
+            record.inference_id.hex()[:12],
+            type(exc).__name__,
+            exc,
+        )
+
     def _forget_fetch(self, iid: bytes) -> None:
         """Drop an inference's fetch history once nothing waits on its payload."""
         if not any(k[0] == iid for k in self._waiting):
             self._unreachable.pop(iid, None)
             self._window_over.discard(iid)
+            self._failed_here.discard(iid)
 
     # --- receipts (protocol v3) ------------------------------------------------------------
 
@@ -353,7 +376,7 @@ class Verifier(RoleBase):
         try:
             *_, problem = await self._opened(record)
         except PayloadUnavailable:
-            return self._wait_for_payload(PROMPT_VOTE, record, record.accuser)
+            return self._put_off(PROMPT_VOTE, record, record.accuser)
         await self._submit(
             wire.Vote(
                 inference_id=record.inference_id, valid=not problem, nonce=self.rng.getrandbits(64)
@@ -387,7 +410,10 @@ class Verifier(RoleBase):
         try:
             return await self._validate(record)
         except PayloadUnavailable:
-            return self._wait_for_payload(CHECK, record)
+            return self._put_off(CHECK, record)
+        except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
+            self._own_failure("check", record, exc)
+            return self._put_off(CHECK, record, fetch=False)
         finally:
             self.in_check -= 1
 
@@ -439,11 +465,14 @@ class Verifier(RoleBase):
             return 0
         try:
             verdict, _ = await self.check(record)
+            await self._submit(
+                wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
+            )
         except PayloadUnavailable:
-            return self._wait_for_payload(VOTE, record, accuser)
-        await self._submit(
-            wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
-        )
+            return self._put_off(VOTE, record, accuser)
+        except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
+            self._own_failure("vote", record, exc)
+            return self._put_off(VOTE, record, accuser, fetch=False)
         self.votes += 1
         return 1
 
@@ -631,7 +660,8 @@ class Verifier(RoleBase):
             "receipt_votes": self.receipt_votes,
             "fetches_deferred": self.fetches_deferred,
             "payloads_unavailable": self.payloads_unavailable,
-            "waiting_for_payload": len(self._waiting),
+            "retried_after_own_failure": self.retried_after_own_failure,
+            "waiting_to_retry": len(self._waiting),
         }
 
 
