@@ -172,9 +172,16 @@ class Verifier(RoleBase):
 
     async def run_once(self, wait_s: float = 0.0) -> int:
         """Process the events committed since the last call (waiting up to ``wait_s`` for some
-        when there are none yet); returns how many checks ran."""
+        when there are none yet); returns how many checks ran.
+
+        Accusations go first: a vote has a deadline of a few blocks (and from v5 one nobody
+        else voted on lapses, paying a caught cheater), a sampled check has until the epoch
+        settles. Behind a backlog of checks, votes came too late."""
         events = await self.ledger.events_since(self.cursor, wait_s)
         done = await self._retry_due()
+        accusations = [e for e in events if e.kind == wire.Validation.TYPE and e.passed is False]
+        for event in accusations:  # the cursor moves below, in order, once all are handled
+            done += await self._on_accusation(event.inference_id, event.sender)
         for event in events:
             self.cursor = max(self.cursor, event.seq)
             if event.kind == wire.FinishInference.TYPE:
@@ -183,7 +190,7 @@ class Verifier(RoleBase):
                     self._remember_mine(event.inference_id)
                 done += await self._on_finished(event.inference_id)
             elif event.kind == wire.Validation.TYPE and event.passed is False:
-                done += await self._on_accusation(event.inference_id, event.sender)
+                pass  # voted on above
             elif event.kind == wire.Validation.TYPE and event.inference_id in self._mine:
                 await self._audit(event.inference_id, event.sender)
             elif event.kind == wire.ReceiptChallenge.TYPE and event.validator == self.address:

@@ -170,6 +170,37 @@ async def test_a_check_that_fails_on_the_verifiers_own_side_is_asked_again(tmp_p
     assert all(v.stats()["waiting_to_retry"] == 0 for v in net.verifiers.values())
 
 
+async def test_a_verifier_votes_before_it_works_through_its_sampled_checks(tmp_path) -> None:
+    # Guards Verifier.run_once's order: a vote has a deadline of a few blocks (a lone
+    # accusation lapses at it from v5), a sampled check has until the epoch settles; behind a
+    # backlog of checks the votes came too late.
+    net = Net(tmp_path, cheater="p3")
+    ids = []
+    for _ in range(20):
+        *_, done = await net.ask("p0", net.request())
+        ids.append(done.inference_id)
+    await net.verifiers["p0"].run_once()
+    records = [await net.ledger.inference(i) for i in ids]
+    accusations = [
+        r
+        for r in records
+        if r.status is InferenceStatus.VOTING and r.accuser == net.keys["p0"].address
+    ]
+    assert accusations  # precondition: p0 failed a cheated inference, a vote is open
+    late = net.verifiers["p1"]
+    sent: list[str] = []
+    submit = late._submit
+
+    async def recording(msg) -> None:
+        sent.append(type(msg).__name__)
+        await submit(msg)
+
+    late._submit = recording
+    await late.run_once()
+    assert "Vote" in sent and "Validation" in sent, sent  # it had both to do
+    assert sent.index("Validation") > max(i for i, k in enumerate(sent) if k == "Vote"), sent
+
+
 async def test_bad_requests_fail_before_anything_is_escrowed(tmp_path) -> None:
     net = Net(tmp_path, client_balance=100)
     bal = await net.ledger.balance(net.client.address)
