@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,8 +42,11 @@ from gonka_ray.constants import (
     RECEIPT_RANKS,
     VERIFIER_EVENTS_WAIT_S,
     VERIFIER_FETCH_MARGIN_BLOCKS,
+    VERIFIER_OWN_FAILURE_RETRIES,
     VERIFIER_OWN_FINISHES_KEPT,
     VERIFIER_RANKS_KEPT,
+    VERIFIER_RETRY_MAX_S,
+    VERIFIER_VOTE_RETRY_S,
 )
 from gonka_ray.engine.base import SamplingParams
 from gonka_ray.exceptions import GonkaError, InvalidRequest, PayloadUnavailable
@@ -67,15 +71,18 @@ from gonka_ray.verification.checks import (
 log = logging.getLogger(__name__)
 
 CHECK, VOTE, PROMPT_VOTE = "check", "vote", "prompt_vote"  # work that waits on a payload
+UNAVAILABLE = "payload unavailable"  # a fetch window ended without the payload
 
 
 @dataclass
 class _Waiting:
-    """A check or vote put off because its payload could not be fetched yet."""
+    """A check or vote put off: its payload could not be fetched yet, or it failed here."""
 
     accuser: str  # a vote's accuser ("" for a check)
     due: float  # clock time of the next try
     last_height: int  # from this height a failed fetch is a verdict (the answer is due)
+    fetch_failures: int = 0  # failed fetches so far (a check's retry backs off)
+    own_failures: int = 0  # failures on this side so far (backs off, then gives up)
 
 
 class Verifier(RoleBase):
@@ -124,7 +131,7 @@ class Verifier(RoleBase):
         self.results: dict[bytes, tuple[Verdict, VerificationResult]] = {}
         self._waiting: dict[tuple[bytes, str], _Waiting] = {}  # (inference id, kind) → retry
         self._unreachable: dict[bytes, float] = {}  # inference id → first failed fetch (clock)
-        self._window_over: set[bytes] = set()  # a failed fetch of these is a verdict now
+        self._window_over: set[bytes] = set()  # during one retry: a failed fetch is a verdict
         self.fetches_deferred = 0
         self.payloads_unavailable = 0  # fetch windows that ended without the payload
         self.retried_after_own_failure = 0  # checks and votes this side failed, put off
@@ -178,10 +185,11 @@ class Verifier(RoleBase):
         else voted on lapses, paying a caught cheater), a sampled check has until the epoch
         settles. Behind a backlog of checks, votes came too late."""
         events = await self.ledger.events_since(self.cursor, wait_s)
-        done = await self._retry_due()
         accusations = [e for e in events if e.kind == wire.Validation.TYPE and e.passed is False]
+        done = 0
         for event in accusations:  # the cursor moves below, in order, once all are handled
             done += await self._on_accusation(event.inference_id, event.sender)
+        done += await self._retry_due()  # put-off votes first, then checks
         for event in events:
             self.cursor = max(self.cursor, event.seq)
             if event.kind == wire.FinishInference.TYPE:
@@ -222,52 +230,104 @@ class Verifier(RoleBase):
         soonest = min(w.due for w in self._waiting.values())
         return max(0.0, min(wait_s, soonest - self.clock()))
 
-    def _put_off(
+    async def _put_off(
         self, kind: str, record: InferenceRecord, accuser: str = "", *, fetch: bool = True
     ) -> int:
         """Put off a check or vote whose payload could not be fetched yet (``fetch``), or that
         failed on this side (its own MLNode restarting, its ledger link down: not the
-        executor's doing, and a check lost to it would be a duty missed); 0 work done."""
-        if kind == CHECK:  # the epoch's settlement takes no validation after it
-            epoch = epochs.epoch_of(record.finish_height, self.epochs)
-            answer_by = epochs.epoch_start(epoch + 2, self.epochs) - 1
-        else:
-            answer_by = record.vote_deadline
-        self._waiting[(record.inference_id, kind)] = _Waiting(
-            accuser,
-            self.clock() + PAYLOAD_FETCH_RETRY_S,
-            answer_by - VERIFIER_FETCH_MARGIN_BLOCKS,
-        )
+        executor's doing, and a check lost to it would be a duty missed); 0 work done.
+
+        A vote is asked again every ``VERIFIER_VOTE_RETRY_S`` and its fetch window ends halfway
+        from now to its deadline (its accuser already waited a whole window), so the last try
+        still votes in time; a check backs off from ``PAYLOAD_FETCH_RETRY_S`` (a hanging
+        executor must not hold the verifier for a whole window) and its window ends where the
+        settlement phase before its epoch's settlement begins. Failures on this side back off
+        too and are given up after ``VERIFIER_OWN_FAILURE_RETRIES`` (no verdict: the record is
+        left to the other validators)."""
+        key = (record.inference_id, kind)
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            height = await self.ledger.height()
+            if kind == CHECK:  # the epoch's settlement takes no validation after it
+                epoch = epochs.epoch_of(record.finish_height, self.epochs)
+                settles_at = epochs.epoch_start(epoch + 2, self.epochs) - 1
+                margin = max(VERIFIER_FETCH_MARGIN_BLOCKS, epochs.settlement_blocks(self.epochs))
+                last = settles_at - margin
+            else:
+                last = height + max(1, (record.vote_deadline - height) // 2)
+            waiting = self._waiting[key] = _Waiting(accuser, 0.0, last)
         if fetch:
+            waiting.fetch_failures += 1
             self.fetches_deferred += 1
+            tries = waiting.fetch_failures
         else:
+            waiting.own_failures += 1
             self.retried_after_own_failure += 1
+            tries = waiting.own_failures
+            if tries > VERIFIER_OWN_FAILURE_RETRIES:
+                del self._waiting[key]
+                self._forget_fetch(record.inference_id)
+                log.warning(
+                    "%s: gave up the %s of %s after %d failures on this side",
+                    self.participant,
+                    kind,
+                    record.inference_id.hex()[:12],
+                    tries - 1,
+                )
+                return 0
+        if kind == CHECK or not fetch:
+            wait = min(VERIFIER_RETRY_MAX_S, PAYLOAD_FETCH_RETRY_S * 2 ** (tries - 1))
+        else:
+            wait = VERIFIER_VOTE_RETRY_S  # a vote's window is short
+        waiting.due = self.clock() + wait
         return 0
 
+    def _queued(self, iid: bytes, kind: str) -> bool:
+        """Whether this work already waits in the retry queue (and is not the retry now in
+        hand): an event for it must not try again out of turn and push its retry back."""
+        waiting = self._waiting.get((iid, kind))
+        return waiting is not None and waiting.due != math.inf
+
     async def _retry_due(self) -> int:
-        """Try the put-off checks and votes that are due; a fetch that fails again after its
-        window ended (in time or in blocks) is a verdict."""
-        now = self.clock()
-        due = [key for key, w in self._waiting.items() if w.due <= now]
-        if not due:
+        """Try the put-off work that is due (in time, or because its window ended in blocks),
+        votes first; a fetch that fails again after its window ended is a verdict."""
+        if not self._waiting:
             return 0
+        now = self.clock()
         height = await self.ledger.height()
+        due = sorted(
+            ((kind == CHECK, w.due), iid, kind)
+            for (iid, kind), w in self._waiting.items()
+            if w.due <= now or height >= w.last_height
+        )
         done = 0
-        for key in due:
-            iid, kind = key
-            waiting = self._waiting.pop(key)
+        for _, iid, kind in due:
+            key = (iid, kind)
+            waiting = self._waiting.get(key)
+            if waiting is None or waiting.due == math.inf:  # done meanwhile, or in hand
+                continue
+            waiting.due = math.inf  # in hand: a re-entrant call leaves it alone
             first = self._unreachable.get(iid, now)
             if now - first >= self.fetch_window_s or height >= waiting.last_height:
                 self._window_over.add(iid)
-            record = await self.ledger.inference(iid)
-            if record is None or record.settled:
-                pass  # settled (or pruned) meanwhile: nothing to answer
-            elif kind == CHECK:
-                done += await self._checking(record)
-            elif kind == VOTE:
-                done += await self._on_accusation(iid, waiting.accuser)
-            elif record.prompt_vote:
-                done += await self._on_prompt_dispute(record)
+            try:
+                record = await self.ledger.inference(iid)
+                if record is None or record.settled:
+                    pass  # settled (or pruned) meanwhile: nothing to answer
+                elif kind == CHECK:
+                    done += await self._checking(record)
+                elif kind == VOTE:
+                    done += await self._on_accusation(iid, waiting.accuser)
+                elif record.prompt_vote:
+                    done += await self._on_prompt_dispute(record)
+            except Exception as exc:  # the ledger lookup failed: keep it, ask again later
+                log.info("%s: retry of %s failed: %r", self.participant, iid.hex()[:12], exc)
+                waiting.due = self.clock() + PAYLOAD_FETCH_RETRY_S
+                continue
+            finally:
+                self._window_over.discard(iid)
+            if self._waiting.get(key) is waiting and waiting.due == math.inf:
+                del self._waiting[key]  # answered (or nothing left to answer)
             self._forget_fetch(iid)
         return done
 
@@ -288,7 +348,6 @@ class Verifier(RoleBase):
         """Drop an inference's fetch history once nothing waits on its payload."""
         if not any(k[0] == iid for k in self._waiting):
             self._unreachable.pop(iid, None)
-            self._window_over.discard(iid)
             self._failed_here.discard(iid)
 
     # --- receipts (protocol v3) ------------------------------------------------------------
@@ -380,15 +439,22 @@ class Verifier(RoleBase):
         not the model: a vote costs a fetch, not a verification."""
         if self.address in (record.accuser, record.executor) or self.address in record.votes:
             return 0
+        if self._queued(record.inference_id, PROMPT_VOTE):
+            return 0
         try:
             *_, problem = await self._opened(record)
-        except PayloadUnavailable:
-            return self._put_off(PROMPT_VOTE, record, record.accuser)
-        await self._submit(
-            wire.Vote(
-                inference_id=record.inference_id, valid=not problem, nonce=self.rng.getrandbits(64)
+            await self._submit(
+                wire.Vote(
+                    inference_id=record.inference_id,
+                    valid=not problem,
+                    nonce=self.rng.getrandbits(64),
+                )
             )
-        )
+        except PayloadUnavailable:
+            return await self._put_off(PROMPT_VOTE, record, record.accuser)
+        except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
+            self._own_failure("vote", record, exc)
+            return await self._put_off(PROMPT_VOTE, record, record.accuser, fetch=False)
         self.votes += 1
         return 1
 
@@ -410,6 +476,8 @@ class Verifier(RoleBase):
         ):
             self.skipped += 1
             return 0
+        if self._queued(iid, CHECK):
+            return 0
         return await self._checking(record)
 
     async def _checking(self, record: InferenceRecord) -> int:
@@ -417,10 +485,10 @@ class Verifier(RoleBase):
         try:
             return await self._validate(record)
         except PayloadUnavailable:
-            return self._put_off(CHECK, record)
+            return await self._put_off(CHECK, record)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
             self._own_failure("check", record, exc)
-            return self._put_off(CHECK, record, fetch=False)
+            return await self._put_off(CHECK, record, fetch=False)
         finally:
             self.in_check -= 1
 
@@ -460,7 +528,7 @@ class Verifier(RoleBase):
         return 1
 
     async def _on_accusation(self, iid: bytes, accuser: str) -> int:
-        if accuser == self.address:
+        if accuser == self.address or self._queued(iid, VOTE):
             return 0
         record = await self.ledger.inference(iid)
         if (
@@ -476,10 +544,10 @@ class Verifier(RoleBase):
                 wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
             )
         except PayloadUnavailable:
-            return self._put_off(VOTE, record, accuser)
+            return await self._put_off(VOTE, record, accuser)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
             self._own_failure("vote", record, exc)
-            return self._put_off(VOTE, record, accuser, fetch=False)
+            return await self._put_off(VOTE, record, accuser, fetch=False)
         self.votes += 1
         return 1
 
@@ -502,7 +570,10 @@ class Verifier(RoleBase):
             return cached
         result = await self._grade(record)
         verdict = decide(result, self.thresholds)
-        self.results[record.inference_id] = (verdict, result)
+        # a payload missing when one window ended may be back for the next (a vote's window
+        # is shorter than a check's); with no window every failed fetch is final
+        if self.fetch_window_s <= 0 or UNAVAILABLE not in (result.structural_error or ""):
+            self.results[record.inference_id] = (verdict, result)
         if not verdict.passed:
             log.info(
                 "%s: inference %s by %s failed: %s",
@@ -534,7 +605,7 @@ class Verifier(RoleBase):
                     "asking again"
                 ) from exc
             self.payloads_unavailable += 1
-            return None, None, f"payload unavailable: {type(exc).__name__}"
+            return None, None, f"{UNAVAILABLE}: {type(exc).__name__}"
         if hashlib.sha256(body).digest() != record.payload_hash:
             return None, None, "payload does not match the committed hash"
         try:
@@ -646,6 +717,8 @@ class Verifier(RoleBase):
         return ""
 
     async def _really_stopped(self, artifact: Artifact, spec: wire.SamplingSpec) -> bool:
+        if not len(artifact.output_ids):
+            return False  # nothing was generated: nothing stopped it
         if self._eos is None:
             self._eos = tuple((await self.engine.model_info()).eos_token_ids)
         if int(artifact.output_ids[-1]) in self._eos:

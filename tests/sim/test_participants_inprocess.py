@@ -12,7 +12,11 @@ import asyncio
 import pytest
 
 from gonka_ray import crypto, wire
-from gonka_ray.constants import PAYLOAD_FETCH_RETRY_S
+from gonka_ray.constants import (
+    PAYLOAD_FETCH_RETRY_S,
+    VERIFIER_OWN_FAILURE_RETRIES,
+    VERIFIER_RETRY_MAX_S,
+)
 from gonka_ray.exceptions import (
     BadSignature,
     ExpiredRequest,
@@ -135,6 +139,21 @@ async def test_a_payload_out_of_reach_for_a_while_is_asked_again_not_failed(tmp_
     assert all(v.stats()["waiting_to_retry"] == 0 for v in net.verifiers.values())
 
 
+class _Restarting:
+    """An MLNode whose scoring fails while ``failing[0]`` (killed, restarting)."""
+
+    def __init__(self, engine, failing: list[bool]) -> None:
+        self.engine, self.failing = engine, failing
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    async def score(self, *args, **kwargs):
+        if self.failing[0]:
+            raise RuntimeError("MLNode restarting")
+        return await self.engine.score(*args, **kwargs)
+
+
 async def test_a_check_that_fails_on_the_verifiers_own_side_is_asked_again(tmp_path) -> None:
     # Guards Verifier._checking's retry: a check whose own engine fails (its MLNode
     # restarting) is put off and done later, not lost (a lost check is a missed duty for an
@@ -142,21 +161,8 @@ async def test_a_check_that_fails_on_the_verifiers_own_side_is_asked_again(tmp_p
     net = Net(tmp_path)
     *_, done = await net.ask("p0", net.request())
     failing = [True]
-
-    class _Restarting:
-        def __init__(self, engine) -> None:
-            self.engine = engine
-
-        def __getattr__(self, name):
-            return getattr(self.engine, name)
-
-        async def score(self, *args, **kwargs):
-            if failing[0]:
-                raise RuntimeError("MLNode restarting")
-            return await self.engine.score(*args, **kwargs)
-
     for v in net.verifiers.values():
-        v.engine = _Restarting(v.engine)
+        v.engine = _Restarting(v.engine, failing)
     await net.verify_all(rounds=1)
     rec = await net.ledger.inference(done.inference_id)
     assert rec.status is InferenceStatus.FINISHED and not rec.validations
@@ -168,6 +174,25 @@ async def test_a_check_that_fails_on_the_verifiers_own_side_is_asked_again(tmp_p
     rec = await net.ledger.inference(done.inference_id)
     assert rec.status is InferenceStatus.VALIDATED and all(rec.validations.values())
     assert all(v.stats()["waiting_to_retry"] == 0 for v in net.verifiers.values())
+
+
+async def test_a_check_failing_on_the_verifiers_own_side_for_good_is_given_up(tmp_path) -> None:
+    # Guards Verifier._put_off's bound: work failing here every time (a bug, an engine that
+    # never comes back) backs off and is given up after VERIFIER_OWN_FAILURE_RETRIES tries,
+    # never failing the executor; it does not retry every 2 s until settlement.
+    net = Net(tmp_path)
+    *_, done = await net.ask("p0", net.request())
+    for v in net.verifiers.values():
+        v.engine = _Restarting(v.engine, [True])
+    for _ in range(VERIFIER_OWN_FAILURE_RETRIES + 3):
+        await net.verify_all(rounds=1)
+        net.now += VERIFIER_RETRY_MAX_S
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and not rec.validations
+    stats = [v.stats() for v in net.verifiers.values()]
+    assert all(st["waiting_to_retry"] == 0 for st in stats)
+    tried = [st["retried_after_own_failure"] for st in stats if st["retried_after_own_failure"]]
+    assert tried and all(n == VERIFIER_OWN_FAILURE_RETRIES + 1 for n in tried), tried
 
 
 async def test_a_verifier_votes_before_it_works_through_its_sampled_checks(tmp_path) -> None:
