@@ -83,6 +83,7 @@ class _Waiting:
     last_height: int  # from this height a failed fetch is a verdict (the answer is due)
     fetch_failures: int = 0  # failed fetches so far (a check's retry backs off)
     own_failures: int = 0  # failures on this side so far (backs off, then gives up)
+    watching: bool = False  # a vote not open yet (see Verifier._on_accusation)
 
 
 class Verifier(RoleBase):
@@ -231,7 +232,13 @@ class Verifier(RoleBase):
         return max(0.0, min(wait_s, soonest - self.clock()))
 
     async def _put_off(
-        self, kind: str, record: InferenceRecord, accuser: str = "", *, fetch: bool = True
+        self,
+        kind: str,
+        record: InferenceRecord,
+        accuser: str = "",
+        *,
+        fetch: bool = True,
+        watch: bool = False,
     ) -> int:
         """Put off a check or vote whose payload could not be fetched yet (``fetch``), or that
         failed on this side (its own MLNode restarting, its ledger link down: not the
@@ -243,9 +250,18 @@ class Verifier(RoleBase):
         executor must not hold the verifier for a whole window) and its window ends where the
         settlement phase before its epoch's settlement begins. Failures on this side back off
         too and are given up after ``VERIFIER_OWN_FAILURE_RETRIES`` (no verdict: the record is
-        left to the other validators)."""
+        left to the other validators). ``watch``: a vote that is not open yet, looked at again
+        every ``VERIFIER_VOTE_RETRY_S`` (no window runs meanwhile)."""
         key = (record.inference_id, kind)
         waiting = self._waiting.get(key)
+        if watch:
+            if waiting is None:
+                waiting = self._waiting[key] = _Waiting(accuser, 0.0, 2**62, watching=True)
+            waiting.due = self.clock() + VERIFIER_VOTE_RETRY_S
+            return 0
+        if waiting is not None and waiting.watching:  # the vote opened: its window starts now
+            del self._waiting[key]
+            waiting = None
         if waiting is None:
             height = await self.ledger.height()
             if kind == CHECK:  # the epoch's settlement takes no validation after it
@@ -532,9 +548,18 @@ class Verifier(RoleBase):
             return 0
         record = await self.ledger.inference(iid)
         if (
+            record is not None
+            and record.status is InferenceStatus.VOTING
+            and record.prompt_vote
+            and record.executor != self.address
+        ):
+            # the open vote is the prompt dispute (judged on the payload, from the Finish); this
+            # accusation's own vote opens when it closes and no event says so: watch for it
+            return await self._put_off(VOTE, record, accuser, watch=True)
+        if (
             record is None
             or record.status is not InferenceStatus.VOTING
-            or record.executor == self.address
+            or self.address in (record.executor, record.accuser)
             or self.address in record.votes
         ):
             return 0
