@@ -183,16 +183,17 @@ TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (noth
 TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer
 TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
 TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
-PAYLOAD_FETCH_TIMEOUT_S = 3.0  # one payload fetch: no answer by then is a failed attempt
+PAYLOAD_FETCH_TIMEOUT_S = 2.0  # one payload fetch: no answer by then is a failed attempt
 # A verifier asks again for a payload it could not fetch (executor restarting, peer link down);
 # only when its fetch window ends is it a failed check. A check's window ends after
 # PAYLOAD_FETCH_WINDOW_S, or where the settlement phase before its epoch's settlement begins (at
-# least VERIFIER_FETCH_MARGIN_BLOCKS before it); a vote's halfway from the accusation to the
-# vote's deadline (its accuser already waited a whole window). Withholding never pays.
+# least VERIFIER_FETCH_MARGIN_BLOCKS before it); a vote's a third of the way from its first
+# retry to the vote's deadline (its accuser already waited a whole window). Withholding never
+# pays.
 PAYLOAD_FETCH_WINDOW_S = 60.0
 PAYLOAD_FETCH_RETRY_S = 2.0  # a check's first retry; it doubles up to VERIFIER_RETRY_MAX_S
 VERIFIER_FETCH_MARGIN_BLOCKS = 4
-VERIFIER_VOTE_RETRY_S = 0.5  # a vote's retry (its window ends halfway to the vote's deadline)
+VERIFIER_VOTE_RETRY_S = 0.5  # a vote's retry (its window ends a third of the way to the deadline)
 VERIFIER_RETRY_MAX_S = 30.0
 VERIFIER_OWN_FAILURE_RETRIES = 8  # a check or vote failing on the verifier's own side
 VERIFIER_EVENTS_WAIT_S = 2.0  # a verifier's long poll for the next block with events

@@ -80,10 +80,14 @@ class _Waiting:
 
     accuser: str  # a vote's accuser ("" for a check)
     due: float  # clock time of the next try
-    last_height: int  # from this height a failed fetch is a verdict (the answer is due)
+    # from this height a failed fetch is a verdict (the answer is due); a vote's is set at its
+    # first retry, a third of the way from then to ``vote_deadline``
+    last_height: int | None
+    vote_deadline: int = 0
     fetch_failures: int = 0  # failed fetches so far (a check's retry backs off)
     own_failures: int = 0  # failures on this side so far (backs off, then gives up)
     watching: bool = False  # a vote not open yet (see Verifier._on_accusation)
+    window_tried: bool = False  # the try at the window's end (in blocks) was made
 
 
 class Verifier(RoleBase):
@@ -231,7 +235,7 @@ class Verifier(RoleBase):
         soonest = min(w.due for w in self._waiting.values())
         return max(0.0, min(wait_s, soonest - self.clock()))
 
-    async def _put_off(
+    def _put_off(
         self,
         kind: str,
         record: InferenceRecord,
@@ -242,16 +246,18 @@ class Verifier(RoleBase):
     ) -> int:
         """Put off a check or vote whose payload could not be fetched yet (``fetch``), or that
         failed on this side (its own MLNode restarting, its ledger link down: not the
-        executor's doing, and a check lost to it would be a duty missed); 0 work done.
+        executor's doing, and a check lost to it would be a duty missed); 0 work done. It
+        reads nothing from the ledger (the ledger may be what failed).
 
-        A vote is asked again every ``VERIFIER_VOTE_RETRY_S`` and its fetch window ends halfway
-        from now to its deadline (its accuser already waited a whole window), so the last try
-        still votes in time; a check backs off from ``PAYLOAD_FETCH_RETRY_S`` (a hanging
-        executor must not hold the verifier for a whole window) and its window ends where the
-        settlement phase before its epoch's settlement begins. Failures on this side back off
-        too and are given up after ``VERIFIER_OWN_FAILURE_RETRIES`` (no verdict: the record is
-        left to the other validators). ``watch``: a vote that is not open yet, looked at again
-        every ``VERIFIER_VOTE_RETRY_S`` (no window runs meanwhile)."""
+        A vote is asked again every ``VERIFIER_VOTE_RETRY_S`` and its fetch window ends a third
+        of the way from its first retry to its deadline (its accuser already waited a whole
+        window), so the last try still votes in time; a check backs off from
+        ``PAYLOAD_FETCH_RETRY_S`` (a hanging executor must not hold the verifier for a whole
+        window) and its window ends where the settlement phase before its epoch's settlement
+        begins. Failures on this side back off too and are given up after
+        ``VERIFIER_OWN_FAILURE_RETRIES`` (no verdict: the record is left to the other
+        validators). ``watch``: a vote that is not open yet, looked at again every
+        ``VERIFIER_VOTE_RETRY_S`` (no window runs meanwhile)."""
         key = (record.inference_id, kind)
         waiting = self._waiting.get(key)
         if watch:
@@ -259,19 +265,15 @@ class Verifier(RoleBase):
                 waiting = self._waiting[key] = _Waiting(accuser, 0.0, 2**62, watching=True)
             waiting.due = self.clock() + VERIFIER_VOTE_RETRY_S
             return 0
-        if waiting is not None and waiting.watching:  # the vote opened: its window starts now
-            del self._waiting[key]
-            waiting = None
-        if waiting is None:
-            height = await self.ledger.height()
+        if waiting is None or waiting.watching:  # new, or the watched vote opened
             if kind == CHECK:  # the epoch's settlement takes no validation after it
                 epoch = epochs.epoch_of(record.finish_height, self.epochs)
                 settles_at = epochs.epoch_start(epoch + 2, self.epochs) - 1
                 margin = max(VERIFIER_FETCH_MARGIN_BLOCKS, epochs.settlement_blocks(self.epochs))
-                last = settles_at - margin
+                fresh = _Waiting(accuser, 0.0, settles_at - margin)
             else:
-                last = height + max(1, (record.vote_deadline - height) // 2)
-            waiting = self._waiting[key] = _Waiting(accuser, 0.0, last)
+                fresh = _Waiting(accuser, 0.0, None, vote_deadline=record.vote_deadline)
+            waiting = self._waiting[key] = fresh
         if fetch:
             waiting.fetch_failures += 1
             self.fetches_deferred += 1
@@ -305,16 +307,19 @@ class Verifier(RoleBase):
         return waiting is not None and waiting.due != math.inf
 
     async def _retry_due(self) -> int:
-        """Try the put-off work that is due (in time, or because its window ended in blocks),
-        votes first; a fetch that fails again after its window ended is a verdict."""
+        """Try the put-off work that is due (in time, or once when its window has ended in
+        blocks), votes first; a fetch that fails again after its window ended is a verdict."""
         if not self._waiting:
             return 0
         now = self.clock()
         height = await self.ledger.height()
+        for w in self._waiting.values():
+            if w.last_height is None:  # a vote's window: a third of what is left of the vote
+                w.last_height = height + max(1, (w.vote_deadline - height) // 3)
         due = sorted(
             ((kind == CHECK, w.due), iid, kind)
             for (iid, kind), w in self._waiting.items()
-            if w.due <= now or height >= w.last_height
+            if w.due <= now or (height >= w.last_height and not w.window_tried)
         )
         done = 0
         for _, iid, kind in due:
@@ -324,6 +329,8 @@ class Verifier(RoleBase):
                 continue
             waiting.due = math.inf  # in hand: a re-entrant call leaves it alone
             first = self._unreachable.get(iid, now)
+            if height >= waiting.last_height:
+                waiting.window_tried = True
             if now - first >= self.fetch_window_s or height >= waiting.last_height:
                 self._window_over.add(iid)
             try:
@@ -338,13 +345,15 @@ class Verifier(RoleBase):
                     done += await self._on_prompt_dispute(record)
             except Exception as exc:  # the ledger lookup failed: keep it, ask again later
                 log.info("%s: retry of %s failed: %r", self.participant, iid.hex()[:12], exc)
-                waiting.due = self.clock() + PAYLOAD_FETCH_RETRY_S
-                continue
+                waiting.own_failures += 1
+                if waiting.own_failures <= VERIFIER_OWN_FAILURE_RETRIES:
+                    backoff = PAYLOAD_FETCH_RETRY_S * 2 ** (waiting.own_failures - 1)
+                    waiting.due = self.clock() + min(VERIFIER_RETRY_MAX_S, backoff)
             finally:
                 self._window_over.discard(iid)
-            if self._waiting.get(key) is waiting and waiting.due == math.inf:
-                del self._waiting[key]  # answered (or nothing left to answer)
-            self._forget_fetch(iid)
+                if self._waiting.get(key) is waiting and waiting.due == math.inf:
+                    del self._waiting[key]  # answered, nothing left to answer, or given up
+                self._forget_fetch(iid)
         return done
 
     def _own_failure(self, what: str, record: InferenceRecord, exc: Exception) -> None:
@@ -467,10 +476,10 @@ class Verifier(RoleBase):
                 )
             )
         except PayloadUnavailable:
-            return await self._put_off(PROMPT_VOTE, record, record.accuser)
+            return self._put_off(PROMPT_VOTE, record, record.accuser)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
             self._own_failure("vote", record, exc)
-            return await self._put_off(PROMPT_VOTE, record, record.accuser, fetch=False)
+            return self._put_off(PROMPT_VOTE, record, record.accuser, fetch=False)
         self.votes += 1
         return 1
 
@@ -501,10 +510,10 @@ class Verifier(RoleBase):
         try:
             return await self._validate(record)
         except PayloadUnavailable:
-            return await self._put_off(CHECK, record)
+            return self._put_off(CHECK, record)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
             self._own_failure("check", record, exc)
-            return await self._put_off(CHECK, record, fetch=False)
+            return self._put_off(CHECK, record, fetch=False)
         finally:
             self.in_check -= 1
 
@@ -555,7 +564,7 @@ class Verifier(RoleBase):
         ):
             # the open vote is the prompt dispute (judged on the payload, from the Finish); this
             # accusation's own vote opens when it closes and no event says so: watch for it
-            return await self._put_off(VOTE, record, accuser, watch=True)
+            return self._put_off(VOTE, record, accuser, watch=True)
         if (
             record is None
             or record.status is not InferenceStatus.VOTING
@@ -569,10 +578,10 @@ class Verifier(RoleBase):
                 wire.Vote(inference_id=iid, valid=verdict.passed, nonce=self.rng.getrandbits(64))
             )
         except PayloadUnavailable:
-            return await self._put_off(VOTE, record, accuser)
+            return self._put_off(VOTE, record, accuser)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
             self._own_failure("vote", record, exc)
-            return await self._put_off(VOTE, record, accuser, fetch=False)
+            return self._put_off(VOTE, record, accuser, fetch=False)
         self.votes += 1
         return 1
 
@@ -631,6 +640,7 @@ class Verifier(RoleBase):
                 ) from exc
             self.payloads_unavailable += 1
             return None, None, f"{UNAVAILABLE}: {type(exc).__name__}"
+        self._unreachable.pop(iid, None)  # reachable again: a later failure starts a window
         if hashlib.sha256(body).digest() != record.payload_hash:
             return None, None, "payload does not match the committed hash"
         try:

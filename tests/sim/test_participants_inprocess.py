@@ -176,6 +176,40 @@ async def test_a_check_that_fails_on_the_verifiers_own_side_is_asked_again(tmp_p
     assert all(v.stats()["waiting_to_retry"] == 0 for v in net.verifiers.values())
 
 
+async def test_a_check_whose_ledger_link_is_down_is_kept_and_retried_with_backoff(
+    tmp_path,
+) -> None:
+    # Guards Verifier._put_off (reads nothing from the ledger: it read the height, which raised
+    # when the ledger link was what failed, and the check was lost) and _retry_due's window
+    # end in blocks (tried once: an entry past its window was due on every call, so failures
+    # here used up their retries in a few blocks instead of backing off).
+    net = Net(tmp_path)
+    *_, done = await net.ask("p0", net.request())
+    rec = await net.ledger.inference(done.inference_id)
+    judge = next(v for v in net.verifiers.values() if v.address != rec.executor)
+    submit, real_height = judge._submit, net.ledger.height
+
+    async def down(*_args, **_kw):
+        raise ConnectionError("ledger link down")
+
+    judge._submit = down
+    net.ledger.height = down
+    assert await judge._checking(rec) == 0  # put off, nothing raised
+    assert judge.stats()["waiting_to_retry"] == 1
+    net.ledger.height = real_height
+    waiting = next(iter(judge._waiting.values()))
+    waiting.last_height = 0  # its window has ended in blocks
+    for _ in range(5):  # the clock stands still: one try at the window's end, then backoff
+        await judge.run_once()
+    assert judge.stats()["retried_after_own_failure"] == 2
+    judge._submit = submit
+    net.now += VERIFIER_RETRY_MAX_S
+    assert await judge.run_once() == 1  # the link is back: the check goes in
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.validations == {judge.address: True}
+    assert judge.stats()["waiting_to_retry"] == 0
+
+
 async def test_a_check_failing_on_the_verifiers_own_side_for_good_is_given_up(tmp_path) -> None:
     # Guards Verifier._put_off's bound: work failing here every time (a bug, an engine that
     # never comes back) backs off and is given up after VERIFIER_OWN_FAILURE_RETRIES tries,
