@@ -90,6 +90,11 @@ class _Waiting:
     window_tried: bool = False  # the try at the window's end (in blocks) was made
 
 
+def _backoff(tries: int) -> float:
+    """Seconds before the next try after ``tries`` failed ones (doubling, capped)."""
+    return min(VERIFIER_RETRY_MAX_S, PAYLOAD_FETCH_RETRY_S * 2 ** (tries - 1))
+
+
 class Verifier(RoleBase):
     """One participant's verifier.
 
@@ -140,7 +145,6 @@ class Verifier(RoleBase):
         self.fetches_deferred = 0
         self.payloads_unavailable = 0  # fetch windows that ended without the payload
         self.retried_after_own_failure = 0  # checks and votes this side failed, put off
-        self._failed_here: set[bytes] = set()  # inference ids whose failure here was logged
         # inference id → (artifact top-k ids, own ranked ids, logprobs) of recent checks
         self._ranks: OrderedDict[bytes, tuple[list, Any, Any]] = OrderedDict()
         self._mine: OrderedDict[bytes, None] = OrderedDict()  # own executor's recent Finishes
@@ -241,11 +245,11 @@ class Verifier(RoleBase):
         record: InferenceRecord,
         accuser: str = "",
         *,
-        fetch: bool = True,
+        failed_here: Exception | None = None,
         watch: bool = False,
     ) -> int:
-        """Put off a check or vote whose payload could not be fetched yet (``fetch``), or that
-        failed on this side (its own MLNode restarting, its ledger link down: not the
+        """Put off a check or vote whose payload could not be fetched yet, or that failed on
+        this side (``failed_here``: its own MLNode restarting, its ledger link down: not the
         executor's doing, and a check lost to it would be a duty missed); 0 work done. It
         reads nothing from the ledger (the ledger may be what failed).
 
@@ -274,31 +278,45 @@ class Verifier(RoleBase):
             else:
                 fresh = _Waiting(accuser, 0.0, None, vote_deadline=record.vote_deadline)
             waiting = self._waiting[key] = fresh
-        if fetch:
-            waiting.fetch_failures += 1
-            self.fetches_deferred += 1
-            tries = waiting.fetch_failures
+        if failed_here is not None:
+            self._fail_here(key, waiting, failed_here)
+            return 0
+        waiting.fetch_failures += 1
+        self.fetches_deferred += 1
+        if kind == CHECK:
+            waiting.due = self.clock() + _backoff(waiting.fetch_failures)
         else:
-            waiting.own_failures += 1
-            self.retried_after_own_failure += 1
-            tries = waiting.own_failures
-            if tries > VERIFIER_OWN_FAILURE_RETRIES:
-                del self._waiting[key]
-                self._forget_fetch(record.inference_id)
-                log.warning(
-                    "%s: gave up the %s of %s after %d failures on this side",
-                    self.participant,
-                    kind,
-                    record.inference_id.hex()[:12],
-                    tries - 1,
-                )
-                return 0
-        if kind == CHECK or not fetch:
-            wait = min(VERIFIER_RETRY_MAX_S, PAYLOAD_FETCH_RETRY_S * 2 ** (tries - 1))
-        else:
-            wait = VERIFIER_VOTE_RETRY_S  # a vote's window is short
-        waiting.due = self.clock() + wait
+            waiting.due = self.clock() + VERIFIER_VOTE_RETRY_S  # a vote's window is short
         return 0
+
+    def _fail_here(self, key: tuple[bytes, str], waiting: _Waiting, exc: Exception) -> None:
+        """A try of queued work failed on this side: log the first failure, back off, and give
+        it up (no verdict) after ``VERIFIER_OWN_FAILURE_RETRIES``."""
+        iid, kind = key
+        waiting.own_failures += 1
+        self.retried_after_own_failure += 1
+        log.log(
+            logging.WARNING if waiting.own_failures == 1 else logging.DEBUG,
+            "%s: %s of %s failed on this side (%s: %s); asking again",
+            self.participant,
+            kind,
+            iid.hex()[:12],
+            type(exc).__name__,
+            exc,
+        )
+        if waiting.own_failures <= VERIFIER_OWN_FAILURE_RETRIES:
+            waiting.due = self.clock() + _backoff(waiting.own_failures)
+            return
+        if self._waiting.get(key) is waiting:
+            del self._waiting[key]
+        self._forget_fetch(iid)
+        log.warning(
+            "%s: gave up the %s of %s after %d failures on this side",
+            self.participant,
+            kind,
+            iid.hex()[:12],
+            waiting.own_failures - 1,
+        )
 
     def _queued(self, iid: bytes, kind: str) -> bool:
         """Whether this work already waits in the retry queue (and is not the retry now in
@@ -344,11 +362,7 @@ class Verifier(RoleBase):
                 elif record.prompt_vote:
                     done += await self._on_prompt_dispute(record)
             except Exception as exc:  # the ledger lookup failed: keep it, ask again later
-                log.info("%s: retry of %s failed: %r", self.participant, iid.hex()[:12], exc)
-                waiting.own_failures += 1
-                if waiting.own_failures <= VERIFIER_OWN_FAILURE_RETRIES:
-                    backoff = PAYLOAD_FETCH_RETRY_S * 2 ** (waiting.own_failures - 1)
-                    waiting.due = self.clock() + min(VERIFIER_RETRY_MAX_S, backoff)
+                self._fail_here(key, waiting, exc)
             finally:
                 self._window_over.discard(iid)
                 if self._waiting.get(key) is waiting and waiting.due == math.inf:
@@ -356,24 +370,10 @@ class Verifier(RoleBase):
                 self._forget_fetch(iid)
         return done
 
-    def _own_failure(self, what: str, record: InferenceRecord, exc: Exception) -> None:
-        first = record.inference_id not in self._failed_here
-        self._failed_here.add(record.inference_id)
-        log.log(
-            logging.WARNING if first else logging.DEBUG,
-            "%s: %s of %s failed on this side (%s: %s); asking again",
-            self.participant,
-            what,
-            record.inference_id.hex()[:12],
-            type(exc).__name__,
-            exc,
-        )
-
     def _forget_fetch(self, iid: bytes) -> None:
         """Drop an inference's fetch history once nothing waits on its payload."""
         if not any(k[0] == iid for k in self._waiting):
             self._unreachable.pop(iid, None)
-            self._failed_here.discard(iid)
 
     # --- receipts (protocol v3) ------------------------------------------------------------
 
@@ -478,8 +478,7 @@ class Verifier(RoleBase):
         except PayloadUnavailable:
             return self._put_off(PROMPT_VOTE, record, record.accuser)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
-            self._own_failure("vote", record, exc)
-            return self._put_off(PROMPT_VOTE, record, record.accuser, fetch=False)
+            return self._put_off(PROMPT_VOTE, record, record.accuser, failed_here=exc)
         self.votes += 1
         return 1
 
@@ -512,8 +511,7 @@ class Verifier(RoleBase):
         except PayloadUnavailable:
             return self._put_off(CHECK, record)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
-            self._own_failure("check", record, exc)
-            return self._put_off(CHECK, record, fetch=False)
+            return self._put_off(CHECK, record, failed_here=exc)
         finally:
             self.in_check -= 1
 
@@ -580,8 +578,7 @@ class Verifier(RoleBase):
         except PayloadUnavailable:
             return self._put_off(VOTE, record, accuser)
         except Exception as exc:  # this side failed (engine, ledger): ask again, blame nobody
-            self._own_failure("vote", record, exc)
-            return self._put_off(VOTE, record, accuser, fetch=False)
+            return self._put_off(VOTE, record, accuser, failed_here=exc)
         self.votes += 1
         return 1
 
