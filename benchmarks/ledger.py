@@ -18,6 +18,14 @@ in-memory transport (no Ray), and as Ray actors (CPU from ``/proc`` of their pro
 by Ray actor calls and by the TCP peer transport. The differences are what the consensus
 messages cost over each.
 
+**What limits the peak** (the 4-replica goal): every level's row has the replicas' CPU over
+it (``replica_cpu_cores``, from ``/proc``) and per committed transaction
+(``replica_cpu_us_per_tx``); the summary gives it at the peak beside one Ed25519 check
+(``ed25519_verify_us``, best of five) and the share the four checks of each transaction take
+(``signature_share_of_cpu_4_replicas``). ``cpu_breakdown_us_per_tx_in_process`` splits a
+saturated group's CPU by stage (4 replicas in this process, no Ray, no TCP; exclusive timers,
+which add about a microsecond per timed call).
+
 **What durability costs** (``durability``, run first, before Ray starts): the replicas run with
 the durable default (``power_loss_safe=True``: SQLite ``synchronous=FULL``, the WAL fsynced at
 every commit; ``--power-loss-unsafe`` benchmarks ``NORMAL`` instead, and the summary's
@@ -40,6 +48,7 @@ import os
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,11 +105,15 @@ def presign(
     return out
 
 
-async def run_level(handles: list, txs: list[list[bytes]], rate: float, duration_s: float) -> dict:
-    """Offer ``rate`` tx/s for ``duration_s``, then drain; return throughput and latencies."""
+async def run_level(
+    handles: list, txs: list[list[bytes]], rate: float, duration_s: float, pids: Sequence[int] = ()
+) -> dict:
+    """Offer ``rate`` tx/s for ``duration_s``, then drain; return throughput and latencies, and
+    with the replicas' ``pids`` their CPU (from ``/proc``) over the same window."""
     n = len(handles)
     await asyncio.gather(*[h.take_metrics.remote() for h in handles])  # reset latencies
     m0 = await handles[0].take_metrics.remote()
+    cpu0 = sum(_proc_cpu_s(p) for p in pids)
     per_replica = max(1, round(rate * BATCH_INTERVAL_S / n))
     sent, t0, i, pos = 0, time.monotonic(), 0, 0
     total = sum(len(t) for t in txs)
@@ -128,13 +141,14 @@ async def run_level(handles: list, txs: list[list[bytes]], rate: float, duration
         if m1["committed_txs"] >= target:
             break
         await asyncio.sleep(0.05)
+    cpu = sum(_proc_cpu_s(p) for p in pids) - cpu0
     metrics = await asyncio.gather(*[h.take_metrics.remote() for h in handles])
     for m in metrics:
         lat += m["latencies_s"]
     committed = m1["committed_txs"] - m0["committed_txs"]
     elapsed = m1["time"] - m0["time"]
     lat_ms = np.array(lat) * 1000 if lat else np.array([float("nan")])
-    return {
+    row = {
         "offered_tx_per_s": round(sent / offered_s, 1),
         "committed": committed,
         "sent": sent,
@@ -143,6 +157,11 @@ async def run_level(handles: list, txs: list[list[bytes]], rate: float, duration
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
         "latency_samples": len(lat),
     }
+    if pids:
+        # NOTE: the window runs from m0 to the last poll, a little past the last commit
+        row["replica_cpu_cores"] = round(cpu / max(elapsed, 1e-9), 2)
+        row["replica_cpu_us_per_tx"] = round(1e6 * cpu / max(committed, 1), 1)
+    return row
 
 
 def genesis_of(
@@ -231,11 +250,14 @@ async def bench_group(
     nonces = [0] * CLIENTS
     rows = []
     try:
+        pids = await asyncio.gather(
+            *[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles]
+        )
         # Warm up (actor lookups, first blocks) so the first level does not pay for it.
         await run_level(handles, presign(clients, nonces, 200, n, chain), 100, 2.0)
         for rate in tqdm(rates, desc=f"{n} replicas"):
             txs = presign(clients, nonces, int(rate * duration_s), n, chain)
-            row = {"replicas": n, **await run_level(handles, txs, rate, duration_s)}
+            row = {"replicas": n, **await run_level(handles, txs, rate, duration_s, pids)}
             rows.append(row)
             tqdm.write(str(row))
     finally:
@@ -277,6 +299,106 @@ async def block_cost_in_process(
     for r in replicas:
         await r.stop()
     return round(1000 * cpu / max(1, blocks) / 4, 2)
+
+
+async def cpu_breakdown_in_process(
+    tmp: str, n_tx: int = 20_000, power_loss_safe: bool = True
+) -> dict[str, float]:
+    """Where the CPU of a saturated group goes, in microseconds per committed transaction for
+    the whole group of 4: the replicas in this process over an in-memory transport (no Ray, no
+    TCP), ``n_tx`` signed transfers submitted as fast as the group takes them. Timers (process
+    CPU) around each replica's stages, exclusive: a stage's figure leaves out the stages timed
+    inside it (the signature checks inside apply or the envelope decode, the state hash inside
+    apply). ``other`` is the rest of the process (event loop, mempool, precheck scheduling)."""
+    keys_ = keys("replica4", 4)
+    clients = keys("client", CLIENTS)
+    chain = "breakdown-4"
+    genesis = genesis_of(keys_, chain, clients)
+    net = InProcessNetwork()
+    replicas: list[LedgerReplica] = []
+    for i, k in enumerate(keys_):
+        replicas.append(
+            LedgerReplica(
+                index=i,
+                key_seed=k.seed,
+                genesis=genesis,
+                storage_dir=f"{tmp}/breakdown",
+                transport=net.transport(i),
+                tick_ms=10,
+                timeout_ticks=200,
+                max_block_txs=2_000,
+                snapshot_every=10**9,
+                apply_in_thread=False,
+                power_loss_safe=power_loss_safe,
+            )
+        )
+        net.add(i, replicas[i])
+    acc: dict[str, float] = {}
+    inner: list[float] = []  # CPU of timed stages running inside the current one
+
+    def timed(label: str, fn: Any) -> Any:
+        def run(*a: Any, **kw: Any) -> Any:
+            inner.append(0.0)
+            t0 = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                dt = time.process_time() - t0
+                acc[label] = acc.get(label, 0.0) + dt - inner.pop()
+                if inner:
+                    inner[-1] += dt
+
+        return run
+
+    for r in replicas:
+        r.sm.apply_block = timed("apply", r.sm.apply_block)
+        r.sm._open = timed("envelope_decode", r.sm._open)
+        r.sm._rehash = timed("state_hash", r.sm._rehash)
+        r.store.record_commit = timed("store_record_commit", r.store.record_commit)
+        r.store.persist = timed("store_persist", r.store.persist)
+        r.core.step = timed("consensus_messages", r.core.step)
+    verify = crypto.verify  # wire.codec and the consensus core call it through the module
+    crypto.verify = timed("signature_verify", verify)
+    try:
+        for r in replicas:
+            await r.start()
+        txs = presign(clients, [0] * CLIENTS, n_tx, 4, chain)
+        await asyncio.sleep(0.5)
+        acc.clear()
+        c0 = time.process_time()
+        for pos in range(0, len(txs[0]), 25):
+            for i, r in enumerate(replicas):
+                if txs[i][pos : pos + 25]:
+                    await r.submit_many(txs[i][pos : pos + 25])
+            await asyncio.sleep(0)
+        deadline = time.monotonic() + 120
+        while replicas[0]._committed_txs < n_tx and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        cpu = time.process_time() - c0
+        committed = replicas[0]._committed_txs
+    finally:
+        crypto.verify = verify
+        for r in replicas:
+            await r.stop()
+    out = {k: round(1e6 * v / committed, 1) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
+    out["other"] = round(1e6 * (cpu - sum(acc.values())) / committed, 1)
+    out["total"] = round(1e6 * cpu / committed, 1)
+    return out
+
+
+def ed25519_verify_us(repeats: int = 5, number: int = 2_000) -> float:
+    """One Ed25519 check (``crypto.verify``) of a message the size of a transfer's signed
+    bytes, best of ``repeats``: the part of a transaction no replica can skip."""
+    key = crypto.KeyPair.from_seed("bench/verify")
+    size = len(wire.seal(Transfer(to=key.address, amount=1, nonce=0), key, "bench-verify"))
+    msg = os.urandom(size)
+    sig = key.sign(b"bench", msg)
+    best = min(
+        timeit.repeat(
+            lambda: crypto.verify(key.public_key, b"bench", msg, sig), number=number, repeat=repeats
+        )
+    )
+    return round(1e6 * best / number, 1)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -502,6 +624,10 @@ def main() -> None:
             ),
         }
         print(f"heartbeat block cost: {block_cost}")
+        breakdown = asyncio.run(cpu_breakdown_in_process(tmp, power_loss_safe=safe))
+        verify_us = ed25519_verify_us()
+        print(f"CPU per committed tx, 4 replicas in process (us): {breakdown}")
+        print(f"one Ed25519 check: {verify_us} us")
         for n in [int(g) for g in args.groups.split(",")]:
             rows = asyncio.run(
                 bench_group(ray, n, rates, args.duration_s, tmp, safe, args.transport)
@@ -523,6 +649,12 @@ def main() -> None:
         return max((r["tx_per_s"] for r in all_rows if r["replicas"] == n), default=0.0)
 
     half_rows = [r for r in all_rows if r.get("half_load")]
+    peak4 = max(
+        (r for r in all_rows if r["replicas"] == 4 and not r.get("half_load")),
+        key=lambda r: r["tx_per_s"],
+        default={},
+    )
+    cpu_per_tx = peak4.get("replica_cpu_us_per_tx")
     summary = {
         "transport": args.transport,
         "tx_per_s_4_replicas": peak_of(4),
@@ -537,6 +669,13 @@ def main() -> None:
         "power_loss_lost_commits": durability["crash_injection"]["lost_acknowledged_writes"],
         "store_ms_per_block_full": durability["store_writes"]["full"]["block_p50_ms"],
         "store_ms_per_block_normal": durability["store_writes"]["normal"]["block_p50_ms"],
+        # what limits the peak: the group's CPU per committed transaction there, and how much
+        # of it the one Ed25519 check per replica is (no replica may skip it)
+        "replica_cpu_us_per_tx_4_replicas": cpu_per_tx,
+        "ed25519_verify_us": verify_us,
+        "signature_share_of_cpu_4_replicas": (
+            round(4 * verify_us / cpu_per_tx, 3) if cpu_per_tx else None
+        ),
     }
     print(summary)
     load = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
@@ -548,6 +687,7 @@ def main() -> None:
         duration_s=args.duration_s,
         load_avg_1m=load,
         block_cost=block_cost,
+        cpu_breakdown_us_per_tx_in_process=breakdown,
         durability=durability,
     )
     print(f"wrote {path}")
