@@ -22,8 +22,12 @@ What is real and what is modelled:
   check of an honest inference fails with the 95% upper bound on the held-out false-positive
   rate. Votes are re-checks with the same rates.
 - **The sweep** (:mod:`benchmarks.economics_sweep`): {1k, 10k, 100k} requests × {10, 100, 1000}
-  participants × nine strategies, an epoch-level numpy model with the same rules, under the
-  ledger's voting (every participant votes) and a vote committee (proposal).
+  participants × ten strategies, an epoch-level numpy model with the same rules, under the
+  ledger's voting (every participant votes, an accusation costs its accuser nothing) and two
+  proposals: a vote committee, and a committee whose conviction of an honest inference is
+  appealed to everyone, with a bond on accusations (the accuser of a refuted one pays the
+  re-checks of its votes). ``frame`` (framers under a third of the weight accuse every honest
+  inference and vote "invalid" without checking) is what the bond is for.
 - **Modelled** (assumptions, all flags): PoC is not re-simulated: each identity's
   accepted nonce count is its fixed capacity (PoC soundness is tested in ``tests/unit/test_poc.py``).
   Compute cost is counted in tokens: an honest inference costs ``cost_per_token`` per prompt
@@ -653,9 +657,14 @@ def main() -> None:
     # the sweep: {1k, 10k, 100k} requests × {10, 100, 1000} participants × every strategy,
     # under the ledger's rules (everyone votes) and with a vote committee (proposal)
     sweeps = {}
+    appeal_name = f"committee_{args.committee}_appeal_bond"
     for name, econ in (
         ("ledger_rules", sweep_mod.Economy()),
         (f"committee_{args.committee}", sweep_mod.Economy(committee=args.committee)),
+        (
+            appeal_name,
+            sweep_mod.Economy(committee=args.committee, appeal=True, accusation_bond=True),
+        ),
     ):
         sweeps[name] = sweep_mod.sweep(
             rates, seeds=args.sweep_seeds, epochs=args.sweep_epochs, econ=econ
@@ -666,6 +675,7 @@ def main() -> None:
         )
     newcomers = sweep_mod.newcomer_checked_share(samples=60 if args.quick else 400)
     led, com = sweeps["ledger_rules"], sweeps[f"committee_{args.committee}"]
+    app = sweeps[appeal_name]
     summary.update(
         {
             "max_dishonest_profit_ratio_all_cells": led["max_dishonest_profit_ratio_all_cells"],
@@ -673,9 +683,8 @@ def main() -> None:
             "max_ratio_per_strategy": led["max_ratio_per_strategy"],
             "honest_profit_vs_peaceful_min": led["honest_profit_vs_peaceful_min"],
             "sybil_profit_ratio_max": led["sybil_profit_ratio_max"],
-            "honest_invalid_count": summary["honest_invalid_count"]
-            + led["honest_invalid_count"]
-            + com["honest_invalid_count"],
+            # the ledger's rules (the book runs and their sweep); each proposal's apart
+            "honest_invalid_count": summary["honest_invalid_count"] + led["honest_invalid_count"],
             f"max_dishonest_profit_ratio_all_cells_committee_{args.committee}": com[
                 "max_dishonest_profit_ratio_all_cells"
             ],
@@ -683,6 +692,14 @@ def main() -> None:
             f"honest_profit_vs_peaceful_min_committee_{args.committee}": com[
                 "honest_profit_vs_peaceful_min"
             ],
+            f"honest_invalid_count_committee_{args.committee}": com["honest_invalid_count"],
+            # proposal: committee, an appeal to everyone, and a bond on accusations
+            f"max_dishonest_profit_ratio_all_cells_{appeal_name}": app[
+                "max_dishonest_profit_ratio_all_cells"
+            ],
+            f"max_ratio_per_strategy_{appeal_name}": app["max_ratio_per_strategy"],
+            f"honest_profit_vs_peaceful_min_{appeal_name}": app["honest_profit_vs_peaceful_min"],
+            f"honest_invalid_count_{appeal_name}": app["honest_invalid_count"],
             "newcomer_checked_share": newcomers["share"],
             "detection_rates_source": rates.source,
             "detection_tpr": rates.tpr,
@@ -704,7 +721,7 @@ def main() -> None:
         detection_rates=rates.__dict__,
     )
     plot(result, RESULTS_DIR / "economics.png")
-    sweep_mod.plot(led, RESULTS_DIR / "economics_sweep.png", com)
+    sweep_mod.plot(led, RESULTS_DIR / "economics_sweep.png", [com, app])
     print(f"wrote {path}, {RESULTS_DIR / 'economics.png'} and economics_sweep.png")
 
 

@@ -24,6 +24,17 @@ is too slow for 100k requests × 1,000 participants; this model works per epoch 
   whoever forfeits sits out the next :func:`settlement.sit_out_epochs` epochs (v4: until it has
   forgone 32 inferences' worth of income at the epoch's traffic).
 
+``frame``: a group under a third of the weight (``frame_weight``) does honest work but accuses
+every inference of the honest executors (the ledger takes a validation from anyone: the sampling
+seed is secret until the reveal) and votes "invalid" on them without checking. Under the
+ledger's rules an accusation costs its accuser nothing and every dispute costs every re-checking
+participant a verification. Proposals beside the ledger's rules (``Economy``): ``committee``
+(a dispute judged by ``committee`` voters drawn ∝ weight), ``appeal`` (an executor the
+committee convicted appeals to everyone when its inference was honest; the framers on a
+committee that is overturned forfeit; a cheater is not modelled appealing: everyone convicts it
+at the TPR and its bond would be lost) and ``accusation_bond`` (the accuser of a refuted
+accusation pays the re-checks of its votes, an appeal's included, reimbursed to the voters).
+
 **Detection rates come from** ``benchmarks/results/detection.json`` (held-out): a check of a
 cheated inference fails with the TPR at 64 tokens of the *worst* float32 cheat that saves
 compute (cheaper model or laundering), over all its outputs (an output identical to the honest
@@ -62,6 +73,7 @@ STRATEGIES = (
     "sybil",
     "ta_inflate",
     "abort_fake",
+    "frame",
 )
 CHEAT_RATE = {"cheat_always": 1.0, "cheat_1": 0.01, "cheat_10": 0.1, "collude": 0.2}
 HONEST_BEHAVIOUR = ("sybil",)  # honest work split over identities: reported apart (goal ≤ 1)
@@ -85,8 +97,15 @@ class Economy:
     epochs_to_max: int = 30
     group_share: float = 0.05  # identities following the strategy (at least one)
     collude_weight: float = 0.15  # colluders' weight share (< 1/3)
+    frame_weight: float = 0.30  # framers' weight share (< 1/3: the most a framing group may hold)
     sybil_split: int = 4
     committee: int = 0  # 0: every eligible participant votes on a dispute (the ledger today)
+    # proposal: an executor a committee convicted appeals to everyone when its inference was
+    # honest (a cheater, convicted again by everyone at the TPR, would lose its bond)
+    appeal: bool = False
+    # proposal: the accuser of a refuted accusation pays the re-checks of every vote on it
+    # (appeal included), reimbursed to the voters who re-checked; today it pays nothing
+    accusation_bond: bool = False
     vote_quorum_at_deadline: bool = True  # v5: a lone accusation lapses at the deadline
     # a prompt-count vote is judged on the payload (fetch, hashes, tokenizer), no model run:
     # priced at 1% of a verification
@@ -137,9 +156,10 @@ def _population(strategy: str, n: int, econ: Economy, rng: np.random.Generator):
     """Capacities and the strategy group (indices); sybil: one capacity split over identities."""
     cap = rng.integers(80, 121, size=n).astype(np.int64)
     order = rng.permutation(n)
-    if strategy == "collude":
+    if strategy in ("collude", "frame"):
+        target = econ.collude_weight if strategy == "collude" else econ.frame_weight
         share = np.cumsum(cap[order]) / cap.sum()
-        g = max(2, int(np.searchsorted(share, econ.collude_weight)))
+        g = max(2, int(np.searchsorted(share, target)))
         while cap[order[:g]].sum() / cap.sum() >= 1 / 3:  # tiny networks: stay under a third
             g -= 1
         return cap, order[:g]
@@ -158,10 +178,11 @@ def _population(strategy: str, n: int, econ: Economy, rng: np.random.Generator):
 
 def _vote(rng, w, eligible, fail_p, stance, quorum: bool) -> bool:
     """One dispute decided as :func:`votes.tally` at the deadline: ``stance`` per voter is
-    1 (re-checks: votes invalid with ``fail_p``), 0 (abstains), -1 (votes valid unchecked).
-    True: invalidated. The accuser is modelled as one of the re-checking voters."""
+    1 (re-checks: votes invalid with ``fail_p``), 0 (abstains), -1 (votes valid unchecked),
+    2 (votes invalid unchecked: a framer). True: invalidated. The accuser is modelled as one of
+    the re-checking voters."""
     checks = (stance == 1) & eligible
-    invalid_ballot = checks & (rng.random(len(w)) < fail_p)
+    invalid_ballot = (checks & (rng.random(len(w)) < fail_p)) | ((stance == 2) & eligible)
     valid_ballot = (checks & ~invalid_ballot) | ((stance == -1) & eligible)
     return _invalidated(w, eligible, invalid_ballot, valid_ballot, quorum)
 
@@ -291,6 +312,7 @@ def run(
     bad[group] = True
     rate = np.where(bad, CHEAT_RATE.get(strategy, 0.0), 0.0)
     colluder = bad if strategy == "collude" else np.zeros(m, bool)
+    framer = bad if strategy == "frame" else np.zeros(m, bool)
     # stance as a validator of each executor: 1 checks, 0 never (lazy), -1 passes unchecked
     checks = np.ones((m, m), np.int8)
     if strategy == "lazy":
@@ -299,6 +321,8 @@ def run(
         checks[group, :] = -1
     if strategy == "collude":
         checks[np.ix_(colluder, colluder)] = -1
+    if strategy == "frame":  # honest work, but "invalid" on every honest executor, unchecked
+        checks[np.ix_(framer, ~framer)] = 2
     names = [f"p{i:04d}" for i in range(m)]
     epochs_active = np.full(m, econ.epochs_to_max)
     excluded: frozenset[str] = frozenset()
@@ -315,6 +339,7 @@ def run(
         "forfeited_epochs_bad": 0,
         "kicked_out": 0,
         "honest_invalidated": 0,
+        "appeals": 0,
         "cheated_spend": 0.0,
         "cheated_refunded": 0.0,
     }
@@ -354,7 +379,14 @@ def run(
         eligible = w > 0
         invalidated = np.where(kicked, kick, 0)
         caught = kicked.copy()
-        votes_held = detected + false_acc
+        # framers accuse every inference of an honest executor (the ledger takes a validation
+        # from anyone: the sampling seed is secret until the reveal)
+        framed = np.where(framer.any() & ~framer & eligible, n_inf, 0)
+        votes_held = detected + false_acc + framed
+        rechecks = eligible & (checks.max(1) == 1)
+        unit = t * econ.cost_per_token  # one verification
+        bonds = np.zeros(m)  # what accusers of refuted accusations pay (accusation_bond)
+        appeals = 0
         for e in np.flatnonzero(votes_held & ~kicked):
             elig = eligible.copy()
             elig[e] = False
@@ -363,7 +395,13 @@ def run(
                 cheat_vote = j < detected[e]
                 fail_p = rates.tpr if cheat_vote else rates.fpr
                 voters = _committee(rng, w, elig, econ.committee)
-                if _vote(rng, w, voters, fail_p, stance, econ.vote_quorum_at_deadline):
+                convicted = _vote(rng, w, voters, fail_p, stance, econ.vote_quorum_at_deadline)
+                if convicted and econ.appeal and econ.committee and not cheat_vote:
+                    appeals += 1
+                    convicted = _vote(rng, w, elig, fail_p, stance, econ.vote_quorum_at_deadline)
+                    if not convicted:  # overturned: who voted it invalid unchecked forfeits
+                        caught |= voters & (stance == 2)
+                if convicted:
                     caught[e] = True
                     invalidated[e] += 1
                     if not bad[e] or not rate[e]:
@@ -373,17 +411,33 @@ def run(
         )
         receipt_disputes = _receipt_challenges(rng, w, required, checks, bad, caught, econ)
         out["kicked_out"] += int(kicked.sum())
+        out["appeals"] += appeals
         # compute: inference, checks, every eligible re-checking voter per dispute
         infer = (n_inf - cheated) * t * econ.cost_per_token
         infer += cheated * t * econ.cost_per_token * econ.cheat_cost_ratio
         if strategy == "abort_fake":
             infer = np.where(bad, n_inf * (econ.prompt_tokens + 1) * econ.cost_per_token, infer)
-        verify = real.sum(1) * t * econ.cost_per_token
-        # every dispute: each (committee) voter that re-checks pays one verification
+        verify = real.sum(1) * unit
+        # every dispute: each (committee) voter that re-checks pays one verification; an
+        # appeal: every re-checking participant
         disputes = int(votes_held.sum()) + ta_disputes * econ.payload_check_share + receipt_disputes
-        rechecks = eligible & (checks.max(1) == 1)
         seat = 1.0 if not econ.committee else np.minimum(1.0, econ.committee * w / total)
-        verify += np.where(rechecks, disputes * seat * t * econ.cost_per_token, 0.0)
+        verify += np.where(rechecks, (disputes * seat + appeals) * unit, 0.0)
+        if econ.accusation_bond:
+            # refuted: the honest validators' false positives and every framing accusation
+            # (framers are never right); each costs its accuser the re-checks of its vote, an
+            # appeal the re-checks of everyone (appeals here are of honest inferences: refuted)
+            per_vote = float((rechecks * seat).sum()) * unit
+            honest_checkers = (real.sum(1) * ~bad).astype(float)
+            fp_accusers = honest_checkers / max(honest_checkers.sum(), 1.0)
+            framers = np.where(framer, w, 0) / max(int(w[framer].sum()), 1)
+            bonds += false_acc.sum() * per_vote * fp_accusers + framed.sum() * per_vote * framers
+            bonds += (
+                appeals * float(rechecks.sum()) * unit * (framers if framer.any() else fp_accusers)
+            )
+            share = rechecks * seat
+            cost += bonds
+            income += bonds.sum() * share / share.sum()
         poc = np.where(w > 0, cap * econ.poc_cost_per_weight_per_request * requests, 0.0)
         cost += infer + verify + poc
         # duty: a pass on an invalidated inference is a miss; the lazy submit nothing
@@ -551,18 +605,21 @@ def sweep(
     }
 
 
-def plot(result: dict[str, Any], path: Path, proposal: dict[str, Any] | None = None) -> None:
-    """Worst ratio (mean over seeds) per strategy, one panel per traffic level; a second row
-    for the proposal when given."""
+def plot(result: dict[str, Any], path: Path, proposals: list[dict[str, Any]] = ()) -> None:
+    """Worst ratio (mean over seeds) per strategy, one panel per traffic level; a row per
+    proposal."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [("ledger rules (every participant votes)", result)]
-    if proposal is not None:
-        size = proposal["economy"]["committee"]
-        rows.append((f"proposal: {size}-member vote committee drawn ∝ weight", proposal))
+    rows = [("ledger rules (every participant votes, accusations free)", result)]
+    for proposal in proposals:
+        econ = proposal["economy"]
+        label = f"proposal: {econ['committee']}-member vote committee drawn ∝ weight"
+        if econ.get("appeal"):
+            label += ", appeal to everyone, accusation bond"
+        rows.append((label, proposal))
     fig, axes = plt.subplots(
         len(rows), len(REQUESTS), figsize=(17, 5 * len(rows)), sharey=True, squeeze=False
     )

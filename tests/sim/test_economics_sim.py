@@ -60,6 +60,28 @@ def test_sweep_model_applies_the_ledger_rules() -> None:
     assert everyone["profit_honest"] < 0 < committee["profit_honest"]
 
 
+
+def test_framing_is_free_under_the_ledger_rules_and_costly_with_appeal_and_bond() -> None:
+    """Framers (under a third of the weight) accuse every honest inference and vote "invalid"
+    unchecked. Under the ledger's rules they convict nobody but the disputes cost the honest
+    more than they earn; a committee alone lets them convict honest executors; with an appeal
+    to everyone and a bond on accusations they convict nobody, lose money, and the honest are
+    reimbursed the re-checks."""
+    from benchmarks import economics_sweep as sweep
+
+    rates = sweep.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
+
+    def frame(econ: sweep.Economy) -> dict:
+        return sweep.run("frame", 1_000, 100, 0, 4, econ, rates)
+
+    ledger = frame(sweep.Economy())
+    assert ledger["honest_invalidated"] == 0 and ledger["profit_honest"] < 0
+    committee = frame(sweep.Economy(committee=12))
+    assert committee["honest_invalidated"] > 0
+    appeal = frame(sweep.Economy(committee=12, appeal=True, accusation_bond=True))
+    assert appeal["honest_invalidated"] == 0 and appeal["appeals"] > 0
+    assert appeal["profit_bad"] < 0 < appeal["profit_honest"]
+
 def test_every_newcomer_inference_must_be_checked_by_someone() -> None:
     from benchmarks.economics_sweep import newcomer_checked_share
 
