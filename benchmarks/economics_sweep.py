@@ -385,7 +385,6 @@ def run(
         votes_held = detected + false_acc + framed
         rechecks = eligible & (checks.max(1) == 1)
         unit = t * econ.cost_per_token  # one verification
-        bonds = np.zeros(m)  # what accusers of refuted accusations pay (accusation_bond)
         appeals = 0
         for e in np.flatnonzero(votes_held & ~kicked):
             elig = eligible.copy()
@@ -430,14 +429,18 @@ def run(
             per_vote = float((rechecks * seat).sum()) * unit
             honest_checkers = (real.sum(1) * ~bad).astype(float)
             fp_accusers = honest_checkers / max(honest_checkers.sum(), 1.0)
-            framers = np.where(framer, w, 0) / max(int(w[framer].sum()), 1)
-            bonds += false_acc.sum() * per_vote * fp_accusers + framed.sum() * per_vote * framers
-            bonds += (
-                appeals * float(rechecks.sum()) * unit * (framers if framer.any() else fp_accusers)
-            )
+            # framers pay whether or not they hold weight this epoch (one sitting out still
+            # accuses: the ledger takes a validation from anyone)
+            framers = np.where(framer, cap, 0) / max(int(cap[framer].sum()), 1)
+            vote_bonds = false_acc.sum() * per_vote * fp_accusers
+            vote_bonds += framed.sum() * per_vote * framers
+            appeal_bonds = appeals * float(rechecks.sum()) * unit
+            appeal_bonds *= framers if framer.any() else fp_accusers
+            cost += vote_bonds + appeal_bonds
+            # reimbursed to those who re-checked: a committee vote's by seat, an appeal's equally
             share = rechecks * seat
-            cost += bonds
-            income += bonds.sum() * share / share.sum()
+            income += vote_bonds.sum() * share / max(float(share.sum()), 1e-12)
+            income += appeal_bonds.sum() * rechecks / max(int(rechecks.sum()), 1)
         poc = np.where(w > 0, cap * econ.poc_cost_per_weight_per_request * requests, 0.0)
         cost += infer + verify + poc
         # duty: a pass on an invalidated inference is a miss; the lazy submit nothing
