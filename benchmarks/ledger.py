@@ -21,7 +21,8 @@ messages cost over each.
 **What limits the peak** (the 4-replica goal): every level's row has the replicas' CPU over
 it (``replica_cpu_cores``, from ``/proc``) and per committed transaction
 (``replica_cpu_us_per_tx``); the summary gives it at the peak beside one Ed25519 check
-(``ed25519_verify_us``, best of five) and the share the four checks of each transaction take
+(``ed25519_verify_us``, best of five, before the groups run; ``ed25519_verify_us_after_groups``
+after them: this shared machine's speed drifts, and the two show by how much) and the share the four checks of each transaction take
 (``signature_share_of_cpu_4_replicas``). ``cpu_breakdown_us_per_tx_in_process`` splits a
 saturated group's CPU by stage (4 replicas in this process, no Ray, no TCP; exclusive timers,
 which add about a microsecond per timed call).
@@ -643,6 +644,8 @@ def main() -> None:
                 rows += half
             all_rows += rows
     ray.shutdown()
+    # the machine's speed can drift within minutes (shared host): the same check again
+    verify_us_after = ed25519_verify_us()
     print_table(all_rows)
 
     def peak_of(n: int) -> float:
@@ -688,6 +691,7 @@ def main() -> None:
         load_avg_1m=load,
         block_cost=block_cost,
         cpu_breakdown_us_per_tx_in_process=breakdown,
+        ed25519_verify_us_after_groups=verify_us_after,
         durability=durability,
     )
     print(f"wrote {path}")
