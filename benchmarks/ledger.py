@@ -268,12 +268,10 @@ async def bench_group(
     return rows
 
 
-async def block_cost_in_process(
-    tmp: str, seconds: float = 8.0, power_loss_safe: bool = True
-) -> float:
-    """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
-    keys_ = keys("blockcost", 4)
-    genesis = genesis_of(keys_, "blockcost-local")
+def local_group(
+    keys_: Sequence[crypto.KeyPair], genesis: bytes, storage_dir: str, **kw: Any
+) -> list[LedgerReplica]:
+    """A replica per key in this process, joined by an in-memory transport (not started)."""
     net = InProcessNetwork()
     replicas: list[LedgerReplica] = []
     for i, k in enumerate(keys_):
@@ -282,15 +280,29 @@ async def block_cost_in_process(
                 index=i,
                 key_seed=k.seed,
                 genesis=genesis,
-                storage_dir=f"{tmp}/local",
+                storage_dir=storage_dir,
                 transport=net.transport(i),
-                tick_ms=20,
-                timeout_ticks=100,
-                empty_block_interval_ms=100,
-                power_loss_safe=power_loss_safe,
+                **kw,
             )
         )
         net.add(i, replicas[i])
+    return replicas
+
+
+async def block_cost_in_process(
+    tmp: str, seconds: float = 8.0, power_loss_safe: bool = True
+) -> float:
+    """CPU ms per committed heartbeat block per replica, 4 replicas in this process, no Ray."""
+    keys_ = keys("blockcost", 4)
+    replicas = local_group(
+        keys_,
+        genesis_of(keys_, "blockcost-local"),
+        f"{tmp}/local",
+        tick_ms=20,
+        timeout_ticks=100,
+        empty_block_interval_ms=100,
+        power_loss_safe=power_loss_safe,
+    )
     for r in replicas:
         await r.start()
     await asyncio.sleep(2.0)
@@ -315,26 +327,17 @@ async def cpu_breakdown_in_process(
     keys_ = keys("replica4", 4)
     clients = keys("client", CLIENTS)
     chain = "breakdown-4"
-    genesis = genesis_of(keys_, chain, clients)
-    net = InProcessNetwork()
-    replicas: list[LedgerReplica] = []
-    for i, k in enumerate(keys_):
-        replicas.append(
-            LedgerReplica(
-                index=i,
-                key_seed=k.seed,
-                genesis=genesis,
-                storage_dir=f"{tmp}/breakdown",
-                transport=net.transport(i),
-                tick_ms=10,
-                timeout_ticks=200,
-                max_block_txs=2_000,
-                snapshot_every=10**9,
-                apply_in_thread=False,
-                power_loss_safe=power_loss_safe,
-            )
-        )
-        net.add(i, replicas[i])
+    replicas = local_group(
+        keys_,
+        genesis_of(keys_, chain, clients),
+        f"{tmp}/breakdown",
+        tick_ms=10,
+        timeout_ticks=200,
+        max_block_txs=2_000,
+        snapshot_every=10**9,
+        apply_in_thread=False,
+        power_loss_safe=power_loss_safe,
+    )
     acc: dict[str, float] = {}
     inner: list[float] = []  # CPU of timed stages running inside the current one
 
