@@ -60,7 +60,6 @@ def test_sweep_model_applies_the_ledger_rules() -> None:
     assert everyone["profit_honest"] < 0 < committee["profit_honest"]
 
 
-
 def test_framing_is_free_under_the_ledger_rules_and_costly_with_appeal_and_bond() -> None:
     """Framers (under a third of the weight) accuse every honest inference and vote "invalid"
     unchecked. Under the ledger's rules they convict nobody but the disputes cost the honest
@@ -81,6 +80,7 @@ def test_framing_is_free_under_the_ledger_rules_and_costly_with_appeal_and_bond(
     appeal = frame(sweep.Economy(committee=12, appeal=True, accusation_bond=True))
     assert appeal["honest_invalidated"] == 0 and appeal["appeals"] > 0
     assert appeal["profit_bad"] < 0 < appeal["profit_honest"]
+
 
 def test_every_newcomer_inference_must_be_checked_by_someone() -> None:
     from benchmarks.economics_sweep import newcomer_checked_share
