@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -608,7 +609,7 @@ def sweep(
     }
 
 
-def plot(result: dict[str, Any], path: Path, proposals: list[dict[str, Any]] = ()) -> None:
+def plot(result: dict[str, Any], path: Path, proposals: Sequence[dict[str, Any]] = ()) -> None:
     """Worst ratio (mean over seeds) per strategy, one panel per traffic level; a row per
     proposal."""
     import matplotlib

@@ -115,7 +115,7 @@ async def run_level(
     n = len(handles)
     await asyncio.gather(*[h.take_metrics.remote() for h in handles])  # reset latencies
     m0 = await handles[0].take_metrics.remote()
-    cpu0 = sum(_proc_cpu_s(p) for p in pids)
+    cpu0 = _group_cpu_s(pids)
     per_replica = max(1, round(rate * BATCH_INTERVAL_S / n))
     sent, t0, i, pos = 0, time.monotonic(), 0, 0
     total = sum(len(t) for t in txs)
@@ -143,7 +143,7 @@ async def run_level(
         if m1["committed_txs"] >= target:
             break
         await asyncio.sleep(0.05)
-    cpu = sum(_proc_cpu_s(p) for p in pids) - cpu0
+    cpu = _group_cpu_s(pids) - cpu0
     metrics = await asyncio.gather(*[h.take_metrics.remote() for h in handles])
     for m in metrics:
         lat += m["latencies_s"]
@@ -252,9 +252,7 @@ async def bench_group(
     nonces = [0] * CLIENTS
     rows = []
     try:
-        pids = await asyncio.gather(
-            *[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles]
-        )
+        pids = await actor_pids(handles)
         # Warm up (actor lookups, first blocks) so the first level does not pay for it.
         await run_level(handles, presign(clients, nonces, 200, n, chain), 100, 2.0)
         for rate in tqdm(rates, desc=f"{n} replicas"):
@@ -372,9 +370,9 @@ async def cpu_breakdown_in_process(
         acc.clear()
         c0 = time.process_time()
         for pos in range(0, len(txs[0]), 25):
-            for i, r in enumerate(replicas):
-                if txs[i][pos : pos + 25]:
-                    await r.submit_many(txs[i][pos : pos + 25])
+            for r, mine in zip(replicas, txs, strict=True):
+                if batch := mine[pos : pos + 25]:
+                    await r.submit_many(batch)
             await asyncio.sleep(0)
         deadline = time.monotonic() + 120
         while replicas[0]._committed_txs < n_tx and time.monotonic() < deadline:
@@ -406,6 +404,15 @@ def ed25519_verify_us(repeats: int = 5, number: int = 2_000) -> float:
     return round(1e6 * best / number, 1)
 
 
+async def actor_pids(handles: Sequence) -> list[int]:
+    """The process id of each Ray actor in ``handles``."""
+    return await asyncio.gather(*[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles])
+
+
+def _group_cpu_s(pids: Sequence[int]) -> float:
+    return sum(_proc_cpu_s(p) for p in pids)
+
+
 def _proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -431,15 +438,13 @@ async def block_cost_actors(
         power_loss_safe=power_loss_safe,
     )
     try:
-        pids = await asyncio.gather(
-            *[h.__ray_call__.remote(lambda _: os.getpid()) for h in handles]
-        )
+        pids = await actor_pids(handles)
         await asyncio.sleep(2.0)
         h0 = (await handles[0].status.remote())["committed_height"]
-        c0 = sum(_proc_cpu_s(p) for p in pids)
+        c0 = _group_cpu_s(pids)
         await asyncio.sleep(seconds)
         blocks = (await handles[0].status.remote())["committed_height"] - h0
-        cpu = sum(_proc_cpu_s(p) for p in pids) - c0
+        cpu = _group_cpu_s(pids) - c0
     finally:
         for h in handles:
             ray.kill(h, no_restart=True)
@@ -652,20 +657,17 @@ def main() -> None:
     verify_us_after = ed25519_verify_us()
     print_table(all_rows)
 
-    def peak_of(n: int) -> float:
-        return max((r["tx_per_s"] for r in all_rows if r["replicas"] == n), default=0.0)
+    def peak_row(n: int) -> dict:
+        return max(
+            (r for r in all_rows if r["replicas"] == n), key=lambda r: r["tx_per_s"], default={}
+        )
 
     half_rows = [r for r in all_rows if r.get("half_load")]
-    peak4 = max(
-        (r for r in all_rows if r["replicas"] == 4 and not r.get("half_load")),
-        key=lambda r: r["tx_per_s"],
-        default={},
-    )
-    cpu_per_tx = peak4.get("replica_cpu_us_per_tx")
+    cpu_per_tx = peak_row(4).get("replica_cpu_us_per_tx")
     summary = {
         "transport": args.transport,
-        "tx_per_s_4_replicas": peak_of(4),
-        "tx_per_s_7_replicas": peak_of(7),
+        "tx_per_s_4_replicas": peak_row(4).get("tx_per_s", 0.0),
+        "tx_per_s_7_replicas": peak_row(7).get("tx_per_s", 0.0),
         "p99_ms_half_load_4_replicas": half_rows[0]["p99_ms"] if half_rows else None,
         "block_cpu_ms_per_replica_in_process": block_cost[
             "in_process_cpu_ms_per_block_per_replica"
