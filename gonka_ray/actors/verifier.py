@@ -423,6 +423,18 @@ class Verifier(RoleBase):
             wire.ReceiptReveal(inference_id=iid, secret=key, nonce=self.rng.getrandbits(64))
         )
 
+    async def _ranks_of(self, record: InferenceRecord) -> tuple[list, Any, Any] | None:
+        """The ranks of this verifier's check of ``record``, scored again when they are no
+        longer kept; None when the payload or the model does not allow it (a payload out of
+        reach is not waited for)."""
+        iid = record.inference_id
+        if iid not in self._ranks:
+            try:
+                await self._grade(record)  # fills the ranks when the payload and model allow
+            except PayloadUnavailable:
+                self._forget_fetch(iid)
+        return self._ranks.get(iid)
+
     async def _judge_receipt(self, iid: bytes, validator: str, challenger: str) -> int:
         """A challenged receipt: compare it with this participant's own prefill and vote."""
         if self.address in (validator, challenger):
@@ -431,14 +443,8 @@ class Verifier(RoleBase):
         receipt = await self.ledger.published_receipt(iid, validator)
         if record is None or not receipt or self.address == record.executor:
             return 0  # not published (yet, or broken at once), or this is the challenger
-        if iid not in self._ranks:
-            try:
-                await self._grade(record)  # fills the ranks when the payload and model allow
-            except PayloadUnavailable:
-                self._forget_fetch(iid)
-                return 0  # abstain: nothing to judge by yet
-        ranks = self._ranks.get(iid)
-        if ranks is None:  # no payload or no score: nothing to judge by (abstain)
+        ranks = await self._ranks_of(record)
+        if ranks is None:  # no payload (yet) or no score: nothing to judge by (abstain)
             return 0
         shown, ids, lps = ranks
         holds = receipts.holds(receipt, iid, validator, shown, ids, lps)
@@ -520,13 +526,7 @@ class Verifier(RoleBase):
         verdict, result = await self.check(record)
         sealed = receipts.Sealed(b"", b"", b"")
         if verdict.passed:  # a pass names what only the model run it rests on yields
-            ranks = self._ranks.get(iid)
-            if ranks is None:  # evicted since the check: score again
-                try:
-                    await self._grade(record)
-                except PayloadUnavailable:
-                    self._forget_fetch(iid)
-                ranks = self._ranks.get(iid)
+            ranks = await self._ranks_of(record)  # scored again if evicted since the check
             if ranks is None:  # the payload went away meanwhile: no pass without a receipt
                 return 0
             entries = receipts.make(iid, self.address, *ranks)
