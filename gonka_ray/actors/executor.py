@@ -6,11 +6,13 @@ sender is a registered participant, that the client's request is signed, and tha
 is the deterministic draw for ``(inference_id, attempt)`` excluding the TA — a TA cannot make a
 participant work outside the protocol. Before the last chunk leaves, it journals the payload (client
 request + compact artifact), its private ranks and the signed ``FinishInference`` in its store (one
-local SQLite transaction), then yields the chunk and submits the Finish in the background: the
-stream's end never waits for the ledger, and an executor killed after answering resubmits the
-journalled Finish when it restarts (:meth:`Executor.resume`), so an answered inference is not left
-to expire unpaid. A Finish that reaches the ledger before the TA's Start is retried until the
-Start commits. A stream cancelled mid-way
+local SQLite transaction), starts submitting the Finish in the background and yields the chunk:
+the stream's end never waits for the ledger. A journalled Finish stays journalled until the
+ledger decides it: one the ledger could not take for a while (replicas restarting, a view change)
+is resubmitted by a periodic sweep (:meth:`Executor.keep_finishing`), and an executor killed
+after answering resubmits it when it restarts (:meth:`Executor.resume`), so an answered inference
+is not left to expire unpaid. A Finish that reaches the ledger before the TA's Start is retried
+until the Start commits, for up to ``finish_wait_start_s``. A stream cancelled mid-way
 (its TA's client went away) is recorded the same way with the tokens generated so far and finish
 reason ``abort``; an engine failure mid-way is not (the client gets an error and is refunded).
 
@@ -45,9 +47,11 @@ from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
 from gonka_ray.constants import (
     DEFAULT_TOP_K_LOGPROBS,
-    EXECUTOR_FINISH_DEADLINE_S,
     EXECUTOR_FINISH_FAILURES_KEPT,
     EXECUTOR_FINISH_RETRY_S,
+    EXECUTOR_FINISH_SWEEP_S,
+    EXECUTOR_FINISH_TRY_S,
+    EXECUTOR_FINISH_WAIT_START_S,
     EXECUTOR_MAX_INFLIGHT,
     EXECUTOR_PARTICIPANTS_TTL_S,
     INFERENCE_MAX_ATTEMPTS,
@@ -81,7 +85,10 @@ class Executor(RoleBase):
         rng: source of transaction nonces.
         max_inflight: executions at once before refusing with code ``overloaded``.
         participants_ttl_s: age of the cached participant set (0 = read it for every request).
-        monotonic: the clock of that cache (seconds, monotonic).
+        monotonic: the clock of that cache and of ``finish_try_s`` (seconds, monotonic).
+        finish_try_s: how long one round of Finish submissions lasts; an undecided Finish then
+            waits, journalled, for the next sweep.
+        finish_wait_start_s: how long (on ``ctx.clock``) a Finish waits for its Start to commit.
     """
 
     def __init__(
@@ -93,12 +100,19 @@ class Executor(RoleBase):
         max_inflight: int = EXECUTOR_MAX_INFLIGHT,
         participants_ttl_s: float = EXECUTOR_PARTICIPANTS_TTL_S,
         monotonic: Callable[[], float] = time.monotonic,
+        finish_try_s: float = EXECUTOR_FINISH_TRY_S,
+        finish_wait_start_s: float = EXECUTOR_FINISH_WAIT_START_S,
     ) -> None:
         super().__init__(ctx, rng=rng)
         self.store = store
         self._tasks = BackgroundTasks()
         self.finished = 0
         self.resumed = 0  # journalled Finishes resubmitted after a restart
+        self.resent = 0  # journalled Finishes a later sweep resubmitted (the ledger was away)
+        self.finish_try_s = finish_try_s
+        self.finish_wait_start_s = finish_wait_start_s
+        self._finishing: set[bytes] = set()  # inference ids whose Finish a task is submitting
+        self._start_unknown_since: dict[bytes, float] = {}  # first "unknown_inference" answer
         self.finish_failures: deque[str] = deque(maxlen=EXECUTOR_FINISH_FAILURES_KEPT)
         self.max_inflight = max_inflight
         self.inflight = 0
@@ -147,6 +161,7 @@ class Executor(RoleBase):
                 chunks.append(chunk)
                 if chunk.finish_reason:  # the last token: on disk before the client can hold it
                     journalled = await self._journal(done(chunks))
+                    self._finish_later(iid, journalled)
                 yield wire.encode(
                     wire.StreamChunk(
                         index=chunk.index,
@@ -166,20 +181,15 @@ class Executor(RoleBase):
                 # below, is not billed: the client gets an error and the Start expires.)
                 aborted = [*chunks[:-1], replace(chunks[-1], finish_reason="abort")]
                 self._tasks.spawn(self._record(done(aborted)))
-            elif chunks:  # cancelled once the last token was generated: Finish it all the same
-                self._tasks.spawn(
-                    self._commit_finish(iid, journalled)
-                    if journalled is not None
-                    else self._record(done(chunks))
-                )
+            elif chunks and journalled is None:  # cancelled while journalling the last token
+                self._tasks.spawn(self._record(done(chunks)))
             raise
         except Exception as exc:  # the engine failed: tell the TA whether anything was sent
             log.warning("execution of %s failed: %s", iid.hex()[:12], exc)
             yield error_bytes("engine_error", str(exc), started=bool(chunks))
             return
         if journalled is None:  # an engine that ended without a finish reason ("length")
-            journalled = await self._journal(done(chunks))
-        self._tasks.spawn(self._commit_finish(iid, journalled))
+            self._finish_later(iid, await self._journal(done(chunks)))
 
     async def audit_receipt(
         self, inference_id: bytes, validator: str, receipt: tuple[receipts.Entry, ...]
@@ -284,7 +294,7 @@ class Executor(RoleBase):
 
     async def _record(self, done: _Executed) -> None:
         """Journal an inference (:meth:`_journal`) and commit its Finish."""
-        await self._commit_finish(done.iid, await self._journal(done))
+        self._finish_later(done.iid, await self._journal(done))
 
     async def _journal(self, done: _Executed) -> bytes:
         """Store the payload, the private ranks (what generation ranked beyond the artifact's
@@ -332,44 +342,82 @@ class Executor(RoleBase):
     async def resume(self) -> int:
         """Resubmit every journalled Finish the ledger has not decided (after a restart);
         returns how many. Safe to repeat: a Finish the ledger already has is refused and dropped."""
+        n = await self.sweep()
+        self.resumed += n
+        if n:
+            log.info("resubmitting %d journalled Finish(es)", n)
+        return n
+
+    async def sweep(self) -> int:
+        """Resubmit the journalled Finishes no task is submitting now; returns how many."""
         pending = await asyncio.to_thread(self.store.pending_finishes)
-        self.resumed += len(pending)
-        for iid, tx in pending:
-            self._tasks.spawn(self._commit_finish(iid, tx))
-        if pending:
-            log.info("resubmitting %d journalled Finish(es)", len(pending))
-        return len(pending)
+        return sum(self._finish_later(iid, tx) for iid, tx in pending)
+
+    async def keep_finishing(self, every_s: float = EXECUTOR_FINISH_SWEEP_S) -> None:
+        """:meth:`resume`, then :meth:`sweep` every ``every_s`` for as long as the actor lives:
+        a Finish the ledger could not take for one round (``finish_try_s``) is not forgotten
+        until the next restart."""
+        await self.resume()
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.resent += await self.sweep()
+            except Exception as exc:  # the store unreadable for a moment: the next sweep
+                log.warning("sweep of journalled Finishes failed: %r", exc)
+
+    def _finish_later(self, iid: bytes, tx: bytes) -> bool:
+        """Submit a journalled Finish in the background unless a task already does."""
+        if iid in self._finishing:
+            return False
+        self._finishing.add(iid)
+        self._tasks.spawn(self._commit_finish(iid, tx))
+        return True
 
     async def _commit_finish(self, iid: bytes, tx: bytes) -> None:
-        """Submit a journalled Finish until the ledger decides it, then drop it from the journal.
-        It stays journalled (for :meth:`resume`) when no replica could be reached in time."""
-        deadline = self.clock() + EXECUTOR_FINISH_DEADLINE_S
-        give_up = time.monotonic() + EXECUTOR_FINISH_DEADLINE_S
+        try:
+            if await self._submit_finish(iid, tx):
+                await asyncio.to_thread(self.store.finish_settled, iid)
+        finally:
+            self._finishing.discard(iid)
+
+    async def _submit_finish(self, iid: bytes, tx: bytes) -> bool:
+        """Submit a journalled Finish for one round (``finish_try_s``); True once the ledger
+        decided it (applied, or refused for good). False leaves it journalled for the next
+        sweep: no replica took it in time, or its Start has not committed yet."""
+        give_up = self.monotonic() + self.finish_try_s
         while True:
             try:  # CommitTimeout, replicas restarting: resent (the tx is idempotent) until give_up
                 outcome = await submit_until(
-                    self.ledger, tx, give_up - time.monotonic(), EXECUTOR_FINISH_RETRY_S
+                    self.ledger, tx, give_up - self.monotonic(), EXECUTOR_FINISH_RETRY_S
                 )
             except Exception as exc:
-                self.finish_failures.append(type(exc).__name__)
-                log.warning("FinishInference %s not committed: %r", iid.hex()[:12], exc)
-                return
+                log.warning("FinishInference %s not committed yet: %r", iid.hex()[:12], exc)
+                return False
             if outcome.ok:
                 self.finished += 1
                 break
-            if outcome.reason in ("unknown_inference",) and self.clock() < deadline:
-                await asyncio.sleep(EXECUTOR_FINISH_RETRY_S)
-                finish = wire.open_envelope(tx, wire.FinishInference, chain=self.chain.id).message
-                tx = wire.seal(
-                    wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
-                    self.key,
-                    self.chain.id,
-                )
-                continue
+            if outcome.reason == "unknown_inference":  # the Start has not committed (yet)
+                first = self._start_unknown_since.setdefault(iid, self.clock())
+                if self.clock() - first < self.finish_wait_start_s:
+                    if self.monotonic() >= give_up:
+                        return False
+                    await asyncio.sleep(EXECUTOR_FINISH_RETRY_S)
+                    # a fresh nonce: the ledger keeps the refused one's receipt under its id
+                    tx = self._resealed(tx)
+                    continue
             self.finish_failures.append(outcome.reason)
             log.warning("FinishInference %s rejected: %s", iid.hex()[:12], outcome.reason)
             break
-        await asyncio.to_thread(self.store.finish_settled, iid)
+        self._start_unknown_since.pop(iid, None)
+        return True
+
+    def _resealed(self, tx: bytes) -> bytes:
+        finish = wire.open_envelope(tx, wire.FinishInference, chain=self.chain.id).message
+        return wire.seal(
+            wire.FinishInference(**{**_fields(finish), "nonce": self.rng.getrandbits(64)}),
+            self.key,
+            self.chain.id,
+        )
 
     # --- payloads --------------------------------------------------------------------------
 
@@ -399,6 +447,8 @@ class Executor(RoleBase):
         return {
             "finished": self.finished,
             "resumed": self.resumed,
+            "resent": self.resent,
+            "finishes_in_flight": len(self._finishing),
             "finish_failures": list(self.finish_failures),
             "inflight": self.inflight,
             "refused": self.refused,

@@ -108,7 +108,8 @@ class TransportAgentActor(_RoleShell):
 
 class ExecutorActor(_RoleShell):
     """The participant's executor as a Ray actor (streaming ``execute``, ``payload``). The
-    constructor resubmits the Finishes journalled before a crash (:meth:`Executor.resume`)."""
+    constructor resubmits the Finishes journalled before a crash and keeps resubmitting those the
+    ledger has not decided (:meth:`Executor.keep_finishing`)."""
 
     def __init__(self, spec: ParticipantSpec) -> None:
         super().__init__(spec)
@@ -120,7 +121,7 @@ class ExecutorActor(_RoleShell):
             self.executor = Executor(self.ctx, store=store, rng=rng)
         with contextlib.suppress(RuntimeError):  # no event loop (plain use): resume() by hand
             # NOTE: Ray runs an async actor's constructor on its event loop.
-            self._resumed = asyncio.get_running_loop().create_task(self.executor.resume())
+            self._finishing = asyncio.get_running_loop().create_task(self.executor.keep_finishing())
 
     async def execute(self, envelope: bytes) -> AsyncIterator[bytes]:
         async for item in self.executor.execute(envelope):

@@ -19,6 +19,7 @@ from gonka_ray.constants import (
 )
 from gonka_ray.exceptions import (
     BadSignature,
+    CommitTimeout,
     ExpiredRequest,
     InsufficientBalance,
     ModelNotFound,
@@ -396,6 +397,85 @@ async def test_an_executor_killed_after_answering_is_paid_when_it_restarts(tmp_p
     assert rec.status is InferenceStatus.FINISHED
     # a second restart finds nothing to resubmit
     assert await Executor(dead.ctx, store=restarted.store).resume() == 0
+
+
+class _HeldStarts:
+    """A TA's view of the ledger in which a Start is taken in (``accepted``) but commits only
+    once released: a Start sitting in a mempool through a view change."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.release = inner, asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None):
+        if isinstance(wire.open_envelope(tx, chain=CHAIN).message, wire.StartInference):
+            if accepted is not None:
+                accepted.set()
+            await self.release.wait()
+        return await self.inner.submit(tx, accepted=accepted)
+
+
+class _Away:
+    """An executor's view of the ledger while no replica commits anything (all restarting)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.away = inner, True
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None):
+        if self.away:
+            raise CommitTimeout("every replica is restarting")
+        return await self.inner.submit(tx, accepted=accepted)
+
+
+@pytest.mark.parametrize("fault", ["ledger_away", "start_late", "start_never"])
+async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next_sweep(
+    tmp_path, fault: str
+) -> None:
+    """The CI failure this guards against: a slow ledger restart kept an executor's Finish out
+    (no replica committing, or the TA's Start committing late) for longer than the executor's
+    one round of submissions; it dropped the Finish and the answered inference expired, unpaid
+    and refunded. Now the Finish stays journalled and a sweep resubmits it, until its Start has
+    been unknown for ``finish_wait_start_s``."""
+    net = Net(tmp_path)
+    for ex in net.executors.values():
+        ex.finish_try_s = 0.05  # one round: a single submission, then the next sweep
+        if fault == "ledger_away":
+            ex.ledger = _Away(ex.ledger)
+    ta = net.tas["p0"]
+    if fault != "ledger_away":
+        ta.ledger = _HeldStarts(ta.ledger)
+    *chunks, done = [wire.decode(b) async for b in ta.submit(net.request())]
+    assert isinstance(done, wire.InferenceDone) and chunks  # the client holds an answer
+    ex = next(e for e in net.executors.values() if e.address == done.executor)
+    await ex.drain()  # the round ended undecided
+    rec = await net.ledger.inference(done.inference_id)
+    assert (rec is None) if fault != "ledger_away" else rec.status is InferenceStatus.STARTED
+    assert len(ex.store.pending_finishes()) == 1 and ex.finished == 0  # kept, not dropped
+    if fault == "start_never":  # the TA never got its Start in: the Finish is dropped in time
+        net.now += ex.finish_wait_start_s
+        assert await ex.sweep() == 1
+        await ex.drain()
+        assert ex.store.pending_finishes() == [] and list(ex.finish_failures) == [
+            "unknown_inference"
+        ]
+        return
+    if fault == "ledger_away":
+        ex.ledger.away = False
+    else:
+        ta.ledger.release.set()
+        await ta.drain()
+    assert (await net.ledger.inference(done.inference_id)).status is InferenceStatus.STARTED
+    assert await ex.sweep() == 1
+    await ex.drain()
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and rec.completion_tokens == len(chunks)
+    assert ex.store.pending_finishes() == [] and ex.finished == 1
+    assert await ex.sweep() == 0  # nothing left to resubmit
 
 
 async def test_a_stream_closed_at_its_last_token_is_still_finished(tmp_path) -> None:
