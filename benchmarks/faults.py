@@ -574,6 +574,7 @@ async def audit(
     raw = Counter(f"{s.error}<-{s.raw_error}" for s in sends if s.error)
     ta_stats = [await net.handle(n, "ta").stats.remote() for n in PARTICIPANTS]
     verifier_stats = [await net.handle(n, "verifier").stats.remote() for n in PARTICIPANTS]
+    executor_stats = [await net.handle(n, "executor").stats.remote() for n in PARTICIPANTS]
     names = {net.address_of(n): n for n in PARTICIPANTS}
 
     def who(address: str) -> str:
@@ -632,6 +633,11 @@ async def audit(
         "mid_stream_billed_by_rules": sum(r["billed_by_rules"] for r in refunds),
         "refunds": refunds,
         "ta_retries_after_pre_token_failure": sum(s["retries"] for s in ta_stats),
+        # Finishes the ledger refused (their reasons), and those a sweep resent because the
+        # ledger could not take them for a whole round (a slow leader restart)
+        "finish_refusals": dict(Counter(r for s in executor_stats for r in s["finish_failures"])),
+        "finishes_resent": sum(s["resent"] for s in executor_stats),
+        "unpaid_answers": sum(s["unpaid_answers"] for s in ta_stats),
         "answered_on_a_later_attempt": sum(s.done.attempt > 0 for s in answered.values()),
         "ledger_settled": quiet,
         "settle_s": settle_s,

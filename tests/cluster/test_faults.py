@@ -64,7 +64,13 @@ def test_crash_faults_under_load_lose_nothing_and_back_pressure_refuses(ray_sess
     # accusation nobody else voted on in time lapses)
     assert r["invalidated"] == [], (r["invalidated"], r["payload_fetches_deferred"])
     # nothing lost, the books balance on every replica, and they agree
-    assert r["ledger_settled"] and r["lost_records"] == 0, r["lost"]
+    assert r["ledger_settled"] and r["lost_records"] == 0, (
+        r["lost"],
+        r["finish_refusals"],
+        r["finishes_resent"],
+        r["unpaid_answers"],
+        when,
+    )
     assert r["balances_conserved"] and r["replicas_agree"], r["books"]
     # every request got an answer in the end (a client resends a failed one as a new request)
     assert r["answered"] == r["requests"] >= 120, r["errors_by_cause"]
