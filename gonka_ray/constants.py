@@ -187,7 +187,10 @@ EXECUTOR_FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (t
 TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
 TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer
 TA_TIMINGS_KEPT = 1_000  # per-request timings kept for stats (the newest)
-TA_SUBMIT_DEADLINE_S = 60.0  # resend Start/OutputDelivered after a commit timeout for this long
+TA_SUBMIT_DEADLINE_S = 60.0  # resend a Start no replica took in yet (its client waits) this long
+# once a replica took a Start in (its client may hold the answer), resend it, and the
+# OutputDelivered after it, this long: a leader restart on a loaded machine has taken minutes
+TA_SUBMIT_TAKEN_DEADLINE_S = 300.0
 PAYLOAD_FETCH_TIMEOUT_S = 2.0  # one payload fetch: no answer by then is a failed attempt
 # A verifier asks again for a payload it could not fetch (executor restarting, peer link down);
 # only when its fetch window ends is it a failed check. A check's window ends after

@@ -58,6 +58,7 @@ from gonka_ray.constants import (
     TA_MAX_INFLIGHT,
     TA_RETRY_AFTER_S,
     TA_SUBMIT_DEADLINE_S,
+    TA_SUBMIT_TAKEN_DEADLINE_S,
     TA_TIMINGS_KEPT,
 )
 from gonka_ray.exceptions import (
@@ -383,7 +384,13 @@ class TransportAgent(RoleBase):
     async def _submit_start(
         self, tx: bytes, t0: float, timing: dict[str, float], accepted: asyncio.Event
     ):
-        outcome = await submit_until(self.ledger, tx, TA_SUBMIT_DEADLINE_S, accepted=accepted)
+        try:
+            outcome = await submit_until(self.ledger, tx, TA_SUBMIT_DEADLINE_S, accepted=accepted)
+        except Exception:
+            if not accepted.is_set():  # its client is told CommitTimeout: nothing was charged
+                raise
+            # a replica took it in, so its client may hold the answer: resend it longer
+            outcome = await submit_until(self.ledger, tx, TA_SUBMIT_TAKEN_DEADLINE_S)
         timing.setdefault("start_commit_s", time.perf_counter() - t0)
         if not outcome.ok:
             log.warning("StartInference rejected: %s", outcome.reason)
@@ -407,7 +414,7 @@ class TransportAgent(RoleBase):
             self.key,
             self.chain.id,
         )
-        return await submit_until(self.ledger, tx, TA_SUBMIT_DEADLINE_S)
+        return await submit_until(self.ledger, tx, TA_SUBMIT_TAKEN_DEADLINE_S)
 
     # --- housekeeping ----------------------------------------------------------------------
 

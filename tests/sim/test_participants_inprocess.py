@@ -478,6 +478,46 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     assert await ex.sweep() == 0  # nothing left to resubmit
 
 
+class _TakenThenAway:
+    """A TA's view of the ledger in which a replica takes a Start in and then no replica
+    commits anything for its first ``fails`` submissions (a leader restart on a loaded machine)."""
+
+    def __init__(self, inner, fails: int) -> None:
+        self.inner, self.fails = inner, fails
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None):
+        if isinstance(wire.open_envelope(tx, chain=CHAIN).message, wire.StartInference):
+            if accepted is not None:
+                accepted.set()
+            if self.fails > 0:
+                self.fails -= 1
+                raise CommitTimeout("every replica is restarting")
+        return await self.inner.submit(tx, accepted=accepted)
+
+
+async def test_a_start_taken_in_before_the_answer_is_resent_past_the_clients_deadline(
+    tmp_path, monkeypatch
+) -> None:
+    """Once a replica took a Start in, its client may hold the answer: the TA keeps resending it
+    after the deadline a waiting client gets (TA_SUBMIT_DEADLINE_S, shortened here), so a slow
+    ledger restart does not leave an answer unrecorded and its executor unpaid."""
+    from gonka_ray.actors import transport
+
+    monkeypatch.setattr(transport, "TA_SUBMIT_DEADLINE_S", 0.1)
+    net = Net(tmp_path)
+    ta = net.tas["p0"]
+    ta.ledger = _TakenThenAway(ta.ledger, fails=3)  # ~1.5 s of resends at 0.5 s
+    *chunks, done = await net.ask("p0", net.request())
+    assert isinstance(done, wire.InferenceDone) and chunks
+    assert ta.ledger.fails == 0  # precondition: the Start outlived the shortened deadline
+    rec = await net.ledger.inference(done.inference_id)
+    assert rec.status is InferenceStatus.FINISHED and rec.delivered_hash == rec.response_hash
+    assert ta.stats()["unpaid_answers"] == 0
+
+
 async def test_a_stream_closed_at_its_last_token_is_still_finished(tmp_path) -> None:
     """The executor's consumer went away just as the last token left: the journalled Finish is
     committed all the same (the executor did the whole work)."""
