@@ -99,6 +99,30 @@ def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis
             for p in config.participants
         ),
         epoch_evidence=evidence_spec(config.model.name, network_precision(config)),
+        params=ledger_params(config),
+    )
+
+
+def vote_blocks(config: NetworkConfig) -> int:
+    """Blocks a vote stays open: a tenth of the expiry window, at least 20."""
+    return max(20, config.ledger.expiry_blocks // 10)
+
+
+def ledger_params(config: NetworkConfig) -> wire.LedgerParams:
+    """The rule parameters every replica takes from the genesis (not from its own config)."""
+    e = config.epoch
+    return wire.LedgerParams(
+        price_per_token=config.pricing.price_per_token,
+        expiry_blocks=config.ledger.expiry_blocks,
+        vote_blocks=vote_blocks(config),
+        epoch_blocks=e.epoch_blocks,
+        poc_sprint_blocks=e.poc_sprint_blocks,
+        poc_validation_blocks=e.poc_validation_blocks,
+        epochs_to_max_reputation=e.epochs_to_max_reputation,
+        reward_per_epoch=e.reward_per_epoch,
+        weight_cap_share=float(e.weight_cap_share),
+        poc_difficulty=float(e.poc_difficulty),
+        poc_calibration_nonces=e.poc_calibration_nonces,
     )
 
 
@@ -301,7 +325,7 @@ def launch(
             dtype=precision,
             price_per_token=config.pricing.price_per_token,
             expiry_blocks=config.ledger.expiry_blocks,
-            vote_blocks=max(20, config.ledger.expiry_blocks // 10),
+            vote_blocks=vote_blocks(config),
             epochs_to_max_reputation=config.epoch.epochs_to_max_reputation,
             storage_dir=str(storage),
             adversary=p.adversary,

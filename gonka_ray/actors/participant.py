@@ -149,19 +149,20 @@ class VerifierEpochActor(_RoleShell):
 
     def __init__(self, spec: ParticipantSpec) -> None:
         super().__init__(spec)
+        epochs = spec.epoch_app_config.epoch  # the genesis's numbers
         self.verifier = Verifier(
             self.ctx,
             executors=self._executor_of,
             thresholds=thresholds_for(spec.model, spec.dtype),
             epoch_seed=spec.epoch_seed,
-            epochs=spec.epochs,
+            epochs=epochs,
             rng=self._rng(spec, "verifier"),
             own_executor=LazyHandle(lambda: self.handles.get(spec.actor_name("executor"))),
         )
         self.worker = EpochWorker(
             self.ctx,
             seed_for=spec.epoch_seed,
-            epochs=spec.epochs,
+            epochs=epochs,
             poc=spec.poc,
             rng=self._rng(spec, "epochs"),
         )

@@ -175,7 +175,7 @@ class ParticipantReplica(LedgerReplica):
             metrics.set_gauge("gonka_invalidations", total, participant=self.spec.name)
 
     async def participants(self) -> dict[str, ParticipantInfo]:
-        return participant_infos(self.sm, self.spec.epochs_to_max_reputation)
+        return participant_infos(self.sm, self.epoch_config.epoch.epochs_to_max_reputation)
 
     async def inference(self, inference_id: bytes) -> InferenceRecord | None:
         return inference_app.inference_record(self.sm, inference_id)

@@ -51,11 +51,18 @@ class ParticipantSpec:
         return f"{self.network}.{participant or self.name}.{role}"
 
     @property
+    def rules(self) -> wire.LedgerParams | None:
+        """The rule parameters fixed in the genesis (None: a genesis without them)."""
+        return wire.decode(self.genesis, wire.LedgerGenesis).params
+
+    @property
     def app_config(self) -> inference_app.InferenceAppConfig:
+        """The lifecycle's parameters: the genesis's, whatever this spec's own fields say."""
+        p = self.rules
         return inference_app.InferenceAppConfig(
-            price_per_token=self.price_per_token,
-            expiry_blocks=self.expiry_blocks,
-            vote_blocks=self.vote_blocks,
+            price_per_token=self.price_per_token if p is None else p.price_per_token,
+            expiry_blocks=self.expiry_blocks if p is None else p.expiry_blocks,
+            vote_blocks=self.vote_blocks if p is None else p.vote_blocks,
         )
 
     @property
@@ -65,8 +72,23 @@ class ParticipantSpec:
 
     @property
     def epoch_app_config(self) -> epoch_app.EpochAppConfig:
+        """The epoch parameters: the genesis's (this spec's local PoC budget kept)."""
         genesis = wire.decode(self.genesis, wire.LedgerGenesis)
-        return epoch_app.EpochAppConfig(epoch=self.epochs, chain_id=genesis.chain_id)
+        p = genesis.params
+        epochs = self.epochs
+        if p is not None:
+            epochs = EpochConfig(
+                epoch_blocks=p.epoch_blocks,
+                poc_sprint_blocks=p.poc_sprint_blocks,
+                poc_validation_blocks=p.poc_validation_blocks,
+                epochs_to_max_reputation=p.epochs_to_max_reputation,
+                reward_per_epoch=p.reward_per_epoch,
+                weight_cap_share=p.weight_cap_share,
+                poc_difficulty=p.poc_difficulty,
+                poc_calibration_nonces=p.poc_calibration_nonces,
+                poc_budget_s=self.epochs.poc_budget_s,
+            )
+        return epoch_app.EpochAppConfig(epoch=epochs, chain_id=genesis.chain_id)
 
     def epoch_seed(self, epoch: int) -> bytes:
         """This participant's secret seed for ``epoch`` (derived from its secret key seed)."""

@@ -205,10 +205,30 @@ class ProtocolUpgrade:
     height: U64
 
 
+@struct
+class LedgerParams:
+    """The ledger's rule parameters, fixed in the genesis so every replica applies the same
+    numbers. The genesis hash is bound into every consensus signature, so a replica started
+    with other numbers (a joiner's edited config) cannot take part, rather than diverging in
+    silence: block headers carry no state hash that would reveal the difference."""
+
+    price_per_token: U64
+    expiry_blocks: U32
+    vote_blocks: U32
+    epoch_blocks: U32
+    poc_sprint_blocks: U32
+    poc_validation_blocks: U32
+    epochs_to_max_reputation: U32
+    reward_per_epoch: U64
+    weight_cap_share: float
+    poc_difficulty: float
+    poc_calibration_nonces: U32
+
+
 ChainId = Annotated[str, MaxLen(WIRE_CHAIN_ID_MAX_CHARS)]
 
 
-@message("LedgerGenesis", version=4)
+@message("LedgerGenesis", version=5)
 class LedgerGenesis:
     """The definition every replica starts from.
 
@@ -224,6 +244,7 @@ class LedgerGenesis:
     epoch_evidence: EvidenceRuleSpec | None = None  # None: executors are judged per inference
     protocol_version: U32 = PROTOCOL_VERSION
     upgrades: Annotated[list[ProtocolUpgrade], MaxLen(64)] = ()
+    params: LedgerParams | None = None  # None: each replica's own (in-process tests)
 
 
 # Ledger transactions (signed envelopes). ``nonce`` is the signer's next account nonce.
@@ -379,6 +400,7 @@ __all__ = [
     "GenesisAccount",
     "GenesisParticipant",
     "LedgerGenesis",
+    "LedgerParams",
     "PeerCall",
     "PeerCancel",
     "PeerEndpoint",

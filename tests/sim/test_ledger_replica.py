@@ -126,3 +126,49 @@ async def test_a_full_mempool_refuses_a_new_transaction_instead_of_dropping_it(t
     with pytest.raises(Overloaded):
         await r.submit(transfer(1, 1))
     await r.stop()
+
+
+async def test_a_replica_started_with_other_rule_parameters_takes_no_part(tmp_path) -> None:
+    """The rule parameters are in the genesis, whose hash every consensus signature binds: a
+    replica configured with another expiry window (a joiner's edited config) commits nothing and
+    counts for nothing, instead of applying other rules to the same blocks in silence (headers
+    carry no state hash that would show it)."""
+    from dataclasses import replace
+
+    from gonka_ray.demo import demo_network_config
+    from gonka_ray.ledger.replica import LedgerReplica
+    from gonka_ray.network import ledger_params
+
+    params = ledger_params(demo_network_config(model="fake", cheat=None, engine="fake"))
+    ours = replace(GENESIS, params=params)
+    theirs = replace(GENESIS, params=replace(params, expiry_blocks=params.expiry_blocks + 1))
+    assert wire.digest(ours) != wire.digest(theirs)
+    bus = Bus()
+    reps = [
+        LedgerReplica(
+            index=i,
+            key_seed=sim_key(f"replica-{i}").seed,
+            genesis=wire.encode(theirs if i == 3 else ours),
+            storage_dir=str(tmp_path),
+            transport=bus.transport(i),
+            tick_ms=2,
+            timeout_ticks=25,
+        )
+        for i in range(4)
+    ]
+    for i, r in enumerate(reps):
+        bus.add(i, r)
+        await r.start()
+    txs = [transfer(1, n) for n in range(3)]
+    for tx in txs:
+        await reps[0].submit(tx)
+    for r in reps[:3]:  # three of four are a quorum: the matching replicas go on
+        receipt = wire.decode(
+            await r.wait_receipt(merkle.tx_hash(txs[-1]), timeout_s=10), TxReceipt
+        )
+        assert receipt.ok
+    await asyncio.sleep(0.5)  # ~250 ticks: time enough for the odd one to follow, were it able to
+    assert reps[3].core.committed_height == 0 and reps[0].core.committed_height >= 1
+    assert await reps[3].balance(sim_key("client-1").address) == 1_000  # nothing applied
+    for r in reps:
+        await r.stop()

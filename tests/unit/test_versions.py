@@ -109,3 +109,49 @@ def test_a_prompt_count_mismatch_opens_a_vote_only_from_version_3() -> None:
     after = finish_mismatched(UPGRADE_AT)
     assert after.status is InferenceStatus.VOTING and after.prompt_vote and after.accuser == "p0"
     assert before.prompt_tokens == after.prompt_tokens == 10  # both charge the executor's count
+
+
+def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_config() -> None:
+    from dataclasses import replace
+
+    from gonka_ray.actors.spec import ParticipantSpec
+    from gonka_ray.demo import demo_network_config
+    from gonka_ray.network import build_genesis
+
+    config = demo_network_config(model="fake", cheat=None, engine="fake")
+    genesis = build_genesis(config)
+    p = genesis.params
+    assert (p.expiry_blocks, p.price_per_token, p.epoch_blocks) == (
+        config.ledger.expiry_blocks,
+        config.pricing.price_per_token,
+        config.epoch.epoch_blocks,
+    )
+    spec = ParticipantSpec(
+        network="n",
+        namespace="ns",
+        name="p0",
+        index=0,
+        key_seed=b"",
+        genesis=wire.encode(genesis),
+        model="fake",
+        price_per_token=p.price_per_token + 7,  # a config that disagrees with the genesis
+        expiry_blocks=p.expiry_blocks * 2,
+        vote_blocks=p.vote_blocks + 1,
+        epochs_to_max_reputation=p.epochs_to_max_reputation + 1,
+        storage_dir="/nonexistent",
+        epochs=config.epoch.model_copy(update={"epoch_blocks": p.epoch_blocks * 2}),
+    )
+    app, epochs = spec.app_config, spec.epoch_app_config.epoch
+    assert (app.price_per_token, app.expiry_blocks, app.vote_blocks) == (
+        p.price_per_token,
+        p.expiry_blocks,
+        p.vote_blocks,
+    )
+    assert (epochs.epoch_blocks, epochs.epochs_to_max_reputation) == (
+        p.epoch_blocks,
+        p.epochs_to_max_reputation,
+    )
+    assert epochs.poc_budget_s == config.epoch.poc_budget_s  # local: how long this one computes
+    # a genesis without parameters (in-process tests) leaves the spec's own
+    bare = replace(spec, genesis=wire.encode(replace(genesis, params=None)))
+    assert bare.app_config.expiry_blocks == p.expiry_blocks * 2
