@@ -177,11 +177,13 @@ POC_SPRINT_COMPUTE_SHARE = 0.5  # of a sprint's remaining time spent computing (
 EXECUTOR_MAX_INFLIGHT = 64  # executions at once; one more is refused with code "overloaded"
 EXECUTOR_PARTICIPANTS_TTL_S = 1.0  # how old the participant set a draw is checked against may be
 EXECUTOR_FINISH_RETRY_S = 0.2  # wait between Finish attempts while the Start is not committed
+EXECUTOR_FINISH_POLL_MAX_S = 2.0  # longest wait between reads for a Start not committed yet
 EXECUTOR_FINISH_TRY_S = 60.0  # one round of Finish submissions; then it waits for the next sweep
 EXECUTOR_FINISH_SWEEP_S = 10.0  # how often journalled Finishes nobody submits are resent
 # a Finish whose Start is still unknown after this long is dropped (if that Start ever commits,
-# it expires and the client is refunded). Well above TA_SUBMIT_DEADLINE_S: a TA resends its
-# Start that long, and a Start already in a mempool can commit after a view change.
+# it expires and the client is refunded). Well above TA_SUBMIT_DEADLINE_S +
+# TA_SUBMIT_TAKEN_DEADLINE_S: a TA resends its Start that long, and a Start already in a
+# mempool can commit after a view change.
 EXECUTOR_FINISH_WAIT_START_S = 900.0
 EXECUTOR_FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
 TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)

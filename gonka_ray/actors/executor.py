@@ -32,6 +32,7 @@ so the TA can try the next draw instead of queueing here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -48,6 +49,7 @@ from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit
 from gonka_ray.constants import (
     DEFAULT_TOP_K_LOGPROBS,
     EXECUTOR_FINISH_FAILURES_KEPT,
+    EXECUTOR_FINISH_POLL_MAX_S,
     EXECUTOR_FINISH_RETRY_S,
     EXECUTOR_FINISH_SWEEP_S,
     EXECUTOR_FINISH_TRY_S,
@@ -113,6 +115,7 @@ class Executor(RoleBase):
         self.finish_wait_start_s = finish_wait_start_s
         self._finishing: set[bytes] = set()  # inference ids whose Finish a task is submitting
         self._start_unknown_since: dict[bytes, float] = {}  # first "unknown_inference" answer
+        self._draining = False
         self.finish_failures: deque[str] = deque(maxlen=EXECUTOR_FINISH_FAILURES_KEPT)
         self.max_inflight = max_inflight
         self.inflight = 0
@@ -349,32 +352,45 @@ class Executor(RoleBase):
         return n
 
     async def sweep(self) -> int:
-        """Resubmit the journalled Finishes no task is submitting now; returns how many."""
+        """Resubmit the journalled Finishes no task is submitting now; returns how many.
+        Nothing while :meth:`drain` waits (it would never end)."""
+        if self._draining:
+            return 0
         pending = await asyncio.to_thread(self.store.pending_finishes)
-        return sum(self._finish_later(iid, tx) for iid, tx in pending)
+        # None: the task reads the row again (this list may be stale by then)
+        return sum(self._finish_later(iid, None) for iid, _ in pending)
 
     async def keep_finishing(self, every_s: float = EXECUTOR_FINISH_SWEEP_S) -> None:
         """:meth:`resume`, then :meth:`sweep` every ``every_s`` for as long as the actor lives:
         a Finish the ledger could not take for one round (``finish_try_s``) is not forgotten
         until the next restart."""
-        await self.resume()
+        resumed = False
         while True:
-            await asyncio.sleep(every_s)
             try:
-                self.resent += await self.sweep()
+                if resumed:
+                    self.resent += await self.sweep()
+                else:
+                    await self.resume()
+                    resumed = True
             except Exception as exc:  # the store unreadable for a moment: the next sweep
                 log.warning("sweep of journalled Finishes failed: %r", exc)
+            await asyncio.sleep(every_s)
 
-    def _finish_later(self, iid: bytes, tx: bytes) -> bool:
-        """Submit a journalled Finish in the background unless a task already does."""
+    def _finish_later(self, iid: bytes, tx: bytes | None) -> bool:
+        """Submit a journalled Finish (None: the one the journal holds now) in the background,
+        unless a task already does."""
         if iid in self._finishing:
             return False
         self._finishing.add(iid)
         self._tasks.spawn(self._commit_finish(iid, tx))
         return True
 
-    async def _commit_finish(self, iid: bytes, tx: bytes) -> None:
+    async def _commit_finish(self, iid: bytes, tx: bytes | None) -> None:
         try:
+            if tx is None:
+                tx = await asyncio.to_thread(self.store.pending_finish, iid)
+                if tx is None:  # decided since the sweep listed it
+                    return
             if await self._submit_finish(iid, tx):
                 await asyncio.to_thread(self.store.finish_settled, iid)
         finally:
@@ -399,17 +415,30 @@ class Executor(RoleBase):
             if outcome.reason == "unknown_inference":  # the Start has not committed (yet)
                 first = self._start_unknown_since.setdefault(iid, self.clock())
                 if self.clock() - first < self.finish_wait_start_s:
-                    if self.monotonic() >= give_up:
+                    if not await self._start_committed(iid, give_up):
                         return False
-                    await asyncio.sleep(EXECUTOR_FINISH_RETRY_S)
-                    # a fresh nonce: the ledger keeps the refused one's receipt under its id
+                    # a fresh nonce (the ledger keeps the refused one's receipt under its id),
+                    # journalled so that a later round or a restart sends this one
                     tx = self._resealed(tx)
+                    await asyncio.to_thread(self.store.replace_pending_finish, iid, tx)
                     continue
             self.finish_failures.append(outcome.reason)
             log.warning("FinishInference %s rejected: %s", iid.hex()[:12], outcome.reason)
             break
         self._start_unknown_since.pop(iid, None)
         return True
+
+    async def _start_committed(self, iid: bytes, give_up: float) -> bool:
+        """Wait, reading (never writing: a refused Finish is a committed transaction) until the
+        ledger has the inference's Start; False when ``give_up`` came first."""
+        wait = EXECUTOR_FINISH_RETRY_S
+        while self.monotonic() < give_up:
+            await asyncio.sleep(min(wait, max(0.0, give_up - self.monotonic())))
+            with contextlib.suppress(Exception):  # the ledger away: this round reads again
+                if await self.ledger.inference(iid) is not None:
+                    return True
+            wait = min(2 * wait, EXECUTOR_FINISH_POLL_MAX_S)
+        return False
 
     def _resealed(self, tx: bytes) -> bytes:
         finish = wire.open_envelope(tx, wire.FinishInference, chain=self.chain.id).message
@@ -440,8 +469,12 @@ class Executor(RoleBase):
     # --- housekeeping ----------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Wait for background ledger submissions (tests, shutdown)."""
-        await self._tasks.drain()
+        """Wait for background ledger submissions (tests, shutdown); no sweep starts more."""
+        self._draining = True
+        try:
+            await self._tasks.drain()
+        finally:
+            self._draining = False
 
     def stats(self) -> dict:
         return {

@@ -116,6 +116,22 @@ class PayloadStore:
             rows = self._db.execute("SELECT inference_id, tx FROM pending_finishes").fetchall()
         return [(bytes(i), bytes(t)) for i, t in rows]
 
+    def pending_finish(self, inference_id: bytes) -> bytes | None:
+        """The sealed Finish journalled for this inference, or None once it was decided."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tx FROM pending_finishes WHERE inference_id = ?", (bytes(inference_id),)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def replace_pending_finish(self, inference_id: bytes, finish_tx: bytes) -> None:
+        """Journal a resealed Finish (a fresh nonce) in place of the one pending, if any."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE pending_finishes SET tx = ? WHERE inference_id = ?",
+                (bytes(finish_tx), bytes(inference_id)),
+            )
+
     def finish_settled(self, inference_id: bytes) -> None:
         """The ledger decided this inference's Finish (committed, or refused for good)."""
         with self._lock:

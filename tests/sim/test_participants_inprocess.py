@@ -417,19 +417,26 @@ class _HeldStarts:
         return await self.inner.submit(tx, accepted=accepted)
 
 
-class _Away:
-    """An executor's view of the ledger while no replica commits anything (all restarting)."""
+class _ExecutorPort:
+    """An executor's view of the ledger that counts the Finishes it is sent, answers a
+    transaction sent again with its first receipt, as a replica does (the in-process ledger
+    would apply it anew) and, while ``away``, commits nothing (every replica restarting)."""
 
-    def __init__(self, inner) -> None:
-        self.inner, self.away = inner, True
+    def __init__(self, inner, away: bool) -> None:
+        self.inner, self.away, self.finishes, self.receipts = inner, away, 0, {}
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
     async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None):
+        self.finishes += isinstance(
+            wire.open_envelope(tx, chain=CHAIN).message, wire.FinishInference
+        )
         if self.away:
             raise CommitTimeout("every replica is restarting")
-        return await self.inner.submit(tx, accepted=accepted)
+        if tx not in self.receipts:
+            self.receipts[tx] = await self.inner.submit(tx, accepted=accepted)
+        return self.receipts[tx]
 
 
 @pytest.mark.parametrize("fault", ["ledger_away", "start_late", "start_never"])
@@ -443,9 +450,9 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     been unknown for ``finish_wait_start_s``."""
     net = Net(tmp_path)
     for ex in net.executors.values():
-        ex.finish_try_s = 0.05  # one round: a single submission, then the next sweep
-        if fault == "ledger_away":
-            ex.ledger = _Away(ex.ledger)
+        # one round: a submission then, while the Start is unknown, reads of the ledger
+        ex.finish_try_s = 0.05 if fault == "ledger_away" else 1.0
+        ex.ledger = _ExecutorPort(ex.ledger, away=fault == "ledger_away")
     ta = net.tas["p0"]
     if fault != "ledger_away":
         ta.ledger = _HeldStarts(ta.ledger)
@@ -456,6 +463,9 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     rec = await net.ledger.inference(done.inference_id)
     assert (rec is None) if fault != "ledger_away" else rec.status is InferenceStatus.STARTED
     assert len(ex.store.pending_finishes()) == 1 and ex.finished == 0  # kept, not dropped
+    # while the Start is unknown the executor reads (~4 times in the round), never resubmits:
+    # each refused Finish would be a committed transaction
+    assert ex.ledger.finishes == (1 if fault != "ledger_away" else 2)
     if fault == "start_never":  # the TA never got its Start in: the Finish is dropped in time
         net.now += ex.finish_wait_start_s
         assert await ex.sweep() == 1
@@ -474,6 +484,8 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     await ex.drain()
     rec = await net.ledger.inference(done.inference_id)
     assert rec.status is InferenceStatus.FINISHED and rec.completion_tokens == len(chunks)
+    if fault == "start_late":  # refused, its stored refusal again, then resealed and applied
+        assert ex.ledger.finishes == 3
     assert ex.store.pending_finishes() == [] and ex.finished == 1
     assert await ex.sweep() == 0  # nothing left to resubmit
 
