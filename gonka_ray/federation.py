@@ -106,20 +106,23 @@ async def register_with_peers(
     has synced: a lying peer gets it nowhere, as the others' directories disagree).
 
     Raises:
-        JoinRefused: the network refused a transaction (``reason``: its receipt's), or no peer
-            answered within ``timeout_s`` (``reason`` ``"unreachable"``).
+        JoinRefused: the network refused a transaction (``reason``: its receipt's), the peer's
+            genesis is not the one ``config`` gives (``"genesis_mismatch"``: other rule
+            parameters, its replica could not follow the chain), or no peer answered within
+            ``timeout_s`` (``"unreachable"``).
     """
-    from gonka_ray.network import chain_id
+    from gonka_ray.network import build_genesis, chain_id
     from gonka_ray.peer.guest import GuestLink
 
     chain = chain_id(config)
+    genesis = wire.digest(build_genesis(config))  # what launch() will run this replica with
     deadline = time.monotonic() + timeout_s
     errors: list[str] = []
     while True:
         for peer in peers:
             try:
                 async with GuestLink(key=key, chain_id=chain, address=peer) as link:
-                    return await _register_on(link, key, name, endpoint)
+                    return await _register_on(link, key, name, endpoint, genesis)
             except (PeerUnavailable, PeerCallFailed, PeerProtocolError) as exc:
                 errors.append(f"{peer}: {exc}")
         if time.monotonic() + retry_s > deadline:
@@ -131,7 +134,7 @@ async def register_with_peers(
 
 
 async def _register_on(
-    link: Any, key: crypto.KeyPair, name: str, endpoint: str
+    link: Any, key: crypto.KeyPair, name: str, endpoint: str, genesis: bytes
 ) -> tuple[int, list[tuple[bytes, str | None]]]:
     from gonka_ray.peer.guest import JOIN_SUBMIT, join_directory
 
@@ -145,14 +148,20 @@ async def _register_on(
                 f"{type(message).__name__} refused: {receipt.reason}", reason=receipt.reason
             )
 
-    directory, nonce = await join_directory(link, key.address)
+    directory, nonce, theirs = await join_directory(link, key.address)
+    if theirs != genesis:  # before anything is signed: nothing to undo
+        raise JoinRefused(
+            "this config's genesis is not the network's (another price, expiry window or "
+            "epoch parameter?): a replica started from it could not follow the chain",
+            reason="genesis_mismatch",
+        )
     place = _place(directory, key.public_key)
     if place is None:
         await submit(wire.RegisterParticipant(name=name, weight=0, nonce=nonce))
         nonce += 1
     if place is None or directory[place][1] != endpoint:
         await submit(wire.PeerEndpoint(endpoint=endpoint, nonce=nonce))
-        directory, _ = await join_directory(link, key.address)
+        directory, _, _ = await join_directory(link, key.address)
         place = _place(directory, key.public_key)
     if place is None:
         raise PeerUnavailable("registered, but not in that peer's directory yet")

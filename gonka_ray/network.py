@@ -364,7 +364,7 @@ def launch(
                 timeout_ticks=max(10, config.ledger.view_timeout_ms // tick_ms),
                 empty_block_interval_ms=config.ledger.empty_block_interval_ms,
                 min_block_interval_ms=config.ledger.min_block_interval_ms,
-                epoch_blocks=config.epoch.epoch_blocks,
+                epoch_blocks=spec.epoch_app_config.epoch.epoch_blocks,  # the genesis's
                 on_corrupt_store=config.ledger.on_corrupt_store,
             )
         for p in here:

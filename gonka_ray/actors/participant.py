@@ -82,7 +82,7 @@ class TransportAgentActor(_RoleShell):
         self.ta = TransportAgent(
             self.ctx,
             executors=self._executor_of,
-            price_per_token=spec.price_per_token,
+            price_per_token=spec.app_config.price_per_token,  # the genesis's
             rng=self._rng(spec, "ta"),
         )
 

@@ -197,7 +197,8 @@ def serve_joiners(transport: TcpPeerTransport, replica: LedgerReplica) -> None:
     endpoint transaction (nothing else) into ``replica``'s mempool and answers its receipt once
     committed (empty when not within ``JOIN_RECEIPT_TIMEOUT_S``); ``join_directory(address)``
     answers the peer directory as ``replica`` sees it, ``[[public_key, endpoint], ...]`` by
-    index, and the account nonce of ``address``."""
+    index, the account nonce of ``address`` and the digest of ``replica``'s genesis (a joiner
+    whose own differs would run other rules: it stops before registering)."""
 
     async def submit(body: bytes, caller: int) -> AsyncIterator[bytes]:
         try:
@@ -215,7 +216,8 @@ def serve_joiners(transport: TcpPeerTransport, replica: LedgerReplica) -> None:
     async def directory(body: bytes, caller: int) -> AsyncIterator[bytes]:
         address = body.decode(errors="replace")[:64]
         rows = [[e.public_key, e.endpoint] for e in replica.directory()]
-        yield msgpack.packb([rows, replica.sm.nonce(address)], use_bin_type=True)
+        digest = wire.digest(replica.genesis)
+        yield msgpack.packb([rows, replica.sm.nonce(address), digest], use_bin_type=True)
 
     transport.serve(JOIN_SUBMIT, submit, guests=True)
     transport.serve(JOIN_DIRECTORY, directory, guests=True)
@@ -223,16 +225,19 @@ def serve_joiners(transport: TcpPeerTransport, replica: LedgerReplica) -> None:
 
 async def join_directory(
     link: GuestLink, address: str = ""
-) -> tuple[list[tuple[bytes, str | None]], int]:
-    """The peer directory as the member at the other end of ``link`` sees it, and the account
-    nonce of ``address`` there.
+) -> tuple[list[tuple[bytes, str | None]], int, bytes]:
+    """The peer directory as the member at the other end of ``link`` sees it, the account
+    nonce of ``address`` there and the digest of its genesis.
 
     Raises:
         PeerUnavailable, PeerCallFailed: see :meth:`GuestLink.call`.
         PeerProtocolError: the answer is not a directory.
     """
     try:
-        rows, nonce = msgpack.unpackb(await link.call(JOIN_DIRECTORY, address.encode()), raw=False)
-        return [(bytes(pk), None if ep is None else str(ep)) for pk, ep in rows], int(nonce)
+        rows, nonce, digest = msgpack.unpackb(
+            await link.call(JOIN_DIRECTORY, address.encode()), raw=False
+        )
+        directory = [(bytes(pk), None if ep is None else str(ep)) for pk, ep in rows]
+        return directory, int(nonce), bytes(digest)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise PeerProtocolError(f"not a directory: {exc}", reason="bad_reply") from None

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from gonka_ray import crypto, wire
-from gonka_ray.exceptions import PeerCallFailed
+from gonka_ray.exceptions import JoinRefused, PeerCallFailed
+from gonka_ray.federation import _register_on
 from gonka_ray.ledger import merkle
 from gonka_ray.ledger.replica import LedgerReplica
 from gonka_ray.ledger.state import PARTICIPANTS, VALIDATORS, StateMachine
@@ -86,6 +87,15 @@ async def test_a_newcomer_registers_as_a_guest_follows_and_votes_from_the_next_e
         await reps[0].submit(transfer(1, 0))
         await wait_for(lambda: min(r.sm.height for r in reps) >= B + 2, 30, "an epoch")
 
+        # 0. a joiner whose config gives another genesis (other rule parameters: its replica
+        #    could not follow the chain) stops before it signs anything
+        async with GuestLink(key=JOINER, chain_id=SIM_CHAIN, address=addresses[1]) as link:
+            with pytest.raises(JoinRefused) as refused:
+                await _register_on(link, JOINER, "joiner", addresses[4], b"\x00" * 32)
+            assert refused.value.reason == "genesis_mismatch"
+            directory, nonce, _ = await join_directory(link, JOINER.address)
+            assert len(directory) == 4 and nonce == 0  # nothing registered
+
         # 1. as a guest: only registration transactions pass; then register and announce
         async with GuestLink(key=JOINER, chain_id=SIM_CHAIN, address=addresses[1]) as link:
             spam = wire.seal(Transfer(to=JOINER.address, amount=1, nonce=0), JOINER, SIM_CHAIN)
@@ -99,10 +109,11 @@ async def test_a_newcomer_registers_as_a_guest_follows_and_votes_from_the_next_e
             assert receipt.ok, receipt.reason
             ann = wire.seal(PeerEndpoint(endpoint=addresses[4], nonce=1), JOINER, SIM_CHAIN)
             assert wire.decode(await link.call(JOIN_SUBMIT, ann), wire.TxReceipt).ok
-            directory, nonce = await join_directory(link, JOINER.address)
+            directory, nonce, digest = await join_directory(link, JOINER.address)
         assert len(directory) == 5 and directory[4] == (JOINER.public_key, addresses[4])
         assert nonce == 2
-        assert transports[1].stats.guest_sessions == 1
+        assert digest == wire.digest(GENESIS)  # what the joiner checks its own config against
+        assert transports[1].stats.guest_sessions == 2
 
         # 2. the newcomer's own replica at its directory place: the members dial it
         t = TcpPeerTransport(
