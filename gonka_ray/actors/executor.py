@@ -11,8 +11,9 @@ the stream's end never waits for the ledger. A journalled Finish stays journalle
 ledger decides it: one the ledger could not take for a while (replicas restarting, a view change)
 is resubmitted by a periodic sweep (:meth:`Executor.keep_finishing`), and an executor killed
 after answering resubmits it when it restarts (:meth:`Executor.resume`), so an answered inference
-is not left to expire unpaid. A Finish that reaches the ledger before the TA's Start is retried
-until the Start commits, for up to ``finish_wait_start_s``. A stream cancelled mid-way
+is not left to expire unpaid. A Finish that reaches the ledger before the TA's Start naming this
+executor (no Start yet, or only the Start of an earlier attempt whose executor failed before its
+first token) waits for that Start, for up to ``finish_wait_start_s``. A stream cancelled mid-way
 (its TA's client went away) is recorded the same way with the tokens generated so far and finish
 reason ``abort``; an engine failure mid-way is not (the client gets an error and is refunded).
 
@@ -114,7 +115,7 @@ class Executor(RoleBase):
         self.finish_try_s = finish_try_s
         self.finish_wait_start_s = finish_wait_start_s
         self._finishing: set[bytes] = set()  # inference ids whose Finish a task is submitting
-        self._start_unknown_since: dict[bytes, float] = {}  # first "unknown_inference" answer
+        self._start_unknown_since: dict[bytes, float] = {}  # first "not our Start yet" answer
         self._draining = False
         self.finish_failures: deque[str] = deque(maxlen=EXECUTOR_FINISH_FAILURES_KEPT)
         self.max_inflight = max_inflight
@@ -412,10 +413,12 @@ class Executor(RoleBase):
             if outcome.ok:
                 self.finished += 1
                 break
-            if outcome.reason == "unknown_inference":  # the Start has not committed (yet)
+            # the Start drawing this executor has not committed (yet): none at all, or only an
+            # earlier attempt's, whose executor failed before its first token (the TA retried)
+            if outcome.reason in ("unknown_inference", "not_executor"):
                 first = self._start_unknown_since.setdefault(iid, self.clock())
                 if self.clock() - first < self.finish_wait_start_s:
-                    if not await self._start_committed(iid, give_up):
+                    if not await self._our_start_committed(iid, give_up):
                         return False
                     # a fresh nonce (the ledger keeps the refused one's receipt under its id),
                     # journalled so that a later round or a restart sends this one
@@ -428,14 +431,16 @@ class Executor(RoleBase):
         self._start_unknown_since.pop(iid, None)
         return True
 
-    async def _start_committed(self, iid: bytes, give_up: float) -> bool:
+    async def _our_start_committed(self, iid: bytes, give_up: float) -> bool:
         """Wait, reading (never writing: a refused Finish is a committed transaction) until the
-        ledger has the inference's Start; False when ``give_up`` came first."""
+        ledger has a Start of the inference that names this executor; False when ``give_up``
+        came first."""
         wait = EXECUTOR_FINISH_RETRY_S
         while self.monotonic() < give_up:
             await asyncio.sleep(min(wait, max(0.0, give_up - self.monotonic())))
             with contextlib.suppress(Exception):  # the ledger away: this round reads again
-                if await self.ledger.inference(iid) is not None:
+                rec = await self.ledger.inference(iid)
+                if rec is not None and rec.executor == self.address:
                     return True
             wait = min(2 * wait, EXECUTOR_FINISH_POLL_MAX_S)
         return False

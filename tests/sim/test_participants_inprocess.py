@@ -400,17 +400,18 @@ async def test_an_executor_killed_after_answering_is_paid_when_it_restarts(tmp_p
 
 
 class _HeldStarts:
-    """A TA's view of the ledger in which a Start is taken in (``accepted``) but commits only
-    once released: a Start sitting in a mempool through a view change."""
+    """A TA's view of the ledger in which a Start (of attempt ``from_attempt`` on) is taken in
+    (``accepted``) but commits only once released: a Start in a mempool through a view change."""
 
-    def __init__(self, inner) -> None:
-        self.inner, self.release = inner, asyncio.Event()
+    def __init__(self, inner, from_attempt: int = 0) -> None:
+        self.inner, self.release, self.from_attempt = inner, asyncio.Event(), from_attempt
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
     async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None):
-        if isinstance(wire.open_envelope(tx, chain=CHAIN).message, wire.StartInference):
+        msg = wire.open_envelope(tx, chain=CHAIN).message
+        if isinstance(msg, wire.StartInference) and msg.attempt >= self.from_attempt:
             if accepted is not None:
                 accepted.set()
             await self.release.wait()
@@ -439,7 +440,7 @@ class _ExecutorPort:
         return self.receipts[tx]
 
 
-@pytest.mark.parametrize("fault", ["ledger_away", "start_late", "start_never"])
+@pytest.mark.parametrize("fault", ["ledger_away", "start_late", "retry_start_late", "start_never"])
 async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next_sweep(
     tmp_path, fault: str
 ) -> None:
@@ -455,13 +456,29 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
         ex.ledger = _ExecutorPort(ex.ledger, away=fault == "ledger_away")
     ta = net.tas["p0"]
     if fault != "ledger_away":
-        ta.ledger = _HeldStarts(ta.ledger)
+        # retry_start_late: the first draw fails before its first token; the retry's Start
+        # lags while the first attempt's is in (the crash-fault runs' lost records: attempt 1)
+        ta.ledger = _HeldStarts(ta.ledger, from_attempt=int(fault == "retry_start_late"))
+    if fault == "retry_start_late":
+        draws, executor_of = [], ta.executors
+
+        def first_fails(address: str):
+            draws.append(address)
+            return BadExecutor("nothing") if len(draws) == 1 else executor_of(address)
+
+        ta.executors = first_fails
     *chunks, done = [wire.decode(b) async for b in ta.submit(net.request())]
     assert isinstance(done, wire.InferenceDone) and chunks  # the client holds an answer
+    assert done.attempt == int(fault == "retry_start_late")
     ex = next(e for e in net.executors.values() if e.address == done.executor)
     await ex.drain()  # the round ended undecided
     rec = await net.ledger.inference(done.inference_id)
-    assert (rec is None) if fault != "ledger_away" else rec.status is InferenceStatus.STARTED
+    if fault == "ledger_away":
+        assert rec.status is InferenceStatus.STARTED
+    elif fault == "retry_start_late":  # the first draw's Start: the Finish is not_executor
+        assert rec.status is InferenceStatus.STARTED and rec.executor != ex.address
+    else:
+        assert rec is None
     assert len(ex.store.pending_finishes()) == 1 and ex.finished == 0  # kept, not dropped
     # while the Start is unknown the executor reads (~4 times in the round), never resubmits:
     # each refused Finish would be a committed transaction
@@ -484,7 +501,7 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     await ex.drain()
     rec = await net.ledger.inference(done.inference_id)
     assert rec.status is InferenceStatus.FINISHED and rec.completion_tokens == len(chunks)
-    if fault == "start_late":  # refused, its stored refusal again, then resealed and applied
+    if fault != "ledger_away":  # refused, its stored refusal again, then resealed and applied
         assert ex.ledger.finishes == 3
     assert ex.store.pending_finishes() == [] and ex.finished == 1
     assert await ex.sweep() == 0  # nothing left to resubmit
