@@ -33,7 +33,7 @@ WIRE_MAX_STR_CHARS = 1024 * 1024  # default cap on a string field
 WIRE_MAX_BYTES_LEN = 8 * 1024 * 1024  # default cap on a bytes field
 WIRE_MAX_LIST_LEN = 65_536  # default cap on list fields
 WIRE_SIGNATURE_DOMAIN = b"gonka_ray/v1/"  # domain tag prefixed to every signed byte string
-WIRE_CHAIN_ID_MAX_CHARS = 64  # a network's chain id
+WIRE_CHAIN_ID_MAX_CHARS = 96  # a network's chain id: its name (<= 64) + "-" + 16 hex digits
 LEDGER_MAX_BLOCK_TXS = 100_000  # hard cap on transactions in one block (config caps it lower)
 LEDGER_MAX_VALIDATORS = 1_024  # validators in one set (wire cap on indexes and certificates)
 # the hello index of a peer outside the directory (a joiner before its registration commits)

@@ -80,14 +80,22 @@ def client_key(config: NetworkConfig, index: int = 0) -> crypto.KeyPair:
     return crypto.KeyPair.from_seed(f"{config.name}/{config.seed}/client/{index}")
 
 
-def chain_id(config: NetworkConfig) -> str:
-    """The network's genesis chain id: its name (clients sign requests for it)."""
-    return config.name
+def chain_id(config: NetworkConfig, clients: int = 1) -> str:
+    """The network's genesis chain id, which every signature binds: its name and the first 8
+    bytes of the digest of its genesis (as named by the bare name). Two networks that share a
+    name but not a genesis (participants, balances, rule parameters) sign for different chains,
+    so nothing signed on one, a client's request included, is valid on the other."""
+    digest = wire.digest(_genesis(config, clients, config.name))
+    return f"{config.name}-{digest[:8].hex()}"
 
 
 def build_genesis(config: NetworkConfig, clients: int = 1) -> wire.LedgerGenesis:
+    return _genesis(config, clients, chain_id(config, clients))
+
+
+def _genesis(config: NetworkConfig, clients: int, chain: str) -> wire.LedgerGenesis:
     return wire.LedgerGenesis(
-        chain_id=chain_id(config),
+        chain_id=chain,
         accounts=tuple(
             wire.GenesisAccount(
                 client_key(config, i).address, config.pricing.genesis_client_balance
@@ -173,7 +181,7 @@ class Network:
     @property
     def chain_id(self) -> str:
         """The genesis chain id: clients sign requests for it."""
-        return chain_id(self.config)
+        return next(iter(self.specs.values())).chain.id
 
     def address_of(self, participant: str) -> str:
         return crypto.address(public_key_of(self.config, participant))

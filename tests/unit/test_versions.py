@@ -9,7 +9,7 @@ import pytest
 
 from gonka_ray import crypto, wire
 from gonka_ray.constants import PROTOCOL_VERSION
-from gonka_ray.exceptions import ConfigError, TxRejected
+from gonka_ray.exceptions import BadSignature, ConfigError, TxRejected
 from gonka_ray.ledger.state import StateMachine
 from gonka_ray.protocol import selection, versions
 from gonka_ray.protocol.lifecycle import InferenceBook, InferenceStatus, ParticipantRecord
@@ -155,3 +155,24 @@ def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_co
     # a genesis without parameters (in-process tests) leaves the spec's own
     bare = replace(spec, genesis=wire.encode(replace(genesis, params=None)))
     assert bare.app_config.expiry_blocks == p.expiry_blocks * 2
+
+
+def test_two_networks_of_one_name_but_another_genesis_sign_for_different_chains() -> None:
+    """A test network named like a live one must not accept the live one's signatures (a
+    client's request replayed there, or the reverse): the chain id carries the genesis digest."""
+    from gonka_ray.demo import demo_network_config
+    from gonka_ray.network import build_genesis, chain_id, client_key
+
+    live = demo_network_config(model="fake", cheat=None, engine="fake")
+    test = live.model_copy(update={"ledger": live.ledger.model_copy(update={"expiry_blocks": 700})})
+    assert live.name == test.name
+    assert chain_id(live) == chain_id(live) == build_genesis(live).chain_id  # deterministic
+    assert chain_id(live).startswith(f"{live.name}-") and chain_id(live) != chain_id(test)
+    request = wire.seal(
+        wire.Transfer(to=client_key(live).address, amount=1, nonce=0),
+        client_key(live),
+        chain_id(live),
+    )
+    assert wire.open_envelope(request, chain=chain_id(live)).message.amount == 1
+    with pytest.raises(BadSignature):
+        wire.open_envelope(request, chain=chain_id(test))
