@@ -637,6 +637,9 @@ async def audit(
         # ledger could not take them for a whole round (a slow leader restart)
         "finish_refusals": dict(Counter(r for s in executor_stats for r in s["finish_failures"])),
         "finishes_resent": sum(s["resent"] for s in executor_stats),
+        # Finishes that reached the ledger before the Start naming their executor (a retry's
+        # Start behind the first attempt's, a slow commit) and waited for it
+        "finishes_waited_for_start": sum(s["waited_for_start"] for s in executor_stats),
         "unpaid_answers": sum(s["unpaid_answers"] for s in ta_stats),
         "answered_on_a_later_attempt": sum(s.done.attempt > 0 for s in answered.values()),
         "ledger_settled": quiet,
@@ -986,6 +989,8 @@ def main() -> None:
         "requests": report["requests"],
         "answered_share": report["answered_share"],
         "lost_records": report["lost_records"],
+        # the race that lost records before: answers whose Finish waited for its own Start
+        "finishes_waited_for_start": report["finishes_waited_for_start"],
         "answered": report["answered"],
         "failed": report["failed"],
         "first_try_share": round(report["first_try"] / max(1, report["requests"]), 5),

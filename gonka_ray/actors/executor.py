@@ -112,6 +112,7 @@ class Executor(RoleBase):
         self.finished = 0
         self.resumed = 0  # journalled Finishes resubmitted after a restart
         self.resent = 0  # journalled Finishes a later sweep resubmitted (the ledger was away)
+        self.waited_for_start = 0  # Finishes that reached the ledger before their Start
         self.finish_try_s = finish_try_s
         self.finish_wait_start_s = finish_wait_start_s
         self._finishing: set[bytes] = set()  # inference ids whose Finish a task is submitting
@@ -416,6 +417,8 @@ class Executor(RoleBase):
             # the Start drawing this executor has not committed (yet): none at all, or only an
             # earlier attempt's, whose executor failed before its first token (the TA retried)
             if outcome.reason in ("unknown_inference", "not_executor"):
+                if iid not in self._start_unknown_since:
+                    self.waited_for_start += 1
                 first = self._start_unknown_since.setdefault(iid, self.clock())
                 if self.clock() - first < self.finish_wait_start_s:
                     if not await self._our_start_committed(iid, give_up):
@@ -486,6 +489,7 @@ class Executor(RoleBase):
             "finished": self.finished,
             "resumed": self.resumed,
             "resent": self.resent,
+            "waited_for_start": self.waited_for_start,
             "finishes_in_flight": len(self._finishing),
             "finish_failures": list(self.finish_failures),
             "inflight": self.inflight,

@@ -480,6 +480,7 @@ async def test_a_finish_the_ledger_could_not_take_for_a_round_waits_for_the_next
     else:
         assert rec is None
     assert len(ex.store.pending_finishes()) == 1 and ex.finished == 0  # kept, not dropped
+    assert ex.stats()["waited_for_start"] == int(fault != "ledger_away")
     # while the Start is unknown the executor reads (~4 times in the round), never resubmits:
     # each refused Finish would be a committed transaction
     assert ex.ledger.finishes == (1 if fault != "ledger_away" else 2)
