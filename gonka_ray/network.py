@@ -111,18 +111,13 @@ def _genesis(config: NetworkConfig, clients: int, chain: str) -> wire.LedgerGene
     )
 
 
-def vote_blocks(config: NetworkConfig) -> int:
-    """Blocks a vote stays open: a tenth of the expiry window, at least 20."""
-    return max(20, config.ledger.expiry_blocks // 10)
-
-
 def ledger_params(config: NetworkConfig) -> wire.LedgerParams:
     """The rule parameters every replica takes from the genesis (not from its own config)."""
     e = config.epoch
     return wire.LedgerParams(
         price_per_token=config.pricing.price_per_token,
         expiry_blocks=config.ledger.expiry_blocks,
-        vote_blocks=vote_blocks(config),
+        vote_blocks=max(20, config.ledger.expiry_blocks // 10),  # a tenth of the expiry window
         epoch_blocks=e.epoch_blocks,
         poc_sprint_blocks=e.poc_sprint_blocks,
         poc_validation_blocks=e.poc_validation_blocks,
@@ -331,13 +326,8 @@ def launch(
             genesis=genesis_bytes,
             model=config.model.name,
             dtype=precision,
-            price_per_token=config.pricing.price_per_token,
-            expiry_blocks=config.ledger.expiry_blocks,
-            vote_blocks=vote_blocks(config),
-            epochs_to_max_reputation=config.epoch.epochs_to_max_reputation,
             storage_dir=str(storage),
             adversary=p.adversary,
-            epochs=config.epoch,
             poc=PocSettings(max_budget_s=config.epoch.poc_budget_s, max_nonces=p.poc_max_nonces),
             peer_addresses=peer_addresses,
             peer_keys=peer_keys,

@@ -1,7 +1,8 @@
 """What a participant's actors are built from: :class:`ParticipantSpec`, plain picklable data.
 
 Each actor is built from its participant's spec (names, the participant's key seed, the genesis
-bytes, the protocol parameters), so a restart (``max_restarts``) rebuilds it from the same spec.
+bytes, which carry the rule parameters, and its local settings), so a restart
+(``max_restarts``) rebuilds it from the same spec.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from gonka_ray import wire
 from gonka_ray.actors.epoch_worker import PocSettings
 from gonka_ray.config import EpochConfig
+from gonka_ray.exceptions import ConfigError
 from gonka_ray.ledger import epoch_app, inference_app
 from gonka_ray.protocol.versions import Chain, chain_of
 
@@ -28,13 +30,8 @@ class ParticipantSpec:
     key_seed: bytes  # NOTE: the participant's own secret, handed only to its own actors
     genesis: bytes  # encoded LedgerGenesis
     model: str
-    price_per_token: int
-    expiry_blocks: int
-    vote_blocks: int
-    epochs_to_max_reputation: int
     storage_dir: str
     adversary: str | None = None
-    epochs: EpochConfig = field(default_factory=EpochConfig)
     poc: PocSettings = field(default_factory=PocSettings)
     extra: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"  # the network's model dtype: picks the verification thresholds
@@ -51,18 +48,25 @@ class ParticipantSpec:
         return f"{self.network}.{participant or self.name}.{role}"
 
     @property
-    def rules(self) -> wire.LedgerParams | None:
-        """The rule parameters fixed in the genesis (None: a genesis without them)."""
-        return wire.decode(self.genesis, wire.LedgerGenesis).params
+    def rules(self) -> wire.LedgerParams:
+        """The rule parameters fixed in the genesis: the only copy a participant's actors read.
+
+        Raises:
+            ConfigError: the genesis carries none.
+        """
+        params = wire.decode(self.genesis, wire.LedgerGenesis).params
+        if params is None:
+            raise ConfigError("a participant's genesis must carry the rule parameters")
+        return params
 
     @property
     def app_config(self) -> inference_app.InferenceAppConfig:
-        """The lifecycle's parameters: the genesis's, whatever this spec's own fields say."""
+        """The lifecycle's parameters (the genesis's)."""
         p = self.rules
         return inference_app.InferenceAppConfig(
-            price_per_token=self.price_per_token if p is None else p.price_per_token,
-            expiry_blocks=self.expiry_blocks if p is None else p.expiry_blocks,
-            vote_blocks=self.vote_blocks if p is None else p.vote_blocks,
+            price_per_token=p.price_per_token,
+            expiry_blocks=p.expiry_blocks,
+            vote_blocks=p.vote_blocks,
         )
 
     @property
@@ -72,23 +76,20 @@ class ParticipantSpec:
 
     @property
     def epoch_app_config(self) -> epoch_app.EpochAppConfig:
-        """The epoch parameters: the genesis's (this spec's local PoC budget kept)."""
-        genesis = wire.decode(self.genesis, wire.LedgerGenesis)
-        p = genesis.params
-        epochs = self.epochs
-        if p is not None:
-            epochs = EpochConfig(
-                epoch_blocks=p.epoch_blocks,
-                poc_sprint_blocks=p.poc_sprint_blocks,
-                poc_validation_blocks=p.poc_validation_blocks,
-                epochs_to_max_reputation=p.epochs_to_max_reputation,
-                reward_per_epoch=p.reward_per_epoch,
-                weight_cap_share=p.weight_cap_share,
-                poc_difficulty=p.poc_difficulty,
-                poc_calibration_nonces=p.poc_calibration_nonces,
-                poc_budget_s=self.epochs.poc_budget_s,
-            )
-        return epoch_app.EpochAppConfig(epoch=epochs, chain_id=genesis.chain_id)
+        """The epoch parameters: the genesis's, with this participant's own PoC budget."""
+        p = self.rules
+        epochs = EpochConfig(
+            epoch_blocks=p.epoch_blocks,
+            poc_sprint_blocks=p.poc_sprint_blocks,
+            poc_validation_blocks=p.poc_validation_blocks,
+            epochs_to_max_reputation=p.epochs_to_max_reputation,
+            reward_per_epoch=p.reward_per_epoch,
+            weight_cap_share=p.weight_cap_share,
+            poc_difficulty=p.poc_difficulty,
+            poc_calibration_nonces=p.poc_calibration_nonces,
+            poc_budget_s=self.poc.max_budget_s,
+        )
+        return epoch_app.EpochAppConfig(epoch=epochs, chain_id=self.chain.id)
 
     def epoch_seed(self, epoch: int) -> bytes:
         """This participant's secret seed for ``epoch`` (derived from its secret key seed)."""

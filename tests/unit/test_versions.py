@@ -114,6 +114,7 @@ def test_a_prompt_count_mismatch_opens_a_vote_only_from_version_3() -> None:
 def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_config() -> None:
     from dataclasses import replace
 
+    from gonka_ray.actors.epoch_worker import PocSettings
     from gonka_ray.actors.spec import ParticipantSpec
     from gonka_ray.demo import demo_network_config
     from gonka_ray.network import build_genesis
@@ -126,6 +127,8 @@ def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_co
         config.pricing.price_per_token,
         config.epoch.epoch_blocks,
     )
+    # a spec holds no copy of the rule parameters that could disagree with its genesis: only
+    # its local settings (how long its PoC sprint may compute)
     spec = ParticipantSpec(
         network="n",
         namespace="ns",
@@ -134,12 +137,8 @@ def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_co
         key_seed=b"",
         genesis=wire.encode(genesis),
         model="fake",
-        price_per_token=p.price_per_token + 7,  # a config that disagrees with the genesis
-        expiry_blocks=p.expiry_blocks * 2,
-        vote_blocks=p.vote_blocks + 1,
-        epochs_to_max_reputation=p.epochs_to_max_reputation + 1,
         storage_dir="/nonexistent",
-        epochs=config.epoch.model_copy(update={"epoch_blocks": p.epoch_blocks * 2}),
+        poc=PocSettings(max_budget_s=config.epoch.poc_budget_s + 1),
     )
     app, epochs = spec.app_config, spec.epoch_app_config.epoch
     assert (app.price_per_token, app.expiry_blocks, app.vote_blocks) == (
@@ -151,10 +150,11 @@ def test_every_replica_takes_the_rule_parameters_from_the_genesis_not_its_own_co
         p.epoch_blocks,
         p.epochs_to_max_reputation,
     )
-    assert epochs.poc_budget_s == config.epoch.poc_budget_s  # local: how long this one computes
-    # a genesis without parameters (in-process tests) leaves the spec's own
+    assert epochs.poc_budget_s == config.epoch.poc_budget_s + 1  # local: how long it computes
+    # a genesis without them gives a participant nothing to run by
     bare = replace(spec, genesis=wire.encode(replace(genesis, params=None)))
-    assert bare.app_config.expiry_blocks == p.expiry_blocks * 2
+    with pytest.raises(ConfigError, match="rule parameters"):
+        _ = bare.app_config
 
 
 def test_two_networks_of_one_name_but_another_genesis_sign_for_different_chains() -> None:
