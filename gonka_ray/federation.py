@@ -111,11 +111,11 @@ async def register_with_peers(
             parameters, its replica could not follow the chain), or no peer answered within
             ``timeout_s`` (``"unreachable"``).
     """
-    from gonka_ray.network import build_genesis, chain_id
+    from gonka_ray.network import build_genesis
     from gonka_ray.peer.guest import GuestLink
 
-    chain = chain_id(config)
-    genesis = wire.digest(build_genesis(config))  # what launch() will run this replica with
+    ours = build_genesis(config)  # what launch() will run this replica with
+    chain, genesis = ours.chain_id, wire.digest(ours)
     deadline = time.monotonic() + timeout_s
     errors: list[str] = []
     while True:
