@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from gonka_ray.config import NetworkConfig, parse_config
 from gonka_ray.protocol.lifecycle import InferenceStatus
+from gonka_ray.raykit import keep_ray_on_loopback
 
 DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
 DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
@@ -193,6 +194,7 @@ async def _attach(config: NetworkConfig, node: Any) -> _Reader:
     # NOTE: ray.init installs a SIGTERM handler that aborts the process, which would leave the
     # nodes running: keep the caller's (the CLI's stops them)
     on_term = signal.getsignal(signal.SIGTERM)
+    keep_ray_on_loopback()  # the nodes are on loopback: dial them there
     ray.init(address=node.gcs_address, namespace=namespace, log_to_driver=False)
     signal.signal(signal.SIGTERM, on_term)
 

@@ -33,7 +33,7 @@ from gonka_ray.constants import NETWORK_STOP_DRAIN_TIMEOUT_S, env
 from gonka_ray.exceptions import CommitTimeout, ConfigError
 from gonka_ray.peer.tcp import loopback_addresses
 from gonka_ray.protocol.verification_policy import epoch_rule_for
-from gonka_ray.raykit import ActorOptions, remote
+from gonka_ray.raykit import ActorOptions, keep_ray_on_loopback, remote
 from gonka_ray.serve.body_limit import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 ROLES = ("mlnode", "ledger", "executor", "ta", "verifier")
@@ -424,24 +424,15 @@ def _role_options(
 def init_local_ray(num_cpus: int = 8, **kwargs: Any) -> None:
     """Start (or join) a Ray instance bound to loopback, without the dashboard.
 
-    NOTE: Ray maps ``127.0.0.1`` to the host's routable address unless
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; it is set here (if unset) before Ray starts.
+    The loopback variables are set (if unset) first: :func:`keep_ray_on_loopback`.
     """
     import os
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only: no token to hand out
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    keep_ray_on_loopback()
     # Serve's proxy (a Ray worker started below) installs the body limit only from its env
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     import ray
-    from ray._private import ray_constants
 
-    # NOTE: Ray reads the variable once, at import; a process that imported ray before this
-    # call (a benchmark importing the network module) would still bind the routable address.
-    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
-        ray_constants.ENABLE_RAY_CLUSTER = False
     if not ray.is_initialized():
         options = {"include_dashboard": False, "num_cpus": num_cpus, "log_to_driver": False}
         ray.init(_node_ip_address="127.0.0.1", **options, **kwargs)

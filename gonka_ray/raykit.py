@@ -5,7 +5,7 @@ pydantic model, so unit tests construct the classes directly and every actor's p
 restart and concurrency policy is spelled the same way.
 
 A neutral module below every Ray user (the actor shells, the peer transport, the network
-launcher): it imports nothing of gonka_ray, and Ray only when :func:`remote` is called.
+launcher): it imports nothing of gonka_ray, and Ray only when one of its functions is called.
 """
 
 from __future__ import annotations
@@ -41,3 +41,24 @@ def remote(cls: type, options: ActorOptions | None = None) -> Any:
 
     actor_cls = ray.remote(cls)
     return actor_cls.options(**(options or ActorOptions()).ray_kwargs())
+
+
+def keep_ray_on_loopback() -> None:
+    """Make this process's Ray bind and dial loopback, before ``ray.init``: sets (if unset) the
+    variables ``make`` exports for a local network.
+
+    NOTE: Ray maps ``127.0.0.1`` to the host's routable address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, and reads that variable once, at import: in a
+    process that imported Ray before this call the module flag is flipped too. Without it a
+    driver attaching to a loopback cluster dials the routable address and retries for ever.
+    """
+    import os
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only: no token to hand out
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    from ray._private import ray_constants
+
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False

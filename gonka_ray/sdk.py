@@ -33,6 +33,7 @@ from gonka_ray.actors.clients import stream_call
 # lives in client_request so the HTTP ingress can sign without importing the SDK.
 from gonka_ray.client_request import sign_chat
 from gonka_ray.constants import SDK_CONNECT_TIMEOUT_S
+from gonka_ray.raykit import keep_ray_on_loopback
 from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
@@ -157,8 +158,8 @@ def init_ray(
         return
     if loopback is None:
         loopback = env("GONKA_LOOPBACK")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if loopback:
+        keep_ray_on_loopback()
     opts: dict[str, Any] = {"address": address, "namespace": namespace, "log_to_driver": False}
     try:
         ray.init(_node_ip_address="127.0.0.1" if loopback else None, **opts)

@@ -53,3 +53,29 @@ def test_the_example_network_config_is_valid() -> None:
     config = load_config(EXAMPLES / "network.yaml")
     assert [p.name for p in config.participants] == ["alice", "bob", "carol", "dave"]
     assert config.engine.kind == "transformers"
+
+
+def test_a_driver_run_without_makes_environment_still_dials_loopback() -> None:
+    # `gonka-ray demo` run by hand (no `make`, so no RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) once
+    # attached to its loopback nodes through the host's routable address and retried for ever.
+    # Ray is imported first, as the CLI does, so the module flag must be flipped, not only the
+    # variable set.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    code = (
+        "import ray\n"
+        "from ray._private import ray_constants as c\n"
+        "before = c.ENABLE_RAY_CLUSTER\n"
+        "from gonka_ray.raykit import keep_ray_on_loopback\n"
+        "keep_ray_on_loopback()\n"
+        "import os\n"
+        "print(before, c.ENABLE_RAY_CLUSTER, os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False", "0"], out.stdout
