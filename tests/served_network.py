@@ -7,7 +7,6 @@ loopback port; :func:`served_network` yields ``{"net", "url", "api_key"}`` and t
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 NETWORK = "openaitest"
@@ -17,9 +16,13 @@ POOR_KEY = "sk-test-unfunded"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range (and above Ray's worker ports).
+
+    NOTE: not port 0's pick: the Ray a test then starts takes its own ports from the
+    ephemeral range, and once took the one handed out here (Serve failed to bind it)."""
+    from gonka_ray.peer.tcp import loopback_addresses
+
+    return int(loopback_addresses(1)[0].rsplit(":", 1)[1])
 
 
 def served_network() -> Iterator[dict]:
