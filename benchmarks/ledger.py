@@ -61,6 +61,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks._common import RESULTS_DIR, print_table, write_results
+from benchmarks.ledger_records import SIGNATURES_PER_INFERENCE, bench_records
 from benchmarks.ray_transport import RayPeerTransport
 from gonka_ray import crypto, wire
 from gonka_ray.ledger.quorum import block_hash
@@ -603,21 +604,32 @@ def main() -> None:
         help="replicas at synchronous=NORMAL (the summary's durable is then false)",
     )
     ap.add_argument(
+        "--inference-rates",
+        default="300,600,800,1000,1200",
+        help="offered inferences/s for the inference-records group (three transactions each)",
+    )
+    ap.add_argument(
         "--only",
-        choices=["durability"],
+        choices=["durability", "records"],
         help="run only this section and print it (no results file)",
     )
     args = ap.parse_args()
     safe = not args.power_loss_unsafe
-    with tempfile.TemporaryDirectory() as tmp:
-        durability = measure_durability(tmp)  # forks writers: before Ray starts
-    print_durability(durability)
-    if args.only == "durability":
-        return
+    inference_rates = [float(r) for r in args.inference_rates.split(",")]
+    if args.only != "records":
+        with tempfile.TemporaryDirectory() as tmp:
+            durability = measure_durability(tmp)  # forks writers: before Ray starts
+        print_durability(durability)
+        if args.only == "durability":
+            return
     import ray
 
     options = {"include_dashboard": False, "namespace": "gonka_ray_bench", "log_to_driver": False}
     ray.init(_node_ip_address="127.0.0.1", **options)
+    if args.only == "records":
+        with tempfile.TemporaryDirectory() as tmp:
+            print_table(records_rows(ray, inference_rates, args, tmp, safe))
+        return
     rates = [float(r) for r in args.rates.split(",")]
     load_start = os.getloadavg()[0]
     all_rows: list[dict] = []
@@ -652,10 +664,12 @@ def main() -> None:
                 half[0]["half_load"] = True
                 rows += half
             all_rows += rows
+        record_rows = records_rows(ray, inference_rates, args, tmp, safe)
     ray.shutdown()
     # the machine's speed can drift within minutes (shared host): the same check again
     verify_us_after = ed25519_verify_us()
     print_table(all_rows)
+    print_table(record_rows)
 
     def peak_row(n: int) -> dict:
         return max(
@@ -663,6 +677,7 @@ def main() -> None:
         )
 
     half_rows = [r for r in all_rows if r.get("half_load")]
+    peak_records = max(record_rows, key=lambda r: r["inferences_per_s"], default={})
     cpu_per_tx = peak_row(4).get("replica_cpu_us_per_tx")
     summary = {
         "transport": args.transport,
@@ -686,6 +701,10 @@ def main() -> None:
         "signature_share_of_cpu_in_process": round(
             breakdown["signature_verify"] / breakdown["total"], 3
         ),
+        # what the network writes: an inference's Start, Finish and OutputDelivered, unbatched
+        "recorded_inferences_per_s_4_replicas": peak_records.get("inferences_per_s", 0.0),
+        "replica_cpu_us_per_inference_4_replicas": peak_records.get("replica_cpu_us_per_inference"),
+        "signature_checks_per_inference_per_replica": SIGNATURES_PER_INFERENCE,
     }
     print(summary)
     load = {"start": round(load_start, 1), "end": round(os.getloadavg()[0], 1)}
@@ -700,9 +719,27 @@ def main() -> None:
         cpu_breakdown_us_per_tx_in_process=breakdown,
         ed25519_verify_us_before_after=[verify_us, verify_us_after],
         durability=durability,
+        inference_record_rows=record_rows,
     )
     print(f"wrote {path}")
     plot(all_rows)
+
+
+def records_rows(ray, rates: list[float], args: Any, tmp: str, safe: bool) -> list[dict]:
+    """The inference-records group's rows (:mod:`benchmarks.ledger_records`)."""
+    return asyncio.run(
+        bench_records(
+            ray,
+            rates,
+            args.duration_s,
+            tmp,
+            safe,
+            args.transport,
+            start_group=start_group,
+            run_level=run_level,
+            actor_pids=actor_pids,
+        )
+    )
 
 
 def plot(rows: list[dict]) -> None:

@@ -31,3 +31,24 @@ def test_session_cpu_walks_this_process_tree_with_the_driver_apart() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_ledger_benchmarks_inference_records_all_apply() -> None:
+    # benchmarks/ledger_records.py counts an inference as recorded when its three transactions
+    # commit ok; records the ledger refused (a wrong draw, an expired Start, a Finish before
+    # its Start) would quietly measure nothing. Applied in the order each replica receives them.
+    from benchmarks.ledger_records import (
+        RECORDS_APP,
+        TXS_PER_INFERENCE,
+        presign_inferences,
+        recorded,
+    )
+    from tests.ledger_harness import Chain
+
+    chain = Chain(RECORDS_APP, client_balance=10**9)
+    by_replica, ids = presign_inferences(chain, 12, 0)
+    assert len(set(ids)) == 12 and sum(map(len, by_replica)) == 12 * TXS_PER_INFERENCE
+    assert not any(recorded(chain.sm, i) for i in ids)
+    result = chain.apply(*[tx for txs in by_replica for tx in txs])
+    assert [(r.ok, r.reason) for r in result.receipts] == [(True, "")] * 36
+    assert all(recorded(chain.sm, i) for i in ids)
