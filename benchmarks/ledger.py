@@ -28,6 +28,12 @@ share of a saturated group's CPU in ``cpu_breakdown_us_per_tx_in_process``, whic
 CPU by stage (4 replicas in this process, no Ray, no TCP; exclusive timers, which add about a
 microsecond per timed call).
 
+**What an inference costs** (``inference_record_rows``): a third 4-replica group with the
+inference app takes each inference's Start, Finish and OutputDelivered as the actors sign
+them, at ``--inference-rates``; ``recorded_inferences_per_s_4_replicas`` is the peak of
+inferences whose records all committed (:mod:`benchmarks.ledger_records`; ``--only records``
+runs that group alone and prints it).
+
 **What durability costs** (``durability``, run first, before Ray starts): the replicas run with
 the durable default (``power_loss_safe=True``: SQLite ``synchronous=FULL``, the WAL fsynced at
 every commit; ``--power-loss-unsafe`` benchmarks ``NORMAL`` instead, and the summary's
