@@ -165,6 +165,7 @@ async def run_level(
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 1),
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 1),
         "latency_samples": len(lat),
+        "elapsed_s": round(elapsed, 4),  # replica 0's window: its first to its last poll
     }
     if pids:
         # NOTE: the window runs from m0 to the last poll, a little past the last commit

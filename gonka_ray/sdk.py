@@ -33,7 +33,6 @@ from gonka_ray.actors.clients import stream_call
 # lives in client_request so the HTTP ingress can sign without importing the SDK.
 from gonka_ray.client_request import sign_chat
 from gonka_ray.constants import SDK_CONNECT_TIMEOUT_S
-from gonka_ray.raykit import keep_ray_on_loopback
 from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
@@ -158,8 +157,11 @@ def init_ray(
         return
     if loopback is None:
         loopback = env("GONKA_LOOPBACK")
-    if loopback:
-        keep_ray_on_loopback()
+    # NOTE: Ray's module flag is left as imported (keep_ray_on_loopback would flip it): on a
+    # `ray up` head, `gonka-ray up --address auto` runs with loopback on by default, and its
+    # 127.0.0.1 must still map to the address the head's raylet registered.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     opts: dict[str, Any] = {"address": address, "namespace": namespace, "log_to_driver": False}
     try:
         ray.init(_node_ip_address="127.0.0.1" if loopback else None, **opts)

@@ -7,6 +7,8 @@ loopback port; :func:`served_network` yields ``{"net", "url", "api_key"}`` and t
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 from collections.abc import Iterator
 
 NETWORK = "openaitest"
@@ -15,14 +17,35 @@ API_KEY = "sk-test-custodial"
 POOR_KEY = "sk-test-unfunded"
 
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (and above Ray's worker ports).
+# Test servers' ports: below the kernel's ephemeral range (32768-60999 here: the Ray a test
+# starts takes its own ports there, and once took the one handed out to Serve) and above the
+# range local networks draw their peer ports from (PEER_LOCAL_PORTS), so neither can collide.
+TEST_SERVER_PORTS = range(32_000, 32_768)
 
-    NOTE: not port 0's pick: the Ray a test then starts takes its own ports from the
-    ephemeral range, and once took the one handed out here (Serve failed to bind it)."""
-    from gonka_ray.peer.tcp import loopback_addresses
 
-    return int(loopback_addresses(1)[0].rsplit(":", 1)[1])
+def free_port(count: int = 1) -> int:
+    """The first of ``count`` consecutive free loopback ports in ``TEST_SERVER_PORTS``.
+
+    Raises:
+        OSError: no such run of free ports.
+    """
+    rng = random.Random()
+    for base in rng.sample(TEST_SERVER_PORTS, len(TEST_SERVER_PORTS)):
+        if base + count > TEST_SERVER_PORTS.stop:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise OSError(f"no {count} consecutive free ports in {TEST_SERVER_PORTS}")
 
 
 def served_network() -> Iterator[dict]:

@@ -124,7 +124,7 @@ def test_up_federated_runs_a_cluster_per_participant_and_stops_cleanly(tmp_path:
     # reaches every participant's ledger; from one participant's Ray cluster the others' actors
     # cannot be looked up; the SDK attaches to its own participant and is served there.
     path = _config(tmp_path, "fedup")
-    port = free_port()
+    port = free_port(4)  # one HTTP port per participant: port .. port + 3
     proc = _cli("up", str(path), "--federated", "--port", str(port), "--api-key", API_KEY)
     try:
         out = "".join(_until_ready(proc))

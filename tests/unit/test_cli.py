@@ -78,4 +78,7 @@ def test_a_driver_run_without_makes_environment_still_dials_loopback() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["True", "False", "0"], out.stdout
+    before, after, variable = out.stdout.split()
+    # on Linux Ray binds the routable address by default (the case this guards against)
+    assert before == str(sys.platform not in ("darwin", "win32")), out.stdout
+    assert (after, variable) == ("False", "0"), out.stdout
