@@ -33,6 +33,7 @@ from gonka_ray.actors.clients import stream_call
 # lives in client_request so the HTTP ingress can sign without importing the SDK.
 from gonka_ray.client_request import sign_chat
 from gonka_ray.constants import SDK_CONNECT_TIMEOUT_S
+from gonka_ray.raykit import keep_ray_on_loopback
 from gonka_ray.serve.views import record_view
 
 T = TypeVar("T")
@@ -157,16 +158,30 @@ def init_ray(
         return
     if loopback is None:
         loopback = env("GONKA_LOOPBACK")
-    # NOTE: Ray's module flag is left as imported (keep_ray_on_loopback would flip it): on a
-    # `ray up` head, `gonka-ray up --address auto` runs with loopback on by default, and its
-    # 127.0.0.1 must still map to the address the head's raylet registered.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # NOTE: only a Ray that serves on loopback gets a loopback driver (Ray's module flag is
+    # flipped): on a `ray up` head, `gonka-ray up --address auto` runs with loopback on by
+    # default, and its 127.0.0.1 must still map to the address the head's raylet registered.
+    if loopback and _serves_on_loopback(address):
+        keep_ray_on_loopback()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     opts: dict[str, Any] = {"address": address, "namespace": namespace, "log_to_driver": False}
     try:
         ray.init(_node_ip_address="127.0.0.1" if loopback else None, **opts)
     except (ConnectionError, RuntimeError) as exc:
         raise ConnectionError(f"no running Ray at {address!r}: {exc}") from exc
+
+
+def _serves_on_loopback(address: str) -> bool:
+    """Whether the Ray at ``address`` (``"auto"``: ``$RAY_ADDRESS``, else the one this host
+    started last) has its GCS on a loopback address, as ``gonka-ray up`` starts it."""
+    from ray._private import services
+
+    try:
+        found = services.get_ray_address_from_environment(address, None)
+    except Exception:  # no Ray found: ray.init says so
+        return False
+    host = str(found or "").rsplit(":", 1)[0]
+    return host == "localhost" or host.startswith("127.")
 
 
 def find_networks(namespace: str) -> dict[str, list[str]]:

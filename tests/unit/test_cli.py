@@ -82,3 +82,22 @@ def test_a_driver_run_without_makes_environment_still_dials_loopback() -> None:
     # on Linux Ray binds the routable address by default (the case this guards against)
     assert before == str(sys.platform not in ("darwin", "win32")), out.stdout
     assert (after, variable) == ("False", "0"), out.stdout
+
+
+def test_the_sdk_binds_a_loopback_driver_only_to_a_ray_that_serves_on_loopback(
+    monkeypatch,
+) -> None:
+    # a driver run without make's environment hung on a local `gonka-ray up` (it dialled the
+    # routable address); flipping Ray's flag for every driver broke `--address auto` on a
+    # `ray up` head, whose GCS is on the routable address
+    from gonka_ray.sdk import _serves_on_loopback
+
+    for address, loopback in (
+        ("127.0.0.1:6379", True),
+        ("localhost:1", True),
+        ("10.0.3.7:6379", False),
+    ):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        assert _serves_on_loopback("auto") is loopback, address
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert _serves_on_loopback("127.0.0.2:6379") and not _serves_on_loopback("192.0.2.2:6379")
