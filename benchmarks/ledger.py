@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import tempfile
@@ -92,6 +93,13 @@ from tests.store_crash import crash_matrix
 
 CLIENTS = 1_000
 BATCH_INTERVAL_S = 0.02
+# every saturated group's replicas: 10 ms ticks, blocks of up to 2,000 transactions, no snapshots
+LOAD_GROUP: dict[str, Any] = {
+    "tick_ms": 10,
+    "timeout_ticks": 200,
+    "max_block_txs": 2_000,
+    "snapshot_every": 10**9,
+}
 
 
 def keys(prefix: str, n: int) -> list[crypto.KeyPair]:
@@ -249,10 +257,7 @@ async def bench_group(
         genesis_of(replicas, chain, clients),
         f"{tmp}/g{n}",
         transport,
-        tick_ms=10,
-        timeout_ticks=200,
-        max_block_txs=2_000,
-        snapshot_every=10**9,
+        **LOAD_GROUP,
         track_latency=True,
         apply_in_thread=False,  # apply mostly hits the admission cache now
         power_loss_safe=power_loss_safe,
@@ -337,10 +342,7 @@ async def cpu_breakdown_in_process(
         keys_,
         genesis_of(keys_, chain, clients),
         f"{tmp}/breakdown",
-        tick_ms=10,
-        timeout_ticks=200,
-        max_block_txs=2_000,
-        snapshot_every=10**9,
+        **LOAD_GROUP,
         apply_in_thread=False,
         power_loss_safe=power_loss_safe,
     )
@@ -742,7 +744,7 @@ def records_rows(ray, rates: list[float], args: Any, tmp: str, safe: bool) -> li
             tmp,
             safe,
             args.transport,
-            start_group=start_group,
+            start_group=functools.partial(start_group, **LOAD_GROUP),
             run_level=run_level,
             actor_pids=actor_pids,
         )

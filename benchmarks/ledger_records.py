@@ -83,8 +83,9 @@ async def bench_records(
     run_level: Any,
     actor_pids: Any,
 ) -> list[dict]:
-    """One 4-replica group; per offered inference rate a row with ``inferences_per_s``
-    (recorded), the transactions' latency and the replicas' CPU per recorded inference."""
+    """One 4-replica group (``start_group`` brings the load groups' replica settings); per
+    offered inference rate a row with ``inferences_per_s`` (recorded), the transactions'
+    latency and the replicas' CPU per recorded inference."""
     chain = Chain(RECORDS_APP, client_balance=10**15)
     genesis = wire.encode(chain.sm.genesis)
     handles = await start_group(
@@ -95,10 +96,6 @@ async def bench_records(
         f"{tmp}/records",
         transport,
         install=functools.partial(app.install, config=RECORDS_APP),
-        tick_ms=10,
-        timeout_ticks=200,
-        max_block_txs=2_000,
-        snapshot_every=10**9,
         track_latency=True,
         power_loss_safe=power_loss_safe,
     )
@@ -131,9 +128,9 @@ async def bench_records(
                     round(cpu_us * row["committed"] / max(n_recorded, 1), 1) if cpu_us else None
                 ),
             }
-            rows.append(out)
             tqdm.write(str(out))
+            rows.append(out)
     finally:
-        for h in handles:
+        for h in handles:  # the group's actors go; its store goes with the caller's tmp
             ray.kill(h, no_restart=True)
     return rows
