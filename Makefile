@@ -1,7 +1,7 @@
 # Two commands for a newcomer: `make demo` and `make test`. Each creates .venv if missing and
 # installs what is not there yet (a stamp file keyed on pyproject.toml makes a second run skip it).
 # NOTE: pip compiles each installed file to bytecode one at a time (half of a fresh install
-# here); compileall does the same on every core afterwards (97 s -> 72 s on 2 cores). Its exit
+# here); compileall does the same on every core afterwards (97 s -> 75 s on 2 cores). Its exit
 # status is ignored as pip ignores it: a few third-party files (Python 2 test data) never compile.
 # A failed pip install stops make before the stamp is written, so the next run installs again.
 SHELL := /bin/bash

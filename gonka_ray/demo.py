@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from gonka_ray.config import NetworkConfig, parse_config
 from gonka_ray.protocol.lifecycle import InferenceStatus
-from gonka_ray.raykit import keep_ray_on_loopback
 
 DEMO_API_KEY = "sk-gonka-demo"  # bound to the demo's funded client account 0 on every node
 DEMO_JOINER = "p4"  # the participant that joins mid-run (not in the genesis)
@@ -189,13 +188,13 @@ async def _attach(config: NetworkConfig, node: Any) -> _Reader:
     import ray
 
     from gonka_ray.constants import env
+    from gonka_ray.sdk import init_ray
 
     namespace = env("GONKA_NAMESPACE")
     # NOTE: ray.init installs a SIGTERM handler that aborts the process, which would leave the
     # nodes running: keep the caller's (the CLI's stops them)
     on_term = signal.getsignal(signal.SIGTERM)
-    keep_ray_on_loopback()  # the nodes are on loopback: dial them there
-    ray.init(address=node.gcs_address, namespace=namespace, log_to_driver=False)
+    init_ray(node.gcs_address, namespace, loopback=True)  # the nodes serve on loopback
     signal.signal(signal.SIGTERM, on_term)
 
     def handle(role: str) -> Any:
