@@ -15,7 +15,10 @@ Reads the samples ``benchmarks/detection.py`` collected and writes
 - the vLLM verifier's share of decided replay positions; artifact bytes per token; the
   verifier's cost against generation.
 
-Run: ``.venv/bin/python benchmarks/detection_report.py [--write-thresholds]``.
+Run: ``.venv/bin/python benchmarks/detection_report.py [--write-thresholds]``. With
+``--refresh-cheats`` it only re-judges the cheat samples on hand under the thresholds the
+committed ``detection.json`` holds and replaces those cheat rows (a cheat phase collected again
+without the honest phases; the JSON records which rows came from which samples).
 """
 
 from __future__ import annotations
@@ -139,6 +142,69 @@ def cheat_rows(samples: list[dict], row: dict, dtype: str, length: int) -> list[
             }
         )
     return out
+
+
+def cheat_summary(cheats: list[dict], bf16_cheats: list[dict]) -> dict:
+    """The summary keys the cheat rows give (float32 cheats at 64 tokens; int8 in bfloat16)."""
+    identical = sum(c["identical_to_honest"] for c in cheats)
+    int8_bf16 = {c["tokens"]: c["tpr_over_differing"] for c in bf16_cheats if c["cheat"] == "int8"}
+    return {
+        "min_tpr_at_fpr_1e-3_64tok": min((c["tpr_over_differing"] for c in cheats), default=None),
+        "worst_cheat_64tok": min(cheats, key=lambda c: c["tpr_over_differing"])["cheat"]
+        if cheats
+        else None,
+        "cheat_samples_min": min((c["samples"] for c in cheats), default=0),
+        "cheat_identical_to_honest_share": round(
+            identical / max(1, sum(c["samples"] for c in cheats)), 4
+        ),
+        "int8_tpr_bf16_64tok": int8_bf16.get(64),
+        "int8_tpr_bf16_256tok": int8_bf16.get(256),
+    }
+
+
+def merge_cheat_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with every row of a (cheat, dtype, tokens) that ``new`` has replaced by it."""
+    key = lambda c: (c["cheat"], c["dtype"], c["tokens"])  # noqa: E731
+    fresh = {key(c): c for c in new}
+    kept = [c for c in old if key(c) not in fresh]
+    return sorted(kept + list(fresh.values()), key=key)
+
+
+def refresh_cheats(samples: list[dict]) -> Path:
+    """Re-judge the cheat samples on hand under the thresholds the committed
+    ``detection.json`` was fitted with (its calibration split) and replace those cheat rows;
+    every honest figure stays the committed run's. For a cheat phase collected again (more
+    requests, a new cheat) without collecting the honest phases again: the cheats are held-out
+    requests either way, and which rows came from which samples is recorded."""
+    path = RESULTS_DIR / "detection.json"
+    old = json.loads(path.read_text())
+    rows = old["thresholds_calibrated"]
+    new = cheat_rows(samples, rows["float32"], "float32", 64)
+    new_bf16 = [r for n in (64, 256) for r in cheat_rows(samples, rows["bfloat16"], "bfloat16", n)]
+    if not new and not new_bf16:
+        raise SystemExit(f"no cheat samples under {DATA_DIR}")
+    cheats = merge_cheat_rows(old["cheats"], new)
+    bf16_cheats = merge_cheat_rows(old["bf16_cheats"], new_bf16)
+    print_table(new + new_bf16)
+    summary = {**old["summary"], **cheat_summary(cheats, bf16_cheats)}
+    print(json.dumps(summary, indent=1))
+    meta = ("summary", "machine", "git_commit", "git_dirty_files", "created_unix_s")
+    refreshed = old.get("cheat_rows_refreshed", [])
+    refreshed.append(
+        {
+            "rows": [[c["cheat"], c["dtype"], c["tokens"]] for c in new + new_bf16],
+            "sample_commits": sorted({s.get("commit", "?") for s in samples}),
+            "honest_figures_from": old.get("honest_figures_from", old["git_commit"]),
+        }
+    )
+    detail = {k: v for k, v in old.items() if k not in meta}
+    detail.update(
+        cheats=cheats,
+        bf16_cheats=bf16_cheats,
+        honest_figures_from=old.get("honest_figures_from", old["git_commit"]),
+        cheat_rows_refreshed=refreshed,
+    )
+    return write_results("detection", summary, **detail)
 
 
 def epoch_rates(
@@ -341,8 +407,16 @@ def _artifact_bytes(cost: dict, pairs: list[dict]) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--write-thresholds", action="store_true")
+    ap.add_argument(
+        "--refresh-cheats",
+        action="store_true",
+        help="only re-judge the cheat samples on hand under the committed thresholds",
+    )
     args = ap.parse_args()
     samples = [s for s in load_samples() if "out" in s]
+    if args.refresh_cheats:
+        print(f"wrote {refresh_cheats([s for s in samples if s['kind'] != 'honest'])}")
+        return
     honest = [s for s in samples if is_honest(s)]
     rows = {}
     for dtype in ("float32", "bfloat16"):
@@ -378,28 +452,16 @@ def main() -> None:
     cost_path = DATA_DIR / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {}
     pairs = [s for s in samples if s["variant"] == "cheat_pair"]
-    all_cheats = [c for c in cheats]
-    identical = sum(c["identical_to_honest"] for c in all_cheats)
-    int8_bf16 = {c["tokens"]: c["tpr_over_differing"] for c in bf16_cheats if c["cheat"] == "int8"}
     summary = {
         "heldout_honest_samples": len(held),
         "heldout_false_positives": sum(len(v) for v in fp.values()),
         "heldout_modelled_fpr_per_output": modelled,
         "honest_grid_false_positives": grid_fps,
         "honest_samples_all": len([s for s in honest if s["dtype"] in rows]),
-        "min_tpr_at_fpr_1e-3_64tok": min((c["tpr_over_differing"] for c in cheats), default=None),
-        "worst_cheat_64tok": min(cheats, key=lambda c: c["tpr_over_differing"])["cheat"]
-        if cheats
-        else None,
-        "cheat_samples_min": min((c["samples"] for c in cheats), default=0),
-        "cheat_identical_to_honest_share": round(
-            identical / max(1, sum(c["samples"] for c in all_cheats)), 4
-        ),
+        **cheat_summary(cheats, bf16_cheats),
         "int8_bf16_epoch_detection": epoch["int8_detection_min"] if epoch else None,
         "honest_bf16_epoch_false_alarm": epoch["worst_honest_false_alarm"] if epoch else None,
         "honest_fp32_epoch_false_alarm": epoch32["worst_honest_false_alarm"] if epoch32 else None,
-        "int8_tpr_bf16_64tok": int8_bf16.get(64),
-        "int8_tpr_bf16_256tok": int8_bf16.get(256),
         "vllm_replay_decided_share": vllm.get("vllm_decided_share"),
         "artifact_bytes_per_token": _artifact_bytes(cost, pairs),
         "verify_cost_ratio_batch_16": round(cost["batch_16"]["ratio"], 4) if cost else None,
