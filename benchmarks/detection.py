@@ -344,6 +344,8 @@ def phase_cheats(args) -> None:
     """Cheats on held-out requests, fixed length (``ignore_eos``), beside the honest output."""
     c = Collector(args.dtype)
     lengths = (64,) if args.dtype == "float32" else (64, 256)
+    if getattr(args, "lengths", None):
+        lengths = tuple(int(n) for n in args.lengths.split(","))
     kinds = (
         (MODEL_CHEATS + SAMPLING_CHEATS + ("launder", "replace_1_in_64"))
         if (args.dtype == "float32")
@@ -595,6 +597,11 @@ def main(argv=None) -> None:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--no-vllm", action="store_true")
     ap.add_argument("--scale", type=float, default=1.0, help="`all`: multiply every count")
+    ap.add_argument(
+        "--lengths",
+        help="`cheats`: output lengths to run, e.g. 256 (default 64; bfloat16 64,256); at 256 "
+        "the count is halved",
+    )
     args = ap.parse_args(argv)
     random.seed(0)
     if args.phase != "all":
