@@ -145,6 +145,10 @@ class Collector:
             "e": ex.token_logprobs.astype(np.float32),
             "v": np.asarray(sc.token_logprobs, np.float32),
             "margin": np.asarray(sc.margin, np.float32),
+            # best minus the executor's token's perturbed score (not used by the shipped rule)
+            "claimed_margin": None
+            if sc.claimed_margin is None
+            else np.asarray(sc.claimed_margin, np.float32),
             "choice": np.asarray(sc.choice, np.int32),
             "bytes_per_token": ex.artifact(sampling=sp).bytes_per_token() if ex.n else 0.0,
             "bytes_per_token_def": "output",  # prompt ids left out (older samples included them)

@@ -132,10 +132,15 @@ class SampleOutput:
         tokens: [B] int64 chosen token ids.
         margins: [B] float32 best score minus runner-up score (``inf`` when only one token
             survives the masks). Greedy rows use raw logits as scores.
+        claimed_margins: with ``claimed`` tokens only: [B] best score minus the claimed token's
+            score (0 where it is the choice, ``inf`` where it is surely masked out), lowered as
+            ``margins`` are for masks noise could decide. Never below ``margins`` where the
+            claim differs: the runner-up is the closest any other token comes.
     """
 
     tokens: torch.Tensor
     margins: torch.Tensor
+    claimed_margins: torch.Tensor | None = None
 
 
 def _by_head(fn, scaled: torch.Tensor, top_k: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
@@ -283,6 +288,7 @@ def sample(
     top_k: torch.Tensor | None = None,
     top_p: torch.Tensor | None = None,
     mask_tolerance: float = 0.0,
+    claimed: torch.Tensor | None = None,
 ) -> SampleOutput:
     """Choose one token per row by Gumbel-max (greedy where temperature is 0).
 
@@ -297,6 +303,8 @@ def sample(
             token's top-k/top-p membership in a way that changes the choice, the margin is
             lowered accordingly (0 if the chosen token itself could be masked out), so a
             replay never counts a mask decided by noise. 0 (the executor's case) = plain margin.
+        claimed: [B] int64 verifiers only — the tokens an executor reported; adds
+            ``claimed_margins`` (how far each claim falls below the replayed choice).
     Returns:
         :class:`SampleOutput` with tokens and margins, on ``logits.device``.
     """
@@ -325,6 +333,14 @@ def sample(
     noise = gumbel_noise(seeds.to(device), positions.to(device), vocab, device=device)
     scores = torch.where(greedy[:, None], logits, scaled + noise)  # [B, V]
     tokens, margins = _best_two(scores)
+    claimed_margins = None
+    if claimed is not None:
+        claimed = claimed.to(device=device, dtype=torch.int64)
+        best_all = scores.gather(1, tokens[:, None])[:, 0]
+        claimed_margins = best_all - scores.gather(1, claimed[:, None])[:, 0]  # inf if masked
+        claimed_margins = torch.where(
+            claimed == tokens, torch.zeros_like(claimed_margins), claimed_margins
+        )
     if mask_tolerance > 0 and bool(needs_mask.any()):
         rows = torch.nonzero(needs_mask).flatten()
         amb = _mask_ambiguous(
@@ -339,7 +355,14 @@ def sample(
         m = torch.minimum(margins[rows], gap)
         margins = margins.clone()
         margins[rows] = torch.where(chosen_amb, torch.zeros_like(m), m)
-    return SampleOutput(tokens=tokens, margins=margins)
+        if claimed_margins is not None:
+            # a claim that a mask noise could decide might have been kept: its unmasked score
+            c = claimed[rows][:, None]
+            c_free = (best - free.gather(1, c)[:, 0]).clamp(min=0.0)
+            cm = torch.where(amb.gather(1, c)[:, 0], c_free, claimed_margins[rows])
+            claimed_margins = claimed_margins.clone()
+            claimed_margins[rows] = torch.where(chosen_amb, torch.zeros_like(cm), cm)
+    return SampleOutput(tokens=tokens, margins=margins, claimed_margins=claimed_margins)
 
 
 def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams]) -> SampleOutput:

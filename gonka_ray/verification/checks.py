@@ -48,7 +48,8 @@ class VerifierScores:
     Shapes: ``top_ids [N, k]`` int, ``top_logprobs [N, k]`` float, ``token_logprobs [N]`` (the
     verifier's logprob of the executor's token), ``choice [N]`` (the deterministic sampler's pick
     from the verifier's logits) and ``margin [N]`` (best minus runner-up perturbed score; +inf
-    where only one token survives the masks).
+    where only one token survives the masks); ``claimed_margin [N]`` where filled, best minus
+    the executor's token's perturbed score (0 where they agree; see ``sampler.sample``).
     """
 
     top_ids: np.ndarray
@@ -56,6 +57,7 @@ class VerifierScores:
     token_logprobs: np.ndarray
     choice: np.ndarray
     margin: np.ndarray
+    claimed_margin: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

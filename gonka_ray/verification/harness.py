@@ -224,7 +224,7 @@ def score(
     logp = torch.log_softmax(logits.float(), -1)  # [N, V]
     t = torch.tensor(list(output_ids), dtype=torch.long)
     top = torch.topk(logp, k, -1)
-    choice, margin = [], []
+    choice, margin, claimed_margin = [], [], []
     # NOTE: rows are independent; blocks of SCORE_BLOCK_POSITIONS keep the [rows, V] int64 hash
     # temporaries in cache (about 2x faster on CPU than all N rows at once).
     for lo in range(0, n, SCORE_BLOCK_POSITIONS):
@@ -237,15 +237,18 @@ def score(
             top_k=torch.full((m,), int(sampling.top_k), dtype=torch.int64),
             top_p=torch.full((m,), float(sampling.top_p)),
             mask_tolerance=sampling.replay_tolerance,
+            claimed=t[lo : lo + m],
         )
         choice.append(s.tokens)
         margin.append(s.margins)
+        claimed_margin.append(s.claimed_margins)
     return VerifierScores(
         top_ids=top.indices.numpy(),
         top_logprobs=top.values.numpy(),
         token_logprobs=logp.gather(1, t[:, None])[:, 0].numpy(),
         choice=torch.cat(choice).numpy() if n else np.zeros(0, np.int64),
         margin=torch.cat(margin).numpy() if n else np.zeros(0, np.float32),
+        claimed_margin=torch.cat(claimed_margin).numpy() if n else np.zeros(0, np.float32),
     )
 
 
@@ -275,5 +278,10 @@ def verify_batch(
 def truncate_scores(s: VerifierScores, n: int) -> VerifierScores:
     """The scores of the first ``n`` positions (what a prefill of a shorter output yields)."""
     return VerifierScores(
-        s.top_ids[:n], s.top_logprobs[:n], s.token_logprobs[:n], s.choice[:n], s.margin[:n]
+        s.top_ids[:n],
+        s.top_logprobs[:n],
+        s.token_logprobs[:n],
+        s.choice[:n],
+        s.margin[:n],
+        None if s.claimed_margin is None else s.claimed_margin[:n],
     )

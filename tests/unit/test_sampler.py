@@ -128,6 +128,27 @@ def test_margin_is_best_minus_runner_up_score() -> None:
     assert float(out.margins[0]) == pytest.approx(float(top2[0] - top2[1]), abs=1e-5)
 
 
+def test_claimed_margin_is_how_far_the_claim_falls_below_the_choice() -> None:
+    logits = _logits(1, 300)
+    seeds, pos = torch.tensor([99]), torch.tensor([4])
+    scores = logits[0] / 0.8 + sampler.gumbel_noise(seeds, pos, 300)[0]
+    order = scores.argsort(descending=True)
+    kw = {"temperature": torch.tensor([0.8]), "seeds": seeds, "positions": pos}
+    plain = sampler.sample(logits, **kw)
+    for rank in (0, 1, 7):  # the choice, the runner-up, a token far down
+        out = sampler.sample(logits, **kw, claimed=order[rank : rank + 1])
+        assert torch.equal(out.tokens, plain.tokens) and torch.equal(out.margins, plain.margins)
+        want = float(scores[order[0]] - scores[order[rank]])
+        assert float(out.claimed_margins[0]) == pytest.approx(want, abs=1e-5)
+        if rank == 1:
+            assert float(out.claimed_margins[0]) == pytest.approx(float(out.margins[0]), abs=1e-5)
+        if rank == 7:
+            assert float(out.claimed_margins[0]) > float(out.margins[0])
+    # a claim the top-k mask surely drops could never be the choice
+    masked = sampler.sample(logits, **kw, top_k=torch.tensor([2]), claimed=order[250:251])
+    assert float(masked.claimed_margins[0]) == float("inf")
+
+
 def _reference_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
     """The full-sort top-k/top-p mask (value thresholds, ties kept together), row by row."""
     out = scaled.clone()
