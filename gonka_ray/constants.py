@@ -185,6 +185,7 @@ EXECUTOR_FINISH_SWEEP_S = 10.0  # how often journalled Finishes nobody submits a
 # TA_SUBMIT_TAKEN_DEADLINE_S: a TA resends its Start that long, and a Start already in a
 # mempool can commit after a view change.
 EXECUTOR_FINISH_WAIT_START_S = 900.0
+EXECUTOR_ATTEMPTS_KEPT = 10_000  # drawn attempts remembered (to drop a superseded Finish)
 EXECUTOR_FINISH_FAILURES_KEPT = 100  # rejected Finish reasons kept for stats (the newest)
 TA_MAX_INFLIGHT = 128  # requests one TA serves at once; one more gets 429 (nothing escrowed)
 TA_RETRY_AFTER_S = 1.0  # Retry-After of a TA's Overloaded answer

@@ -13,7 +13,9 @@ is resubmitted by a periodic sweep (:meth:`Executor.keep_finishing`), and an exe
 after answering resubmits it when it restarts (:meth:`Executor.resume`), so an answered inference
 is not left to expire unpaid. A Finish that reaches the ledger before the TA's Start naming this
 executor (no Start yet, or only the Start of an earlier attempt whose executor failed before its
-first token) waits for that Start, for up to ``finish_wait_start_s``. A stream cancelled mid-way
+first token) waits for that Start, for up to ``finish_wait_start_s``; one whose inference a
+later attempt's Start gave to another executor (or that ended without this one) is dropped at
+once, since no Start will name this executor again. A stream cancelled mid-way
 (its TA's client went away) is recorded the same way with the tokens generated so far and finish
 reason ``abort``; an engine failure mid-way is not (the client gets an error and is refunded).
 
@@ -38,7 +40,7 @@ import hashlib
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
@@ -49,6 +51,7 @@ from gonka_ray.actors.payload_store import PayloadStore
 from gonka_ray.actors.role import BackgroundTasks, RoleBase, RoleContext, submit_until
 from gonka_ray.constants import (
     DEFAULT_TOP_K_LOGPROBS,
+    EXECUTOR_ATTEMPTS_KEPT,
     EXECUTOR_FINISH_FAILURES_KEPT,
     EXECUTOR_FINISH_POLL_MAX_S,
     EXECUTOR_FINISH_RETRY_S,
@@ -68,11 +71,13 @@ from gonka_ray.exceptions import (
 )
 from gonka_ray.ledger.inference_app import prompt_hash
 from gonka_ray.protocol import receipts
+from gonka_ray.protocol.lifecycle import InferenceStatus
 from gonka_ray.protocol.selection import eligible_weights, select_executor
 from gonka_ray.verification.artifact import Artifact
 from gonka_ray.verification.checks import evidence_weight_micro
 
 log = logging.getLogger(__name__)
+_SUPERSEDED = object()  # a Start that will never name this executor
 
 
 def error_bytes(code: str, message: str, *, started: bool) -> bytes:
@@ -113,6 +118,10 @@ class Executor(RoleBase):
         self.resumed = 0  # journalled Finishes resubmitted after a restart
         self.resent = 0  # journalled Finishes a later sweep resubmitted (the ledger was away)
         self.waited_for_start = 0  # Finishes that reached the ledger before their Start
+        self.superseded = 0  # Finishes dropped: a later attempt's Start names another executor
+        # the attempt each inference was drawn for here (in memory: after a restart a Finish
+        # waits for its Start as long as ever)
+        self._attempt_of: OrderedDict[bytes, int] = OrderedDict()
         self.finish_try_s = finish_try_s
         self.finish_wait_start_s = finish_wait_start_s
         self._finishing: set[bytes] = set()  # inference ids whose Finish a task is submitting
@@ -263,6 +272,9 @@ class Executor(RoleBase):
             raise NoExecutorAvailable(f"this executor serves {self.model}")
         if not self._drawn(iid, attempt, ta, participants, unreplaced):
             raise NoExecutorAvailable("this executor is not the draw for this inference")
+        self._attempt_of[iid] = attempt
+        if len(self._attempt_of) > EXECUTOR_ATTEMPTS_KEPT:
+            self._attempt_of.popitem(last=False)
         spec = client.message.sampling
         sampling = SamplingParams.from_spec(spec)
         sampling = replace(sampling, logprobs=max(DEFAULT_TOP_K_LOGPROBS, sampling.logprobs))
@@ -421,8 +433,14 @@ class Executor(RoleBase):
                     self.waited_for_start += 1
                 first = self._start_unknown_since.setdefault(iid, self.clock())
                 if self.clock() - first < self.finish_wait_start_s:
-                    if not await self._our_start_committed(iid, give_up):
+                    start = await self._our_start_committed(iid, give_up)
+                    if start is None:
                         return False
+                    if start is _SUPERSEDED:
+                        self.superseded += 1
+                        self.finish_failures.append("superseded")
+                        log.info("FinishInference %s dropped: superseded", iid.hex()[:12])
+                        break
                     # a fresh nonce (the ledger keeps the refused one's receipt under its id),
                     # journalled so that a later round or a restart sends this one
                     tx = self._resealed(tx)
@@ -434,19 +452,28 @@ class Executor(RoleBase):
         self._start_unknown_since.pop(iid, None)
         return True
 
-    async def _our_start_committed(self, iid: bytes, give_up: float) -> bool:
+    async def _our_start_committed(self, iid: bytes, give_up: float) -> object | None:
         """Wait, reading (never writing: a refused Finish is a committed transaction) until the
-        ledger has a Start of the inference that names this executor; False when ``give_up``
-        came first."""
+        ledger has a Start of the inference that names this executor (True), or one that never
+        will: a later attempt's naming another executor, or the inference decided without this
+        one (``_SUPERSEDED``); None when ``give_up`` came first."""
         wait = EXECUTOR_FINISH_RETRY_S
+        mine = self._attempt_of.get(iid)
         while self.monotonic() < give_up:
             await asyncio.sleep(min(wait, max(0.0, give_up - self.monotonic())))
             with contextlib.suppress(Exception):  # the ledger away: this round reads again
                 rec = await self.ledger.inference(iid)
                 if rec is not None and rec.executor == self.address:
                     return True
+                # NOTE: an earlier attempt's Start (lower attempt) is not final: the retry that
+                # drew this executor may still commit; a later one's, or an ended inference, is
+                if rec is not None and (
+                    rec.status is not InferenceStatus.STARTED
+                    or (mine is not None and rec.attempt > mine)
+                ):
+                    return _SUPERSEDED
             wait = min(2 * wait, EXECUTOR_FINISH_POLL_MAX_S)
-        return False
+        return None
 
     def _resealed(self, tx: bytes) -> bytes:
         finish = wire.open_envelope(tx, wire.FinishInference, chain=self.chain.id).message
@@ -490,6 +517,7 @@ class Executor(RoleBase):
             "resumed": self.resumed,
             "resent": self.resent,
             "waited_for_start": self.waited_for_start,
+            "superseded": self.superseded,
             "finishes_in_flight": len(self._finishing),
             "finish_failures": list(self.finish_failures),
             "inflight": self.inflight,

@@ -8,10 +8,12 @@ classes are plain classes called directly.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from gonka_ray import crypto, wire
+from gonka_ray.actors.ledger_port import TxOutcome
 from gonka_ray.constants import (
     PAYLOAD_FETCH_RETRY_S,
     VERIFIER_OWN_FAILURE_RETRIES,
@@ -438,6 +440,51 @@ class _ExecutorPort:
         if tx not in self.receipts:
             self.receipts[tx] = await self.inner.submit(tx, accepted=accepted)
         return self.receipts[tx]
+
+
+class _SupersededLedger:
+    """Refuses every Finish as ``not_executor`` and reads back a record of the inference."""
+
+    def __init__(self, record: SimpleNamespace | None) -> None:
+        self.record, self.finishes, self.reads = record, 0, 0
+
+    async def submit(self, tx: bytes, *, accepted: asyncio.Event | None = None) -> TxOutcome:
+        self.finishes += 1
+        return TxOutcome(ok=False, reason="not_executor", height=1, tx_id=b"f" * 32)
+
+    async def inference(self, iid: bytes):
+        self.reads += 1
+        return self.record
+
+
+@pytest.mark.parametrize(
+    ("attempt", "status", "dropped"),
+    [
+        (2, InferenceStatus.STARTED, True),  # a later attempt's Start: never ours again
+        (0, InferenceStatus.FINISHED, True),  # the inference ended without this executor
+        (0, InferenceStatus.STARTED, False),  # an earlier attempt's: ours may still commit
+    ],
+)
+async def test_a_finish_whose_inference_went_to_another_attempt_is_dropped_at_once(
+    tmp_path, attempt: int, status: InferenceStatus, dropped: bool
+) -> None:
+    """An executor the TA gave up on (it looked dead before its first token) still journals its
+    Finish; the retry's Start names another executor. That Finish can never be taken: kept, it
+    was resubmitted every sweep for 15 minutes, a refused (committed) transaction each time."""
+    net = Net(tmp_path)
+    ex = next(iter(net.executors.values()))
+    iid = b"i" * 32
+    ex._attempt_of[iid] = 1  # drawn for attempt 1 here
+    other = SimpleNamespace(executor="gonka" + "0" * 40, attempt=attempt, status=status)
+    ex.ledger = _SupersededLedger(other)
+    ex.finish_try_s = 1.0
+    settled = await ex._submit_finish(iid, b"a journalled Finish")
+    assert settled is dropped
+    assert ex.ledger.finishes == 1  # one submission, then reads only
+    assert ex.stats()["superseded"] == int(dropped)
+    assert list(ex.finish_failures) == (["superseded"] if dropped else [])
+    if not dropped:
+        assert ex.ledger.reads >= 2  # read on until the round ended
 
 
 @pytest.mark.parametrize("fault", ["ledger_away", "start_late", "retry_start_late", "start_never"])
