@@ -574,6 +574,11 @@ def sweep(
                     "participants": n,
                     "strategy": strategy,
                     "ratio_mean": float(np.mean(ratios)),
+                    # seed noise: a cell of a few small identities (sybil at 1,000 participants
+                    # and 1k requests: ~0.25 inferences per identity per epoch) swings by 0.25
+                    "ratio_se": float(np.std(ratios, ddof=1) / math.sqrt(seeds))
+                    if seeds > 1
+                    else 0.0,
                     "ratio_max": float(np.max(ratios)),
                     "honest_profit_vs_peaceful_min": float(np.min(honest_share)),
                     "group": runs[0]["group"],
@@ -598,6 +603,9 @@ def sweep(
             st: max(c["ratio_mean"] for c in cells if c["strategy"] == st) for st in STRATEGIES
         },
         "sybil_profit_ratio_max": max(sybil),
+        "sybil_profit_ratio_max_se": max(
+            (c for c in cells if c["strategy"] == "sybil"), key=lambda c: c["ratio_mean"]
+        )["ratio_se"],
         "honest_profit_vs_peaceful_min": min(c["honest_profit_vs_peaceful_min"] for c in cells),
         "worst_cell": {k: worst[k] for k in ("requests", "participants", "strategy")},
         "honest_invalid_count": sum(c["honest_invalidated"] for c in cells),

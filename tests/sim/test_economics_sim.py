@@ -3,6 +3,9 @@ invalidated spend is refunded in full, and an always-cheater earns less than hon
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from benchmarks.economics import SimConfig, simulate, summarise
 
 
@@ -87,3 +90,23 @@ def test_every_newcomer_inference_must_be_checked_by_someone() -> None:
 
     got = newcomer_checked_share(samples=8, seed=3)
     assert got["inferences"] == 3 * (8 + 8 + 1) and got["share"] == 1.0
+
+
+def test_sweep_reports_each_cells_seed_noise(monkeypatch) -> None:
+    """A cell's ratio is a mean over seeds; its standard error says how far apart two such
+    means may fall by chance (sybil at 1,000 participants: ±0.25 per seed)."""
+    from benchmarks import economics_sweep as es
+
+    monkeypatch.setattr(es, "REQUESTS", (1_000,))
+    monkeypatch.setattr(es, "PARTICIPANTS", (10,))
+    monkeypatch.setattr(es, "STRATEGIES", ("sybil", "cheat_1"))
+    rates = es.Rates(tpr=0.95, fpr=1e-3, source="test", detail={})
+    result = es.sweep(rates, seeds=4, epochs=2, progress=False)
+    sybil = next(c for c in result["cells"] if c["strategy"] == "sybil")
+    ratios = []
+    for seed in range(4):
+        peace = es.run("none", 1_000, 10, seed, 2, es.Economy(), rates)
+        r = es.run("sybil", 1_000, 10, seed, 2, es.Economy(), rates)
+        ratios.append(1 + (r["profit_bad"] - r["profit_honest"]) / peace["profit_honest"])
+    assert sybil["ratio_se"] == pytest.approx(np.std(ratios, ddof=1) / 2)
+    assert result["sybil_profit_ratio_max_se"] == sybil["ratio_se"] > 0
