@@ -149,6 +149,35 @@ def test_claimed_margin_is_how_far_the_claim_falls_below_the_choice() -> None:
     assert float(masked.claimed_margins[0]) == float("inf")
 
 
+@pytest.mark.parametrize("tolerance", [0.0, 0.05, 1.0])
+def test_claimed_margin_never_undercuts_the_margin_under_mask_tolerance(tolerance) -> None:
+    """Whatever the masks and the tolerance: a claim that is not the choice falls at least the
+    plain margin below it (the runner-up is the closest any other token comes), and the choice's
+    own claim is 0."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 300, generator=g) * 3
+    claimed = torch.randint(0, 300, (64,), generator=g)
+    kw = {
+        "temperature": torch.full((64,), 0.7),
+        "seeds": torch.full((64,), 5, dtype=torch.int64),
+        "positions": torch.arange(64),
+        "top_k": torch.full((64,), 40),
+        "top_p": torch.full((64,), 0.9),
+        "mask_tolerance": tolerance,
+    }
+    first = sampler.sample(logits, **kw)
+    claimed[::2] = first.tokens[::2]  # half the rows claim the choice
+    out = sampler.sample(logits, **kw, claimed=claimed)
+    assert torch.equal(out.tokens, first.tokens) and torch.equal(out.margins, first.margins)
+    same = claimed == out.tokens
+    assert bool((out.claimed_margins[same] == 0).all())
+    assert bool((out.claimed_margins[~same] >= out.margins[~same] - 1e-5).all())
+    # and it is sharper: most claims sit further below the choice than the runner-up does
+    assert bool((out.claimed_margins[~same] > out.margins[~same] + 1e-3).any())
+    if tolerance == 1.0:
+        assert bool((out.margins == 0).any())  # masks that noise could decide did occur
+
+
 def _reference_mask(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor):
     """The full-sort top-k/top-p mask (value thresholds, ties kept together), row by row."""
     out = scaled.clone()
