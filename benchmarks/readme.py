@@ -56,7 +56,11 @@ NOTES = {
         "held-out requests at 64 tokens beside the honest output of the same request; TPR counts "
         "the outputs that differ from it. bf16: per-output checks are loose; int8 is caught by "
         "the epoch rule, measured on epochs of 20 checked inferences resampled from held-out "
-        "pools, 3 or 5 validators, with the ledger's cap, trim and leave-one-validator-out."
+        "pools, 3 or 5 validators, with the ledger's cap, trim and leave-one-validator-out. "
+        "The float32 cheat rows were collected again with the cheat phase alone (more requests "
+        "per cheat; sub-batches of similar length) and judged under the committed thresholds "
+        "(`detection_report.py --refresh-cheats`): `cheat_rows_refreshed` names their samples' "
+        "commit, `honest_figures_from` the run every honest figure comes from."
     ),
     "peer_transport": (
         "256-byte messages on loopback, one run: a Ray actor call against the framed-TCP peer "
