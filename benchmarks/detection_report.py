@@ -144,6 +144,11 @@ def cheat_rows(samples: list[dict], row: dict, dtype: str, length: int) -> list[
     return out
 
 
+def bf16_cheat_rows(samples: list[dict], row: dict) -> list[dict]:
+    """The bfloat16 cheat rows: int8 at 64 and at 256 tokens."""
+    return [r for n in (64, 256) for r in cheat_rows(samples, row, "bfloat16", n)]
+
+
 def cheat_summary(cheats: list[dict], bf16_cheats: list[dict]) -> dict:
     """The summary keys the cheat rows give (float32 cheats at 64 tokens; int8 in bfloat16)."""
     identical = sum(c["identical_to_honest"] for c in cheats)
@@ -180,7 +185,7 @@ def refresh_cheats(samples: list[dict]) -> Path:
     old = json.loads(path.read_text())
     rows = old["thresholds_calibrated"]
     new = cheat_rows(samples, rows["float32"], "float32", 64)
-    new_bf16 = [r for n in (64, 256) for r in cheat_rows(samples, rows["bfloat16"], "bfloat16", n)]
+    new_bf16 = bf16_cheat_rows(samples, rows["bfloat16"])
     if not new and not new_bf16:
         raise SystemExit(f"no cheat samples under {DATA_DIR}")
     cheats = merge_cheat_rows(old["cheats"], new)
@@ -189,19 +194,20 @@ def refresh_cheats(samples: list[dict]) -> Path:
     summary = {**old["summary"], **cheat_summary(cheats, bf16_cheats)}
     print(json.dumps(summary, indent=1))
     meta = ("summary", "machine", "git_commit", "git_dirty_files", "created_unix_s")
+    honest_from = old.get("honest_figures_from", old["git_commit"])
     refreshed = old.get("cheat_rows_refreshed", [])
     refreshed.append(
         {
             "rows": [[c["cheat"], c["dtype"], c["tokens"]] for c in new + new_bf16],
             "sample_commits": sorted({s.get("commit", "?") for s in samples}),
-            "honest_figures_from": old.get("honest_figures_from", old["git_commit"]),
+            "honest_figures_from": honest_from,
         }
     )
     detail = {k: v for k, v in old.items() if k not in meta}
     detail.update(
         cheats=cheats,
         bf16_cheats=bf16_cheats,
-        honest_figures_from=old.get("honest_figures_from", old["git_commit"]),
+        honest_figures_from=honest_from,
         cheat_rows_refreshed=refreshed,
     )
     return write_results("detection", summary, **detail)
@@ -439,10 +445,7 @@ def main() -> None:
         for d in rows
     }
     cheats = cheat_rows(samples, rows["float32"], "float32", 64) if "float32" in rows else []
-    bf16_cheats = []
-    if "bfloat16" in rows:
-        for n in (64, 256):
-            bf16_cheats += cheat_rows(samples, rows["bfloat16"], "bfloat16", n)
+    bf16_cheats = bf16_cheat_rows(samples, rows["bfloat16"]) if "bfloat16" in rows else []
     rng = np.random.default_rng(0)
     epoch = epoch_section(samples, rows["bfloat16"], rng) if "bfloat16" in rows else None
     # a float32 network gets its row's epoch rule too: it must not flag honest fp32 executors

@@ -595,17 +595,15 @@ def sweep(
     bar.close()
     dishonest = [c for c in cells if c["strategy"] not in HONEST_BEHAVIOUR]
     worst = max(dishonest, key=lambda c: c["ratio_mean"])
-    sybil = [c["ratio_mean"] for c in cells if c["strategy"] == "sybil"]
+    sybil = max((c for c in cells if c["strategy"] == "sybil"), key=lambda c: c["ratio_mean"])
     return {
         "cells": cells,
         "max_dishonest_profit_ratio_all_cells": worst["ratio_mean"],
         "max_ratio_per_strategy": {
             st: max(c["ratio_mean"] for c in cells if c["strategy"] == st) for st in STRATEGIES
         },
-        "sybil_profit_ratio_max": max(sybil),
-        "sybil_profit_ratio_max_se": max(
-            (c for c in cells if c["strategy"] == "sybil"), key=lambda c: c["ratio_mean"]
-        )["ratio_se"],
+        "sybil_profit_ratio_max": sybil["ratio_mean"],
+        "sybil_profit_ratio_max_se": sybil["ratio_se"],
         "honest_profit_vs_peaceful_min": min(c["honest_profit_vs_peaceful_min"] for c in cells),
         "worst_cell": {k: worst[k] for k in ("requests", "participants", "strategy")},
         "honest_invalid_count": sum(c["honest_invalidated"] for c in cells),
